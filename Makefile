@@ -1,0 +1,27 @@
+# Two commands do everything: `make train` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+OUTPUT_DIR ?= runs/transcription
+
+.PHONY: train train-lm test benchmark clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# The default job: speech transcription on the synthetic corpus the project makes itself.
+train: $(STAMP)
+	$(PY) train.py --task transcription --output-dir $(OUTPUT_DIR)
+
+train-lm: $(STAMP)
+	$(PY) train.py --task language_model --output-dir runs/language_model
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info
