@@ -1,17 +1,69 @@
-"""`ElmanRNN`: the sequence layer for `ElmanCell`.
-
-PLACEHOLDER until the fused path lands (issue 6): for now every call takes
-Keras' step loop, and `fused_reason` says so.
-"""
+"""`ElmanRNN`: the sequence layer for `ElmanCell`, with a fused fast path."""
 
 import keras
+from keras import activations
 
 from layers.elman_cell import ElmanCell
+
+_ACTIVATION_NAMES = {
+    activations.tanh: "tanh",
+    activations.relu: "relu",
+    activations.sigmoid: "sigmoid",
+    activations.linear: "linear",
+}
 
 
 @keras.saving.register_keras_serializable(package="rnn_pipeline")
 class ElmanRNN(keras.layers.RNN):
-    """`keras.layers.RNN` for one `ElmanCell`; same arguments and outputs."""
+    """`keras.layers.RNN` for one `ElmanCell`, fused when it can be.
+
+    Same arguments, weights, outputs and saved configuration as
+    `keras.layers.RNN(cell, ...)`; only the way the time loop runs differs.
+    On the fused path the input projection `x_t W_xh + b_h` is one matmul
+    over all time steps, the loop (compiled with XLA) computes only
+    `h_t = f(u_t + h_{t-1} W_hh)`, the output layer `y_t = g(h_t W_hy + b_y)`
+    (when the cell has `output_units`) is one matmul after the loop, and the
+    backward pass is written by hand so that its loop carries only the
+    gradient of `h` (see `layers.fused_elman`). Masks of any pattern (right
+    padding is the usual one) keep Keras' semantics: the state is carried
+    over masked steps and the output there is the previous output (zeros
+    before the first unmasked step, or everywhere masked when
+    `zero_output_for_mask=True`).
+
+    The layer falls back to Keras' step loop (`keras.layers.RNN.inner_loop`)
+    when the fused path cannot reproduce it: a backend other than
+    TensorFlow, `unroll=True`, an activation other than tanh, relu, sigmoid
+    or linear, mixed precision, or `recurrent_dropout > 0` in a training
+    call. `fused_reason` says why (None when fused). Input `dropout` stays
+    fused: one mask per sequence applied to `x`, as Keras does.
+
+    Args:
+        cell: An `ElmanCell`.
+        return_sequences, return_state, go_backwards, stateful, unroll,
+        zero_output_for_mask, **kwargs: As for `keras.layers.RNN`.
+
+    Call arguments:
+        sequences: Inputs, shape `(batch, time, features)`.
+        initial_state: Optional list holding `h_0`, shape `(batch, units)`.
+        mask: Optional boolean mask, shape `(batch, time)`.
+        training: Python boolean, for dropout.
+
+    Returns:
+        `(batch, time, output_size)` if `return_sequences` else
+        `(batch, output_size)`; followed by the final state `(batch, units)`
+        when `return_state`.
+
+    Example:
+
+    ```python
+    import numpy as np
+    from layers import ElmanCell, ElmanRNN
+    x = np.random.random((4, 20, 8)).astype("float32")
+    rnn = ElmanRNN(ElmanCell(16), return_sequences=True)
+    y = rnn(x)  # (4, 20, 16)
+    assert rnn.fused_reason is None
+    ```
+    """
 
     def __init__(self, cell, **kwargs):
         if not isinstance(cell, ElmanCell):
@@ -21,7 +73,109 @@ class ElmanRNN(keras.layers.RNN):
             )
         super().__init__(cell, **kwargs)
 
+    def _static_fused_reason(self):
+        if keras.backend.backend() != "tensorflow":
+            return (
+                f"the fused path needs the TensorFlow backend, this is "
+                f"{keras.backend.backend()!r}"
+            )
+        if self.unroll:
+            return "unroll=True asks for Keras' unrolled step loop"
+        if self.cell.activation not in _ACTIVATION_NAMES:
+            return (
+                f"activation {self.cell.activation!r} has no fused "
+                "derivative (supported: tanh, relu, sigmoid, linear)"
+            )
+        if self.cell.compute_dtype != self.cell.variable_dtype:
+            return (
+                "mixed precision (compute dtype "
+                f"{self.cell.compute_dtype}, variables "
+                f"{self.cell.variable_dtype}) runs on the step loop"
+            )
+        return None
+
     @property
     def fused_reason(self):
-        """Why the fused path is not taken (None when it is)."""
-        return "the fused path is not implemented yet"
+        """Why a training call would not be fused (None when it is).
+
+        With `recurrent_dropout > 0` only training calls fall back;
+        inference calls are still fused.
+        """
+        reason = self._static_fused_reason()
+        if reason is None and self.cell.recurrent_dropout > 0:
+            reason = (
+                f"recurrent_dropout={self.cell.recurrent_dropout} needs a "
+                "fresh mask on h_(t-1) inside the loop: training calls run "
+                "the step loop (inference calls stay fused)"
+            )
+        return reason
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        reason = self._static_fused_reason()
+        if reason is None and training and self.cell.recurrent_dropout > 0:
+            reason = self.fused_reason
+        if reason is not None:
+            return super().inner_loop(
+                sequences, initial_state, mask, training=training
+            )
+        return self._fused_loop(sequences, initial_state, mask, training)
+
+    def _fused_loop(self, sequences, initial_state, mask, training):
+        import tensorflow as tf
+
+        from layers.fused_elman import elman_last_state, elman_recurrence
+
+        cell = self.cell
+        activation = _ACTIVATION_NAMES[cell.activation]
+        dtype = cell.compute_dtype
+        x = tf.convert_to_tensor(sequences, dtype=dtype)
+        h0 = tf.convert_to_tensor(initial_state[0], dtype=dtype)
+        if training and cell.dropout > 0:
+            # The mask RNN.call prepared for this sequence (one per call).
+            x = x * cell.get_dropout_mask(x[:, 0, :])[:, None, :]
+        if self.go_backwards:
+            x = tf.reverse(x, axis=[1])
+        # Time-major once: the loop reads u[t] as one contiguous block.
+        x = tf.transpose(x, (1, 0, 2))
+        u = tf.matmul(x, tf.convert_to_tensor(cell.kernel))
+        if cell.use_bias:
+            u = u + tf.convert_to_tensor(cell.bias)
+        recurrent_kernel = tf.convert_to_tensor(cell.recurrent_kernel)
+
+        keep = None
+        if mask is not None:
+            mask = tf.cast(tf.convert_to_tensor(mask), tf.bool)
+            if mask.shape.rank == 3:
+                mask = mask[:, :, 0]
+            if self.go_backwards:
+                mask = tf.reverse(mask, axis=[1])
+            keep = tf.transpose(mask)[:, :, None]  # (time, batch, 1)
+
+        if keep is None:
+            shown = None
+        elif self.zero_output_for_mask:
+            shown = keep
+        else:
+            # Keras repeats the previous output at a masked step, and that
+            # is zeros until the first unmasked step.
+            shown = tf.cumsum(tf.cast(keep, tf.int32), axis=0) > 0
+
+        def outputs_of(held):
+            y = cell.project(held)
+            if shown is not None:
+                index = slice(None) if held.shape.rank == 3 else -1
+                y = tf.where(shown[index], y, tf.zeros_like(y))
+            return y
+
+        if self.return_sequences:
+            held = elman_recurrence(u, h0, recurrent_kernel, keep, activation)
+            last_state = held[-1]
+            outputs = tf.transpose(outputs_of(held), (1, 0, 2))
+            last_output = outputs[:, -1]
+        else:
+            last_state = elman_last_state(
+                u, h0, recurrent_kernel, keep, activation
+            )
+            last_output = outputs_of(last_state)
+            outputs = last_output[:, None]
+        return last_output, outputs, [last_state]
