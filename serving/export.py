@@ -1,0 +1,150 @@
+"""Atomic, versioned SavedModel export in TF Serving's directory layout."""
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+
+import keras
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+
+from layers.fused_elman import xla_disabled
+
+METADATA_PATH = os.path.join("assets", "metadata.json")
+
+
+def _versions(model_dir):
+    """The integer version directories already in `model_dir`."""
+    if not os.path.isdir(model_dir):
+        return []
+    return sorted(
+        int(name)
+        for name in os.listdir(model_dir)
+        if name.isdigit() and os.path.isdir(os.path.join(model_dir, name))
+    )
+
+
+def _json_ready(value, where):
+    try:
+        return json.loads(json.dumps(value, allow_nan=True))
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"Received an invalid value for `{where}`, expected JSON-serialisable "
+            f"data (dicts, lists, strings, numbers), got {error}."
+        ) from None
+
+
+def xla_compiled_functions(saved_model_dir):
+    """Names of the functions in a SavedModel marked for XLA compilation."""
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    names = []
+    for meta_graph in proto.meta_graphs:
+        for function in meta_graph.graph_def.library.function:
+            attr = function.attr.get("_XlaMustCompile")
+            if attr is not None and attr.b:
+                names.append(function.signature.name)
+            for node in function.node_def:
+                attr = node.attr.get("_XlaMustCompile")
+                if attr is not None and attr.b:
+                    names.append(f"{function.signature.name}/{node.name}")
+    return sorted(names)
+
+
+def _check_no_xla(saved_model_dir):
+    names = xla_compiled_functions(saved_model_dir)
+    if names:
+        raise ValueError(
+            f"The SavedModel in {saved_model_dir} holds XLA-compiled functions "
+            f"{names[:5]}, which TF Serving cannot run; expected none (trace "
+            "inside layers.fused_elman.xla_disabled())."
+        )
+
+
+def write_saved_model_version(archive, export_base, model_name, metadata):
+    """Write a `keras.export.ExportArchive` as the next version of a model.
+
+    The layout is TF Serving's, `<export_base>/<model_name>/<version>/`, where
+    `version` is one more than the highest integer directory already there (1
+    for the first). The SavedModel and `assets/metadata.json` are written to a
+    hidden temporary directory beside the versions and then renamed into
+    place, so a server polling the directory sees a version whole or not at
+    all (TF Serving and `python -m serving` ignore non-integer names).
+
+    Args:
+        archive: A `keras.export.ExportArchive` with its endpoints added.
+        export_base: Directory holding one folder per model name.
+        model_name: Folder name of the model, e.g. "transcriber".
+        metadata: JSON-serialisable dict written to `assets/metadata.json`;
+            the export version and library versions are added to it.
+
+    Returns:
+        The path of the new version directory.
+    """
+    if not isinstance(model_name, str) or not model_name or os.sep in model_name:
+        raise ValueError(
+            "Received an invalid value for argument `model_name`, expected a "
+            f"non-empty folder name without '{os.sep}', got {model_name!r}."
+        )
+    if not isinstance(metadata, dict):
+        raise TypeError(
+            "Received an invalid value for argument `metadata`, expected a "
+            f"dict, got {type(metadata).__name__}."
+        )
+    metadata = _json_ready(metadata, "metadata")
+    model_dir = os.path.join(os.fspath(export_base), model_name)
+    os.makedirs(model_dir, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".staging-", dir=model_dir)
+    try:
+        # TF Serving's builds cannot run XLA-compiled functions (GPU images
+        # fail with "Could not find compiler for platform CUDA", CPU ones need
+        # a flag), so the fused Elman loops are traced without jit_compile.
+        with xla_disabled():
+            archive.write_out(staging, verbose=False)
+        _check_no_xla(staging)
+
+        metadata = {
+            **metadata,
+            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "tensorflow_version": tf.__version__,
+            "keras_version": keras.__version__,
+            "python_version": platform.python_version(),
+        }
+        os.makedirs(os.path.join(staging, "assets"), exist_ok=True)
+        with open(os.path.join(staging, METADATA_PATH), "w", encoding="utf-8") as f:
+            json.dump(metadata, f, indent=2, sort_keys=True, ensure_ascii=False)
+            f.write("\n")
+        os.chmod(staging, 0o755)
+        # Another exporter may take a number between our look and our rename:
+        # renaming onto an existing non-empty directory fails, so try the next.
+        version = (_versions(model_dir) or [0])[-1] + 1
+        while True:
+            target = os.path.join(model_dir, str(version))
+            if not os.path.exists(target):
+                try:
+                    os.rename(staging, target)
+                    return target
+                except OSError:
+                    if not os.path.exists(target):
+                        raise
+            version += 1
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def read_metadata(version_dir):
+    """The `assets/metadata.json` dict of an exported version directory."""
+    path = os.path.join(os.fspath(version_dir), METADATA_PATH)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"Export metadata {path} does not exist; expected a version "
+            "directory written by serving.export."
+        ) from None

@@ -1,0 +1,247 @@
+"""SavedModel export of the character language model for TF Serving."""
+
+import numpy as np
+import keras
+import tensorflow as tf
+
+from serving.export import write_saved_model_version
+from serving.vocabulary_tables import VocabularyTables
+
+# Layers that act on each time step alone, so the one-step generation path
+# may apply them per character; Dropout is the identity at inference.
+_PER_STEP = (keras.layers.Dense, keras.layers.LayerNormalization, keras.layers.Activation)
+_IDENTITY = (keras.layers.Dropout, keras.layers.InputLayer)
+
+
+class _StepModel:
+    """One character step of a chain `Embedding -> RNN... -> Dense` model."""
+
+    def __init__(self, model):
+        self.embedding = None
+        self.stages = []  # ("rnn", layer) or ("pointwise", layer), in order
+        for layer in model.layers:
+            if isinstance(layer, _IDENTITY):
+                continue
+            if isinstance(layer, keras.layers.Embedding) and self.embedding is None and not self.stages:
+                self.embedding = layer
+            elif isinstance(layer, keras.layers.RNN):
+                if layer.go_backwards or not layer.return_sequences:
+                    raise ValueError(
+                        f"Language model layer `{layer.name}` must be a forward "
+                        "RNN with return_sequences=True to be generated from, got "
+                        f"go_backwards={layer.go_backwards}, "
+                        f"return_sequences={layer.return_sequences}."
+                    )
+                if not isinstance(layer.cell.state_size, int):
+                    raise ValueError(
+                        f"Language model layer `{layer.name}` must have one "
+                        f"state tensor, got state_size={layer.cell.state_size!r}."
+                    )
+                self.stages.append(("rnn", layer))
+            elif isinstance(layer, _PER_STEP):
+                self.stages.append(("pointwise", layer))
+            else:
+                raise ValueError(
+                    f"Language model layer `{layer.name}` "
+                    f"({type(layer).__name__}) has no one-step form; expected "
+                    "Embedding, then ElmanRNN, Dropout, Dense, "
+                    "LayerNormalization or Activation layers in a chain."
+                )
+        if self.embedding is None:
+            raise ValueError(
+                f"Model `{model.name}` has no leading Embedding layer; expected "
+                "a character language model from build_language_model."
+            )
+        self.rnns = [layer for kind, layer in self.stages if kind == "rnn"]
+
+    def zero_states(self, batch_size):
+        return [tf.zeros((batch_size, rnn.cell.state_size)) for rnn in self.rnns]
+
+    def __call__(self, ids, states):
+        """Logits `(batch, vocabulary)` and new states for ids `(batch,)`."""
+        x = self.embedding(ids)
+        new_states = []
+        for kind, layer in self.stages:
+            if kind == "rnn":
+                x, state = layer.cell(x, [states[len(new_states)]], training=False)
+                new_states.append(state[0] if isinstance(state, (list, tuple)) else state)
+            else:
+                x = layer(x)
+        return tf.cast(x, tf.float32), new_states
+
+
+def _check_step_model(model, step, vocabulary_size):
+    """Fail at export time if the step path disagrees with the full model."""
+    ids = np.random.default_rng(0).integers(0, vocabulary_size, (2, 7)).astype("int32")
+    expected = keras.ops.convert_to_numpy(model(ids, training=False))
+    states = step.zero_states(2)
+    for t in range(ids.shape[1]):
+        logits, states = step(tf.constant(ids[:, t]), states)
+        if not np.allclose(logits.numpy(), expected[:, t], atol=1e-4, rtol=1e-4):
+            raise ValueError(
+                f"Model `{model.name}` gives different logits when run one "
+                "character at a time than on the whole sequence (step "
+                f"{t}); it is not a plain Embedding -> RNN -> Dense chain and "
+                "cannot be exported for generation."
+            )
+
+
+def export_language_model(
+    model,
+    vocabulary,
+    export_base,
+    *,
+    trained_on,
+    metrics,
+    config=None,
+    model_name="language_model",
+):
+    """Export a character language model as the next TF Serving version.
+
+    Writes `<export_base>/<model_name>/<version>/` (see
+    `serving.export.write_saved_model_version`) with two signatures:
+
+    - `serving_default`: `prompt` string `(batch,)`, `max_new_chars` int32
+      scalar, `temperature` float32 scalar -> `text` string `(batch,)`, the
+      continuation only. The prompt is read once, left to right, and the RNN
+      state is then carried from character to character; temperature 0 is
+      greedy (argmax). The reserved ids (padding, unknown) are never
+      generated. Empty prompts, a negative `max_new_chars` or temperature are
+      rejected with InvalidArgument.
+    - `score`: `text` string `(batch,)` -> `nll` float32 `(batch,)`, the summed
+      negative log-likelihood in nats of every character after the first
+      given the ones before it, and `char_count` int32 `(batch,)`, how many
+      characters were scored (length - 1, or 0). Characters outside the
+      vocabulary are scored as the unknown id.
+
+    Args:
+        model: A Keras model mapping int32 ids `(batch, time)` to logits
+            `(batch, time, vocabulary_size)`, built by `build_language_model`
+            (Embedding -> ElmanRNN layers -> Dense, Dropout anywhere).
+        vocabulary: The `pipelines.vocabulary.Vocabulary` the model was
+            trained with.
+        export_base: Directory holding one folder per model name.
+        trained_on: What the model was trained on (a string or a dict, e.g.
+            the dataset path and split), stored in the metadata.
+        metrics: Dict of final metrics (e.g. `val_bpc`), stored in the metadata.
+        config: Optional dict of the resolved training configuration.
+        model_name: Folder name of the model. Default "language_model".
+
+    Returns:
+        The path of the new version directory.
+
+    Example:
+
+    ```python
+    path = export_language_model(model, vocab, "runs/lm/export",
+                                 trained_on="data/tinyshakespeare.txt",
+                                 metrics={"val_bpc": 2.1})
+    # runs/lm/export/language_model/1
+    ```
+    """
+    if model.outputs and model.outputs[0].shape[-1] != vocabulary.size:
+        raise ValueError(
+            f"Model `{model.name}` gives {model.outputs[0].shape[-1]} logits "
+            f"per step, but the vocabulary has {vocabulary.size} ids; export "
+            "the model with the vocabulary it was trained with."
+        )
+    tables = VocabularyTables(vocabulary)
+    step = _StepModel(model)
+    _check_step_model(model, step, vocabulary.size)
+    reserved = tf.constant(
+        np.arange(vocabulary.size) < vocabulary.num_reserved
+    )
+
+    def generate(prompt, max_new_chars, temperature):
+        ids, lengths = tables.encode(prompt)
+        batch_size = tf.shape(ids)[0]
+        checks = [
+            tf.debugging.assert_greater(
+                lengths, 0, message="every `prompt` must hold at least one character"
+            ),
+            tf.debugging.assert_non_negative(
+                max_new_chars, message="`max_new_chars` must be >= 0"
+            ),
+            tf.debugging.assert_greater_equal(
+                temperature, 0.0, message="`temperature` must be >= 0 (0 is greedy)"
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            ids = tf.identity(ids)
+
+        def read_prompt(t, states, last_logits):
+            logits, new_states = step(ids[:, t], states)
+            active = (t < lengths)[:, None]
+            states = [tf.where(active, n, s) for n, s in zip(new_states, states)]
+            return t + 1, states, tf.where(active, logits, last_logits)
+
+        _, states, logits = tf.while_loop(
+            lambda t, *_: t < tf.shape(ids)[1],
+            read_prompt,
+            (tf.constant(0), step.zero_states(batch_size),
+             tf.zeros((batch_size, vocabulary.size))),
+        )
+
+        def sample(logits):
+            scaled = logits / tf.maximum(temperature, 1e-30)
+            scaled = tf.where(reserved, -np.inf, scaled)
+            return tf.cond(
+                temperature > 0.0,
+                lambda: tf.random.categorical(scaled, 1, dtype=tf.int32)[:, 0],
+                lambda: tf.argmax(scaled, axis=-1, output_type=tf.int32),
+            )
+
+        def write_char(i, states, logits, chosen):
+            next_ids = sample(logits)
+            chosen = chosen.write(i, next_ids)
+            logits, states = step(next_ids, states)
+            return i + 1, states, logits, chosen
+
+        _, _, _, chosen = tf.while_loop(
+            lambda i, *_: i < max_new_chars,
+            write_char,
+            (tf.constant(0), states, logits,
+             tf.TensorArray(tf.int32, size=max_new_chars, element_shape=(None,))),
+        )
+        new_ids = tf.reshape(tf.transpose(chosen.stack()), (batch_size, -1))
+        return {"text": tables.decode(new_ids)}
+
+    def score(text):
+        ids, lengths = tables.encode(text)
+        logits = tf.cast(model(ids, training=False), tf.float32)
+        log_probs = tf.nn.log_softmax(logits[:, :-1])
+        targets = ids[:, 1:]
+        picked = tf.gather(log_probs, targets, batch_dims=2)
+        scored = tf.sequence_mask(lengths - 1, tf.shape(targets)[1])
+        nll = tf.reduce_sum(tf.where(scored, -picked, 0.0), axis=1)
+        return {"nll": nll, "char_count": tf.maximum(lengths - 1, 0)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    tables.track(archive)
+    archive.add_endpoint(
+        "serving_default",
+        generate,
+        input_signature=[
+            tf.TensorSpec((None,), tf.string, name="prompt"),
+            tf.TensorSpec((), tf.int32, name="max_new_chars"),
+            tf.TensorSpec((), tf.float32, name="temperature"),
+        ],
+    )
+    archive.add_endpoint(
+        "score", score, input_signature=[tf.TensorSpec((None,), tf.string, name="text")]
+    )
+    metadata = {
+        "task": "language_model",
+        "vocabulary": vocabulary.get_config(),
+        "trained_on": trained_on,
+        "metrics": metrics,
+        "config": config,
+        "signatures": {
+            "serving_default": "prompt string (batch,), max_new_chars int32 (), "
+            "temperature float32 () -> text string (batch,) the continuation",
+            "score": "text string (batch,) -> nll float32 (batch,) summed nats "
+            "of every character after the first, char_count int32 (batch,)",
+        },
+    }
+    return write_saved_model_version(archive, export_base, model_name, metadata)
