@@ -1,0 +1,58 @@
+"""`ctc_loss`: per-utterance CTC loss with the true label and frame lengths."""
+
+from keras import ops
+
+from pipelines.vocabulary import Vocabulary
+
+
+def ctc_loss(labels, log_probs, frame_length, *, vocabulary=Vocabulary):
+    """CTC negative log-likelihood of each utterance, ignoring all padding.
+
+    `keras.losses.CTC` takes no lengths, so it would score padded frames as
+    speech and padded label positions as characters; this passes the true
+    lengths to `keras.ops.ctc_loss` instead: label lengths are the count of
+    non-padding ids, frame lengths come from the model.
+
+    An utterance whose labels cannot fit in its frames (CTC needs one frame
+    per character plus one blank between repeated characters) has no finite
+    loss; it contributes 0 and no gradient rather than NaN weights. Make
+    such utterances rare by stacking fewer frames.
+
+    Args:
+        labels: int `(batch, max_label_length)`, character ids padded at the
+            end with `vocabulary.pad_id`.
+        log_probs: float `(batch, time, classes)`, log-probabilities or
+            logits; class `vocabulary.blank_id` is the CTC blank.
+        frame_length: int `(batch,)`, the valid steps of `log_probs`.
+        vocabulary: The `Vocabulary` (or its class) owning `pad_id` and
+            `blank_id`.
+
+    Returns:
+        float32 `(batch,)`, the loss of each utterance (0 where infeasible).
+    """
+    labels = ops.cast(labels, "int32")
+    frame_length = ops.cast(frame_length, "int32")
+    is_label = ops.not_equal(labels, vocabulary.pad_id)
+    label_length = ops.sum(ops.cast(is_label, "int32"), axis=-1)
+    repeats = ops.sum(
+        ops.cast(
+            ops.logical_and(
+                ops.equal(labels[:, 1:], labels[:, :-1]), is_label[:, 1:]
+            ),
+            "int32",
+        ),
+        axis=-1,
+    )
+    feasible = frame_length >= label_length + repeats
+    # An empty target is always feasible: it keeps the infeasible rows finite.
+    safe_label_length = ops.where(feasible, label_length, 0)
+    # Keras' ctc_loss wants at least one label column.
+    labels = ops.pad(labels, [[0, 0], [0, 1]], constant_values=vocabulary.pad_id)
+    loss = ops.ctc_loss(
+        labels,
+        log_probs,
+        safe_label_length,
+        frame_length,
+        mask_index=vocabulary.blank_id,
+    )
+    return ops.where(feasible, loss, ops.zeros_like(loss))

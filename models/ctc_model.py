@@ -1,0 +1,47 @@
+"""`CTCModel`: a functional Keras model trained with CTC on its own lengths."""
+
+import keras
+from keras import ops
+
+from models.ctc_loss import ctc_loss
+
+
+@keras.saving.register_keras_serializable(package="rnn_pipeline")
+class CTCModel(keras.Model):
+    """Functional model `(features, feature_length) -> (log_probs, frame_length)`.
+
+    Construct it exactly like a functional `keras.Model` whose outputs are a
+    dict with `"log_probs"` `(batch, frames, classes)` and `"frame_length"`
+    `(batch,)`. The only difference is the loss: `compute_loss` reads the
+    model's own frame lengths and the labels' true lengths and returns the
+    mean CTC loss (`models.ctc_loss.ctc_loss`), so `compile` needs only an
+    optimizer and `fit(dataset)` takes batches of
+    `({"features", "feature_length"}, labels)` with labels padded by
+    `vocabulary.pad_id`. Inference, saving and export see an ordinary
+    functional model.
+
+    Example:
+
+    ```python
+    model = build_transcription_model(num_features=80, vocabulary_size=30)
+    model.fit(train_dataset, validation_data=validation_dataset)
+    outputs = model.predict(batch_inputs)  # {"log_probs", "frame_length"}
+    ```
+    """
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        if not isinstance(y_pred, dict) or not {"log_probs", "frame_length"} <= set(y_pred):
+            raise ValueError(
+                "CTCModel expects its outputs to be a dict with keys "
+                "'log_probs' and 'frame_length', got "
+                f"{type(y_pred).__name__} {list(y_pred) if isinstance(y_pred, dict) else ''}."
+            )
+        per_utterance = ctc_loss(y, y_pred["log_probs"], y_pred["frame_length"])
+        if sample_weight is not None:
+            per_utterance = per_utterance * ops.cast(sample_weight, per_utterance.dtype)
+        loss = ops.mean(per_utterance)
+        if self.losses:
+            loss = loss + ops.sum(ops.stack(self.losses))
+        return loss

@@ -1,0 +1,150 @@
+"""`build_transcription_model`: the Elman RNN CTC speech recogniser."""
+
+import numbers
+
+import keras
+
+from layers import ElmanCell, ElmanRNN
+from models.ctc_model import CTCModel
+from models.frame_stacking import FrameStacking
+from models.log_probabilities import LogProbabilities
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(
+            f"Received an invalid value for argument `{name}`, expected a "
+            f"positive integer, got {value!r}."
+        )
+
+
+def _check_rate(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < 1.0:
+        raise ValueError(
+            f"Received an invalid value for argument `{name}`, expected a "
+            f"float in [0, 1), got {value!r}."
+        )
+
+
+def build_transcription_model(
+    *,
+    num_features,
+    vocabulary_size,
+    hidden_size=256,
+    num_layers=2,
+    bidirectional=True,
+    frame_stack=3,
+    dropout=0.1,
+    activation="tanh",
+    learning_rate=1e-3,
+    clipnorm=5.0,
+    name="transcription",
+):
+    """Build and compile the CTC transcription model on `ElmanRNN(ElmanCell)`.
+
+    The graph, every layer named:
+
+        features (batch, time, num_features), feature_length (batch,)
+        -> frame_stacking: FrameStacking(frame_stack), giving the length mask
+           passed to every recurrent layer
+        -> num_layers x [rnn_i: (Bidirectional) ElmanRNN(ElmanCell(hidden_size)),
+                         dropout_i]
+        -> logits: Dense(vocabulary_size)
+        -> log_probs: LogProbabilities (log-softmax; the mask stops here)
+
+    Outputs are a dict: `"log_probs"` float32 `(batch, frames, vocabulary_size)`
+    with `frames = ceil(time / frame_stack)`, class `Vocabulary.blank_id`
+    (0) the CTC blank, and `"frame_length"` int32 `(batch,)` the valid frames
+    of each utterance. The model is a `CTCModel` (a functional model whose
+    `compute_loss` is CTC on those lengths), compiled with Adam, so it goes
+    straight into `fit` with batches of `({"features", "feature_length"},
+    labels)`.
+
+    Args:
+        num_features: Feature size per frame (e.g. 80 log-mel bands).
+        vocabulary_size: Output classes, `vocabulary.size` (blank included).
+        hidden_size: Units per recurrent direction.
+        num_layers: Number of recurrent layers.
+        bidirectional: Whether each recurrent layer reads both directions
+            (the outputs are concatenated).
+        frame_stack: Frames stacked into one step (stride as well).
+        dropout: Dropout rate after the stacking and after each recurrent
+            layer.
+        activation: The Elman state activation, "tanh" or "relu".
+        learning_rate: Adam's learning rate.
+        clipnorm: Gradient norm clip (recurrent nets need one); None for none.
+        name: The model's name.
+
+    Returns:
+        A compiled `CTCModel`.
+
+    Example:
+
+    ```python
+    from pipelines.vocabulary import Vocabulary, SPEECH_ALPHABET
+    vocabulary = Vocabulary(SPEECH_ALPHABET)
+    model = build_transcription_model(num_features=80, vocabulary_size=vocabulary.size)
+    out = model({"features": features, "feature_length": lengths})
+    out["log_probs"].shape  # (batch, ceil(time / 3), vocabulary.size)
+    ```
+    """
+    _check_positive_int("num_features", num_features)
+    _check_positive_int("vocabulary_size", vocabulary_size)
+    if vocabulary_size < 2:
+        raise ValueError(
+            "Received an invalid value for argument `vocabulary_size`, expected "
+            f"at least 2 (the blank and one character), got {vocabulary_size}."
+        )
+    _check_positive_int("hidden_size", hidden_size)
+    _check_positive_int("num_layers", num_layers)
+    _check_positive_int("frame_stack", frame_stack)
+    _check_rate("dropout", dropout)
+    if not isinstance(bidirectional, bool):
+        raise TypeError(
+            "Received an invalid value for argument `bidirectional`, expected "
+            f"a bool, got {bidirectional!r}."
+        )
+    if activation not in ("tanh", "relu"):
+        raise ValueError(
+            "Received an invalid value for argument `activation`, expected "
+            f"'tanh' or 'relu', got {activation!r}."
+        )
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real) or learning_rate <= 0:
+        raise ValueError(
+            "Received an invalid value for argument `learning_rate`, expected "
+            f"a positive float, got {learning_rate!r}."
+        )
+
+    features = keras.Input((None, num_features), name="features")
+    feature_length = keras.Input((), dtype="int32", name="feature_length")
+    x, frame_length, mask = FrameStacking(frame_stack, name="frame_stacking")(
+        [features, feature_length]
+    )
+    if dropout:
+        x = keras.layers.Dropout(dropout, name="input_dropout")(x)
+    for index in range(num_layers):
+        rnn = ElmanRNN(
+            ElmanCell(
+                hidden_size,
+                activation=activation,
+                recurrent_initializer="identity" if activation == "relu" else "orthogonal",
+            ),
+            return_sequences=True,
+            name=f"elman_{index}" if bidirectional else f"rnn_{index}",
+        )
+        if bidirectional:
+            rnn = keras.layers.Bidirectional(rnn, name=f"rnn_{index}")
+        x = rnn(x, mask=mask)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name=f"dropout_{index}")(x)
+    logits = keras.layers.Dense(vocabulary_size, name="logits")(x)
+    log_probs = LogProbabilities(name="log_probs")(logits)
+    model = CTCModel(
+        inputs={"features": features, "feature_length": feature_length},
+        outputs={"log_probs": log_probs, "frame_length": frame_length},
+        name=name,
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate, clipnorm=clipnorm)
+    )
+    return model

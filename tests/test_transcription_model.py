@@ -1,0 +1,224 @@
+"""The CTC transcription model: shapes, masking, CTC loss values, saving."""
+
+import numpy as np
+import pytest
+import keras
+
+from layers import ElmanCell, ElmanRNN
+from models.ctc_loss import ctc_loss
+from models.ctc_model import CTCModel
+from models.frame_stacking import FrameStacking
+from models.transcription import build_transcription_model
+from pipelines.vocabulary import Vocabulary
+
+SMALL = dict(num_features=6, vocabulary_size=5, hidden_size=8, num_layers=2, dropout=0.0)
+
+
+def _inputs(lengths, time, num_features=6, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "features": rng.normal(size=(len(lengths), time, num_features)).astype("float32"),
+        "feature_length": np.asarray(lengths, "int32"),
+    }
+
+
+# ---- FrameStacking ---------------------------------------------------------
+
+
+def test_frame_stacking_values_lengths_and_mask():
+    x = np.arange(2 * 5, dtype="float32").reshape(2, 5, 1)
+    stacked, length, mask = FrameStacking(2)([x, np.array([5, 3], "int32")])
+    np.testing.assert_array_equal(
+        np.asarray(stacked)[:, :, :],
+        [[[0, 1], [2, 3], [4, 0]], [[5, 6], [7, 0], [0, 0]]],
+    )
+    np.testing.assert_array_equal(length, [3, 2])
+    np.testing.assert_array_equal(mask, [[True, True, True], [True, True, False]])
+
+
+def test_frame_stacking_one_only_zeroes_padding():
+    x = np.ones((1, 4, 2), "float32")
+    stacked, length, mask = FrameStacking(1)([x, np.array([3], "int32")])
+    np.testing.assert_array_equal(np.asarray(stacked)[0, :, 0], [1, 1, 1, 0])
+    np.testing.assert_array_equal(length, [3])
+    np.testing.assert_array_equal(mask, [[True, True, True, False]])
+
+
+@pytest.mark.parametrize("stack", [0, -1, 1.5, True, "3"])
+def test_frame_stacking_rejects_bad_stack(stack):
+    with pytest.raises(ValueError, match="argument `stack`, expected a positive integer"):
+        FrameStacking(stack)
+
+
+# ---- the model -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("frame_stack,time", [(1, 7), (3, 7), (3, 12), (4, 13)])
+def test_output_shapes_follow_dynamic_time(frame_stack, time):
+    model = build_transcription_model(frame_stack=frame_stack, **SMALL)
+    outputs = model(_inputs([time, 2], time))
+    steps = -(-time // frame_stack)
+    assert tuple(outputs["log_probs"].shape) == (2, steps, 5)
+    np.testing.assert_array_equal(
+        outputs["frame_length"], [steps, -(-2 // frame_stack)]
+    )
+    # A proper distribution over the classes at every frame.
+    np.testing.assert_allclose(
+        np.exp(np.asarray(outputs["log_probs"])).sum(-1), 1.0, rtol=1e-5
+    )
+
+
+def test_one_model_handles_different_lengths():
+    model = build_transcription_model(frame_stack=2, **SMALL)
+    assert tuple(model.get_layer("features").output.shape) == (None, None, 6)
+    for time in (3, 10, 31):
+        assert model(_inputs([time], time))["log_probs"].shape[1] == -(-time // 2)
+
+
+def test_padding_does_not_change_valid_outputs():
+    model = build_transcription_model(frame_stack=3, **SMALL)
+    short = _inputs([10, 7, 4], 10)
+    padded = {
+        "features": np.concatenate(
+            [short["features"], np.random.default_rng(9).normal(size=(3, 8, 6)).astype("float32")],
+            axis=1,
+        ),
+        "feature_length": short["feature_length"],
+    }
+    a = model(short)
+    b = model(padded)
+    np.testing.assert_array_equal(a["frame_length"], b["frame_length"])
+    for row, n in enumerate(np.asarray(a["frame_length"])):
+        np.testing.assert_allclose(
+            np.asarray(a["log_probs"])[row, :n], np.asarray(b["log_probs"])[row, :n], atol=1e-5
+        )
+
+
+def test_layers_are_named_elman_and_bidirectional():
+    model = build_transcription_model(frame_stack=3, **SMALL)
+    names = [layer.name for layer in model.layers]
+    assert names == [
+        "features", "feature_length", "frame_stacking",
+        "rnn_0", "rnn_1", "logits", "log_probs",
+    ]
+    assert isinstance(model, CTCModel)
+    for name in ("rnn_0", "rnn_1"):
+        layer = model.get_layer(name)
+        assert isinstance(layer, keras.layers.Bidirectional)
+        assert isinstance(layer.forward_layer, ElmanRNN)
+        assert isinstance(layer.forward_layer.cell, ElmanCell)
+        assert layer.forward_layer.cell.units == 8
+    assert model.get_layer("rnn_1").output.shape[-1] == 16
+
+
+def test_unidirectional_and_dropout_layers():
+    model = build_transcription_model(
+        num_features=6, vocabulary_size=5, hidden_size=8, num_layers=1,
+        bidirectional=False, dropout=0.2,
+    )
+    names = [layer.name for layer in model.layers]
+    assert names == [
+        "features", "feature_length", "frame_stacking", "input_dropout",
+        "rnn_0", "dropout_0", "logits", "log_probs",
+    ]
+    assert isinstance(model.get_layer("rnn_0"), ElmanRNN)
+    assert model.get_layer("rnn_0").output.shape[-1] == 8
+
+
+def test_save_and_load_round_trip(tmp_path):
+    model = build_transcription_model(frame_stack=2, **SMALL)
+    inputs = _inputs([9, 5], 9)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, CTCModel)
+    np.testing.assert_allclose(
+        loaded(inputs)["log_probs"], model(inputs)["log_probs"], atol=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    "name,value,message",
+    [
+        ("num_features", 0, "`num_features`, expected a positive integer, got 0"),
+        ("vocabulary_size", 1, "`vocabulary_size`, expected at least 2"),
+        ("hidden_size", -3, "`hidden_size`, expected a positive integer, got -3"),
+        ("num_layers", 1.0, "`num_layers`, expected a positive integer, got 1.0"),
+        ("frame_stack", 0, "`frame_stack`, expected a positive integer, got 0"),
+        ("dropout", 1.0, r"`dropout`, expected a float in \[0, 1\), got 1.0"),
+        ("activation", "softmax", "`activation`, expected 'tanh' or 'relu'"),
+        ("learning_rate", 0, "`learning_rate`, expected a positive float"),
+    ],
+)
+def test_builder_rejects_bad_arguments(name, value, message):
+    with pytest.raises(ValueError, match=message):
+        build_transcription_model(**{**SMALL, name: value})
+
+
+def test_builder_rejects_non_bool_bidirectional():
+    with pytest.raises(TypeError, match="`bidirectional`, expected a bool, got 'yes'"):
+        build_transcription_model(**SMALL, bidirectional="yes")
+
+
+# ---- CTC loss --------------------------------------------------------------
+
+
+def test_ctc_loss_matches_hand_computed_value():
+    # Classes: 0 = blank, 2 = 'a' (id 1, unknown, gets no mass here).
+    p = np.array([[0.6, 0.0, 0.4], [0.3, 0.0, 0.7]])
+    log_probs = np.log(np.clip(p, 1e-12, 1))[None].astype("float32")
+    # Paths for "a" over 2 frames: a a, a -, - a.
+    expected = -np.log(0.4 * 0.7 + 0.4 * 0.3 + 0.6 * 0.7)
+    loss = ctc_loss(np.array([[2]], "int32"), log_probs, np.array([2], "int32"))
+    np.testing.assert_allclose(loss, [expected], rtol=1e-5)
+
+
+def test_ctc_loss_equals_keras_ctc_without_padding():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, 6, 5)).astype("float32")
+    labels = rng.integers(2, 5, size=(3, 3)).astype("int32")
+    ours = ctc_loss(labels, logits, np.full((3,), 6, "int32"))
+    reference = keras.losses.CTC(reduction=None)(labels, logits)
+    np.testing.assert_allclose(ours, reference, rtol=1e-5)
+
+
+def test_padding_does_not_change_ctc_loss():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(2, 6, 5)).astype("float32")
+    labels = np.array([[2, 3, 3], [4, 2, 0]], "int32")  # second padded by pad_id
+    lengths = np.array([6, 4], "int32")
+    base = np.stack([
+        ctc_loss(labels[:1], logits[:1], lengths[:1])[0],
+        ctc_loss(labels[1:, :2], logits[1:, :4], lengths[1:])[0],
+    ])
+    padded_logits = np.concatenate([logits, rng.normal(size=(2, 5, 5)).astype("float32")], axis=1)
+    padded_labels = np.pad(labels, [[0, 0], [0, 4]], constant_values=Vocabulary.pad_id)
+    np.testing.assert_allclose(ctc_loss(labels, logits, lengths), base, rtol=1e-5)
+    np.testing.assert_allclose(ctc_loss(padded_labels, padded_logits, lengths), base, rtol=1e-5)
+
+
+def test_infeasible_utterance_contributes_zero_and_finite_gradients():
+    import tensorflow as tf
+
+    logits = tf.Variable(np.random.default_rng(2).normal(size=(2, 3, 5)).astype("float32"))
+    # "aa" needs 3 frames (a, blank, a); "aaa" needs 5 and has 3.
+    labels = np.array([[2, 2, 0], [2, 2, 2]], "int32")
+    with tf.GradientTape() as tape:
+        loss = ctc_loss(labels, logits, np.array([3, 3], "int32"))
+    gradient = tape.gradient(loss, logits)
+    assert np.isfinite(loss.numpy()[0]) and loss.numpy()[0] > 0
+    assert loss.numpy()[1] == 0.0
+    assert np.all(np.isfinite(gradient.numpy()))
+    np.testing.assert_array_equal(gradient.numpy()[1], 0.0)
+
+
+def test_model_loss_is_mean_ctc_on_model_lengths():
+    model = build_transcription_model(frame_stack=2, **SMALL)
+    inputs = _inputs([8, 5], 8)
+    labels = np.array([[2, 3], [4, 0]], "int32")
+    outputs = model(inputs)
+    expected = np.mean(ctc_loss(labels, outputs["log_probs"], outputs["frame_length"]))
+    np.testing.assert_allclose(
+        model.compute_loss(x=inputs, y=labels, y_pred=outputs), expected, rtol=1e-5
+    )
+    np.testing.assert_allclose(model.evaluate(inputs, labels, verbose=0), expected, rtol=1e-4)
