@@ -1,0 +1,81 @@
+"""`Batcher`: group concurrent requests into one model call."""
+
+import asyncio
+
+import anyio.to_thread
+
+
+class Batcher:
+    """Dynamic batching for an asyncio server, like TF Serving's batcher.
+
+    Requests submitted while a batch is being collected join it: a batch is
+    run when it holds `max_batch_size` items or `timeout_s` after its first
+    item arrived, whichever comes first, by `run_batch(items) -> results` in
+    a worker thread (the TensorFlow call releases the GIL). At most
+    `max_concurrent_batches` batches run at once; while they run, new
+    requests queue and form the next batch, so under load batches grow
+    instead of queues.
+
+    Args:
+        run_batch: Callable taking a list of items and returning a list of
+            results of the same length, or raising (every caller then gets
+            the exception).
+        max_batch_size: Most items in one call.
+        timeout_s: Longest wait for a batch to fill, in seconds.
+        max_concurrent_batches: Batches allowed to run at the same time.
+    """
+
+    def __init__(self, run_batch, *, max_batch_size=32, timeout_s=0.002, max_concurrent_batches=2):
+        self.run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self.timeout_s = timeout_s
+        self._slots = None
+        self._max_concurrent = max_concurrent_batches
+        self._queue = None
+        self._collector = None
+
+    def _start(self):
+        self._queue = asyncio.Queue()
+        self._slots = asyncio.Semaphore(self._max_concurrent)
+        self._collector = asyncio.get_running_loop().create_task(self._collect())
+
+    async def submit(self, item):
+        """Run `item` in a batch and return its result."""
+        if self._collector is None or self._collector.done():
+            self._start()
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put((item, future))
+        return await future
+
+    async def _collect(self):
+        while True:
+            first = await self._queue.get()
+            await self._slots.acquire()
+            batch = [first]
+            deadline = asyncio.get_running_loop().time() + self.timeout_s
+            while len(batch) < self.max_batch_size:
+                remaining = deadline - asyncio.get_running_loop().time()
+                try:
+                    if remaining <= 0:
+                        batch.append(self._queue.get_nowait())
+                    else:
+                        batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except (asyncio.QueueEmpty, asyncio.TimeoutError):
+                    break
+            asyncio.get_running_loop().create_task(self._run(batch))
+
+    async def _run(self, batch):
+        try:
+            items = [item for item, _ in batch]
+            try:
+                results = await anyio.to_thread.run_sync(self.run_batch, items)
+            except Exception as error:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+                return
+            for (_, future), result in zip(batch, results):
+                if not future.done():
+                    future.set_result(result)
+        finally:
+            self._slots.release()

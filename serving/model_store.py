@@ -1,0 +1,195 @@
+"""Load the newest version of a model directory, and keep watching it."""
+
+import json
+import logging
+import os
+import threading
+
+import tensorflow as tf
+from google.protobuf import json_format
+from tensorflow.core.protobuf import saved_model_pb2
+
+from serving.export import METADATA_PATH
+
+logger = logging.getLogger("serving")
+
+# TF Serving's REST API names the dtypes by their proto enum name.
+_DTYPE_NAMES = {
+    tf.float32: "DT_FLOAT",
+    tf.float64: "DT_DOUBLE",
+    tf.int32: "DT_INT32",
+    tf.int64: "DT_INT64",
+    tf.string: "DT_STRING",
+    tf.bool: "DT_BOOL",
+}
+
+
+class NotFoundError(LookupError):
+    """A model, version or signature the store does not serve (HTTP 404)."""
+
+
+class Signature:
+    """One serving signature: its callable and its input/output specs."""
+
+    def __init__(self, name, function):
+        self.name = name
+        self.function = function
+        _, kwargs = function.structured_input_signature
+        self.inputs = dict(sorted(kwargs.items()))
+        self.outputs = dict(sorted(function.structured_outputs.items()))
+
+    def __call__(self, **tensors):
+        return self.function(**tensors)
+
+
+class LoadedVersion:
+    """A loaded SavedModel version: signatures, metadata and signature_def JSON."""
+
+    def __init__(self, model_name, version, path):
+        self.model_name = model_name
+        self.version = version
+        self.path = path
+        self.saved_model = tf.saved_model.load(path)
+        self.signatures = {
+            name: Signature(name, function)
+            for name, function in self.saved_model.signatures.items()
+        }
+        self.metadata = {}
+        metadata_path = os.path.join(path, METADATA_PATH)
+        if os.path.exists(metadata_path):
+            with open(metadata_path, encoding="utf-8") as f:
+                self.metadata = json.load(f)
+        self.signature_def = _signature_def_json(path)
+        self.extras = {}  # per-version helpers the server attaches (batchers)
+        self.lock = threading.Lock()
+
+    def signature(self, name):
+        """The `Signature` called `name`, or a `KeyError` naming the choices."""
+        if name not in self.signatures:
+            raise KeyError(
+                f'Serving signature name: "{name}" not found in signature def; '
+                f"this model has {sorted(self.signatures)}."
+            )
+        return self.signatures[name]
+
+
+def _signature_def_json(path):
+    """The SignatureDef map as TF Serving's metadata API prints it."""
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    meta_graph = proto.meta_graphs[0]
+    return {
+        name: json_format.MessageToDict(
+            signature,
+            preserving_proto_field_name=True,
+            always_print_fields_with_no_presence=True,
+        )
+        for name, signature in sorted(meta_graph.signature_def.items())
+    }
+
+
+def dtype_name(dtype):
+    """TF Serving's name of a dtype, e.g. "DT_FLOAT"."""
+    return _DTYPE_NAMES.get(dtype, f"DT_{dtype.name.upper()}")
+
+
+def version_directories(base_path):
+    """`{version: path}` of the complete integer version directories."""
+    if not os.path.isdir(base_path):
+        return {}
+    found = {}
+    for name in os.listdir(base_path):
+        path = os.path.join(base_path, name)
+        if name.isdigit() and os.path.isfile(os.path.join(path, "saved_model.pb")):
+            found[int(name)] = path
+    return found
+
+
+class ModelStore:
+    """Serve the highest version under `base_path`, picking up new ones.
+
+    TF Serving's default version policy: only the latest version is
+    available. `refresh()` loads a newer version when one appears (the old
+    one keeps serving until the new one has loaded, and requests already
+    holding it finish on it); `start()` calls it every `poll_seconds` in a
+    daemon thread, as TF Serving's `--file_system_poll_wait_seconds` does.
+    A version that fails to load is logged and skipped until its directory
+    changes; the previous version stays available.
+
+    Args:
+        model_name: The name clients use in `/v1/models/NAME`.
+        base_path: Directory of integer version directories.
+        poll_seconds: Seconds between directory scans in `start()`.
+    """
+
+    def __init__(self, model_name, base_path, poll_seconds=1.0):
+        self.model_name = model_name
+        self.base_path = os.path.abspath(base_path)
+        self.poll_seconds = poll_seconds
+        self._current = None
+        self._failed = {}  # version -> directory mtime when it failed
+        self._stop = threading.Event()
+        self._thread = None
+        self._refresh_lock = threading.Lock()
+
+    @property
+    def current(self):
+        """The `LoadedVersion` being served, or None."""
+        return self._current
+
+    def refresh(self):
+        """Load the highest complete version if it is newer; True if loaded."""
+        with self._refresh_lock:
+            versions = version_directories(self.base_path)
+            current = self._current.version if self._current else None
+            for version in sorted(versions, reverse=True):
+                if current is not None and version <= current:
+                    return False
+                path = versions[version]
+                mtime = os.stat(path).st_mtime
+                if self._failed.get(version) == mtime:
+                    continue
+                try:
+                    loaded = LoadedVersion(self.model_name, version, path)
+                except Exception as error:  # a broken export must not stop serving
+                    self._failed[version] = mtime
+                    logger.error("could not load %s version %d from %s: %s",
+                                 self.model_name, version, path, error)
+                    continue
+                self._current = loaded
+                logger.info("serving %s version %d from %s", self.model_name, version, path)
+                return True
+            return False
+
+    def get(self, version=None):
+        """The served `LoadedVersion`; `version` must be it when given."""
+        current = self._current
+        if current is None or (version is not None and version != current.version):
+            wanted = "Latest" if version is None else "Specific"
+            detail = self.model_name if version is None else f"{self.model_name}, {version}"
+            raise NotFoundError(f"Servable not found for request: {wanted}({detail})")
+        return current
+
+    def start(self):
+        """Poll `base_path` every `poll_seconds` in a daemon thread."""
+        if self._thread is not None:
+            return
+
+        def poll():
+            while not self._stop.wait(self.poll_seconds):
+                try:
+                    self.refresh()
+                except Exception as error:  # keep polling whatever happens
+                    logger.error("polling %s failed: %s", self.base_path, error)
+
+        self._stop.clear()
+        self._thread = threading.Thread(target=poll, name="model-poll", daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        """Stop polling (the loaded version stays available)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None

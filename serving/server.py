@@ -1,0 +1,349 @@
+"""The local model server: TF Serving's REST API on FastAPI, plus `:transcribe`."""
+
+import contextlib
+import io
+import logging
+import re
+
+import anyio.to_thread
+import librosa
+import numpy as np
+import soundfile as sf
+import tensorflow as tf
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pipelines.audio_loading import RESAMPLE_TYPE, SILENT, TOO_LONG, AudioError, prepare_waveform
+from serving.batcher import Batcher
+from serving.model_store import ModelStore, NotFoundError
+from serving.rest_json import RequestError, dumps, format_predict_response, parse_json_body, parse_predict_request
+
+logger = logging.getLogger("serving")
+
+_PATH = re.compile(
+    r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?(?:/labels/(?P<label>[^/:]+))?"
+    r"(?:(?P<metadata>/metadata)|:(?P<verb>[A-Za-z_]+))?$"
+)
+
+
+class JSONResponse(Response):
+    """JSON that may hold NaN/Infinity tokens, as TF Serving's responses may."""
+
+    media_type = "application/json"
+
+    def render(self, content):
+        return dumps(content).encode("utf-8")
+
+
+def _error(status, message):
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class _BodyLimit:
+    """ASGI middleware: answer 413 to bodies above `max_bytes`, streamed or not."""
+
+    def __init__(self, app, max_bytes):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        too_large = _error(
+            413, f"Request body is larger than the limit of {self.max_bytes} bytes "
+            "(--max_request_bytes)."
+        )
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            return await too_large(scope, receive, send)
+        chunks, total = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.max_bytes:
+                return await too_large(scope, receive, send)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+def _invalid_argument_message(error):
+    """The useful line of a TensorFlow InvalidArgumentError."""
+    text = getattr(error, "message", str(error))
+    match = re.search(r"assertion failed: \[([^\]]*)\]", text)
+    if match:
+        return match.group(1)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else text
+
+
+def _to_tensors(arrays, signature):
+    return {
+        name: tf.constant(value, dtype=signature.inputs[name].dtype)
+        for name, value in arrays.items()
+    }
+
+
+def _call(signature, arrays):
+    outputs = signature(**_to_tensors(arrays, signature))
+    return {name: value.numpy() for name, value in outputs.items()}
+
+
+def create_app(
+    model_name,
+    model_base_path,
+    *,
+    poll_seconds=1.0,
+    max_request_bytes=32 * 1024 * 1024,
+    max_audio_seconds=60.0,
+    max_new_chars=2000,
+    max_batch_size=32,
+    batch_timeout_s=0.002,
+):
+    """The FastAPI app serving one model with TF Serving's REST API.
+
+    Routes (the `/versions/N` part is optional; only the served, highest
+    version exists, TF Serving's default policy):
+
+    - `GET /v1/models/NAME[/versions/N]`: `{"model_version_status": [{"version",
+      "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}`.
+    - `GET /v1/models/NAME[/versions/N]/metadata`: `{"model_spec": {...},
+      "metadata": {"signature_def": {"signature_def": {...}}}}`.
+    - `POST /v1/models/NAME[/versions/N]:predict`: see `serving.rest_json`.
+    - `POST /v1/models/NAME[/versions/N]:transcribe`: multipart upload of one
+      audio file (wav, flac, ogg; any rate, any channels; resampled with the
+      project's loader) -> `{"text", "model_version", "duration_seconds"}`.
+      Concurrent uploads are batched into one call of the model's
+      `serving_default` signature.
+
+    Every error is `{"error": message}`: 400 for malformed requests (JSON,
+    dtype, shape, missing inputs, unknown signature, unreadable audio), 404 for
+    unknown models, versions and routes, 405 for a wrong method, 413 above the
+    body or duration limits.
+
+    Args:
+        model_name: The NAME in the URLs.
+        model_base_path: Directory of integer version directories.
+        poll_seconds: Seconds between scans for new versions.
+        max_request_bytes: Largest request body accepted.
+        max_audio_seconds: Longest audio accepted by `:transcribe` and by
+            `:predict` on a transcriber's waveform signature.
+        max_new_chars: Largest `max_new_chars` accepted by a language
+            model's generation signature.
+        max_batch_size: Most uploads batched into one `:transcribe` call.
+        batch_timeout_s: Longest wait for a `:transcribe` batch to fill.
+    """
+    store = ModelStore(model_name, model_base_path, poll_seconds=poll_seconds)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await anyio.to_thread.run_sync(store.refresh)
+        store.start()
+        try:
+            yield
+        finally:
+            store.stop()
+
+    app = FastAPI(title=f"{model_name} (TF Serving REST API)", lifespan=lifespan)
+    app.state.store = store
+    app.add_middleware(_BodyLimit, max_bytes=max_request_bytes)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, error):
+        return _error(error.status_code, str(error.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, error):
+        return _error(400, str(error))
+
+    def resolve(path, method):
+        match = _PATH.match(path)
+        if not match:
+            raise NotFoundError(f"Malformed request: {method} /v1/models/{path}")
+        if match["name"] != model_name:
+            raise NotFoundError(f"Servable not found for request: Latest({match['name']})")
+        if match["label"] is not None:
+            raise NotFoundError(
+                f"Servable not found for request: label {match['label']!r} (labels are "
+                "not configured on this server; use /versions/N or no version)."
+            )
+        version = match["version"]
+        if version is not None:
+            if not version.isdigit():
+                raise RequestError(f"Version must be a non-negative integer, got {version!r}.")
+            version = int(version)
+        return match, version
+
+    def check_limits(loaded, signature, arrays):
+        task = loaded.metadata.get("task")
+        if task == "transcription" and "waveform" in arrays:
+            rate = float(loaded.metadata.get("sample_rate") or 16000)
+            seconds = arrays["waveform"].shape[-1] / rate if arrays["waveform"].ndim else 0.0
+            if seconds > max_audio_seconds:
+                raise RequestError(
+                    f"Waveform of {seconds:.1f} s is longer than the limit of "
+                    f"{max_audio_seconds:g} s (--max_audio_seconds).", status=413)
+        if task == "language_model" and "max_new_chars" in arrays:
+            wanted = arrays["max_new_chars"]
+            if wanted.size and int(np.max(wanted)) > max_new_chars:
+                raise RequestError(
+                    f"max_new_chars={int(np.max(wanted))} is above the limit of "
+                    f"{max_new_chars} (--max_new_chars).", status=413)
+
+    async def predict(loaded, request):
+        body = await request.body()
+        payload = parse_json_body(body)
+        signature, arrays, row_format = parse_predict_request(payload, loaded.signatures)
+        check_limits(loaded, signature, arrays)
+        outputs = await anyio.to_thread.run_sync(_call, signature, arrays)
+        return format_predict_response(outputs, row_format)
+
+    def transcriber_batcher(loaded):
+        with loaded.lock:
+            batcher = loaded.extras.get("batcher")
+            if batcher is None:
+                signature = loaded.signature("serving_default")
+
+                def run_batch(waveforms):
+                    lengths = np.array([len(w) for w in waveforms], np.int32)
+                    batch = np.zeros((len(waveforms), lengths.max()), np.float32)
+                    for row, waveform in enumerate(waveforms):
+                        batch[row, : len(waveform)] = waveform
+                    outputs = _call(signature, {"waveform": batch, "waveform_length": lengths})
+                    return [text.decode("utf-8", "replace") for text in outputs["text"]]
+
+                batcher = Batcher(run_batch, max_batch_size=max_batch_size, timeout_s=batch_timeout_s)
+                loaded.extras["batcher"] = batcher
+            return batcher
+
+    async def transcribe(loaded, request):
+        if loaded.metadata.get("task") != "transcription":
+            raise RequestError(
+                f"Model {model_name} version {loaded.version} is a "
+                f"{loaded.metadata.get('task', 'unknown')!r} model; :transcribe needs a "
+                "transcription export.")
+        try:
+            form = await request.form()
+        except Exception as error:
+            raise RequestError(
+                "Expected a multipart/form-data upload with one audio file "
+                f"(e.g. curl -F file=@speech.wav), could not parse it: {error}.") from None
+        uploads = [value for value in form.values() if hasattr(value, "read")]
+        if len(uploads) != 1:
+            raise RequestError(
+                f"Expected exactly one uploaded audio file in the form, got {len(uploads)} "
+                "(e.g. curl -F file=@speech.wav).")
+        upload = uploads[0]
+        data = await upload.read()
+        name = upload.filename or "upload"
+        rate = int(loaded.metadata.get("sample_rate") or 16000)
+        n_fft = int((loaded.metadata.get("feature_config") or {}).get("n_fft", 1))
+        waveform = await anyio.to_thread.run_sync(_decode_audio, data, name, rate, n_fft, max_audio_seconds)
+        text = await transcriber_batcher(loaded).submit(waveform)
+        return {
+            "text": text,
+            "model_version": str(loaded.version),
+            "duration_seconds": round(len(waveform) / rate, 3),
+        }
+
+    async def handle(request, path, method):
+        try:
+            match, version = resolve(path, method)
+            verb = match["verb"]
+            if verb is None:
+                if method != "GET":
+                    return _error(405, f"Method {method} not allowed on /v1/models/{path}; use GET.")
+                loaded = store.get(version)
+                if match["metadata"]:
+                    return JSONResponse({
+                        "model_spec": {"name": model_name, "signature_name": "",
+                                       "version": str(loaded.version)},
+                        "metadata": {"signature_def": {"signature_def": loaded.signature_def}},
+                    })
+                return JSONResponse({"model_version_status": [{
+                    "version": str(loaded.version),
+                    "state": "AVAILABLE",
+                    "status": {"error_code": "OK", "error_message": ""},
+                }]})
+            if method != "POST":
+                return _error(405, f"Method {method} not allowed on /v1/models/{path}; use POST.")
+            if verb not in ("predict", "transcribe"):
+                raise NotFoundError(
+                    f"Malformed request: POST /v1/models/{path}: unknown verb {verb!r} "
+                    "(this server has :predict and :transcribe).")
+            loaded = store.get(version)
+            if verb == "predict":
+                return JSONResponse(await predict(loaded, request))
+            return JSONResponse(await transcribe(loaded, request))
+        except NotFoundError as error:
+            return _error(404, str(error))
+        except RequestError as error:
+            return _error(error.status, str(error))
+        except AudioError as error:
+            return _error(413 if error.reason == TOO_LONG else 400, str(error))
+        except tf.errors.InvalidArgumentError as error:
+            return _error(400, _invalid_argument_message(error))
+        except tf.errors.ResourceExhaustedError as error:
+            return _error(503, f"Server out of resources: {_invalid_argument_message(error)}")
+
+    @app.get("/v1/models/{path:path}")
+    async def get_route(request: Request, path: str):
+        return await handle(request, path, "GET")
+
+    @app.post("/v1/models/{path:path}")
+    async def post_route(request: Request, path: str):
+        return await handle(request, path, "POST")
+
+    return app
+
+
+def _decode_audio(data, name, sample_rate, min_samples, max_seconds):
+    """Bytes of an audio file -> mono float32 at `sample_rate`; AudioError if bad."""
+    if not data:
+        raise AudioError(name, "empty", "the uploaded file has 0 bytes")
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as audio:
+            if audio.samplerate > 0 and audio.frames / audio.samplerate > max_seconds:
+                raise AudioError(
+                    name, TOO_LONG,
+                    f"{audio.frames / audio.samplerate:.1f} s is longer than the limit of "
+                    f"{max_seconds:g} s (--max_audio_seconds)")
+            samples = audio.read(dtype="float32", always_2d=True)
+            rate = audio.samplerate
+    except AudioError:
+        raise
+    except Exception as error:  # libsndfile raises several types for non-audio
+        reason = re.sub(r"^Error opening <[^>]*>: ", "", str(error))
+        raise AudioError(name, "unreadable", f"not a readable audio file (wav, flac, ogg): {reason}") from None
+    try:
+        return prepare_waveform(samples, rate, sample_rate, source=name,
+                                max_duration_s=max_seconds, min_samples=min_samples)
+    except AudioError as error:
+        if error.reason != SILENT:
+            raise
+    # Silence is a valid request (it should transcribe to nothing): resample
+    # it the way the loader does instead of rejecting it.
+    mono = samples.mean(axis=1)
+    if rate != sample_rate:
+        mono = librosa.resample(mono, orig_sr=rate, target_sr=sample_rate, res_type=RESAMPLE_TYPE)
+    if len(mono) < min_samples:
+        raise AudioError(name, "too_short", f"{len(mono)} samples at {sample_rate} Hz, fewer than the "
+                         f"{min_samples} one frame needs")
+    return mono.astype(np.float32)
