@@ -1,0 +1,107 @@
+"""Offline text to speech with libespeak-ng (from the `espeakng-loader` wheel), via ctypes."""
+
+import ctypes
+import threading
+
+import numpy as np
+
+# espeak-ng's C API constants (speak_lib.h).
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_INITIALIZE_DONT_EXIT = 0x8000
+_POS_CHARACTER = 1
+_CHARS_UTF8 = 1
+_PARAMETERS = {"rate": 1, "volume": 2, "pitch": 3, "range": 4}
+
+_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+)
+
+
+class EspeakSynthesizer:
+    """Synthesise English speech offline with libespeak-ng.
+
+    libespeak-ng keeps one global engine per process, so this class is a
+    process-wide singleton (`EspeakSynthesizer.instance()`) and serialises
+    calls with a lock.
+
+    Call arguments of `synthesize`:
+        text: UTF-8 text.
+        voice: espeak voice name with an optional variant, e.g. `"en-us+f2"`.
+        rate: Words per minute (80-450).
+        pitch: Base pitch, 0-100.
+        pitch_range: Pitch range, 0-100.
+
+    Returns `(samples,)` int16 PCM at `sample_rate` (22050 Hz).
+
+    Example:
+
+    ```python
+    tts = EspeakSynthesizer.instance()
+    pcm = tts.synthesize("hear me speak", voice="en-gb-x-rp+m3", rate=170, pitch=50)
+    ```
+    """
+
+    _instance = None
+    _instance_lock = threading.Lock()
+
+    def __init__(self):
+        try:
+            import espeakng_loader
+        except ImportError as error:
+            raise ImportError(
+                "The synthetic speech corpus needs the `espeakng-loader` package "
+                "(`pip install espeakng-loader`), which ships libespeak-ng and its voices."
+            ) from error
+        self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        self._lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self._lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self._lib.espeak_Synth.argtypes = [
+            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+            ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+        ]
+        data_path = espeakng_loader.get_data_path().encode()
+        self.sample_rate = self._lib.espeak_Initialize(
+            _AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path, _INITIALIZE_DONT_EXIT
+        )
+        if self.sample_rate <= 0:
+            raise RuntimeError(f"espeak_Initialize failed (returned {self.sample_rate}) with data {data_path!r}.")
+        self._chunks = []
+        self._callback = _CALLBACK(self._collect)  # keep a reference: C holds the pointer
+        self._lib.espeak_SetSynthCallback(self._callback)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def instance(cls):
+        """The process-wide synthesizer."""
+        with cls._instance_lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def _collect(self, wav, num_samples, events):
+        if num_samples > 0:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
+        return 0
+
+    def synthesize(self, text, *, voice="en", rate=175, pitch=50, pitch_range=50):
+        with self._lock:
+            status = self._lib.espeak_SetVoiceByName(voice.encode())
+            if status != 0:
+                raise ValueError(
+                    f"Received an invalid value for argument `voice`, expected an espeak-ng "
+                    f"voice such as 'en-us+m3', got {voice!r} (espeak error {status})."
+                )
+            for name, value in (("rate", rate), ("pitch", pitch), ("range", pitch_range)):
+                self._lib.espeak_SetParameter(_PARAMETERS[name], int(value), 0)
+            encoded = text.encode("utf-8")
+            self._chunks = []
+            status = self._lib.espeak_Synth(
+                encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None
+            )
+            if status != 0:
+                raise RuntimeError(f"espeak_Synth failed with status {status} for text {text!r}.")
+            chunks, self._chunks = self._chunks, []
+        if not chunks:
+            return np.zeros(0, np.int16)
+        return np.concatenate(chunks).astype(np.int16, copy=False)

@@ -1,0 +1,105 @@
+"""Base TFDS builder for speech held in a local folder (manifest, LJSpeech, LibriSpeech)."""
+
+import abc
+import hashlib
+import os
+import re
+
+import tensorflow_datasets as tfds
+
+from data.split_assignment import assign_splits
+
+VALIDATION_FRACTION = 0.1
+
+
+class FolderSpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """A TFDS builder that indexes a local speech folder; audio stays in place.
+
+    Examples hold the audio's absolute path, not its samples: a folder of
+    hours of audio is not copied, and a bad file is reported by the audio
+    pipeline (which names the file and the reason) instead of stopping
+    `download_and_prepare`. The builder config name carries a fingerprint of
+    the folder's index file(s), so editing them builds a fresh dataset.
+
+    Splits come from the data where it has them; other rows are divided
+    deterministically by `data.split_assignment.assign_splits` (speakers
+    apart when speakers are known).
+
+    Features: `id` (stable key), `path` (absolute), `text` (transcript as
+    written, may be empty), `speaker` (may be empty).
+
+    Args:
+        folder: The speech folder.
+        data_dir: Where TFDS writes the prepared index (under the cache dir).
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+
+    def __init__(self, *, folder, data_dir=None, **kwargs):
+        folder = os.path.abspath(os.fspath(folder))
+        if not os.path.isdir(folder):
+            raise ValueError(
+                f"Received an invalid value for argument `folder`, expected an existing "
+                f"directory, got {folder!r}."
+            )
+        self._folder = folder
+        slug = re.sub(r"[^a-z0-9]+", "_", os.path.basename(folder).lower()).strip("_") or "folder"
+        digest = hashlib.sha1(folder.encode("utf-8"))
+        for path in sorted(self._index_files()):
+            stat = os.stat(path)
+            digest.update(f"{os.path.relpath(path, folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+        config = tfds.core.BuilderConfig(
+            name=f"{slug}_{digest.hexdigest()[:12]}", description=f"Speech folder {folder}"
+        )
+        super().__init__(data_dir=data_dir, config=config, **kwargs)
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def url_infos(cls):
+        # Nothing is downloaded. TFDS would otherwise look for a checksums file
+        # beside the module, which needs the optional `importlib_resources`.
+        return None
+
+    @property
+    def folder(self):
+        return self._folder
+
+    @abc.abstractmethod
+    def _index_files(self):
+        """Paths of the files whose content defines the dataset."""
+
+    @abc.abstractmethod
+    def _read_rows(self):
+        """Rows: dicts with `id`, `path`, `text`, `speaker`, `split`."""
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.__class__.__doc__.splitlines()[0],
+            features=tfds.features.FeaturesDict(
+                {
+                    "id": tfds.features.Text(),
+                    "path": tfds.features.Text(),
+                    "text": tfds.features.Text(),
+                    "speaker": tfds.features.Text(),
+                }
+            ),
+            supervised_keys=None,
+        )
+
+    def _split_generators(self, dl_manager):
+        rows = self._read_rows()
+        if not rows:
+            raise ValueError(f"Speech folder {self._folder} lists no utterances.")
+        splits = assign_splits(rows, validation_fraction=VALIDATION_FRACTION)
+        return {name: self._generate_examples(split_rows) for name, split_rows in splits.items()}
+
+    def _generate_examples(self, rows):
+        for row in rows:
+            yield row["id"], {
+                "id": row["id"],
+                "path": row["path"],
+                "text": row["text"],
+                "speaker": row["speaker"],
+            }

@@ -1,0 +1,61 @@
+"""TFDS builder for a LibriSpeech-style folder (`*.trans.txt` + `.flac`)."""
+
+import glob
+import os
+
+from data.folder_speech import FolderSpeechBuilder
+
+SUBSET_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
+
+
+class LibriSpeechFolder(FolderSpeechBuilder):
+    """Speech in the LibriSpeech layout: `speaker/chapter/*.trans.txt` + `.flac`.
+
+    Each `speaker-chapter.trans.txt` line is `utterance-id TRANSCRIPT`; the
+    audio is `utterance-id.flac` beside it. The folder is either one subset
+    (`speaker/chapter/...`, divided by speaker) or the corpus root holding
+    subsets named `train-*`, `dev-*`, `test-*` (`train-clean-100/speaker/...`),
+    whose names give the splits.
+
+    Args:
+        folder: The subset or corpus root folder.
+        data_dir: Where TFDS writes the prepared index.
+    """
+
+    def _transcript_files(self):
+        nested = sorted(glob.glob(os.path.join(self.folder, "*", "*", "*", "*.trans.txt")))
+        flat = sorted(glob.glob(os.path.join(self.folder, "*", "*", "*.trans.txt")))
+        return flat + nested
+
+    def _index_files(self):
+        return self._transcript_files()
+
+    def _split_of(self, transcript_file):
+        parts = os.path.relpath(transcript_file, self.folder).split(os.sep)
+        if len(parts) == 4:
+            prefix = parts[0].split("-")[0].lower()
+            return SUBSET_SPLITS.get(prefix, "")
+        return ""
+
+    def _read_rows(self):
+        rows = []
+        for transcript_file in self._transcript_files():
+            directory = os.path.dirname(transcript_file)
+            split = self._split_of(transcript_file)
+            with open(transcript_file, encoding="utf-8") as f:
+                for line_number, line in enumerate(f, start=1):
+                    line = line.strip()
+                    if not line:
+                        continue
+                    key, _, text = line.partition(" ")
+                    speaker = key.split("-")[0]
+                    rows.append(
+                        {
+                            "id": key,
+                            "path": os.path.join(directory, f"{key}.flac"),
+                            "text": text.strip(),
+                            "speaker": speaker,
+                            "split": split,
+                        }
+                    )
+        return rows

@@ -1,0 +1,60 @@
+"""TFDS builder for a folder with a `manifest.tsv` (path, text, speaker, split)."""
+
+import csv
+import os
+
+from data.folder_speech import FolderSpeechBuilder
+from data.split_assignment import canonical_split
+
+MANIFEST = "manifest.tsv"
+
+
+class ManifestSpeech(FolderSpeechBuilder):
+    """Speech listed in a tab-separated `manifest.tsv` with a header row.
+
+    Columns: `path` (relative to the folder) and `text` are required;
+    `speaker` and `split` (`train`, `validation`/`dev`, `test`, or empty) are
+    optional; other columns are ignored. Rows with an empty `text` are kept
+    here and skipped (and counted) by the audio pipeline.
+
+    Args:
+        folder: Folder holding `manifest.tsv`.
+        data_dir: Where TFDS writes the prepared index.
+
+    Example:
+
+    ```python
+    builder = ManifestSpeech(folder="../shared/data/fsdd", data_dir="runs/cache/tfds")
+    builder.download_and_prepare()
+    builder.as_dataset(split="train")
+    ```
+    """
+
+    def _index_files(self):
+        return [os.path.join(self.folder, MANIFEST)]
+
+    def _read_rows(self):
+        manifest = os.path.join(self.folder, MANIFEST)
+        with open(manifest, encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            missing = {"path", "text"} - set(reader.fieldnames or ())
+            if missing:
+                raise ValueError(
+                    f"{manifest}: missing columns {sorted(missing)}; expected a header with at "
+                    f"least `path` and `text`, got {reader.fieldnames}."
+                )
+            rows = []
+            for line, record in enumerate(reader, start=2):
+                relative = (record.get("path") or "").strip()
+                if not relative:
+                    raise ValueError(f"{manifest}, line {line}: empty `path`.")
+                rows.append(
+                    {
+                        "id": relative,
+                        "path": os.path.normpath(os.path.join(self.folder, relative)),
+                        "text": (record.get("text") or "").strip(),
+                        "speaker": (record.get("speaker") or "").strip(),
+                        "split": canonical_split(record.get("split"), source=f"{manifest}, line {line}"),
+                    }
+                )
+        return rows

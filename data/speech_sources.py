@@ -1,0 +1,318 @@
+"""Turn a `--dataset` spec into the utterances of each split.
+
+A spec is one of:
+- `"synthetic"` (the default) or `"synthetic:num_train=2000,seed=1"`: the
+  espeak-ng corpus (`data.synthetic_speech.SyntheticSpeech`), built once into
+  the cache directory.
+- a folder path: a `manifest.tsv` folder, an LJSpeech folder
+  (`metadata.csv` + `wavs/`) or a LibriSpeech folder (`*.trans.txt` + flac),
+  detected in that order, each indexed by its TFDS builder.
+- a TFDS catalog name, `librispeech`, `ljspeech` or `spoken_digit`, when
+  already prepared in the TFDS data directory (never downloaded).
+"""
+
+import dataclasses
+import glob
+import os
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping
+
+import numpy as np
+
+from data.split_assignment import choose_validation_groups, stable_hash
+
+CATALOG = ("librispeech", "ljspeech", "spoken_digit")
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+CATALOG_VALIDATION_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One utterance: its transcript and either a file or decoded samples.
+
+    Args:
+        key: Stable id within the dataset.
+        text: Transcript as the data gives it (normalised later).
+        speaker: Speaker name, `""` when unknown.
+        path: Audio file, or `None` when `audio` is given.
+        audio: `(samples,)` decoded samples, or `None`.
+        sample_rate: Rate of `audio` in Hz.
+    """
+
+    key: str
+    text: str
+    speaker: str = ""
+    path: str | None = None
+    audio: np.ndarray | None = None
+    sample_rate: int | None = None
+
+    @property
+    def source(self):
+        """What error messages name: the file, else the dataset key."""
+        return self.path or self.key
+
+
+@dataclass(frozen=True)
+class SpeechSource:
+    """A resolved dataset: a name, a cache identity and split iterators.
+
+    Args:
+        name: Short name, e.g. `synthetic_speech` or the folder.
+        identity: Stable string identifying exactly this data (cache key).
+        description: One line for logs and metadata.
+        splits: `"train"`, `"validation"` and optionally `"test"`, each a
+            function returning a fresh iterator of `Utterance`s.
+    """
+
+    name: str
+    identity: str
+    description: str
+    splits: Mapping[str, Callable[[], Iterator[Utterance]]]
+
+
+def _text(value):
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _prepare(builder):
+    import tensorflow_datasets as tfds
+
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+    )
+    return builder
+
+
+def _builder_splits(builder, to_utterance):
+    import tensorflow_datasets as tfds
+
+    def reader(split):
+        def read():
+            dataset = builder.as_dataset(split=split, shuffle_files=False)
+            for example in tfds.as_numpy(dataset):
+                yield to_utterance(example)
+
+        return read
+
+    return {name: reader(name) for name in builder.info.splits.keys()}
+
+
+def _final_splits(splits, origin):
+    """Map the data's splits onto train/validation(/test)."""
+    if "train" not in splits:
+        raise ValueError(f"{origin} has no training split; it has {sorted(splits)}.")
+    out = {"train": splits["train"]}
+    note = ""
+    if "validation" in splits:
+        out["validation"] = splits["validation"]
+        if "test" in splits:
+            out["test"] = splits["test"]
+    elif "test" in splits:
+        out["validation"] = splits["test"]
+        note = " (validation = the data's test split)"
+    else:
+        raise ValueError(f"{origin} has no validation or test split; it has {sorted(splits)}.")
+    return out, note
+
+
+def _folder_source(folder, cache_dir):
+    from data.librispeech_folder import LibriSpeechFolder
+    from data.ljspeech_folder import LjSpeechFolder
+    from data.manifest_speech import MANIFEST, ManifestSpeech
+
+    if os.path.isfile(os.path.join(folder, MANIFEST)):
+        builder_cls = ManifestSpeech
+    elif os.path.isfile(os.path.join(folder, "metadata.csv")) and os.path.isdir(os.path.join(folder, "wavs")):
+        builder_cls = LjSpeechFolder
+    elif glob.glob(os.path.join(folder, "*", "*", "*.trans.txt")) or glob.glob(
+        os.path.join(folder, "*", "*", "*", "*.trans.txt")
+    ):
+        builder_cls = LibriSpeechFolder
+    else:
+        raise ValueError(
+            f"Received an invalid value for argument `dataset`: the folder {folder!r} has no "
+            "manifest.tsv, no LJSpeech metadata.csv + wavs/, and no LibriSpeech "
+            "speaker/chapter/*.trans.txt files."
+        )
+    builder = _prepare(builder_cls(folder=folder, data_dir=os.path.join(cache_dir, "tfds")))
+
+    def to_utterance(example):
+        return Utterance(
+            key=_text(example["id"]),
+            text=_text(example["text"]),
+            speaker=_text(example["speaker"]),
+            path=_text(example["path"]),
+        )
+
+    splits, note = _final_splits(_builder_splits(builder, to_utterance), folder)
+    identity = f"{builder.name}/{builder.builder_config.name}/{builder.version}"
+    sizes = ", ".join(f"{k} {builder.info.splits[k].num_examples}" for k in builder.info.splits.keys())
+    return SpeechSource(
+        name=os.path.basename(folder.rstrip(os.sep)),
+        identity=identity,
+        description=f"{builder_cls.__name__} folder {folder} ({sizes}){note}",
+        splits=splits,
+    )
+
+
+def _synthetic_source(spec, cache_dir):
+    from data.synthetic_speech import SyntheticSpeech, SyntheticSpeechParams
+
+    params = SyntheticSpeechParams.from_spec(spec)
+    builder = _prepare(SyntheticSpeech(params=params, data_dir=os.path.join(cache_dir, "tfds")))
+    rate = builder.info.features["audio"].sample_rate
+
+    def to_utterance(example):
+        return Utterance(
+            key=_text(example["id"]),
+            text=_text(example["text"]),
+            speaker=_text(example["speaker"]),
+            audio=example["audio"],
+            sample_rate=rate,
+        )
+
+    splits, _ = _final_splits(_builder_splits(builder, to_utterance), "synthetic speech")
+    fields = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(params).items())
+    return SpeechSource(
+        name="synthetic_speech",
+        identity=f"{builder.name}/{builder.builder_config.name}/{builder.version}",
+        description=(
+            f"synthetic espeak-ng speech ({fields}); validation sentences and voice variants "
+            "never heard in training"
+        ),
+        splits=splits,
+    )
+
+
+def _carve(read, group_of, held_out):
+    def train():
+        return (u for u in read() if group_of(u) not in held_out)
+
+    def validation():
+        return (u for u in read() if group_of(u) in held_out)
+
+    return train, validation
+
+
+def _catalog_source(name, data_dir):
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not builder.is_prepared():
+        raise ValueError(
+            f"Received an invalid value for argument `dataset`: the TFDS dataset {name!r} is not "
+            f"prepared in {builder.data_dir!r} and this project never downloads. Prepare it first, "
+            f"e.g. `tfds build {name} --data_dir={data_dir or '~/tensorflow_datasets'}` (or "
+            f"`tfds.builder({name!r}, data_dir=...).download_and_prepare()`), then pass the same "
+            "data_dir; or give a local folder instead."
+        )
+    available = set(builder.info.splits.keys())
+    identity = f"tfds:{builder.name}/{builder.builder_config.name if builder.builder_config else ''}/{builder.version}@{builder.data_dir}"
+
+    def reader(split, convert, decoders=None):
+        def read():
+            dataset = builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
+            for example in tfds.as_numpy(dataset):
+                yield convert(example)
+
+        return read
+
+    if name == "librispeech":
+        def convert(example):
+            return Utterance(
+                key=_text(example["id"]), text=_text(example["text"]),
+                speaker=str(int(example["speaker_id"])), audio=example["speech"], sample_rate=16000,
+            )
+
+        wanted = {"train": "train_clean100", "validation": "dev_clean", "test": "test_clean"}
+        missing = sorted(v for v in wanted.values() if v not in available)
+        if missing:
+            raise ValueError(f"TFDS librispeech in {builder.data_dir} lacks splits {missing}.")
+        splits = {k: reader(v, convert) for k, v in wanted.items()}
+        note = "train_clean100 / dev_clean / test_clean"
+    elif name == "ljspeech":
+        def convert(example):
+            return Utterance(
+                key=_text(example["id"]), text=_text(example["text_normalized"]) or _text(example["text"]),
+                speaker="LJ", audio=example["speech"], sample_rate=22050,
+            )
+
+        def group_of(utterance):
+            return utterance.key
+
+        held_out = _HashShare(CATALOG_VALIDATION_FRACTION)
+        train, validation = _carve(reader("train", convert), group_of, held_out)
+        splits = {"train": train, "validation": validation}
+        note = f"train split, {CATALOG_VALIDATION_FRACTION:.0%} of utterances held out by id hash"
+    else:  # spoken_digit
+        def convert(example):
+            filename = os.path.basename(_text(example["audio/filename"]))
+            return Utterance(
+                key=filename, text=DIGIT_WORDS[int(example["label"])],
+                speaker=filename.split("_")[1] if filename.count("_") >= 2 else "",
+                audio=example["audio"].astype(np.int16), sample_rate=8000,  # int16 values stored as int64
+            )
+
+        skip = {"audio": tfds.decode.SkipDecoding()}
+        speakers = {
+            _speaker_of_filename(_text(example["audio/filename"]))
+            for example in tfds.as_numpy(builder.as_dataset(split="train", decoders=skip))
+        }
+        held_out = choose_validation_groups(speakers, CATALOG_VALIDATION_FRACTION)
+
+        def group_of(utterance):
+            return utterance.speaker
+
+        train, validation = _carve(reader("train", convert), group_of, held_out)
+        splits = {"train": train, "validation": validation}
+        note = f"train split, speakers {sorted(held_out)} held out for validation"
+    return SpeechSource(
+        name=name, identity=identity, description=f"TFDS {name} from {builder.data_dir} ({note})", splits=splits
+    )
+
+
+def _speaker_of_filename(filename):
+    parts = os.path.basename(filename).split("_")
+    return parts[1] if len(parts) >= 3 else ""
+
+
+class _HashShare:
+    """Set-like: a group belongs when its stable hash falls in the first share."""
+
+    def __init__(self, fraction):
+        self._threshold = int(fraction * 10000)
+
+    def __contains__(self, group):
+        return int(stable_hash(group)[:8], 16) % 10000 < self._threshold
+
+
+def resolve_speech_source(spec, *, cache_dir, data_dir=None):
+    """The `SpeechSource` for a `--dataset` spec (see the module docstring).
+
+    Args:
+        spec: `"synthetic[:options]"`, a folder path, or a TFDS catalog name.
+        cache_dir: Where the project's own TFDS builders are prepared
+            (`<cache_dir>/tfds`).
+        data_dir: The user's TFDS data directory for catalog names
+            (`None`: TFDS's default, `~/tensorflow_datasets`).
+
+    Returns:
+        A `SpeechSource`.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(
+            f"Received an invalid value for argument `dataset`, expected 'synthetic', a folder "
+            f"or one of {CATALOG}, got {spec!r}."
+        )
+    spec = spec.strip()
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        return _synthetic_source(spec, cache_dir)
+    expanded = os.path.abspath(os.path.expanduser(spec))
+    if os.path.isdir(expanded):
+        return _folder_source(expanded, cache_dir)
+    if spec in CATALOG:
+        return _catalog_source(spec, data_dir)
+    raise ValueError(
+        f"Received an invalid value for argument `dataset`, expected 'synthetic', an existing "
+        f"folder or one of the TFDS names {CATALOG}, got {spec!r} (no such folder)."
+    )

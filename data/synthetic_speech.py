@@ -1,0 +1,268 @@
+"""The default corpus: English sentences spoken by espeak-ng voices, made offline."""
+
+import dataclasses
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+import librosa
+import numpy as np
+import tensorflow_datasets as tfds
+
+from data.espeak_synthesizer import EspeakSynthesizer
+from pipelines.vocabulary import normalize_transcript
+
+TEXT_CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tinyshakespeare.txt")
+
+# English accents of espeak-ng, used by both splits.
+ACCENTS = ("en", "en-us", "en-gb-x-rp", "en-029", "en-gb-scotland", "en-us-nyc", "en-gb-x-gbclan")
+# Voice variants: the validation split's variants never speak in training.
+TRAIN_VARIANTS = ("", "m1", "m2", "m4", "m5", "m6", "m7", "f1", "f2", "f4")
+VALIDATION_VARIANTS = ("m3", "f3", "m8")
+
+_TRIM_THRESHOLD = 300  # int16 amplitude, about -40 dBFS
+_TRIM_MARGIN_S = 0.05
+
+
+@dataclass(frozen=True)
+class SyntheticSpeechParams:
+    """What the synthetic corpus holds; every field is part of its identity.
+
+    Args:
+        seed: Seed of sentence, voice, rate and pitch choices.
+        num_train: Training utterances (distinct sentences).
+        num_validation: Held-out utterances: sentences and voice variants
+            that never appear in training.
+        min_words: Fewest words per sentence.
+        max_words: Most words per sentence (about 0.4 s a word).
+        min_word_count: Only words used at least this often in the text
+            corpus, so that held-out sentences use words heard in training.
+        sample_rate: Rate the audio is stored at, Hz.
+    """
+
+    seed: int = field(default=0, metadata={"help": "Seed of the synthetic corpus."})
+    num_train: int = field(default=4000, metadata={"help": "Synthetic training utterances."})
+    num_validation: int = field(default=300, metadata={"help": "Synthetic held-out utterances."})
+    min_words: int = field(default=2, metadata={"help": "Fewest words per synthetic sentence."})
+    max_words: int = field(default=5, metadata={"help": "Most words per synthetic sentence."})
+    min_word_count: int = field(default=10, metadata={"help": "Only corpus words seen this often."})
+    sample_rate: int = field(default=16000, metadata={"help": "Stored sample rate, Hz."})
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            minimum = 0 if f.name == "seed" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(
+                    f"Received an invalid value for synthetic speech field `{f.name}`, expected an "
+                    f"integer >= {minimum}, got {value!r}."
+                )
+        if self.min_words > self.max_words:
+            raise ValueError(
+                f"Received an invalid value for synthetic speech field `min_words`, expected at most "
+                f"max_words={self.max_words}, got {self.min_words}."
+            )
+
+    @classmethod
+    def from_spec(cls, spec):
+        """Parse `"synthetic"` or `"synthetic:num_train=2000,seed=3"`."""
+        _, _, options = spec.partition(":")
+        values = {}
+        names = {f.name for f in dataclasses.fields(cls)}
+        for item in filter(None, (part.strip() for part in options.split(","))):
+            key, sep, value = item.partition("=")
+            key = key.strip()
+            if not sep or key not in names:
+                raise ValueError(
+                    f"Received an invalid value for argument `dataset`: {spec!r}; expected "
+                    f"'synthetic' or 'synthetic:key=value,...' with keys among {sorted(names)}, "
+                    f"got {item!r}."
+                )
+            try:
+                values[key] = int(value)
+            except ValueError:
+                raise ValueError(
+                    f"Received an invalid value for synthetic speech field `{key}`, expected an "
+                    f"integer, got {value!r}."
+                ) from None
+        return cls(**values)
+
+    def config_name(self, corpus_digest):
+        fields = "_".join(f"{k}{v}" for k, v in dataclasses.asdict(self).items())
+        return f"{fields}_text{corpus_digest[:8]}".replace("-", "m")
+
+
+def _corpus_text(path):
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"The synthetic speech corpus needs its text file {path}, which ships with the project."
+        )
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def choose_sentences(text, params):
+    """Distinct (train, validation) sentence lists, no sentence in both.
+
+    Sentences are runs of `min_words`..`max_words` consecutive words of one
+    line of `text` (speaker-name lines ending in ':' left out), normalised to
+    a-z, apostrophe and space, using only words that occur at least
+    `min_word_count` times in `text` and contain no digit.
+    """
+    lines = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.endswith(":"):
+            continue
+        words = normalize_transcript(line).split()
+        if words:
+            lines.append(words)
+    counts = {}
+    for words in lines:
+        for word in words:
+            counts[word] = counts.get(word, 0) + 1
+    usable = {w for w, c in counts.items() if c >= params.min_word_count and not any(ch.isdigit() for ch in w)}
+    runs = []  # maximal runs of usable words long enough for a sentence
+    for words in lines:
+        run = []
+        for word in words + [None]:
+            if word in usable:
+                run.append(word)
+                continue
+            if len(run) >= params.min_words:
+                runs.append(run)
+            run = []
+    if not runs:
+        raise ValueError(
+            f"The text corpus has no runs of {params.min_words}+ words used {params.min_word_count}+ times; "
+            "lower min_words or min_word_count."
+        )
+    rng = np.random.default_rng([params.seed, 7919])
+    wanted = params.num_train + params.num_validation
+    chosen, seen = [], set()
+    attempts = 0
+    while len(chosen) < wanted:
+        attempts += 1
+        if attempts > 50 * wanted + 1000:
+            raise ValueError(
+                f"The text corpus yields only {len(chosen)} distinct sentences of "
+                f"{params.min_words}-{params.max_words} words; asked for {wanted}."
+            )
+        run = runs[rng.integers(len(runs))]
+        length = int(rng.integers(params.min_words, min(params.max_words, len(run)) + 1))
+        start = int(rng.integers(0, len(run) - length + 1))
+        sentence = " ".join(run[start:start + length])
+        if sentence not in seen:
+            seen.add(sentence)
+            chosen.append(sentence)
+    return chosen[params.num_validation:], chosen[:params.num_validation]
+
+
+def _trim(pcm, sample_rate):
+    loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > _TRIM_THRESHOLD)
+    if loud.size == 0:
+        return pcm
+    margin = int(_TRIM_MARGIN_S * sample_rate)
+    return pcm[max(0, loud[0] - margin): loud[-1] + margin + 1]
+
+
+class SyntheticSpeech(tfds.core.GeneratorBasedBuilder):
+    """English speech synthesised offline with espeak-ng, several voices.
+
+    Sentences of a few words from the shipped text corpus
+    (`data/tinyshakespeare.txt`), each spoken once by a voice drawn from
+    `ACCENTS` x variants, at a random rate (140-200 words a minute), pitch
+    and pitch range, all from `params.seed`. The `validation` split's
+    sentences and voice variants (`VALIDATION_VARIANTS`) never occur in
+    `train`. Leading and trailing silence is trimmed to 50 ms.
+
+    Features: `id`, `audio` (int16 at `params.sample_rate`), `text`,
+    `speaker` (the espeak voice, e.g. `en-us+m3`).
+
+    Args:
+        params: A `SyntheticSpeechParams`.
+        data_dir: Where TFDS writes the corpus (under the cache dir).
+
+    Example:
+
+    ```python
+    builder = SyntheticSpeech(params=SyntheticSpeechParams(num_train=100), data_dir="runs/cache/tfds")
+    builder.download_and_prepare()
+    ```
+    """
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+
+    def __init__(self, *, params=None, data_dir=None, text_corpus=TEXT_CORPUS, **kwargs):
+        self._params = params or SyntheticSpeechParams()
+        self._text_corpus = text_corpus
+        self._text = _corpus_text(text_corpus)
+        digest = hashlib.sha1(self._text.encode("utf-8")).hexdigest()
+        config = tfds.core.BuilderConfig(
+            name=self._params.config_name(digest),
+            description=f"espeak-ng speech, {self._params}",
+        )
+        super().__init__(data_dir=data_dir, config=config, **kwargs)
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def url_infos(cls):
+        # Nothing is downloaded. TFDS would otherwise look for a checksums file
+        # beside the module, which needs the optional `importlib_resources`.
+        return None
+
+    @property
+    def params(self):
+        return self._params
+
+    def _info(self):
+        return tfds.core.DatasetInfo(
+            builder=self,
+            description=self.__class__.__doc__.splitlines()[0],
+            features=tfds.features.FeaturesDict(
+                {
+                    "id": tfds.features.Text(),
+                    "audio": tfds.features.Audio(
+                        shape=(None,), dtype=np.int16, sample_rate=self._params.sample_rate
+                    ),
+                    "text": tfds.features.Text(),
+                    "speaker": tfds.features.Text(),
+                }
+            ),
+            supervised_keys=("audio", "text"),
+        )
+
+    def _split_generators(self, dl_manager):
+        train, validation = choose_sentences(self._text, self._params)
+        return {
+            "train": self._generate_examples("train", train, TRAIN_VARIANTS),
+            "validation": self._generate_examples("validation", validation, VALIDATION_VARIANTS),
+        }
+
+    def _generate_examples(self, split, sentences, variants):
+        tts = EspeakSynthesizer.instance()
+        split_id = 0 if split == "train" else 1
+        for index, sentence in enumerate(sentences):
+            rng = np.random.default_rng([self._params.seed, split_id, index])
+            accent = ACCENTS[rng.integers(len(ACCENTS))]
+            variant = variants[rng.integers(len(variants))]
+            voice = f"{accent}+{variant}" if variant else accent
+            pcm = tts.synthesize(
+                sentence,
+                voice=voice,
+                rate=int(rng.integers(140, 201)),
+                pitch=int(rng.integers(25, 76)),
+                pitch_range=int(rng.integers(20, 81)),
+            )
+            pcm = _trim(pcm, tts.sample_rate)
+            if tts.sample_rate != self._params.sample_rate:
+                audio = librosa.resample(
+                    pcm.astype(np.float32) / 32768.0,
+                    orig_sr=tts.sample_rate,
+                    target_sr=self._params.sample_rate,
+                    res_type="soxr_hq",
+                )
+                pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
+            key = f"{split}-{index:06d}"
+            yield key, {"id": key, "audio": pcm, "text": sentence, "speaker": voice}

@@ -1,0 +1,182 @@
+"""Read, validate and resample audio: every bad file gets a named reason."""
+
+import os
+import struct
+
+import librosa
+import numpy as np
+import soundfile as sf
+
+# Reasons an utterance is not used; the keys of the skip counts.
+UNREADABLE = "unreadable"
+EMPTY = "empty"
+TRUNCATED = "truncated"
+SILENT = "silent"
+TOO_LONG = "too_long"
+TOO_SHORT = "too_short"
+AUDIO_REASONS = (UNREADABLE, EMPTY, TRUNCATED, SILENT, TOO_LONG, TOO_SHORT)
+
+# Peak amplitude below which a file is silence (about -80 dBFS): 16-bit audio
+# of a few quantisation steps or digital zero.
+SILENCE_PEAK = 1e-4
+
+RESAMPLE_TYPE = "soxr_hq"
+
+
+class AudioError(ValueError):
+    """An audio file or waveform that cannot be used, and why.
+
+    Args:
+        source: The file (or example id) at fault.
+        reason: One of `AUDIO_REASONS`.
+        detail: Human-readable explanation.
+    """
+
+    def __init__(self, source, reason, detail):
+        self.source = str(source)
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{self.source}: {reason}: {detail}")
+
+
+def _wav_shortfall(path):
+    """Bytes a RIFF/WAV file's `data` chunk declares but does not contain."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        header = f.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return 0
+        position = 12
+        while position + 8 <= size:
+            f.seek(position)
+            chunk_id, chunk_size = struct.unpack("<4sI", f.read(8))
+            if chunk_id == b"data":
+                if chunk_size in (0, 0xFFFFFFFF):  # streamed WAV: size unknown
+                    return 0
+                return max(0, position + 8 + chunk_size - size)
+            position += 8 + chunk_size + (chunk_size & 1)
+    return 0
+
+
+def _read(path):
+    source = os.fspath(path)
+    try:
+        info = sf.info(source)
+    except Exception as error:  # libsndfile raises several types for bad files
+        if not os.path.exists(source):
+            raise AudioError(source, UNREADABLE, "file does not exist") from None
+        if os.path.getsize(source) == 0:
+            raise AudioError(source, EMPTY, "file has 0 bytes") from None
+        raise AudioError(source, UNREADABLE, f"not a readable audio file ({error})") from None
+    if info.frames == 0:
+        raise AudioError(source, EMPTY, "file holds no samples")
+    shortfall = _wav_shortfall(source)
+    if shortfall:
+        raise AudioError(
+            source, TRUNCATED, f"WAV data chunk is {shortfall} bytes shorter than its header declares"
+        )
+    try:
+        data, rate = sf.read(source, dtype="float32", always_2d=True)
+    except Exception as error:
+        raise AudioError(source, TRUNCATED, f"decoding stopped part way ({error})") from None
+    if data.shape[0] < info.frames:
+        raise AudioError(
+            source, TRUNCATED, f"read {data.shape[0]} of the {info.frames} frames its header declares"
+        )
+    return data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0], rate
+
+
+def prepare_waveform(
+    samples, source_rate, sample_rate, *, source="<waveform>", max_duration_s=None, min_samples=1
+):
+    """Validate and resample decoded audio to mono float32 at `sample_rate`.
+
+    Args:
+        samples: `(samples,)` or `(samples, channels)` array; integer PCM is
+            scaled to [-1, 1].
+        source_rate: Rate of `samples` in Hz.
+        sample_rate: Wanted rate in Hz.
+        source: Name used in error messages (the file or example id).
+        max_duration_s: Longest accepted duration in seconds, or `None`.
+        min_samples: Fewest samples accepted after resampling.
+
+    Returns:
+        `(samples,)` float32 waveform at `sample_rate`.
+
+    Raises:
+        AudioError: naming `source` and the reason (empty, silent, too long,
+            too short).
+    """
+    samples = np.asarray(samples)
+    if np.issubdtype(samples.dtype, np.integer):
+        scale = float(2 ** (8 * samples.dtype.itemsize - 1))
+        samples = samples.astype(np.float32) / scale
+    samples = samples.astype(np.float32, copy=False)
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1, dtype=np.float32)
+    if samples.ndim != 1:
+        raise AudioError(source, UNREADABLE, f"expected 1-D or 2-D audio, got shape {samples.shape}")
+    if samples.shape[0] == 0:
+        raise AudioError(source, EMPTY, "no samples")
+    if not source_rate or source_rate <= 0:
+        raise AudioError(source, UNREADABLE, f"invalid sample rate {source_rate!r}")
+    duration = samples.shape[0] / source_rate
+    if max_duration_s is not None and duration > max_duration_s:
+        raise AudioError(
+            source, TOO_LONG, f"{duration:.1f} s is longer than max_duration_s={max_duration_s:g}"
+        )
+    if not np.all(np.isfinite(samples)):
+        raise AudioError(source, UNREADABLE, "samples contain NaN or infinity")
+    peak = float(np.max(np.abs(samples)))
+    if peak < SILENCE_PEAK:
+        raise AudioError(source, SILENT, f"peak amplitude {peak:.2g} is below {SILENCE_PEAK:g} (silence)")
+    if source_rate != sample_rate:
+        samples = librosa.resample(
+            samples, orig_sr=source_rate, target_sr=sample_rate, res_type=RESAMPLE_TYPE
+        ).astype(np.float32, copy=False)
+    if samples.shape[0] < min_samples:
+        raise AudioError(
+            source,
+            TOO_SHORT,
+            f"{samples.shape[0]} samples at {sample_rate} Hz, fewer than the {min_samples} one frame needs",
+        )
+    return np.clip(samples, -1.0, 1.0)
+
+
+def load_audio(path, sample_rate, *, max_duration_s=None, min_samples=1):
+    """Load an audio file (wav, flac, ogg, any rate) as mono float32.
+
+    Multi-channel audio is averaged to mono and resampled with soxr
+    (`librosa.resample(res_type="soxr_hq")`).
+
+    Args:
+        path: Audio file path.
+        sample_rate: Wanted rate in Hz.
+        max_duration_s: Longest accepted duration in seconds, or `None`.
+        min_samples: Fewest samples accepted after resampling.
+
+    Returns:
+        `(samples,)` float32 waveform at `sample_rate`, in [-1, 1].
+
+    Raises:
+        AudioError: (a `ValueError`) naming the file and the reason:
+            unreadable, empty, truncated, silent, too long or too short.
+    """
+    source = os.fspath(path)
+    if max_duration_s is not None:
+        try:
+            info = sf.info(source)
+            if info.samplerate > 0 and info.frames / info.samplerate > max_duration_s:
+                raise AudioError(
+                    source,
+                    TOO_LONG,
+                    f"{info.frames / info.samplerate:.1f} s is longer than max_duration_s={max_duration_s:g}",
+                )
+        except AudioError:
+            raise
+        except Exception:
+            pass  # _read reports it with the right reason
+    samples, rate = _read(source)
+    return prepare_waveform(
+        samples, rate, sample_rate, source=source, max_duration_s=max_duration_s, min_samples=min_samples
+    )

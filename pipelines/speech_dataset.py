@@ -1,0 +1,393 @@
+"""The speech input pipeline: dataset spec -> cached features -> bucketed batches."""
+
+import collections
+import concurrent.futures
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import tensorflow as tf
+
+from data.speech_sources import resolve_speech_source
+from pipelines.audio_features import FeatureConfig, compute_features
+from pipelines.audio_loading import AudioError, load_audio, prepare_waveform
+from pipelines.feature_cache import FeatureCacheReader, FeatureCacheWriter
+from pipelines.spec_augment import spec_augment
+from pipelines.vocabulary import Vocabulary, normalize_transcript
+
+logger = logging.getLogger(__name__)
+
+# Bump when what the cache holds changes; part of every cache key.
+PIPELINE_VERSION = 1
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CACHE_DIR = os.path.join(PROJECT_ROOT, "runs", "cache")
+
+EMPTY_TRANSCRIPT = "empty_transcript"
+OUT_OF_VOCABULARY = "out_of_vocabulary"
+
+NUM_BUCKETS = 8
+_CHUNK = 64  # utterances handed to the worker threads at a time
+
+
+@dataclass(frozen=True)
+class SpeechData:
+    """Batched speech datasets and an account of what was used and skipped.
+
+    Elements of each dataset are
+    `({"features": (batch, frames, n_features) float32,
+    "feature_length": (batch,) int32}, labels (batch, max_label_len) int32)`,
+    labels padded with `vocabulary.pad_id`; reference texts are
+    `vocabulary.decode(labels[i])`.
+
+    Args:
+        train: Shuffled (and, if asked, SpecAugment-masked) batches.
+        validation: Batches in a fixed order.
+        test: Batches in a fixed order, or `None` when the data has no
+            separate test split.
+        counts: JSON-serialisable: per split `used`, `skipped`,
+            `skipped_by_reason`, `audio_seconds`; and the totals.
+        skipped: `(file, reason)` for every utterance not used.
+        description: What the data is.
+        feature_config: The `FeatureConfig` used.
+        vocabulary: The `Vocabulary` the labels use.
+    """
+
+    train: tf.data.Dataset
+    validation: tf.data.Dataset
+    test: tf.data.Dataset | None
+    counts: dict
+    skipped: list
+    description: str
+    feature_config: FeatureConfig = field(repr=False, default=None)
+    vocabulary: Vocabulary = field(repr=False, default=None)
+
+
+def load_features(path, feature_config, *, max_duration_s=None):
+    """Features of one audio file (wav, flac, any rate), as in training.
+
+    Returns:
+        `(frames, n_features)` float32 array.
+
+    Raises:
+        AudioError: (a `ValueError`) naming the file and what is wrong.
+    """
+    waveform = load_audio(
+        path, feature_config.sample_rate, max_duration_s=max_duration_s, min_samples=feature_config.n_fft
+    )
+    return compute_features(waveform, feature_config)
+
+
+def _featurise(utterance, feature_config, max_duration_s):
+    if utterance.audio is not None:
+        waveform = prepare_waveform(
+            utterance.audio,
+            utterance.sample_rate,
+            feature_config.sample_rate,
+            source=utterance.source,
+            max_duration_s=max_duration_s,
+            min_samples=feature_config.n_fft,
+        )
+    else:
+        waveform = load_audio(
+            utterance.path,
+            feature_config.sample_rate,
+            max_duration_s=max_duration_s,
+            min_samples=feature_config.n_fft,
+        )
+    # Looked up at call time so that tests can count the computations.
+    return compute_features(waveform, feature_config), waveform.shape[0] / feature_config.sample_rate
+
+
+def single_threaded_blas():
+    """Context: OpenBLAS runs each (small) matmul on one thread.
+
+    The mel projection is a small matmul; a multi-threaded BLAS spends ~10x
+    longer synchronising its threads than computing on a busy 2-core machine.
+    Parallelism comes from the worker threads instead.
+    """
+    try:
+        import threadpoolctl
+    except ImportError:  # librosa's scikit-learn dependency normally brings it
+        return contextlib.nullcontext()
+    return threadpoolctl.threadpool_limits(1, user_api="blas")
+
+
+def _check_transcript(utterance, vocabulary):
+    """(normalised text, None) or (None, (reason, detail))."""
+    text = normalize_transcript(utterance.text or "")
+    if not text:
+        return None, (EMPTY_TRANSCRIPT, "empty transcript")
+    unknown = vocabulary.unknown_characters(text)
+    if unknown:
+        return None, (
+            OUT_OF_VOCABULARY,
+            f"transcript {text!r} has characters {''.join(unknown)!r} outside the vocabulary",
+        )
+    return text, None
+
+
+def _slug(text):
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_")[:40] or "data"
+
+
+def _cache_directory(cache_dir, source, feature_config, vocabulary, max_duration_s):
+    payload = json.dumps(
+        {
+            "pipeline_version": PIPELINE_VERSION,
+            "source": source.identity,
+            "features": feature_config.cache_key(),
+            "characters": list(vocabulary.characters),
+            "max_duration_s": max_duration_s,
+        },
+        sort_keys=True,
+    )
+    key = hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return os.path.join(cache_dir, "features", f"{_slug(source.name)}-{key}")
+
+
+def _build_split_cache(directory, split, utterances, *, feature_config, vocabulary, max_duration_s, strict):
+    """Compute and store the features of one split; returns nothing."""
+    writer = FeatureCacheWriter(directory, feature_config.n_features)
+    skipped = []
+    audio_seconds = 0.0
+    started = time.perf_counter()
+
+    def skip(utterance, reason, detail):
+        message = f"{utterance.source}: {reason}: {detail}"
+        if strict:
+            raise ValueError(f"Bad {split} utterance (strict mode): {message}.")
+        logger.warning("Skipping %s utterance %s", split, message)
+        skipped.append([utterance.source, reason])
+
+    workers = max(1, min(4, os.cpu_count() or 1))
+    try:
+        with single_threaded_blas(), concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            chunk = []
+            iterator = iter(utterances)
+            while True:
+                chunk.clear()
+                for utterance in iterator:
+                    chunk.append(utterance)
+                    if len(chunk) == _CHUNK:
+                        break
+                if not chunk:
+                    break
+                checked = []
+                for utterance in chunk:
+                    text, problem = _check_transcript(utterance, vocabulary)
+                    if problem:
+                        skip(utterance, *problem)
+                    else:
+                        checked.append((utterance, text))
+                futures = [
+                    pool.submit(_featurise, utterance, feature_config, max_duration_s)
+                    for utterance, _ in checked
+                ]
+                for (utterance, text), future in zip(checked, futures):
+                    try:
+                        features, seconds = future.result()
+                    except AudioError as error:
+                        skip(utterance, error.reason, error.detail)
+                        continue
+                    writer.append(utterance.key, text, utterance.source, features)
+                    audio_seconds += seconds
+    except BaseException:
+        writer.abort()
+        raise
+    elapsed = time.perf_counter() - started
+    reasons = collections.Counter(reason for _, reason in skipped)
+    writer.commit(
+        {
+            "split": split,
+            "skipped": skipped,
+            "skipped_by_reason": dict(sorted(reasons.items())),
+            "audio_seconds": audio_seconds,
+            "compute_seconds": elapsed,
+        }
+    )
+    logger.info(
+        "%s: featurised %d utterances (%.0f s of audio) in %.1f s (%.0fx real time), skipped %d",
+        split, len(writer._entries), audio_seconds, elapsed, audio_seconds / max(elapsed, 1e-9), len(skipped),
+    )
+
+
+def _bucket_boundaries(frames):
+    if len(frames) == 0:
+        return [1]
+    quantiles = np.quantile(frames, np.linspace(0, 1, NUM_BUCKETS + 1)[1:-1])
+    boundaries = sorted({int(q) + 1 for q in quantiles if q > 0})
+    return boundaries or [int(np.max(frames)) + 1]
+
+
+def _make_dataset(reader, vocabulary, *, batch_size, training, spec_augment_enabled, seed):
+    n = len(reader)
+    if n == 0:
+        raise ValueError(f"No usable utterances left in split {reader.index['split']!r}; see the skipped list.")
+    label_ids = [vocabulary.encode(entry["text"]) for entry in reader.entries]
+    label_lengths = np.array([len(ids) for ids in label_ids], np.int64)
+    label_offsets = np.concatenate([[0], np.cumsum(label_lengths)[:-1]]).astype(np.int64)
+    flat_labels = tf.constant(np.concatenate([np.array(ids, np.int32) for ids in label_ids]), tf.int32)
+    label_offsets_t = tf.constant(label_offsets)
+    label_lengths_t = tf.constant(label_lengths)
+    frames_t = tf.constant(reader.frames.astype(np.int32))
+    n_features = reader.n_features
+
+    def read_features(i):
+        return reader.features(int(i))
+
+    def load(i):
+        features = tf.numpy_function(read_features, [i], tf.float32, stateful=False)
+        features.set_shape([None, n_features])
+        labels = flat_labels[label_offsets_t[i]:label_offsets_t[i] + label_lengths_t[i]]
+        return features, frames_t[i], labels
+
+    dataset = tf.data.Dataset.range(n)
+    if training:
+        dataset = dataset.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if training and spec_augment_enabled:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            lambda element, s: (spec_augment(element[0], s), element[1], element[2]),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
+    dataset = dataset.map(lambda f, length, labels: ({"features": f, "feature_length": length}, labels))
+    boundaries = _bucket_boundaries(reader.frames)
+    dataset = dataset.bucket_by_sequence_length(
+        element_length_func=lambda inputs, labels: inputs["feature_length"],
+        bucket_boundaries=boundaries,
+        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+        padding_values=(
+            {"features": tf.constant(0.0, tf.float32), "feature_length": tf.constant(0, tf.int32)},
+            tf.constant(vocabulary.pad_id, tf.int32),
+        ),
+    )
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def build_speech_datasets(
+    *,
+    dataset: str,
+    feature_config: FeatureConfig,
+    vocabulary: Vocabulary,
+    batch_size: int,
+    cache_dir: str,
+    max_duration_s: float,
+    strict: bool,
+    spec_augment: bool,
+    seed: int,
+    data_dir: str | None = None,
+) -> SpeechData:
+    """Resolve `dataset`, featurise it once (cached), and batch it.
+
+    Features are computed in a thread pool on the first run and stored under
+    `cache_dir/features/<data>-<key>/<split>/`, the key hashing the data's
+    identity, `feature_config`, the vocabulary and `max_duration_s`; later
+    epochs and runs with the same key read them memory-mapped and compute
+    none. Batches group utterances of similar length (8 length buckets) to
+    limit padding, and are prefetched.
+
+    Every utterance that cannot be used (unreadable, empty, truncated,
+    silent, too short or longer than `max_duration_s` audio; empty
+    transcript; characters outside `vocabulary`) is logged with its file and
+    reason, listed in `skipped` and counted in `counts` — or, with
+    `strict=True`, raises `ValueError` naming the file and reason.
+
+    Args:
+        dataset: `"synthetic[:options]"`, a folder, or a TFDS catalog name
+            (see `data.speech_sources`).
+        feature_config: A `FeatureConfig`.
+        vocabulary: The `Vocabulary` (for speech, `Vocabulary(SPEECH_ALPHABET)`).
+        batch_size: Utterances per batch.
+        cache_dir: Root of the TFDS and feature caches.
+        max_duration_s: Longest utterance kept, seconds.
+        strict: Raise on the first bad utterance instead of skipping it.
+        spec_augment: Mask time and frequency bands of training features.
+        seed: Seed of shuffling and masking.
+        data_dir: The user's TFDS data directory, for catalog names.
+
+    Returns:
+        A `SpeechData`.
+    """
+    if not isinstance(feature_config, FeatureConfig):
+        raise TypeError(
+            f"Received an invalid value for argument `feature_config`, expected a FeatureConfig, "
+            f"got {type(feature_config).__name__}."
+        )
+    if not isinstance(vocabulary, Vocabulary):
+        raise TypeError(
+            f"Received an invalid value for argument `vocabulary`, expected a Vocabulary, "
+            f"got {type(vocabulary).__name__}."
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(
+            f"Received an invalid value for argument `batch_size`, expected a positive integer, got {batch_size!r}."
+        )
+    if not max_duration_s or max_duration_s <= 0:
+        raise ValueError(
+            f"Received an invalid value for argument `max_duration_s`, expected a positive number "
+            f"of seconds, got {max_duration_s!r}."
+        )
+    cache_dir = os.path.abspath(os.path.expanduser(cache_dir or DEFAULT_CACHE_DIR))
+    source = resolve_speech_source(dataset, cache_dir=cache_dir, data_dir=data_dir)
+    root = _cache_directory(cache_dir, source, feature_config, vocabulary, float(max_duration_s))
+
+    readers = {}
+    for split, read in source.splits.items():
+        directory = os.path.join(root, split)
+        if not FeatureCacheReader.exists(directory):
+            _build_split_cache(
+                directory, split, read(),
+                feature_config=feature_config, vocabulary=vocabulary,
+                max_duration_s=float(max_duration_s), strict=strict,
+            )
+        reader = FeatureCacheReader(directory)
+        if strict and reader.index["skipped"]:
+            file, reason = reader.index["skipped"][0]
+            raise ValueError(f"Bad {split} utterance (strict mode): {file}: {reason}.")
+        readers[split] = reader
+
+    counts, skipped = {}, []
+    totals = collections.Counter()
+    for split, reader in readers.items():
+        index = reader.index
+        counts[split] = {
+            "used": len(reader),
+            "skipped": len(index["skipped"]),
+            "skipped_by_reason": index["skipped_by_reason"],
+            "audio_seconds": round(index["audio_seconds"], 3),
+        }
+        totals.update(index["skipped_by_reason"])
+        skipped.extend((file, reason) for file, reason in index["skipped"])
+        if index["skipped"]:
+            logger.warning(
+                "%s: %d utterances skipped (%s); SpeechData.skipped lists them",
+                split, len(index["skipped"]),
+                ", ".join(f"{k} {v}" for k, v in sorted(index["skipped_by_reason"].items())),
+            )
+    counts["used"] = sum(counts[s]["used"] for s in readers)
+    counts["skipped"] = len(skipped)
+    counts["skipped_by_reason"] = dict(sorted(totals.items()))
+
+    make = lambda split, training: _make_dataset(  # noqa: E731
+        readers[split], vocabulary, batch_size=batch_size, training=training,
+        spec_augment_enabled=spec_augment, seed=seed,
+    )
+    return SpeechData(
+        train=make("train", True),
+        validation=make("validation", False),
+        test=make("test", False) if "test" in readers else None,
+        counts=counts,
+        skipped=skipped,
+        description=source.description,
+        feature_config=feature_config,
+        vocabulary=vocabulary,
+    )
