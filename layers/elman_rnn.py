@@ -133,13 +133,15 @@ class ElmanRNN(keras.layers.RNN):
         if training and cell.dropout > 0:
             # The mask RNN.call prepared for this sequence (one per call).
             x = x * cell.get_dropout_mask(x[:, 0, :])[:, None, :]
-        if self.go_backwards:
-            x = tf.reverse(x, axis=[1])
-        # Time-major once: the loop reads u[t] as one contiguous block.
-        x = tf.transpose(x, (1, 0, 2))
-        u = tf.matmul(x, tf.convert_to_tensor(cell.kernel))
+        # One 2-D matmul for all steps (a 3-D matmul would be a broadcast
+        # batch matmul, whose kernel gradient is one small matmul per step).
+        batch, steps = tf.shape(x)[0], tf.shape(x)[1]
+        u = tf.matmul(
+            tf.reshape(x, (-1, x.shape[-1])), tf.convert_to_tensor(cell.kernel)
+        )
         if cell.use_bias:
             u = u + tf.convert_to_tensor(cell.bias)
+        u = tf.reshape(u, (batch, steps, cell.units))
         recurrent_kernel = tf.convert_to_tensor(cell.recurrent_kernel)
 
         keep = None
@@ -147,35 +149,41 @@ class ElmanRNN(keras.layers.RNN):
             mask = tf.cast(tf.convert_to_tensor(mask), tf.bool)
             if mask.shape.rank == 3:
                 mask = mask[:, :, 0]
-            if self.go_backwards:
-                mask = tf.reverse(mask, axis=[1])
-            keep = tf.transpose(mask)[:, :, None]  # (time, batch, 1)
+            keep = mask[:, :, None]  # (batch, time, 1), order of the input
 
         if keep is None:
             shown = None
-        elif self.zero_output_for_mask:
-            shown = keep
         else:
-            # Keras repeats the previous output at a masked step, and that
-            # is zeros until the first unmasked step.
-            shown = tf.cumsum(tf.cast(keep, tf.int32), axis=0) > 0
+            # Outputs come out in processing order (reversed for
+            # go_backwards, as in Keras), so the output mask does too.
+            shown = tf.reverse(keep, [1]) if self.go_backwards else keep
+            if not self.zero_output_for_mask:
+                # Keras repeats the previous output at a masked step, and
+                # that is zeros until the first unmasked step.
+                shown = tf.cumsum(tf.cast(shown, tf.int32), axis=1) > 0
 
         def outputs_of(held):
-            y = cell.project(held)
-            if shown is not None:
-                index = slice(None) if held.shape.rank == 3 else -1
-                y = tf.where(shown[index], y, tf.zeros_like(y))
+            if held.shape.rank == 3:
+                y = cell.project(tf.reshape(held, (-1, cell.units)))
+                y = tf.reshape(y, (batch, steps, cell.output_size))
+                if shown is not None:
+                    y = tf.where(shown, y, tf.zeros_like(y))
+            else:
+                y = cell.project(held)
+                if shown is not None:
+                    y = tf.where(shown[:, -1], y, tf.zeros_like(y))
             return y
 
+        loop = dict(
+            keep=keep, activation=activation, reverse=self.go_backwards
+        )
         if self.return_sequences:
-            held = elman_recurrence(u, h0, recurrent_kernel, keep, activation)
-            last_state = held[-1]
-            outputs = tf.transpose(outputs_of(held), (1, 0, 2))
+            held = elman_recurrence(u, h0, recurrent_kernel, **loop)
+            last_state = held[:, -1]
+            outputs = outputs_of(held)
             last_output = outputs[:, -1]
         else:
-            last_state = elman_last_state(
-                u, h0, recurrent_kernel, keep, activation
-            )
+            last_state = elman_last_state(u, h0, recurrent_kernel, **loop)
             last_output = outputs_of(last_state)
             outputs = last_output[:, None]
         return last_output, outputs, [last_state]

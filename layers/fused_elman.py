@@ -23,6 +23,7 @@ import contextlib
 import threading
 
 import tensorflow as tf
+from tensorflow.compiler.tf2xla.python import xla as xla_ops
 
 # The activations `f` the fused loops know the derivative of, written in
 # terms of the activation's output (that is what the forward pass keeps).
@@ -66,40 +67,72 @@ def _derivative_from_output(name, h):
     return tf.ones_like(h)
 
 
-def _forward(u, h0, recurrent_kernel, keep, activation):
-    """All held states `H`, shape `(time, batch, units)`, time-major."""
-    steps = tf.shape(u)[0]
-    states = tf.TensorArray(
-        u.dtype, size=steps, element_shape=h0.shape, clear_after_read=True
+def _new_buffer(like, xla):
+    """Per-step outputs: a `(batch, time, units)` tensor under XLA, written
+    in place with dynamic-update-slice; a TensorArray otherwise."""
+    if xla:
+        return tf.zeros_like(like)
+    return tf.TensorArray(
+        like.dtype, size=tf.shape(like)[1], element_shape=like[:, 0].shape
     )
 
-    def body(t, h, states):
-        c = _activate(activation, u[t] + tf.matmul(h, recurrent_kernel))
+
+def _write(buffer, index, value, xla):
+    if xla:
+        return xla_ops.dynamic_update_slice(
+            buffer, value[:, None], tf.stack([0, index, 0])
+        )
+    return buffer.write(index, value)
+
+
+def _finish(buffer, xla):
+    if xla:
+        return buffer
+    return tf.transpose(buffer.stack(), (1, 0, 2))
+
+
+def _original_index(index, steps, reverse):
+    return steps - 1 - index if reverse else index
+
+
+def _forward(u, h0, recurrent_kernel, keep, activation, reverse, xla):
+    """Held states `H` in processing order, `(batch, time, units)`."""
+    steps = tf.shape(u)[1]
+    if keep is not None and reverse:
+        keep = tf.reverse(keep, [1])
+
+    def body(i, h, states):
+        u_t = u[:, _original_index(i, steps, reverse)]
+        c = _activate(activation, u_t + tf.matmul(h, recurrent_kernel))
         if keep is not None:
-            c = tf.where(keep[t], c, h)
-        return t + 1, c, states.write(t, c)
+            c = tf.where(keep[:, i], c, h)
+        return i + 1, c, _write(states, i, c, xla)
 
     _, _, states = tf.while_loop(
-        lambda t, *_: t < steps,
+        lambda i, *_: i < steps,
         body,
-        (tf.constant(0), h0, states),
+        (tf.constant(0), h0, _new_buffer(u, xla)),
         maximum_iterations=steps,
     )
-    return states.stack()
+    return _finish(states, xla)
 
 
-def _forward_last(u, h0, recurrent_kernel, keep, activation):
-    """Only the last held state, shape `(batch, units)` (inference)."""
-    steps = tf.shape(u)[0]
+def _forward_last(u, h0, recurrent_kernel, keep, activation, reverse, xla):
+    """Only the last held state, `(batch, units)`: nothing else is kept."""
+    del xla
+    steps = tf.shape(u)[1]
+    if keep is not None and reverse:
+        keep = tf.reverse(keep, [1])
 
-    def body(t, h):
-        c = _activate(activation, u[t] + tf.matmul(h, recurrent_kernel))
+    def body(i, h):
+        u_t = u[:, _original_index(i, steps, reverse)]
+        c = _activate(activation, u_t + tf.matmul(h, recurrent_kernel))
         if keep is not None:
-            c = tf.where(keep[t], c, h)
-        return t + 1, c
+            c = tf.where(keep[:, i], c, h)
+        return i + 1, c
 
     _, h = tf.while_loop(
-        lambda t, *_: t < steps,
+        lambda i, *_: i < steps,
         body,
         (tf.constant(0), h0),
         maximum_iterations=steps,
@@ -107,42 +140,60 @@ def _forward_last(u, h0, recurrent_kernel, keep, activation):
     return h
 
 
-def _backward(d_states, states, h0, recurrent_kernel, keep, activation):
-    """Gradients `(du, dh0, dW_hh)` of the loop from `dH`, `(time, batch, units)`."""
-    steps = tf.shape(states)[0]
+def _backward(
+    d_states, states, h0, recurrent_kernel, keep, activation, reverse, xla
+):
+    """`(du, dh0, dW_hh)` from `dH`; all sequences `(batch, time, units)`.
+
+    `d_states` and `states` are in processing order, `du` in the order of
+    `u`. The loop carries only `dH`; `dW_hh` is one matmul after it.
+    """
+    steps = tf.shape(states)[1]
+    if keep is not None and reverse:
+        keep = tf.reverse(keep, [1])
     # f'(a_t) from the kept outputs, for all steps at once; zero where the
-    # step is masked (there `H_t` is a copy of `H_{t-1}`, not an activation).
+    # step is masked (there `H_t` is a copy of `H_(t-1)`, not an activation).
     slope = _derivative_from_output(activation, states)
     if keep is not None:
         slope = tf.where(keep, slope, tf.zeros_like(slope))
     transposed_kernel = tf.transpose(recurrent_kernel)
-    grads = tf.TensorArray(
-        states.dtype, size=steps, element_shape=h0.shape, clear_after_read=True
-    )
 
-    def body(t, carry, grads):
-        g = d_states[t] + carry
-        da = g * slope[t]
+    def body(i, carry, du, shifted):
+        g = d_states[:, i] + carry
+        da = g * slope[:, i]
         carry = tf.matmul(da, transposed_kernel)
         if keep is not None:
-            carry = carry + tf.where(keep[t], tf.zeros_like(g), g)
-        return t - 1, carry, grads.write(t, da)
+            carry = carry + tf.where(keep[:, i], tf.zeros_like(g), g)
+        du = _write(du, _original_index(i, steps, reverse), da, xla)
+        # da of step i pairs with H of step i - 1 in dW_hh: writing it one
+        # slot early lets one matmul over `states` cover all steps but the
+        # first (h0's term); the last slot, unused, gets zeros at i == 0.
+        first = tf.equal(i, 0)
+        shifted = _write(
+            shifted,
+            tf.where(first, steps - 1, i - 1),
+            tf.where(first, tf.zeros_like(da), da),
+            xla,
+        )
+        return i - 1, carry, du, shifted
 
-    _, dh0, grads = tf.while_loop(
-        lambda t, *_: t >= 0,
+    zero = tf.zeros_like(h0)
+    _, dh0, du, shifted = tf.while_loop(
+        lambda i, *_: i >= 0,
         body,
-        (steps - 1, tf.zeros_like(h0), grads),
+        (steps - 1, zero, _new_buffer(states, xla), _new_buffer(states, xla)),
         maximum_iterations=steps,
     )
-    da = grads.stack()
+    du = _finish(du, xla)
+    shifted = _finish(shifted, xla)
     units = tf.shape(h0)[-1]
-    previous = tf.concat([h0[None], states[:-1]], axis=0)
+    first_da = du[:, _original_index(0, steps, reverse)]
     d_kernel = tf.matmul(
-        tf.reshape(previous, (-1, units)),
-        tf.reshape(da, (-1, units)),
+        tf.reshape(states, (-1, units)),
+        tf.reshape(shifted, (-1, units)),
         transpose_a=True,
-    )
-    return da, dh0, d_kernel
+    ) + tf.matmul(h0, first_da, transpose_a=True)
+    return du, dh0, d_kernel
 
 
 _KERNELS = {}
@@ -152,61 +203,74 @@ def _detached(*tensors):
     return tuple(tf.stop_gradient(t) for t in tensors)
 
 
-def _kernel(name, xla):
-    key = (name, xla)
+def _kernel(name, activation, reverse, masked, xla):
+    """The compiled loop `name` for one static configuration.
+
+    One `tf.function` per configuration (not one polymorphic function) so
+    that models mixing directions, masks and activations do not retrace.
+    """
+    key = (name, activation, reverse, masked, xla)
     if key not in _KERNELS:
         fn = {
             "forward": _forward,
             "forward_last": _forward_last,
             "backward": _backward,
         }[name]
+
+        def kernel(*tensors):
+            *tensors, keep = tensors if masked else (*tensors, None)
+            return fn(*tensors, keep, activation, reverse, xla)
+
         _KERNELS[key] = tf.function(
-            fn, jit_compile=xla, reduce_retracing=True, autograph=False
+            kernel, jit_compile=xla, reduce_retracing=True, autograph=False
         )
     return _KERNELS[key]
 
 
-def elman_recurrence(u, h0, recurrent_kernel, keep=None, activation="tanh"):
-    """Held states of the Elman loop, with a hand-written BPTT gradient.
-
-    Args:
-        u: Input projections `x_t W_xh + b_h`, shape `(time, batch, units)`
-            (time-major).
-        h0: Initial state, shape `(batch, units)`.
-        recurrent_kernel: `W_hh`, shape `(units, units)`.
-        keep: Optional boolean mask, shape `(time, batch, 1)`; where False
-            the state is carried over unchanged.
-        activation: One of `FUSED_ACTIVATIONS`.
-
-    Returns:
-        The held states `H`, shape `(time, batch, units)`; `H[-1]` is the
-        final state. Differentiable with respect to `u`, `h0` and
-        `recurrent_kernel`.
-    """
+def _check_activation(activation):
     if activation not in FUSED_ACTIVATIONS:
         raise ValueError(
             "Received an invalid value for argument `activation`, expected "
             f"one of {FUSED_ACTIVATIONS}, got {activation!r}."
         )
-    xla = _xla_enabled()
-    forward = _kernel("forward", xla)
-    backward = _kernel("backward", xla)
+
+
+def elman_recurrence(
+    u, h0, recurrent_kernel, keep=None, activation="tanh", reverse=False
+):
+    """Held states of the Elman loop, with a hand-written BPTT gradient.
+
+    Args:
+        u: Input projections `x_t W_xh + b_h`, shape `(batch, time, units)`.
+        h0: Initial state, shape `(batch, units)`.
+        recurrent_kernel: `W_hh`, shape `(units, units)`.
+        keep: Optional boolean mask, shape `(batch, time, 1)`, in the order
+            of `u`; where False the state is carried over unchanged.
+        activation: One of `FUSED_ACTIVATIONS`.
+        reverse: Python boolean; if True the loop runs from the last step of
+            `u` to the first (Keras' `go_backwards`).
+
+    Returns:
+        The held states `H` in processing order (reversed when `reverse`),
+        shape `(batch, time, units)`; `H[:, -1]` is the final state.
+        Differentiable with respect to `u`, `h0` and `recurrent_kernel`.
+    """
+    _check_activation(activation)
+    static = (activation, reverse, keep is not None, _xla_enabled())
+    mask = () if keep is None else (keep,)
+    forward = _kernel("forward", *static)
+    backward = _kernel("backward", *static)
 
     @tf.custom_gradient
     def recurrence(u, h0, recurrent_kernel):
         # stop_gradient: a tape must not differentiate the compiled loop
         # (that would ask XLA to export its loop intermediates).
         u, h0, recurrent_kernel = _detached(u, h0, recurrent_kernel)
-        states = forward(u, h0, recurrent_kernel, keep, activation)
+        states = forward(u, h0, recurrent_kernel, *mask)
 
         def grad(d_states):
             return backward(
-                tf.stop_gradient(d_states),
-                states,
-                h0,
-                recurrent_kernel,
-                keep,
-                activation,
+                tf.stop_gradient(d_states), states, h0, recurrent_kernel, *mask
             )
 
         return states, grad
@@ -214,35 +278,36 @@ def elman_recurrence(u, h0, recurrent_kernel, keep=None, activation="tanh"):
     return recurrence(u, h0, recurrent_kernel)
 
 
-def elman_last_state(u, h0, recurrent_kernel, keep=None, activation="tanh"):
-    """Like `elman_recurrence` but returns only `H[-1]`, `(batch, units)`.
+def elman_last_state(
+    u, h0, recurrent_kernel, keep=None, activation="tanh", reverse=False
+):
+    """Like `elman_recurrence` but returns only `H[:, -1]`, `(batch, units)`.
 
     Keeps no per-step states, so it suits inference; its gradient re-runs the
     full forward loop first.
     """
-    if activation not in FUSED_ACTIVATIONS:
-        raise ValueError(
-            "Received an invalid value for argument `activation`, expected "
-            f"one of {FUSED_ACTIVATIONS}, got {activation!r}."
-        )
-    xla = _xla_enabled()
-    forward_last = _kernel("forward_last", xla)
+    _check_activation(activation)
+    static = (activation, reverse, keep is not None, _xla_enabled())
+    mask = () if keep is None else (keep,)
 
     @tf.custom_gradient
     def last(u, h0, recurrent_kernel):
         u, h0, recurrent_kernel = _detached(u, h0, recurrent_kernel)
-        h = forward_last(u, h0, recurrent_kernel, keep, activation)
+        h = _kernel("forward_last", *static)(u, h0, recurrent_kernel, *mask)
 
         def grad(d_last):
-            states = _kernel("forward", xla)(
-                u, h0, recurrent_kernel, keep, activation
+            states = _kernel("forward", *static)(
+                u, h0, recurrent_kernel, *mask
             )
             d_states = tf.concat(
-                [tf.zeros_like(states[:-1]), tf.stop_gradient(d_last)[None]],
-                axis=0,
+                [
+                    tf.zeros_like(states[:, :-1]),
+                    tf.stop_gradient(d_last)[:, None],
+                ],
+                axis=1,
             )
-            return _kernel("backward", xla)(
-                d_states, states, h0, recurrent_kernel, keep, activation
+            return _kernel("backward", *static)(
+                d_states, states, h0, recurrent_kernel, *mask
             )
 
         return h, grad

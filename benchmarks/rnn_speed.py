@@ -1,0 +1,360 @@
+"""Speed of the fused `ElmanRNN` against Keras' own recurrent layers.
+
+Run: `.venv/bin/python -m benchmarks.rnn_speed [--quick] [--output FILE]`.
+
+For each shape (speech one-directional and bidirectional, character LM) it
+builds the same model four ways:
+
+- `elman_rnn`: `ElmanRNN(ElmanCell)` (the fused path),
+- `simple_rnn`: `keras.layers.SimpleRNN`, default settings (the builtin),
+- `simple_rnn_no_remap`: the same builtin with TensorFlow's Grappler
+  remapper off,
+- `rnn_elman_cell`: `keras.layers.RNN(ElmanCell)` (Keras' step loop),
+
+with the same weights, then times a training step (forward, backward, Adam;
+one `tf.function`, not XLA-compiled on the outside, as Keras' `fit` does on
+CPU) and an inference call. After warm-up the variants are timed in
+alternation, one call each per round, and the median over the rounds is
+reported, with the ratio to the builtin and the fraction of this machine's
+float32 matmul peak (measured with a large matmul in the same process).
+
+The remapper switch (`tf.config.optimizer.set_experimental_options`) is
+process-wide, but TensorFlow instantiates (and Grappler-optimizes) a
+`tf.function` per configuration at call time. So every call of the
+`simple_rnn_no_remap` functions, warm-up included, runs inside a block that
+turns the remapper off and back on again; the switch happens outside the
+timed region, and the other variants always run with the default setting.
+
+The loss is a per-step softmax cross-entropy over a dense output layer (for
+speech a stand-in for the CTC head, whose cost is the same for every
+variant).
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from layers import ElmanCell, ElmanRNN  # noqa: E402
+
+VARIANTS = ("elman_rnn", "simple_rnn", "simple_rnn_no_remap", "rnn_elman_cell")
+BASELINE = "simple_rnn"
+
+SHAPES = {
+    "speech": dict(
+        batch=32, steps=200, features=80, units=256, layers=2,
+        bidirectional=False, vocab=32,
+    ),
+    "speech_bidirectional": dict(
+        batch=32, steps=200, features=80, units=256, layers=2,
+        bidirectional=True, vocab=32,
+    ),
+    "char_lm": dict(
+        batch=64, steps=100, embedding=64, units=512, layers=1,
+        bidirectional=False, vocab=65,
+    ),
+}
+
+# Targets from issue 6: time of `elman_rnn` / time of the reference.
+TARGETS = {
+    ("speech", "train", BASELINE): 0.55,
+    ("char_lm", "train", BASELINE): 0.55,
+    ("speech_bidirectional", "train", BASELINE): 0.65,
+    ("speech", "infer", BASELINE): 0.6,
+    ("char_lm", "infer", BASELINE): 0.6,
+    ("speech_bidirectional", "infer", BASELINE): 0.6,
+}
+REMAP_TARGET = 0.75
+
+
+@contextlib.contextmanager
+def _remapper_off():
+    tf.config.optimizer.set_experimental_options({"remapping": False})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({"remapping": True})
+
+
+def _recurrent_layer(variant, units, name):
+    if variant == "elman_rnn":
+        return ElmanRNN(ElmanCell(units), return_sequences=True, name=name)
+    if variant == "rnn_elman_cell":
+        return keras.layers.RNN(
+            ElmanCell(units), return_sequences=True, name=name
+        )
+    return keras.layers.SimpleRNN(units, return_sequences=True, name=name)
+
+
+def build_model(variant, shape):
+    """The benchmark model of one shape, built with one recurrent variant."""
+    if "embedding" in shape:
+        inputs = keras.Input((None,), dtype="int32", name="ids")
+        hidden = keras.layers.Embedding(
+            shape["vocab"], shape["embedding"], name="embedding"
+        )(inputs)
+    else:
+        inputs = keras.Input((None, shape["features"]), name="features")
+        hidden = inputs
+    for index in range(shape["layers"]):
+        layer = _recurrent_layer(variant, shape["units"], f"rnn_{index}")
+        if shape["bidirectional"]:
+            layer = keras.layers.Bidirectional(layer, name=f"birnn_{index}")
+        hidden = layer(hidden)
+    logits = keras.layers.Dense(shape["vocab"], name="logits")(hidden)
+    return keras.Model(inputs, logits, name=variant)
+
+
+def model_flops(shape):
+    """Matmul FLOPs of one forward pass (the same for every variant)."""
+    batch, steps, units = shape["batch"], shape["steps"], shape["units"]
+    directions = 2 if shape["bidirectional"] else 1
+    features = shape.get("features", shape.get("embedding"))
+    flops = 0
+    for _ in range(shape["layers"]):
+        flops += directions * 2 * batch * steps * (features + units) * units
+        features = directions * units
+    flops += 2 * batch * steps * features * shape["vocab"]
+    return flops
+
+
+def measure_matmul_peak(size=4096, repeats=10):
+    """This machine's float32 matmul peak in FLOP/s (best of repeats)."""
+    a = tf.random.normal((size, size), seed=1)
+    b = tf.random.normal((size, size), seed=2)
+    matmul = tf.function(lambda a, b: tf.matmul(a, b))
+    for _ in range(3):
+        matmul(a, b).numpy()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        matmul(a, b).numpy()
+        times.append(time.perf_counter() - start)
+    return 2 * size**3 / min(times)
+
+
+def _make_batch(shape):
+    rng = np.random.default_rng(0)
+    if "embedding" in shape:
+        x = rng.integers(0, shape["vocab"], (shape["batch"], shape["steps"]))
+        x = tf.constant(x, tf.int32)
+    else:
+        x = tf.constant(
+            rng.normal(size=(shape["batch"], shape["steps"], shape["features"])),
+            tf.float32,
+        )
+    y = tf.constant(
+        rng.integers(0, shape["vocab"], (shape["batch"], shape["steps"])),
+        tf.int32,
+    )
+    return x, y
+
+
+def _functions(model):
+    optimizer = keras.optimizers.Adam(1e-4)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    optimizer.build(model.trainable_variables)
+
+    @tf.function
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+        return loss
+
+    @tf.function
+    def infer(x):
+        return model(x, training=False)
+
+    return {"train": lambda x, y: train_step(x, y), "infer": lambda x, y: infer(x)}
+
+
+def _timed_call(fn, variant, x, y):
+    context = (
+        _remapper_off() if variant == "simple_rnn_no_remap"
+        else contextlib.nullcontext()
+    )
+    with context:
+        start = time.perf_counter()
+        result = fn(x, y)
+        result.numpy()
+        return time.perf_counter() - start
+
+
+def benchmark_shape(name, shape, variants, warmup, rounds, log):
+    """Median seconds per call, `{mode: {variant: seconds}}`, for one shape."""
+    x, y = _make_batch(shape)
+    models = {}
+    for variant in variants:
+        keras.utils.set_random_seed(0)
+        models[variant] = build_model(variant, shape)
+    reference = models[variants[0]].get_weights()
+    for model in models.values():
+        model.set_weights(reference)
+    functions = {variant: _functions(models[variant]) for variant in variants}
+    if "elman_rnn" in models:
+        fused = [
+            layer for layer in models["elman_rnn"]._flatten_layers()
+            if isinstance(layer, ElmanRNN)
+        ]
+        reasons = {layer.name: layer.fused_reason for layer in fused}
+        log(f"  fused_reason per ElmanRNN layer: {reasons}")
+    results = {}
+    for mode in ("train", "infer"):
+        for variant in variants:
+            for _ in range(warmup):
+                _timed_call(functions[variant][mode], variant, x, y)
+        times = {variant: [] for variant in variants}
+        for _ in range(rounds):
+            for variant in variants:
+                times[variant].append(
+                    _timed_call(functions[variant][mode], variant, x, y)
+                )
+        results[mode] = {
+            variant: statistics.median(values) for variant, values in times.items()
+        }
+        log(
+            f"  {name} {mode}: "
+            + ", ".join(
+                f"{v} {1000 * s:.1f} ms" for v, s in results[mode].items()
+            )
+        )
+    return results
+
+
+def _table(all_results, peak, variants):
+    lines = []
+    header = (
+        f"| shape | mode | variant | median ms | x {BASELINE} | "
+        "x simple_rnn_no_remap | % of matmul peak |"
+    )
+    lines += [header, "|" + "---|" * 7]
+    for name, entry in all_results.items():
+        for mode in ("train", "infer"):
+            times = entry["seconds"][mode]
+            flops = entry["flops_per_call"][mode]
+            for variant in variants:
+                seconds = times[variant]
+                base = times.get(BASELINE)
+                remap = times.get("simple_rnn_no_remap")
+                ratio = f"{seconds / base:.2f}" if base else "-"
+                ratio_remap = f"{seconds / remap:.2f}" if remap else "-"
+                lines.append(
+                    f"| {name} | {mode} | {variant} | {1000 * seconds:.1f} | "
+                    f"{ratio} | {ratio_remap} | "
+                    f"{100 * flops / seconds / peak:.1f} |"
+                )
+    return "\n".join(lines)
+
+
+def _verdicts(all_results):
+    verdicts = []
+    for name, entry in all_results.items():
+        for mode in ("train", "infer"):
+            times = entry["seconds"][mode]
+            if "elman_rnn" not in times:
+                continue
+            for reference, target in (
+                (BASELINE, TARGETS.get((name, mode, BASELINE))),
+                ("simple_rnn_no_remap", REMAP_TARGET),
+            ):
+                if reference not in times or target is None:
+                    continue
+                ratio = times["elman_rnn"] / times[reference]
+                verdicts.append(
+                    dict(
+                        shape=name, mode=mode, reference=reference,
+                        ratio=round(ratio, 3), target=target,
+                        met=bool(ratio <= target),
+                    )
+                )
+    return verdicts
+
+
+def main(argv=None):
+    """Command line entry: run the benchmark, print a table, write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="smoke run: 1 warm-up call and 3 timed rounds (default 3 and 20)",
+    )
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="timed rounds per variant (default 20, quick 3)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="warm-up calls per variant (default 3, quick 1)")
+    parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES),
+                        default=list(SHAPES), help="shapes to run")
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS,
+                        default=list(VARIANTS), help="variants to run")
+    parser.add_argument("--output", default=None,
+                        help="write the results as JSON to this path")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (3 if args.quick else 20)
+    warmup = args.warmup or (1 if args.quick else 3)
+    for flag, value in (("--rounds", rounds), ("--warmup", warmup)):
+        if value <= 0:
+            parser.error(f"{flag} must be a positive integer, got {value}")
+
+    tf.get_logger().setLevel("ERROR")  # one train_step per model: no retrace
+
+    def log(message):
+        print(message, file=sys.stderr, flush=True)
+
+    peak = measure_matmul_peak()
+    log(f"float32 matmul peak: {peak / 1e9:.1f} GFLOP/s "
+        f"({os.cpu_count()} logical CPUs)")
+    all_results = {}
+    for name in args.shapes:
+        shape = SHAPES[name]
+        log(f"{name}: {shape}")
+        seconds = benchmark_shape(
+            name, shape, list(args.variants), warmup, rounds, log
+        )
+        forward = model_flops(shape)
+        all_results[name] = {
+            "shape": shape,
+            "seconds": seconds,
+            # Training: forward plus the two backward matmuls per matmul.
+            "flops_per_call": {"train": 3 * forward, "infer": forward},
+        }
+    variants = list(args.variants)
+    print(_table(all_results, peak, variants))
+    verdicts = _verdicts(all_results)
+    for v in verdicts:
+        print(
+            f"{v['shape']} {v['mode']}: elman_rnn / {v['reference']} = "
+            f"{v['ratio']:.2f} (target <= {v['target']}) "
+            f"{'met' if v['met'] else 'NOT met'}"
+        )
+    report = {
+        "command": "python -m benchmarks.rnn_speed " + " ".join(
+            argv if argv is not None else sys.argv[1:]
+        ),
+        "rounds": rounds,
+        "warmup": warmup,
+        "matmul_peak_flops": peak,
+        "cpu_count": os.cpu_count(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "results": all_results,
+        "verdicts": verdicts,
+    }
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2)
+    return report
+
+
+if __name__ == "__main__":
+    main()
