@@ -45,9 +45,17 @@ def make_utterances(count, *, seed=0, num_features=NUM_FEATURES, noise=0.1):
     return utterances
 
 
-def make_dataset(utterances, batch_size, vocabulary=None):
-    """Padded batches of `({"features", "feature_length"}, labels)`."""
+def make_dataset(utterances, batch_size, vocabulary=None, max_frames=32, max_label_length=8):
+    """Padded batches of `({"features", "feature_length"}, labels)`.
+
+    Every batch is padded to the same `max_frames` and `max_label_length`
+    (the lengths inside still differ), so the tests trace the training step
+    once instead of once per batch shape.
+    """
     vocabulary = vocabulary or Vocabulary(SPEECH_ALPHABET)
+    longest = max(len(features) for features, _ in utterances)
+    if longest > max_frames:
+        raise ValueError(f"An utterance has {longest} frames, more than max_frames={max_frames}.")
 
     def generate():
         for features, text in utterances:
@@ -64,9 +72,11 @@ def make_dataset(utterances, batch_size, vocabulary=None):
         tf.TensorSpec((None,), tf.int32),
     )
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
-    return dataset.padded_batch(batch_size, padding_values=(
-        {"features": 0.0, "feature_length": 0}, np.int32(vocabulary.pad_id)
-    )).cache()
+    return dataset.padded_batch(
+        batch_size,
+        padded_shapes=({"features": [max_frames, utterances[0][0].shape[1]], "feature_length": []}, [max_label_length]),
+        padding_values=({"features": 0.0, "feature_length": 0}, np.int32(vocabulary.pad_id)),
+    ).cache()
 
 
 def make_speech_data(train=24, validation=8, test=0, batch_size=8, **kwargs):

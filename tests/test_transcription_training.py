@@ -1,0 +1,207 @@
+"""The transcription run: overfitting, outputs, resume, time budget, config."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import train
+from models.transcription import build_transcription_model
+from models.transcription_evaluation import evaluate_transcription
+from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
+from tests.transcription_fixtures import NUM_FEATURES, make_speech_data
+from training import transcription
+from training.error_rate_callback import ErrorRateCallback
+from training.time_budget_callback import TimeBudgetCallback
+
+VOCABULARY = Vocabulary(SPEECH_ALPHABET)
+TINY = dict(
+    hidden_size=24, num_layers=1, frame_stack=1, dropout=0.0, batch_size=8,
+    learning_rate=1e-2, beam_width=2, num_examples=1, export=False,
+)
+
+
+def test_tiny_model_overfits_a_few_utterances():
+    data = make_speech_data(train=24, validation=8)
+    model = build_transcription_model(
+        num_features=NUM_FEATURES, vocabulary_size=VOCABULARY.size, hidden_size=32,
+        num_layers=1, frame_stack=1, dropout=0.0, learning_rate=1e-2,
+    )
+    model.fit(data.train, epochs=25, verbose=0)
+    train_rates = evaluate_transcription(model, data.train, vocabulary=VOCABULARY)
+    assert train_rates["utterances"] == 24
+    assert train_rates["cer"] <= 0.05, list(zip(train_rates["references"], train_rates["hypotheses"]))
+    beam = evaluate_transcription(
+        model, data.validation, vocabulary=VOCABULARY, strategy="beam_search", beam_width=4
+    )
+    assert beam["cer"] <= 0.1
+
+
+@pytest.fixture
+def fake_data(monkeypatch):
+    calls = []
+
+    def fake_build_speech_datasets(**kwargs):
+        calls.append(kwargs)
+        return make_speech_data(train=16, validation=8, test=8)
+
+    monkeypatch.setattr(transcription, "build_speech_datasets", fake_build_speech_datasets)
+    monkeypatch.setattr(
+        transcription.Config, "feature_config",
+        lambda self: transcription.FeatureConfig(n_mels=NUM_FEATURES),
+    )
+    return calls
+
+
+def test_run_writes_config_metrics_model_and_logs(tmp_path, fake_data, capsys):
+    out = tmp_path / "run"
+    config = transcription.Config(output_dir=str(out), epochs=2, **TINY)
+    metrics = transcription.run(config)
+
+    call = fake_data[0]
+    assert call["dataset"] == "synthetic" and call["batch_size"] == 8
+    assert call["vocabulary"] == VOCABULARY and call["strict"] is False
+    assert call["feature_config"].n_mels == NUM_FEATURES
+
+    assert json.loads((out / "config.json").read_text()) == json.loads(
+        json.dumps(transcription.config_to_dict(config))
+    )
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    for key in ("val_cer", "val_wer", "test_cer", "test_wer", "val_cer_beam", "train_seconds"):
+        assert isinstance(saved[key], float), key
+    assert saved["epochs"] == 2
+    assert saved["utterances"] == {"train": 16, "validation": 8, "test": 8}
+    assert saved["skipped"] == 1 and saved["skipped_files"] == [["bad.wav", "silent"]]
+    assert saved["val_utterances"] == 8 and saved["export_dir"] is None
+
+    # The saved model, vocabulary and feature config reproduce the metric.
+    model = keras.models.load_model(out / "model.keras")
+    assert Vocabulary.load(out / "vocabulary.json") == VOCABULARY
+    assert json.loads((out / "feature_config.json").read_text())["n_mels"] == NUM_FEATURES
+    again = evaluate_transcription(model, make_speech_data(train=16, validation=8, test=8).validation,
+                                   vocabulary=VOCABULARY)
+    assert again["cer"] == pytest.approx(saved["val_cer"])
+
+    assert os.listdir(out / "logs")  # TensorBoard
+    assert (out / "checkpoints" / "best.weights.h5").exists()
+    assert not (out / "backup").exists()  # removed once the run finished
+    printed = capsys.readouterr().out
+    assert "val_cer" in printed and "ref: " in printed and "hyp: " in printed
+
+
+class _Interrupt(keras.callbacks.Callback):
+    """Simulates a kill after `after` epochs (once the backup is written)."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.after = after
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.after:
+            raise KeyboardInterrupt("simulated kill")
+
+
+class _EpochRecorder(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+        self.logs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.logs.append(dict(logs))
+
+
+def test_interrupted_run_resumes_at_the_next_epoch(tmp_path, fake_data):
+    out = tmp_path / "run"
+    config = transcription.Config(output_dir=str(out), epochs=2, **TINY)
+    with pytest.raises(KeyboardInterrupt):
+        transcription.run(config, callbacks=[_Interrupt(after=1)])
+    assert (out / "backup" / "training_metadata.json").exists()
+    assert json.loads((out / "backup" / "best.json").read_text())["epoch"] == 1
+    backed_up = keras.models.load_model  # noqa: F841 (the weights live in the backup)
+
+    recorder = _EpochRecorder()
+    metrics = transcription.run(config, callbacks=[recorder])
+    assert recorder.epochs == [1]  # epoch 2 of 2 only
+    assert metrics["epochs"] == 2
+    assert "val_cer" in recorder.logs[0] and "val_wer" in recorder.logs[0]
+    assert not (out / "backup").exists()
+
+
+def test_error_rate_callback_puts_rates_in_logs():
+    data = make_speech_data(train=8, validation=8)
+    model = build_transcription_model(
+        num_features=NUM_FEATURES, vocabulary_size=VOCABULARY.size, hidden_size=8,
+        num_layers=1, frame_stack=1,
+    )
+    recorder = _EpochRecorder()
+    history = model.fit(
+        data.train, epochs=1, verbose=0,
+        callbacks=[ErrorRateCallback(data.validation, vocabulary=VOCABULARY, verbose=False), recorder],
+    )
+    expected = evaluate_transcription(model, data.validation, vocabulary=VOCABULARY)
+    assert recorder.logs[0]["val_cer"] == pytest.approx(expected["cer"])
+    assert history.history["val_wer"] == [pytest.approx(expected["wer"])]
+
+
+def test_time_budget_stops_training():
+    data = make_speech_data(train=8, validation=8)
+    model = build_transcription_model(
+        num_features=NUM_FEATURES, vocabulary_size=VOCABULARY.size, hidden_size=8,
+        num_layers=1, frame_stack=1,
+    )
+    budget = TimeBudgetCallback(max_seconds=1e-6)
+    history = model.fit(data.train, epochs=50, verbose=0, callbacks=[budget])
+    assert budget.stopped_early
+    assert len(history.epoch) == 1
+
+
+@pytest.mark.parametrize(
+    "field,value,expected",
+    [
+        ("hidden_size", 0, "a positive integer"),
+        ("epochs", -1, "a positive integer"),
+        ("frame_stack", 2.5, "a positive integer"),
+        ("dropout", 1.0, r"a float in \[0, 1\)"),
+        ("learning_rate", 0.0, "a positive float"),
+        ("max_train_minutes", 0, "a positive number of minutes or None"),
+        ("max_duration_s", -2.0, "a positive number of seconds"),
+        ("feature_kind", "spectrogram", r"one of \(.log_mel., .mfcc.\)"),
+        ("dataset", "", "a non-empty string"),
+        ("bidirectional", "yes", "a bool"),
+        ("num_examples", -1, "a non-negative integer"),
+    ],
+)
+def test_config_rejects_bad_values_naming_the_field(field, value, expected):
+    flag = "--" + field.replace("_", "-")
+    with pytest.raises(ValueError, match=rf"`{field}` \({flag}\), expected {expected}, got {value!r}"):
+        transcription.Config(**{field: value})
+
+
+def test_config_rejects_more_mfcc_than_mel_bands():
+    with pytest.raises(ValueError, match="`n_mfcc`.*at most n_mels=40"):
+        transcription.Config(feature_kind="mfcc", n_mels=40, n_mfcc=41)
+
+
+def test_cli_flags_map_onto_the_config(capsys):
+    module, config = train.parse_args(
+        ["--task", "transcription", "--hidden-size", "64", "--epochs", "3",
+         "--dataset", "/data/fsdd", "--no-bidirectional", "--strict",
+         "--max-train-minutes", "none", "--output-dir", "x"]
+    )
+    assert module is transcription
+    assert (config.hidden_size, config.epochs, config.dataset) == (64, 3, "/data/fsdd")
+    assert config.bidirectional is False and config.strict is True
+    assert config.max_train_minutes is None and config.output_dir == "x"
+    assert config.feature_config().n_mels == 80
+    with pytest.raises(SystemExit):
+        train.parse_args(["--task", "transcription", "--hidden-size", "0"])
+    assert "`hidden_size` (--hidden-size), expected a positive integer, got 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.parse_args(["--task", "transcription", "--hiden-size", "3"])

@@ -1,0 +1,431 @@
+"""Train the Elman RNN CTC transcriber: `python train.py --task transcription`.
+
+The run, top to bottom: resolve the configuration and write it beside the
+outputs; build the speech datasets (features cached on disk); build the
+model; fit with checkpoints, backup-and-restore, early stopping, a time
+budget, TensorBoard and per-epoch validation CER/WER; evaluate the best
+weights (and the test split when there is one); save the model, vocabulary,
+feature configuration and metrics; export for serving.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import keras
+
+from models.transcription import build_transcription_model
+from models.transcription_evaluation import evaluate_transcription
+from pipelines.audio_features import KINDS, FeatureConfig
+from pipelines.speech_dataset import build_speech_datasets
+from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
+from training.cli import config_to_dict, write_json
+from training.error_rate_callback import ErrorRateCallback
+from training.time_budget_callback import TimeBudgetCallback
+
+# File names inside `output_dir`.
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+MODEL_FILE = "model.keras"
+VOCABULARY_FILE = "vocabulary.json"
+FEATURE_CONFIG_FILE = "feature_config.json"
+BACKUP_DIR = "backup"  # BackupAndRestore's state; deleted when a run ends
+BACKUP_STATE_FILE = os.path.join(BACKUP_DIR, "training_metadata.json")  # Keras' name
+BEST_WEIGHTS_FILE = os.path.join("checkpoints", "best.weights.h5")
+BEST_STATE_FILE = os.path.join(BACKUP_DIR, "best.json")  # best val_cer so far
+LOG_DIR = "logs"  # TensorBoard
+EXPORT_DIR = "export"  # TF Serving layout: export/transcriber/<version>
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of a transcription run; each field is one CLI flag."""
+
+    # data
+    dataset: str = field(
+        default="synthetic",  # the corpus the project generates offline
+        metadata={
+            "help": "What to train on: 'synthetic' (generated offline), a folder "
+            "(manifest.tsv, LJSpeech or LibriSpeech layout) or a TFDS name "
+            "(librispeech, ljspeech, spoken_digit)."
+        },
+    )
+    data_dir: str | None = field(
+        default=None,  # TFDS' own default (~/tensorflow_datasets)
+        metadata={"help": "TFDS data directory for catalog datasets."},
+    )
+    cache_dir: str | None = field(
+        default=None,  # <project>/runs/cache, shared by runs: features are computed once
+        metadata={"help": "Where generated corpora and cached features live."},
+    )
+    max_duration_s: float = field(
+        default=12.0,  # longer utterances are skipped (and counted)
+        metadata={"help": "Skip utterances longer than this many seconds."},
+    )
+    strict: bool = field(
+        default=False,  # skip bad files and count them in metrics.json
+        metadata={"help": "Stop at the first bad audio file or transcript instead of skipping it."},
+    )
+    spec_augment: bool = field(
+        default=True,  # time and frequency masking of training features
+        metadata={"help": "SpecAugment-style masking of the training features."},
+    )
+    # features
+    sample_rate: int = field(
+        default=16000,  # audio is resampled to this rate
+        metadata={"help": "Sample rate in Hz the audio is resampled to."},
+    )
+    feature_kind: str = field(
+        default="log_mel",  # log-mel filter bank energies
+        metadata={"help": "Feature kind.", "choices": KINDS},
+    )
+    n_mels: int = field(
+        default=80,  # mel bands
+        metadata={"help": "Number of mel bands."},
+    )
+    n_mfcc: int = field(
+        default=20,  # only with --feature-kind mfcc
+        metadata={"help": "MFCC coefficients kept when the feature kind is mfcc."},
+    )
+    # model
+    hidden_size: int = field(
+        default=256,  # units per direction
+        metadata={"help": "Units per direction of each Elman recurrent layer."},
+    )
+    num_layers: int = field(
+        default=2,  # stacked recurrent layers
+        metadata={"help": "Number of recurrent layers."},
+    )
+    bidirectional: bool = field(
+        default=True,  # read each utterance both ways
+        metadata={"help": "Bidirectional recurrent layers."},
+    )
+    frame_stack: int = field(
+        default=3,  # 30 ms per recurrent step at a 10 ms hop
+        metadata={"help": "Frames stacked (and strided) into one recurrent step."},
+    )
+    dropout: float = field(
+        default=0.1,  # after the stacking and after each recurrent layer
+        metadata={"help": "Dropout rate."},
+    )
+    # optimisation
+    batch_size: int = field(
+        default=32,  # utterances per batch
+        metadata={"help": "Utterances per batch."},
+    )
+    epochs: int = field(
+        default=40,  # upper bound; early stopping and the time budget end sooner
+        metadata={"help": "Maximum number of epochs."},
+    )
+    learning_rate: float = field(
+        default=2e-3,  # Adam
+        metadata={"help": "Adam learning rate."},
+    )
+    max_train_minutes: float | None = field(
+        default=10.0,  # keeps `make train` inside 15 minutes on 2 cores
+        metadata={"help": "Training time budget in minutes (none: no budget)."},
+    )
+    early_stopping_patience: int = field(
+        default=5,  # epochs without a better validation CER
+        metadata={"help": "Stop after this many epochs without a better validation CER."},
+    )
+    # evaluation and outputs
+    beam_width: int = field(
+        default=16,  # for the final evaluation; per-epoch uses greedy decoding
+        metadata={"help": "Beam width of the final beam-search evaluation (1: greedy only)."},
+    )
+    num_examples: int = field(
+        default=3,  # reference/hypothesis pairs printed per epoch
+        metadata={"help": "Reference/hypothesis pairs printed after each epoch."},
+    )
+    export: bool = field(
+        default=True,  # SavedModel for TF Serving in <output_dir>/export/transcriber/<version>
+        metadata={"help": "Export the trained model as a TF Serving SavedModel in OUTPUT_DIR/export."},
+    )
+    output_dir: str = field(
+        default="runs/transcription",  # config, metrics, model, logs
+        metadata={"help": "Directory for the config, metrics, model, checkpoints and logs."},
+    )
+    seed: int = field(
+        default=1234,  # weights, dropout, shuffling, augmentation
+        metadata={"help": "Random seed."},
+    )
+
+    def __post_init__(self):
+        def fail(name, expected):
+            raise ValueError(
+                f"Received an invalid value for config field `{name}` "
+                f"(--{name.replace('_', '-')}), expected {expected}, "
+                f"got {getattr(self, name)!r}."
+            )
+
+        def is_int(value):
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def is_number(value):
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        for name in ("dataset", "output_dir"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value.strip():
+                fail(name, "a non-empty string")
+        for name in ("data_dir", "cache_dir"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                fail(name, "a directory path or None")
+        for name in (
+            "sample_rate",
+            "n_mels",
+            "n_mfcc",
+            "hidden_size",
+            "num_layers",
+            "frame_stack",
+            "batch_size",
+            "epochs",
+            "early_stopping_patience",
+            "beam_width",
+        ):
+            value = getattr(self, name)
+            if not is_int(value) or value <= 0:
+                fail(name, "a positive integer")
+        if not is_int(self.num_examples) or self.num_examples < 0:
+            fail("num_examples", "a non-negative integer")
+        if not is_int(self.seed):
+            fail("seed", "an integer")
+        for name in ("strict", "spec_augment", "bidirectional", "export"):
+            if not isinstance(getattr(self, name), bool):
+                fail(name, "a bool")
+        if self.feature_kind not in KINDS:
+            fail("feature_kind", f"one of {KINDS}")
+        if self.feature_kind == "mfcc" and self.n_mfcc > self.n_mels:
+            fail("n_mfcc", f"at most n_mels={self.n_mels}")
+        if not is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
+            fail("dropout", "a float in [0, 1)")
+        if not is_number(self.learning_rate) or not self.learning_rate > 0:
+            fail("learning_rate", "a positive float")
+        if not is_number(self.max_duration_s) or not self.max_duration_s > 0:
+            fail("max_duration_s", "a positive number of seconds")
+        if self.max_train_minutes is not None and (
+            not is_number(self.max_train_minutes) or not self.max_train_minutes > 0
+        ):
+            fail("max_train_minutes", "a positive number of minutes or None")
+
+    def feature_config(self):
+        """The `FeatureConfig` these fields select."""
+        return FeatureConfig(
+            sample_rate=self.sample_rate,
+            kind=self.feature_kind,
+            n_mels=self.n_mels,
+            n_mfcc=self.n_mfcc,
+        )
+
+
+def _best_so_far(output_dir):
+    """Best validation CER of the run being resumed, or None."""
+    path = os.path.join(output_dir, BEST_STATE_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)["val_cer"]
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
+
+
+class _RememberBest(keras.callbacks.Callback):
+    """Record the best `val_cer` beside the backup, so a resumed run's
+    checkpoint does not overwrite better weights with worse ones."""
+
+    def __init__(self, output_dir, best):
+        super().__init__()
+        self.path = os.path.join(output_dir, BEST_STATE_FILE)
+        self.best = best
+
+    def on_epoch_end(self, epoch, logs=None):
+        cer = (logs or {}).get("val_cer")
+        if cer is not None and (self.best is None or cer < self.best):
+            self.best = cer
+            write_json(self.path, {"val_cer": cer, "epoch": epoch + 1})
+
+
+def _callbacks(config, data, vocabulary, resuming):
+    out = config.output_dir
+    best = _best_so_far(out) if resuming else None
+    patience_monitor = dict(monitor="val_cer", mode="min")
+    return [
+        # First: it adds val_cer / val_wer to the logs the others read.
+        ErrorRateCallback(
+            data.validation, vocabulary=vocabulary, num_examples=config.num_examples
+        ),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(out, BEST_WEIGHTS_FILE),
+            save_best_only=True,
+            save_weights_only=True,
+            initial_value_threshold=best,
+            **patience_monitor,
+        ),
+        # After the checkpoint it describes, before the backup that resumes it.
+        _RememberBest(out, best),
+        keras.callbacks.BackupAndRestore(
+            os.path.join(out, BACKUP_DIR), double_checkpoint=True
+        ),
+        keras.callbacks.EarlyStopping(
+            patience=config.early_stopping_patience, **patience_monitor
+        ),
+        TimeBudgetCallback(
+            None if config.max_train_minutes is None else config.max_train_minutes * 60
+        ),
+        keras.callbacks.TensorBoard(
+            os.path.join(out, LOG_DIR), write_graph=False, profile_batch=0
+        ),
+    ]
+
+
+def export_for_serving(config, model, vocabulary, feature_config, data, metrics):
+    """Export the trained model for TF Serving; the export directory or None.
+
+    The one place where a run hands its model to `serving` (issue 4):
+    `<output_dir>/export/transcriber/<version>/`, with in-graph features and
+    greedy decoding, and the metrics and data description as metadata.
+    """
+    if not config.export:
+        return None
+    from serving.transcription_export import export_transcriber
+
+    return export_transcriber(
+        model,
+        vocabulary,
+        feature_config,
+        os.path.join(config.output_dir, EXPORT_DIR),
+        trained_on={"dataset": config.dataset, "description": data.description, "utterances": data.counts},
+        metrics=metrics,
+        config=config_to_dict(config),
+    )
+
+
+def run(config, *, callbacks=()):
+    """Train, evaluate and save a transcription model as `config` says.
+
+    Args:
+        config: A `Config`.
+        callbacks: Extra Keras callbacks, run after the built-in ones (for
+            tuning and tests).
+
+    Returns:
+        The metrics dict also written to `output_dir/metrics.json`.
+    """
+    out = config.output_dir
+    os.makedirs(out, exist_ok=True)
+    write_json(os.path.join(out, CONFIG_FILE), config_to_dict(config))
+    keras.utils.set_random_seed(config.seed)
+    resuming = os.path.exists(os.path.join(out, BACKUP_STATE_FILE))
+    if resuming:
+        print(f"Resuming the interrupted run backed up in {os.path.join(out, BACKUP_DIR)}")
+    if not resuming and os.path.exists(os.path.join(out, BEST_WEIGHTS_FILE)):
+        os.remove(os.path.join(out, BEST_WEIGHTS_FILE))  # from an older, finished run
+
+    vocabulary = Vocabulary(SPEECH_ALPHABET)
+    feature_config = config.feature_config()
+    data = build_speech_datasets(
+        dataset=config.dataset,
+        feature_config=feature_config,
+        vocabulary=vocabulary,
+        batch_size=config.batch_size,
+        cache_dir=config.cache_dir,
+        max_duration_s=config.max_duration_s,
+        strict=config.strict,
+        spec_augment=config.spec_augment,
+        seed=config.seed,
+        data_dir=config.data_dir,
+    )
+    print(f"Data: {data.description}")
+    print(f"Utterances: {data.counts}; skipped: {len(data.skipped)}")
+    for source, reason in data.skipped[:10]:
+        print(f"  skipped {source}: {reason}")
+    if len(data.skipped) > 10:
+        print(f"  ... and {len(data.skipped) - 10} more (all listed in {METRICS_FILE})")
+
+    model = build_transcription_model(
+        num_features=feature_config.n_features,
+        vocabulary_size=vocabulary.size,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        bidirectional=config.bidirectional,
+        frame_stack=config.frame_stack,
+        dropout=config.dropout,
+        learning_rate=config.learning_rate,
+    )
+    model.summary()
+
+    started = time.monotonic()
+    with warnings.catch_warnings():
+        # Bucketed datasets have no known length: Keras learns it by running
+        # out of data in the first epoch, and warns each time. Harmless here.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        history = model.fit(
+            data.train,
+            validation_data=data.validation,
+            epochs=config.epochs,
+            callbacks=[*_callbacks(config, data, vocabulary, resuming), *callbacks],
+            shuffle=False,  # the training dataset shuffles itself
+            verbose="auto",
+        )
+    train_seconds = time.monotonic() - started
+    epochs_done = (history.epoch[-1] + 1) if history.epoch else 0
+
+    best_weights = os.path.join(out, BEST_WEIGHTS_FILE)
+    if os.path.exists(best_weights):
+        model.load_weights(best_weights)
+    # The backup's work is done (BackupAndRestore removed its own files).
+    shutil.rmtree(os.path.join(out, BACKUP_DIR), ignore_errors=True)
+
+    metrics = {
+        "dataset": config.dataset,
+        "data_description": data.description,
+        "epochs": epochs_done,
+        "train_seconds": round(train_seconds, 1),
+        "utterances": dict(data.counts),
+        "skipped": len(data.skipped),
+        "skipped_files": [[str(s), str(r)] for s, r in data.skipped],
+    }
+    splits = {"val": data.validation, "test": getattr(data, "test", None)}
+    for prefix, dataset in splits.items():
+        if dataset is None:
+            continue
+        greedy = evaluate_transcription(model, dataset, vocabulary=vocabulary)
+        metrics[f"{prefix}_cer"] = greedy["cer"]
+        metrics[f"{prefix}_wer"] = greedy["wer"]
+        metrics[f"{prefix}_utterances"] = greedy["utterances"]
+        if config.beam_width > 1:
+            beam = evaluate_transcription(
+                model,
+                dataset,
+                vocabulary=vocabulary,
+                strategy="beam_search",
+                beam_width=config.beam_width,
+            )
+            metrics[f"{prefix}_cer_beam"] = beam["cer"]
+            metrics[f"{prefix}_wer_beam"] = beam["wer"]
+        print(
+            f"{prefix}: CER {greedy['cer']:.2%}, WER {greedy['wer']:.2%} "
+            f"(greedy, {greedy['utterances']} utterances)"
+            + (
+                f"; beam {config.beam_width}: CER {metrics[f'{prefix}_cer_beam']:.2%}, "
+                f"WER {metrics[f'{prefix}_wer_beam']:.2%}"
+                if config.beam_width > 1
+                else ""
+            )
+        )
+
+    model.save(os.path.join(out, MODEL_FILE))
+    vocabulary.save(os.path.join(out, VOCABULARY_FILE))
+    write_json(os.path.join(out, FEATURE_CONFIG_FILE), feature_config.to_dict())
+    metrics["export_dir"] = export_for_serving(
+        config, model, vocabulary, feature_config, data,
+        {k: v for k, v in metrics.items() if k != "skipped_files"},
+    )
+    write_json(os.path.join(out, METRICS_FILE), metrics)
+    print(f"Saved the model, vocabulary, feature config and metrics in {out}")
+    return metrics
