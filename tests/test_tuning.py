@@ -1,0 +1,231 @@
+"""Tuning: configuration errors, search spaces, the runner, resuming, Hyperband."""
+
+import csv
+import json
+import os
+
+import keras_tuner
+import pytest
+
+from tests.tuning_toy_task import TOY_TASK, ToyConfig
+from tuning.config import TuningConfig
+from tuning.run_search import run_search
+from tuning.search_ranges import SearchRanges
+from tuning.search_spaces import (
+    LANGUAGE_MODEL_RANGES,
+    TRANSCRIPTION_RANGES,
+    language_model_space,
+    transcription_space,
+)
+
+
+def _rows(output_dir):
+    with open(os.path.join(output_dir, "tuning", "trials.csv"), newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _best(output_dir):
+    with open(os.path.join(output_dir, "tuning", "best.json")) as f:
+        return json.load(f)
+
+
+# --- configuration -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_trials": 0}, "`max_trials` expects a positive integer, got 0"),
+        ({"max_epochs": -1}, "`max_epochs` expects a positive integer, got -1"),
+        ({"tuner": "grid"}, "`tuner` expects one of hyperband, bayesian, random, got 'grid'"),
+        ({"time_budget_minutes": -5.0}, "`time_budget_minutes` expects a number >= 0"),
+        ({"hyperband_factor": 1}, "`hyperband_factor` expects an integer of at least 2, got 1"),
+        (
+            {"min_hidden_size": 512, "max_hidden_size": 64},
+            "Empty search range for `hidden_size`: TuningConfig field `min_hidden_size` (512) "
+            "is greater than `max_hidden_size` (64)",
+        ),
+        ({"min_dropout": 0.3, "max_dropout": 0.1}, "Empty search range for `dropout`"),
+        ({"max_learning_rate": 2.0}, "`max_learning_rate` expects a float in (0, 1) or None, got 2.0"),
+        ({"min_num_layers": 0}, "`min_num_layers` expects a positive integer or None, got 0"),
+    ],
+)
+def test_tuning_config_rejects_bad_settings(kwargs, message):
+    with pytest.raises(ValueError) as error:
+        TuningConfig(**kwargs)
+    assert message in str(error.value)
+
+
+def test_tuning_config_defaults_and_overrides():
+    config = TuningConfig()
+    assert (config.tune, config.tuner, config.max_trials, config.max_epochs) == (
+        False,
+        "hyperband",
+        8,
+        3,
+    )
+    assert config.range_overrides() == {}
+    config = TuningConfig(min_hidden_size=128, max_dropout=0.2)
+    assert config.range_overrides() == {"min_hidden_size": 128, "max_dropout": 0.2}
+
+
+def test_search_ranges_override_that_empties_a_range_is_an_error():
+    # 1024 is above the task's default maximum (512): the range would be empty.
+    with pytest.raises(ValueError, match="Empty search range for `hidden_size`: min 1024 > max 512"):
+        TRANSCRIPTION_RANGES.with_overrides(min_hidden_size=1024)
+    with pytest.raises(ValueError, match="Unknown search range bound"):
+        TRANSCRIPTION_RANGES.with_overrides(hidden=3)
+    assert LANGUAGE_MODEL_RANGES.with_overrides(max_num_layers=3).max_num_layers == 3
+
+
+# --- search spaces ------------------------------------------------------------------
+
+
+def test_language_model_space_declares_four_hyperparameters_and_builds_them():
+    hp = keras_tuner.HyperParameters()
+    compiled = {}
+    model = language_model_space(
+        hp,
+        ranges=LANGUAGE_MODEL_RANGES,
+        compile_model=lambda model, learning_rate: compiled.update(lr=learning_rate),
+        vocabulary_size=20,
+        embedding_dim=8,
+    )
+    space = {p.name: p.get_config() for p in hp.space}
+    assert sorted(space) == ["dropout", "hidden_size", "learning_rate", "num_layers"]
+    assert (space["hidden_size"]["min_value"], space["hidden_size"]["max_value"]) == (128, 512)
+    assert space["hidden_size"]["sampling"] == "log"
+    assert space["learning_rate"]["sampling"] == "log"
+    # With no values chosen, keras-tuner gives every hyperparameter its minimum.
+    assert hp.values == {
+        "hidden_size": 128,
+        "num_layers": 1,
+        "learning_rate": 1e-3,
+        "dropout": 0.0,
+    }
+    assert compiled == {"lr": 1e-3}
+    assert model.get_layer("rnn_1").cell.units == 128
+    with pytest.raises(ValueError):
+        model.get_layer("rnn_2")
+
+
+def test_transcription_space_passes_sampled_values_to_the_builder():
+    hp = keras_tuner.HyperParameters()
+    hp.values = {"hidden_size": 64, "num_layers": 2, "learning_rate": 2e-3, "dropout": 0.25}
+    ranges = TRANSCRIPTION_RANGES.with_overrides(min_hidden_size=16, max_hidden_size=64)
+    model = transcription_space(hp, ranges=ranges, num_features=8, vocabulary_size=10)
+    assert model.get_layer("rnn_1").forward_layer.cell.units == 64
+    assert model.get_layer("dropout_1").rate == 0.25
+    assert float(model.optimizer.learning_rate) == pytest.approx(2e-3)
+    # 16, 32, 64: hidden sizes go in factors of two.
+    (hidden,) = [p for p in hp.space if p.name == "hidden_size"]
+    assert list(hidden.values) == [16, 32, 64]
+
+
+def test_single_value_range_is_allowed():
+    hp = keras_tuner.HyperParameters()
+    ranges = SearchRanges(
+        min_hidden_size=16,
+        max_hidden_size=16,
+        min_num_layers=1,
+        max_num_layers=1,
+        min_learning_rate=1e-3,
+        max_learning_rate=1e-3,
+        min_dropout=0.1,
+        max_dropout=0.1,
+    )
+    model = transcription_space(hp, ranges=ranges, num_features=4, vocabulary_size=6)
+    assert hp.values == {"hidden_size": 16, "num_layers": 1, "learning_rate": 1e-3, "dropout": 0.1}
+    assert model.get_layer("rnn_0").forward_layer.cell.units == 16
+
+
+# --- the runner -----------------------------------------------------------------------
+
+
+def test_search_writes_outputs_and_resumes_without_repeating_trials(tmp_path, capsys):
+    output_dir = str(tmp_path / "run")
+    config = ToyConfig(output_dir=output_dir)
+    first = run_search(TOY_TASK, config, TuningConfig(tuner="random", max_trials=1, max_epochs=1))
+    rows = _rows(output_dir)
+    assert [r["trial_id"] for r in rows] == ["0"]
+    assert rows[0]["status"] == "COMPLETED"
+    assert int(rows[0]["epochs"]) == 1 and float(rows[0]["seconds"]) > 0
+    assert sorted(json.loads(rows[0]["hyperparameters"])) == [
+        "dropout",
+        "hidden_size",
+        "learning_rate",
+        "num_layers",
+    ]
+    out = capsys.readouterr().out
+    assert "trial 1 of 1 starts" in out and "trial 1 of 1 completed: val_loss=" in out
+    assert "best so far val_loss=" in out
+
+    # The same command with a larger budget runs exactly one new trial.
+    run_search(TOY_TASK, config, TuningConfig(tuner="random", max_trials=2, max_epochs=1))
+    out = capsys.readouterr().out
+    assert "resuming: 1 trial(s) already completed" in out
+    assert out.count(" starts: ") == 1 and "trial 2 of 2 starts" in out
+    resumed = _rows(output_dir)
+    assert [r["trial_id"] for r in resumed] == ["0", "1"]
+    assert resumed[0] == rows[0]  # the finished trial is untouched, not re-run
+    assert {r["status"] for r in resumed} == {"COMPLETED"}
+
+    best = _best(output_dir)
+    scores = [float(r["objective"]) for r in resumed]
+    index = scores.index(min(scores))
+    assert best["objective"] == {"name": "val_loss", "direction": "min", "value": min(scores)}
+    assert best["trial_id"] == resumed[index]["trial_id"]
+    assert best["hyperparameters"] == json.loads(resumed[index]["hyperparameters"])
+    # The restored best-epoch checkpoint evaluates to the trial's own score.
+    assert best["model"]["source"].startswith("restored")
+    assert best["metrics"]["val_loss"] == pytest.approx(min(scores), abs=1e-5)
+    assert os.path.exists(best["model"]["path"])
+    assert best["trials"]["completed"] == 2
+    assert first["best"]["trials"]["completed"] == 1
+
+    # A finished search run again trains nothing new.
+    run_search(TOY_TASK, config, TuningConfig(tuner="random", max_trials=2, max_epochs=1))
+    assert capsys.readouterr().out.count(" starts: ") == 0
+    assert _rows(output_dir) == resumed
+
+    # Resuming with other settings would mix incomparable trials.
+    with pytest.raises(ValueError, match=r"different settings \(task_config differ"):
+        run_search(TOY_TASK, ToyConfig(output_dir=output_dir, batch_size=8), TuningConfig(tuner="random", max_trials=2, max_epochs=1))
+    with pytest.raises(ValueError, match=r"different settings \(tuner differ"):
+        run_search(TOY_TASK, config, TuningConfig(tuner="bayesian", max_trials=2, max_epochs=1))
+
+
+def test_hyperband_continues_the_best_trial_of_a_bracket(tmp_path):
+    output_dir = str(tmp_path / "run")
+    tuning = TuningConfig(tuner="hyperband", max_trials=3, max_epochs=2, hyperband_factor=2)
+    run_search(TOY_TASK, ToyConfig(output_dir=output_dir), tuning)
+    rows = _rows(output_dir)
+    assert [r["trial_id"] for r in rows] == ["0", "1", "2"]
+    bookkeeping = [json.loads(r["tuner"]) for r in rows]
+    # Bracket 1 of max_epochs=2, factor=2: two models for 1 epoch, then the
+    # better one trained on from epoch 1 to 2.
+    assert [(b["initial_epoch"], b["epochs"]) for b in bookkeeping] == [(0, 1), (0, 1), (1, 2)]
+    better = min(rows[:2], key=lambda r: float(r["objective"]))["trial_id"]
+    assert bookkeeping[2]["trial_id"] == better
+    assert rows[2]["hyperparameters"] == [r for r in rows if r["trial_id"] == better][0]["hyperparameters"]
+    assert [int(r["epochs"]) for r in rows] == [1, 1, 1]
+    assert _best(output_dir)["trials"] == {
+        "completed": 3,
+        "table": os.path.join(output_dir, "tuning", "trials.csv"),
+        "total": 3,
+    }
+
+
+def test_time_budget_stops_new_trials(tmp_path, capsys):
+    output_dir = str(tmp_path / "run")
+    # A budget of ~0.01 s is spent before the oracle hands out its first
+    # trial: nothing completes, which is a clear error; the project stays
+    # resumable (the oracle does not save its "stopped" answer).
+    tuning = TuningConfig(tuner="random", max_trials=3, max_epochs=1, time_budget_minutes=1e-4)
+    with pytest.raises(RuntimeError, match="No trial of the search .* completed"):
+        run_search(TOY_TASK, ToyConfig(output_dir=output_dir), tuning)
+    assert "time budget spent: no new trials" in capsys.readouterr().out
+    assert _rows(output_dir) == []
+    assert not [
+        name for name in os.listdir(os.path.join(output_dir, "tuning", "search")) if name.startswith("trial_")
+    ]

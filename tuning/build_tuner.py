@@ -1,0 +1,171 @@
+"""`build_tuner`: a keras-tuner tuner with a time budget and per-trial progress."""
+
+import json
+import time
+
+import keras_tuner
+from keras_tuner.oracles import BayesianOptimizationOracle, HyperbandOracle, RandomSearchOracle
+
+
+class _TimeBudget:
+    """Oracle mixin: hand out no new trial once `deadline` (`time.time()`) passed.
+
+    The oracle answers "STOPPED" (keras-tuner's own end-of-search signal, so
+    workers and the chief of a distributed search exit normally) and does not
+    save that answer: running the same command again resumes the search.
+    """
+
+    deadline = None
+
+    def populate_space(self, trial_id):
+        if self.deadline is not None and time.time() >= self.deadline:
+            print("[tuning] time budget spent: no new trials. Run the same command again to continue.")
+            return {"status": keras_tuner.engine.trial.TrialStatus.STOPPED, "values": None}
+        return super().populate_space(trial_id)
+
+
+class _BudgetedRandomSearchOracle(_TimeBudget, RandomSearchOracle):
+    pass
+
+
+class _BudgetedBayesianOracle(_TimeBudget, BayesianOptimizationOracle):
+    pass
+
+
+class _BudgetedHyperbandOracle(_TimeBudget, HyperbandOracle):
+    def __init__(self, *, max_trials, **kwargs):
+        super().__init__(**kwargs)
+        # Hyperband sizes its brackets from max_epochs; max_trials caps them.
+        self.max_trials = max_trials
+
+
+def _format(value):
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _tuned(values):
+    return {k: v for k, v in values.items() if not k.startswith("tuner/")}
+
+
+class _Progress:
+    """Tuner mixin: one line per trial start and end ("trial i of N", best so far)."""
+
+    after_trial = None  # optional callable(), run after each finished trial
+
+    def _label(self, trial):
+        total = self.oracle.max_trials
+        try:
+            number = int(trial.trial_id) + 1
+        except ValueError:
+            number = trial.trial_id
+        return f"[tuning {self.tuner_id}] trial {number} of {total if total else '?'}"
+
+    def on_trial_begin(self, trial):
+        super().on_trial_begin(trial)
+        values = trial.hyperparameters.values
+        settings = ", ".join(f"{k}={_format(v)}" for k, v in _tuned(values).items())
+        if "tuner/epochs" in values:
+            settings += (
+                f" (epochs {values['tuner/initial_epoch']}..{values['tuner/epochs']}"
+                + (f", from trial {values['tuner/trial_id']}" if "tuner/trial_id" in values else "")
+                + ")"
+            )
+        print(f"{self._label(trial)} starts: {settings}", flush=True)
+
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        name = self.oracle.objective.name
+        ended = self.oracle.get_trial(trial.trial_id)
+        best = self.oracle.get_best_trials(1)
+        line = f"{self._label(trial)} {ended.status.lower()}"
+        if ended.score is not None:
+            line += f": {name}={_format(ended.score)}"
+        if ended.metrics.exists("trial_epochs"):
+            epochs = int(ended.metrics.get_last_value("trial_epochs"))
+            seconds = ended.metrics.get_last_value("trial_seconds")
+            line += f" after {epochs} epoch(s) in {seconds:.1f} s"
+        if best and best[0].score is not None:
+            line += (
+                f"; best so far {name}={_format(best[0].score)} (trial {best[0].trial_id}: "
+                f"{json.dumps(_tuned(best[0].hyperparameters.values))})"
+            )
+        print(line, flush=True)
+        if self.after_trial is not None:
+            self.after_trial()
+
+
+class _ProgressTuner(_Progress, keras_tuner.Tuner):
+    pass
+
+
+class _ProgressHyperband(_Progress, keras_tuner.Hyperband):
+    def __init__(self, oracle, hypermodel, **kwargs):
+        # keras_tuner.Hyperband.__init__ only creates its own HyperbandOracle;
+        # this one carries the time budget and the trial cap.
+        keras_tuner.Tuner.__init__(self, oracle=oracle, hypermodel=hypermodel, **kwargs)
+
+
+def build_tuner(
+    tuning,
+    *,
+    hypermodel,
+    objective,
+    directory,
+    project_name="search",
+    deadline=None,
+):
+    """The keras-tuner tuner that `tuning.tuner` names, ready to `search`.
+
+    The project lives in `directory/project_name` and is reloaded when it
+    exists (`overwrite=False`): finished trials are kept, interrupted ones
+    run again, new ones continue the sequence. In a distributed search
+    (`KERASTUNER_TUNER_ID`, `KERASTUNER_ORACLE_IP`, `KERASTUNER_ORACLE_PORT`)
+    keras-tuner turns the tuner into the chief (which serves the oracle) or
+    a worker (which asks it for trials) by itself.
+
+    Args:
+        tuning: `TuningConfig` (tuner, max_trials, max_epochs,
+            executions_per_trial, hyperband_factor, tuning_seed).
+        hypermodel: `TaskHyperModel`.
+        objective: Name of the minimised metric (`"val_cer"`, `"val_loss"`).
+        directory: Folder holding the keras-tuner project.
+        project_name: The project's folder name.
+        deadline: Optional `time.time()` after which no new trial starts.
+
+    Returns:
+        A `keras_tuner.Tuner` (Hyperband, Bayesian optimisation or random
+        search) that prints "trial i of N" at every trial start and end with
+        the best objective so far.
+    """
+    objective = keras_tuner.Objective(objective, direction="min")
+    common = dict(objective=objective, seed=tuning.tuning_seed, max_retries_per_trial=0)
+    if tuning.tuner == "hyperband":
+        oracle = _BudgetedHyperbandOracle(
+            max_trials=tuning.max_trials,
+            max_epochs=tuning.max_epochs,
+            factor=tuning.hyperband_factor,
+            **common,
+        )
+        tuner_cls = _ProgressHyperband
+    elif tuning.tuner == "bayesian":
+        oracle = _BudgetedBayesianOracle(max_trials=tuning.max_trials, **common)
+        tuner_cls = _ProgressTuner
+    elif tuning.tuner == "random":
+        oracle = _BudgetedRandomSearchOracle(max_trials=tuning.max_trials, **common)
+        tuner_cls = _ProgressTuner
+    else:
+        raise ValueError(
+            f"Received an invalid value for argument `tuner`, expected one of "
+            f"'hyperband', 'bayesian', 'random', got {tuning.tuner!r}."
+        )
+    oracle.deadline = deadline
+    return tuner_cls(
+        oracle=oracle,
+        hypermodel=hypermodel,
+        directory=str(directory),
+        project_name=project_name,
+        overwrite=False,
+        executions_per_trial=tuning.executions_per_trial,
+    )

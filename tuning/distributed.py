@@ -1,0 +1,165 @@
+"""Start a distributed keras-tuner search on one machine: a chief and N workers.
+
+    python -m tuning.distributed --workers 2 --port 8000 -- \\
+        python train.py --task language_model --tune --tuner random --max-trials 8
+
+runs the command three times with keras-tuner's variables set:
+`KERASTUNER_TUNER_ID=chief` (serves the oracle on `--host:--port` and, once
+every trial is done, writes the trials table, the best model and its export),
+then, once the chief listens, `tuner1` .. `tunerN` (each asks the chief for
+trials until there are none left). Every process exits by itself; this
+launcher waits for all of them and fails if one fails or `--timeout` passes.
+
+On several machines, run the same `train.py` command on each with the
+variables set by hand (see the README): the chief's `KERASTUNER_ORACLE_IP`
+is the address it binds (its own address, or 0.0.0.0), the workers' the
+address where they reach it.
+"""
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+
+def _listening(host, port):
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _stop(processes):
+    for process in processes:
+        if process.poll() is None:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def launch_search(command, *, workers, port, host="127.0.0.1", timeout=None, log_dir=None, env=None):
+    """Run `command` as a keras-tuner chief and `workers` workers; wait for all.
+
+    Args:
+        command: The argv of the search command, e.g. `[sys.executable,
+            "train.py", "--task", "language_model", "--tune"]`.
+        workers: Positive integer, the number of worker processes.
+        port: The oracle's TCP port.
+        host: The oracle's address (default 127.0.0.1: this machine only).
+        timeout: Optional seconds after which every process is stopped and
+            `TimeoutError` raised.
+        log_dir: Optional folder for `chief.log`, `tuner1.log`, ...; by
+            default the processes write to this process's stdout/stderr.
+        env: Optional base environment (default `os.environ`).
+
+    Returns:
+        `{tuner_id: exit code}` for the chief and every worker.
+
+    Raises:
+        ValueError: for a bad `workers` or `port`.
+        TimeoutError: when `timeout` passes first (all processes stopped).
+        RuntimeError: when the chief exits before it listens.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"Received an invalid value for argument `workers`, expected a positive integer, got {workers!r}.")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ValueError(f"Received an invalid value for argument `port`, expected an integer in 1..65535, got {port!r}.")
+    if not command:
+        raise ValueError("Received an empty `command`; expected the search command's argv.")
+    base = dict(os.environ if env is None else env)
+    base.update(KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=str(port))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if log_dir:
+        os.makedirs(log_dir, exist_ok=True)
+    processes = {}
+    logs = []
+
+    def start(tuner_id):
+        output = None
+        if log_dir:
+            output = open(os.path.join(log_dir, f"{tuner_id}.log"), "wb")
+            logs.append(output)
+        processes[tuner_id] = subprocess.Popen(
+            command,
+            env={**base, "KERASTUNER_TUNER_ID": tuner_id},
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            start_new_session=True,  # its own process group, so a timeout stops its children too
+        )
+
+    try:
+        start("chief")
+        # Workers start once the oracle listens, so that data preparation
+        # (and its caches) happens once, in the chief, before them.
+        while not _listening(host, port):
+            if processes["chief"].poll() is not None:
+                raise RuntimeError(
+                    f"The chief exited with code {processes['chief'].returncode} before "
+                    f"serving the oracle on {host}:{port}."
+                )
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"The chief did not listen on {host}:{port} within {timeout} s.")
+            time.sleep(0.5)
+        for index in range(1, workers + 1):
+            start(f"tuner{index}")
+        codes = {}
+        for tuner_id, process in processes.items():
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                codes[tuner_id] = process.wait(timeout=remaining)
+            except subprocess.TimeoutExpired:
+                raise TimeoutError(
+                    f"The distributed search did not finish within {timeout} s "
+                    f"({tuner_id} still running); every process was stopped."
+                ) from None
+        return codes
+    finally:
+        _stop(list(processes.values()))
+        for output in logs:
+            output.close()
+
+
+def main(argv=None):
+    """Command line: `python -m tuning.distributed [options] -- COMMAND ...`."""
+    parser = argparse.ArgumentParser(
+        description="Run a search command as a keras-tuner chief plus N workers on this machine.",
+        epilog="Example: python -m tuning.distributed --workers 2 -- python train.py --task language_model --tune",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default: 2)")
+    parser.add_argument("--port", type=int, default=8000, help="the oracle's port (default: 8000)")
+    parser.add_argument("--host", default="127.0.0.1", help="the oracle's address (default: 127.0.0.1)")
+    parser.add_argument("--timeout", type=float, default=None, help="stop everything after this many seconds")
+    parser.add_argument("--log-dir", default=None, help="write chief.log, tuner1.log, ... here")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="the search command, after --")
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("expected the search command after --, e.g. -- python train.py --task language_model --tune")
+    try:
+        codes = launch_search(
+            command,
+            workers=args.workers,
+            port=args.port,
+            host=args.host,
+            timeout=args.timeout,
+            log_dir=args.log_dir,
+        )
+    except ValueError as error:
+        parser.error(str(error))
+    print("[tuning] exit codes: " + ", ".join(f"{k}={v}" for k, v in codes.items()), flush=True)
+    return 0 if all(code == 0 for code in codes.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""`run_search`: tune a task with keras-tuner, then evaluate and export the best model."""
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import keras
+
+from training.cli import config_to_dict, write_json
+from tuning.build_tuner import build_tuner
+from tuning.task_hypermodel import TaskHyperModel
+from tuning.trials_table import write_trials_table
+
+PROJECT_NAME = "search"
+
+
+def _role():
+    """'local', 'chief' or 'worker', from keras-tuner's distribution variables."""
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return "local"
+    missing = [
+        name for name in ("KERASTUNER_ORACLE_PORT", "KERASTUNER_TUNER_ID") if not os.environ.get(name)
+    ]
+    if missing:
+        raise ValueError(
+            "KERASTUNER_ORACLE_IP is set, so this is a distributed search, but "
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not; expected "
+            "KERASTUNER_TUNER_ID=chief (or tuner1, tuner2, ...) and KERASTUNER_ORACLE_PORT=<port>."
+        )
+    return "chief" if "chief" in os.environ["KERASTUNER_TUNER_ID"] else "worker"
+
+
+def _plain(value):
+    # NumPy scalars (metrics) become Python numbers, anything else its text.
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=_plain))
+
+
+def _check_same_search(path, identity):
+    """Refuse to resume a project made with different settings."""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            previous = json.load(f)
+        if previous != identity:
+            changed = sorted(
+                key
+                for key in set(previous) | set(identity)
+                if previous.get(key) != identity.get(key)
+            )
+            raise ValueError(
+                f"The tuning project in {os.path.dirname(path)} was started with "
+                f"different settings ({', '.join(changed)} differ; see {path}). "
+                "Expected the same task options, tuner, epochs, seed and search "
+                "ranges to resume it (only --max-trials and --time-budget-minutes "
+                "may change); use another --output-dir for a new search."
+            )
+    else:
+        write_json(path, identity)
+
+
+def _tuned(values):
+    return {k: v for k, v in values.items() if not k.startswith("tuner/")}
+
+
+def _best_model(tuner, hypermodel, trial, train, validation, epochs, verbose):
+    """The best trial's model: its checkpoint restored, else retrained."""
+    try:
+        return tuner.load_model(trial), "restored from the trial's best-epoch checkpoint"
+    except (OSError, ValueError) as error:
+        # A worker on another machine kept the checkpoint: train it here.
+        print(f"[tuning] no checkpoint of trial {trial.trial_id} here ({error}); retraining it.")
+    hp = trial.hyperparameters
+    keras.backend.clear_session()
+    model = hypermodel.build(hp)
+    model.fit(
+        train,
+        validation_data=validation,
+        epochs=int(hp.values.get("tuner/epochs", epochs)),
+        callbacks=hypermodel.make_task_callbacks(),
+        verbose=verbose,
+    )
+    return model, "retrained with the trial's hyperparameters"
+
+
+def _resolved_config(config, values):
+    names = {f.name for f in dataclasses.fields(config)}
+    tuned = {k: v for k, v in _tuned(values).items() if k in names}
+    return config_to_dict(dataclasses.replace(config, **tuned))
+
+
+def run_search(task, config, tuning, *, output_dir=None):
+    """Search `task`'s hyperparameters, then evaluate and export the best model.
+
+    Outputs, under `DIR = output_dir or config.output_dir`:
+    `DIR/tuning/search/` (keras-tuner's project: oracle state, one folder per
+    trial with its `trial.json` and best-epoch checkpoint),
+    `DIR/tuning/trials.csv` (one row per trial: id, status, objective,
+    epochs, seconds, hyperparameters; rewritten after every trial),
+    `DIR/tuning/best.json` (the best trial, its hyperparameters, the
+    resolved task configuration, the final metrics and the export path) and
+    `DIR/tuning/best_model.keras`, plus the task's export.
+
+    Running the same command again resumes: finished trials are kept,
+    an interrupted trial runs again, and the search goes on up to
+    `tuning.max_trials`. With keras-tuner's distribution variables set, a
+    worker (`KERASTUNER_TUNER_ID=tunerN`) only runs trials and returns; the
+    chief (`KERASTUNER_TUNER_ID=chief`) serves the oracle until every trial
+    is done, then writes the outputs above.
+
+    Args:
+        task: `TuningTask`.
+        config: The task's configuration dataclass (untuned options).
+        tuning: `TuningConfig`.
+        output_dir: Where the outputs go; defaults to `config.output_dir`.
+
+    Returns:
+        A dict: `role`, and unless a worker, `best` (the contents of
+        `best.json`) and `trials` (the rows of `trials.csv`).
+
+    Raises:
+        ValueError: an empty search range, or an existing project started
+            with different settings.
+        RuntimeError: when no trial completed.
+    """
+    output_dir = output_dir or config.output_dir
+    tuning_dir = os.path.join(output_dir, "tuning")
+    role = _role()
+    ranges = task.default_ranges.with_overrides(**tuning.range_overrides())
+    deadline = time.time() + 60 * tuning.time_budget_minutes if tuning.time_budget_minutes else None
+    verbose = 1 if sys.stdout.isatty() else 2
+    keras.utils.set_random_seed(tuning.tuning_seed)
+
+    if role != "worker":
+        identity = _jsonable(
+            {
+                "task": task.name,
+                "objective": task.objective,
+                "task_config": config_to_dict(config),
+                "tuner": tuning.tuner,
+                "max_epochs": tuning.max_epochs,
+                "executions_per_trial": tuning.executions_per_trial,
+                "hyperband_factor": tuning.hyperband_factor,
+                "tuning_seed": tuning.tuning_seed,
+                "ranges": dataclasses.asdict(ranges),
+            }
+        )
+        _check_same_search(os.path.join(tuning_dir, "search.json"), identity)
+
+    train, validation, context = task.prepare(config)
+    hypermodel = TaskHyperModel(
+        build_model=lambda hp: task.build_model(hp, ranges, config, context),
+        objective=task.objective,
+        make_callbacks=lambda: task.make_callbacks(config, context, validation),
+        deadline=deadline,
+    )
+    tuner = build_tuner(
+        tuning,
+        hypermodel=hypermodel,
+        objective=task.objective,
+        directory=tuning_dir,
+        project_name=PROJECT_NAME,
+        deadline=deadline,
+    )
+    table_path = os.path.join(tuning_dir, "trials.csv")
+    project_dir = tuner.project_dir
+    if role == "local":
+        tuner.after_trial = lambda: write_trials_table(project_dir, table_path)
+        done = [t for t in tuner.oracle.trials.values() if t.status == "COMPLETED"]
+        print(
+            f"[tuning] {task.name}: {tuning.tuner} search for the lowest {task.objective}, "
+            f"up to {tuning.max_trials} trials of up to {tuning.max_epochs} epochs"
+            + (f", {tuning.time_budget_minutes:g} min budget" if deadline else "")
+            + f"; project {project_dir}"
+            + (f" (resuming: {len(done)} trial(s) already completed)" if tuner.oracle.trials else ""),
+            flush=True,
+        )
+    else:
+        print(
+            f"[tuning] {role} {tuner.tuner_id} of a distributed {tuning.tuner} search, oracle at "
+            f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}",
+            flush=True,
+        )
+
+    tuner.search(train, validation_data=validation, epochs=tuning.max_epochs, verbose=verbose)
+    if role == "worker":
+        print(f"[tuning] worker {tuner.tuner_id}: the oracle has no more trials; exiting.", flush=True)
+        return {"role": role}
+
+    rows = write_trials_table(project_dir, table_path)
+    best_trials = tuner.oracle.get_best_trials(1)
+    if not best_trials or best_trials[0].status != "COMPLETED":
+        raise RuntimeError(
+            f"No trial of the search in {project_dir} completed ({len(rows)} trial(s); "
+            f"see {table_path} and the messages in each trial.json). Check the task "
+            "options, or give the search more time (--time-budget-minutes)."
+        )
+    best = best_trials[0]
+    hypermodel.deadline = None
+    model, source = _best_model(
+        tuner, hypermodel, best, train, validation, tuning.max_epochs, verbose
+    )
+    metrics = task.evaluate(model, config, context, validation)
+    model_path = os.path.join(tuning_dir, "best_model.keras")
+    model.save(model_path)
+    export_path = task.export(model, config, context, metrics) if task.export else None
+
+    epochs = best.metrics.get_last_value("trial_epochs") if best.metrics.exists("trial_epochs") else None
+    summary = _jsonable(
+        {
+            "task": task.name,
+            "tuner": tuning.tuner,
+            "objective": {"name": task.objective, "direction": "min", "value": best.score},
+            "trial_id": best.trial_id,
+            "hyperparameters": _tuned(best.hyperparameters.values),
+            "hyperband": {
+                k[len("tuner/"):]: v
+                for k, v in best.hyperparameters.values.items()
+                if k.startswith("tuner/")
+            },
+            "trial_epochs": None if epochs is None else int(epochs),
+            "model": {"source": source, "path": model_path},
+            "metrics": metrics,
+            "export": export_path,
+            "config": _resolved_config(config, best.hyperparameters.values),
+            "trials": {
+                "total": len(rows),
+                "completed": sum(row["status"] == "COMPLETED" for row in rows),
+                "table": table_path,
+            },
+        }
+    )
+    write_json(os.path.join(tuning_dir, "best.json"), summary)
+    print(
+        f"[tuning] best trial {best.trial_id}: {task.objective}={best.score:.4g} with "
+        f"{json.dumps(summary['hyperparameters'])}; model {source}; "
+        f"metrics {json.dumps(summary['metrics'])}"
+        + (f"; exported to {export_path}" if export_path else "")
+        + f". Trials: {table_path}",
+        flush=True,
+    )
+    return {"role": role, "best": summary, "trials": rows}

@@ -1,0 +1,77 @@
+"""`TaskHyperModel`: a keras-tuner `HyperModel` around one task's search space."""
+
+import math
+import time
+
+import keras
+import keras_tuner
+
+
+class _StopAtDeadline(keras.callbacks.Callback):
+    """Ends training at the first epoch end after `deadline` (a `time.time()`)."""
+
+    def __init__(self, deadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.deadline is not None and time.time() >= self.deadline:
+            print("[tuning] time budget spent: this trial stops after this epoch.")
+            self.model.stop_training = True
+
+
+class TaskHyperModel(keras_tuner.HyperModel):
+    """Builds a task's models from `hp` and fits them with the task's callbacks.
+
+    `build(hp)` calls `build_model(hp)` (a search space of
+    `tuning.search_spaces` bound to the task's fixed arguments). `fit` puts
+    the task's own callbacks (`make_callbacks()`, a fresh list for every
+    fit, e.g. the one that writes `val_cer` into the logs) *before*
+    keras-tuner's, so the objective is in the epoch logs when keras-tuner's
+    checkpoint callback reads them, and returns the metrics of the best
+    epoch plus `trial_epochs` (epochs trained in this fit) and
+    `trial_seconds` (its wall-clock time), which keras-tuner records on the
+    trial and `tuning.trials_table` writes out.
+
+    Args:
+        build_model: `build_model(hp) -> keras.Model`, compiled.
+        objective: Name of the minimised metric in the epoch logs
+            (`"val_cer"`, `"val_loss"`).
+        make_callbacks: Optional `make_callbacks() -> list` of the task's
+            callbacks for one fit.
+        deadline: Optional `time.time()` after which a running fit stops at
+            its next epoch end (the search's time budget).
+    """
+
+    def __init__(self, *, build_model, objective, make_callbacks=None, deadline=None):
+        super().__init__(name="task_hypermodel", tunable=True)
+        self._build_model = build_model
+        self.objective = objective
+        self._make_callbacks = make_callbacks or (lambda: [])
+        self.deadline = deadline
+
+    def build(self, hp):
+        return self._build_model(hp)
+
+    def make_task_callbacks(self):
+        """A fresh list of the task's own callbacks for one fit."""
+        return list(self._make_callbacks())
+
+    def fit(self, hp, model, *args, callbacks=None, **kwargs):
+        callbacks = [*self.make_task_callbacks(), _StopAtDeadline(self.deadline), *(callbacks or [])]
+        started = time.perf_counter()
+        history = model.fit(*args, callbacks=callbacks, **kwargs)
+        seconds = time.perf_counter() - started
+        values = history.history.get(self.objective)
+        if not values:
+            raise keras_tuner.errors.FatalValueError(
+                f"The objective `{self.objective}` is not in the epoch logs "
+                f"(found {sorted(history.history)}); the task's callbacks or "
+                "metrics must put it there for keras-tuner to see it."
+            )
+        finite = [v if math.isfinite(v) else math.inf for v in values]
+        best = min(range(len(finite)), key=finite.__getitem__)
+        metrics = {name: float(series[best]) for name, series in history.history.items()}
+        metrics["trial_epochs"] = float(len(values))
+        metrics["trial_seconds"] = float(seconds)
+        return metrics
