@@ -1,0 +1,89 @@
+"""`python transcribe.py`: audio files in any format and rate to text."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+import transcribe
+from models.ctc_decoding import ctc_decode_text
+from models.transcription import build_transcription_model
+from pipelines.audio_features import FeatureConfig
+from pipelines.speech_dataset import load_features
+from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
+from training.cli import write_json
+
+FEATURES = FeatureConfig(n_mels=16)
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    vocabulary = Vocabulary(SPEECH_ALPHABET)
+    # Bias the output layer so every frame says "a": a known transcript.
+    model = build_transcription_model(
+        num_features=FEATURES.n_features, vocabulary_size=vocabulary.size,
+        hidden_size=4, num_layers=1, dropout=0.0,
+    )
+    logits = model.get_layer("logits")
+    kernel, bias = logits.get_weights()
+    bias[vocabulary.encode("a")[0]] = 50.0
+    logits.set_weights([np.zeros_like(kernel), bias])
+    directory = tmp_path / "model"
+    directory.mkdir()
+    model.save(directory / "model.keras")
+    vocabulary.save(directory / "vocabulary.json")
+    write_json(str(directory / "feature_config.json"), FEATURES.to_dict())
+    return directory
+
+
+def _tone(seconds, rate, channels=1):
+    t = np.arange(int(seconds * rate)) / rate
+    wave = 0.3 * np.sin(2 * np.pi * 440 * t) * np.hanning(len(t))
+    return np.stack([wave] * channels, axis=1) if channels > 1 else wave
+
+
+def test_transcribes_wav_and_flac_at_any_rate(tmp_path, model_dir, capsys):
+    files = []
+    for name, rate, channels in (("a.wav", 8000, 1), ("b.flac", 22050, 2), ("c.wav", 16000, 1)):
+        path = tmp_path / name
+        sf.write(path, _tone(0.5, rate, channels), rate)
+        files.append(str(path))
+    assert transcribe.main(["--model-dir", str(model_dir), *files]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == files
+    assert all(line.split("\t")[1] == "a" for line in lines)
+
+
+def test_batched_transcription_equals_one_by_one(tmp_path, model_dir):
+    model, vocabulary, config = transcribe.load_transcriber(str(model_dir))
+    assert config == FEATURES
+    features = []
+    for seconds in (0.3, 0.9, 0.5):
+        path = tmp_path / f"{seconds}.wav"
+        sf.write(path, np.random.default_rng(0).normal(scale=0.1, size=int(seconds * 16000)), 16000)
+        features.append(load_features(str(path), config))
+    batched = transcribe.transcribe_features(model, vocabulary, features, batch_size=3)
+    for f, text in zip(features, batched):
+        out = model.predict_on_batch({"features": f[None], "feature_length": np.array([len(f)], "int32")})
+        assert ctc_decode_text(out["log_probs"], out["frame_length"], vocabulary=vocabulary) == [text]
+
+
+def test_bad_files_are_named_and_fail_the_exit_status(tmp_path, model_dir, capsys):
+    good = tmp_path / "good.wav"
+    sf.write(good, _tone(0.5, 16000), 16000)
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(8000), 16000)
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"not audio at all")
+    status = transcribe.main(["--model-dir", str(model_dir), str(good), str(silent), str(junk)])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert captured.out.strip() == f"{good}\ta"
+    assert f"{silent}: silent" in captured.err
+    assert f"{junk}: unreadable" in captured.err
+
+
+def test_missing_model_dir_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        transcribe.main(["--model-dir", str(tmp_path / "nothing"), "x.wav"])
+    assert exit_info.value.code == 2
+    assert "lacks" in capsys.readouterr().err

@@ -1,0 +1,114 @@
+"""Transcribe audio files with a trained model: `python transcribe.py --model-dir DIR FILE...`.
+
+DIR is the `--output-dir` of `python train.py --task transcription` (it holds
+model.keras, vocabulary.json and feature_config.json). Files may be wav,
+flac or anything libsndfile reads, at any sample rate and channel count:
+they are mixed to mono, resampled and featurised exactly as in training.
+Prints one `file<TAB>text` line per file; a file that cannot be used is
+reported on stderr with the reason, and the exit status is then 1.
+
+Example:
+
+    python transcribe.py --model-dir runs/transcription speech.wav other.flac
+    python transcribe.py --model-dir runs/transcription --beam-width 16 speech.wav
+"""
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import models.ctc_model  # noqa: E402,F401  (registers the model's classes for loading)
+import models.frame_stacking  # noqa: E402,F401
+import models.log_probabilities  # noqa: E402,F401
+from models.ctc_decoding import ctc_decode_text  # noqa: E402
+from pipelines.audio_features import FeatureConfig  # noqa: E402
+from pipelines.audio_loading import AudioError  # noqa: E402
+from pipelines.speech_dataset import load_features  # noqa: E402
+from pipelines.vocabulary import Vocabulary  # noqa: E402
+from training.transcription import FEATURE_CONFIG_FILE, MODEL_FILE, VOCABULARY_FILE  # noqa: E402
+
+
+def load_transcriber(model_dir):
+    """`(model, vocabulary, feature_config)` saved by a transcription run in `model_dir`."""
+    paths = {name: os.path.join(model_dir, name) for name in (MODEL_FILE, VOCABULARY_FILE, FEATURE_CONFIG_FILE)}
+    missing = [path for path in paths.values() if not os.path.exists(path)]
+    if missing:
+        raise FileNotFoundError(
+            f"Model directory {model_dir} lacks {', '.join(missing)}; expected the "
+            "--output-dir of a finished `python train.py --task transcription` run."
+        )
+    with open(paths[FEATURE_CONFIG_FILE], encoding="utf-8") as f:
+        feature_config = FeatureConfig.from_dict(json.load(f))
+    vocabulary = Vocabulary.load(paths[VOCABULARY_FILE])
+    model = keras.models.load_model(paths[MODEL_FILE], compile=False)
+    return model, vocabulary, feature_config
+
+
+def transcribe_features(model, vocabulary, features, *, beam_width=1, batch_size=16):
+    """Texts of a list of `(frames, n_features)` arrays, decoded in padded batches."""
+    texts = []
+    for start in range(0, len(features), batch_size):
+        chunk = features[start : start + batch_size]
+        lengths = np.array([len(f) for f in chunk], "int32")
+        batch = np.zeros((len(chunk), lengths.max(), chunk[0].shape[1]), "float32")
+        for row, f in enumerate(chunk):
+            batch[row, : len(f)] = f
+        outputs = model.predict_on_batch({"features": batch, "feature_length": lengths})
+        texts.extend(
+            ctc_decode_text(
+                outputs["log_probs"],
+                outputs["frame_length"],
+                vocabulary=vocabulary,
+                strategy="beam_search" if beam_width > 1 else "greedy",
+                beam_width=beam_width,
+            )
+        )
+    return texts
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="+", help="audio files (wav, flac, ...; any sample rate)")
+    parser.add_argument(
+        "--model-dir", default="runs/transcription",
+        help="output directory of a transcription training run (default: runs/transcription)",
+    )
+    parser.add_argument(
+        "--beam-width", type=int, default=1,
+        help="CTC beam width; 1 decodes greedily (default: 1)",
+    )
+    parser.add_argument(
+        "--max-duration-s", type=float, default=None,
+        help="refuse files longer than this many seconds (default: no limit)",
+    )
+    args = parser.parse_args(argv)
+    if args.beam_width < 1:
+        parser.error(f"argument --beam-width: expected a positive integer, got {args.beam_width}")
+    try:
+        model, vocabulary, feature_config = load_transcriber(args.model_dir)
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
+
+    names, features, failed = [], [], 0
+    for path in args.files:
+        try:
+            features.append(load_features(path, feature_config, max_duration_s=args.max_duration_s))
+            names.append(path)
+        except AudioError as error:
+            print(f"error: {error}", file=sys.stderr)
+            failed += 1
+    if features:
+        texts = transcribe_features(model, vocabulary, features, beam_width=args.beam_width)
+        for name, text in zip(names, texts):
+            print(f"{name}\t{text}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
