@@ -1,0 +1,141 @@
+"""Where the language model's text comes from: a file, the shipped corpus, or TFDS."""
+
+import dataclasses
+import os
+
+# The corpus shipped in this folder, used when no dataset is given.
+DEFAULT_TEXT_SOURCE = "tinyshakespeare"
+SHIPPED_CORPORA = {
+    "tinyshakespeare": os.path.join(os.path.dirname(os.path.abspath(__file__)), "tinyshakespeare.txt"),
+}
+TFDS_PREFIX = "tfds:"
+# TFDS text datasets whose splits, read in this order and joined, give back
+# one contiguous text (so the 90/10 character split applies unchanged).
+TFDS_TEXT_SPLITS = {
+    "tiny_shakespeare": ("train", "validation", "test"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TextSource:
+    """A resolved text source.
+
+    Attributes:
+        name: What the user asked for (`"tinyshakespeare"`, a path,
+            `"tfds:tiny_shakespeare"`); used in error messages.
+        location: The file read, or the TFDS directory the text came from.
+        text: The whole text, one Python string.
+    """
+
+    name: str
+    location: str
+    text: str
+
+
+def read_text_file(path):
+    """The text of the UTF-8 file `path` (a leading BOM dropped, CRLF -> LF).
+
+    Raises:
+        FileNotFoundError: `path` does not exist or is a directory.
+        ValueError: the file is empty, or is not UTF-8 (the message names the
+            file, the byte offset and the line of the first bad byte).
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"Text file {path!r} does not exist; expected a path to a UTF-8 "
+            f"text file, or the name of a shipped corpus ({', '.join(sorted(SHIPPED_CORPORA))}) "
+            f"or '{TFDS_PREFIX}tiny_shakespeare'."
+        )
+    if os.path.isdir(path):
+        raise FileNotFoundError(
+            f"Text file {path!r} is a directory; expected a path to a UTF-8 text file."
+        )
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data:
+        raise ValueError(f"Text file {path!r} is empty (0 bytes); expected UTF-8 text.")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ValueError(
+            f"Text file {path!r} is not valid UTF-8: byte offset {error.start} "
+            f"(line {line}) holds {data[error.start:error.start + 1]!r} ({error.reason}); "
+            "expected UTF-8 text. Convert it first, e.g. `iconv -f latin1 -t utf-8`."
+        ) from None
+    text = text.replace("\r\n", "\n")
+    if not text:
+        raise ValueError(
+            f"Text file {path!r} holds only a byte-order mark; expected UTF-8 text."
+        )
+    return text
+
+
+def read_tfds_text(name, *, data_dir=None):
+    """The text of the TFDS dataset `name`, which must already be prepared.
+
+    Nothing is downloaded: the dataset must have been prepared once in
+    `data_dir` (default: TFDS' own, `~/tensorflow_datasets` or
+    `$TFDS_DATA_DIR`). Its splits are joined in order, which for
+    `tiny_shakespeare` gives back the original file.
+
+    Raises:
+        ValueError: `name` is not a supported TFDS text dataset.
+        FileNotFoundError: the dataset is not prepared in `data_dir`.
+    """
+    if name not in TFDS_TEXT_SPLITS:
+        raise ValueError(
+            f"Text source '{TFDS_PREFIX}{name}' is not supported; expected one of "
+            f"{[TFDS_PREFIX + n for n in sorted(TFDS_TEXT_SPLITS)]}."
+        )
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=data_dir)
+    if not builder.is_prepared():
+        raise FileNotFoundError(
+            f"TFDS dataset {name!r} is not prepared in {os.fspath(builder.data_dir)!r}, "
+            "and training never downloads. Prepare it once (needs the network): "
+            f"`python -c \"import tensorflow_datasets as tfds; tfds.builder('{name}'"
+            f"{'' if data_dir is None else f', data_dir={data_dir!r}'}).download_and_prepare()\"`, "
+            "or pass a text file with --dataset PATH."
+        )
+    parts = []
+    for split in TFDS_TEXT_SPLITS[name]:
+        for example in tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)):
+            parts.append(example["text"].decode("utf-8"))
+    return "".join(parts)
+
+
+def load_text_source(dataset, *, tfds_data_dir=None):
+    """Resolve `dataset` to a `TextSource`.
+
+    Args:
+        dataset: A shipped corpus name (`"tinyshakespeare"`, the default
+            corpus, `data/tinyshakespeare.txt`), `"tfds:tiny_shakespeare"`
+            (read from a prepared TFDS directory, never downloaded), or a
+            path to any UTF-8 text file.
+        tfds_data_dir: The TFDS data directory for `tfds:` sources; None
+            uses TFDS' default.
+
+    Returns:
+        A `TextSource` holding the whole text.
+
+    Example:
+
+    ```python
+    source = load_text_source("tinyshakespeare")
+    len(source.text)  # 1115394
+    ```
+    """
+    if not isinstance(dataset, str) or not dataset:
+        raise ValueError(
+            "Received an invalid value for argument `dataset`, expected a file "
+            f"path, a shipped corpus name or '{TFDS_PREFIX}NAME', got {dataset!r}."
+        )
+    if dataset.startswith(TFDS_PREFIX):
+        name = dataset[len(TFDS_PREFIX):]
+        text = read_tfds_text(name, data_dir=tfds_data_dir)
+        location = tfds_data_dir or "the default TFDS data directory"
+        return TextSource(dataset, location, text)
+    path = SHIPPED_CORPORA.get(dataset, dataset)
+    return TextSource(dataset, path, read_text_file(path))

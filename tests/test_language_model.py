@@ -1,0 +1,262 @@
+"""Tests for the language model: builder, fitting, generation, saving, config, train.py."""
+
+import dataclasses
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import train
+from layers import ElmanRNN
+from models.language_model import build_language_model
+from models.language_model_io import load_language_model, save_language_model
+from models.text_generation import build_step_model, generate_text
+from pipelines.text_dataset import text_window_dataset
+from pipelines.vocabulary import Vocabulary
+from training.language_model import Config, run
+
+
+def _tiny_model(vocabulary_size=10, **kwargs):
+    kwargs = {"embedding_dim": 4, "hidden_size": 8, "num_layers": 2, "seed": 1, **kwargs}
+    return build_language_model(vocabulary_size=vocabulary_size, **kwargs)
+
+
+def test_build_shapes_names_and_parameter_count():
+    model = _tiny_model()
+    assert [layer.name for layer in model.layers] == [
+        "ids", "embedding", "embedding_dropout", "rnn_1", "rnn_1_dropout",
+        "rnn_2", "rnn_2_dropout", "logits",
+    ]
+    assert model.inputs[0].dtype == "int32" and tuple(model.inputs[0].shape) == (None, None)
+    assert all(isinstance(model.get_layer(f"rnn_{i}"), ElmanRNN) for i in (1, 2))
+    # embedding 10*4, rnn_1 4*8+8*8+8, rnn_2 8*8+8*8+8, logits 8*10+10
+    assert model.count_params() == 40 + 104 + 136 + 90
+    logits = model(np.zeros((3, 7), "int32"))
+    assert tuple(logits.shape) == (3, 7, 10)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"vocabulary_size": 0}, "argument `vocabulary_size`, expected a positive integer, got 0"),
+        ({"vocabulary_size": 5, "hidden_size": 2.5}, "argument `hidden_size`, expected a positive integer, got 2.5"),
+        ({"vocabulary_size": 5, "num_layers": 0}, "argument `num_layers`, expected a positive integer, got 0"),
+        ({"vocabulary_size": 5, "dropout": 1.0}, "argument `dropout`, expected a float in [0, 1), got 1.0"),
+    ],
+)
+def test_build_errors(kwargs, message):
+    with pytest.raises(ValueError) as error:
+        build_language_model(**kwargs)
+    assert message in str(error.value)
+
+
+def _fit_memorisable(text, *, epochs, sequence_length=16):
+    vocab = Vocabulary.from_text(text)
+    model = build_language_model(
+        vocabulary_size=vocab.size, embedding_dim=8, hidden_size=32, num_layers=1, seed=0
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2, clipnorm=1.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    data = text_window_dataset(
+        vocab.encode(text), sequence_length=sequence_length, batch_size=16, shuffle=True, seed=0
+    )
+    history = model.fit(data, epochs=epochs, verbose=0, shuffle=False)
+    return model, vocab, history.history["loss"]
+
+
+def test_fit_memorises_a_pattern_that_needs_the_state():
+    # After "a" the next character is "a" or "b" depending on the one before:
+    # only the recurrent state can tell, so near-zero loss shows it is used.
+    text = "aab" * 400
+    model, vocab, losses = _fit_memorisable(text, epochs=12)
+    assert losses[0] > 0.5
+    # Only a window's first step is ambiguous (no context): >= ln(2)/16 ~ 0.043.
+    assert losses[-1] < 0.12
+    assert generate_text(model, vocab, "aab", length=12, temperature=0) == "aab" * 4
+    assert generate_text(model, vocab, "ab", length=7, temperature=0) == "aabaaba"
+
+
+@pytest.fixture(scope="module")
+def trained():
+    keras.utils.set_random_seed(0)
+    text = "To be, or not to be, that is the question:\n" * 40
+    model, vocab, _ = _fit_memorisable(text, epochs=3)
+    return model, vocab
+
+
+def _reread_greedy(model, vocab, prompt, generated):
+    """The characters the full model picks when it re-reads all the text so far.
+
+    One teacher-forced pass over `prompt + generated` gives, at every
+    position, the logits the model has after re-reading everything before it.
+    """
+    ids = np.array([vocab.encode(prompt + generated)], "int32")
+    logits = keras.ops.convert_to_numpy(model(ids))[0, len(prompt) - 1 : -1]
+    logits[:, : vocab.num_reserved] = -np.inf
+    return vocab.decode(logits.argmax(axis=-1))
+
+
+def test_state_carrying_generation_equals_rereading_the_prompt(trained):
+    model, vocab = trained
+    for prompt in ("T", "To be, or", "question:\n"):
+        generated = generate_text(model, vocab, prompt, length=40, temperature=0)
+        assert len(generated) == 40
+        assert generated == _reread_greedy(model, vocab, prompt, generated)
+    # The step model's logits are the full model's last-step logits, with padding masked.
+    step = build_step_model(model)
+    prompts = ["To be, or", "not"]
+    ids = np.zeros((2, 9), "int32")
+    ids[0] = vocab.encode(prompts[0])
+    ids[1, :3] = vocab.encode(prompts[1])
+    zeros = [np.zeros((2, 32), "float32")]
+    logits, state = step([ids, *zeros])
+    for row, prompt in enumerate(prompts):
+        full = model(np.array([vocab.encode(prompt)], "int32"))[0, -1]
+        np.testing.assert_allclose(logits[row], full, atol=1e-5)
+    # Carrying the state: two halves equal the whole.
+    tensor = keras.ops.convert_to_tensor
+    first, state = step([tensor(ids[:1, :4]), *[tensor(z[:1]) for z in zeros]])
+    second, _ = step([tensor(ids[:1, 4:]), state])
+    np.testing.assert_allclose(second, logits[:1], atol=1e-5)
+
+
+def test_generation_is_deterministic_and_batched(trained):
+    model, vocab = trained
+    greedy = generate_text(model, vocab, "To", length=30, temperature=0)
+    assert greedy == generate_text(model, vocab, "To", length=30, temperature=0)
+    sample = generate_text(model, vocab, "To", length=30, temperature=1.0, seed=5)
+    assert sample == generate_text(model, vocab, "To", length=30, temperature=1.0, seed=5)
+    assert len(sample) == 30 and not set(sample) - set(vocab.characters)
+    hot = [generate_text(model, vocab, "To", length=30, temperature=5.0, seed=s) for s in range(3)]
+    assert len(set(hot)) == 3  # a high temperature really samples
+    # A batch of prompts of different lengths gives what each prompt gives alone.
+    prompts = ["T", "To be, or not", "question"]
+    batch = generate_text(model, vocab, prompts, length=20, temperature=0)
+    assert batch == [generate_text(model, vocab, p, length=20, temperature=0) for p in prompts]
+    assert generate_text(model, vocab, ["To"], length=0) == [""]
+
+
+def test_generation_errors(trained):
+    model, vocab = trained
+    with pytest.raises(ValueError, match="characters \\['Z'\\] that are not in the vocabulary"):
+        generate_text(model, vocab, "Zo", length=3)
+    with pytest.raises(ValueError, match="argument `prompt`, expected one or more non-empty strings, got \\[''\\]"):
+        generate_text(model, vocab, "", length=3)
+    with pytest.raises(ValueError, match="argument `temperature`, expected a finite float >= 0 \\(0 means greedy\\), got -1"):
+        generate_text(model, vocab, "To", length=3, temperature=-1)
+    with pytest.raises(ValueError, match="argument `length`, expected a non-negative integer, got -2"):
+        generate_text(model, vocab, "To", length=-2)
+    with pytest.raises(TypeError, match="argument `vocabulary`, expected a Vocabulary, got dict"):
+        generate_text(model, {}, "To", length=3)
+
+
+def test_save_and_load_carry_the_vocabulary(trained, tmp_path):
+    model, vocab = trained
+    path = str(tmp_path / "run" / "model.keras")
+    save_language_model(model, vocab, path)
+    assert Vocabulary.load(str(tmp_path / "run" / "vocabulary.json")) == vocab
+    loaded, loaded_vocab = load_language_model(path)
+    assert loaded_vocab == vocab
+    expected = generate_text(model, vocab, "To be", length=20, temperature=0.7, seed=2)
+    assert generate_text(loaded, loaded_vocab, "To be", length=20, temperature=0.7, seed=2) == expected
+    Vocabulary(["x", "y"]).save(str(tmp_path / "run" / "vocabulary.json"))
+    with pytest.raises(ValueError, match=f"has 4 ids but the model .* embeds {vocab.size}; expected the vocabulary saved with this model"):
+        load_language_model(path)
+    with pytest.raises(FileNotFoundError, match="Model file .*missing.keras' does not exist"):
+        load_language_model(str(tmp_path / "missing.keras"))
+    with pytest.raises(ValueError, match="expected a file name ending in '.keras', got 'model.h5'"):
+        save_language_model(model, vocab, "model.h5")
+
+
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("hidden_size", 0, "expected a positive integer, got 0"),
+        ("sequence_length", -5, "expected a positive integer, got -5"),
+        ("dropout", 1.0, "expected a float in [0, 1), got 1.0"),
+        ("learning_rate", 0.0, "expected a positive float, got 0.0"),
+        ("max_train_minutes", 0, "expected a positive number of minutes or None, got 0"),
+        ("temperature", -0.5, "expected a float >= 0, got -0.5"),
+        ("activation", "softmax", "expected 'tanh' or 'relu', got 'softmax'"),
+        ("validation_fraction", 0.0, "expected a float in (0, 1), got 0.0"),
+    ],
+)
+def test_config_errors_name_the_field(field, value, expected):
+    with pytest.raises(ValueError) as error:
+        Config(**{field: value})
+    assert str(error.value) == (
+        f"Received an invalid value for config field `{field}` "
+        f"(--{field.replace('_', '-')}), {expected}."
+    )
+
+
+def test_config_fields_all_have_help_and_flags():
+    for field in dataclasses.fields(Config):
+        assert field.metadata.get("help"), field.name
+    with pytest.raises(SystemExit) as error:
+        train.parse_args(["--task", "language_model", "--hiden-size", "3"])
+    assert error.value.code == 2
+    module, config = train.parse_args(
+        ["--task", "language_model", "--hidden-size", "7", "--max-train-minutes", "none"]
+    )
+    assert module.Config is Config
+    assert (config.hidden_size, config.max_train_minutes, config.dataset) == (7, None, "tinyshakespeare")
+
+
+TINY_TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 30  # 1860 chars
+
+
+def _tiny_corpus(tmp_path):
+    path = tmp_path / "tiny.txt"
+    path.write_text(TINY_TEXT, encoding="utf-8")
+    return str(path)
+
+
+def test_train_py_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    dataset = _tiny_corpus(tmp_path)
+    argv = [
+        "--task", "language_model", "--dataset", dataset, "--epochs", "1",
+        "--hidden-size", "16", "--embedding-dim", "8", "--num-layers", "1",
+        "--sequence-length", "20", "--batch-size", "8", "--output-dir", str(out),
+        "--sample-length", "30", "--sample-prompt", "First", "--verbose", "0",
+    ]
+    assert train.main(argv) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config == dataclasses.asdict(train.parse_args(argv)[1])
+    assert (config["hidden_size"], config["dataset"], config["epochs"]) == (16, dataset, 1)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 1 and metrics["best_epoch"] == 1
+    assert metrics["val_bpc"] == pytest.approx(metrics["val_loss_nats"] / math.log(2))
+    assert metrics["val_loss_nats"] == pytest.approx(metrics["history"]["val_loss"][0], rel=1e-4)
+    assert 0 < metrics["val_loss_nats"] < math.log(metrics["vocabulary_size"]) + 0.5
+    assert metrics["train_seconds"] > 0
+    assert (metrics["characters"], metrics["train_characters"]) == (1860, 1674)
+    assert metrics["dataset"] == dataset
+    assert metrics["sample"].startswith("First") and len(metrics["sample"]) == 35
+    assert sorted(os.listdir(out)) == ["best.keras", "config.json", "metrics.json", "model.keras", "vocabulary.json"]
+    model, vocab = load_language_model(str(out / "model.keras"))
+    assert vocab == Vocabulary.from_text((tmp_path / "tiny.txt").read_text())
+    assert model.count_params() == metrics["parameters"]
+    printed = capsys.readouterr().out
+    assert f"bits/char" in printed and metrics["sample"] in printed
+
+
+def test_run_rejects_bad_input_before_training(tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("x" * 100, encoding="utf-8")
+    with pytest.raises(ValueError, match=f"Text of '{short}' is too short: 100 characters"):
+        run(Config(dataset=str(short), sequence_length=20, output_dir=str(tmp_path / "a")))
+    with pytest.raises(ValueError, match=f"sequence_length=100 is longer than the text of '{short}'"):
+        run(Config(dataset=str(short), output_dir=str(tmp_path / "b")))
+    with pytest.raises(ValueError, match="config field `sample_prompt` .*got 'Q!' with \\['!', 'Q'\\]"):
+        run(Config(dataset=_tiny_corpus(tmp_path), sample_prompt="Q!", output_dir=str(tmp_path / "c")))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        run(Config(dataset=str(tmp_path / "missing.txt"), output_dir=str(tmp_path / "d")))
+    # config.json is written first, so even a failed run says what it was asked.
+    assert json.loads((tmp_path / "d" / "config.json").read_text())["dataset"] == str(tmp_path / "missing.txt")

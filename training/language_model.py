@@ -1,0 +1,296 @@
+"""Train the character language model: `python train.py --task language_model`.
+
+The story, top to bottom: resolve the text source, build the vocabulary from
+the whole text, split it 90/10 by characters, cut both parts into windows,
+build Embedding -> Elman layers -> logits, fit with checkpoints (best by
+validation loss) and a time budget, evaluate the best weights, save the model
+with its vocabulary, write metrics.json and print a generated sample.
+"""
+
+import dataclasses
+import math
+import os
+import time
+import typing
+
+import keras
+
+from data.text_sources import DEFAULT_TEXT_SOURCE, load_text_source
+from models.language_model import build_language_model
+from models.language_model_io import save_language_model
+from models.text_generation import build_step_model, generate_text
+from pipelines.text_dataset import text_window_dataset
+from pipelines.text_split import split_text
+from pipelines.vocabulary import Vocabulary
+from training.cli import config_to_dict, write_json
+from training.time_budget_callback import TimeBudgetCallback
+
+
+def _field(default, help_text, **metadata):
+    return dataclasses.field(default=default, metadata={"help": help_text, **metadata})
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything a language-model run needs; each field is one `train.py` flag."""
+
+    # Data
+    dataset: str = _field(  # "tinyshakespeare": data/tinyshakespeare.txt, shipped
+        DEFAULT_TEXT_SOURCE,
+        "text to model: a UTF-8 text file, 'tinyshakespeare' (the corpus shipped "
+        "in data/), or 'tfds:tiny_shakespeare' (read from a prepared TFDS data "
+        "dir, never downloaded)",
+        metavar="PATH|NAME",
+    )
+    tfds_data_dir: typing.Optional[str] = _field(  # None: TFDS' default directory
+        None, "TFDS data directory for 'tfds:' datasets", metavar="DIR"
+    )
+    validation_fraction: float = _field(  # last 10% of the characters, as TFDS splits
+        0.1, "share of the characters, taken from the end, used for validation"
+    )
+    output_dir: str = _field(  # config.json, metrics.json, model.keras, ... go here
+        "runs/language_model", "directory for the run's outputs", metavar="DIR"
+    )
+    # Model
+    embedding_dim: int = _field(64, "size of the character embedding")  # 64
+    hidden_size: int = _field(512, "units of each Elman layer")  # 512
+    num_layers: int = _field(2, "number of stacked Elman layers")  # 2
+    activation: str = _field(  # tanh: the classic Elman network
+        "tanh", "activation of the recurrence", choices=("tanh", "relu")
+    )
+    dropout: float = _field(  # after the embedding and after each Elman layer
+        0.1, "dropout rate after the embedding and each Elman layer"
+    )
+    # Training
+    sequence_length: int = _field(100, "characters per training window (BPTT length)")  # 100
+    batch_size: int = _field(64, "windows per batch")  # 64
+    epochs: int = _field(30, "maximum number of passes over the training text")  # 30
+    max_train_minutes: typing.Optional[float] = _field(  # 15 minutes; None: no budget
+        15.0, "stop training after this many minutes (None: no limit)", metavar="MINUTES"
+    )
+    learning_rate: float = _field(2e-3, "Adam learning rate")  # 2e-3
+    clipnorm: float = _field(  # Elman RNNs need it: gradients explode through time
+        1.0, "clip each gradient to this global norm (0: no clipping)"
+    )
+    seed: int = _field(0, "random seed (weights, dropout, shuffling, sampling)")  # 0
+    # Sample printed at the end
+    sample_prompt: str = _field(  # "": a newline if the text has one, else its first character
+        "", "text the printed sample starts from ('' = start of a line)"
+    )
+    sample_length: int = _field(500, "characters to generate for the printed sample")  # 500
+    temperature: float = _field(  # below 1 favours likelier characters; 0 is greedy
+        0.8, "sampling temperature of the printed sample (0 = greedy)"
+    )
+    verbose: int = _field(  # 1: progress bars; 2: one line per epoch; 0: silent
+        1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch",
+        choices=(0, 1, 2),
+    )
+
+    def __post_init__(self):
+        positive_ints = (
+            "embedding_dim", "hidden_size", "num_layers", "sequence_length",
+            "batch_size", "epochs",
+        )
+        for name in positive_ints:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                _invalid(name, "a positive integer", value)
+        if isinstance(self.sample_length, bool) or not isinstance(self.sample_length, int) or self.sample_length < 0:
+            _invalid("sample_length", "a non-negative integer", self.sample_length)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            _invalid("seed", "a non-negative integer", self.seed)
+        if not _is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:
+            _invalid("dropout", "a float in [0, 1)", self.dropout)
+        if not _is_real(self.validation_fraction) or not 0.0 < self.validation_fraction < 1.0:
+            _invalid("validation_fraction", "a float in (0, 1)", self.validation_fraction)
+        if not _is_real(self.learning_rate) or not 0.0 < self.learning_rate < math.inf:
+            _invalid("learning_rate", "a positive float", self.learning_rate)
+        if not _is_real(self.clipnorm) or not 0.0 <= self.clipnorm < math.inf:
+            _invalid("clipnorm", "a float >= 0", self.clipnorm)
+        if not _is_real(self.temperature) or not 0.0 <= self.temperature < math.inf:
+            _invalid("temperature", "a float >= 0", self.temperature)
+        if self.max_train_minutes is not None and (
+            not _is_real(self.max_train_minutes) or not 0.0 < self.max_train_minutes < math.inf
+        ):
+            _invalid("max_train_minutes", "a positive number of minutes or None", self.max_train_minutes)
+        if self.activation not in ("tanh", "relu"):
+            _invalid("activation", "'tanh' or 'relu'", self.activation)
+        if self.verbose not in (0, 1, 2):
+            _invalid("verbose", "0, 1 or 2", self.verbose)
+        for name in ("dataset", "output_dir"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                _invalid(name, "a non-empty string", getattr(self, name))
+        if not isinstance(self.sample_prompt, str):
+            _invalid("sample_prompt", "a string", self.sample_prompt)
+
+
+def _is_real(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _invalid(name, expected, value):
+    raise ValueError(
+        f"Received an invalid value for config field `{name}` "
+        f"(--{name.replace('_', '-')}), expected {expected}, got {value!r}."
+    )
+
+
+def _sample_prompt(config, vocabulary, source_name):
+    """The prompt of the final sample, checked before any training is spent."""
+    if config.sample_prompt:
+        unknown = vocabulary.unknown_characters(config.sample_prompt)
+        if unknown:
+            raise ValueError(
+                f"Received an invalid value for config field `sample_prompt` "
+                f"(--sample-prompt), expected characters that occur in {source_name!r}, "
+                f"got {config.sample_prompt!r} with {unknown!r}."
+            )
+        return config.sample_prompt
+    return "\n" if "\n" in vocabulary.characters else vocabulary.characters[0]
+
+
+def _export(model, vocabulary, config, metrics):
+    """Write the run's final model; DIR/model.keras plus DIR/vocabulary.json.
+
+    The SavedModel export for TF Serving (`serving.language_model_export`)
+    plugs in here, reading everything from these arguments.
+    """
+    path = os.path.join(config.output_dir, "model.keras")
+    save_language_model(model, vocabulary, path)
+    return {"model": path}
+
+
+def run(config):
+    """Train, evaluate and save a character language model; return its metrics.
+
+    Writes to `config.output_dir`: `config.json` (at the start),
+    `vocabulary.json`, `best.keras` (checkpoint, best validation loss),
+    `model.keras` (the best weights), `metrics.json` (`val_loss_nats`,
+    `val_bpc`, `train_seconds`, `epochs`, ...), and prints a sample.
+    """
+    os.makedirs(config.output_dir, exist_ok=True)
+    write_json(os.path.join(config.output_dir, "config.json"), config_to_dict(config))
+    keras.utils.set_random_seed(config.seed)
+
+    source = load_text_source(config.dataset, tfds_data_dir=config.tfds_data_dir)
+    vocabulary = Vocabulary.from_text(source.text)
+    vocabulary.save(os.path.join(config.output_dir, "vocabulary.json"))
+    prompt = _sample_prompt(config, vocabulary, source.location)
+    train_text, validation_text = split_text(
+        source.text,
+        sequence_length=config.sequence_length,
+        validation_fraction=config.validation_fraction,
+        source=source.location,
+    )
+    train_ids = vocabulary.encode(train_text)
+    train = text_window_dataset(
+        train_ids,
+        sequence_length=config.sequence_length,
+        batch_size=config.batch_size,
+        shuffle=True,
+        seed=config.seed,
+        # Full batches only (one compiled shape), unless the text is too short for one.
+        drop_remainder=len(train_ids) - 1 >= config.sequence_length * config.batch_size,
+    )
+    validation = text_window_dataset(
+        vocabulary.encode(validation_text),
+        sequence_length=config.sequence_length,
+        batch_size=config.batch_size,
+    )
+    print(
+        f"Text {source.location}: {len(source.text):,} characters "
+        f"({len(train_text):,} train, {len(validation_text):,} validation), "
+        f"vocabulary of {vocabulary.size} ids."
+    )
+
+    model = build_language_model(
+        vocabulary_size=vocabulary.size,
+        embedding_dim=config.embedding_dim,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_layers,
+        dropout=config.dropout,
+        activation=config.activation,
+        seed=config.seed,
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(
+            learning_rate=config.learning_rate, clipnorm=config.clipnorm or None
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    if config.verbose:
+        model.summary()
+
+    best_path = os.path.join(config.output_dir, "best.keras")
+    budget = TimeBudgetCallback(
+        None if config.max_train_minutes is None else 60.0 * config.max_train_minutes
+    )
+    callbacks = [
+        keras.callbacks.ModelCheckpoint(
+            best_path, monitor="val_loss", save_best_only=True, verbose=0
+        ),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=1, min_lr=1e-5, verbose=config.verbose
+        ),
+        budget,
+    ]
+    start = time.monotonic()
+    history = model.fit(
+        train,
+        validation_data=validation,
+        epochs=config.epochs,
+        callbacks=callbacks,
+        shuffle=False,  # the window dataset reshuffles itself every epoch
+        verbose=config.verbose,
+    )
+    train_seconds = time.monotonic() - start
+
+    # The final model is the checkpoint with the best validation loss.
+    best = keras.saving.load_model(best_path)
+    model.set_weights(best.get_weights())
+    val_loss = float(model.evaluate(validation, verbose=0))
+    losses = history.history
+    best_epoch = int(min(range(len(losses["val_loss"])), key=losses["val_loss"].__getitem__)) + 1
+    metrics = {
+        "val_loss_nats": val_loss,
+        "val_bpc": val_loss / math.log(2),
+        "train_loss_nats": float(losses["loss"][best_epoch - 1]),
+        "train_bpc": float(losses["loss"][best_epoch - 1]) / math.log(2),
+        "train_seconds": train_seconds,
+        "epochs": len(losses["loss"]),
+        "best_epoch": best_epoch,
+        "stopped_by_time_budget": budget.stopped_early,
+        "history": {key: [float(v) for v in values] for key, values in losses.items()},
+        "parameters": int(model.count_params()),
+        "dataset": source.name,
+        "dataset_location": source.location,
+        "characters": len(source.text),
+        "train_characters": len(train_text),
+        "validation_characters": len(validation_text),
+        "vocabulary_size": vocabulary.size,
+        "fused_rnn": all(
+            getattr(layer, "fused_reason", "") is None
+            for layer in model.layers
+            if isinstance(layer, keras.layers.RNN)
+        ),
+    }
+    metrics.update(_export(model, vocabulary, config, metrics))
+
+    sample = generate_text(
+        model,
+        vocabulary,
+        prompt,
+        length=config.sample_length,
+        temperature=config.temperature,
+        seed=config.seed,
+        step_model=build_step_model(model),
+    )
+    metrics["sample"] = prompt + sample
+    write_json(os.path.join(config.output_dir, "metrics.json"), metrics)
+    print(
+        f"Validation: {metrics['val_loss_nats']:.4f} nats/char = "
+        f"{metrics['val_bpc']:.4f} bits/char (best epoch {best_epoch} of "
+        f"{metrics['epochs']}, {train_seconds / 60:.1f} min)."
+    )
+    print(f"Sample (temperature {config.temperature}):\n{prompt}{sample}")
+    return metrics
