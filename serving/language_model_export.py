@@ -168,6 +168,8 @@ def export_language_model(
         ]
         with tf.control_dependencies(checks):
             ids = tf.identity(ids)
+            max_new_chars = tf.identity(max_new_chars)
+            temperature = tf.identity(temperature)
 
         def read_prompt(t, states, last_logits):
             logits, new_states = step(ids[:, t], states)
@@ -203,7 +205,12 @@ def export_language_model(
             (tf.constant(0), states, logits,
              tf.TensorArray(tf.int32, size=max_new_chars, element_shape=(None,))),
         )
-        new_ids = tf.reshape(tf.transpose(chosen.stack()), (batch_size, -1))
+        # Stacking an empty TensorArray of unknown element shape fails.
+        new_ids = tf.cond(
+            max_new_chars > 0,
+            lambda: tf.transpose(chosen.stack()),
+            lambda: tf.zeros((batch_size, 0), tf.int32),
+        )
         return {"text": tables.decode(new_ids)}
 
     def score(text):

@@ -82,7 +82,8 @@ def export_transcriber(
     ```
     """
     n_features = feature_config.n_features
-    input_width = model.inputs[0].shape[-1] if model.inputs else None
+    widths = [t.shape[-1] for t in (model.inputs or []) if len(t.shape) == 3]
+    input_width = widths[0] if widths else None
     if input_width is not None and input_width != n_features:
         raise ValueError(
             f"Transcription model `{model.name}` takes {input_width} features "

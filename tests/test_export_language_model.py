@@ -1,0 +1,237 @@
+"""Language model export: layout, metadata, signatures, a fresh process, the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models.language_model import build_language_model
+from models.text_generation import generate_text
+from pipelines.vocabulary import Vocabulary
+from serving.export import read_metadata, write_saved_model_version, xla_compiled_functions
+from serving.language_model_export import export_language_model
+
+TEXT = "to be, or not to be: that is the question.\nwhether 'tis nobler in the mind\n"
+PROMPTS = ["to be", "w", "the question"]
+PROJECT_PACKAGES = ("layers", "models", "pipelines", "serving", "training", "tuning", "benchmarks")
+
+
+def _clean_env():
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    return env
+
+
+@pytest.fixture(scope="module")
+def vocabulary():
+    return Vocabulary.from_text(TEXT)
+
+
+@pytest.fixture(scope="module")
+def model(vocabulary):
+    keras.utils.set_random_seed(7)
+    model = build_language_model(
+        vocabulary_size=vocabulary.size, embedding_dim=8, hidden_size=24, num_layers=2, dropout=0.1
+    )
+    # A few steps of training so greedy decoding is not a constant string.
+    ids = np.array([vocabulary.encode(TEXT)] * 4, np.int32)
+    model.compile(optimizer=keras.optimizers.Adam(0.02),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(ids[:, :-1], ids[:, 1:], epochs=15, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def export_path(model, vocabulary, tmp_path_factory):
+    base = tmp_path_factory.mktemp("export")
+    return export_language_model(
+        model, vocabulary, base, trained_on={"dataset": "hamlet line"},
+        metrics={"val_bpc": 2.5}, config={"hidden_size": 24},
+    )
+
+
+@pytest.fixture(scope="module")
+def loaded(export_path):
+    return tf.saved_model.load(export_path)
+
+
+def _generate(loaded, prompts, n, temperature=0.0):
+    out = loaded.signatures["serving_default"](
+        prompt=tf.constant(prompts), max_new_chars=tf.constant(n, tf.int32),
+        temperature=tf.constant(temperature, tf.float32))
+    return [t.decode("utf-8") for t in out["text"].numpy()]
+
+
+def _keras_nll(model, vocabulary, text):
+    ids = np.array([vocabulary.encode(text)], np.int32)
+    logits = np.asarray(model(ids, training=False), np.float64)[0]
+    log_probs = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+    return -sum(log_probs[t, ids[0, t + 1]] for t in range(len(text) - 1))
+
+
+def test_layout_and_metadata(export_path, vocabulary):
+    base, version = os.path.split(export_path)
+    assert version == "1" and os.path.basename(base) == "language_model"
+    assert sorted(os.listdir(base)) == ["1"]  # no staging directory left behind
+    assert os.path.isfile(os.path.join(export_path, "saved_model.pb"))
+    metadata = read_metadata(export_path)
+    assert metadata["task"] == "language_model"
+    assert Vocabulary.from_config(metadata["vocabulary"]) == vocabulary
+    assert metadata["trained_on"] == {"dataset": "hamlet line"}
+    assert metadata["metrics"] == {"val_bpc": 2.5}
+    assert metadata["config"] == {"hidden_size": 24}
+    assert metadata["tensorflow_version"] == tf.__version__
+
+
+def test_nothing_is_xla_compiled(export_path):
+    # TF Serving's images cannot run XLA-compiled functions (see the README).
+    assert xla_compiled_functions(export_path) == []
+
+
+def test_greedy_generation_matches_keras(loaded, model, vocabulary):
+    got = _generate(loaded, PROMPTS, 25)
+    expected = generate_text(model, vocabulary, PROMPTS, length=25, temperature=0.0)
+    assert got == expected
+    assert len(set(got[0])) > 2  # a real continuation, not one repeated character
+
+
+def test_generation_lengths_temperature_and_zero(loaded, vocabulary):
+    samples = _generate(loaded, PROMPTS, 40, temperature=1.5)
+    assert [len(s) for s in samples] == [40, 40, 40]
+    assert set("".join(samples)) <= set(vocabulary.characters)  # no pad/unk
+    assert _generate(loaded, PROMPTS, 0) == ["", "", ""]
+
+
+def test_bad_generation_arguments_are_invalid_argument(loaded):
+    for prompts, n, temperature, message in (
+        (["ok", ""], 5, 0.0, "at least one character"),
+        (["ok"], -1, 0.0, "max_new_chars"),
+        (["ok"], 5, -0.5, "temperature"),
+    ):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            _generate(loaded, prompts, n, temperature)
+
+
+def test_score_matches_keras(loaded, model, vocabulary):
+    texts = ["to be or not", "t", "", "whether 'tis", "to bé"]  # é is unknown
+    out = loaded.signatures["score"](text=tf.constant(texts))
+    np.testing.assert_array_equal(out["char_count"].numpy(), [11, 0, 0, 11, 4])
+    expected = [_keras_nll(model, vocabulary, t) if len(t) > 1 else 0.0 for t in texts]
+    np.testing.assert_allclose(out["nll"].numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_versions_count_up_and_ignore_other_names(model, vocabulary, tmp_path):
+    os.makedirs(tmp_path / "language_model" / "7")
+    os.makedirs(tmp_path / "language_model" / "notes")
+    first = export_language_model(model, vocabulary, tmp_path, trained_on="t", metrics={})
+    second = export_language_model(model, vocabulary, tmp_path, trained_on="t", metrics={})
+    assert [os.path.basename(first), os.path.basename(second)] == ["8", "9"]
+    assert sorted(os.listdir(tmp_path / "language_model")) == ["7", "8", "9", "notes"]
+
+
+def test_a_failed_write_leaves_no_version(tmp_path):
+    class Failing:
+        def write_out(self, path, verbose=False):
+            with open(os.path.join(path, "saved_model.pb"), "wb") as f:
+                f.write(b"partial")
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_saved_model_version(Failing(), tmp_path, "m", {"task": "x"})
+    assert os.listdir(tmp_path / "m") == []
+
+
+def test_an_xla_compiled_endpoint_is_refused(tmp_path):
+    archive = keras.export.ExportArchive()
+    archive.add_endpoint(
+        "serving_default", tf.function(lambda x: {"y": x * 2.0}, jit_compile=True),
+        input_signature=[tf.TensorSpec((None,), tf.float32, name="x")])
+    with pytest.raises(ValueError, match="XLA-compiled"):
+        write_saved_model_version(archive, tmp_path, "m", {})
+    assert os.listdir(tmp_path / "m") == []
+
+
+def test_argument_errors(model, vocabulary, tmp_path):
+    with pytest.raises(ValueError, match="vocabulary has"):
+        export_language_model(model, Vocabulary.from_text("ab"), tmp_path, trained_on="t", metrics={})
+    ids = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(vocabulary.size, 4)(ids)
+    x = keras.layers.Conv1D(4, 3, padding="causal", name="conv")(x)
+    conv_model = keras.Model(ids, keras.layers.Dense(vocabulary.size)(x))
+    with pytest.raises(ValueError, match="`conv` .*no one-step form"):
+        export_language_model(conv_model, vocabulary, tmp_path, trained_on="t", metrics={})
+    with pytest.raises(TypeError, match="JSON-serialisable"):
+        export_language_model(model, vocabulary, tmp_path, trained_on=object(), metrics={})
+    with pytest.raises(ValueError, match="model_name"):
+        export_language_model(model, vocabulary, tmp_path, trained_on="t", metrics={}, model_name="a/b")
+
+
+def _fresh_process_script(export_path):
+    return textwrap.dedent(f"""
+        import json, sys
+        import tensorflow as tf
+        loaded = tf.saved_model.load({export_path!r})
+        gen = loaded.signatures["serving_default"](
+            prompt=tf.constant({PROMPTS!r}), max_new_chars=tf.constant(25),
+            temperature=tf.constant(0.0))
+        score = loaded.signatures["score"](text=tf.constant(["to be or not"]))
+        project = sorted(m for m in sys.modules if m.split(".")[0] in {PROJECT_PACKAGES!r})
+        print(json.dumps({{"text": [t.decode() for t in gen["text"].numpy()],
+                          "nll": score["nll"].numpy().tolist(), "project": project}}))
+    """)
+
+
+@pytest.fixture(scope="module")
+def processes(export_path, tmp_path_factory):
+    """A fresh Python loading the export, `saved_model_cli show --all` and
+    `saved_model_cli run`, side by side (each mostly imports TensorFlow)."""
+    workdir = tmp_path_factory.mktemp("fresh")
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    commands = {
+        "fresh": [sys.executable, "-c", _fresh_process_script(export_path)],
+        "show": [cli, "show", "--dir", export_path, "--all"],
+        "run": [cli, "run", "--dir", export_path, "--tag_set", "serve", "--signature_def",
+                "score", "--input_exprs", 'text=["to be or not", "w"]'],
+    }
+    running = {name: subprocess.Popen(command, cwd=workdir, env=_clean_env(), text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for name, command in commands.items()}
+    results = {}
+    for name, process in running.items():
+        stdout, stderr = process.communicate(timeout=300)
+        results[name] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    return results
+
+
+def test_fresh_process_without_project_code(processes, model, vocabulary):
+    result = processes["fresh"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["project"] == []
+    assert out["text"] == generate_text(model, vocabulary, PROMPTS, length=25, temperature=0.0)
+    np.testing.assert_allclose(out["nll"], [_keras_nll(model, vocabulary, "to be or not")], rtol=1e-4)
+
+
+def test_saved_model_cli_show_lists_the_signatures(processes):
+    show = processes["show"]
+    assert show.returncode == 0, show.stderr[-3000:]
+    for expected in ("signature_def['serving_default']", "signature_def['score']",
+                     "inputs['prompt']", "inputs['max_new_chars']", "inputs['temperature']",
+                     "outputs['text']", "outputs['nll']", "outputs['char_count']"):
+        assert expected in show.stdout
+
+
+def test_saved_model_cli_run_scores(processes, model, vocabulary):
+    run = processes["run"]
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    counts = lines[lines.index("Result for output key char_count:") + 1]
+    assert counts.strip() == "[11  0]"
+    nll = float(lines[lines.index("Result for output key nll:") + 1].strip("[] ").split()[0])
+    assert nll == pytest.approx(_keras_nll(model, vocabulary, "to be or not"), rel=1e-4)

@@ -1,0 +1,204 @@
+"""Transcriber export: in-graph features and decoding against librosa + Keras."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from models.ctc_decoding import ctc_decode_text
+from models.transcription import build_transcription_model
+from pipelines.audio_features import FeatureConfig, compute_features
+from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
+from serving.export import read_metadata, xla_compiled_functions
+from serving.transcription_export import export_transcriber
+from tests.test_log_mel import padded_batch, synthetic_utterance
+
+CONFIG = FeatureConfig(n_mels=40)
+PROJECT_PACKAGES = ("layers", "models", "pipelines", "serving", "training", "tuning", "benchmarks")
+
+
+def _clean_env():
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    return env
+
+
+@pytest.fixture(scope="module")
+def vocabulary():
+    return Vocabulary(SPEECH_ALPHABET)
+
+
+@pytest.fixture(scope="module")
+def model(vocabulary):
+    keras.utils.set_random_seed(3)
+    return build_transcription_model(
+        num_features=CONFIG.n_features, vocabulary_size=vocabulary.size,
+        hidden_size=32, num_layers=2, frame_stack=3, dropout=0.1)
+
+
+@pytest.fixture(scope="module")
+def export_path(model, vocabulary, tmp_path_factory):
+    return export_transcriber(
+        model, vocabulary, CONFIG, tmp_path_factory.mktemp("export"),
+        trained_on={"dataset": "synthetic", "utterances": {"train": 3}},
+        metrics={"val_cer": 0.5}, config={"hidden_size": 32})
+
+
+@pytest.fixture(scope="module")
+def loaded(export_path):
+    return tf.saved_model.load(export_path)
+
+
+@pytest.fixture(scope="module")
+def utterances():
+    """24 synthetic utterances of 0.4 to 2.5 s at 16 kHz."""
+    rng = np.random.default_rng(5)
+    return [synthetic_utterance(100 + i, CONFIG.sample_rate, rng.uniform(0.4, 2.5)) for i in range(24)]
+
+
+def _keras_reference(model, vocabulary, waveforms):
+    """librosa features -> Keras model -> greedy text, as training evaluates."""
+    features = [compute_features(w, CONFIG) for w in waveforms]
+    width = max(len(f) for f in features)
+    batch = np.zeros((len(features), width, CONFIG.n_features), np.float32)
+    for row, f in enumerate(features):
+        batch[row, : len(f)] = f
+    lengths = np.array([len(f) for f in features], np.int32)
+    outputs = model({"features": batch, "feature_length": lengths}, training=False)
+    log_probs = np.asarray(outputs["log_probs"])
+    frame_length = np.asarray(outputs["frame_length"])
+    text = ctc_decode_text(log_probs, frame_length, vocabulary=vocabulary)
+    return batch, lengths, log_probs, frame_length, text
+
+
+def _serve(loaded, waveforms):
+    batch, lengths = padded_batch(waveforms)
+    out = loaded.signatures["serving_default"](
+        waveform=tf.constant(batch), waveform_length=tf.constant(lengths))
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def test_layout_and_metadata(export_path, vocabulary):
+    assert os.path.basename(export_path) == "1"
+    assert os.path.basename(os.path.dirname(export_path)) == "transcriber"
+    metadata = read_metadata(export_path)
+    assert metadata["task"] == "transcription"
+    assert metadata["sample_rate"] == 16000
+    assert FeatureConfig.from_dict(metadata["feature_config"]) == CONFIG
+    assert Vocabulary.from_config(metadata["vocabulary"]) == vocabulary
+    assert metadata["trained_on"]["dataset"] == "synthetic"
+    assert metadata["metrics"] == {"val_cer": 0.5}
+    assert xla_compiled_functions(export_path) == []
+
+
+def test_waveform_signature_matches_librosa_and_keras(loaded, model, vocabulary, utterances):
+    _, _, log_probs, frame_length, text = _keras_reference(model, vocabulary, utterances)
+    served = _serve(loaded, utterances)
+    np.testing.assert_array_equal(served["frame_length"], frame_length)
+    for row, n in enumerate(frame_length):
+        np.testing.assert_allclose(served["log_probs"][row, :n], log_probs[row, :n], atol=2e-3)
+    same = [s.decode() == t for s, t in zip(served["text"], text)]
+    assert sum(same) / len(same) >= 0.99, list(zip(served["text"], text))
+    assert any(len(t) > 3 for t in text)  # the comparison is not between empty strings
+
+
+def test_from_features_matches_keras(loaded, model, vocabulary, utterances):
+    batch, lengths, log_probs, frame_length, text = _keras_reference(model, vocabulary, utterances[:5])
+    out = loaded.signatures["from_features"](
+        features=tf.constant(batch), feature_length=tf.constant(lengths))
+    np.testing.assert_allclose(out["log_probs"].numpy(), log_probs, atol=1e-5)
+    np.testing.assert_array_equal(out["frame_length"].numpy(), frame_length)
+    assert [t.decode() for t in out["text"].numpy()] == text
+
+
+def test_batch_padding_does_not_change_results(loaded, utterances):
+    alone = _serve(loaded, utterances[:1])
+    padded = _serve(loaded, [utterances[0], np.zeros(len(utterances[0]) + 8000, np.float32) + 0.1])
+    assert padded["text"][0] == alone["text"][0]
+    n = alone["frame_length"][0]
+    np.testing.assert_allclose(padded["log_probs"][0, :n], alone["log_probs"][0, :n], atol=1e-5)
+
+
+def test_bad_lengths_are_invalid_argument(loaded):
+    waveform = tf.zeros((2, 1000))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at least n_fft=400"):
+        loaded.signatures["serving_default"](waveform=waveform, waveform_length=tf.constant([1000, 399]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="padded length"):
+        loaded.signatures["serving_default"](waveform=waveform, waveform_length=tf.constant([1000, 1001]))
+
+
+def test_feature_width_must_match_the_config(model, vocabulary, tmp_path):
+    with pytest.raises(ValueError, match="takes 40 features .* gives 80"):
+        export_transcriber(model, vocabulary, FeatureConfig(), tmp_path, trained_on="x", metrics={})
+
+
+def _fresh_process_script(export_path):
+    return textwrap.dedent(f"""
+        import json, sys
+        import numpy as np
+        import tensorflow as tf
+        inputs = np.load("inputs.npz")
+        loaded = tf.saved_model.load({export_path!r})
+        out = loaded.signatures["serving_default"](
+            waveform=tf.constant(inputs["waveform"]),
+            waveform_length=tf.constant(inputs["waveform_length"]))
+        project = sorted(m for m in sys.modules if m.split(".")[0] in {PROJECT_PACKAGES!r})
+        np.save("log_probs.npy", out["log_probs"].numpy())
+        print(json.dumps({{"text": [t.decode() for t in out["text"].numpy()],
+                          "frame_length": out["frame_length"].numpy().tolist(),
+                          "project": project}}))
+    """)
+
+
+@pytest.fixture(scope="module")
+def processes(export_path, utterances, tmp_path_factory):
+    """A fresh Python loading the export, and `saved_model_cli show --all`,
+    run side by side (each spends most of its time importing TensorFlow)."""
+    workdir = tmp_path_factory.mktemp("fresh")
+    batch, lengths = padded_batch(utterances[:4])
+    np.savez(workdir / "inputs.npz", waveform=batch, waveform_length=lengths)
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    commands = {
+        "fresh": [sys.executable, "-c", _fresh_process_script(export_path)],
+        "show": [cli, "show", "--dir", export_path, "--all"],
+    }
+    running = {name: subprocess.Popen(command, cwd=workdir, env=_clean_env(), text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for name, command in commands.items()}
+    results = {}
+    for name, process in running.items():
+        stdout, stderr = process.communicate(timeout=300)
+        results[name] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    return workdir, results
+
+
+def test_fresh_process_without_project_code(processes, model, vocabulary, utterances):
+    workdir, results = processes
+    result = results["fresh"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["project"] == []
+    _, _, log_probs, frame_length, text = _keras_reference(model, vocabulary, utterances[:4])
+    assert out["text"] == text
+    assert out["frame_length"] == frame_length.tolist()
+    served = np.load(workdir / "log_probs.npy")
+    for row, n in enumerate(frame_length):
+        np.testing.assert_allclose(served[row, :n], log_probs[row, :n], atol=2e-3)
+
+
+def test_saved_model_cli_lists_both_signatures(processes):
+    show = processes[1]["show"]
+    assert show.returncode == 0, show.stderr[-3000:]
+    for expected in ("signature_def['serving_default']", "signature_def['from_features']",
+                     "inputs['waveform']", "inputs['waveform_length']", "inputs['features']",
+                     "inputs['feature_length']", "outputs['text']", "outputs['log_probs']",
+                     "outputs['frame_length']"):
+        assert expected in show.stdout
+    default = show.stdout.split("signature_def['serving_default']")[1]
+    assert "shape: (-1, -1)\n        name: serving_default_waveform:0" in default
