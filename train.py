@@ -2,7 +2,9 @@
 
 Parse the flags into the task's configuration dataclass, then hand it to the
 task's run, which builds the datasets and the model, fits, evaluates and
-exports. `python train.py --task TASK --help` lists every flag of a task.
+exports. With `--tune`, the task's hyperparameters are searched with
+keras-tuner instead (`tuning.run_search`) and the best model is evaluated and
+exported. `python train.py --task TASK --help` lists every flag of a task.
 """
 
 import argparse
@@ -14,10 +16,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from training import TASKS  # noqa: E402
 from training.cli import add_config_flags, config_from_namespace  # noqa: E402
+from tuning.config import TuningConfig  # noqa: E402
+from tuning.tasks import tuning_task  # noqa: E402
 
 
-def parse_args(argv=None):
-    """Return `(task module, task config)` for the command line `argv`."""
+def parse_command(argv=None):
+    """Return `(task module, task config, TuningConfig)` for the command line `argv`."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--task", choices=sorted(TASKS), default="transcription")
     known, _ = pre.parse_known_args(argv)
@@ -31,17 +35,33 @@ def parse_args(argv=None):
         help="what to train (default: 'transcription')",
     )
     add_config_flags(parser, module.Config, group_title=f"{known.task} options")
+    add_config_flags(parser, TuningConfig, group_title="hyperparameter search (with --tune)")
     args = parser.parse_args(argv)
     try:
         config = config_from_namespace(module.Config, args)
+        tuning = TuningConfig.from_flags(args)
+        if tuning.tune:
+            tuning_task(known.task).search_ranges(tuning)  # an empty range fails here
     except (ValueError, TypeError) as error:
         parser.error(str(error))
+    return module, config, tuning
+
+
+def parse_args(argv=None):
+    """Return `(task module, task config)` for the command line `argv`."""
+    module, config, _ = parse_command(argv)
     return module, config
 
 
 def main(argv=None):
-    module, config = parse_args(argv)
-    module.run(config)
+    module, config, tuning = parse_command(argv)
+    if tuning.tune:
+        from tuning.run_search import run_search
+
+        task = {path: name for name, path in TASKS.items()}[module.__name__]
+        run_search(tuning_task(task), config, tuning)
+    else:
+        module.run(config)
     return 0
 
 
