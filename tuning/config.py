@@ -122,6 +122,17 @@ class TuningConfig:
                     f"({high!r}); expected min <= max."
                 )
 
+    @classmethod
+    def from_flags(cls, namespace):
+        """Build from parsed `train.py` flags; tuning flags without `--tune` are an error."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        values = {name: getattr(namespace, name) for name in names if hasattr(namespace, name)}
+        stray = sorted(name for name in values if name != "tune")
+        if stray and not values.get("tune", False):
+            flags = ", ".join("--" + name.replace("_", "-") for name in stray)
+            raise ValueError(f"{flags} take effect only with --tune: add --tune or drop them.")
+        return cls(**values)
+
     def range_overrides(self):
         """The search-range fields that were set, as `{"min_hidden_size": 64, ...}`."""
         return {

@@ -5,6 +5,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 import keras
 
@@ -70,7 +71,10 @@ def _tuned(values):
 def _best_model(tuner, hypermodel, trial, train, validation, epochs, verbose):
     """The best trial's model: its checkpoint restored, else retrained."""
     try:
-        return tuner.load_model(trial), "restored from the trial's best-epoch checkpoint"
+        with warnings.catch_warnings():
+            # The checkpoint holds the optimizer's state too; only weights are wanted.
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            return tuner.load_model(trial), "restored from the trial's best-epoch checkpoint"
     except (OSError, ValueError) as error:
         # A worker on another machine kept the checkpoint: train it here.
         print(f"[tuning] no checkpoint of trial {trial.trial_id} here ({error}); retraining it.")
@@ -87,10 +91,10 @@ def _best_model(tuner, hypermodel, trial, train, validation, epochs, verbose):
     return model, "retrained with the trial's hyperparameters"
 
 
-def _resolved_config(config, values):
+def _best_config(config, values):
+    """`config` with the tuned values of the fields it has (hidden_size, ...)."""
     names = {f.name for f in dataclasses.fields(config)}
-    tuned = {k: v for k, v in _tuned(values).items() if k in names}
-    return config_to_dict(dataclasses.replace(config, **tuned))
+    return dataclasses.replace(config, **{k: v for k, v in _tuned(values).items() if k in names})
 
 
 def run_search(task, config, tuning, *, output_dir=None):
@@ -130,7 +134,7 @@ def run_search(task, config, tuning, *, output_dir=None):
     output_dir = output_dir or config.output_dir
     tuning_dir = os.path.join(output_dir, "tuning")
     role = _role()
-    ranges = task.default_ranges.with_overrides(**tuning.range_overrides())
+    ranges = task.search_ranges(tuning)
     deadline = time.time() + 60 * tuning.time_budget_minutes if tuning.time_budget_minutes else None
     verbose = 1 if sys.stdout.isatty() else 2
     keras.utils.set_random_seed(tuning.tuning_seed)
@@ -186,7 +190,17 @@ def run_search(task, config, tuning, *, output_dir=None):
             flush=True,
         )
 
-    tuner.search(train, validation_data=validation, epochs=tuning.max_epochs, verbose=verbose)
+    with warnings.catch_warnings():
+        # Bucketed datasets have no known length: Keras learns it by running
+        # out of data in the first epoch, and warns each time. Harmless here.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        tuner.search(
+            train,
+            validation_data=validation,
+            epochs=tuning.max_epochs,
+            shuffle=False,  # the task's datasets shuffle themselves
+            verbose=verbose,
+        )
     if role == "worker":
         print(f"[tuning] worker {tuner.tuner_id}: the oracle has no more trials; exiting.", flush=True)
         return {"role": role}
@@ -204,10 +218,11 @@ def run_search(task, config, tuning, *, output_dir=None):
     model, source = _best_model(
         tuner, hypermodel, best, train, validation, tuning.max_epochs, verbose
     )
-    metrics = task.evaluate(model, config, context, validation)
+    best_config = _best_config(config, best.hyperparameters.values)
+    metrics = task.evaluate(model, best_config, context, validation)
     model_path = os.path.join(tuning_dir, "best_model.keras")
     model.save(model_path)
-    export_path = task.export(model, config, context, metrics) if task.export else None
+    export_path = task.export(model, best_config, context, metrics) if task.export else None
 
     epochs = best.metrics.get_last_value("trial_epochs") if best.metrics.exists("trial_epochs") else None
     summary = _jsonable(
@@ -226,7 +241,7 @@ def run_search(task, config, tuning, *, output_dir=None):
             "model": {"source": source, "path": model_path},
             "metrics": metrics,
             "export": export_path,
-            "config": _resolved_config(config, best.hyperparameters.values),
+            "config": config_to_dict(best_config),
             "trials": {
                 "total": len(rows),
                 "completed": sum(row["status"] == "COMPLETED" for row in rows),

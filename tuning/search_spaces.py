@@ -54,9 +54,7 @@ def _sample(hp, ranges):
             ranges.max_learning_rate,
             sampling="log",
         ),
-        dropout=round(
-            hp.Float("dropout", ranges.min_dropout, ranges.max_dropout, step=0.05), 4
-        ),
+        dropout=hp.Float("dropout", ranges.min_dropout, ranges.max_dropout, step=0.05),
     )
 
 

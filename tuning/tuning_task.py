@@ -28,9 +28,10 @@ class TuningTask:
         make_callbacks: `make_callbacks(config, context, validation) -> list`,
             the task's callbacks for one fit (fresh objects every call).
         evaluate: `evaluate(model, config, context, validation) -> dict` of
-            final metrics.
+            final metrics; `config` here carries the best trial's values in
+            the fields it has (`hidden_size`, `num_layers`, ...).
         export: Optional `export(model, config, context, metrics) -> str`,
-            the exported version directory.
+            the exported version directory (same `config` as `evaluate`).
     """
 
     name: str
@@ -41,3 +42,7 @@ class TuningTask:
     evaluate: Callable[..., dict]
     make_callbacks: Callable[..., list] = lambda config, context, validation: []
     export: Optional[Callable[..., Optional[str]]] = None
+
+    def search_ranges(self, tuning):
+        """The task's ranges with the `TuningConfig` overrides; ValueError if one is empty."""
+        return self.default_ranges.with_overrides(**tuning.range_overrides())
