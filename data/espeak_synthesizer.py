@@ -105,3 +105,65 @@ class EspeakSynthesizer:
         if not chunks:
             return np.zeros(0, np.int16)
         return np.concatenate(chunks).astype(np.int16, copy=False)
+
+
+def synthesize_in_subprocess(jobs, *, seed=0):
+    """Synthesise `jobs` in a fresh Python process; output depends only on them.
+
+    libespeak-ng carries hidden state from one utterance to the next (its
+    pitch flutter position, its random generator), so the same call in a
+    used process gives slightly different samples. A fresh process per batch
+    of jobs makes a corpus reproducible sample for sample.
+
+    Args:
+        jobs: List of dicts with keys `text`, `voice`, `rate`, `pitch`,
+            `pitch_range` (the arguments of `EspeakSynthesizer.synthesize`).
+        seed: espeak-ng's random seed.
+
+    Returns:
+        `(list of (samples,) int16 arrays, sample_rate)`.
+    """
+    import io
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    result = subprocess.run(
+        [sys.executable, "-m", "data.espeak_synthesizer"],
+        input=json.dumps({"seed": int(seed), "jobs": list(jobs)}).encode("utf-8"),
+        capture_output=True,
+        env=env,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(
+            "espeak-ng synthesis subprocess failed with status "
+            f"{result.returncode}: {result.stderr.decode('utf-8', 'replace')[-2000:]}"
+        )
+    with np.load(io.BytesIO(result.stdout)) as archive:
+        sample_rate = int(archive["sample_rate"])
+        return [archive[f"a{i}"] for i in range(len(jobs))], sample_rate
+
+
+def _serve_jobs():
+    import io
+    import json
+    import sys
+
+    request = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+    tts = EspeakSynthesizer.instance()
+    tts._lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+    tts._lib.espeak_ng_SetRandSeed(int(request["seed"]))
+    arrays = {f"a{i}": tts.synthesize(**job) for i, job in enumerate(request["jobs"])}
+    buffer = io.BytesIO()
+    np.savez(buffer, sample_rate=np.int64(tts.sample_rate), **arrays)
+    sys.stdout.buffer.write(buffer.getvalue())
+    sys.stdout.buffer.flush()
+
+
+if __name__ == "__main__":
+    _serve_jobs()

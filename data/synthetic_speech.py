@@ -1,5 +1,6 @@
 """The default corpus: English sentences spoken by espeak-ng voices, made offline."""
 
+import concurrent.futures
 import dataclasses
 import hashlib
 import os
@@ -9,7 +10,7 @@ import librosa
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data.espeak_synthesizer import EspeakSynthesizer
+from data.espeak_synthesizer import synthesize_in_subprocess
 from pipelines.vocabulary import normalize_transcript
 
 TEXT_CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tinyshakespeare.txt")
@@ -20,6 +21,7 @@ ACCENTS = ("en", "en-us", "en-gb-x-rp", "en-029", "en-gb-scotland", "en-us-nyc",
 TRAIN_VARIANTS = ("", "m1", "m2", "m4", "m5", "m6", "m7", "f1", "f2", "f4")
 VALIDATION_VARIANTS = ("m3", "f3", "m8")
 
+SYNTHESIS_CHUNK = 500  # utterances per synthesis subprocess
 _TRIM_THRESHOLD = 300  # int16 amplitude, about -40 dBFS
 _TRIM_MARGIN_S = 0.05
 
@@ -241,28 +243,42 @@ class SyntheticSpeech(tfds.core.GeneratorBasedBuilder):
         }
 
     def _generate_examples(self, split, sentences, variants):
-        tts = EspeakSynthesizer.instance()
         split_id = 0 if split == "train" else 1
+        jobs = []
         for index, sentence in enumerate(sentences):
             rng = np.random.default_rng([self._params.seed, split_id, index])
             accent = ACCENTS[rng.integers(len(ACCENTS))]
             variant = variants[rng.integers(len(variants))]
-            voice = f"{accent}+{variant}" if variant else accent
-            pcm = tts.synthesize(
-                sentence,
-                voice=voice,
-                rate=int(rng.integers(140, 201)),
-                pitch=int(rng.integers(25, 76)),
-                pitch_range=int(rng.integers(20, 81)),
+            jobs.append(
+                {
+                    "text": sentence,
+                    "voice": f"{accent}+{variant}" if variant else accent,
+                    "rate": int(rng.integers(140, 201)),
+                    "pitch": int(rng.integers(25, 76)),
+                    "pitch_range": int(rng.integers(20, 81)),
+                }
             )
-            pcm = _trim(pcm, tts.sample_rate)
-            if tts.sample_rate != self._params.sample_rate:
-                audio = librosa.resample(
-                    pcm.astype(np.float32) / 32768.0,
-                    orig_sr=tts.sample_rate,
-                    target_sr=self._params.sample_rate,
-                    res_type="soxr_hq",
-                )
-                pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
-            key = f"{split}-{index:06d}"
-            yield key, {"id": key, "audio": pcm, "text": sentence, "speaker": voice}
+        # Fixed chunks, each in a fresh process: the samples depend only on
+        # the seed, never on the machine's core count or on earlier synthesis.
+        chunks = [jobs[i:i + SYNTHESIS_CHUNK] for i in range(0, len(jobs), SYNTHESIS_CHUNK)]
+        with concurrent.futures.ThreadPoolExecutor(max(1, min(2, os.cpu_count() or 1))) as pool:
+            results = pool.map(
+                lambda item: synthesize_in_subprocess(item[1], seed=self._params.seed * 100003 + split_id * 1009 + item[0]),
+                enumerate(chunks),
+            )
+            index = 0
+            for pcms, rate in results:
+                for pcm in pcms:
+                    job = jobs[index]
+                    pcm = _trim(pcm, rate)
+                    if rate != self._params.sample_rate:
+                        audio = librosa.resample(
+                            pcm.astype(np.float32) / 32768.0,
+                            orig_sr=rate,
+                            target_sr=self._params.sample_rate,
+                            res_type="soxr_hq",
+                        )
+                        pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
+                    key = f"{split}-{index:06d}"
+                    yield key, {"id": key, "audio": pcm, "text": job["text"], "speaker": job["voice"]}
+                    index += 1

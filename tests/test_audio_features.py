@@ -1,0 +1,192 @@
+"""FeatureConfig, compute_features and load_audio: definition, errors, bad files."""
+
+import os
+
+import numpy as np
+import pytest
+import scipy.fft
+import scipy.signal
+import soundfile as sf
+
+from pipelines.audio_features import FeatureConfig, compute_features
+from pipelines.audio_loading import AudioError, load_audio, prepare_waveform
+
+
+def _tone(seconds, rate, freqs=(440.0, 1250.0), amplitude=0.3, seed=0):
+    t = np.arange(int(seconds * rate)) / rate
+    noise = np.random.default_rng(seed).standard_normal(t.shape) * 0.01
+    wave = sum(np.sin(2 * np.pi * f * t) for f in freqs) / len(freqs)
+    return (amplitude * wave + noise).astype(np.float32)
+
+
+def _reference(waveform, config):
+    """The eight steps of FeatureConfig's docstring, in plain NumPy/SciPy."""
+    n_frames = 1 + (len(waveform) - config.n_fft) // config.hop_length
+    frames = np.stack(
+        [waveform[t * config.hop_length: t * config.hop_length + config.n_fft] for t in range(n_frames)]
+    ).astype(np.float64)
+    window = scipy.signal.get_window("hann", config.win_length, fftbins=True)
+    left = (config.n_fft - config.win_length) // 2
+    window = np.pad(window, (left, config.n_fft - config.win_length - left))
+    power = np.abs(np.fft.rfft(frames * window, n=config.n_fft)) ** 2
+    features = np.log(power @ config.mel_matrix().astype(np.float64) + config.log_offset)
+    if config.kind == "mfcc":
+        features = scipy.fft.dct(features, type=2, norm="ortho", axis=-1)[:, : config.n_mfcc]
+    if config.normalisation == "utterance":
+        features = (features - features.mean(0)) / np.sqrt(features.var(0) + config.norm_epsilon)
+    return features
+
+
+def test_defaults_and_shapes():
+    config = FeatureConfig()
+    assert (config.sample_rate, config.kind, config.n_mels, config.n_fft, config.hop_length) == (
+        16000, "log_mel", 80, 400, 160
+    )
+    assert config.n_features == 80
+    assert config.resolved_fmax == 8000.0
+    assert config.window().shape == (400,)
+    assert config.mel_matrix().shape == (201, 80)
+    features = compute_features(_tone(1.0, 16000), config)
+    assert features.shape == (98, 80) == (config.num_frames(16000), 80)
+    assert features.dtype == np.float32
+    assert FeatureConfig(kind="mfcc", n_mfcc=13).n_features == 13
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        FeatureConfig(),
+        FeatureConfig(kind="mfcc", n_mels=40, n_mfcc=13),
+        FeatureConfig(sample_rate=8000, n_fft=256, win_length=200, hop_length=80, n_mels=40, fmax=3800.0),
+        FeatureConfig(n_mels=40, normalisation="none", log_offset=1e-3),
+    ],
+    ids=["default", "mfcc", "8k_short_window", "unnormalised"],
+)
+def test_matches_documented_definition(config):
+    waveform = _tone(0.7, config.sample_rate)
+    expected = _reference(waveform, config)
+    got = compute_features(waveform, config)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=2e-3, rtol=1e-4)
+    assert np.mean(np.abs(got - expected)) < 1e-4
+
+
+def test_utterance_normalisation():
+    rng = np.random.default_rng(3)
+    noise = rng.standard_normal(16000) * np.repeat(rng.uniform(0.01, 0.5, 20), 800)
+    features = compute_features(noise.astype(np.float32), FeatureConfig(n_mels=40))
+    np.testing.assert_allclose(features.mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(features.std(axis=0), 1.0, atol=1e-3)
+
+
+def test_cache_key_and_round_trip():
+    config = FeatureConfig(n_mels=40)
+    assert config.cache_key() == FeatureConfig(n_mels=40).cache_key()
+    assert len({FeatureConfig().cache_key(), config.cache_key(), FeatureConfig(hop_length=80).cache_key(),
+                FeatureConfig(kind="mfcc").cache_key()}) == 4
+    assert FeatureConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match=r"no fields \['hop'\]"):
+        FeatureConfig.from_dict({**config.to_dict(), "hop": 1})
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"sample_rate": 0}, "field `sample_rate`, expected a positive integer, got 0"),
+        ({"kind": "spectrogram"}, "field `kind`, expected one of"),
+        ({"win_length": 512}, "field `win_length`, expected at most n_fft=400, got 512"),
+        ({"kind": "mfcc", "n_mfcc": 100}, "field `n_mfcc`, expected at most n_mels=80"),
+        ({"fmax": 9000.0}, "field `fmax`"),
+        ({"normalisation": "global"}, "field `normalisation`"),
+        ({"n_mels": 2.5}, "field `n_mels`, expected a positive integer"),
+    ],
+)
+def test_config_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FeatureConfig(**kwargs)
+
+
+def test_compute_features_rejects_short_or_2d_input():
+    with pytest.raises(ValueError, match="at least n_fft=400 samples, got 399"):
+        compute_features(np.ones(399, np.float32), FeatureConfig())
+    with pytest.raises(ValueError, match=r"1-D \(samples,\) array, got shape \(2, 800\)"):
+        compute_features(np.ones((2, 800), np.float32), FeatureConfig())
+
+
+def test_load_audio_resamples_any_rate(tmp_path):
+    for rate in (8000, 11025, 44100):
+        path = tmp_path / f"tone_{rate}.wav"
+        sf.write(path, _tone(1.0, rate, freqs=(440.0,)), rate, subtype="PCM_16")
+        waveform = load_audio(path, 16000)
+        assert waveform.dtype == np.float32
+        assert abs(len(waveform) - 16000) <= 2
+        spectrum = np.abs(np.fft.rfft(waveform))
+        assert abs(np.argmax(spectrum) * 16000 / len(waveform) - 440.0) < 2.0
+
+
+def test_load_audio_stereo_and_flac(tmp_path):
+    left, right = _tone(0.5, 16000, freqs=(300.0,)), _tone(0.5, 16000, freqs=(700.0,))
+    path = tmp_path / "stereo.flac"
+    sf.write(path, np.stack([left, right], axis=1), 16000)
+    waveform = load_audio(path, 16000)
+    np.testing.assert_allclose(waveform, (left + right) / 2, atol=1e-4)
+
+
+def _bad_files(tmp_path):
+    """(path, reason) for one file of every kind of bad audio."""
+    good = _tone(2.0, 16000)
+    files = {}
+    files["unreadable"] = tmp_path / "notes.wav"
+    files["unreadable"].write_text("this is not audio")
+    files["missing"] = tmp_path / "missing.wav"
+    files["empty"] = tmp_path / "empty.wav"
+    files["empty"].write_bytes(b"")
+    files["header_only"] = tmp_path / "header_only.wav"
+    sf.write(files["header_only"], np.zeros(0, np.float32), 16000, subtype="PCM_16")
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, good, 16000, subtype="PCM_16")
+    files["truncated_wav"] = tmp_path / "truncated.wav"
+    files["truncated_wav"].write_bytes(whole.read_bytes()[: os.path.getsize(whole) // 2])
+    whole_flac = tmp_path / "whole.flac"
+    sf.write(whole_flac, _tone(4.0, 16000), 16000)
+    files["truncated_flac"] = tmp_path / "truncated.flac"
+    files["truncated_flac"].write_bytes(whole_flac.read_bytes()[: os.path.getsize(whole_flac) // 2])
+    files["silent"] = tmp_path / "silent.wav"
+    sf.write(files["silent"], np.zeros(16000, np.float32), 16000, subtype="PCM_16")
+    files["too_long"] = tmp_path / "long.wav"
+    sf.write(files["too_long"], _tone(30.0, 8000), 8000, subtype="PCM_16")
+    files["too_short"] = tmp_path / "click.wav"
+    sf.write(files["too_short"], _tone(0.01, 16000), 16000, subtype="PCM_16")
+    return files
+
+
+@pytest.mark.parametrize(
+    "kind, reason",
+    [
+        ("unreadable", "unreadable"),
+        ("missing", "unreadable"),
+        ("empty", "empty"),
+        ("header_only", "empty"),
+        ("truncated_wav", "truncated"),
+        ("truncated_flac", "truncated"),
+        ("silent", "silent"),
+        ("too_long", "too_long"),
+        ("too_short", "too_short"),
+    ],
+)
+def test_bad_audio_named_with_reason(tmp_path, kind, reason):
+    path = _bad_files(tmp_path)[kind]
+    with pytest.raises(AudioError) as info:
+        load_audio(path, 16000, max_duration_s=20.0, min_samples=400)
+    assert info.value.reason == reason
+    assert info.value.source == str(path)
+    assert str(path) in str(info.value) and reason in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_prepare_waveform_scales_integer_pcm():
+    pcm = (np.sin(np.arange(8000) / 3.0) * 16384).astype(np.int16)
+    waveform = prepare_waveform(pcm, 8000, 8000)
+    np.testing.assert_allclose(waveform, pcm / 32768.0, atol=1e-6)
+    with pytest.raises(AudioError, match="utt-7: silent"):
+        prepare_waveform(np.zeros(800, np.int16), 8000, 16000, source="utt-7")

@@ -1,0 +1,246 @@
+"""The speech TFDS builders on dummy corpora, split rules and spec resolution."""
+
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import tensorflow_datasets as tfds
+
+from data.librispeech_folder import LibriSpeechFolder
+from data.ljspeech_folder import LjSpeechFolder
+from data.manifest_speech import ManifestSpeech
+from data.speech_sources import resolve_speech_source
+from data.split_assignment import assign_splits, choose_validation_groups
+from data.synthetic_speech import (
+    TRAIN_VARIANTS,
+    VALIDATION_VARIANTS,
+    SyntheticSpeech,
+    SyntheticSpeechParams,
+    choose_sentences,
+)
+
+
+def _wav(path, seconds=0.3, rate=16000, fmt=None):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), rate, format=fmt)
+
+
+def _examples(builder, split):
+    return sorted(
+        (
+            {k: (v.decode() if isinstance(v, bytes) else v) for k, v in example.items()}
+            for example in tfds.as_numpy(builder.as_dataset(split=split))
+        ),
+        key=lambda e: e["id"],
+    )
+
+
+def _prepare(builder):
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    return builder
+
+
+def _manifest(folder, rows):
+    os.makedirs(folder, exist_ok=True)
+    lines = ["path\tspeaker\tsplit\ttext"] + ["\t".join(row) for row in rows]
+    (folder / "manifest.tsv").write_text("\n".join(lines) + "\n")
+    for path, *_ in rows:
+        _wav(str(folder / path))
+
+
+def test_manifest_keeps_the_datas_splits(tmp_path):
+    folder = tmp_path / "corpus"
+    _manifest(folder, [
+        ("a/1.wav", "ann", "train", "hello there"),
+        ("a/2.wav", "bob", "train", ""),
+        ("b/3.wav", "ann", "dev", "good night"),
+        ("b/4.wav", "cy", "test", "yes"),
+    ])
+    builder = _prepare(ManifestSpeech(folder=folder, data_dir=tmp_path / "tfds"))
+    assert set(builder.info.splits.keys()) == {"train", "validation", "test"}
+    train = _examples(builder, "train")
+    assert [(e["id"], e["text"], e["speaker"]) for e in train] == [
+        ("a/1.wav", "hello there", "ann"), ("a/2.wav", "", "bob")
+    ]
+    assert train[0]["path"] == str(folder / "a" / "1.wav")
+    assert [e["id"] for e in _examples(builder, "validation")] == ["b/3.wav"]
+    assert [e["text"] for e in _examples(builder, "test")] == ["yes"]
+
+
+def test_manifest_without_splits_keeps_speakers_apart(tmp_path):
+    folder = tmp_path / "corpus"
+    rows = [(f"{s}_{i}.wav", s, "", f"word {i}") for s in ("ann", "bob", "cy", "dee") for i in range(2)]
+    _manifest(folder, rows)
+    builder = _prepare(ManifestSpeech(folder=folder, data_dir=tmp_path / "tfds"))
+    train = {e["speaker"] for e in _examples(builder, "train")}
+    validation = {e["speaker"] for e in _examples(builder, "validation")}
+    assert len(validation) == 1 and len(train) == 3 and not train & validation
+    assert len(_examples(builder, "validation")) == 2
+
+
+def test_manifest_errors(tmp_path):
+    folder = tmp_path / "corpus"
+    os.makedirs(folder)
+    (folder / "manifest.tsv").write_text("file\ttranscript\nx.wav\thi\n")
+    with pytest.raises(ValueError, match=r"manifest.tsv: missing columns \['path', 'text'\]"):
+        _prepare(ManifestSpeech(folder=folder, data_dir=tmp_path / "tfds"))
+    (folder / "manifest.tsv").write_text("path\ttext\tsplit\nx.wav\thi\tholdout\n")
+    with pytest.raises(ValueError, match="line 2: unknown split 'holdout'"):
+        _prepare(ManifestSpeech(folder=folder, data_dir=tmp_path / "tfds2"))
+    with pytest.raises(ValueError, match="expected an existing directory"):
+        ManifestSpeech(folder=tmp_path / "nowhere", data_dir=tmp_path / "tfds")
+
+
+def test_manifest_edit_builds_fresh_dataset(tmp_path):
+    folder = tmp_path / "corpus"
+    _manifest(folder, [("1.wav", "", "train", "one"), ("2.wav", "", "test", "two")])
+    first = ManifestSpeech(folder=folder, data_dir=tmp_path / "tfds")
+    _manifest(folder, [("1.wav", "", "train", "uno"), ("2.wav", "", "test", "two")])
+    os.utime(folder / "manifest.tsv", ns=(1, 1))
+    second = _prepare(ManifestSpeech(folder=folder, data_dir=tmp_path / "tfds"))
+    assert first.builder_config.name != second.builder_config.name
+    assert _examples(second, "train")[0]["text"] == "uno"
+
+
+def test_ljspeech_folder(tmp_path):
+    folder = tmp_path / "LJSpeech-1.1"
+    rows = [
+        "LJ001-0001|Printing, in the 1st sense|Printing, in the first sense",
+        "LJ001-0002|in being comparatively modern.|in being comparatively modern.",
+        "LJ001-0003|Mr. Smith|",
+    ]
+    os.makedirs(folder / "wavs")
+    (folder / "metadata.csv").write_text("\n".join(rows) + "\n")
+    for row in rows:
+        _wav(str(folder / "wavs" / f"{row.split('|')[0]}.wav"), rate=22050)
+    builder = _prepare(LjSpeechFolder(folder=folder, data_dir=tmp_path / "tfds"))
+    examples = {e["id"]: e for split in builder.info.splits.keys() for e in _examples(builder, split)}
+    assert examples["LJ001-0001"]["text"] == "Printing, in the first sense"  # normalized column
+    assert examples["LJ001-0003"]["text"] == "Mr. Smith"  # raw when normalized is empty
+    assert examples["LJ001-0002"]["path"] == str(folder / "wavs" / "LJ001-0002.wav")
+    assert builder.info.splits["train"].num_examples == 2
+    assert builder.info.splits["validation"].num_examples == 1
+
+
+def _librispeech(root, subset, speakers):
+    for speaker in speakers:
+        chapter = root / subset / speaker / "10" if subset else root / speaker / "10"
+        os.makedirs(chapter)
+        lines = []
+        for i in range(2):
+            key = f"{speaker}-10-{i:04d}"
+            _wav(str(chapter / f"{key}.flac"), fmt="FLAC")
+            lines.append(f"{key} HELLO WORLD {i}" if i == 0 else f"{key} GOOD DAY")
+        (chapter / f"{speaker}-10.trans.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_librispeech_root_with_subsets(tmp_path):
+    root = tmp_path / "LibriSpeech"
+    _librispeech(root, "train-clean-100", ["19", "26"])
+    _librispeech(root, "dev-clean", ["84"])
+    _librispeech(root, "test-clean", ["61"])
+    builder = _prepare(LibriSpeechFolder(folder=root, data_dir=tmp_path / "tfds"))
+    train = _examples(builder, "train")
+    assert [e["id"] for e in train] == ["19-10-0000", "19-10-0001", "26-10-0000", "26-10-0001"]
+    assert train[0]["text"] == "HELLO WORLD 0" and train[0]["speaker"] == "19"
+    assert train[0]["path"] == str(root / "train-clean-100" / "19" / "10" / "19-10-0000.flac")
+    assert {e["speaker"] for e in _examples(builder, "validation")} == {"84"}
+    assert {e["speaker"] for e in _examples(builder, "test")} == {"61"}
+
+
+def test_librispeech_single_subset_split_by_speaker(tmp_path):
+    root = tmp_path / "train-clean-5"
+    _librispeech(root, None, ["1", "2", "3"])
+    builder = _prepare(LibriSpeechFolder(folder=root, data_dir=tmp_path / "tfds"))
+    train = {e["speaker"] for e in _examples(builder, "train")}
+    validation = {e["speaker"] for e in _examples(builder, "validation")}
+    assert len(validation) == 1 and train | validation == {"1", "2", "3"} and not train & validation
+
+
+def test_assign_splits_rules():
+    rows = [{"path": f"p{i}", "text": f"t{i % 5}", "speaker": "", "split": ""} for i in range(40)]
+    splits = assign_splits(rows, validation_fraction=0.2)
+    train_texts = {r["text"] for r in splits["train"]}
+    validation_texts = {r["text"] for r in splits["validation"]}
+    assert len(validation_texts) == 1 and not train_texts & validation_texts
+    assert assign_splits(rows, validation_fraction=0.2) == splits  # deterministic
+    assert choose_validation_groups(["only"], 0.5) == set()
+    assert len(choose_validation_groups([str(i) for i in range(100)], 0.1)) == 10
+
+
+def test_synthetic_sentences_disjoint_and_deterministic():
+    text = "\n".join(["First Citizen:", "we know the way to go home now", "the way we go is home"] * 20)
+    params = SyntheticSpeechParams(num_train=10, num_validation=4, min_words=2, max_words=4, min_word_count=5)
+    train, validation = choose_sentences(text, params)
+    assert len(train) == 10 and len(set(train)) == 10 and len(validation) == 4
+    assert not set(train) & set(validation)
+    assert all(2 <= len(s.split()) <= 4 and "citizen" not in s for s in train + validation)
+    assert (train, validation) == choose_sentences(text, params)
+    assert choose_sentences(text, SyntheticSpeechParams(seed=1, **{
+        k: getattr(params, k) for k in ("num_train", "num_validation", "min_words", "max_words", "min_word_count")
+    })) != (train, validation)
+    with pytest.raises(ValueError, match="only .* distinct sentences"):
+        choose_sentences(text, SyntheticSpeechParams(num_train=5000, min_word_count=5))
+
+
+def test_synthetic_builder(tmp_path):
+    params = SyntheticSpeechParams(num_train=8, num_validation=4)
+    builder = _prepare(SyntheticSpeech(params=params, data_dir=tmp_path / "a"))
+    train, validation = _examples(builder, "train"), _examples(builder, "validation")
+    assert len(train) == 8 and len(validation) == 4
+    assert not {e["text"] for e in train} & {e["text"] for e in validation}
+    variant = lambda e: e["speaker"].partition("+")[2]  # noqa: E731
+    assert {variant(e) for e in train} <= set(TRAIN_VARIANTS)
+    assert {variant(e) for e in validation} <= set(VALIDATION_VARIANTS)
+    assert not set(TRAIN_VARIANTS) & set(VALIDATION_VARIANTS)
+    for e in train + validation:
+        assert e["audio"].dtype == np.int16 and 0.2 < len(e["audio"]) / 16000 < 6.0
+        assert np.abs(e["audio"]).max() > 1000
+        assert e["text"] == " ".join(e["text"].split()) and set(e["text"]) <= set("abcdefghijklmnopqrstuvwxyz' ")
+    again = _prepare(SyntheticSpeech(params=params, data_dir=tmp_path / "b"))
+    for e, f in zip(train, _examples(again, "train")):
+        assert e["text"] == f["text"] and e["speaker"] == f["speaker"]
+        np.testing.assert_array_equal(e["audio"], f["audio"])
+
+
+def test_synthetic_spec_parsing():
+    assert SyntheticSpeechParams.from_spec("synthetic") == SyntheticSpeechParams()
+    assert SyntheticSpeechParams.from_spec("synthetic:num_train=20, seed=3") == SyntheticSpeechParams(
+        num_train=20, seed=3
+    )
+    with pytest.raises(ValueError, match="keys among"):
+        SyntheticSpeechParams.from_spec("synthetic:voices=3")
+    with pytest.raises(ValueError, match="field `num_train`, expected an integer, got 'many'"):
+        SyntheticSpeechParams.from_spec("synthetic:num_train=many")
+    with pytest.raises(ValueError, match="field `min_words`, expected at most max_words=2"):
+        SyntheticSpeechParams(min_words=3, max_words=2)
+
+
+def test_resolve_folders_and_errors(tmp_path):
+    manifest = tmp_path / "m"
+    _manifest(manifest, [("1.wav", "", "train", "one"), ("2.wav", "", "test", "two")])
+    source = resolve_speech_source(str(manifest), cache_dir=str(tmp_path / "cache"))
+    assert set(source.splits) == {"train", "validation"}  # the test split validates
+    assert "validation = the data's test split" in source.description
+    [utterance] = list(source.splits["validation"]())
+    assert (utterance.text, utterance.path) == ("two", str(manifest / "2.wav"))
+    assert source.identity.startswith("manifest_speech/m_")
+
+    librispeech = tmp_path / "ls"
+    _librispeech(librispeech, None, ["1", "2"])
+    assert resolve_speech_source(str(librispeech), cache_dir=str(tmp_path / "cache")).identity.startswith(
+        "libri_speech_folder/"
+    )
+    os.makedirs(tmp_path / "plain")
+    (tmp_path / "plain" / "x.wav").write_bytes(b"")
+    with pytest.raises(ValueError, match="has no manifest.tsv, no LJSpeech"):
+        resolve_speech_source(str(tmp_path / "plain"), cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="got 'nothing_here' \\(no such folder\\)"):
+        resolve_speech_source("nothing_here", cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ValueError) as info:
+        resolve_speech_source("spoken_digit", cache_dir=str(tmp_path / "cache"), data_dir=str(tmp_path / "tfds_home"))
+    message = str(info.value)
+    assert "not prepared in" in message and str(tmp_path / "tfds_home") in message
+    assert "tfds build spoken_digit" in message and "never downloads" in message

@@ -1,0 +1,272 @@
+"""build_speech_datasets: shapes, labels, caching, bucketing, masking, bad input."""
+
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import tensorflow as tf
+
+import pipelines.speech_dataset as speech_dataset
+from pipelines.audio_features import FeatureConfig, compute_features
+from pipelines.audio_loading import load_audio
+from pipelines.spec_augment import spec_augment
+from pipelines.speech_dataset import build_speech_datasets, load_features
+from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
+
+CONFIG = FeatureConfig(n_mels=16)
+VOCABULARY = Vocabulary(SPEECH_ALPHABET)
+
+
+def _speech_like(seconds, rate, seed):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    pitch = 120 + 40 * rng.random()
+    wave = np.sin(2 * np.pi * pitch * t) + 0.5 * np.sin(2 * np.pi * 3 * pitch * t)
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 2.5 * t + rng.random())
+    return (0.2 * wave * envelope + 0.01 * rng.standard_normal(t.shape)).astype(np.float32)
+
+
+GOOD = [  # (file, seconds, rate, speaker, split, text)
+    ("a1.wav", 0.6, 16000, "ann", "train", "hello there"),
+    ("a2.wav", 1.1, 8000, "ann", "train", "good night"),
+    ("b1.wav", 0.4, 22050, "bob", "train", "yes"),
+    ("b2.flac", 1.6, 44100, "bob", "train", "a longer sentence here"),
+    ("c1.wav", 0.8, 16000, "cy", "train", "Don't stop!"),
+    ("c2.wav", 0.5, 11025, "cy", "train", "no"),
+    ("d1.wav", 0.7, 16000, "dee", "test", "maybe so"),
+    ("d2.wav", 0.9, 16000, "dee", "test", "it's fine"),
+]
+
+
+def _corpus(folder, bad=True):
+    """A manifest folder of good utterances plus one of every bad kind."""
+    os.makedirs(folder, exist_ok=True)
+    rows = []
+    for i, (name, seconds, rate, speaker, split, text) in enumerate(GOOD):
+        sf.write(folder / name, _speech_like(seconds, rate, i), rate)
+        rows.append((name, speaker, split, text))
+    if bad:
+        (folder / "garbage.wav").write_text("not audio at all")
+        (folder / "empty.wav").write_bytes(b"")
+        sf.write(folder / "full.wav", _speech_like(2.0, 16000, 99), 16000, subtype="PCM_16")
+        (folder / "truncated.wav").write_bytes((folder / "full.wav").read_bytes()[:20000])
+        sf.write(folder / "silent.wav", np.zeros(8000, np.float32), 16000, subtype="PCM_16")
+        sf.write(folder / "minutes.wav", _speech_like(130.0, 8000, 5), 8000, subtype="PCM_16")
+        sf.write(folder / "digits.wav", _speech_like(0.5, 16000, 6), 16000)
+        sf.write(folder / "blank.wav", _speech_like(0.5, 16000, 7), 16000)
+        rows += [
+            ("garbage.wav", "eve", "train", "some words"),
+            ("empty.wav", "eve", "train", "some words"),
+            ("truncated.wav", "eve", "train", "some words"),
+            ("silent.wav", "eve", "train", "some words"),
+            ("minutes.wav", "eve", "train", "a very long talk"),
+            ("digits.wav", "eve", "train", "press 1 now"),
+            ("blank.wav", "eve", "train", ""),
+            ("missing.wav", "eve", "test", "gone"),
+        ]
+    lines = ["path\tspeaker\tsplit\ttext"] + ["\t".join(row) for row in rows]
+    (folder / "manifest.tsv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def _build(folder, cache, **overrides):
+    kwargs = dict(
+        dataset=str(folder), feature_config=CONFIG, vocabulary=VOCABULARY, batch_size=2,
+        cache_dir=str(cache), max_duration_s=60.0, strict=False, spec_augment=False, seed=3,
+    )
+    kwargs.update(overrides)
+    return build_speech_datasets(**kwargs)
+
+
+def _collect(dataset):
+    out = []
+    for inputs, labels in dataset:
+        for features, length, label in zip(inputs["features"].numpy(), inputs["feature_length"].numpy(), labels.numpy()):
+            out.append((features, int(length), label))
+    return out
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    calls = []
+
+    def counting(waveform, config):
+        calls.append(len(waveform))
+        return compute_features(waveform, config)
+
+    monkeypatch.setattr(speech_dataset, "compute_features", counting)
+    return calls
+
+
+def test_elements_labels_and_counts(tmp_path, counted):
+    folder = _corpus(tmp_path / "corpus")
+    data = _build(folder, tmp_path / "cache")
+    assert data.test is None  # the data's test split validates
+    assert "validation = the data's test split" in data.description
+    spec = data.train.element_spec
+    assert spec[0]["features"].shape.as_list() == [None, None, 16]
+    assert spec[0]["features"].dtype == tf.float32
+    assert spec[0]["feature_length"].shape.as_list() == [None] and spec[0]["feature_length"].dtype == tf.int32
+    assert spec[1].shape.as_list() == [None, None] and spec[1].dtype == tf.int32
+
+    validation = _collect(data.validation)
+    texts = sorted(VOCABULARY.decode(label) for _, _, label in validation)
+    assert texts == ["it's fine", "maybe so"]
+    train = _collect(data.train)
+    assert sorted(VOCABULARY.decode(label) for _, _, label in train) == sorted(
+        ["hello there", "good night", "yes", "a longer sentence here", "don't stop", "no"]
+    )
+    for inputs, labels in data.train:
+        lengths = inputs["feature_length"].numpy()
+        assert inputs["features"].shape[1] == lengths.max()
+        for row, length in zip(inputs["features"].numpy(), lengths):
+            assert not np.any(row[length:])  # zero padding after the end
+        for label in labels.numpy():
+            ids = label[label != VOCABULARY.pad_id]
+            assert np.all(label[len(ids):] == VOCABULARY.pad_id)
+    # feature lengths follow the definition, from the resampled duration
+    by_text = {VOCABULARY.decode(label): length for _, length, label in train}
+    assert by_text["good night"] == CONFIG.num_frames(int(1.1 * 16000))
+    assert by_text["a longer sentence here"] == CONFIG.num_frames(int(1.6 * 16000))
+
+    assert data.counts["train"]["used"] == 6 and data.counts["validation"]["used"] == 2
+    assert data.counts["train"]["skipped_by_reason"] == {
+        "empty": 1, "empty_transcript": 1, "out_of_vocabulary": 1,
+        "silent": 1, "too_long": 1, "truncated": 1, "unreadable": 1,
+    }
+    assert data.counts["validation"]["skipped_by_reason"] == {"unreadable": 1}
+    assert data.counts["skipped"] == 8 and data.counts["used"] == 8
+    skipped = dict(data.skipped)
+    assert skipped[str(folder / "garbage.wav")] == "unreadable"
+    assert skipped[str(folder / "missing.wav")] == "unreadable"
+    assert skipped[str(folder / "minutes.wav")] == "too_long"
+    assert skipped[str(folder / "digits.wav")] == "out_of_vocabulary"
+    assert skipped[str(folder / "blank.wav")] == "empty_transcript"
+    import json
+    json.dumps(data.counts)
+    assert len(counted) == 8  # bad files never reach the feature computation
+
+
+def test_skips_are_logged_with_file_and_reason(tmp_path, caplog):
+    folder = _corpus(tmp_path / "corpus")
+    with caplog.at_level("WARNING", logger="pipelines.speech_dataset"):
+        _build(folder, tmp_path / "cache")
+    text = caplog.text
+    assert f"{folder / 'truncated.wav'}: truncated:" in text
+    assert f"{folder / 'digits.wav'}: out_of_vocabulary: transcript 'press 1 now' has characters '1'" in text
+    assert f"{folder / 'minutes.wav'}: too_long: 130.0 s is longer than max_duration_s=60" in text
+
+
+@pytest.mark.parametrize(
+    "bad_row, reason",
+    [
+        (("garbage.wav", "eve", "train", "words"), "unreadable"),
+        (("digits.wav", "eve", "train", "call 911"), "out_of_vocabulary"),
+        (("blank.wav", "eve", "train", ""), "empty_transcript"),
+        (("silent.wav", "eve", "train", "words"), "silent"),
+    ],
+)
+def test_strict_raises_naming_file_and_reason(tmp_path, bad_row, reason):
+    folder = _corpus(tmp_path / "corpus", bad=False)
+    sf.write(folder / "silent.wav", np.zeros(8000, np.float32), 16000)
+    sf.write(folder / "digits.wav", _speech_like(0.5, 16000, 1), 16000)
+    sf.write(folder / "blank.wav", _speech_like(0.5, 16000, 1), 16000)
+    (folder / "garbage.wav").write_text("nope")
+    with open(folder / "manifest.tsv", "a") as f:
+        f.write("\t".join(bad_row) + "\n")
+    with pytest.raises(ValueError, match=rf"{bad_row[0]}: {reason}"):
+        _build(folder, tmp_path / "cache", strict=True)
+    assert _build(folder, tmp_path / "cache2").counts["skipped_by_reason"] == {reason: 1}
+    with pytest.raises(ValueError, match=rf"strict mode\): .*{bad_row[0]}: {reason}"):
+        _build(folder, tmp_path / "cache2", strict=True)  # from the cache too
+
+
+def test_cache_second_epoch_and_second_run_compute_nothing(tmp_path, counted):
+    folder = _corpus(tmp_path / "corpus", bad=False)
+    data = _build(folder, tmp_path / "cache", spec_augment=True)
+    assert len(counted) == 8
+    first = sorted(length for _, length, _ in _collect(data.train))
+    second = sorted(length for _, length, _ in _collect(data.train))
+    assert first == second and len(counted) == 8
+    again = _build(folder, tmp_path / "cache")
+    _collect(again.train)
+    _collect(again.validation)
+    assert len(counted) == 8
+    # identical features from the cache
+    a = {VOCABULARY.decode(l): f[:n] for f, n, l in _collect(data.validation)}
+    b = {VOCABULARY.decode(l): f[:n] for f, n, l in _collect(again.validation)}
+    for text in a:
+        np.testing.assert_array_equal(a[text], b[text])
+    # another feature configuration, or another duration cap, computes again
+    _build(folder, tmp_path / "cache", feature_config=FeatureConfig(n_mels=20))
+    assert len(counted) == 16
+    _build(folder, tmp_path / "cache", max_duration_s=1.0)
+    assert len(counted) == 16 + 6  # the two utterances over 1 s are skipped before computing
+
+
+def test_cached_features_match_direct_computation(tmp_path):
+    folder = _corpus(tmp_path / "corpus", bad=False)
+    data = _build(folder, tmp_path / "cache")
+    got = {VOCABULARY.decode(l): f[:n] for f, n, l in _collect(data.validation)}
+    expected = compute_features(load_audio(folder / "d1.wav", 16000), CONFIG)
+    np.testing.assert_allclose(got["maybe so"], expected, atol=1e-6)
+    np.testing.assert_allclose(load_features(folder / "d1.wav", CONFIG), expected, atol=1e-6)
+
+
+def test_length_buckets_limit_padding(tmp_path):
+    folder = tmp_path / "corpus"
+    os.makedirs(folder)
+    rows = []
+    for i in range(40):
+        seconds = 0.3 + 0.05 * i
+        sf.write(folder / f"u{i}.wav", _speech_like(seconds, 16000, i), 16000)
+        rows.append((f"u{i}.wav", "", "", "word " * (1 + i % 3)))
+    lines = ["path\tspeaker\tsplit\ttext"] + ["\t".join(r) for r in rows]
+    (folder / "manifest.tsv").write_text("\n".join(lines) + "\n")
+    data = _build(folder, tmp_path / "cache", batch_size=4)
+    lengths = sorted(n for _, n, _ in _collect(data.train))
+    boundaries = speech_dataset._bucket_boundaries(np.array(lengths))
+    assert len(boundaries) == 7
+    bucket = lambda n: int(np.searchsorted(boundaries, n, side="right"))  # noqa: E731
+    padded = real = 0
+    for inputs, _ in data.train:
+        batch_lengths = inputs["feature_length"].numpy()
+        assert len({bucket(n) for n in batch_lengths}) == 1
+        padded += inputs["features"].shape[0] * inputs["features"].shape[1]
+        real += batch_lengths.sum()
+    assert real / padded > 0.85
+
+
+def test_spec_augment_masks_training_only(tmp_path):
+    features = tf.random.stateless_normal([200, 40], seed=[1, 2]) + 5.0
+    masked = spec_augment(features, tf.constant([7, 8]), max_frequency_width=6)
+    again = spec_augment(features, tf.constant([7, 8]), max_frequency_width=6)
+    np.testing.assert_array_equal(masked.numpy(), again.numpy())
+    zero = masked.numpy() == 0
+    zero_columns = np.all(zero, axis=0)
+    zero_rows = np.all(zero, axis=1)
+    assert 1 <= zero_columns.sum() <= 12 and 1 <= zero_rows.sum() <= 20
+    assert np.array_equal(zero, zero_rows[:, None] | zero_columns[None, :])
+    kept = ~zero
+    np.testing.assert_array_equal(masked.numpy()[kept], features.numpy()[kept])
+
+    folder = _corpus(tmp_path / "corpus", bad=False)
+    plain = _build(folder, tmp_path / "cache")
+    augmented = _build(folder, tmp_path / "cache", spec_augment=True)
+    count_zero_columns = lambda ds: sum(  # noqa: E731
+        int(np.all(f[:n] == 0, axis=0).sum()) for f, n, _ in _collect(ds)
+    )
+    assert count_zero_columns(plain.train) == 0
+    assert count_zero_columns(augmented.train) > 0
+    assert count_zero_columns(augmented.validation) == 0
+
+
+def test_argument_errors(tmp_path):
+    folder = _corpus(tmp_path / "corpus", bad=False)
+    with pytest.raises(ValueError, match="argument `batch_size`, expected a positive integer, got 0"):
+        _build(folder, tmp_path / "cache", batch_size=0)
+    with pytest.raises(ValueError, match="argument `max_duration_s`"):
+        _build(folder, tmp_path / "cache", max_duration_s=-1.0)
+    with pytest.raises(TypeError, match="argument `feature_config`, expected a FeatureConfig, got dict"):
+        _build(folder, tmp_path / "cache", feature_config={"n_mels": 16})
