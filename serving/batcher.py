@@ -33,6 +33,8 @@ class Batcher:
         self._max_concurrent = max_concurrent_batches
         self._queue = None
         self._collector = None
+        self.batches_run = 0  # statistics: model calls made and items they held
+        self.items_run = 0
 
     def _start(self):
         self._queue = asyncio.Queue()
@@ -67,6 +69,8 @@ class Batcher:
     async def _run(self, batch):
         try:
             items = [item for item, _ in batch]
+            self.batches_run += 1
+            self.items_run += len(items)
             try:
                 results = await anyio.to_thread.run_sync(self.run_batch, items)
             except Exception as error:

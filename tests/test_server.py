@@ -1,0 +1,375 @@
+"""The REST server: TF Serving's API, :transcribe, errors, versions, a real process."""
+
+import asyncio
+import base64
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import keras
+import numpy as np
+import pytest
+import soundfile as sf
+import tensorflow as tf
+from fastapi.testclient import TestClient
+
+from models.language_model import build_language_model
+from models.transcription import build_transcription_model
+from pipelines.audio_features import FeatureConfig
+from pipelines.audio_loading import prepare_waveform
+from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
+from serving.batcher import Batcher
+from serving.language_model_export import export_language_model
+from serving.server import create_app
+from serving.transcription_export import export_transcriber
+from tests.test_log_mel import synthetic_utterance
+
+CONFIG = FeatureConfig(n_mels=40)
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """`{"lm": version dir, "asr": version dir}` of two small exports."""
+    base = tmp_path_factory.mktemp("models")
+    keras.utils.set_random_seed(11)
+    text_vocabulary = Vocabulary.from_text("abcdefgh ijk\n")
+    lm = build_language_model(vocabulary_size=text_vocabulary.size, embedding_dim=8, hidden_size=16)
+    speech_vocabulary = Vocabulary(SPEECH_ALPHABET)
+    asr = build_transcription_model(num_features=40, vocabulary_size=speech_vocabulary.size,
+                                    hidden_size=16, num_layers=1)
+    return {
+        "lm": export_language_model(lm, text_vocabulary, base, trained_on="t", metrics={}),
+        "asr": export_transcriber(asr, speech_vocabulary, CONFIG, base, trained_on="t", metrics={}),
+    }
+
+
+@pytest.fixture(scope="module")
+def lm_client(exports):
+    app = create_app("lm", os.path.dirname(exports["lm"]), max_request_bytes=200_000,
+                     max_new_chars=100)
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def asr_client(exports):
+    app = create_app("asr", os.path.dirname(exports["asr"]), max_audio_seconds=3.0,
+                     max_request_bytes=2_000_000)
+    with TestClient(app) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def lm_saved(exports):
+    return tf.saved_model.load(exports["lm"])
+
+
+@pytest.fixture(scope="module")
+def asr_saved(exports):
+    return tf.saved_model.load(exports["asr"])
+
+
+def _wav_bytes(samples, rate, subtype="PCM_16", format="WAV"):
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, rate, subtype=subtype, format=format)
+    return buffer.getvalue()
+
+
+def test_model_status(lm_client):
+    expected = {"model_version_status": [
+        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
+    assert lm_client.get("/v1/models/lm").json() == expected
+    assert lm_client.get("/v1/models/lm/versions/1").json() == expected
+
+
+def test_model_metadata_is_tf_servings(lm_client):
+    body = lm_client.get("/v1/models/lm/metadata").json()
+    assert body["model_spec"] == {"name": "lm", "signature_name": "", "version": "1"}
+    signatures = body["metadata"]["signature_def"]["signature_def"]
+    assert {"serving_default", "score"} <= set(signatures)
+    default = signatures["serving_default"]
+    assert default["method_name"] == "tensorflow/serving/predict"
+    assert default["inputs"]["prompt"]["dtype"] == "DT_STRING"
+    assert default["inputs"]["prompt"]["tensor_shape"] == {
+        "dim": [{"size": "-1", "name": ""}], "unknown_rank": False}
+    assert default["inputs"]["max_new_chars"]["tensor_shape"] == {"dim": [], "unknown_rank": False}
+    assert default["inputs"]["temperature"]["dtype"] == "DT_FLOAT"
+    assert default["outputs"]["text"]["dtype"] == "DT_STRING"
+    assert signatures["score"]["outputs"]["nll"]["dtype"] == "DT_FLOAT"
+
+
+def test_predict_columnar_generation(lm_client, lm_saved):
+    request = {"inputs": {"prompt": ["abc", "k"], "max_new_chars": 12, "temperature": 0.0}}
+    response = lm_client.post("/v1/models/lm:predict", json=request)
+    assert response.status_code == 200
+    expected = lm_saved.signatures["serving_default"](
+        prompt=tf.constant(["abc", "k"]), max_new_chars=tf.constant(12), temperature=tf.constant(0.0))
+    assert response.json() == {"outputs": [t.decode() for t in expected["text"].numpy()]}
+    versioned = lm_client.post("/v1/models/lm/versions/1:predict", json=request)
+    assert versioned.json() == response.json()
+
+
+def test_predict_row_and_columnar_scores(lm_client, lm_saved):
+    expected = lm_saved.signatures["score"](text=tf.constant(["abc", "hi j"]))
+    nll = expected["nll"].numpy().tolist()
+    rows = lm_client.post("/v1/models/lm:predict", json={
+        "signature_name": "score", "instances": [{"text": "abc"}, {"text": {"b64": base64.b64encode(b"hi j").decode()}}]})
+    assert rows.status_code == 200
+    predictions = rows.json()["predictions"]
+    assert [p["char_count"] for p in predictions] == [2, 3]
+    np.testing.assert_allclose([p["nll"] for p in predictions], nll, rtol=1e-6)
+    bare = lm_client.post("/v1/models/lm:predict", json={"signature_name": "score", "instances": ["abc", "hi j"]})
+    assert bare.json() == rows.json()
+    columns = lm_client.post("/v1/models/lm:predict", json={"signature_name": "score", "inputs": ["abc", "hi j"]})
+    assert columns.json()["outputs"]["char_count"] == [2, 3]
+    np.testing.assert_allclose(columns.json()["outputs"]["nll"], nll, rtol=1e-6)
+
+
+def test_predict_transcriber_row_format(asr_client, asr_saved):
+    waveforms = [synthetic_utterance(1, 16000, 0.5), synthetic_utterance(2, 16000, 0.3)]
+    width = max(map(len, waveforms))
+    instances = [{"waveform": np.pad(w, (0, width - len(w))).tolist(), "waveform_length": len(w)}
+                 for w in waveforms]
+    response = asr_client.post("/v1/models/asr:predict", json={"instances": instances})
+    assert response.status_code == 200
+    predictions = response.json()["predictions"]
+    assert sorted(predictions[0]) == ["frame_length", "log_probs", "text"]
+    expected = asr_saved.signatures["serving_default"](
+        waveform=tf.constant([i["waveform"] for i in instances], tf.float32),
+        waveform_length=tf.constant([len(w) for w in waveforms]))
+    assert [p["text"] for p in predictions] == [t.decode() for t in expected["text"].numpy()]
+    assert [p["frame_length"] for p in predictions] == expected["frame_length"].numpy().tolist()
+    np.testing.assert_allclose(predictions[1]["log_probs"], expected["log_probs"].numpy()[1], rtol=1e-6)
+
+
+BAD_PREDICTS = [
+    ('{"instances": [1, 2', 400, "Malformed JSON"),
+    ("[1, 2]", 400, "must be a JSON object"),
+    ('{"instances": ["a"], "inputs": ["a"], "signature_name": "score"}', 400, "exactly one of"),
+    ('{"signature_name": "score"}', 400, "exactly one of"),
+    ('{"signature_name": "score", "instances": []}', 400, "empty"),
+    ('{"signature_name": "score", "inputs": [1, 2]}', 400, 'Input "text" must hold strings'),
+    ('{"signature_name": "score", "inputs": [["a"], ["b", "c"]]}', 400, "ragged"),
+    ('{"signature_name": "score", "inputs": [["a"], ["b"]]}', 400, "must have shape (batch,)"),
+    ('{"signature_name": "score", "inputs": [{"b64": "***"}]}', 400, "invalid base64"),
+    ('{"signature_name": "nope", "inputs": ["a"]}', 400, '"nope" not found'),
+    ('{"signature_name": 3, "inputs": ["a"]}', 400, "must be a string"),
+    ('{"signature_name": "score", "inputs": ["a"], "extra": 1}', 400, "unknown fields"),
+    ('{"inputs": {"prompt": ["a"], "max_new_chars": 5}}', 400, "missing input(s) ['temperature']"),
+    ('{"inputs": {"prompt": ["a"], "max_new_chars": 5, "temperature": 0, "seed": 1}}', 400, "unknown input(s) ['seed']"),
+    ('{"inputs": {"prompt": ["a"], "max_new_chars": 2.5, "temperature": 0}}', 400, "DT_INT32"),
+    ('{"inputs": {"prompt": ["a"], "max_new_chars": "5", "temperature": 0}}', 400, "DT_INT32"),
+    ('{"inputs": {"prompt": ["a"], "max_new_chars": 99999999999, "temperature": 0}}', 400, "outside the range"),
+    ('{"inputs": {"prompt": ["a"], "max_new_chars": [5], "temperature": 0}}', 400, "shape ()"),
+    ('{"instances": [{"prompt": "a", "max_new_chars": 5, "temperature": 0}]}', 400, "columnar"),
+    ('{"inputs": {"prompt": ["a", ""], "max_new_chars": 5, "temperature": 0}}', 400, "at least one character"),
+    ('{"inputs": {"prompt": ["a"], "max_new_chars": 5, "temperature": -1}}', 400, "temperature"),
+    ('{"inputs": {"prompt": ["a"], "max_new_chars": 101, "temperature": 0}}', 413, "limit of 100"),
+    ('{"inputs": ["a"]}', 400, "3 inputs"),
+]
+
+
+@pytest.mark.parametrize("body, status, message", BAD_PREDICTS)
+def test_bad_predict_requests_are_4xx_with_a_message(lm_client, body, status, message):
+    response = lm_client.post("/v1/models/lm:predict", content=body)
+    assert response.status_code == status
+    assert message in response.json()["error"]
+
+
+def test_unknown_models_versions_routes_and_methods(lm_client):
+    cases = [
+        ("GET", "/v1/models/other", 404, "Servable not found for request: Latest(other)"),
+        ("GET", "/v1/models/lm/versions/2", 404, "Specific(lm, 2)"),
+        ("POST", "/v1/models/lm/versions/2:predict", 404, "Specific(lm, 2)"),
+        ("GET", "/v1/models/lm/versions/x", 400, "non-negative integer"),
+        ("GET", "/v1/models/lm/labels/stable", 404, "labels are not configured"),
+        ("POST", "/v1/models/lm:classify", 404, "unknown verb"),
+        ("GET", "/v1/models/lm:predict", 405, "use POST"),
+        ("POST", "/v1/models/lm", 405, "use GET"),
+        ("GET", "/v2/anything", 404, "Not Found"),
+    ]
+    for method, url, status, message in cases:
+        response = lm_client.request(method, url)
+        assert response.status_code == status, url
+        assert message in response.json()["error"], url
+
+
+def test_request_body_limit(lm_client):
+    body = json.dumps({"signature_name": "score", "inputs": ["a" * 250_000]})
+    response = lm_client.post("/v1/models/lm:predict", content=body)
+    assert response.status_code == 413
+    assert "limit of 200000 bytes" in response.json()["error"]
+
+    def chunks():  # no Content-Length: the limit still holds
+        for _ in range(30):
+            yield b" " * 10_000
+
+    response = lm_client.post("/v1/models/lm:predict", content=chunks())
+    assert response.status_code == 413
+
+
+def test_transcribe_uploads_of_any_rate_and_channels(asr_client, asr_saved):
+    def expected(data):
+        decoded, rate = sf.read(io.BytesIO(data), dtype="float32")
+        waveform = prepare_waveform(decoded, rate, 16000)  # the project's loader
+        out = asr_saved.signatures["serving_default"](
+            waveform=tf.constant(waveform[None]), waveform_length=tf.constant([len(waveform)]))
+        return {"text": out["text"].numpy()[0].decode(), "model_version": "1",
+                "duration_seconds": round(len(waveform) / 16000, 3)}
+
+    speech = synthetic_utterance(4, 22050, 1.2)
+    stereo = _wav_bytes(np.stack([speech, 0.5 * speech], axis=1), 22050)
+    flac = _wav_bytes(speech, 11025, format="FLAC")  # 2.4 s at this rate
+    for name, data in (("speech.wav", stereo), ("speech.flac", flac)):
+        response = asr_client.post("/v1/models/asr:transcribe", files={"audio": (name, data)})
+        assert response.status_code == 200
+        assert response.json() == expected(data)
+    silence = _wav_bytes(np.zeros(8000, np.float32), 8000)
+    assert asr_client.post("/v1/models/asr:transcribe", files={"file": ("s.wav", silence)}).status_code == 200
+
+
+def test_bad_uploads_are_4xx_with_a_message(asr_client, lm_client):
+    too_long = _wav_bytes(np.full(8000 * 4, 0.1, np.float32), 8000)
+    cases = [
+        ({"file": ("a.wav", b"RIFF not really a wave file")}, 400, "not a readable audio file"),
+        ({"file": ("a.wav", b"")}, 400, "0 bytes"),
+        ({"file": ("a.wav", _wav_bytes(np.full(100, 0.1, np.float32), 16000))}, 400, "too_short"),
+        ({"file": ("a.wav", too_long)}, 413, "longer than the limit of 3 s"),
+        ({"file": ("a.wav", too_long), "other": ("b.wav", too_long)}, 400, "exactly one"),
+        ({}, 400, "exactly one uploaded audio file"),
+    ]
+    for files, status, message in cases:
+        response = asr_client.post("/v1/models/asr:transcribe", files=files or None,
+                                   data=None if files else {"x": "1"})
+        assert response.status_code == status, message
+        assert message in response.json()["error"], response.json()
+    response = asr_client.post("/v1/models/asr:transcribe", content=b"{}",
+                               headers={"content-type": "multipart/form-data; boundary=zz"})
+    assert response.status_code == 400
+    long_waveform = {"inputs": {"waveform": [[0.0] * 64_000], "waveform_length": [64_000]}}
+    response = asr_client.post("/v1/models/asr:predict", json=long_waveform)
+    assert response.status_code == 413 and "limit of 3 s" in response.json()["error"]
+    response = lm_client.post("/v1/models/lm:transcribe", files={"file": ("a.wav", too_long)})
+    assert response.status_code == 400 and "needs a transcription export" in response.json()["error"]
+
+
+def test_batcher_groups_concurrent_requests_and_propagates_errors():
+    sizes = []
+
+    def run_batch(items):
+        sizes.append(len(items))
+        time.sleep(0.05)
+        if "bad" in items:
+            raise ValueError("bad item")
+        return [item * 2 for item in items]
+
+    async def main():
+        batcher = Batcher(run_batch, max_batch_size=8, timeout_s=0.01, max_concurrent_batches=1)
+        results = await asyncio.gather(*(batcher.submit(i) for i in range(20)))
+        failed = await asyncio.gather(batcher.submit("bad"), return_exceptions=True)
+        return results, failed
+
+    results, failed = asyncio.run(main())
+    assert results == [2 * i for i in range(20)]
+    assert sum(sizes[:-1]) == 20 and max(sizes) <= 8 and len(sizes) - 1 <= 4
+    assert isinstance(failed[0], ValueError)
+
+
+def test_concurrent_transcriptions_are_batched_and_correct(exports, asr_saved):
+    app = create_app("asr", os.path.dirname(exports["asr"]), batch_timeout_s=0.05)
+    waveforms = [synthetic_utterance(20 + i, 16000, 0.3 + 0.1 * i) for i in range(6)]
+    expected = [asr_saved.signatures["serving_default"](
+        waveform=tf.constant(w[None]), waveform_length=tf.constant([len(w)]))["text"].numpy()[0].decode()
+        for w in waveforms]
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                responses = await asyncio.gather(*(
+                    client.post("/v1/models/asr:transcribe",
+                                files={"file": ("a.wav", _wav_bytes(w, 16000, subtype="FLOAT"))})
+                    for w in waveforms))
+        return responses, app.state.store.current.extras["batcher"]
+
+    responses, batcher = asyncio.run(main())
+    assert [r.status_code for r in responses] == [200] * 6
+    assert [r.json()["text"] for r in responses] == expected
+    assert batcher.items_run == 6 and batcher.batches_run < 6  # some shared a call
+
+
+def test_new_versions_are_picked_up_without_restart(exports, tmp_path):
+    base = tmp_path / "lm"
+    shutil.copytree(exports["lm"], base / "1")
+    app = create_app("lm", base, poll_seconds=0.1)
+    with TestClient(app) as client:
+        assert client.get("/v1/models/lm").json()["model_version_status"][0]["version"] == "1"
+        shutil.copytree(exports["lm"], base / ".staging")
+        os.rename(base / ".staging", base / "2")  # what serving.export does
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = client.get("/v1/models/lm").json()
+            if status["model_version_status"][0]["version"] == "2":
+                break
+            time.sleep(0.1)
+        assert status["model_version_status"][0]["version"] == "2"
+        assert client.get("/v1/models/lm/versions/1").status_code == 404
+        response = client.post("/v1/models/lm/versions/2:predict",
+                               json={"signature_name": "score", "inputs": ["abc"]})
+        assert response.status_code == 200
+        os.makedirs(base / "3")  # incomplete (no saved_model.pb): ignored
+        time.sleep(0.3)
+        assert client.get("/v1/models/lm").json()["model_version_status"][0]["version"] == "2"
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_server_process_on_localhost(exports, asr_saved):
+    port = _free_port()
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "serving", "--model_name=asr",
+         f"--model_base_path={os.path.dirname(exports['asr'])}", f"--rest_api_port={port}"],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}/v1/models/asr"
+        deadline = time.monotonic() + 180
+        while True:
+            assert process.poll() is None, process.stderr.read()[-3000:]
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.5)
+        assert httpx.get(url).json()["model_version_status"][0]["state"] == "AVAILABLE"
+        speech = synthetic_utterance(9, 16000, 0.8)
+        expected = asr_saved.signatures["serving_default"](
+            waveform=tf.constant(speech[None]), waveform_length=tf.constant([len(speech)]))
+        response = httpx.post(url + ":transcribe", timeout=60,
+                              files={"file": ("a.wav", _wav_bytes(speech, 16000, subtype="FLOAT"))})
+        assert response.json()["text"] == expected["text"].numpy()[0].decode()
+        response = httpx.post(url + ":predict", timeout=60, json={
+            "signature_name": "serving_default",
+            "inputs": {"waveform": [speech.tolist()], "waveform_length": [len(speech)]}})
+        assert response.json()["outputs"]["text"] == [expected["text"].numpy()[0].decode()]
+        assert httpx.post(url + ":predict", content=b"{").status_code == 400
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
