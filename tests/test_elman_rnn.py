@@ -1,0 +1,540 @@
+"""ElmanRNN: the fused path against Keras' step loop and SimpleRNN."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras
+from keras import initializers
+from layers import ElmanCell, ElmanRNN
+from layers.fused_elman import elman_recurrence, xla_disabled
+
+BATCH, TIME, FEATURES, UNITS, OUTPUTS = 3, 6, 4, 5, 3
+
+# Row 0 full, row 1 right-padded (the common case), row 2 all padding.
+RIGHT_PADDED = np.array(
+    [[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [0, 0, 0, 0, 0, 0]], bool
+)
+# Holes and a late start: Keras semantics hold for any pattern.
+SCATTERED = np.array(
+    [[1, 0, 1, 1, 0, 1], [0, 0, 1, 0, 1, 0], [1, 1, 0, 0, 0, 1]], bool
+)
+
+
+def _inputs(seed=0, shape=(BATCH, TIME, FEATURES), dtype="float32"):
+    return np.random.default_rng(seed).normal(size=shape).astype(dtype)
+
+
+def _loss(outputs):
+    """A fixed, non-uniform weighting so every output element matters."""
+    total = 0.0
+    for out in outputs:
+        weights = tf.reshape(
+            tf.range(tf.size(out), dtype=out.dtype), tf.shape(out)
+        ) / tf.cast(tf.size(out), out.dtype)
+        total += tf.reduce_sum(tf.sin(out * (1.0 + weights)))
+    return total
+
+
+def _run(layer, x, **call_kwargs):
+    """Outputs (as a list) and gradients w.r.t. x, h0 and every weight."""
+    x = tf.constant(x)
+    watched = [x]
+    if "initial_state" in call_kwargs:
+        call_kwargs["initial_state"] = [
+            tf.constant(s) for s in call_kwargs["initial_state"]
+        ]
+        watched += call_kwargs["initial_state"]
+    with tf.GradientTape() as tape:
+        tape.watch(watched)
+        out = layer(x, **call_kwargs)
+        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        loss = _loss(outs)
+    grads = tape.gradient(loss, watched + list(layer.trainable_variables))
+    return [o.numpy() for o in outs], [g.numpy() for g in grads]
+
+
+def _twins(cell_kwargs=None, rnn_kwargs=None, builtin=False):
+    """ElmanRNN and a reference layer with the same weights."""
+    cell_kwargs = dict(cell_kwargs or {})
+    rnn_kwargs = dict(rnn_kwargs or {})
+    fused = ElmanRNN(ElmanCell(UNITS, **cell_kwargs), **rnn_kwargs)
+    if builtin:
+        reference = keras.layers.SimpleRNN(UNITS, **cell_kwargs, **rnn_kwargs)
+    else:
+        reference = keras.layers.RNN(
+            ElmanCell(UNITS, **cell_kwargs), **rnn_kwargs
+        )
+    fused.build((None, TIME, FEATURES))
+    reference.build((None, TIME, FEATURES))
+    weights = [
+        np.random.default_rng(i + 10).normal(size=w.shape).astype("float32")
+        * 0.5
+        for i, w in enumerate(fused.get_weights())
+    ]
+    fused.set_weights(weights)
+    reference.set_weights(weights)
+    return fused, reference
+
+
+def _assert_close(fused_run, reference_run):
+    (ours, our_grads), (theirs, their_grads) = fused_run, reference_run
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+    assert len(our_grads) == len(their_grads)
+    for a, b in zip(our_grads, their_grads):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def _assert_same(fused, reference, x, **call_kwargs):
+    ours, our_grads = _run(fused, x, **call_kwargs)
+    theirs, their_grads = _run(reference, x, **call_kwargs)
+    assert len(ours) == len(theirs)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+    assert len(our_grads) == len(their_grads)
+    for a, b in zip(our_grads, their_grads):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+    return ours
+
+
+CASES = [
+    ({}, {}),
+    ({}, {"return_sequences": True}),
+    ({}, {"return_sequences": True, "go_backwards": True}),
+    ({}, {"return_state": True}),
+    ({}, {"return_sequences": True, "return_state": True}),
+    ({}, {"go_backwards": True, "return_state": True}),
+    ({}, {"return_sequences": True, "zero_output_for_mask": True}),
+    ({"activation": "relu"}, {"return_sequences": True}),
+    ({"activation": "sigmoid", "use_bias": False}, {"return_sequences": True}),
+]
+
+
+@pytest.mark.parametrize("mask", [None, RIGHT_PADDED, SCATTERED],
+                         ids=["no_mask", "right_padded", "scattered"])
+@pytest.mark.parametrize("cell_kwargs, rnn_kwargs", CASES)
+def test_matches_step_loop_and_simple_rnn(cell_kwargs, rnn_kwargs, mask):
+    fused, step_loop = _twins(cell_kwargs, rnn_kwargs)
+    builtin = keras.layers.SimpleRNN(UNITS, **cell_kwargs, **rnn_kwargs)
+    builtin.build((None, TIME, FEATURES))
+    builtin.set_weights(fused.get_weights())
+    assert fused.fused_reason is None
+    x = _inputs()
+    expected = _run(fused, x, mask=mask)
+    for reference in (step_loop, builtin):
+        _assert_close(expected, _run(reference, x, mask=mask))
+
+
+@pytest.mark.parametrize("mask", [None, RIGHT_PADDED, SCATTERED],
+                         ids=["no_mask", "right_padded", "scattered"])
+@pytest.mark.parametrize(
+    "rnn_kwargs",
+    [{"return_sequences": True}, {"return_sequences": True, "go_backwards": True},
+     {"return_state": True}],
+)
+def test_output_layer_matches_step_loop(rnn_kwargs, mask):
+    cell_kwargs = {"output_units": OUTPUTS, "output_activation": "tanh"}
+    fused, reference = _twins(cell_kwargs, rnn_kwargs)
+    out = _assert_same(fused, reference, _inputs(), mask=mask)
+    assert out[0].shape[-1] == OUTPUTS
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("builtin", [False, True], ids=["rnn_cell", "simple"])
+def test_initial_state_matches(go_backwards, builtin):
+    fused, reference = _twins(
+        rnn_kwargs={"return_sequences": True, "return_state": True,
+                    "go_backwards": go_backwards},
+        builtin=builtin,
+    )
+    h0 = _inputs(1, (BATCH, UNITS))
+    _assert_same(
+        fused, reference, _inputs(), initial_state=[h0], mask=RIGHT_PADDED
+    )
+
+
+def test_right_padded_outputs_follow_keras_semantics():
+    fused, _ = _twins(rnn_kwargs={"return_sequences": True, "return_state": True})
+    x = _inputs()
+    outputs, state = fused(x, mask=RIGHT_PADDED)
+    outputs, state = outputs.numpy(), state.numpy()
+    # Padded steps repeat the last real output; the state stops there too.
+    np.testing.assert_array_equal(outputs[1, 3:], np.repeat(outputs[1, 2:3], 3, 0))
+    np.testing.assert_array_equal(state[1], outputs[1, 2])
+    # A row with no real step gives zero outputs and the initial state.
+    np.testing.assert_array_equal(outputs[2], 0.0)
+    np.testing.assert_array_equal(state[2], 0.0)
+    # Padding values do not matter.
+    x2 = x.copy()
+    x2[1, 3:] = 100.0
+    np.testing.assert_array_equal(fused(x2, mask=RIGHT_PADDED)[0][1], outputs[1])
+
+
+def test_dropout_stays_fused_and_matches_step_loop():
+    cell_kwargs = {"dropout": 0.5, "seed": 7}
+    fused, reference = _twins(cell_kwargs, {"return_sequences": True})
+    assert fused.fused_reason is None
+    x = _inputs()
+    ours, our_grads = _run(fused, x, training=True)
+    theirs, their_grads = _run(reference, x, training=True)
+    np.testing.assert_allclose(ours[0], theirs[0], atol=1e-5)
+    for a, b in zip(our_grads, their_grads):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    # Some inputs really were dropped (and scaled by 2).
+    assert np.any(our_grads[0] == 0.0)
+    # Inference ignores dropout.
+    _assert_same(fused, reference, x, training=False)
+
+
+@pytest.mark.parametrize(
+    "cell_kwargs, rnn_kwargs, call_kwargs, needle",
+    [
+        ({"recurrent_dropout": 0.3, "seed": 1}, {}, {"training": True},
+         "recurrent_dropout"),
+        ({}, {"unroll": True}, {}, "unroll"),
+        ({"activation": keras.activations.softsign}, {}, {}, "activation"),
+    ],
+    ids=["recurrent_dropout", "unroll", "custom_activation"],
+)
+def test_falls_back_with_a_reason(cell_kwargs, rnn_kwargs, call_kwargs, needle):
+    if callable(cell_kwargs.get("activation")):
+        # ElmanCell accepts callables; only named ones can be fused.
+        fused = ElmanRNN(ElmanCell(UNITS, **cell_kwargs), **rnn_kwargs)
+        reference = keras.layers.RNN(
+            ElmanCell(UNITS, **cell_kwargs), **rnn_kwargs
+        )
+        fused.build((None, TIME, FEATURES))
+        reference.build((None, TIME, FEATURES))
+        reference.set_weights(fused.get_weights())
+    else:
+        fused, reference = _twins(cell_kwargs, rnn_kwargs)
+    assert isinstance(fused.fused_reason, str)
+    assert needle in fused.fused_reason
+    x = _inputs()
+    if call_kwargs.get("training"):
+        # Recurrent dropout: the step loop runs; same seed, same numbers.
+        np.testing.assert_allclose(
+            fused(x, training=True), reference(x, training=True), atol=1e-6
+        )
+        # Inference is still fused and still equal.
+        _assert_same(fused, reference, x, mask=RIGHT_PADDED)
+    else:
+        _assert_same(fused, reference, x, mask=RIGHT_PADDED)
+
+
+def test_rejects_other_cells():
+    with pytest.raises(TypeError, match="expected an ElmanCell, got SimpleRNNCell"):
+        ElmanRNN(keras.layers.SimpleRNNCell(3))
+
+
+def _stack(layer_factory, bidirectional):
+    inputs = keras.Input((TIME, FEATURES))
+    x = keras.layers.Masking(0.0)(inputs)
+    for i in range(2):
+        layer = layer_factory(ElmanCell(UNITS), return_sequences=True, name=f"rnn_{i}")
+        if bidirectional:
+            layer = keras.layers.Bidirectional(layer, name=f"birnn_{i}")
+        x = layer(x)
+    outputs = keras.layers.Dense(2, name="head")(x)
+    return keras.Model(inputs, outputs)
+
+
+def _padded_inputs():
+    x = _inputs()
+    x[~RIGHT_PADDED] = 0.0  # Masking(0.0) turns these into the mask
+    return x
+
+
+def _model_grads(model, x):
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        loss = _loss([model(x)])
+    return model(x).numpy(), [
+        g.numpy() for g in tape.gradient(loss, [x, *model.trainable_variables])
+    ]
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["stacked", "bidirectional"])
+def test_stacked_and_bidirectional_models_match(bidirectional):
+    fused = _stack(ElmanRNN, bidirectional)
+    reference = _stack(keras.layers.RNN, bidirectional)
+    reference.set_weights(fused.get_weights())
+    rnns = [
+        layer for layer in fused._flatten_layers() if isinstance(layer, ElmanRNN)
+    ]
+    assert len(rnns) == (4 if bidirectional else 2)
+    assert all(layer.fused_reason is None for layer in rnns)
+    if bidirectional:
+        backward = fused.get_layer("birnn_0").backward_layer
+        assert isinstance(backward, ElmanRNN) and backward.go_backwards
+    x = _padded_inputs()
+    ours, our_grads = _model_grads(fused, x)
+    theirs, their_grads = _model_grads(reference, x)
+    np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    for a, b in zip(our_grads, their_grads):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_stateful_matches_and_updates_state():
+    kwargs = {"stateful": True, "return_sequences": True}
+    fused = ElmanRNN(ElmanCell(UNITS), **kwargs)
+    reference = keras.layers.RNN(ElmanCell(UNITS), **kwargs)
+    fused.build((BATCH, TIME, FEATURES))
+    reference.build((BATCH, TIME, FEATURES))
+    reference.set_weights(fused.get_weights())
+    for seed in (0, 1):
+        x = _inputs(seed)
+        np.testing.assert_allclose(fused(x), reference(x), atol=1e-5)
+        np.testing.assert_allclose(
+            fused.states[0].numpy(), reference.states[0].numpy(), atol=1e-5
+        )
+    assert np.abs(fused.states[0].numpy()).max() > 0
+    fused.reset_state()
+    np.testing.assert_array_equal(fused.states[0].numpy(), 0.0)
+
+
+def _toy_model(layer_factory, jit_compile=False):
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((None, FEATURES))
+    x = keras.layers.Masking(0.0)(inputs)
+    x = layer_factory(ElmanCell(8, output_units=OUTPUTS), return_sequences=True)(x)
+    x = layer_factory(ElmanCell(8))(x)
+    outputs = keras.layers.Dense(1)(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.05), loss="mse", jit_compile=jit_compile
+    )
+    return model
+
+
+def _toy_data():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(16, TIME, FEATURES)).astype("float32")
+    lengths = rng.integers(2, TIME + 1, size=16)
+    x[np.arange(TIME)[None, :] >= lengths[:, None]] = 0.0
+    y = x[:, :, 0].sum(1, keepdims=True)
+    return x, y
+
+
+def test_training_reaches_the_same_loss_as_the_step_loop():
+    x, y = _toy_data()
+    losses = {}
+    # The step loop in a graph, the fused path in a graph (Keras' default on
+    # CPU) and inside an XLA-compiled train step (jit_compile=True).
+    for name, factory, jit_compile in (
+        ("step", keras.layers.RNN, False),
+        ("fused", ElmanRNN, False),
+        ("fused_xla", ElmanRNN, True),
+    ):
+        model = _toy_model(factory, jit_compile=jit_compile)
+        history = model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+        losses[name] = history.history["loss"]
+    assert losses["fused"][-1] < 0.5 * losses["fused"][0]
+    np.testing.assert_allclose(losses["fused"], losses["step"], rtol=1e-3)
+    np.testing.assert_allclose(losses["fused_xla"], losses["step"], rtol=1e-3)
+
+
+def test_save_load_and_weights_interchange(tmp_path):
+    model = _stack(ElmanRNN, bidirectional=True)
+    x = _padded_inputs()
+    expected = model(x).numpy()
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    layer = loaded.get_layer("birnn_0")
+    assert isinstance(layer.forward_layer, ElmanRNN)
+    assert layer.backward_layer.go_backwards and layer.backward_layer.fused_reason is None
+    np.testing.assert_allclose(loaded(x), expected, atol=1e-6)
+    # The same variables as keras.layers.RNN(ElmanCell): weights files load
+    # across the two.
+    weights = tmp_path / "model.weights.h5"
+    model.save_weights(weights)
+    step = _stack(keras.layers.RNN, bidirectional=True)
+    step.load_weights(weights)
+    np.testing.assert_allclose(step(x), expected, atol=1e-5)
+    names = [w.path for w in model.get_layer("birnn_0").forward_layer.weights]
+    assert [n.split("/")[-1] for n in names] == ["kernel", "recurrent_kernel", "bias"]
+
+
+def test_config_round_trip_keeps_cell_and_flags():
+    layer = ElmanRNN(
+        ElmanCell(UNITS, output_units=OUTPUTS, activation="relu"),
+        return_sequences=True, go_backwards=True, zero_output_for_mask=True,
+        name="elman",
+    )
+    clone = ElmanRNN.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    assert clone.cell.output_units == OUTPUTS and clone.go_backwards
+
+
+def test_savedmodel_trace_with_dynamic_shapes_without_xla(tmp_path):
+    model = _toy_model(ElmanRNN)
+    signature = tf.TensorSpec((None, None, FEATURES), tf.float32)
+
+    class Exported(tf.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        @tf.function(input_signature=[signature])
+        def serve(self, x):
+            return self.model(x, training=False)
+
+    with xla_disabled():
+        tf.saved_model.save(Exported(model), str(tmp_path / "sm"))
+    reloaded = tf.saved_model.load(str(tmp_path / "sm"))
+    for batch, time in ((2, 3), (5, TIME)):
+        x = _inputs(batch, (batch, time, FEATURES))
+        np.testing.assert_allclose(reloaded.serve(x), model(x), atol=1e-5)
+
+
+def test_xla_disabled_gives_the_same_numbers():
+    fused, reference = _twins(rnn_kwargs={"return_sequences": True, "go_backwards": True})
+    with xla_disabled():
+        _assert_same(fused, reference, _inputs(), mask=SCATTERED)
+
+
+def test_bptt_matches_finite_differences_in_float64():
+    rng = np.random.default_rng(0)
+    time, batch, units = 4, 2, 3
+    u = tf.constant(rng.normal(size=(batch, time, units)))
+    h0 = tf.constant(rng.normal(size=(batch, units)))
+    kernel = tf.constant(rng.normal(size=(units, units)) * 0.7)
+    keep = tf.constant(np.array([[1, 1, 0, 1], [1, 0, 1, 0]], bool)[:, :, None])
+    weights = tf.constant(rng.normal(size=(batch, time, units)))
+
+    def loss(u, h0, kernel):
+        held = elman_recurrence(u, h0, kernel, keep, "tanh", reverse=True)
+        return tf.reduce_sum(tf.sin(held * weights))
+
+    theoretical, numerical = tf.test.compute_gradient(
+        loss, [u, h0, kernel], delta=1e-6
+    )
+    for t, n in zip(theoretical, numerical):
+        np.testing.assert_allclose(t, n, atol=1e-7)
+
+
+def test_layer_bptt_matches_finite_differences_in_float64():
+    layer = ElmanRNN(
+        ElmanCell(3, output_units=2, dtype="float64"), return_sequences=True,
+        dtype="float64",
+    )
+    x = _inputs(2, (2, 4, 3), dtype="float64")
+    layer.build(x.shape)
+    mask = np.array([[1, 1, 1, 0], [1, 1, 0, 0]], bool)
+
+    def loss(x):
+        return tf.reduce_sum(tf.sin(layer(x, mask=mask)))
+
+    theoretical, numerical = tf.test.compute_gradient(
+        loss, [tf.constant(x)], delta=1e-6
+    )
+    np.testing.assert_allclose(theoretical[0], numerical[0], atol=1e-7)
+    with tf.GradientTape() as tape:
+        out = loss(x)
+    grads = tape.gradient(out, layer.trainable_variables)
+    for variable, grad in zip(layer.trainable_variables, grads):
+        base = variable.numpy().copy()
+        numeric = np.zeros_like(base)
+        for index in np.ndindex(base.shape):
+            for sign in (1, -1):
+                shifted = base.copy()
+                shifted[index] += sign * 1e-6
+                variable.assign(shifted)
+                numeric[index] += sign * float(loss(x)) / 2e-6
+        variable.assign(base)
+        np.testing.assert_allclose(grad.numpy(), numeric, atol=1e-7)
+
+
+# Keras' own SimpleRNN correctness cases (keras/src/layers/rnn/simple_rnn_test.py),
+# run through keras.layers.RNN(ElmanCell) and through ElmanRNN.
+CONSTANT = dict(
+    kernel_initializer=initializers.Constant(0.01),
+    recurrent_initializer=initializers.Constant(0.02),
+    bias_initializer=initializers.Constant(0.03),
+)
+LAYERS = {"rnn_cell": keras.layers.RNN, "elman_rnn": ElmanRNN}
+
+
+def _constant_layer(factory, units=4, **rnn_kwargs):
+    return factory(ElmanCell(units, **CONSTANT), **rnn_kwargs)
+
+
+@pytest.mark.parametrize("factory", LAYERS.values(), ids=LAYERS.keys())
+def test_keras_case_forward_and_backwards(factory):
+    sequence = np.arange(24).reshape((2, 3, 4)).astype("float32")
+    np.testing.assert_allclose(
+        _constant_layer(factory)(sequence),
+        np.repeat([[0.405432], [0.73605347]], 4, axis=1), atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        _constant_layer(factory, go_backwards=True)(sequence),
+        np.repeat([[0.11144729], [0.5528889]], 4, axis=1), atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize("factory", LAYERS.values(), ids=LAYERS.keys())
+def test_keras_case_stateful(factory):
+    sequence = np.arange(24).reshape((2, 3, 4)).astype("float32")
+    layer = _constant_layer(factory, stateful=True)
+    expected = np.repeat([[0.40559256], [0.7361247]], 4, axis=1)
+    layer(sequence)
+    np.testing.assert_allclose(layer(sequence), expected, atol=1e-6)
+    layer.reset_state()
+    layer(sequence)
+    np.testing.assert_allclose(layer(sequence), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("factory", LAYERS.values(), ids=LAYERS.keys())
+def test_keras_case_initial_state(factory):
+    sequence = np.arange(24).reshape((2, 4, 3)).astype("float32")
+    initial_state = np.arange(8).reshape((2, 4)).astype("float32")
+    np.testing.assert_allclose(
+        _constant_layer(factory)(sequence, initial_state=initial_state),
+        np.repeat([[0.33621645], [0.6262637]], 4, axis=1), atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        _constant_layer(factory, go_backwards=True)(
+            sequence, initial_state=initial_state
+        ),
+        np.repeat([[0.07344437], [0.43043602]], 4, axis=1), atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize("factory", LAYERS.values(), ids=LAYERS.keys())
+def test_keras_case_masking(factory):
+    sequence = np.arange(24).reshape((2, 4, 3)).astype("float32")
+    mask = np.array([[True, True, False, True], [True, False, False, True]])
+    np.testing.assert_allclose(
+        _constant_layer(factory)(sequence, mask=mask),
+        np.repeat([[0.32951632], [0.61799484]], 4, axis=1), atol=1e-6,
+    )
+    output = _constant_layer(factory, units=2, return_sequences=True)(
+        sequence, mask=mask
+    )
+    np.testing.assert_allclose(
+        output[0], np.repeat([[0.0599281], [0.15122814], [0.15122814],
+                              [0.32394567]], 2, axis=1), atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        output[1], np.repeat([[0.3969304], [0.3969304], [0.3969304],
+                              [0.608085]], 2, axis=1), atol=1e-6,
+    )
+    output = _constant_layer(
+        factory, units=2, return_sequences=True, zero_output_for_mask=True
+    )(sequence, mask=mask)
+    np.testing.assert_allclose(
+        output[0], np.repeat([[0.0599281], [0.15122814], [0.0],
+                              [0.32394567]], 2, axis=1), atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        output[1], np.repeat([[0.3969304], [0.0], [0.0], [0.608085]], 2, axis=1),
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        _constant_layer(factory, go_backwards=True)(sequence, mask=mask),
+        np.repeat([[0.07376196], [0.43645123]], 4, axis=1), atol=1e-6,
+    )
