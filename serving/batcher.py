@@ -19,7 +19,8 @@ class Batcher:
     Args:
         run_batch: Callable taking a list of items and returning a list of
             results of the same length, or raising (every caller then gets
-            the exception).
+            the exception). A result that is an `Exception` instance is
+            raised to that item's caller alone.
         max_batch_size: Most items in one call.
         timeout_s: Longest wait for a batch to fill, in seconds.
         max_concurrent_batches: Batches allowed to run at the same time.
@@ -79,7 +80,11 @@ class Batcher:
                         future.set_exception(error)
                 return
             for (_, future), result in zip(batch, results):
-                if not future.done():
+                if future.done():
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
                     future.set_result(result)
         finally:
             self._slots.release()

@@ -106,6 +106,55 @@ def _call(signature, arrays):
     return {name: value.numpy() for name, value in outputs.items()}
 
 
+# Most distinct batching groups kept per version (each is one small queue).
+_MAX_BATCH_GROUPS = 256
+
+
+def _batch_key(signature, arrays):
+    """Requests with equal keys can share a model call, or None if this one
+    cannot: every batched input needs a batch axis and the same trailing
+    shape; scalar inputs (e.g. `temperature`) must be equal."""
+    key = [signature.name]
+    for name in sorted(arrays):
+        array = arrays[name]
+        if signature.inputs[name].shape.rank == 0:
+            key.append((name, "scalar", array.tobytes() if array.dtype != object else repr(array.item())))
+        elif array.ndim == 0 or array.shape[0] == 0:
+            return None
+        else:
+            key.append((name, array.dtype.str, array.shape[1:]))
+    return tuple(key)
+
+
+def _call_merged(signature, requests):
+    """One model call for several requests' inputs (TF Serving's batching:
+    concatenate along the batch axis, split the outputs by rows). If the
+    merged call fails, each request is run alone, so a bad request fails
+    alone."""
+    if len(requests) > 1:
+        rows = [len(next(a for n, a in r.items() if signature.inputs[n].shape.rank)) for r in requests]
+        merged = {
+            name: (requests[0][name] if signature.inputs[name].shape.rank == 0
+                   else np.concatenate([r[name] for r in requests]))
+            for name in requests[0]
+        }
+        try:
+            outputs = _call(signature, merged)
+        except Exception:
+            outputs = None
+        if outputs is not None and all(v.ndim and v.shape[0] == sum(rows) for v in outputs.values()):
+            bounds = np.cumsum([0, *rows])
+            return [{n: v[bounds[i]:bounds[i + 1]] for n, v in outputs.items()}
+                    for i in range(len(requests))]
+    results = []
+    for arrays in requests:
+        try:
+            results.append(_call(signature, arrays))
+        except Exception as error:
+            results.append(error)
+    return results
+
+
 def create_app(
     model_name,
     model_base_path,
@@ -131,7 +180,7 @@ def create_app(
       audio file (wav, flac, ogg; any rate, any channels; resampled with the
       project's loader) -> `{"text", "model_version", "duration_seconds"}`.
       Concurrent uploads are batched into one call of the model's
-      `serving_default` signature.
+      `serving_default` signature, and so are compatible `:predict` requests.
 
     Every error is `{"error": message}`: 400 for malformed requests (JSON,
     dtype, shape, missing inputs, unknown signature, unreadable audio), 404 for
@@ -147,8 +196,12 @@ def create_app(
             `:predict` on a transcriber's waveform signature.
         max_new_chars: Largest `max_new_chars` accepted by a language
             model's generation signature.
-        max_batch_size: Most uploads batched into one `:transcribe` call.
-        batch_timeout_s: Longest wait for a `:transcribe` batch to fill.
+        max_batch_size: Most requests merged into one model call (1 turns
+            batching off). `:predict` requests are merged as TF Serving's
+            batcher does: same signature, same trailing input shapes, equal
+            scalar inputs, concatenated along the batch axis. `:transcribe`
+            uploads of any length are padded into one batch.
+        batch_timeout_s: Longest wait for a batch to fill.
     """
     store = ModelStore(model_name, model_base_path, poll_seconds=poll_seconds)
 
@@ -212,7 +265,20 @@ def create_app(
         payload = parse_json_body(body)
         signature, arrays, row_format = parse_predict_request(payload, loaded.signatures)
         check_limits(loaded, signature, arrays)
-        outputs = await anyio.to_thread.run_sync(_call, signature, arrays)
+        key = _batch_key(signature, arrays) if max_batch_size > 1 else None
+        batcher = None
+        if key is not None:
+            with loaded.lock:
+                batchers = loaded.extras.setdefault("predict_batchers", {})
+                batcher = batchers.get(key)
+                if batcher is None and len(batchers) < _MAX_BATCH_GROUPS:
+                    batcher = batchers[key] = Batcher(
+                        lambda requests: _call_merged(signature, requests),
+                        max_batch_size=max_batch_size, timeout_s=batch_timeout_s)
+        if batcher is None:
+            outputs = await anyio.to_thread.run_sync(_call, signature, arrays)
+        else:
+            outputs = await batcher.submit(arrays)
         return format_predict_response(outputs, row_format)
 
     def transcriber_batcher(loaded):

@@ -304,6 +304,33 @@ def test_concurrent_transcriptions_are_batched_and_correct(exports, asr_saved):
     assert batcher.items_run == 6 and batcher.batches_run < 6  # some shared a call
 
 
+def test_concurrent_predicts_are_merged_and_a_bad_one_fails_alone(exports, lm_saved):
+    app = create_app("lm", os.path.dirname(exports["lm"]), batch_timeout_s=0.05)
+    prompts = ["abc", "k", "hij", "", "ga", "ab\nc"]
+    expected = {p: lm_saved.signatures["serving_default"](
+        prompt=tf.constant([p]), max_new_chars=tf.constant(9), temperature=tf.constant(0.0)
+    )["text"].numpy()[0].decode() for p in prompts if p}
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                responses = await asyncio.gather(*(
+                    client.post("/v1/models/lm:predict", json={"inputs": {
+                        "prompt": [p], "max_new_chars": 9, "temperature": 0.0}})
+                    for p in prompts))
+        return responses, app.state.store.current.extras["predict_batchers"]
+
+    responses, batchers = asyncio.run(main())
+    for prompt, response in zip(prompts, responses):
+        if prompt:
+            assert response.status_code == 200 and response.json() == {"outputs": [expected[prompt]]}
+        else:
+            assert response.status_code == 400 and "at least one character" in response.json()["error"]
+    (batcher,) = batchers.values()
+    assert batcher.items_run == 6 and batcher.batches_run < 6
+
+
 def test_new_versions_are_picked_up_without_restart(exports, tmp_path):
     base = tmp_path / "lm"
     shutil.copytree(exports["lm"], base / "1")
