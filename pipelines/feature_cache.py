@@ -83,6 +83,15 @@ class FeatureCacheReader:
             else np.zeros((0, self.n_features), np.float32)
         )
 
+    @property
+    def nbytes(self):
+        """Size of all the split's features in bytes."""
+        return int(self._features.shape[0]) * self.n_features * 4
+
+    def all_features(self):
+        """`(total_frames, n_features)` float32 array of every utterance, in order."""
+        return np.asarray(self._features)
+
     @staticmethod
     def exists(directory):
         return os.path.isfile(os.path.join(directory, INDEX_FILE))

@@ -5,6 +5,7 @@ import tensorflow as tf
 
 def spec_augment(
     features,
+    feature_length,
     seed,
     *,
     frequency_masks=2,
@@ -13,49 +14,59 @@ def spec_augment(
     max_time_fraction=0.05,
     max_time_width=20,
 ):
-    """Zero random bands of features (zero is the mean after normalisation).
+    """Zero random bands of a padded batch (zero is the mean after normalisation).
 
-    Park et al. 2019, without time warping. Each mask draws its width
-    uniformly from `[0, max]` and its start uniformly; everything is a
-    stateless function of `seed`, so a pipeline is reproducible.
+    Park et al. 2019, without time warping. Each utterance gets its own masks:
+    every mask draws its width uniformly from `[0, max]` and its start
+    uniformly within the utterance's valid frames (time) or features
+    (frequency). Everything is a stateless function of `seed`, so a pipeline
+    is reproducible. Works on whole batches: a few vectorised ops per batch.
 
     Args:
-        features: `(frames, n_features)` float32 tensor.
-        seed: `(2,)` int32/int64 tensor, the stateless random seed.
-        frequency_masks: Number of frequency masks.
+        features: `(batch, time, n_features)` float32, padded.
+        feature_length: `(batch,)` int32, valid frames of each utterance.
+        seed: `(2,)` integer tensor, the stateless random seed.
+        frequency_masks: Frequency masks per utterance.
         max_frequency_width: Widest frequency mask; `None` means
             `n_features // 8`.
-        time_masks: Number of time masks.
-        max_time_fraction: Widest time mask as a share of the frames.
+        time_masks: Time masks per utterance.
+        max_time_fraction: Widest time mask as a share of the utterance.
         max_time_width: Widest time mask in frames.
 
     Returns:
-        `(frames, n_features)` float32 tensor, masked.
+        `(batch, time, n_features)` float32, masked.
     """
     features = tf.convert_to_tensor(features, tf.float32)
-    seed = tf.cast(seed, tf.int64)
-    frames = tf.shape(features)[0]
-    n_features = tf.shape(features)[1]
+    lengths = tf.cast(feature_length, tf.float32)
+    shape = tf.shape(features)
+    batch, time, n_features = shape[0], shape[1], shape[2]
     if max_frequency_width is None:
         max_frequency_width = n_features // 8
-    max_frequency_width = tf.cast(max_frequency_width, tf.int32)
-    max_time = tf.minimum(
-        tf.cast(tf.cast(frames, tf.float32) * max_time_fraction, tf.int32), max_time_width
+    max_frequency = tf.cast(max_frequency_width, tf.float32)
+    max_time = tf.minimum(tf.floor(lengths * max_time_fraction), float(max_time_width))  # (batch,)
+    draws = tf.random.stateless_uniform(
+        [4, batch, max(frequency_masks, time_masks, 1)], seed=tf.cast(seed, tf.int64)
     )
 
-    def band(size, max_width, mask_seed):
-        draws = tf.random.stateless_uniform([2], seed=mask_seed)
-        width = tf.cast(draws[0] * tf.cast(max_width + 1, tf.float32), tf.int32)
-        width = tf.minimum(width, size)
-        start = tf.cast(draws[1] * tf.cast(size - width + 1, tf.float32), tf.int32)
-        positions = tf.range(size)
-        return (positions >= start) & (positions < start + width)
+    def bands(width_draw, start_draw, max_width, size, positions):
+        # width_draw, start_draw: (batch, masks); max_width, size: (batch, 1) or scalars
+        width = tf.minimum(tf.floor(width_draw * (max_width + 1.0)), size)
+        start = tf.floor(start_draw * (size - width + 1.0))
+        positions = positions[tf.newaxis, tf.newaxis, :]
+        inside = (positions >= start[..., tf.newaxis]) & (positions < (start + width)[..., tf.newaxis])
+        return tf.reduce_any(inside, axis=1)  # (batch, size)
 
-    keep = tf.ones_like(features, dtype=tf.bool)
-    for index in range(frequency_masks):
-        mask_seed = tf.stack([seed[0], seed[1] + 2 * index])
-        keep &= ~band(n_features, max_frequency_width, mask_seed)[tf.newaxis, :]
-    for index in range(time_masks):
-        mask_seed = tf.stack([seed[0], seed[1] + 2 * index + 1 + 1000])
-        keep &= ~band(frames, max_time, mask_seed)[:, tf.newaxis]
-    return tf.where(keep, features, tf.zeros_like(features))
+    masked = tf.zeros([batch, time, n_features], tf.bool)
+    if frequency_masks:
+        frequency = bands(
+            draws[0, :, :frequency_masks], draws[1, :, :frequency_masks], max_frequency,
+            tf.cast(n_features, tf.float32), tf.range(n_features, dtype=tf.float32),
+        )
+        masked |= frequency[:, tf.newaxis, :]
+    if time_masks:
+        timeline = bands(
+            draws[2, :, :time_masks], draws[3, :, :time_masks], max_time[:, tf.newaxis],
+            lengths[:, tf.newaxis], tf.range(time, dtype=tf.float32),
+        )
+        masked |= timeline[:, :, tf.newaxis]
+    return tf.where(masked, tf.zeros_like(features), features)

@@ -33,6 +33,9 @@ EMPTY_TRANSCRIPT = "empty_transcript"
 OUT_OF_VOCABULARY = "out_of_vocabulary"
 
 NUM_BUCKETS = 8
+# Splits whose features fit are held in memory as one tensor; larger ones are
+# read from the memory-mapped cache file.
+IN_MEMORY_LIMIT_BYTES = 1024**3
 _CHUNK = 64  # utterances handed to the worker threads at a time
 
 
@@ -237,29 +240,32 @@ def _make_dataset(reader, vocabulary, *, batch_size, training, spec_augment_enab
     label_offsets_t = tf.constant(label_offsets)
     label_lengths_t = tf.constant(label_lengths)
     frames_t = tf.constant(reader.frames.astype(np.int32))
+    offsets_t = tf.constant(reader.offsets)
     n_features = reader.n_features
 
-    def read_features(i):
-        return reader.features(int(i))
+    if reader.nbytes <= IN_MEMORY_LIMIT_BYTES:
+        # Small enough: one tensor in memory, sliced in-graph (no Python, no GIL).
+        all_features = tf.constant(reader.all_features())
+
+        def read(i):
+            return all_features[offsets_t[i]:offsets_t[i] + tf.cast(frames_t[i], tf.int64)]
+    else:
+        def read_numpy(i):
+            return reader.features(int(i))
+
+        def read(i):
+            features = tf.numpy_function(read_numpy, [i], tf.float32, stateful=False)
+            features.set_shape([None, n_features])
+            return features
 
     def load(i):
-        features = tf.numpy_function(read_features, [i], tf.float32, stateful=False)
-        features.set_shape([None, n_features])
         labels = flat_labels[label_offsets_t[i]:label_offsets_t[i] + label_lengths_t[i]]
-        return features, frames_t[i], labels
+        return {"features": read(i), "feature_length": frames_t[i]}, labels
 
     dataset = tf.data.Dataset.range(n)
     if training:
         dataset = dataset.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if training and spec_augment_enabled:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            lambda element, s: (spec_augment(element[0], s), element[1], element[2]),
-            num_parallel_calls=tf.data.AUTOTUNE,
-            deterministic=True,
-        )
-    dataset = dataset.map(lambda f, length, labels: ({"features": f, "feature_length": length}, labels))
     boundaries = _bucket_boundaries(reader.frames)
     dataset = dataset.bucket_by_sequence_length(
         element_length_func=lambda inputs, labels: inputs["feature_length"],
@@ -270,6 +276,17 @@ def _make_dataset(reader, vocabulary, *, batch_size, training, spec_augment_enab
             tf.constant(vocabulary.pad_id, tf.int32),
         ),
     )
+    if training and spec_augment_enabled:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+        def augment(element, batch_seed):
+            inputs, labels = element
+            masked = spec_augment(inputs["features"], inputs["feature_length"], batch_seed)
+            return {"features": masked, "feature_length": inputs["feature_length"]}, labels
+
+        dataset = tf.data.Dataset.zip((dataset, seeds)).map(
+            augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

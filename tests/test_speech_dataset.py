@@ -205,13 +205,18 @@ def test_cache_second_epoch_and_second_run_compute_nothing(tmp_path, counted):
     assert len(counted) == 16 + 6  # the two utterances over 1 s are skipped before computing
 
 
-def test_cached_features_match_direct_computation(tmp_path):
+@pytest.mark.parametrize("in_memory", [True, False], ids=["in_memory", "memory_mapped"])
+def test_cached_features_match_direct_computation(tmp_path, monkeypatch, in_memory):
+    if not in_memory:
+        monkeypatch.setattr(speech_dataset, "IN_MEMORY_LIMIT_BYTES", 0)
     folder = _corpus(tmp_path / "corpus", bad=False)
     data = _build(folder, tmp_path / "cache")
     got = {VOCABULARY.decode(l): f[:n] for f, n, l in _collect(data.validation)}
     expected = compute_features(load_audio(folder / "d1.wav", 16000), CONFIG)
     np.testing.assert_allclose(got["maybe so"], expected, atol=1e-6)
     np.testing.assert_allclose(load_features(folder / "d1.wav", CONFIG), expected, atol=1e-6)
+    expected = compute_features(load_audio(folder / "d2.wav", 16000), CONFIG)
+    np.testing.assert_allclose(got["it's fine"], expected, atol=1e-6)
 
 
 def test_length_buckets_limit_padding(tmp_path):
@@ -239,17 +244,26 @@ def test_length_buckets_limit_padding(tmp_path):
 
 
 def test_spec_augment_masks_training_only(tmp_path):
-    features = tf.random.stateless_normal([200, 40], seed=[1, 2]) + 5.0
-    masked = spec_augment(features, tf.constant([7, 8]), max_frequency_width=6)
-    again = spec_augment(features, tf.constant([7, 8]), max_frequency_width=6)
-    np.testing.assert_array_equal(masked.numpy(), again.numpy())
-    zero = masked.numpy() == 0
-    zero_columns = np.all(zero, axis=0)
-    zero_rows = np.all(zero, axis=1)
-    assert 1 <= zero_columns.sum() <= 12 and 1 <= zero_rows.sum() <= 20
-    assert np.array_equal(zero, zero_rows[:, None] | zero_columns[None, :])
-    kept = ~zero
-    np.testing.assert_array_equal(masked.numpy()[kept], features.numpy()[kept])
+    features = tf.random.stateless_normal([3, 200, 40], seed=[1, 2]) + 5.0
+    lengths = tf.constant([200, 150, 80], tf.int32)
+    masked = spec_augment(features, lengths, tf.constant([7, 8]), max_frequency_width=6).numpy()
+    again = spec_augment(features, lengths, tf.constant([7, 8]), max_frequency_width=6).numpy()
+    np.testing.assert_array_equal(masked, again)
+    other = spec_augment(features, lengths, tf.constant([7, 9]), max_frequency_width=6).numpy()
+    assert not np.array_equal(masked, other)
+    total_columns = total_rows = 0
+    for example, length in zip(masked, lengths.numpy()):
+        zero = example == 0
+        zero_columns = np.all(zero, axis=0)
+        zero_rows = np.all(zero, axis=1)
+        assert zero_columns.sum() <= 12  # 2 masks of at most 6 bands
+        assert zero_rows.sum() <= 2 * min(20, int(0.05 * length)) and not zero_rows[length:].any()
+        assert np.array_equal(zero, zero_rows[:, None] | zero_columns[None, :])
+        total_columns += zero_columns.sum()
+        total_rows += zero_rows.sum()
+    assert total_columns > 0 and total_rows > 0
+    kept = masked != 0
+    np.testing.assert_array_equal(masked[kept], features.numpy()[kept])
 
     folder = _corpus(tmp_path / "corpus", bad=False)
     plain = _build(folder, tmp_path / "cache")

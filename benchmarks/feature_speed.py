@@ -1,0 +1,168 @@
+"""Benchmark: can the speech input pipeline keep up with training?
+
+Reports, in multiples of real time (seconds of audio per second of wall time):
+
+1. cold: load/decode, resample and compute librosa features for a whole
+   split, in the pipeline's worker threads, into an empty feature cache;
+2. features only: `compute_features` on waveforms already in memory, one
+   thread (the per-core cost of the feature definition);
+3. from the cache: one epoch of the real `tf.data` pipeline (memory-mapped
+   cache, parallel map, length buckets, padding, prefetch);
+
+and then the training step time of the default transcription model fed by the
+real pipeline against the same batches held in memory (median of alternating
+runs after a warm-up).
+
+    python -m benchmarks.feature_speed                      # the default synthetic corpus
+    python -m benchmarks.feature_speed --dataset ../shared/data/fsdd
+    python -m benchmarks.feature_speed --skip-training      # features only
+
+The synthetic corpus (or a folder's index) is prepared in the usual cache
+directory and reused; the feature cache of the cold measurement is a fresh
+temporary directory, so "cold" is always cold.
+"""
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _real_time(audio_seconds, wall_seconds):
+    return audio_seconds / max(wall_seconds, 1e-9)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="synthetic", help="Dataset spec, as for train.py (default: synthetic).")
+    parser.add_argument("--split", default="train", help="Split featurised cold (default: train).")
+    parser.add_argument("--cache-dir", default=None, help="Where the corpus is prepared (default: runs/cache).")
+    parser.add_argument("--batch-size", type=int, default=32, help="Batch size of the pipeline (default: 32).")
+    parser.add_argument("--steps", type=int, default=20, help="Training steps per timed run (default: 20).")
+    parser.add_argument("--repeats", type=int, default=3, help="Timed runs per feed, alternating (default: 3).")
+    parser.add_argument("--skip-training", action="store_true", help="Only measure feature extraction.")
+    args = parser.parse_args(argv)
+
+    import numpy as np
+    import tensorflow as tf
+
+    from data.speech_sources import resolve_speech_source
+    from pipelines import speech_dataset
+    from pipelines.audio_features import FeatureConfig, compute_features
+    from pipelines.feature_cache import FeatureCacheReader
+    from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
+
+    cache_dir = os.path.abspath(args.cache_dir or speech_dataset.DEFAULT_CACHE_DIR)
+    config = FeatureConfig()
+    vocabulary = Vocabulary(SPEECH_ALPHABET)
+    print(f"machine: {os.cpu_count()} CPU cores; load average {os.getloadavg()[0]:.1f} at start")
+    print(f"features: {config}")
+
+    started = time.perf_counter()
+    source = resolve_speech_source(args.dataset, cache_dir=cache_dir)
+    print(f"data: {source.description} (resolved/prepared in {time.perf_counter() - started:.1f} s)")
+    if args.split not in source.splits:
+        parser.error(f"--split {args.split!r} not in {sorted(source.splits)}")
+
+    with tempfile.TemporaryDirectory(prefix="feature_speed-") as scratch:
+        # 1. cold
+        directory = os.path.join(scratch, args.split)
+        started = time.perf_counter()
+        speech_dataset._build_split_cache(
+            directory, args.split, source.splits[args.split](),
+            feature_config=config, vocabulary=vocabulary, max_duration_s=30.0, strict=False,
+        )
+        cold_wall = time.perf_counter() - started
+        reader = FeatureCacheReader(directory)
+        audio_seconds = reader.index["audio_seconds"]
+        print(
+            f"cold (read + resample + features, {min(4, os.cpu_count() or 1)} threads): "
+            f"{len(reader)} utterances, {audio_seconds:.0f} s of audio in {cold_wall:.1f} s = "
+            f"{_real_time(audio_seconds, cold_wall):.0f}x real time"
+        )
+
+        # 2. features only, one thread, waveforms in memory
+        from pipelines.audio_loading import load_audio, prepare_waveform
+
+        waveforms = []
+        for utterance in source.splits[args.split]():
+            try:
+                if utterance.audio is not None:
+                    waveform = prepare_waveform(
+                        utterance.audio, utterance.sample_rate, config.sample_rate, min_samples=config.n_fft
+                    )
+                else:
+                    waveform = load_audio(utterance.path, config.sample_rate, min_samples=config.n_fft)
+            except ValueError:
+                continue
+            waveforms.append(waveform)
+            if len(waveforms) >= 500:
+                break
+        seconds = sum(len(w) for w in waveforms) / config.sample_rate
+        with speech_dataset.single_threaded_blas():
+            compute_features(waveforms[0], config)
+            started = time.perf_counter()
+            for waveform in waveforms:
+                compute_features(waveform, config)
+            wall = time.perf_counter() - started
+        print(
+            f"features only (1 thread, {len(waveforms)} waveforms in memory, {seconds:.0f} s): "
+            f"{_real_time(seconds, wall):.0f}x real time"
+        )
+
+        # 3. from the cache: the real tf.data pipeline
+        dataset = speech_dataset._make_dataset(
+            reader, vocabulary, batch_size=args.batch_size, training=True, spec_augment_enabled=True, seed=0
+        )
+        for _ in dataset:  # first pass: page cache warm, tf.data graphs built
+            pass
+        started = time.perf_counter()
+        batches = 0
+        for _ in dataset:
+            batches += 1
+        wall = time.perf_counter() - started
+        print(
+            f"from the cache (tf.data epoch: {batches} batches, shuffle, SpecAugment, buckets, prefetch): "
+            f"{wall:.2f} s = {_real_time(audio_seconds, wall):.0f}x real time"
+        )
+
+        if args.skip_training:
+            return
+
+        # 4. training step: real pipeline vs the same batches in memory
+        import keras
+
+        from models.transcription import build_transcription_model
+
+        model = build_transcription_model(num_features=config.n_features, vocabulary_size=vocabulary.size)
+        held = list(dataset.take(args.steps))
+        in_memory = tf.data.Dataset.from_generator(
+            lambda: iter(held), output_signature=dataset.element_spec
+        )
+        real = dataset.repeat()
+
+        def timed(feed):
+            started = time.perf_counter()
+            model.fit(feed, steps_per_epoch=args.steps, epochs=1, verbose=0)
+            return (time.perf_counter() - started) / args.steps
+
+        timed(real)  # warm-up: traces for the bucket shapes
+        timed(in_memory)
+        real_times, memory_times = [], []
+        for _ in range(args.repeats):
+            real_times.append(timed(real))
+            memory_times.append(timed(in_memory))
+        real_median, memory_median = statistics.median(real_times), statistics.median(memory_times)
+        print(
+            f"training step ({keras.backend.backend()}, default model, batch {args.batch_size}, "
+            f"median of {args.repeats} x {args.steps} steps): real pipeline {real_median * 1000:.0f} ms, "
+            f"batches in memory {memory_median * 1000:.0f} ms, ratio {real_median / memory_median:.3f}"
+        )
+        print(f"load average {os.getloadavg()[0]:.1f} at the end")
+
+
+if __name__ == "__main__":
+    main()
