@@ -177,11 +177,16 @@ class ElmanRNN(keras.layers.RNN):
         loop = dict(
             keep=keep, activation=activation, reverse=self.go_backwards
         )
-        if self.return_sequences:
+        if self.return_sequences or training:
+            # Training keeps every state for the backward pass anyway.
             held = elman_recurrence(u, h0, recurrent_kernel, **loop)
             last_state = held[:, -1]
-            outputs = outputs_of(held)
-            last_output = outputs[:, -1]
+            if self.return_sequences:
+                outputs = outputs_of(held)
+                last_output = outputs[:, -1]
+            else:
+                last_output = outputs_of(last_state)
+                outputs = last_output[:, None]
         else:
             last_state = elman_last_state(u, h0, recurrent_kernel, **loop)
             last_output = outputs_of(last_state)

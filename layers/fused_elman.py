@@ -20,6 +20,7 @@ server started without XLA support.
 """
 
 import contextlib
+import functools
 import threading
 
 import tensorflow as tf
@@ -203,26 +204,41 @@ def _detached(*tensors):
     return tuple(tf.stop_gradient(t) for t in tensors)
 
 
-def _kernel(name, activation, reverse, masked, xla):
+def _run_kernel(fn, activation, reverse, masked, xla, *tensors):
+    *tensors, keep = tensors if masked else (*tensors, None)
+    return fn(*tensors, keep, activation, reverse, xla)
+
+
+def _kernel(name, activation, reverse, masked, xla, dtype):
     """The compiled loop `name` for one static configuration.
 
-    One `tf.function` per configuration (not one polymorphic function) so
-    that models mixing directions, masks and activations do not retrace.
+    One `tf.function` per configuration, traced once for any batch size and
+    length (XLA still compiles once per concrete shape, at run time).
     """
-    key = (name, activation, reverse, masked, xla)
+    key = (name, activation, reverse, masked, xla, dtype)
     if key not in _KERNELS:
         fn = {
             "forward": _forward,
             "forward_last": _forward_last,
             "backward": _backward,
         }[name]
+        sequence = tf.TensorSpec((None, None, None), dtype)
+        matrix = tf.TensorSpec((None, None), dtype)
+        signature = {
+            "forward": [sequence, matrix, matrix],
+            "forward_last": [sequence, matrix, matrix],
+            "backward": [sequence, sequence, matrix, matrix],
+        }[name]
+        if masked:
+            signature.append(tf.TensorSpec((None, None, 1), tf.bool))
 
-        def kernel(*tensors):
-            *tensors, keep = tensors if masked else (*tensors, None)
-            return fn(*tensors, keep, activation, reverse, xla)
-
+        # A partial (not a closure) so TensorFlow's retracing warning counts
+        # each configuration on its own: each is traced exactly once.
+        kernel = functools.partial(
+            _run_kernel, fn, activation, reverse, masked, xla
+        )
         _KERNELS[key] = tf.function(
-            kernel, jit_compile=xla, reduce_retracing=True, autograph=False
+            kernel, input_signature=signature, jit_compile=xla, autograph=False
         )
     return _KERNELS[key]
 
@@ -256,7 +272,7 @@ def elman_recurrence(
         Differentiable with respect to `u`, `h0` and `recurrent_kernel`.
     """
     _check_activation(activation)
-    static = (activation, reverse, keep is not None, _xla_enabled())
+    static = (activation, reverse, keep is not None, _xla_enabled(), u.dtype)
     mask = () if keep is None else (keep,)
     forward = _kernel("forward", *static)
     backward = _kernel("backward", *static)
@@ -287,7 +303,7 @@ def elman_last_state(
     full forward loop first.
     """
     _check_activation(activation)
-    static = (activation, reverse, keep is not None, _xla_enabled())
+    static = (activation, reverse, keep is not None, _xla_enabled(), u.dtype)
     mask = () if keep is None else (keep,)
 
     @tf.custom_gradient
