@@ -229,3 +229,39 @@ def test_time_budget_stops_new_trials(tmp_path, capsys):
     assert not [
         name for name in os.listdir(os.path.join(output_dir, "tuning", "search")) if name.startswith("trial_")
     ]
+
+
+# --- train.py flags -----------------------------------------------------------------------
+
+
+def test_train_py_parses_the_tuning_flags_as_a_second_group():
+    import train
+
+    module, config, tuning = train.parse_command(
+        ["--task", "language_model", "--hidden-size", "64", "--tune", "--tuner", "random",
+         "--max-trials", "3", "--max-epochs", "2", "--max-hidden-size", "256"]
+    )
+    assert module.__name__ == "training.language_model" and config.hidden_size == 64
+    assert tuning == TuningConfig(
+        tune=True, tuner="random", max_trials=3, max_epochs=2, max_hidden_size=256
+    )
+    _, _, tuning = train.parse_command(["--task", "transcription"])
+    assert tuning == TuningConfig()  # no --tune: an ordinary training run
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--tune", "--max-trials", "0"], "`max_trials` expects a positive integer, got 0"),
+        (["--tune", "--tuner", "grid"], "invalid choice: 'grid'"),
+        (["--tune", "--min-hidden-size", "600"], "Empty search range for `hidden_size`: min 600 > max 512"),
+        (["--max-trials", "3"], "--max-trials take effect only with --tune"),
+    ],
+)
+def test_train_py_rejects_bad_tuning_flags(argv, message, capsys):
+    import train
+
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_command(["--task", "transcription", *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

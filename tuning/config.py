@@ -29,7 +29,7 @@ class TuningConfig:
     (`tuning.search_spaces`); `None` keeps the task's default bound. The
     defaults finish a search on the default corpus within about 20 minutes on
     2 CPU cores: `time_budget_minutes` stops handing out new trials (and ends
-    the running ones at their next epoch end) once it is spent, and running
+    the running ones after their current batch) once it is spent, and running
     the same command again resumes the search where it stopped.
 
     Raises:
@@ -49,7 +49,7 @@ class TuningConfig:
     executions_per_trial: int = _field(1, "trainings per trial, objective averaged")
     # Wall-clock budget of the search in minutes per command (0 = no limit).
     time_budget_minutes: float = _field(
-        14.0, "stop starting trials after this many minutes (0: no limit); rerun to continue"
+        13.0, "stop starting trials after this many minutes (0: no limit); rerun to continue"
     )
     # Hyperband's reduction factor between successive-halving rounds.
     hyperband_factor: int = _field(3, "Hyperband reduction factor (at least 2)")

@@ -11,6 +11,7 @@ import keras
 
 from training.cli import config_to_dict, write_json
 from tuning.build_tuner import build_tuner
+from tuning.search_spaces import TUNED_HYPERPARAMETERS
 from tuning.task_hypermodel import TaskHyperModel
 from tuning.trials_table import write_trials_table
 
@@ -144,7 +145,9 @@ def run_search(task, config, tuning, *, output_dir=None):
             {
                 "task": task.name,
                 "objective": task.objective,
-                "task_config": config_to_dict(config),
+                "task_config": {
+                    k: v for k, v in config_to_dict(config).items() if k not in TUNED_HYPERPARAMETERS
+                },
                 "tuner": tuning.tuner,
                 "max_epochs": tuning.max_epochs,
                 "executions_per_trial": tuning.executions_per_trial,

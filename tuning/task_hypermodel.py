@@ -8,15 +8,19 @@ import keras_tuner
 
 
 class _StopAtDeadline(keras.callbacks.Callback):
-    """Ends training at the first epoch end after `deadline` (a `time.time()`)."""
+    """Ends training after the batch that passes `deadline` (a `time.time()`).
+
+    Keras still validates that (partial) epoch, so the trial reports its
+    objective and counts as completed with the epochs it had.
+    """
 
     def __init__(self, deadline):
         super().__init__()
         self.deadline = deadline
 
-    def on_epoch_end(self, epoch, logs=None):
-        if self.deadline is not None and time.time() >= self.deadline:
-            print("[tuning] time budget spent: this trial stops after this epoch.")
+    def on_train_batch_end(self, batch, logs=None):
+        if self.deadline is not None and not self.model.stop_training and time.time() >= self.deadline:
+            print("\n[tuning] time budget spent: this trial stops after this batch.", flush=True)
             self.model.stop_training = True
 
 
@@ -39,8 +43,8 @@ class TaskHyperModel(keras_tuner.HyperModel):
             (`"val_cer"`, `"val_loss"`).
         make_callbacks: Optional `make_callbacks() -> list` of the task's
             callbacks for one fit.
-        deadline: Optional `time.time()` after which a running fit stops at
-            its next epoch end (the search's time budget).
+        deadline: Optional `time.time()` after which a running fit stops
+            after its current batch (the search's time budget).
     """
 
     def __init__(self, *, build_model, objective, make_callbacks=None, deadline=None):
