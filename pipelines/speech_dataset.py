@@ -36,7 +36,7 @@ NUM_BUCKETS = 8
 # Splits whose features fit are held in memory as one tensor; larger ones are
 # read from the memory-mapped cache file.
 IN_MEMORY_LIMIT_BYTES = 1024**3
-_CHUNK = 64  # utterances handed to the worker threads at a time
+_IN_FLIGHT = 64  # utterances queued for the worker threads at a time
 
 
 @dataclass(frozen=True)
@@ -170,38 +170,37 @@ def _build_split_cache(directory, split, utterances, *, feature_config, vocabula
         skipped.append([utterance.source, reason])
 
     workers = max(1, min(4, os.cpu_count() or 1))
+    pending = collections.deque()  # (utterance, text, future), in input order
+
+    def finish_oldest():
+        nonlocal audio_seconds
+        utterance, text, future = pending.popleft()
+        try:
+            features, seconds = future.result()
+        except AudioError as error:
+            skip(utterance, error.reason, error.detail)
+            return
+        writer.append(utterance.key, text, utterance.source, features)
+        audio_seconds += seconds
+
     try:
         with single_threaded_blas(), concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            chunk = []
-            iterator = iter(utterances)
-            while True:
-                chunk.clear()
-                for utterance in iterator:
-                    chunk.append(utterance)
-                    if len(chunk) == _CHUNK:
-                        break
-                if not chunk:
-                    break
-                checked = []
-                for utterance in chunk:
-                    text, problem = _check_transcript(utterance, vocabulary)
-                    if problem:
-                        skip(utterance, *problem)
-                    else:
-                        checked.append((utterance, text))
-                futures = [
-                    pool.submit(_featurise, utterance, feature_config, max_duration_s)
-                    for utterance, _ in checked
-                ]
-                for (utterance, text), future in zip(checked, futures):
-                    try:
-                        features, seconds = future.result()
-                    except AudioError as error:
-                        skip(utterance, error.reason, error.detail)
-                        continue
-                    writer.append(utterance.key, text, utterance.source, features)
-                    audio_seconds += seconds
+            # Reading the next utterances overlaps with computing earlier ones;
+            # results are written in input order.
+            for utterance in utterances:
+                text, problem = _check_transcript(utterance, vocabulary)
+                if problem:
+                    skip(utterance, *problem)
+                    continue
+                future = pool.submit(_featurise, utterance, feature_config, max_duration_s)
+                pending.append((utterance, text, future))
+                if len(pending) >= _IN_FLIGHT:
+                    finish_oldest()
+            while pending:
+                finish_oldest()
     except BaseException:
+        for _, _, future in pending:
+            future.cancel()
         writer.abort()
         raise
     elapsed = time.perf_counter() - started
