@@ -188,6 +188,16 @@ def test_search_writes_outputs_and_resumes_without_repeating_trials(tmp_path, ca
     assert capsys.readouterr().out.count(" starts: ") == 0
     assert _rows(output_dir) == resumed
 
+    # Without the best trial's checkpoint (a worker on another machine kept
+    # it), the best model is retrained from its hyperparameters instead.
+    os.remove(os.path.join(output_dir, "tuning", "search", f"trial_{best['trial_id']}", "checkpoint.weights.h5"))
+    run_search(TOY_TASK, config, TuningConfig(tuner="random", max_trials=2, max_epochs=1))
+    assert "retraining it" in capsys.readouterr().out
+    retrained = _best(output_dir)
+    assert retrained["model"]["source"] == "retrained with the trial's hyperparameters"
+    assert retrained["trial_id"] == best["trial_id"]
+    assert 0 < retrained["metrics"]["val_loss"] < 10
+
     # Resuming with other settings would mix incomparable trials.
     with pytest.raises(ValueError, match=r"different settings \(task_config differ"):
         run_search(TOY_TASK, ToyConfig(output_dir=output_dir, batch_size=8), TuningConfig(tuner="random", max_trials=2, max_epochs=1))
