@@ -244,3 +244,77 @@ def test_resolve_folders_and_errors(tmp_path):
     message = str(info.value)
     assert "not prepared in" in message and str(tmp_path / "tfds_home") in message
     assert "tfds build spoken_digit" in message and "never downloads" in message
+
+
+def _fake_catalog_builder(base, name, splits):
+    """A prepared stand-in for a TFDS catalog dataset, with the real schema."""
+
+    class Fake(base, skip_registration=True):
+        @tfds.core.utils.classproperty
+        @classmethod
+        def url_infos(cls):
+            return None
+
+        @classmethod
+        def get_metadata(cls):
+            return base.get_metadata()
+
+        def _split_generators(self, dl_manager):
+            return {split: iter(examples) for split, examples in splits.items()}
+
+    Fake.name = name
+    return Fake
+
+
+def test_catalog_names_when_prepared(tmp_path):
+    from tensorflow_datasets.datasets.librispeech import librispeech_dataset_builder
+    from tensorflow_datasets.datasets.ljspeech import ljspeech_dataset_builder
+    from tensorflow_datasets.datasets.spoken_digit import spoken_digit_dataset_builder
+
+    def tone(n, dtype):
+        return (np.sin(np.arange(n) / 3.0) * 8000).astype(dtype)
+
+    digits = [
+        (f"{d}_{s}_0.wav", {"audio": tone(4000, np.int64), "audio/filename": f"{d}_{s}_0.wav", "label": d})
+        for s in ("jackson", "theo", "nicolas") for d in range(2)
+    ]
+    lj = [
+        (f"LJ{i:03d}", {"id": f"LJ{i:03d}", "speech": tone(2205, np.int16), "text": "Mr. X", "text_normalized": "Mister X"})
+        for i in range(30)
+    ]
+
+    def libri(prefix):
+        return [
+            (f"{prefix}{i}", {"id": f"{prefix}{i}", "speech": tone(1600, np.int16), "text": "HELLO", "speaker_id": i, "chapter_id": 1})
+            for i in range(2)
+        ]
+
+    data_dir = str(tmp_path / "tensorflow_datasets")
+    for base, name, splits in [
+        (spoken_digit_dataset_builder.Builder, "spoken_digit", {"train": digits}),
+        (ljspeech_dataset_builder.Builder, "ljspeech", {"train": lj}),
+        (librispeech_dataset_builder.Builder, "librispeech",
+         {"train_clean100": libri("t"), "dev_clean": libri("d"), "test_clean": libri("e")}),
+    ]:
+        _prepare(_fake_catalog_builder(base, name, splits)(data_dir=data_dir))
+
+    source = resolve_speech_source("spoken_digit", cache_dir=str(tmp_path / "cache"), data_dir=data_dir)
+    train, validation = list(source.splits["train"]()), list(source.splits["validation"]())
+    assert len(train) == 4 and len(validation) == 2
+    assert len({u.speaker for u in validation}) == 1 and not {u.speaker for u in train} & {u.speaker for u in validation}
+    assert {(u.text, u.sample_rate, u.audio.dtype.name) for u in validation} == {
+        ("zero", 8000, "int16"), ("one", 8000, "int16")
+    }
+
+    source = resolve_speech_source("ljspeech", cache_dir=str(tmp_path / "cache"), data_dir=data_dir)
+    train, validation = list(source.splits["train"]()), list(source.splits["validation"]())
+    assert len(train) + len(validation) == 30 and validation and not {u.key for u in train} & {u.key for u in validation}
+    assert {(u.text, u.sample_rate) for u in train} == {("Mister X", 22050)}
+
+    source = resolve_speech_source("librispeech", cache_dir=str(tmp_path / "cache"), data_dir=data_dir)
+    assert set(source.splits) == {"train", "validation", "test"}
+    assert sorted(u.key for u in source.splits["validation"]()) == ["d0", "d1"]
+    assert sorted(u.key for u in source.splits["test"]()) == ["e0", "e1"]
+    assert {(u.text, u.speaker, u.sample_rate) for u in source.splits["train"]()} == {
+        ("HELLO", "0", 16000), ("HELLO", "1", 16000)
+    }
