@@ -9,6 +9,9 @@ A spec is one of:
   detected in that order, each indexed by its TFDS builder.
 - a TFDS catalog name, `librispeech`, `ljspeech` or `spoken_digit`, when
   already prepared in the TFDS data directory (never downloaded).
+- several of these joined by `+`, e.g. `../shared/data/fsdd+synthetic:text=digits`:
+  training uses every part's training split, validation (and test) the
+  first part's only.
 """
 
 import dataclasses
@@ -173,13 +176,11 @@ def _synthetic_source(spec, cache_dir):
 
     splits, _ = _final_splits(_builder_splits(builder, to_utterance), "synthetic speech")
     fields = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(params).items())
+    held_out = "voice variants" if params.text == "digits" else "sentences and voice variants"
     return SpeechSource(
         name="synthetic_speech",
         identity=f"{builder.name}/{builder.builder_config.name}/{builder.version}",
-        description=(
-            f"synthetic espeak-ng speech ({fields}); validation sentences and voice variants "
-            "never heard in training"
-        ),
+        description=f"synthetic espeak-ng speech ({fields}); validation {held_out} never heard in training",
         splits=splits,
     )
 
@@ -286,6 +287,28 @@ class _HashShare:
         return int(stable_hash(group)[:8], 16) % 10000 < self._threshold
 
 
+def _combined_source(sources):
+    """Train on every source's training split; validate (and test) on the first's."""
+    first = sources[0]
+    parts = [source.splits["train"] for source in sources]
+
+    def train():
+        for read in parts:
+            yield from read()
+
+    splits = dict(first.splits)
+    splits["train"] = train
+    return SpeechSource(
+        name="+".join(source.name for source in sources),
+        identity="+".join(source.identity for source in sources),
+        description=(
+            f"training data: {'; plus '.join(source.description for source in sources)}. "
+            f"Validation{' and test' if 'test' in splits else ''} from the first only."
+        ),
+        splits=splits,
+    )
+
+
 def resolve_speech_source(spec, *, cache_dir, data_dir=None):
     """The `SpeechSource` for a `--dataset` spec (see the module docstring).
 
@@ -305,6 +328,14 @@ def resolve_speech_source(spec, *, cache_dir, data_dir=None):
             f"or one of {CATALOG}, got {spec!r}."
         )
     spec = spec.strip()
+    if "+" in spec and not os.path.isdir(os.path.expanduser(spec)):
+        parts = [part.strip() for part in spec.split("+")]
+        if not all(parts):
+            raise ValueError(
+                f"Received an invalid value for argument `dataset`: {spec!r} has an empty part; "
+                "expected specs joined by '+', e.g. '../fsdd+synthetic:text=digits'."
+            )
+        return _combined_source([resolve_speech_source(p, cache_dir=cache_dir, data_dir=data_dir) for p in parts])
     if spec == "synthetic" or spec.startswith("synthetic:"):
         return _synthetic_source(spec, cache_dir)
     expanded = os.path.abspath(os.path.expanduser(spec))

@@ -22,6 +22,8 @@ TRAIN_VARIANTS = ("", "m1", "m2", "m4", "m5", "m6", "m7", "f1", "f2", "f4")
 VALIDATION_VARIANTS = ("m3", "f3", "m8")
 
 SYNTHESIS_CHUNK = 500  # utterances per synthesis subprocess
+TEXTS = ("shakespeare", "digits")
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _TRIM_THRESHOLD = 300  # int16 amplitude, about -40 dBFS
 _TRIM_MARGIN_S = 0.05
 
@@ -39,7 +41,11 @@ class SyntheticSpeechParams:
         max_words: Most words per sentence (about 0.4 s a word).
         min_word_count: Only words used at least this often in the text
             corpus, so that held-out sentences use words heard in training.
-        sample_rate: Rate the audio is stored at, Hz.
+        sample_rate: Rate the audio is stored at, Hz (8000 gives the
+            telephone band of recordings like FSDD).
+        text: `"shakespeare"` (sentences of the shipped text corpus) or
+            `"digits"` (sequences of the words "zero".."nine"; sentences may
+            repeat, only the voices are held out).
     """
 
     seed: int = field(default=0, metadata={"help": "Seed of the synthetic corpus."})
@@ -49,9 +55,17 @@ class SyntheticSpeechParams:
     max_words: int = field(default=5, metadata={"help": "Most words per synthetic sentence."})
     min_word_count: int = field(default=10, metadata={"help": "Only corpus words seen this often."})
     sample_rate: int = field(default=16000, metadata={"help": "Stored sample rate, Hz."})
+    text: str = field(default="shakespeare", metadata={"help": "Sentence source.", "choices": TEXTS})
 
     def __post_init__(self):
+        if self.text not in TEXTS:
+            raise ValueError(
+                f"Received an invalid value for synthetic speech field `text`, expected one of "
+                f"{TEXTS}, got {self.text!r}."
+            )
         for f in dataclasses.fields(self):
+            if f.name == "text":
+                continue
             value = getattr(self, f.name)
             minimum = 0 if f.name == "seed" else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -80,6 +94,9 @@ class SyntheticSpeechParams:
                     f"'synthetic' or 'synthetic:key=value,...' with keys among {sorted(names)}, "
                     f"got {item!r}."
                 )
+            if key == "text":
+                values[key] = value.strip()
+                continue
             try:
                 values[key] = int(value)
             except ValueError:
@@ -91,7 +108,7 @@ class SyntheticSpeechParams:
 
     def config_name(self, corpus_digest):
         fields = "_".join(f"{k}{v}" for k, v in dataclasses.asdict(self).items())
-        return f"{fields}_text{corpus_digest[:8]}".replace("-", "m")
+        return f"{fields}_corpus{corpus_digest[:8]}".replace("-", "m")
 
 
 def _corpus_text(path):
@@ -110,7 +127,17 @@ def choose_sentences(text, params):
     line of `text` (speaker-name lines ending in ':' left out), normalised to
     a-z, apostrophe and space, using only words that occur at least
     `min_word_count` times in `text` and contain no digit.
+
+    With `params.text == "digits"`, sentences are random sequences of digit
+    words instead, and may repeat (there are too few to keep apart).
     """
+    if params.text == "digits":
+        rng = np.random.default_rng([params.seed, 7919])
+        sentences = [
+            " ".join(DIGIT_WORDS[i] for i in rng.integers(0, 10, rng.integers(params.min_words, params.max_words + 1)))
+            for _ in range(params.num_train + params.num_validation)
+        ]
+        return sentences[params.num_validation:], sentences[:params.num_validation]
     lines = []
     for line in text.splitlines():
         line = line.strip()
@@ -176,7 +203,10 @@ class SyntheticSpeech(tfds.core.GeneratorBasedBuilder):
     `ACCENTS` x variants, at a random rate (140-200 words a minute), pitch
     and pitch range, all from `params.seed`. The `validation` split's
     sentences and voice variants (`VALIDATION_VARIANTS`) never occur in
-    `train`. Leading and trailing silence is trimmed to 50 ms.
+    `train` (with `params.text="digits"`, digit sequences, only the voices are
+    held out). Leading and trailing silence is trimmed to 50 ms. Synthesis
+    runs in fresh subprocesses over fixed chunks, so the samples depend only
+    on `params`.
 
     Features: `id`, `audio` (int16 at `params.sample_rate`), `text`,
     `speaker` (the espeak voice, e.g. `en-us+m3`).

@@ -318,3 +318,28 @@ def test_catalog_names_when_prepared(tmp_path):
     assert {(u.text, u.speaker, u.sample_rate) for u in source.splits["train"]()} == {
         ("HELLO", "0", 16000), ("HELLO", "1", 16000)
     }
+
+
+def test_digit_sentences_and_combined_spec(tmp_path):
+    params = SyntheticSpeechParams(num_train=50, num_validation=5, min_words=1, max_words=2, text="digits")
+    train, validation = choose_sentences("", params)
+    words = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"}
+    assert len(train) == 50 and len(validation) == 5
+    assert all(1 <= len(s.split()) <= 2 and set(s.split()) <= words for s in train + validation)
+    assert SyntheticSpeechParams.from_spec("synthetic:text=digits,sample_rate=8000") == SyntheticSpeechParams(
+        text="digits", sample_rate=8000
+    )
+    with pytest.raises(ValueError, match="field `text`, expected one of"):
+        SyntheticSpeechParams(text="poems")
+
+    manifest = tmp_path / "m"
+    _manifest(manifest, [("1.wav", "", "train", "one"), ("2.wav", "", "test", "two")])
+    spec = f"{manifest}+synthetic:text=digits,num_train=3,num_validation=2,max_words=2,sample_rate=8000"
+    source = resolve_speech_source(spec, cache_dir=str(tmp_path / "cache"))
+    train = list(source.splits["train"]())
+    assert [u.text for u in train[:1]] == ["one"] and len(train) == 4
+    assert {u.sample_rate for u in train[1:]} == {8000}
+    assert [u.text for u in source.splits["validation"]()] == ["two"]  # the first part's only
+    assert source.identity.startswith("manifest_speech/") and "+synthetic_speech/" in source.identity
+    with pytest.raises(ValueError, match="has an empty part"):
+        resolve_speech_source(f"{manifest}+", cache_dir=str(tmp_path / "cache"))
