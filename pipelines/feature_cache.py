@@ -51,9 +51,14 @@ class FeatureCacheWriter:
         index = {"n_features": self.n_features, "total_frames": self._offset, "entries": self._entries, **metadata}
         with open(os.path.join(self._tmp, INDEX_FILE), "w", encoding="utf-8") as f:
             json.dump(index, f)
-        if os.path.isdir(self.directory):  # a concurrent run finished first
-            shutil.rmtree(self.directory, ignore_errors=True)
-        os.replace(self._tmp, self.directory)
+        try:
+            os.rename(self._tmp, self.directory)
+        except OSError:
+            if not os.path.isfile(os.path.join(self.directory, INDEX_FILE)):
+                raise
+            # A concurrent run with the same key finished first: its split is
+            # identical, and may be in use, so keep it.
+            shutil.rmtree(self._tmp, ignore_errors=True)
 
     def abort(self):
         """Remove the partial output."""

@@ -284,3 +284,21 @@ def test_argument_errors(tmp_path):
         _build(folder, tmp_path / "cache", max_duration_s=-1.0)
     with pytest.raises(TypeError, match="argument `feature_config`, expected a FeatureConfig, got dict"):
         _build(folder, tmp_path / "cache", feature_config={"n_mels": 16})
+
+
+def test_feature_cache_atomic_and_first_writer_wins(tmp_path):
+    from pipelines.feature_cache import FeatureCacheReader, FeatureCacheWriter
+
+    directory = str(tmp_path / "train")
+    first = FeatureCacheWriter(directory, 3)
+    second = FeatureCacheWriter(directory, 3)
+    first.append("a", "one", "a.wav", np.full((2, 3), 1.0))
+    second.append("a", "one", "a.wav", np.full((2, 3), 2.0))
+    assert not FeatureCacheReader.exists(directory)  # nothing visible before commit
+    first.commit({"split": "train"})
+    second.commit({"split": "train"})
+    reader = FeatureCacheReader(directory)
+    np.testing.assert_array_equal(reader.features(0), np.ones((2, 3)))
+    assert os.listdir(tmp_path) == ["train"]  # no temporary directory left
+    with pytest.raises(ValueError, match=r"b.wav: expected features of shape \(frames, 3\), got \(2, 4\)"):
+        FeatureCacheWriter(str(tmp_path / "other"), 3).append("b", "two", "b.wav", np.zeros((2, 4)))
