@@ -65,8 +65,10 @@ def main(argv=None):
         max_batch_size=args.max_batch_size,
         batch_timeout_s=args.batch_timeout_micros / 1e6,
     )
+    # A long keep-alive: with a short one, a client reusing a pooled
+    # connection just as the server closes it sees a reset (a failed request).
     uvicorn.run(app, host=args.host, port=args.rest_api_port, access_log=args.access_log,
-                log_level="info")
+                log_level="info", timeout_keep_alive=75)
     return 0
 
 

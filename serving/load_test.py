@@ -5,8 +5,8 @@
     python -m serving.load_test --model_name=language_model --kind=generate \\
         --clients=64 --requests=50 --prompt="ROMEO:" --max_new_chars=50
 
-A bounded asyncio client (httpx.AsyncClient, one connection per client) on
-127.0.0.1 by default. Each client sends its requests one after another; the
+A bounded asyncio load generator on 127.0.0.1 by default: one
+httpx.AsyncClient (one connection) per simulated client. Each client sends its requests one after another; the
 report gives the throughput over the whole run and the latency percentiles
 of every request (a failure is any non-200 answer or transport error). One
 request is sent and timed apart first, to warm the server up.
@@ -70,17 +70,20 @@ async def _run(args):
     import httpx
 
     path, request = _request_factory(args)
-    limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
     timeout = httpx.Timeout(args.timeout)
-    async with httpx.AsyncClient(base_url=args.url, limits=limits, timeout=timeout) as client:
+    # One client (one connection) per simulated user: a single shared
+    # AsyncClient's connection pool, not the server, limits throughput at
+    # high concurrency (httpcore's pool).
+    clients = [httpx.AsyncClient(base_url=args.url, timeout=timeout) for _ in range(args.clients)]
+    try:
         start = time.perf_counter()
-        warm = await client.post(path, **request)
+        warm = await clients[0].post(path, **request)
         warmup_ms = 1000 * (time.perf_counter() - start)
         if warm.status_code != 200:
             raise SystemExit(f"Warm-up request failed with {warm.status_code}: {warm.text[:500]}")
         latencies, failures = [], []
 
-        async def one_client():
+        async def one_client(client):
             for _ in range(args.requests):
                 began = time.perf_counter()
                 try:
@@ -94,8 +97,10 @@ async def _run(args):
                     failures.append(detail)
 
         began = time.perf_counter()
-        await asyncio.gather(*(one_client() for _ in range(args.clients)))
+        await asyncio.gather(*(one_client(client) for client in clients))
         wall = time.perf_counter() - began
+    finally:
+        await asyncio.gather(*(client.aclose() for client in clients))
     latencies_ms = 1000 * np.array(latencies)
     report = {
         "kind": args.kind,
