@@ -77,12 +77,33 @@ def _text(value):
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def _prepare(builder):
+def _prepare(make_builder):
+    """Prepare a project builder once, even with concurrent processes.
+
+    TFDS's `download_and_prepare` is not safe when two processes (say a
+    training run and a tuning worker) prepare the same dataset at once: the
+    second fails renaming its output. A lock file serialises them; the
+    waiting process then finds the data prepared.
+    """
     import tensorflow_datasets as tfds
 
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
-    )
+    builder = make_builder()
+    if builder.is_prepared():
+        return builder
+    lock_dir = os.path.dirname(os.fspath(builder.data_path))
+    os.makedirs(lock_dir, exist_ok=True)
+    with open(os.path.join(lock_dir, f".prepare-{builder.version}.lock"), "w") as lock:
+        try:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except ImportError:  # not POSIX: no lock, as TFDS itself
+            pass
+        builder = make_builder()  # another process may have finished meanwhile
+        if not builder.is_prepared():
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+            )
     return builder
 
 
@@ -137,7 +158,7 @@ def _folder_source(folder, cache_dir):
             "manifest.tsv, no LJSpeech metadata.csv + wavs/, and no LibriSpeech "
             "speaker/chapter/*.trans.txt files."
         )
-    builder = _prepare(builder_cls(folder=folder, data_dir=os.path.join(cache_dir, "tfds")))
+    builder = _prepare(lambda: builder_cls(folder=folder, data_dir=os.path.join(cache_dir, "tfds")))
 
     def to_utterance(example):
         return Utterance(
@@ -162,7 +183,7 @@ def _synthetic_source(spec, cache_dir):
     from data.synthetic_speech import SyntheticSpeech, SyntheticSpeechParams
 
     params = SyntheticSpeechParams.from_spec(spec)
-    builder = _prepare(SyntheticSpeech(params=params, data_dir=os.path.join(cache_dir, "tfds")))
+    builder = _prepare(lambda: SyntheticSpeech(params=params, data_dir=os.path.join(cache_dir, "tfds")))
     rate = builder.info.features["audio"].sample_rate
 
     def to_utterance(example):

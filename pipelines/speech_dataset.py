@@ -122,6 +122,20 @@ def single_threaded_blas():
     return threadpoolctl.threadpool_limits(1, user_api="blas")
 
 
+@contextlib.contextmanager
+def _exclusive(lock_path):
+    """Hold an exclusive lock on `lock_path` (no-op where fcntl is missing)."""
+    os.makedirs(os.path.dirname(lock_path), exist_ok=True)
+    with open(lock_path, "w") as lock:
+        try:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except ImportError:
+            pass
+        yield
+
+
 def _check_transcript(utterance, vocabulary):
     """(normalised text, None) or (None, (reason, detail))."""
     text = normalize_transcript(utterance.text or "")
@@ -360,11 +374,13 @@ def build_speech_datasets(
     for split, read in source.splits.items():
         directory = os.path.join(root, split)
         if not FeatureCacheReader.exists(directory):
-            _build_split_cache(
-                directory, split, read(),
-                feature_config=feature_config, vocabulary=vocabulary,
-                max_duration_s=float(max_duration_s), strict=strict,
-            )
+            with _exclusive(f"{directory}.lock"):  # concurrent runs compute a split once
+                if not FeatureCacheReader.exists(directory):
+                    _build_split_cache(
+                        directory, split, read(),
+                        feature_config=feature_config, vocabulary=vocabulary,
+                        max_duration_s=float(max_duration_s), strict=strict,
+                    )
         reader = FeatureCacheReader(directory)
         if strict and reader.index["skipped"]:
             file, reason = reader.index["skipped"][0]
