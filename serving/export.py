@@ -37,11 +37,51 @@ def _json_ready(value, where):
         ) from None
 
 
-def xla_compiled_functions(saved_model_dir):
-    """Names of the functions in a SavedModel marked for XLA compilation."""
+def _read_saved_model(saved_model_dir):
     proto = saved_model_pb2.SavedModel()
     with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
         proto.ParseFromString(f.read())
+    return proto
+
+
+def _called_functions(attrs):
+    for value in attrs.values():
+        if value.HasField("func"):
+            yield value.func.name
+        for func in value.list.func:
+            yield func.name
+
+
+def pinned_devices(saved_model_dir):
+    """`(node, device)` of the nodes that serving signatures run and that name
+    a device (the checkpoint save/restore functions, which always do, are
+    not part of serving and are left out)."""
+    pinned = []
+    for meta_graph in _read_saved_model(saved_model_dir).meta_graphs:
+        graph = meta_graph.graph_def
+        functions = {f.signature.name: f for f in graph.library.function}
+        nodes = {n.name: n for n in graph.node}
+        outputs = [t.name.split(":")[0] for sig in meta_graph.signature_def.values()
+                   for t in sig.outputs.values()]
+        pending = [n for n in (nodes.get(name) for name in outputs) if n is not None]
+        pinned += [(n.name, n.device) for n in pending if n.device]
+        todo = [f for n in pending for f in _called_functions(n.attr)]
+        seen = set()
+        while todo:
+            name = todo.pop()
+            if name in seen or name not in functions:
+                continue
+            seen.add(name)
+            for node in functions[name].node_def:
+                if node.device:
+                    pinned.append((f"{name}/{node.name}", node.device))
+                todo.extend(_called_functions(node.attr))
+    return pinned
+
+
+def xla_compiled_functions(saved_model_dir):
+    """Names of the functions in a SavedModel marked for XLA compilation."""
+    proto = _read_saved_model(saved_model_dir)
     names = []
     for meta_graph in proto.meta_graphs:
         for function in meta_graph.graph_def.library.function:
@@ -55,13 +95,19 @@ def xla_compiled_functions(saved_model_dir):
     return sorted(names)
 
 
-def _check_no_xla(saved_model_dir):
+def _check_portable(saved_model_dir):
     names = xla_compiled_functions(saved_model_dir)
     if names:
         raise ValueError(
             f"The SavedModel in {saved_model_dir} holds XLA-compiled functions "
             f"{names[:5]}, which TF Serving cannot run; expected none (trace "
             "inside layers.fused_elman.xla_disabled())."
+        )
+    pinned = pinned_devices(saved_model_dir)
+    if pinned:
+        raise ValueError(
+            f"The SavedModel in {saved_model_dir} pins nodes to devices "
+            f"{pinned[:5]}; expected none, so that it runs on CPU and GPU alike."
         )
 
 
@@ -105,7 +151,7 @@ def write_saved_model_version(archive, export_base, model_name, metadata):
         # a flag), so the fused Elman loops are traced without jit_compile.
         with xla_disabled():
             archive.write_out(staging, verbose=False)
-        _check_no_xla(staging)
+        _check_portable(staging)
 
         metadata = {
             **metadata,

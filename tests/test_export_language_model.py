@@ -14,7 +14,7 @@ import tensorflow as tf
 from models.language_model import build_language_model
 from models.text_generation import generate_text
 from pipelines.vocabulary import Vocabulary
-from serving.export import read_metadata, write_saved_model_version, xla_compiled_functions
+from serving.export import pinned_devices, read_metadata, write_saved_model_version, xla_compiled_functions
 from serving.language_model_export import export_language_model
 
 TEXT = "to be, or not to be: that is the question.\nwhether 'tis nobler in the mind\n"
@@ -89,9 +89,11 @@ def test_layout_and_metadata(export_path, vocabulary):
     assert metadata["tensorflow_version"] == tf.__version__
 
 
-def test_nothing_is_xla_compiled(export_path):
-    # TF Serving's images cannot run XLA-compiled functions (see the README).
+def test_nothing_is_xla_compiled_or_pinned_to_a_device(export_path):
+    # TF Serving's images cannot run XLA-compiled functions (see the README);
+    # no device names: the placer puts each op on the GPU when it has one.
     assert xla_compiled_functions(export_path) == []
+    assert pinned_devices(export_path) == []
 
 
 def test_greedy_generation_matches_keras(loaded, model, vocabulary):
@@ -155,6 +157,18 @@ def test_an_xla_compiled_endpoint_is_refused(tmp_path):
     with pytest.raises(ValueError, match="XLA-compiled"):
         write_saved_model_version(archive, tmp_path, "m", {})
     assert os.listdir(tmp_path / "m") == []
+
+
+def test_a_device_pinned_endpoint_is_refused(tmp_path):
+    def pinned(x):
+        with tf.device("/CPU:0"):
+            return {"y": tf.math.tanh(x)}
+
+    archive = keras.export.ExportArchive()
+    archive.add_endpoint("serving_default", pinned,
+                         input_signature=[tf.TensorSpec((None,), tf.float32, name="x")])
+    with pytest.raises(ValueError, match="pins nodes to devices .*Tanh"):
+        write_saved_model_version(archive, tmp_path, "m", {})
 
 
 def test_argument_errors(model, vocabulary, tmp_path):

@@ -15,7 +15,7 @@ from models.ctc_decoding import ctc_decode_text
 from models.transcription import build_transcription_model
 from pipelines.audio_features import FeatureConfig, compute_features
 from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
-from serving.export import read_metadata, xla_compiled_functions
+from serving.export import pinned_devices, read_metadata, xla_compiled_functions
 from serving.transcription_export import export_transcriber
 from tests.test_log_mel import padded_batch, synthetic_utterance
 
@@ -95,6 +95,7 @@ def test_layout_and_metadata(export_path, vocabulary):
     assert metadata["trained_on"]["dataset"] == "synthetic"
     assert metadata["metrics"] == {"val_cer": 0.5}
     assert xla_compiled_functions(export_path) == []
+    assert pinned_devices(export_path) == []
 
 
 def test_waveform_signature_matches_librosa_and_keras(loaded, model, vocabulary, utterances):
