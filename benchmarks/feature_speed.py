@@ -114,7 +114,7 @@ def main(argv=None):
         )
 
         # 3. from the cache: the real tf.data pipeline
-        dataset = speech_dataset._make_dataset(
+        dataset, _ = speech_dataset._make_dataset(
             reader, vocabulary, batch_size=args.batch_size, training=True, spec_augment_enabled=True, seed=0
         )
         for _ in dataset:  # first pass: page cache warm, tf.data graphs built

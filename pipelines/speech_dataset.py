@@ -235,6 +235,7 @@ def _build_split_cache(directory, split, utterances, *, feature_config, vocabula
 
 
 def _bucket_boundaries(frames):
+    """Exclusive upper frame counts of all buckets but the last (quantiles)."""
     if len(frames) == 0:
         return [1]
     quantiles = np.quantile(frames, np.linspace(0, 1, NUM_BUCKETS + 1)[1:-1])
@@ -242,7 +243,41 @@ def _bucket_boundaries(frames):
     return boundaries or [int(np.max(frames)) + 1]
 
 
-def _make_dataset(reader, vocabulary, *, batch_size, training, spec_augment_enabled, seed):
+def _bucket_shapes(frames, label_lengths, reference=None):
+    """Bucket of each utterance, and each bucket's padded frames and label length.
+
+    Every batch of a bucket is padded to the same shape, so a split yields
+    at most two shapes per bucket (full batches and the remainder), the same
+    every epoch: XLA-compiled kernels compile a handful of times, not once
+    per distinct utterance length. With `reference` (the training split's
+    `(boundaries, frames_cap)`), another split reuses the training buckets'
+    frame counts, so evaluation mostly meets shapes already compiled.
+
+    Returns:
+        `(buckets, frames_cap, labels_cap, boundaries)`.
+    """
+    if reference is None:
+        boundaries = _bucket_boundaries(frames)
+        frames_cap = None
+    else:
+        boundaries, frames_cap = reference
+    buckets = np.searchsorted(boundaries, frames, side="right").astype(np.int64)
+    count = len(boundaries) + 1
+    longest = np.zeros(count, np.int64)
+    labels_cap = np.ones(count, np.int64)
+    for bucket, length, label_length in zip(buckets, frames, label_lengths):
+        longest[bucket] = max(longest[bucket], length)
+        labels_cap[bucket] = max(labels_cap[bucket], label_length)
+    if frames_cap is None:
+        # Each bucket pads to its longest member.
+        frames_cap = np.where(longest > 0, longest, 1).astype(np.int64)
+    else:
+        frames_cap = np.maximum(frames_cap, longest).astype(np.int64)
+    return buckets, frames_cap, labels_cap, boundaries
+
+
+def _make_dataset(reader, vocabulary, *, batch_size, training, spec_augment_enabled, seed, reference=None):
+    """The batched dataset of one cached split, and its `(boundaries, frames_cap)`."""
     n = len(reader)
     if n == 0:
         raise ValueError(f"No usable utterances left in split {reader.index['split']!r}; see the skipped list.")
@@ -255,6 +290,10 @@ def _make_dataset(reader, vocabulary, *, batch_size, training, spec_augment_enab
     frames_t = tf.constant(reader.frames.astype(np.int32))
     offsets_t = tf.constant(reader.offsets)
     n_features = reader.n_features
+    buckets, frames_cap, labels_cap, boundaries = _bucket_shapes(reader.frames, label_lengths, reference)
+    buckets_t = tf.constant(buckets)
+    frames_cap_t = tf.constant(frames_cap)
+    labels_cap_t = tf.constant(labels_cap)
 
     if reader.nbytes <= IN_MEMORY_LIMIT_BYTES:
         # Small enough: one tensor in memory, sliced in-graph (no Python, no GIL).
@@ -273,21 +312,28 @@ def _make_dataset(reader, vocabulary, *, batch_size, training, spec_augment_enab
 
     def load(i):
         labels = flat_labels[label_offsets_t[i]:label_offsets_t[i] + label_lengths_t[i]]
-        return {"features": read(i), "feature_length": frames_t[i]}, labels
+        return {"features": read(i), "feature_length": frames_t[i]}, labels, buckets_t[i]
+
+    def batch_bucket(bucket, window):
+        shapes = (
+            {"features": tf.stack([frames_cap_t[bucket], n_features]), "feature_length": tf.constant([], tf.int64)},
+            tf.reshape(labels_cap_t[bucket], [1]),
+        )
+        return window.map(lambda inputs, labels, _: (inputs, labels)).padded_batch(
+            batch_size,
+            padded_shapes=shapes,
+            padding_values=(
+                {"features": tf.constant(0.0, tf.float32), "feature_length": tf.constant(0, tf.int32)},
+                tf.constant(vocabulary.pad_id, tf.int32),
+            ),
+        )
 
     dataset = tf.data.Dataset.range(n)
     if training:
         dataset = dataset.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    boundaries = _bucket_boundaries(reader.frames)
-    dataset = dataset.bucket_by_sequence_length(
-        element_length_func=lambda inputs, labels: inputs["feature_length"],
-        bucket_boundaries=boundaries,
-        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
-        padding_values=(
-            {"features": tf.constant(0.0, tf.float32), "feature_length": tf.constant(0, tf.int32)},
-            tf.constant(vocabulary.pad_id, tf.int32),
-        ),
+    dataset = dataset.group_by_window(
+        key_func=lambda inputs, labels, bucket: bucket, reduce_func=batch_bucket, window_size=batch_size
     )
     if training and spec_augment_enabled:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
@@ -300,7 +346,7 @@ def _make_dataset(reader, vocabulary, *, batch_size, training, spec_augment_enab
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
             augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
         )
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE), (boundaries, frames_cap)
 
 
 def build_speech_datasets(
@@ -322,8 +368,12 @@ def build_speech_datasets(
     `cache_dir/features/<data>-<key>/<split>/`, the key hashing the data's
     identity, `feature_config`, the vocabulary and `max_duration_s`; later
     epochs and runs with the same key read them memory-mapped and compute
-    none. Batches group utterances of similar length (8 length buckets) to
-    limit padding, and are prefetched.
+    none. Batches group utterances of similar length (8 length buckets, at
+    the length quantiles of the split) to limit padding; every batch of a
+    bucket has the same padded shape (the bucket's longest utterance and
+    longest transcript), so a split has at most two shapes per bucket, the
+    same every epoch, and shape-specialised (XLA) kernels compile a few times
+    only. Batches are prefetched.
 
     Every utterance that cannot be used (unreadable, empty, truncated,
     silent, too short or longer than `max_duration_s` audio; empty
@@ -409,14 +459,19 @@ def build_speech_datasets(
     counts["skipped"] = len(skipped)
     counts["skipped_by_reason"] = dict(sorted(totals.items()))
 
-    make = lambda split, training: _make_dataset(  # noqa: E731
-        readers[split], vocabulary, batch_size=batch_size, training=training,
-        spec_augment_enabled=spec_augment, seed=seed,
-    )
+    def make(split, reference=None):
+        return _make_dataset(
+            readers[split], vocabulary, batch_size=batch_size, training=split == "train",
+            spec_augment_enabled=spec_augment, seed=seed, reference=reference,
+        )
+
+    train, reference = make("train")
+    validation, _ = make("validation", reference)
+    test = make("test", reference)[0] if "test" in readers else None
     return SpeechData(
-        train=make("train", True),
-        validation=make("validation", False),
-        test=make("test", False) if "test" in readers else None,
+        train=train,
+        validation=validation,
+        test=test,
         counts=counts,
         skipped=skipped,
         description=source.description,

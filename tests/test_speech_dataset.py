@@ -235,12 +235,22 @@ def test_length_buckets_limit_padding(tmp_path):
     assert len(boundaries) == 7
     bucket = lambda n: int(np.searchsorted(boundaries, n, side="right"))  # noqa: E731
     padded = real = 0
-    for inputs, _ in data.train:
-        batch_lengths = inputs["feature_length"].numpy()
-        assert len({bucket(n) for n in batch_lengths}) == 1
-        padded += inputs["features"].shape[0] * inputs["features"].shape[1]
-        real += batch_lengths.sum()
-    assert real / padded > 0.85
+    shapes = []
+    for epoch in range(2):
+        shapes.append(set())
+        for inputs, labels in data.train:
+            batch_lengths = inputs["feature_length"].numpy()
+            assert len({bucket(n) for n in batch_lengths}) == 1
+            shapes[-1].add((bucket(batch_lengths[0]), tuple(inputs["features"].shape), tuple(labels.shape)))
+            padded += inputs["features"].shape[0] * inputs["features"].shape[1]
+            real += batch_lengths.sum()
+    assert real / padded > 0.75
+    # one padded shape per bucket and batch size, the same every epoch
+    assert shapes[0] == shapes[1]
+    per_bucket = {}
+    for b, feature_shape, label_shape in shapes[0]:
+        per_bucket.setdefault(b, set()).add(feature_shape[1:] + label_shape[1:])
+    assert len(per_bucket) == 8 and all(len(v) == 1 for v in per_bucket.values())
 
 
 def test_spec_augment_masks_training_only(tmp_path):
