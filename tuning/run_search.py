@@ -225,7 +225,6 @@ def run_search(task, config, tuning, *, output_dir=None):
     metrics = task.evaluate(model, best_config, context, validation)
     model_path = os.path.join(tuning_dir, "best_model.keras")
     model.save(model_path)
-    export_path = task.export(model, best_config, context, metrics) if task.export else None
 
     epochs = best.metrics.get_last_value("trial_epochs") if best.metrics.exists("trial_epochs") else None
     summary = _jsonable(
@@ -243,7 +242,7 @@ def run_search(task, config, tuning, *, output_dir=None):
             "trial_epochs": None if epochs is None else int(epochs),
             "model": {"source": source, "path": model_path},
             "metrics": metrics,
-            "export": export_path,
+            "export": None,
             "config": config_to_dict(best_config),
             "trials": {
                 "total": len(rows),
@@ -252,7 +251,13 @@ def run_search(task, config, tuning, *, output_dir=None):
             },
         }
     )
-    write_json(os.path.join(tuning_dir, "best.json"), summary)
+    # Written before the export too, so a failed export loses nothing: the
+    # same command restores the finished search's best model and exports it.
+    best_path = os.path.join(tuning_dir, "best.json")
+    write_json(best_path, summary)
+    export_path = task.export(model, best_config, context, metrics) if task.export else None
+    summary["export"] = export_path
+    write_json(best_path, summary)
     print(
         f"[tuning] best trial {best.trial_id}: {task.objective}={best.score:.4g} with "
         f"{json.dumps(summary['hyperparameters'])}; model {source}; "
