@@ -39,6 +39,8 @@ def parse_json_body(body):
         raise RequestError("Request body is not UTF-8 encoded JSON.") from None
     except json.JSONDecodeError as error:
         raise RequestError(f"Malformed JSON in request body: {error}.") from None
+    except RecursionError:
+        raise RequestError("Request body JSON is nested too deeply.") from None
     if not isinstance(request, dict):
         raise RequestError(
             f"Request body must be a JSON object, got {type(request).__name__}."
@@ -51,7 +53,12 @@ def _string_leaves(value, name):
     if isinstance(value, list):
         return [_string_leaves(v, name) for v in value]
     if isinstance(value, str):
-        return value.encode("utf-8")
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestError(
+                f'Input "{name}" holds a string that is not valid Unicode (a lone surrogate).'
+            ) from None
     if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
         try:
             return base64.b64decode(value["b64"], validate=True)
@@ -107,6 +114,8 @@ def to_array(value, spec, name):
                 raise RequestError(f'Input "{name}" holds integers outside the range of {dtype_name(dtype)}.')
         array = array.astype(dtype.as_numpy_dtype)
     _check_shape(array.shape, spec, name)
+    if spec.shape.rank and spec.shape[0] is None and array.shape[0] == 0:
+        raise RequestError(f'Input "{name}" has an empty batch; send at least one item.')
     return array
 
 
@@ -215,7 +224,10 @@ def parse_predict_request(request, signatures, default="serving_default"):
                 )
             columns = {next(iter(specs)): columns}
         _check_names(set(columns), specs, name, '"inputs"')
-    arrays = {key: to_array(columns[key], specs[key], key) for key in specs}
+    try:
+        arrays = {key: to_array(columns[key], specs[key], key) for key in specs}
+    except RecursionError:
+        raise RequestError("Request inputs are nested too deeply.") from None
     return signature, arrays, has_rows
 
 

@@ -84,14 +84,20 @@ class _BodyLimit:
         return await self.app(scope, replay, send)
 
 
+_BOILERPLATE = ("Graph execution error", "Detected at node", "<stack traces", "Stack trace",
+                "dummy_", "[[", "Op:")
+
+
 def _invalid_argument_message(error):
     """The useful line of a TensorFlow InvalidArgumentError."""
     text = getattr(error, "message", str(error))
     match = re.search(r"assertion failed: \[([^\]]*)\]", text)
     if match:
         return match.group(1)
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else text
+    lines = [line.strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.startswith(_BOILERPLATE)]
+    message = lines[0] if lines else text
+    return re.sub(r"\s*\[\[.*$|\s*\[Op:.*$", "", message) or text
 
 
 def _to_tensors(arrays, signature):

@@ -53,8 +53,11 @@ def export_transcriber(
       `layers.log_mel.LogMel`, the tf.signal twin of
       `pipelines.audio_features.compute_features`. Lengths below `n_fft`
       samples or above the padded length are rejected (InvalidArgument).
+      An utterance of `n` samples has `1 + (n - n_fft) // hop_length`
+      feature frames, which the model may shorten (frame stacking).
     - `from_features`: `features` float32 `(batch, frames, n_features)` and
-      `feature_length` int32 `(batch,)`, features computed outside.
+      `feature_length` int32 `(batch,)`, features computed outside (lengths
+      outside `[0, frames]` are rejected).
 
     Args:
         model: A Keras model taking `{"features", "feature_length"}` and
@@ -124,6 +127,21 @@ def export_transcriber(
         features, feature_length = log_mel([waveform, waveform_length])
         return transcribe(features, feature_length)
 
+    def from_features(features, feature_length):
+        checks = [
+            tf.debugging.assert_non_negative(
+                feature_length, message="every `feature_length` must be >= 0"
+            ),
+            tf.debugging.assert_less_equal(
+                feature_length,
+                tf.shape(features)[1],
+                message="`feature_length` must not exceed the features' padded length",
+            ),
+        ]
+        with tf.control_dependencies(checks):
+            features = tf.identity(features)
+        return transcribe(features, feature_length)
+
     archive = keras.export.ExportArchive()
     archive.track(model)
     tables.track(archive)
@@ -137,7 +155,7 @@ def export_transcriber(
     )
     archive.add_endpoint(
         "from_features",
-        transcribe,
+        from_features,
         input_signature=[
             tf.TensorSpec((None, None, n_features), tf.float32, name="features"),
             tf.TensorSpec((None,), tf.int32, name="feature_length"),

@@ -132,6 +132,10 @@ def test_bad_lengths_are_invalid_argument(loaded):
         loaded.signatures["serving_default"](waveform=waveform, waveform_length=tf.constant([1000, 399]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="padded length"):
         loaded.signatures["serving_default"](waveform=waveform, waveform_length=tf.constant([1000, 1001]))
+    features = tf.zeros((2, 5, CONFIG.n_features))
+    for lengths, message in (([5, -1], ">= 0"), ([5, 6], "padded length")):
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            loaded.signatures["from_features"](features=features, feature_length=tf.constant(lengths))
 
 
 def test_feature_width_must_match_the_config(model, vocabulary, tmp_path):
