@@ -12,9 +12,11 @@ import pytest
 import tensorflow as tf
 
 from models.language_model import build_language_model
+from models.language_model_io import save_language_model
 from models.text_generation import generate_text
 from pipelines.vocabulary import Vocabulary
 from serving.export import pinned_devices, read_metadata, write_saved_model_version, xla_compiled_functions
+from serving.export_run import export_run
 from serving.language_model_export import export_language_model
 
 TEXT = "to be, or not to be: that is the question.\nwhether 'tis nobler in the mind\n"
@@ -135,6 +137,20 @@ def test_versions_count_up_and_ignore_other_names(model, vocabulary, tmp_path):
     second = export_language_model(model, vocabulary, tmp_path, trained_on="t", metrics={})
     assert [os.path.basename(first), os.path.basename(second)] == ["8", "9"]
     assert sorted(os.listdir(tmp_path / "language_model")) == ["7", "8", "9", "notes"]
+
+
+def test_export_run_exports_a_saved_run(model, vocabulary, tmp_path):
+    save_language_model(model, vocabulary, str(tmp_path / "model.keras"))
+    (tmp_path / "config.json").write_text(json.dumps({"dataset": "hamlet.txt", "hidden_size": 24}))
+    (tmp_path / "metrics.json").write_text(json.dumps({"val_bpc": 2.5, "history": {"loss": [3.0]}}))
+    path = export_run(str(tmp_path))
+    assert path == str(tmp_path / "export" / "language_model" / "1")
+    metadata = read_metadata(path)
+    assert metadata["trained_on"]["dataset"] == "hamlet.txt"
+    assert metadata["metrics"] == {"val_bpc": 2.5}
+    assert metadata["config"]["hidden_size"] == 24
+    loaded = tf.saved_model.load(path)
+    assert _generate(loaded, PROMPTS, 10) == generate_text(model, vocabulary, PROMPTS, length=10, temperature=0.0)
 
 
 def test_a_failed_write_leaves_no_version(tmp_path):
