@@ -32,6 +32,9 @@ class FeatureCacheWriter:
         self._entries = []
         self._offset = 0
 
+    def __len__(self):
+        return len(self._entries)
+
     def append(self, key, text, source, features):
         """Store `(frames, n_features)` features of one utterance."""
         features = np.ascontiguousarray(features, dtype=np.float32)

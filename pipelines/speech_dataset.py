@@ -230,7 +230,7 @@ def _build_split_cache(directory, split, utterances, *, feature_config, vocabula
     )
     logger.info(
         "%s: featurised %d utterances (%.0f s of audio) in %.1f s (%.0fx real time), skipped %d",
-        split, len(writer._entries), audio_seconds, elapsed, audio_seconds / max(elapsed, 1e-9), len(skipped),
+        split, len(writer), audio_seconds, elapsed, audio_seconds / max(elapsed, 1e-9), len(skipped),
     )
 
 
