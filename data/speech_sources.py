@@ -184,15 +184,13 @@ def _synthetic_source(spec, cache_dir):
 
     params = SyntheticSpeechParams.from_spec(spec)
     builder = _prepare(lambda: SyntheticSpeech(params=params, data_dir=os.path.join(cache_dir, "tfds")))
-    rate = builder.info.features["audio"].sample_rate
-
     def to_utterance(example):
         return Utterance(
             key=_text(example["id"]),
             text=_text(example["text"]),
             speaker=_text(example["speaker"]),
-            audio=example["audio"],
-            sample_rate=rate,
+            audio=np.frombuffer(example["pcm16"], dtype="<i2"),
+            sample_rate=int(example["sample_rate"]),
         )
 
     splits, _ = _final_splits(_builder_splits(builder, to_utterance), "synthetic speech")
