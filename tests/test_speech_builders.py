@@ -30,7 +30,7 @@ def _wav(path, seconds=0.3, rate=16000, fmt=None):
 def _examples(builder, split):
     return sorted(
         (
-            {k: (v.decode() if isinstance(v, bytes) else v) for k, v in example.items()}
+            {k: (v.decode() if isinstance(v, bytes) and k != "pcm16" else v) for k, v in example.items()}
             for example in tfds.as_numpy(builder.as_dataset(split=split))
         ),
         key=lambda e: e["id"],
