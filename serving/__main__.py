@@ -34,9 +34,10 @@ def _parser():
     parser.add_argument("--max_new_chars", type=int, default=2000,
                         help="Largest max_new_chars accepted for generation (default 2000).")
     parser.add_argument("--max_batch_size", type=int, default=32,
-                        help="Most uploads batched into one :transcribe model call (default 32).")
-    parser.add_argument("--batch_timeout_micros", type=int, default=2000,
-                        help="Longest wait for a :transcribe batch to fill (default 2000 us).")
+                        help="Most requests merged into one model call (default 32; 1 turns batching off).")
+    parser.add_argument("--batch_timeout_micros", type=int, default=0,
+                        help="Longest wait for a batch to fill (default 0: batch only the requests "
+                        "that queued while the model was busy).")
     parser.add_argument("--access_log", action="store_true", help="Log every request.")
     return parser
 

@@ -10,7 +10,8 @@ class Batcher:
 
     Requests submitted while a batch is being collected join it: a batch is
     run when it holds `max_batch_size` items or `timeout_s` after its first
-    item arrived, whichever comes first, by `run_batch(items) -> results` in
+    item arrived, whichever comes first (with `timeout_s=0`, at once with
+    whatever has queued), by `run_batch(items) -> results` in
     a worker thread (the TensorFlow call releases the GIL). At most
     `max_concurrent_batches` batches run at once; while they run, new
     requests queue and form the next batch, so under load batches grow
@@ -26,7 +27,7 @@ class Batcher:
         max_concurrent_batches: Batches allowed to run at the same time.
     """
 
-    def __init__(self, run_batch, *, max_batch_size=32, timeout_s=0.002, max_concurrent_batches=2):
+    def __init__(self, run_batch, *, max_batch_size=32, timeout_s=0.0, max_concurrent_batches=2):
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.timeout_s = timeout_s

@@ -170,7 +170,7 @@ def create_app(
     max_audio_seconds=60.0,
     max_new_chars=2000,
     max_batch_size=32,
-    batch_timeout_s=0.002,
+    batch_timeout_s=0.0,
 ):
     """The FastAPI app serving one model with TF Serving's REST API.
 
@@ -207,7 +207,10 @@ def create_app(
             batcher does: same signature, same trailing input shapes, equal
             scalar inputs, concatenated along the batch axis. `:transcribe`
             uploads of any length are padded into one batch.
-        batch_timeout_s: Longest wait for a batch to fill.
+        batch_timeout_s: Longest wait for a batch to fill. The default, 0,
+            adds no latency: a batch takes the requests that queued while
+            the model was busy (two batches run at once), which is when
+            batching pays.
     """
     store = ModelStore(model_name, model_base_path, poll_seconds=poll_seconds)
 
