@@ -139,6 +139,15 @@ def test_versions_count_up_and_ignore_other_names(model, vocabulary, tmp_path):
     assert sorted(os.listdir(tmp_path / "language_model")) == ["7", "8", "9", "notes"]
 
 
+def test_output_hidden_layer_and_relu_cells_are_generated_from(vocabulary, tmp_path):
+    keras.utils.set_random_seed(5)
+    model = build_language_model(vocabulary_size=vocabulary.size, embedding_dim=6, hidden_size=12,
+                                 num_layers=2, activation="relu", output_hidden_size=10)
+    loaded = tf.saved_model.load(
+        export_language_model(model, vocabulary, tmp_path, trained_on="t", metrics={}))
+    assert _generate(loaded, PROMPTS, 15) == generate_text(model, vocabulary, PROMPTS, length=15, temperature=0.0)
+
+
 def test_export_run_exports_a_saved_run(model, vocabulary, tmp_path):
     save_language_model(model, vocabulary, str(tmp_path / "model.keras"))
     (tmp_path / "config.json").write_text(json.dumps({"dataset": "hamlet.txt", "hidden_size": 24}))
