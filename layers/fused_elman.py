@@ -144,10 +144,11 @@ def _forward_last(u, h0, recurrent_kernel, keep, activation, reverse, xla):
 def _backward(
     d_states, states, h0, recurrent_kernel, keep, activation, reverse, xla
 ):
-    """`(du, dh0, dW_hh)` from `dH`; all sequences `(batch, time, units)`.
+    """`(du, dh0, shifted)` from `dH`; sequences `(batch, time, units)`.
 
     `d_states` and `states` are in processing order, `du` in the order of
-    `u`. The loop carries only `dH`; `dW_hh` is one matmul after it.
+    `u`. The loop carries only `dH`. `shifted` holds `da` one step early,
+    for `_recurrent_kernel_grad` (one matmul after the loop).
     """
     steps = tf.shape(states)[1]
     if keep is not None and reverse:
@@ -185,16 +186,22 @@ def _backward(
         (steps - 1, zero, _new_buffer(states, xla), _new_buffer(states, xla)),
         maximum_iterations=steps,
     )
-    du = _finish(du, xla)
-    shifted = _finish(shifted, xla)
+    return _finish(du, xla), dh0, _finish(shifted, xla)
+
+
+def _recurrent_kernel_grad(states, shifted, h0, du, reverse):
+    """`dW_hh = sum_t H_(t-1)^T da_t` as one large matmul.
+
+    Done outside the XLA kernels on purpose: TensorFlow's own (oneDNN)
+    matmul was measured faster than XLA:CPU's for this transposed product.
+    """
     units = tf.shape(h0)[-1]
-    first_da = du[:, _original_index(0, steps, reverse)]
-    d_kernel = tf.matmul(
+    first_da = du[:, -1] if reverse else du[:, 0]
+    return tf.matmul(
         tf.reshape(states, (-1, units)),
         tf.reshape(shifted, (-1, units)),
         transpose_a=True,
     ) + tf.matmul(h0, first_da, transpose_a=True)
-    return du, dh0, d_kernel
 
 
 _KERNELS = {}
@@ -285,8 +292,11 @@ def elman_recurrence(
         states = forward(u, h0, recurrent_kernel, *mask)
 
         def grad(d_states):
-            return backward(
+            du, dh0, shifted = backward(
                 tf.stop_gradient(d_states), states, h0, recurrent_kernel, *mask
+            )
+            return du, dh0, _recurrent_kernel_grad(
+                states, shifted, h0, du, reverse
             )
 
         return states, grad
@@ -322,8 +332,11 @@ def elman_last_state(
                 ],
                 axis=1,
             )
-            return _kernel("backward", *static)(
+            du, dh0, shifted = _kernel("backward", *static)(
                 d_states, states, h0, recurrent_kernel, *mask
+            )
+            return du, dh0, _recurrent_kernel_grad(
+                states, shifted, h0, du, reverse
             )
 
         return h, grad
