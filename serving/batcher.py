@@ -4,6 +4,8 @@ import asyncio
 
 import anyio.to_thread
 
+_CLOSE = object()  # queued by close(): the collector stops once it reaches it
+
 
 class Batcher:
     """Dynamic batching for an asyncio server, like TF Serving's batcher.
@@ -35,13 +37,29 @@ class Batcher:
         self._max_concurrent = max_concurrent_batches
         self._queue = None
         self._collector = None
+        self._loop = None
         self.batches_run = 0  # statistics: model calls made and items they held
         self.items_run = 0
 
     def _start(self):
+        self._loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
         self._slots = asyncio.Semaphore(self._max_concurrent)
-        self._collector = asyncio.get_running_loop().create_task(self._collect())
+        self._collector = self._loop.create_task(self._collect())
+
+    def close(self):
+        """Stop the collector after the requests already queued (thread-safe).
+
+        Called when the model version it serves is replaced, so the old
+        version can be freed; a later `submit` starts a new collector.
+        """
+        if self._collector is not None and not self._collector.done():
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, (_CLOSE, None))
+
+    @property
+    def running(self):
+        """Whether the collector task is alive."""
+        return self._collector is not None and not self._collector.done()
 
     async def submit(self, item):
         """Run `item` in a batch and return its result."""
@@ -52,8 +70,11 @@ class Batcher:
         return await future
 
     async def _collect(self):
-        while True:
+        closing = False
+        while not closing:
             first = await self._queue.get()
+            if first[0] is _CLOSE:
+                return
             await self._slots.acquire()
             batch = [first]
             deadline = asyncio.get_running_loop().time() + self.timeout_s
@@ -61,11 +82,15 @@ class Batcher:
                 remaining = deadline - asyncio.get_running_loop().time()
                 try:
                     if remaining <= 0:
-                        batch.append(self._queue.get_nowait())
+                        entry = self._queue.get_nowait()
                     else:
-                        batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                        entry = await asyncio.wait_for(self._queue.get(), remaining)
                 except (asyncio.QueueEmpty, asyncio.TimeoutError):
                     break
+                if entry[0] is _CLOSE:
+                    closing = True
+                    break
+                batch.append(entry)
             asyncio.get_running_loop().create_task(self._run(batch))
 
     async def _run(self, batch):

@@ -132,6 +132,7 @@ class ModelStore:
         self._stop = threading.Event()
         self._thread = None
         self._refresh_lock = threading.Lock()
+        self.on_unload = []  # callbacks(LoadedVersion) when a version is replaced
 
     @property
     def current(self):
@@ -157,8 +158,11 @@ class ModelStore:
                     logger.error("could not load %s version %d from %s: %s",
                                  self.model_name, version, path, error)
                     continue
-                self._current = loaded
+                previous, self._current = self._current, loaded
                 logger.info("serving %s version %d from %s", self.model_name, version, path)
+                if previous is not None:
+                    for callback in self.on_unload:
+                        callback(previous)
                 return True
             return False
 

@@ -214,6 +214,16 @@ def create_app(
     """
     store = ModelStore(model_name, model_base_path, poll_seconds=poll_seconds)
 
+    def close_batchers(old):
+        # The batchers' tasks hold the old version; let them end so it is freed.
+        with old.lock:
+            batchers = [old.extras.get("batcher"), *old.extras.get("predict_batchers", {}).values()]
+        for batcher in batchers:
+            if batcher is not None:
+                batcher.close()
+
+    store.on_unload.append(close_batchers)
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         await anyio.to_thread.run_sync(store.refresh)

@@ -278,11 +278,17 @@ def test_batcher_groups_concurrent_requests_and_propagates_errors():
         batcher = Batcher(run_batch, max_batch_size=8, timeout_s=0.01, max_concurrent_batches=1)
         results = await asyncio.gather(*(batcher.submit(i) for i in range(20)))
         failed = await asyncio.gather(batcher.submit("bad"), return_exceptions=True)
-        return results, failed
 
-    results, failed = asyncio.run(main())
+        batcher.close()
+        await asyncio.sleep(0.01)
+        closed = not batcher.running
+        reopened = await batcher.submit(5)  # a late request still gets served
+        return results, failed, closed, reopened
+
+    results, failed, closed, reopened = asyncio.run(main())
+    assert closed and reopened == 10
     assert results == [2 * i for i in range(20)]
-    assert sum(sizes[:-1]) == 20 and max(sizes) <= 8 and len(sizes) - 1 <= 4
+    assert sum(sizes[:-2]) == 20 and max(sizes) <= 8 and len(sizes) - 2 <= 4  # then "bad", 5
     assert isinstance(failed[0], ValueError)
 
 
@@ -342,6 +348,10 @@ def test_new_versions_are_picked_up_without_restart(exports, tmp_path):
     app = create_app("lm", base, poll_seconds=0.1)
     with TestClient(app) as client:
         assert client.get("/v1/models/lm").json()["model_version_status"][0]["version"] == "1"
+        client.post("/v1/models/lm:predict", json={"signature_name": "score", "inputs": ["abc"]})
+        first = app.state.store.current
+        (old_batcher,) = first.extras["predict_batchers"].values()
+        assert old_batcher.running
         shutil.copytree(exports["lm"], base / ".staging")
         os.rename(base / ".staging", base / "2")  # what serving.export does
         deadline = time.monotonic() + 60
@@ -352,6 +362,8 @@ def test_new_versions_are_picked_up_without_restart(exports, tmp_path):
             time.sleep(0.1)
         assert status["model_version_status"][0]["version"] == "2"
         assert client.get("/v1/models/lm/versions/1").status_code == 404
+        time.sleep(0.2)
+        assert not old_batcher.running  # so version 1 can be freed
         response = client.post("/v1/models/lm/versions/2:predict",
                                json={"signature_name": "score", "inputs": ["abc"]})
         assert response.status_code == 200
