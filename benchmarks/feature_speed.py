@@ -3,7 +3,9 @@
 Reports, in multiples of real time (seconds of audio per second of wall time):
 
 1. cold: load/decode, resample and compute librosa features for a whole
-   split, in the pipeline's worker threads, into an empty feature cache;
+   split, in the pipeline's worker threads, into an empty feature cache
+   (best and median of `--cold-repeats` runs: other processes on a shared
+   machine inflate single runs);
 2. features only: `compute_features` on waveforms already in memory, one
    thread (the per-core cost of the feature definition);
 3. from the cache: one epoch of the real `tf.data` pipeline (memory-mapped
@@ -41,6 +43,7 @@ def main(argv=None):
     parser.add_argument("--split", default="train", help="Split featurised cold (default: train).")
     parser.add_argument("--cache-dir", default=None, help="Where the corpus is prepared (default: runs/cache).")
     parser.add_argument("--batch-size", type=int, default=32, help="Batch size of the pipeline (default: 32).")
+    parser.add_argument("--cold-repeats", type=int, default=3, help="Cold runs, best and median reported (default: 3).")
     parser.add_argument("--repeats", type=int, default=3, help="Timed epochs per feed, alternating (default: 3).")
     parser.add_argument("--skip-training", action="store_true", help="Only measure feature extraction.")
     args = parser.parse_args(argv)
@@ -67,20 +70,23 @@ def main(argv=None):
         parser.error(f"--split {args.split!r} not in {sorted(source.splits)}")
 
     with tempfile.TemporaryDirectory(prefix="feature_speed-") as scratch:
-        # 1. cold
-        directory = os.path.join(scratch, args.split)
-        started = time.perf_counter()
-        speech_dataset._build_split_cache(
-            directory, args.split, source.splits[args.split](),
-            feature_config=config, vocabulary=vocabulary, max_duration_s=30.0, strict=False,
-        )
-        cold_wall = time.perf_counter() - started
+        # 1. cold: each run into a fresh, empty feature cache
+        cold_walls = []
+        for run in range(args.cold_repeats):
+            directory = os.path.join(scratch, f"{args.split}-{run}")
+            started = time.perf_counter()
+            speech_dataset._build_split_cache(
+                directory, args.split, source.splits[args.split](),
+                feature_config=config, vocabulary=vocabulary, max_duration_s=30.0, strict=False,
+            )
+            cold_walls.append(time.perf_counter() - started)
         reader = FeatureCacheReader(directory)
         audio_seconds = reader.index["audio_seconds"]
         print(
-            f"cold (read + resample + features, {min(4, os.cpu_count() or 1)} threads): "
-            f"{len(reader)} utterances, {audio_seconds:.0f} s of audio in {cold_wall:.1f} s = "
-            f"{_real_time(audio_seconds, cold_wall):.0f}x real time"
+            f"cold (read + resample + features, {min(4, os.cpu_count() or 1)} threads, {args.cold_repeats} runs): "
+            f"{len(reader)} utterances, {audio_seconds:.0f} s of audio in {min(cold_walls):.1f} s best, "
+            f"{statistics.median(cold_walls):.1f} s median = {_real_time(audio_seconds, min(cold_walls)):.0f}x "
+            f"real time best, {_real_time(audio_seconds, statistics.median(cold_walls)):.0f}x median"
         )
 
         # 2. features only, one thread, waveforms in memory
@@ -101,15 +107,17 @@ def main(argv=None):
             if len(waveforms) >= 500:
                 break
         seconds = sum(len(w) for w in waveforms) / config.sample_rate
+        walls = []
         with speech_dataset.single_threaded_blas():
             compute_features(waveforms[0], config)
-            started = time.perf_counter()
-            for waveform in waveforms:
-                compute_features(waveform, config)
-            wall = time.perf_counter() - started
+            for _ in range(args.cold_repeats):
+                started = time.perf_counter()
+                for waveform in waveforms:
+                    compute_features(waveform, config)
+                walls.append(time.perf_counter() - started)
         print(
-            f"features only (1 thread, {len(waveforms)} waveforms in memory, {seconds:.0f} s): "
-            f"{_real_time(seconds, wall):.0f}x real time"
+            f"features only (1 thread, {len(waveforms)} waveforms in memory, {seconds:.0f} s, best of "
+            f"{args.cold_repeats}): {_real_time(seconds, min(walls)):.0f}x real time"
         )
 
         # 3. from the cache: the real tf.data pipeline
@@ -118,14 +126,14 @@ def main(argv=None):
         )
         for _ in dataset:  # first pass: page cache warm, tf.data graphs built
             pass
-        started = time.perf_counter()
-        batches = 0
-        for _ in dataset:
-            batches += 1
-        wall = time.perf_counter() - started
+        walls = []
+        for _ in range(args.cold_repeats):
+            started = time.perf_counter()
+            batches = sum(1 for _ in dataset)
+            walls.append(time.perf_counter() - started)
         print(
-            f"from the cache (tf.data epoch: {batches} batches, shuffle, SpecAugment, buckets, prefetch): "
-            f"{wall:.2f} s = {_real_time(audio_seconds, wall):.0f}x real time"
+            f"from the cache (tf.data epoch: {batches} batches, shuffle, SpecAugment, buckets, prefetch; "
+            f"best of {args.cold_repeats}): {min(walls):.2f} s = {_real_time(audio_seconds, min(walls)):.0f}x real time"
         )
 
         if args.skip_training:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import librosa
 import numpy as np
+import scipy.fft
 
 # Bump when the definition in `FeatureConfig`'s docstring changes: it is part of
 # every cache key, so stale cached features are never reused.
@@ -214,20 +215,16 @@ def compute_features(waveform, config):
             f"Received an invalid value for argument `waveform`, expected at least "
             f"n_fft={config.n_fft} samples, got {waveform.shape[0]}."
         )
-    spectrum = librosa.stft(
-        waveform,
-        n_fft=config.n_fft,
-        hop_length=config.hop_length,
-        win_length=config.win_length,
-        window="hann",
-        center=False,
-    )  # (n_fft // 2 + 1, frames) complex64
+    # librosa.stft(center=False) computes exactly this; framing it here with
+    # the cached window skips ~1 ms of per-call set-up on short utterances.
+    frames = librosa.util.frame(waveform, frame_length=config.n_fft, hop_length=config.hop_length, axis=0)
+    spectrum = scipy.fft.rfft(frames * config.window(), n=config.n_fft, axis=-1)  # (frames, n_fft // 2 + 1)
     power = np.square(spectrum.real) + np.square(spectrum.imag)
-    mel = config.mel_matrix().T @ power  # (n_mels, frames)
+    mel = power @ config.mel_matrix()  # (frames, n_mels)
     features = np.log(mel + np.float32(config.log_offset))
     if config.kind == "mfcc":
-        features = librosa.feature.mfcc(S=features, n_mfcc=config.n_mfcc, dct_type=2, norm="ortho")
-    features = np.ascontiguousarray(features.T, dtype=np.float32)  # (frames, n_features)
+        features = librosa.feature.mfcc(S=features.T, n_mfcc=config.n_mfcc, dct_type=2, norm="ortho").T
+    features = np.ascontiguousarray(features, dtype=np.float32)  # (frames, n_features)
     if config.normalisation == "utterance":
         mean = features.mean(axis=0, keepdims=True)
         var = features.var(axis=0, keepdims=True)

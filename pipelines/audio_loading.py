@@ -58,32 +58,39 @@ def _wav_shortfall(path):
     return 0
 
 
-def _read(path):
-    source = os.fspath(path)
+def _read(source, max_duration_s):
+    """(samples, rate) of a file, opened once; AudioError on any problem."""
     try:
-        info = sf.info(source)
+        handle = sf.SoundFile(source)
     except Exception as error:  # libsndfile raises several types for bad files
         if not os.path.exists(source):
             raise AudioError(source, UNREADABLE, "file does not exist") from None
         if os.path.getsize(source) == 0:
             raise AudioError(source, EMPTY, "file has 0 bytes") from None
         raise AudioError(source, UNREADABLE, f"not a readable audio file ({error})") from None
-    if info.frames == 0:
-        raise AudioError(source, EMPTY, "file holds no samples")
-    shortfall = _wav_shortfall(source)
-    if shortfall:
-        raise AudioError(
-            source, TRUNCATED, f"WAV data chunk is {shortfall} bytes shorter than its header declares"
-        )
-    try:
-        data, rate = sf.read(source, dtype="float32", always_2d=True)
-    except Exception as error:
-        raise AudioError(source, TRUNCATED, f"decoding stopped part way ({error})") from None
-    if data.shape[0] < info.frames:
-        raise AudioError(
-            source, TRUNCATED, f"read {data.shape[0]} of the {info.frames} frames its header declares"
-        )
-    return data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0], rate
+    with handle:
+        frames, rate = handle.frames, handle.samplerate
+        if frames == 0:
+            raise AudioError(source, EMPTY, "file holds no samples")
+        if rate <= 0:
+            raise AudioError(source, UNREADABLE, f"invalid sample rate {rate}")
+        if max_duration_s is not None and frames / rate > max_duration_s:
+            raise AudioError(
+                source, TOO_LONG, f"{frames / rate:.1f} s is longer than max_duration_s={max_duration_s:g}"
+            )
+        if handle.format == "WAV":
+            shortfall = _wav_shortfall(source)
+            if shortfall:
+                raise AudioError(
+                    source, TRUNCATED, f"WAV data chunk is {shortfall} bytes shorter than its header declares"
+                )
+        try:
+            data = handle.read(dtype="float32", always_2d=True)
+        except Exception as error:
+            raise AudioError(source, TRUNCATED, f"decoding stopped part way ({error})") from None
+    if data.shape[0] < frames:
+        raise AudioError(source, TRUNCATED, f"read {data.shape[0]} of the {frames} frames its header declares")
+    return (data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]), rate
 
 
 def prepare_waveform(
@@ -163,20 +170,7 @@ def load_audio(path, sample_rate, *, max_duration_s=None, min_samples=1):
             unreadable, empty, truncated, silent, too long or too short.
     """
     source = os.fspath(path)
-    if max_duration_s is not None:
-        try:
-            info = sf.info(source)
-            if info.samplerate > 0 and info.frames / info.samplerate > max_duration_s:
-                raise AudioError(
-                    source,
-                    TOO_LONG,
-                    f"{info.frames / info.samplerate:.1f} s is longer than max_duration_s={max_duration_s:g}",
-                )
-        except AudioError:
-            raise
-        except Exception:
-            pass  # _read reports it with the right reason
-    samples, rate = _read(source)
+    samples, rate = _read(source, max_duration_s)
     return prepare_waveform(
         samples, rate, sample_rate, source=source, max_duration_s=max_duration_s, min_samples=min_samples
     )
