@@ -24,16 +24,19 @@ def build_language_model(
     num_layers=1,
     dropout=0.0,
     activation="tanh",
+    output_hidden_size=0,
     seed=None,
     name="language_model",
 ):
     """A character language model built from `ElmanCell` layers.
 
     `ids -> Embedding -> Dropout -> [ElmanRNN(ElmanCell(hidden_size)) ->
-    Dropout] * num_layers -> Dense(vocabulary_size)`: at every step the model
-    gives the logits of the next character. Layers are named `embedding`,
-    `embedding_dropout`, `rnn_1`.. `rnn_N`, `rnn_1_dropout`.., `logits`, so the
-    generation step model (`models.text_generation`) can find them.
+    Dropout] * num_layers [-> Dense(output_hidden_size, relu) -> Dropout] ->
+    Dense(vocabulary_size)`: at every step the model gives the logits of the
+    next character. Layers are named `embedding`, `embedding_dropout`,
+    `rnn_1`.. `rnn_N`, `rnn_1_dropout`.., `output_hidden`,
+    `output_hidden_dropout`, `logits`, so the generation step model
+    (`models.text_generation`) can find them.
 
     Args:
         vocabulary_size: Positive integer, the number of ids including the
@@ -45,6 +48,10 @@ def build_language_model(
             Elman layer (not on the recurrent connection, which keeps the
             fused path open).
         activation: The recurrence's activation, "tanh" (default) or "relu".
+        output_hidden_size: Non-negative integer; when positive, a ReLU layer
+            of this size reads each step's state before the logits (a "deep
+            output", Pascanu et al. 2014: costs no sequential work). 0 (the
+            default) maps the state straight to the logits.
         seed: Optional integer seed for the dropout layers.
         name: The model's name.
 
@@ -73,6 +80,16 @@ def build_language_model(
             f"float in [0, 1), got {dropout!r}."
         )
 
+    if (
+        isinstance(output_hidden_size, bool)
+        or not isinstance(output_hidden_size, numbers.Integral)
+        or output_hidden_size < 0
+    ):
+        raise ValueError(
+            "Received an invalid value for argument `output_hidden_size`, "
+            f"expected a non-negative integer, got {output_hidden_size!r}."
+        )
+
     ids = keras.Input((None,), dtype="int32", name="ids")
     x = keras.layers.Embedding(vocabulary_size, embedding_dim, name="embedding")(ids)
     x = keras.layers.Dropout(dropout, seed=seed, name="embedding_dropout")(x)
@@ -80,5 +97,8 @@ def build_language_model(
         cell = ElmanCell(hidden_size, activation=activation, seed=seed, name=f"rnn_{layer}_cell")
         x = ElmanRNN(cell, return_sequences=True, name=f"rnn_{layer}")(x)
         x = keras.layers.Dropout(dropout, seed=seed, name=f"rnn_{layer}_dropout")(x)
+    if output_hidden_size:
+        x = keras.layers.Dense(output_hidden_size, activation="relu", name="output_hidden")(x)
+        x = keras.layers.Dropout(dropout, seed=seed, name="output_hidden_dropout")(x)
     logits = keras.layers.Dense(vocabulary_size, name="logits")(x)
     return keras.Model(ids, logits, name=name)

@@ -12,9 +12,9 @@ from pipelines.vocabulary import Vocabulary
 def build_step_model(model):
     """A model that runs `model` from given RNN states and returns the new ones.
 
-    The step model shares every weight with `model` (the embedding and logits
-    layers are the same objects; each Elman layer is a new `ElmanRNN` around
-    the same cell) and has no dropout. Inputs are right-padded ids (padding
+    The step model shares every weight with `model` (the embedding and the
+    layers after the last Elman layer are the same objects; each Elman layer
+    is a new `ElmanRNN` around the same cell) and has no dropout. Inputs are right-padded ids (padding
     id 0 is masked, so the state after the last real character is carried
     over the padding) and one state per Elman layer; outputs are the logits
     of the character after the last real one and the final states. Feeding
@@ -32,7 +32,7 @@ def build_step_model(model):
     """
     try:
         embedding = model.get_layer("embedding")
-        logits_layer = model.get_layer("logits")
+        model.get_layer("logits")
     except ValueError as error:
         raise ValueError(
             "Received an invalid value for argument `model`, expected a model "
@@ -64,8 +64,21 @@ def build_step_model(model):
         )
         x, new_state = stepper(x, initial_state=[state], mask=mask)
         new_states.append(new_state)
-    # The last layer's final state is its output at the last real character.
-    logits = logits_layer(new_states[-1])
+    # The last Elman layer's final state is its output at the last real
+    # character; the per-step layers after it (Dense; Dropout is skipped at
+    # inference) turn it into the logits.
+    x = new_states[-1]
+    after = model.layers[model.layers.index(rnns[-1]) + 1 :]
+    for layer in after:
+        if isinstance(layer, keras.layers.Dropout):
+            continue
+        if not isinstance(layer, keras.layers.Dense):
+            raise ValueError(
+                f"Layer {layer.name!r} ({type(layer).__name__}) follows the last "
+                "Elman layer; generation expects only Dense and Dropout layers there."
+            )
+        x = layer(x)
+    logits = x
     return keras.Model([ids, *states], [logits, *new_states], name=f"{model.name}_step")
 
 

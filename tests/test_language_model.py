@@ -36,6 +36,9 @@ def test_build_shapes_names_and_parameter_count():
     assert model.count_params() == 40 + 104 + 136 + 90
     logits = model(np.zeros((3, 7), "int32"))
     assert tuple(logits.shape) == (3, 7, 10)
+    deep = _tiny_model(num_layers=1, output_hidden_size=6)
+    # embedding 40, rnn_1 104, output_hidden 8*6+6, logits 6*10+10
+    assert deep.count_params() == 40 + 104 + 54 + 70
 
 
 @pytest.mark.parametrize(
@@ -45,6 +48,7 @@ def test_build_shapes_names_and_parameter_count():
         ({"vocabulary_size": 5, "hidden_size": 2.5}, "argument `hidden_size`, expected a positive integer, got 2.5"),
         ({"vocabulary_size": 5, "num_layers": 0}, "argument `num_layers`, expected a positive integer, got 0"),
         ({"vocabulary_size": 5, "dropout": 1.0}, "argument `dropout`, expected a float in [0, 1), got 1.0"),
+        ({"vocabulary_size": 5, "output_hidden_size": -1}, "argument `output_hidden_size`, expected a non-negative integer, got -1"),
     ],
 )
 def test_build_errors(kwargs, message):
@@ -53,10 +57,10 @@ def test_build_errors(kwargs, message):
     assert message in str(error.value)
 
 
-def _fit_memorisable(text, *, epochs, sequence_length=16):
+def _fit_memorisable(text, *, epochs, sequence_length=16, **kwargs):
     vocab = Vocabulary.from_text(text)
     model = build_language_model(
-        vocabulary_size=vocab.size, embedding_dim=8, hidden_size=32, num_layers=1, seed=0
+        vocabulary_size=vocab.size, embedding_dim=8, hidden_size=32, num_layers=1, seed=0, **kwargs
     )
     model.compile(
         optimizer=keras.optimizers.Adam(1e-2, clipnorm=1.0),
@@ -85,7 +89,9 @@ def test_fit_memorises_a_pattern_that_needs_the_state():
 def trained():
     keras.utils.set_random_seed(0)
     text = "To be, or not to be, that is the question:\n" * 40
-    model, vocab, _ = _fit_memorisable(text, epochs=3)
+    # A deep output layer, so generation is checked through Dense layers too.
+    model, vocab, _ = _fit_memorisable(text, epochs=3, output_hidden_size=16, dropout=0.1)
+    assert [layer.name for layer in model.layers][-3:] == ["output_hidden", "output_hidden_dropout", "logits"]
     return model, vocab
 
 
@@ -184,6 +190,8 @@ def test_save_and_load_carry_the_vocabulary(trained, tmp_path):
         ("temperature", -0.5, "expected a float >= 0, got -0.5"),
         ("activation", "softmax", "expected 'tanh' or 'relu', got 'softmax'"),
         ("validation_fraction", 0.0, "expected a float in (0, 1), got 0.0"),
+        ("output_hidden_size", -3, "expected a non-negative integer, got -3"),
+        ("lr_schedule", "linear", "expected 'cosine', 'plateau' or 'constant', got 'linear'"),
     ],
 )
 def test_config_errors_name_the_field(field, value, expected):

@@ -15,7 +15,7 @@ import typing
 
 import keras
 
-from data.text_sources import DEFAULT_TEXT_SOURCE, load_text_source
+from data.text_sources import DEFAULT_TEXT_SOURCE, TextSource, load_text_source
 from models.language_model import build_language_model
 from models.language_model_io import save_language_model
 from models.text_generation import build_step_model, generate_text
@@ -23,6 +23,7 @@ from pipelines.text_dataset import text_window_dataset
 from pipelines.text_split import split_text
 from pipelines.vocabulary import Vocabulary
 from training.cli import config_to_dict, write_json
+from training.cosine_annealing_callback import CosineAnnealingCallback
 from training.time_budget_callback import TimeBudgetCallback
 
 
@@ -54,21 +55,33 @@ class Config:
     # Model
     embedding_dim: int = _field(64, "size of the character embedding")  # 64
     hidden_size: int = _field(512, "units of each Elman layer")  # 512
-    num_layers: int = _field(2, "number of stacked Elman layers")  # 2
+    num_layers: int = _field(1, "number of stacked Elman layers")  # 1: fastest per epoch on CPU
     activation: str = _field(  # tanh: the classic Elman network
         "tanh", "activation of the recurrence", choices=("tanh", "relu")
     )
-    dropout: float = _field(  # after the embedding and after each Elman layer
-        0.1, "dropout rate after the embedding and each Elman layer"
+    output_hidden_size: int = _field(  # 512: a ReLU layer reads the state; 0: state -> logits
+        512, "size of a ReLU layer between the last Elman layer and the logits (0: none)"
+    )
+    dropout: float = _field(  # after the embedding, each Elman layer and the output layer
+        0.2, "dropout rate after the embedding, each Elman layer and the output layer"
     )
     # Training
     sequence_length: int = _field(100, "characters per training window (BPTT length)")  # 100
-    batch_size: int = _field(64, "windows per batch")  # 64
-    epochs: int = _field(30, "maximum number of passes over the training text")  # 30
+    batch_size: int = _field(32, "windows per batch")  # 32: more updates per epoch than 64
+    epochs: int = _field(  # 50: an upper bound; the time budget usually ends the run first
+        50, "maximum number of passes over the training text"
+    )
     max_train_minutes: typing.Optional[float] = _field(  # 15 minutes; None: no budget
         15.0, "stop training after this many minutes (None: no limit)", metavar="MINUTES"
     )
-    learning_rate: float = _field(2e-3, "Adam learning rate")  # 2e-3
+    learning_rate: float = _field(3e-3, "initial Adam learning rate")  # 3e-3
+    lr_schedule: str = _field(  # cosine: decays to 2 percent by the last epoch or the time budget
+        "cosine",
+        "learning-rate schedule: 'cosine' (decay to 2 percent by the end of --epochs or "
+        "--max-train-minutes, whichever comes first), 'plateau' (halve when "
+        "val_loss stalls), 'constant'",
+        choices=("cosine", "plateau", "constant"),
+    )
     clipnorm: float = _field(  # Elman RNNs need it: gradients explode through time
         1.0, "clip each gradient to this global norm (0: no clipping)"
     )
@@ -95,6 +108,8 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 _invalid(name, "a positive integer", value)
+        if isinstance(self.output_hidden_size, bool) or not isinstance(self.output_hidden_size, int) or self.output_hidden_size < 0:
+            _invalid("output_hidden_size", "a non-negative integer", self.output_hidden_size)
         if isinstance(self.sample_length, bool) or not isinstance(self.sample_length, int) or self.sample_length < 0:
             _invalid("sample_length", "a non-negative integer", self.sample_length)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -113,6 +128,8 @@ class Config:
             not _is_real(self.max_train_minutes) or not 0.0 < self.max_train_minutes < math.inf
         ):
             _invalid("max_train_minutes", "a positive number of minutes or None", self.max_train_minutes)
+        if self.lr_schedule not in ("cosine", "plateau", "constant"):
+            _invalid("lr_schedule", "'cosine', 'plateau' or 'constant'", self.lr_schedule)
         if self.activation not in ("tanh", "relu"):
             _invalid("activation", "'tanh' or 'relu'", self.activation)
         if self.verbose not in (0, 1, 2):
@@ -160,22 +177,29 @@ def _export(model, vocabulary, config, metrics):
     return {"model": path}
 
 
-def run(config):
-    """Train, evaluate and save a character language model; return its metrics.
+@dataclasses.dataclass(frozen=True)
+class LanguageModelData:
+    """The text of a run and the datasets cut from it (see `prepare_data`)."""
 
-    Writes to `config.output_dir`: `config.json` (at the start),
-    `vocabulary.json`, `best.keras` (checkpoint, best validation loss),
-    `model.keras` (the best weights), `metrics.json` (`val_loss_nats`,
-    `val_bpc`, `train_seconds`, `epochs`, ...), and prints a sample.
+    source: TextSource
+    vocabulary: Vocabulary
+    train_text: str
+    validation_text: str
+    train: typing.Any  # tf.data.Dataset of (ids, next ids), (batch, sequence_length)
+    validation: typing.Any  # the same, in text order
+
+
+def prepare_data(config):
+    """Resolve the text, build its vocabulary, split 90/10 and cut the windows.
+
+    The vocabulary holds every character of the whole text. Training windows
+    are shuffled and come in full batches (one compiled shape) unless the
+    text is too short for one; validation windows keep text order.
+    Raises the text source's and the split's errors (missing, empty,
+    undecodable or too-short text), naming the file.
     """
-    os.makedirs(config.output_dir, exist_ok=True)
-    write_json(os.path.join(config.output_dir, "config.json"), config_to_dict(config))
-    keras.utils.set_random_seed(config.seed)
-
     source = load_text_source(config.dataset, tfds_data_dir=config.tfds_data_dir)
     vocabulary = Vocabulary.from_text(source.text)
-    vocabulary.save(os.path.join(config.output_dir, "vocabulary.json"))
-    prompt = _sample_prompt(config, vocabulary, source.location)
     train_text, validation_text = split_text(
         source.text,
         sequence_length=config.sequence_length,
@@ -189,7 +213,6 @@ def run(config):
         batch_size=config.batch_size,
         shuffle=True,
         seed=config.seed,
-        # Full batches only (one compiled shape), unless the text is too short for one.
         drop_remainder=len(train_ids) - 1 >= config.sequence_length * config.batch_size,
     )
     validation = text_window_dataset(
@@ -197,19 +220,23 @@ def run(config):
         sequence_length=config.sequence_length,
         batch_size=config.batch_size,
     )
-    print(
-        f"Text {source.location}: {len(source.text):,} characters "
-        f"({len(train_text):,} train, {len(validation_text):,} validation), "
-        f"vocabulary of {vocabulary.size} ids."
-    )
+    return LanguageModelData(source, vocabulary, train_text, validation_text, train, validation)
 
+
+def build_model(config, vocabulary_size):
+    """`build_language_model` from `config`, compiled with Adam and clipping.
+
+    The loss is sparse categorical cross-entropy on logits, in nats per
+    character (divide by ln 2 for bits per character).
+    """
     model = build_language_model(
-        vocabulary_size=vocabulary.size,
+        vocabulary_size=vocabulary_size,
         embedding_dim=config.embedding_dim,
         hidden_size=config.hidden_size,
         num_layers=config.num_layers,
         dropout=config.dropout,
         activation=config.activation,
+        output_hidden_size=config.output_hidden_size,
         seed=config.seed,
     )
     model.compile(
@@ -218,22 +245,59 @@ def run(config):
         ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
+    return model
+
+
+def run(config):
+    """Train, evaluate and save a character language model; return its metrics.
+
+    Writes to `config.output_dir`: `config.json` (at the start),
+    `vocabulary.json`, `best.keras` (checkpoint, best validation loss),
+    `model.keras` (the best weights), `metrics.json` (`val_loss_nats`,
+    `val_bpc`, `train_seconds`, `epochs`, ...), and prints a sample.
+    """
+    os.makedirs(config.output_dir, exist_ok=True)
+    write_json(os.path.join(config.output_dir, "config.json"), config_to_dict(config))
+    keras.utils.set_random_seed(config.seed)
+
+    data = prepare_data(config)
+    source, vocabulary = data.source, data.vocabulary
+    train_text, validation_text = data.train_text, data.validation_text
+    train, validation = data.train, data.validation
+    vocabulary.save(os.path.join(config.output_dir, "vocabulary.json"))
+    prompt = _sample_prompt(config, vocabulary, source.location)
+    print(
+        f"Text {source.location}: {len(source.text):,} characters "
+        f"({len(train_text):,} train, {len(validation_text):,} validation), "
+        f"vocabulary of {vocabulary.size} ids."
+    )
+
+    model = build_model(config, vocabulary.size)
     if config.verbose:
         model.summary()
 
     best_path = os.path.join(config.output_dir, "best.keras")
-    budget = TimeBudgetCallback(
-        None if config.max_train_minutes is None else 60.0 * config.max_train_minutes
-    )
+    max_seconds = None if config.max_train_minutes is None else 60.0 * config.max_train_minutes
+    budget = TimeBudgetCallback(max_seconds)
     callbacks = [
         keras.callbacks.ModelCheckpoint(
             best_path, monitor="val_loss", save_best_only=True, verbose=0
         ),
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss", factor=0.5, patience=1, min_lr=1e-5, verbose=config.verbose
-        ),
         budget,
     ]
+    if config.lr_schedule == "cosine":
+        steps_per_epoch = int(train.cardinality())
+        callbacks.append(
+            CosineAnnealingCallback(
+                config.learning_rate, config.epochs * steps_per_epoch, max_seconds=max_seconds
+            )
+        )
+    elif config.lr_schedule == "plateau":
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=0.5, patience=1, min_lr=1e-5, verbose=config.verbose
+            )
+        )
     start = time.monotonic()
     history = model.fit(
         train,

@@ -1,0 +1,51 @@
+"""Tests for `training.cosine_annealing_callback`."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from training.cosine_annealing_callback import CosineAnnealingCallback
+
+
+def test_rate_follows_the_cosine_by_steps_or_time():
+    schedule = CosineAnnealingCallback(1e-2, 100, max_seconds=60.0, final_fraction=0.1)
+    assert schedule.learning_rate(0, 0.0) == pytest.approx(1e-2)
+    assert schedule.learning_rate(50, 0.0) == pytest.approx(1e-2 * (0.1 + 0.9 * 0.5))
+    assert schedule.learning_rate(100, 0.0) == pytest.approx(1e-3)
+    # Time ahead of steps wins: 45 of 60 s is 75% of the run.
+    expected = 1e-2 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.75)))
+    assert schedule.learning_rate(10, 45.0) == pytest.approx(expected)
+    assert schedule.learning_rate(500, 500.0) == pytest.approx(1e-3)  # floor, never below
+
+
+def test_fit_sets_the_rate_before_each_batch():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.5), "mse")
+    schedule = CosineAnnealingCallback(0.5, 4, final_fraction=0.0)
+    seen = []
+    probe = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: seen.append(
+            float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        )
+    )
+    x = np.ones((8, 2), "float32")
+    model.fit(x, x[:, :1], batch_size=2, epochs=1, verbose=0, callbacks=[schedule, probe])
+    expected = [0.5 * 0.5 * (1 + math.cos(math.pi * s / 4)) for s in range(4)]
+    np.testing.assert_allclose(seen, expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"initial_learning_rate": 0, "total_steps": 1}, "`initial_learning_rate`, expected a positive float, got 0"),
+        ({"initial_learning_rate": 1.0, "total_steps": 0}, "`total_steps`, expected a positive integer, got 0"),
+        ({"initial_learning_rate": 1.0, "total_steps": 1, "max_seconds": -1}, "`max_seconds`, expected a positive number or None, got -1"),
+        ({"initial_learning_rate": 1.0, "total_steps": 1, "final_fraction": 2}, "`final_fraction`, expected a float in [0, 1], got 2"),
+    ],
+)
+def test_invalid_arguments(kwargs, message):
+    with pytest.raises(ValueError) as error:
+        CosineAnnealingCallback(**kwargs)
+    assert message in str(error.value)
