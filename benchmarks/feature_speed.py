@@ -48,7 +48,6 @@ def main(argv=None):
     parser.add_argument("--skip-training", action="store_true", help="Only measure feature extraction.")
     args = parser.parse_args(argv)
 
-    import numpy as np
     import tensorflow as tf
 
     from data.speech_sources import resolve_speech_source
