@@ -242,6 +242,8 @@ def test_train_py_end_to_end(tmp_path, capsys):
     assert metrics["epochs"] == 1 and metrics["best_epoch"] == 1
     assert metrics["val_bpc"] == pytest.approx(metrics["val_loss_nats"] / math.log(2))
     assert metrics["val_loss_nats"] == pytest.approx(metrics["history"]["val_loss"][0], rel=1e-4)
+    assert metrics["val_bpc_long_context"] == pytest.approx(metrics["val_loss_nats_long_context"] / math.log(2))
+    assert 0 < metrics["val_loss_nats_long_context"] < math.log(metrics["vocabulary_size"]) + 0.5
     assert 0 < metrics["val_loss_nats"] < math.log(metrics["vocabulary_size"]) + 0.5
     assert metrics["train_seconds"] > 0
     assert (metrics["characters"], metrics["train_characters"]) == (1860, 1674)

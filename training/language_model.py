@@ -17,6 +17,7 @@ import keras
 
 from data.text_sources import DEFAULT_TEXT_SOURCE, TextSource, load_text_source
 from models.language_model import build_language_model
+from models.language_model_evaluation import long_context_loss
 from models.language_model_io import save_language_model
 from models.text_generation import build_step_model, generate_text
 from pipelines.text_dataset import text_window_dataset
@@ -313,11 +314,17 @@ def run(config):
     best = keras.saving.load_model(best_path)
     model.set_weights(best.get_weights())
     val_loss = float(model.evaluate(validation, verbose=0))
+    long_loss = long_context_loss(
+        model, vocabulary.encode(validation_text), num_chunks=min(16, len(validation_text) - 1)
+    )
     losses = history.history
     best_epoch = int(min(range(len(losses["val_loss"])), key=losses["val_loss"].__getitem__)) + 1
     metrics = {
         "val_loss_nats": val_loss,
         "val_bpc": val_loss / math.log(2),
+        # The same text read in 16 long chunks (context beyond one window).
+        "val_loss_nats_long_context": long_loss,
+        "val_bpc_long_context": long_loss / math.log(2),
         "train_loss_nats": float(losses["loss"][best_epoch - 1]),
         "train_bpc": float(losses["loss"][best_epoch - 1]) / math.log(2),
         "train_seconds": train_seconds,
@@ -353,8 +360,9 @@ def run(config):
     write_json(os.path.join(config.output_dir, "metrics.json"), metrics)
     print(
         f"Validation: {metrics['val_loss_nats']:.4f} nats/char = "
-        f"{metrics['val_bpc']:.4f} bits/char (best epoch {best_epoch} of "
-        f"{metrics['epochs']}, {train_seconds / 60:.1f} min)."
+        f"{metrics['val_bpc']:.4f} bits/char in windows of {config.sequence_length}, "
+        f"{metrics['val_bpc_long_context']:.4f} bits/char with long context "
+        f"(best epoch {best_epoch} of {metrics['epochs']}, {train_seconds / 60:.1f} min)."
     )
     print(f"Sample (temperature {config.temperature}):\n{prompt}{sample}")
     return metrics
