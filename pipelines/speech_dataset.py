@@ -346,6 +346,11 @@ def _make_dataset(reader, vocabulary, *, batch_size, training, spec_augment_enab
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
             augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
         )
+    # Every bucket's utterances are fixed, so the number of batches is known:
+    # Keras shows it in the progress bar from the first epoch.
+    per_bucket = np.bincount(buckets, minlength=len(frames_cap))
+    num_batches = int(np.sum(-(-per_bucket // batch_size)))
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
     return dataset.prefetch(tf.data.AUTOTUNE), (boundaries, frames_cap)
 
 

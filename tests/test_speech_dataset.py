@@ -186,6 +186,8 @@ def test_cache_second_epoch_and_second_run_compute_nothing(tmp_path, counted):
     folder = _corpus(tmp_path / "corpus", bad=False)
     data = _build(folder, tmp_path / "cache", spec_augment=True)
     assert len(counted) == 8
+    assert data.train.cardinality().numpy() == sum(1 for _ in data.train)  # with SpecAugment's zip
+    assert data.validation.cardinality().numpy() == sum(1 for _ in data.validation)
     first = sorted(length for _, length, _ in _collect(data.train))
     second = sorted(length for _, length, _ in _collect(data.train))
     assert first == second and len(counted) == 8
@@ -245,6 +247,7 @@ def test_length_buckets_limit_padding(tmp_path):
             padded += inputs["features"].shape[0] * inputs["features"].shape[1]
             real += batch_lengths.sum()
     assert real / padded > 0.75
+    assert data.train.cardinality().numpy() == sum(1 for _ in data.train)  # known to Keras up front
     # one padded shape per bucket and batch size, the same every epoch
     assert shapes[0] == shapes[1]
     per_bucket = {}
