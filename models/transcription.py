@@ -7,6 +7,7 @@ import keras
 from layers import ElmanCell, ElmanRNN
 from models.ctc_model import CTCModel
 from models.frame_stacking import FrameStacking
+from models.frequency_warp import FrequencyWarp
 from models.log_probabilities import LogProbabilities
 
 
@@ -34,8 +35,10 @@ def build_transcription_model(
     num_layers=2,
     bidirectional=True,
     frame_stack=3,
+    num_dense_layers=1,
     dropout=0.1,
     activation="tanh",
+    frequency_warp=0.0,
     learning_rate=1e-3,
     clipnorm=5.0,
     name="transcription",
@@ -45,8 +48,11 @@ def build_transcription_model(
     The graph, every layer named:
 
         features (batch, time, num_features), feature_length (batch,)
+        -> frequency_warp: FrequencyWarp(frequency_warp), training only
+           (present only when frequency_warp > 0)
         -> frame_stacking: FrameStacking(frame_stack), giving the length mask
            passed to every recurrent layer
+        -> num_dense_layers x [dense_i: Dense(hidden_size, relu), dense_dropout_i]
         -> num_layers x [rnn_i: (Bidirectional) ElmanRNN(ElmanCell(hidden_size)),
                          dropout_i]
         -> logits: Dense(vocabulary_size)
@@ -68,9 +74,15 @@ def build_transcription_model(
         bidirectional: Whether each recurrent layer reads both directions
             (the outputs are concatenated).
         frame_stack: Frames stacked into one step (stride as well).
+        num_dense_layers: ReLU layers applied to each stacked frame before
+            the recurrence (DeepSpeech's front end: the recurrent layers
+            then see learned features, which speeds up training); 0 for none.
         dropout: Dropout rate after the stacking and after each recurrent
             layer.
         activation: The Elman state activation, "tanh" or "relu".
+        frequency_warp: Largest random stretch of the mel axis applied in
+            training (vocal tract length perturbation, for unseen
+            speakers); 0 for none. Only meaningful for mel-band features.
         learning_rate: Adam's learning rate.
         clipnorm: Gradient norm clip (recurrent nets need one); None for none.
         name: The model's name.
@@ -98,6 +110,11 @@ def build_transcription_model(
     _check_positive_int("hidden_size", hidden_size)
     _check_positive_int("num_layers", num_layers)
     _check_positive_int("frame_stack", frame_stack)
+    if isinstance(num_dense_layers, bool) or not isinstance(num_dense_layers, numbers.Integral) or num_dense_layers < 0:
+        raise ValueError(
+            "Received an invalid value for argument `num_dense_layers`, expected "
+            f"a non-negative integer, got {num_dense_layers!r}."
+        )
     _check_rate("dropout", dropout)
     if not isinstance(bidirectional, bool):
         raise TypeError(
@@ -117,11 +134,18 @@ def build_transcription_model(
 
     features = keras.Input((None, num_features), name="features")
     feature_length = keras.Input((), dtype="int32", name="feature_length")
+    x = features
+    if frequency_warp:
+        x = FrequencyWarp(frequency_warp, name="frequency_warp")(x)
     x, frame_length, mask = FrameStacking(frame_stack, name="frame_stacking")(
-        [features, feature_length]
+        [x, feature_length]
     )
     if dropout:
         x = keras.layers.Dropout(dropout, name="input_dropout")(x)
+    for index in range(num_dense_layers):
+        x = keras.layers.Dense(hidden_size, activation="relu", name=f"dense_{index}")(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name=f"dense_dropout_{index}")(x)
     for index in range(num_layers):
         rnn = ElmanRNN(
             ElmanCell(

@@ -8,6 +8,7 @@ from layers import ElmanCell, ElmanRNN
 from models.ctc_loss import ctc_loss
 from models.ctc_model import CTCModel
 from models.frame_stacking import FrameStacking
+from models.frequency_warp import FrequencyWarp
 from models.transcription import build_transcription_model
 from pipelines.vocabulary import Vocabulary
 
@@ -48,6 +49,33 @@ def test_frame_stacking_one_only_zeroes_padding():
 def test_frame_stacking_rejects_bad_stack(stack):
     with pytest.raises(ValueError, match="argument `stack`, expected a positive integer"):
         FrameStacking(stack)
+
+
+# ---- FrequencyWarp ---------------------------------------------------------
+
+
+def test_frequency_warp_is_identity_at_inference():
+    x = np.random.default_rng(0).normal(size=(2, 5, 10)).astype("float32")
+    np.testing.assert_array_equal(FrequencyWarp(0.2)(x), x)
+    np.testing.assert_array_equal(FrequencyWarp(0.0)(x, training=True), x)
+
+
+def test_frequency_warp_stretches_the_band_axis_linearly():
+    bands = np.tile(np.arange(10, dtype="float32"), (4, 3, 1))  # value = band index
+    warped = np.asarray(FrequencyWarp(0.3, seed=3)(bands, training=True))
+    for row in warped:
+        # Same warp for every frame of an utterance; band j reads position j * alpha.
+        np.testing.assert_allclose(row, np.broadcast_to(row[0], row.shape))
+        alpha = row[0, 1]
+        assert 0.7 <= alpha <= 1.3
+        np.testing.assert_allclose(row[0], np.minimum(np.arange(10) * alpha, 9.0), atol=1e-5)
+    assert len({round(float(row[0, 1]), 4) for row in warped}) > 1  # alpha differs per utterance
+
+
+@pytest.mark.parametrize("value", [-0.1, 0.5, True, "0.1"])
+def test_frequency_warp_rejects_bad_max_warp(value):
+    with pytest.raises(ValueError, match="argument `max_warp`, expected a float in"):
+        FrequencyWarp(value)
 
 
 # ---- the model -------------------------------------------------------------
@@ -98,7 +126,7 @@ def test_layers_are_named_elman_and_bidirectional():
     model = build_transcription_model(frame_stack=3, **SMALL)
     names = [layer.name for layer in model.layers]
     assert names == [
-        "features", "feature_length", "frame_stacking",
+        "features", "feature_length", "frame_stacking", "dense_0",
         "rnn_0", "rnn_1", "logits", "log_probs",
     ]
     assert isinstance(model, CTCModel)
@@ -114,13 +142,13 @@ def test_layers_are_named_elman_and_bidirectional():
 def test_unidirectional_and_dropout_layers():
     model = build_transcription_model(
         num_features=6, vocabulary_size=5, hidden_size=8, num_layers=1,
-        bidirectional=False, dropout=0.2,
+        bidirectional=False, dropout=0.2, num_dense_layers=0, frequency_warp=0.1,
     )
-    names = [layer.name for layer in model.layers]
-    assert names == [
-        "features", "feature_length", "frame_stacking", "input_dropout",
+    names = sorted(layer.name for layer in model.layers)
+    assert names == sorted([
+        "features", "feature_length", "frequency_warp", "frame_stacking", "input_dropout",
         "rnn_0", "dropout_0", "logits", "log_probs",
-    ]
+    ])
     assert isinstance(model.get_layer("rnn_0"), ElmanRNN)
     assert model.get_layer("rnn_0").output.shape[-1] == 8
 
@@ -148,6 +176,8 @@ def test_save_and_load_round_trip(tmp_path):
         ("dropout", 1.0, r"`dropout`, expected a float in \[0, 1\), got 1.0"),
         ("activation", "softmax", "`activation`, expected 'tanh' or 'relu'"),
         ("learning_rate", 0, "`learning_rate`, expected a positive float"),
+        ("num_dense_layers", -1, "`num_dense_layers`, expected a non-negative integer"),
+        ("frequency_warp", 0.5, r"`max_warp`, expected a float in \[0, 0.5\)"),
     ],
 )
 def test_builder_rejects_bad_arguments(name, value, message):

@@ -134,6 +134,40 @@ def test_interrupted_run_resumes_at_the_next_epoch(tmp_path, fake_data):
     assert not (out / "backup").exists()
 
 
+def test_pad_time_to_multiple_pads_only_features():
+    data = make_speech_data(train=8, validation=8)
+    for (inputs, labels), (padded, same_labels) in zip(
+        data.train, transcription.pad_time_to_multiple(data.train.map(
+            lambda x, y: ({**x, "features": x["features"][:, :29]}, y)), 12)
+    ):
+        assert padded["features"].shape[1] == 36
+        np.testing.assert_array_equal(padded["features"][:, :29], inputs["features"][:, :29])
+        np.testing.assert_array_equal(padded["features"][:, 29:], 0.0)
+        np.testing.assert_array_equal(padded["feature_length"], inputs["feature_length"])
+        np.testing.assert_array_equal(same_labels, labels)
+
+
+def test_mix_batches_draws_from_both_and_ends_with_the_main_data():
+    import tensorflow as tf
+
+    main = tf.data.Dataset.from_tensor_slices(np.zeros((40, 1), "int32"))
+    extra = tf.data.Dataset.from_tensor_slices(np.ones((5, 1), "int32"))
+    drawn = np.concatenate(list(transcription.mix_batches(main, extra, 0.5, seed=0).as_numpy_iterator()))
+    assert (drawn == 0).sum() == 40  # every main batch once
+    assert 20 <= (drawn == 1).sum() <= 60  # about as many extra batches, extra repeated
+
+
+def test_run_mixes_a_second_dataset_into_training(tmp_path, fake_data):
+    config = transcription.Config(
+        output_dir=str(tmp_path / "run"), epochs=1, mix_dataset="synthetic:num_train=10", **TINY
+    )
+    metrics = transcription.run(config)
+    assert [call["dataset"] for call in fake_data] == ["synthetic", "synthetic:num_train=10"]
+    assert metrics["mix_dataset"] == "synthetic:num_train=10"
+    assert metrics["mix_utterances"]["train"] == 16
+    assert metrics["skipped"] == 2  # one skipped file in each dataset
+
+
 def test_error_rate_callback_puts_rates_in_logs():
     data = make_speech_data(train=8, validation=8)
     model = build_transcription_model(
@@ -176,6 +210,10 @@ def test_time_budget_stops_training():
         ("dataset", "", "a non-empty string"),
         ("bidirectional", "yes", "a bool"),
         ("num_examples", -1, "a non-negative integer"),
+        ("num_dense_layers", -2, "a non-negative integer"),
+        ("mix_fraction", 1.0, r"a float in \(0, 1\)"),
+        ("frequency_warp", 0.7, r"a float in \[0, 0.5\)"),
+        ("mix_dataset", "", "a directory path or None"),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(field, value, expected):

@@ -17,6 +17,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import keras
+import tensorflow as tf
 
 from models.transcription import build_transcription_model
 from models.transcription_evaluation import evaluate_transcription
@@ -70,6 +71,17 @@ class Config:
         default=False,  # skip bad files and count them in metrics.json
         metadata={"help": "Stop at the first bad audio file or transcript instead of skipping it."},
     )
+    mix_dataset: str | None = field(
+        default=None,  # e.g. "synthetic": many more voices for unseen speakers
+        metadata={
+            "help": "A second dataset spec whose training utterances are mixed into "
+            "training (validation and test stay those of --dataset)."
+        },
+    )
+    mix_fraction: float = field(
+        default=0.3,  # share of training batches drawn from --mix-dataset
+        metadata={"help": "Share of training batches taken from --mix-dataset."},
+    )
     spec_augment: bool = field(
         default=True,  # time and frequency masking of training features
         metadata={"help": "SpecAugment-style masking of the training features."},
@@ -91,6 +103,10 @@ class Config:
         default=20,  # only with --feature-kind mfcc
         metadata={"help": "MFCC coefficients kept when the feature kind is mfcc."},
     )
+    frequency_warp: float = field(
+        default=0.15,  # vocal tract length perturbation, for unseen speakers
+        metadata={"help": "Largest random stretch of the mel axis in training (log_mel only; 0: off)."},
+    )
     # model
     hidden_size: int = field(
         default=256,  # units per direction
@@ -107,6 +123,10 @@ class Config:
     frame_stack: int = field(
         default=3,  # 30 ms per recurrent step at a 10 ms hop
         metadata={"help": "Frames stacked (and strided) into one recurrent step."},
+    )
+    num_dense_layers: int = field(
+        default=1,  # ReLU front end on each stacked frame, before the recurrence
+        metadata={"help": "ReLU dense layers (hidden-size units) before the recurrent layers."},
     )
     dropout: float = field(
         default=0.1,  # after the stacking and after each recurrent layer
@@ -173,7 +193,7 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 fail(name, "a non-empty string")
-        for name in ("data_dir", "cache_dir"):
+        for name in ("data_dir", "cache_dir", "mix_dataset"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 fail(name, "a directory path or None")
@@ -192,8 +212,9 @@ class Config:
             value = getattr(self, name)
             if not is_int(value) or value <= 0:
                 fail(name, "a positive integer")
-        if not is_int(self.num_examples) or self.num_examples < 0:
-            fail("num_examples", "a non-negative integer")
+        for name in ("num_examples", "num_dense_layers"):
+            if not is_int(getattr(self, name)) or getattr(self, name) < 0:
+                fail(name, "a non-negative integer")
         if not is_int(self.seed):
             fail("seed", "an integer")
         for name in ("strict", "spec_augment", "bidirectional", "export"):
@@ -205,6 +226,10 @@ class Config:
             fail("n_mfcc", f"at most n_mels={self.n_mels}")
         if not is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
             fail("dropout", "a float in [0, 1)")
+        if not is_number(self.frequency_warp) or not 0.0 <= self.frequency_warp < 0.5:
+            fail("frequency_warp", "a float in [0, 0.5)")
+        if not is_number(self.mix_fraction) or not 0.0 < self.mix_fraction < 1.0:
+            fail("mix_fraction", "a float in (0, 1)")
         if not is_number(self.learning_rate) or not self.learning_rate > 0:
             fail("learning_rate", "a positive float")
         if not is_number(self.max_duration_s) or not self.max_duration_s > 0:
@@ -222,6 +247,42 @@ class Config:
             n_mels=self.n_mels,
             n_mfcc=self.n_mfcc,
         )
+
+
+# Batches are padded in time to a multiple of this many recurrent steps: the
+# fused recurrent loops are compiled (XLA) once per distinct length, so fewer
+# distinct lengths mean far fewer compilations, at the cost of a little padding.
+TIME_QUANTUM_STEPS = 8
+
+
+def pad_time_to_multiple(dataset, multiple):
+    """Pad each batch's `features` along time to a multiple of `multiple` frames.
+
+    `feature_length` is unchanged, so the model ignores the added frames.
+    """
+
+    def pad(inputs, labels):
+        features = inputs["features"]
+        time = tf.shape(features)[1]
+        padding = (-time) % multiple
+        features = tf.pad(features, [[0, 0], [0, padding], [0, 0]])
+        return {**inputs, "features": features}, labels
+
+    return dataset.map(pad, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def mix_batches(main, extra, fraction, seed):
+    """Training batches from `main`, with a `fraction` drawn from `extra`.
+
+    An epoch ends when `main` is exhausted (so it is one pass over the main
+    data); `extra` repeats as needed, continuing where it left off.
+    """
+    return tf.data.Dataset.sample_from_datasets(
+        [main, extra.repeat()],
+        weights=[1.0 - fraction, fraction],
+        seed=seed,
+        stop_on_empty_dataset=True,
+    )
 
 
 def _best_so_far(output_dir):
@@ -299,7 +360,12 @@ def export_for_serving(config, model, vocabulary, feature_config, data, metrics)
         vocabulary,
         feature_config,
         os.path.join(config.output_dir, EXPORT_DIR),
-        trained_on={"dataset": config.dataset, "description": data.description, "utterances": data.counts},
+        trained_on={
+            "dataset": config.dataset,
+            "description": data.description,
+            "utterances": data.counts,
+            "mix_dataset": config.mix_dataset,
+        },
         metrics=metrics,
         config=config_to_dict(config),
     )
@@ -328,17 +394,36 @@ def run(config, *, callbacks=()):
 
     vocabulary = Vocabulary(SPEECH_ALPHABET)
     feature_config = config.feature_config()
-    data = build_speech_datasets(
-        dataset=config.dataset,
-        feature_config=feature_config,
-        vocabulary=vocabulary,
-        batch_size=config.batch_size,
-        cache_dir=config.cache_dir,
-        max_duration_s=config.max_duration_s,
-        strict=config.strict,
-        spec_augment=config.spec_augment,
-        seed=config.seed,
-        data_dir=config.data_dir,
+    def speech_data(dataset):
+        return build_speech_datasets(
+            dataset=dataset,
+            feature_config=feature_config,
+            vocabulary=vocabulary,
+            batch_size=config.batch_size,
+            cache_dir=config.cache_dir,
+            max_duration_s=config.max_duration_s,
+            strict=config.strict,
+            spec_augment=config.spec_augment,
+            seed=config.seed,
+            data_dir=config.data_dir,
+        )
+
+    data = speech_data(config.dataset)
+    mix = None
+    if config.mix_dataset is not None:
+        mix = speech_data(config.mix_dataset)
+        print(f"Mixed into training ({config.mix_fraction:.0%} of batches): {mix.description}")
+        data = dataclasses.replace(
+            data, train=mix_batches(data.train, mix.train, config.mix_fraction, config.seed)
+        )
+    quantum = TIME_QUANTUM_STEPS * config.frame_stack
+    data = dataclasses.replace(
+        data,
+        **{
+            split: pad_time_to_multiple(getattr(data, split), quantum)
+            for split in ("train", "validation", "test")
+            if getattr(data, split) is not None
+        },
     )
     print(f"Data: {data.description}")
     print(f"Utterances: {data.counts}; skipped: {len(data.skipped)}")
@@ -354,7 +439,10 @@ def run(config, *, callbacks=()):
         num_layers=config.num_layers,
         bidirectional=config.bidirectional,
         frame_stack=config.frame_stack,
+        num_dense_layers=config.num_dense_layers,
         dropout=config.dropout,
+        # Warping the axis of cepstral coefficients would be meaningless.
+        frequency_warp=config.frequency_warp if config.feature_kind == "log_mel" else 0.0,
         learning_rate=config.learning_rate,
     )
     model.summary()
@@ -390,6 +478,12 @@ def run(config, *, callbacks=()):
         "skipped": len(data.skipped),
         "skipped_files": [[str(s), str(r)] for s, r in data.skipped],
     }
+    if mix is not None:
+        metrics["mix_dataset"] = config.mix_dataset
+        metrics["mix_description"] = mix.description
+        metrics["mix_utterances"] = dict(mix.counts)
+        metrics["skipped"] += len(mix.skipped)
+        metrics["skipped_files"] += [[str(s), str(r)] for s, r in mix.skipped]
     splits = {"val": data.validation, "test": getattr(data, "test", None)}
     for prefix, dataset in splits.items():
         if dataset is None:
