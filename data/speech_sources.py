@@ -112,9 +112,13 @@ def _builder_splits(builder, to_utterance):
 
     def reader(split):
         def read():
-            dataset = builder.as_dataset(split=split, shuffle_files=False)
-            for example in tfds.as_numpy(dataset):
-                yield to_utterance(example)
+            # Every feature of the project's builders is a scalar, so batches
+            # need no padding; reading 256 at a time avoids per-example
+            # tf.data overhead (about 1 ms each).
+            dataset = builder.as_dataset(split=split, shuffle_files=False).batch(256)
+            for batch in tfds.as_numpy(dataset):
+                for i in range(len(batch["id"])):
+                    yield to_utterance({key: values[i] for key, values in batch.items()})
 
         return read
 
