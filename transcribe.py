@@ -23,9 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-import models.ctc_model  # noqa: E402,F401  (registers the model's classes for loading)
-import models.frame_stacking  # noqa: E402,F401
-import models.log_probabilities  # noqa: E402,F401
+import models.transcription  # noqa: E402,F401  (registers every class of the saved model)
 from models.ctc_decoding import ctc_decode_text  # noqa: E402
 from pipelines.audio_features import FeatureConfig  # noqa: E402
 from pipelines.audio_loading import AudioError  # noqa: E402

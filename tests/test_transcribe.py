@@ -1,5 +1,9 @@
 """`python transcribe.py`: audio files in any format and rate to text."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -87,3 +91,16 @@ def test_missing_model_dir_is_a_usage_error(tmp_path, capsys):
         transcribe.main(["--model-dir", str(tmp_path / "nothing"), "x.wav"])
     assert exit_info.value.code == 2
     assert "lacks" in capsys.readouterr().err
+
+
+def test_command_line_in_a_fresh_process(tmp_path, model_dir):
+    # A new interpreter has registered nothing: loading must import it all.
+    audio = tmp_path / "tone.flac"
+    sf.write(audio, _tone(0.5, 44100), 44100)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, os.path.join(root, "transcribe.py"), "--model-dir", str(model_dir), str(audio)],
+        capture_output=True, text=True, cwd=root, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == f"{audio}\ta"
