@@ -9,8 +9,10 @@ exported. `python train.py --task TASK --help` lists every flag of a task.
 
 import argparse
 import importlib
+import logging
 import os
 import sys
+import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -54,14 +56,24 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     module, config, tuning = parse_command(argv)
-    if tuning.tune:
-        from tuning.run_search import run_search
+    try:
+        if tuning.tune:
+            from tuning.run_search import run_search
 
-        task = {path: name for name, path in TASKS.items()}[module.__name__]
-        run_search(tuning_task(task), config, tuning)
-    else:
-        module.run(config)
+            task = {path: name for name, path in TASKS.items()}[module.__name__]
+            run_search(tuning_task(task), config, tuning)
+        else:
+            module.run(config)
+    except (ValueError, OSError) as error:
+        # Bad data or settings (a missing file, undecodable text, audio that
+        # is not audio under --strict, ...): the message names the file or
+        # field. The traceback is kept for bug reports with TRAIN_TRACEBACK=1.
+        if os.environ.get("TRAIN_TRACEBACK"):
+            traceback.print_exc()
+        print(f"train.py: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

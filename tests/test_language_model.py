@@ -249,7 +249,17 @@ def test_train_py_end_to_end(tmp_path, capsys):
     assert (metrics["characters"], metrics["train_characters"]) == (1860, 1674)
     assert metrics["dataset"] == dataset
     assert metrics["sample"].startswith("First") and len(metrics["sample"]) == 35
-    assert sorted(os.listdir(out)) == ["best.keras", "config.json", "metrics.json", "model.keras", "vocabulary.json"]
+    assert sorted(os.listdir(out)) == [
+        "best.keras", "config.json", "export", "metrics.json", "model.keras", "vocabulary.json"
+    ]
+    # The SavedModel for TF Serving: version 1 of `language_model`, its metadata from this run.
+    version = out / "export" / "language_model" / "1"
+    assert metrics["export_dir"] == str(version)
+    assert (version / "saved_model.pb").is_file()
+    metadata = json.loads((version / "assets" / "metadata.json").read_text())
+    assert metadata["task"] == "language_model"
+    assert metadata["metrics"]["val_bpc"] == pytest.approx(metrics["val_bpc"])
+    assert metadata["trained_on"]["location"] == metrics["dataset_location"]
     model, vocab = load_language_model(str(out / "model.keras"))
     assert vocab == Vocabulary.from_text((tmp_path / "tiny.txt").read_text())
     assert model.count_params() == metrics["parameters"]
@@ -270,3 +280,12 @@ def test_run_rejects_bad_input_before_training(tmp_path):
         run(Config(dataset=str(tmp_path / "missing.txt"), output_dir=str(tmp_path / "d")))
     # config.json is written first, so even a failed run says what it was asked.
     assert json.loads((tmp_path / "d" / "config.json").read_text())["dataset"] == str(tmp_path / "missing.txt")
+
+
+def test_train_py_reports_bad_data_as_one_line_naming_the_file(tmp_path, capsys):
+    missing = tmp_path / "missing.txt"
+    argv = ["--task", "language_model", "--dataset", str(missing), "--output-dir", str(tmp_path / "run")]
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("train.py: error: ") and str(missing) in err and "does not exist" in err
+    assert "Traceback" not in err

@@ -167,15 +167,29 @@ def _sample_prompt(config, vocabulary, source_name):
     return "\n" if "\n" in vocabulary.characters else vocabulary.characters[0]
 
 
-def _export(model, vocabulary, config, metrics):
-    """Write the run's final model; DIR/model.keras plus DIR/vocabulary.json.
+def export_for_serving(config, model, vocabulary, source, metrics):
+    """Export the SavedModel for TF Serving: `output_dir/export/language_model/<version>/`.
 
-    The SavedModel export for TF Serving (`serving.language_model_export`)
-    plugs in here, reading everything from these arguments.
+    Returns the version directory written (`serving.language_model_export`).
     """
+    from serving.language_model_export import export_language_model
+
+    return export_language_model(
+        model,
+        vocabulary,
+        os.path.join(config.output_dir, "export"),
+        trained_on={"dataset": source.name, "location": source.location},
+        metrics=metrics,
+        config=config_to_dict(config),
+    )
+
+
+def _export(model, vocabulary, config, metrics, source):
+    """Write the run's final model: DIR/model.keras and the SavedModel under DIR/export/."""
     path = os.path.join(config.output_dir, "model.keras")
     save_language_model(model, vocabulary, path)
-    return {"model": path}
+    export_dir = export_for_serving(config, model, vocabulary, source, metrics)
+    return {"model": path, "export_dir": str(export_dir)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,14 +238,9 @@ def prepare_data(config):
     return LanguageModelData(source, vocabulary, train_text, validation_text, train, validation)
 
 
-def build_model(config, vocabulary_size):
-    """`build_language_model` from `config`, compiled with Adam and clipping.
-
-    The loss is sparse categorical cross-entropy on logits, in nats per
-    character (divide by ln 2 for bits per character).
-    """
-    model = build_language_model(
-        vocabulary_size=vocabulary_size,
+def builder_kwargs(config):
+    """The arguments of `build_language_model` that `config` sets (all but the vocabulary size)."""
+    return dict(
         embedding_dim=config.embedding_dim,
         hidden_size=config.hidden_size,
         num_layers=config.num_layers,
@@ -240,13 +249,28 @@ def build_model(config, vocabulary_size):
         output_hidden_size=config.output_hidden_size,
         seed=config.seed,
     )
+
+
+def compile_model(model, config, *, learning_rate=None):
+    """Compile with Adam (clipped by `config.clipnorm`) and cross-entropy on logits.
+
+    The loss is in nats per character (divide by ln 2 for bits per character).
+    `learning_rate` defaults to `config.learning_rate` (tuning passes its own).
+    """
     model.compile(
         optimizer=keras.optimizers.Adam(
-            learning_rate=config.learning_rate, clipnorm=config.clipnorm or None
+            learning_rate=config.learning_rate if learning_rate is None else learning_rate,
+            clipnorm=config.clipnorm or None,
         ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     return model
+
+
+def build_model(config, vocabulary_size):
+    """`build_language_model` from `config`, compiled by `compile_model`."""
+    model = build_language_model(vocabulary_size=vocabulary_size, **builder_kwargs(config))
+    return compile_model(model, config)
 
 
 def run(config):
@@ -345,7 +369,7 @@ def run(config):
             if isinstance(layer, keras.layers.RNN)
         ),
     }
-    metrics.update(_export(model, vocabulary, config, metrics))
+    metrics.update(_export(model, vocabulary, config, metrics, source))
 
     sample = generate_text(
         model,

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import time
+import typing
 import warnings
 from dataclasses import dataclass, field
 
@@ -371,29 +372,27 @@ def export_for_serving(config, model, vocabulary, feature_config, data, metrics)
     )
 
 
-def run(config, *, callbacks=()):
-    """Train, evaluate and save a transcription model as `config` says.
+@dataclasses.dataclass(frozen=True)
+class TranscriptionData:
+    """What `prepare_data` resolves: the vocabulary, features and batches of a run."""
 
-    Args:
-        config: A `Config`.
-        callbacks: Extra Keras callbacks, run after the built-in ones (for
-            tuning and tests).
+    vocabulary: Vocabulary
+    feature_config: typing.Any  # pipelines.audio_features.FeatureConfig
+    data: typing.Any  # pipelines.speech_dataset.SpeechData, time padded to the quantum
+    mix: typing.Any = None  # the SpeechData of --mix-dataset, when given
 
-    Returns:
-        The metrics dict also written to `output_dir/metrics.json`.
+
+def prepare_data(config):
+    """The vocabulary, feature configuration and batched datasets of `config`.
+
+    Builds (or reads from the cache) `config.dataset`, mixes in
+    `config.mix_dataset` when given, and pads the time axis of every split to
+    a multiple of `TIME_QUANTUM_STEPS * frame_stack` (fewer XLA compiles).
+    Used by `run` and by the tuning task, so both see the same batches.
     """
-    out = config.output_dir
-    os.makedirs(out, exist_ok=True)
-    write_json(os.path.join(out, CONFIG_FILE), config_to_dict(config))
-    keras.utils.set_random_seed(config.seed)
-    resuming = os.path.exists(os.path.join(out, BACKUP_STATE_FILE))
-    if resuming:
-        print(f"Resuming the interrupted run backed up in {os.path.join(out, BACKUP_DIR)}")
-    if not resuming and os.path.exists(os.path.join(out, BEST_WEIGHTS_FILE)):
-        os.remove(os.path.join(out, BEST_WEIGHTS_FILE))  # from an older, finished run
-
     vocabulary = Vocabulary(SPEECH_ALPHABET)
     feature_config = config.feature_config()
+
     def speech_data(dataset):
         return build_speech_datasets(
             dataset=dataset,
@@ -425,16 +424,16 @@ def run(config, *, callbacks=()):
             if getattr(data, split) is not None
         },
     )
-    print(f"Data: {data.description}")
-    print(f"Utterances: {data.counts}; skipped: {len(data.skipped)}")
-    for source, reason in data.skipped[:10]:
-        print(f"  skipped {source}: {reason}")
-    if len(data.skipped) > 10:
-        print(f"  ... and {len(data.skipped) - 10} more (all listed in {METRICS_FILE})")
+    return TranscriptionData(vocabulary, feature_config, data, mix)
 
-    model = build_transcription_model(
-        num_features=feature_config.n_features,
-        vocabulary_size=vocabulary.size,
+
+def builder_kwargs(config):
+    """The arguments of `build_transcription_model` that `config` sets.
+
+    Everything but the feature and vocabulary sizes; tuning replaces the
+    fields it searches (`tuning.search_spaces.TUNED_HYPERPARAMETERS`).
+    """
+    return dict(
         hidden_size=config.hidden_size,
         num_layers=config.num_layers,
         bidirectional=config.bidirectional,
@@ -445,6 +444,47 @@ def run(config, *, callbacks=()):
         frequency_warp=config.frequency_warp if config.feature_kind == "log_mel" else 0.0,
         learning_rate=config.learning_rate,
     )
+
+
+def build_model(config, *, num_features, vocabulary_size):
+    """The compiled `build_transcription_model` that `config` describes."""
+    return build_transcription_model(
+        num_features=num_features, vocabulary_size=vocabulary_size, **builder_kwargs(config)
+    )
+
+
+def run(config, *, callbacks=()):
+    """Train, evaluate and save a transcription model as `config` says.
+
+    Args:
+        config: A `Config`.
+        callbacks: Extra Keras callbacks, run after the built-in ones (for
+            tuning and tests).
+
+    Returns:
+        The metrics dict also written to `output_dir/metrics.json`.
+    """
+    out = config.output_dir
+    os.makedirs(out, exist_ok=True)
+    write_json(os.path.join(out, CONFIG_FILE), config_to_dict(config))
+    keras.utils.set_random_seed(config.seed)
+    resuming = os.path.exists(os.path.join(out, BACKUP_STATE_FILE))
+    if resuming:
+        print(f"Resuming the interrupted run backed up in {os.path.join(out, BACKUP_DIR)}")
+    if not resuming and os.path.exists(os.path.join(out, BEST_WEIGHTS_FILE)):
+        os.remove(os.path.join(out, BEST_WEIGHTS_FILE))  # from an older, finished run
+
+    prepared = prepare_data(config)
+    vocabulary, feature_config, data = prepared.vocabulary, prepared.feature_config, prepared.data
+    mix = prepared.mix
+    print(f"Data: {data.description}")
+    print(f"Utterances: {data.counts}; skipped: {len(data.skipped)}")
+    for source, reason in data.skipped[:10]:
+        print(f"  skipped {source}: {reason}")
+    if len(data.skipped) > 10:
+        print(f"  ... and {len(data.skipped) - 10} more (all listed in {METRICS_FILE})")
+
+    model = build_model(config, num_features=feature_config.n_features, vocabulary_size=vocabulary.size)
     model.summary()
 
     started = time.monotonic()

@@ -7,13 +7,11 @@ scored and exported like one from `train.py` without `--tune`.
 """
 
 import math
-import os
-
-import keras
 
 from tuning.search_spaces import (
     LANGUAGE_MODEL_RANGES,
     TRANSCRIPTION_RANGES,
+    TUNED_HYPERPARAMETERS,
     language_model_space,
     transcription_space,
 )
@@ -23,59 +21,34 @@ from tuning.tuning_task import TuningTask
 
 
 def _language_model_prepare(config):
-    from data.text_sources import load_text_source
-    from pipelines.text_dataset import text_window_dataset
-    from pipelines.text_split import split_text
-    from pipelines.vocabulary import Vocabulary
+    from training.language_model import prepare_data
 
     # The same source, vocabulary, split and windows as training.language_model.run.
-    source = load_text_source(config.dataset, tfds_data_dir=config.tfds_data_dir)
-    vocabulary = Vocabulary.from_text(source.text)
-    train_text, validation_text = split_text(
-        source.text,
-        sequence_length=config.sequence_length,
-        validation_fraction=config.validation_fraction,
-        source=source.location,
-    )
-    train_ids = vocabulary.encode(train_text)
-    train = text_window_dataset(
-        train_ids,
-        sequence_length=config.sequence_length,
-        batch_size=config.batch_size,
-        shuffle=True,
-        seed=config.seed,
-        drop_remainder=len(train_ids) - 1 >= config.sequence_length * config.batch_size,
-    )
-    validation = text_window_dataset(
-        vocabulary.encode(validation_text),
-        sequence_length=config.sequence_length,
-        batch_size=config.batch_size,
-    )
+    data = prepare_data(config)
     print(
-        f"[tuning] text {source.location}: {len(train_text):,} training and "
-        f"{len(validation_text):,} validation characters, vocabulary of {vocabulary.size} ids."
+        f"[tuning] text {data.source.location}: {len(data.train_text):,} training and "
+        f"{len(data.validation_text):,} validation characters, "
+        f"vocabulary of {data.vocabulary.size} ids."
     )
-    return train, validation, {"vocabulary": vocabulary, "source": source}
+    return data.train, data.validation, {"vocabulary": data.vocabulary, "source": data.source}
+
+
+def _untuned(kwargs):
+    return {key: value for key, value in kwargs.items() if key not in TUNED_HYPERPARAMETERS}
 
 
 def _language_model_build(hp, ranges, config, context):
-    def compile_model(model, *, learning_rate):
-        # As training.language_model.run compiles its model.
-        model.compile(
-            optimizer=keras.optimizers.Adam(
-                learning_rate=learning_rate, clipnorm=config.clipnorm or None
-            ),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        )
+    from training.language_model import builder_kwargs, compile_model
 
+    # As training.language_model.build_model, with the tuned fields sampled.
     return language_model_space(
         hp,
         ranges=ranges,
-        compile_model=compile_model,
+        compile_model=lambda model, *, learning_rate: compile_model(
+            model, config, learning_rate=learning_rate
+        ),
         vocabulary_size=context["vocabulary"].size,
-        embedding_dim=config.embedding_dim,
-        activation=config.activation,
-        seed=config.seed,
+        **_untuned(builder_kwargs(config)),
     )
 
 
@@ -85,17 +58,9 @@ def _language_model_evaluate(model, config, context, validation):
 
 
 def _language_model_export(model, config, context, metrics):
-    from serving.language_model_export import export_language_model
-    from training.cli import config_to_dict
+    from training.language_model import export_for_serving
 
-    return export_language_model(
-        model,
-        context["vocabulary"],
-        os.path.join(config.output_dir, "export"),
-        trained_on={"dataset": context["source"].name, "location": context["source"].location},
-        metrics=metrics,
-        config=config_to_dict(config),
-    )
+    return export_for_serving(config, model, context["vocabulary"], context["source"], metrics)
 
 
 LANGUAGE_MODEL_TASK = TuningTask(
@@ -113,37 +78,30 @@ LANGUAGE_MODEL_TASK = TuningTask(
 
 
 def _transcription_prepare(config):
-    from pipelines.speech_dataset import build_speech_datasets
-    from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
+    from training.transcription import prepare_data
 
     # The same vocabulary, features and batches as training.transcription.run.
-    vocabulary = Vocabulary(SPEECH_ALPHABET)
-    feature_config = config.feature_config()
-    data = build_speech_datasets(
-        dataset=config.dataset,
-        feature_config=feature_config,
-        vocabulary=vocabulary,
-        batch_size=config.batch_size,
-        cache_dir=config.cache_dir,
-        max_duration_s=config.max_duration_s,
-        strict=config.strict,
-        spec_augment=config.spec_augment,
-        seed=config.seed,
-        data_dir=config.data_dir,
-    )
+    prepared = prepare_data(config)
+    data = prepared.data
     print(f"[tuning] data: {data.description}; utterances {data.counts}, skipped {len(data.skipped)}")
-    context = {"vocabulary": vocabulary, "feature_config": feature_config, "data": data}
+    context = {
+        "vocabulary": prepared.vocabulary,
+        "feature_config": prepared.feature_config,
+        "data": data,
+    }
     return data.train, data.validation, context
 
 
 def _transcription_build(hp, ranges, config, context):
+    from training.transcription import builder_kwargs
+
+    # As training.transcription.build_model, with the tuned fields sampled.
     return transcription_space(
         hp,
         ranges=ranges,
         num_features=context["feature_config"].n_features,
         vocabulary_size=context["vocabulary"].size,
-        bidirectional=config.bidirectional,
-        frame_stack=config.frame_stack,
+        **_untuned(builder_kwargs(config)),
     )
 
 
