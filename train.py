@@ -56,7 +56,12 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # The project's own progress messages; TFDS' routine absl notices about
+    # the project's local builders ("custom data configuration") are noise.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for package in ("data", "pipelines", "models", "training", "tuning", "serving", "layers"):
+        logging.getLogger(package).setLevel(logging.INFO)
+    logging.getLogger("absl").setLevel(logging.ERROR)
     module, config, tuning = parse_command(argv)
     try:
         if tuning.tune:

@@ -7,6 +7,11 @@ A spec is one of:
 - a folder path: a `manifest.tsv` folder, an LJSpeech folder
   (`metadata.csv` + `wavs/`) or a LibriSpeech folder (`*.trans.txt` + flac),
   detected in that order, each indexed by its TFDS builder.
+  `FOLDER:held_out_speakers=lucas;george` makes every utterance of those
+  speakers (whatever split the folder gives them) the test split, never
+  trained on nor used to choose the model: an unseen-speaker evaluation.
+  Training and validation are the folder's splits without those speakers
+  (validation = its validation split, else its test split).
 - a TFDS catalog name, `librispeech`, `ljspeech` or `spoken_digit`, when
   already prepared in the TFDS data directory (never downloaded).
 - several of these joined by `+`, e.g. `../shared/data/fsdd+synthetic:text=digits`:
@@ -143,7 +148,7 @@ def _final_splits(splits, origin):
     return out, note
 
 
-def _folder_source(folder, cache_dir):
+def _folder_source(folder, cache_dir, held_out_speakers=()):
     from data.librispeech_folder import LibriSpeechFolder
     from data.ljspeech_folder import LjSpeechFolder
     from data.manifest_speech import MANIFEST, ManifestSpeech
@@ -172,15 +177,71 @@ def _folder_source(folder, cache_dir):
             path=_text(example["path"]),
         )
 
-    splits, note = _final_splits(_builder_splits(builder, to_utterance), folder)
+    builder_splits = _builder_splits(builder, to_utterance)
     identity = f"{builder.name}/{builder.builder_config.name}/{builder.version}"
     sizes = ", ".join(f"{k} {builder.info.splits[k].num_examples}" for k in builder.info.splits.keys())
+    if held_out_speakers:
+        splits = _speaker_held_out_splits(builder_splits, held_out_speakers, folder)
+        speakers = ";".join(held_out_speakers)
+        identity += f"/held_out_speakers={speakers}"
+        note = (
+            f"; test: every utterance of speakers {speakers}, never heard in training; "
+            "validation: the other speakers' "
+            + ("validation" if "validation" in builder_splits else "test")
+            + " split"
+        )
+    else:
+        splits, note = _final_splits(builder_splits, folder)
     return SpeechSource(
         name=os.path.basename(folder.rstrip(os.sep)),
         identity=identity,
         description=f"{builder_cls.__name__} folder {folder} ({sizes}){note}",
         splits=splits,
     )
+
+
+def _speaker_held_out_splits(splits, speakers, folder):
+    """Test: every utterance of `speakers`; train and validation: the others'."""
+    held_out = set(speakers)
+    if "train" not in splits:
+        raise ValueError(f"{folder} has no training split; it has {sorted(splits)}.")
+    others = "validation" if "validation" in splits else "test"
+    if others not in splits:
+        raise ValueError(
+            f"{folder} has no validation or test split for the speakers that are not held out; "
+            f"it has {sorted(splits)}."
+        )
+
+    def without(read):
+        return lambda: (u for u in read() if u.speaker not in held_out)
+
+    def test():
+        for name in sorted(splits):
+            yield from (u for u in splits[name]() if u.speaker in held_out)
+
+    known = {u.speaker for name in sorted(splits) for u in splits[name]()}
+    missing = sorted(held_out - known)
+    if missing:
+        raise ValueError(
+            f"Received an invalid value for argument `dataset`: held_out_speakers {missing} do not "
+            f"occur in {folder}; its speakers are {sorted(known - {''})}."
+        )
+    return {"train": without(splits["train"]), "validation": without(splits[others]), "test": test}
+
+
+def _folder_options(spec, options):
+    """Parse `held_out_speakers=a;b` (the only folder option) into a tuple of names."""
+    speakers = ()
+    for item in filter(None, (part.strip() for part in options.split(","))):
+        key, sep, value = item.partition("=")
+        names = tuple(name.strip() for name in value.split(";") if name.strip())
+        if key.strip() != "held_out_speakers" or not sep or not names:
+            raise ValueError(
+                f"Received an invalid value for argument `dataset`: {spec!r}; expected "
+                f"'FOLDER' or 'FOLDER:held_out_speakers=NAME[;NAME...]', got {item!r}."
+            )
+        speakers += names
+    return speakers
 
 
 def _synthetic_source(spec, cache_dir):
@@ -364,6 +425,11 @@ def resolve_speech_source(spec, *, cache_dir, data_dir=None):
     expanded = os.path.abspath(os.path.expanduser(spec))
     if os.path.isdir(expanded):
         return _folder_source(expanded, cache_dir)
+    folder, sep, options = spec.rpartition(":")
+    if sep and os.path.isdir(os.path.expanduser(folder)):
+        return _folder_source(
+            os.path.abspath(os.path.expanduser(folder)), cache_dir, _folder_options(spec, options)
+        )
     if spec in CATALOG:
         return _catalog_source(spec, data_dir)
     raise ValueError(

@@ -36,6 +36,25 @@ def test_fit_sets_the_rate_before_each_batch():
     np.testing.assert_allclose(seen, expected, rtol=1e-6)
 
 
+def test_a_resumed_run_continues_the_decay_from_the_optimizer_step():
+    # BackupAndRestore restores the optimizer (its iteration count included);
+    # the schedule picks up from there instead of restarting at the top.
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.5), "mse")
+    x = np.ones((8, 2), "float32")
+    model.fit(x, x[:, :1], batch_size=2, epochs=1, verbose=0)  # 4 steps done
+    schedule = CosineAnnealingCallback(0.5, 8, final_fraction=0.0)
+    seen = []
+    probe = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: seen.append(
+            float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        )
+    )
+    model.fit(x, x[:, :1], batch_size=2, epochs=1, verbose=0, callbacks=[schedule, probe])
+    expected = [0.5 * 0.5 * (1 + math.cos(math.pi * s / 8)) for s in range(4, 8)]
+    np.testing.assert_allclose(seen, expected, rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -207,3 +207,35 @@ def test_saved_model_cli_lists_both_signatures(processes):
         assert expected in show.stdout
     default = show.stdout.split("signature_def['serving_default']")[1]
     assert "shape: (-1, -1)\n        name: serving_default_waveform:0" in default
+
+
+def test_evaluate_export_scores_a_held_out_speaker_through_the_savedmodel(
+        export_path, model, vocabulary, utterances, tmp_path):
+    import soundfile as sf
+
+    from models.error_rates import error_rates
+    from pipelines.audio_loading import load_audio
+    from serving.evaluate_export import evaluate_export, main
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    texts = ["yes", "no", "hello there", "one two", "maybe", "it's fine"]
+    rows = ["path\tspeaker\tsplit\ttext"]
+    for i, text in enumerate(texts):
+        sf.write(folder / f"u{i}.wav", utterances[i], CONFIG.sample_rate)
+        rows.append(f"u{i}.wav\t{'ann' if i < 4 else 'bob'}\t{'test' if i == 3 else 'train'}\t{text}")
+    rows.append("u9.wav\tbob\ttrain\t")  # no transcript: skipped and counted
+    (folder / "manifest.tsv").write_text("\n".join(rows) + "\n")
+
+    report = evaluate_export(str(export_path), f"{folder}:held_out_speakers=bob", split="test",
+                             batch_size=1, cache_dir=str(tmp_path / "cache"))
+    # bob's two recordings, decoded as the Keras model decodes librosa features of the same audio.
+    waveforms = [load_audio(folder / f"u{i}.wav", CONFIG.sample_rate) for i in (4, 5)]
+    expected = _keras_reference(model, vocabulary, waveforms)[-1]
+    assert (report["utterances"], report["skipped"]) == (2, 1)
+    assert report["cer"] == pytest.approx(error_rates(["maybe", "it's fine"], expected)["cer"])
+    assert report["wer"] == pytest.approx(error_rates(["maybe", "it's fine"], expected)["wer"])
+    assert report["by_speaker"] == {"bob": {"utterances": 2, "cer": report["cer"], "wer": report["wer"]}}
+
+    assert main(["--export", str(export_path), "--dataset", str(folder), "--split", "nope",
+                 "--cache-dir", str(tmp_path / "cache")]) == 2

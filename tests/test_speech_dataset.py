@@ -315,3 +315,23 @@ def test_feature_cache_atomic_and_first_writer_wins(tmp_path):
     assert os.listdir(tmp_path) == ["train"]  # no temporary directory left
     with pytest.raises(ValueError, match=r"b.wav: expected features of shape \(frames, 3\), got \(2, 4\)"):
         FeatureCacheWriter(str(tmp_path / "other"), 3).append("b", "two", "b.wav", np.zeros((2, 4)))
+
+
+def test_held_out_speakers_are_a_test_split_never_trained_or_validated_on(tmp_path):
+    from data.speech_sources import resolve_speech_source
+
+    folder = _corpus(tmp_path / "corpus", bad=False)
+    # bob and ann (train in the manifest) are the test split; the manifest has no
+    # validation split, so the other speakers' test split (dee) validates.
+    source = resolve_speech_source(f"{folder}:held_out_speakers=bob;ann", cache_dir=str(tmp_path / "cache"))
+    speakers = {name: sorted(u.speaker for u in read()) for name, read in source.splits.items()}
+    assert speakers == {"train": ["cy", "cy"], "validation": ["dee", "dee"], "test": ["ann", "ann", "bob", "bob"]}
+    assert "held_out_speakers=bob;ann" in source.identity
+    assert "test: every utterance of speakers bob;ann, never heard in training" in source.description
+    plain = resolve_speech_source(str(folder), cache_dir=str(tmp_path / "cache"))
+    assert plain.identity != source.identity  # separate feature caches
+
+    with pytest.raises(ValueError, match=r"held_out_speakers \['zed'\] do not occur in .*speakers are \['ann', 'bob', 'cy', 'dee'\]"):
+        resolve_speech_source(f"{folder}:held_out_speakers=zed", cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match=r"expected 'FOLDER' or 'FOLDER:held_out_speakers=NAME\[;NAME...\]', got 'speakers=bob'"):
+        resolve_speech_source(f"{folder}:speakers=bob", cache_dir=str(tmp_path / "cache"))

@@ -213,6 +213,7 @@ def test_time_budget_stops_training():
         ("num_dense_layers", -2, "a non-negative integer"),
         ("mix_fraction", 1.0, r"a float in \(0, 1\)"),
         ("frequency_warp", 0.7, r"a float in \[0, 0.5\)"),
+        ("lr_schedule", "linear", "'cosine' or 'constant'"),
         ("mix_dataset", "", "a directory path or None"),
     ],
 )

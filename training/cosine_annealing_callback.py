@@ -66,9 +66,13 @@ class CosineAnnealingCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._start = time.monotonic()
-        self._step = 0
+        self._step = None
 
     def on_train_batch_begin(self, batch, logs=None):
+        if self._step is None:
+            # The optimizer's own count, read at the first batch: a run that
+            # `BackupAndRestore` resumed continues the decay where it stopped.
+            self._step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
         rate = self.learning_rate(self._step, time.monotonic() - self._start)
         self.model.optimizer.learning_rate.assign(rate)
         self._step += 1

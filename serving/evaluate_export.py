@@ -1,0 +1,171 @@
+"""Error rates of an exported transcriber on a dataset split, through the SavedModel alone.
+
+    python -m serving.evaluate_export --export runs/fsdd/export/transcriber/1 \\
+        --dataset '../shared/data/fsdd:held_out_speakers=lucas' --split test
+
+The export is loaded with `tf.saved_model.load` and called through its
+`serving_default` signature (waveform in, features and greedy decoding in the
+graph), exactly as TF Serving would run it; nothing of the training code
+touches the audio except the loader, which reads and resamples each file to
+the export's sample rate (`assets/metadata.json`). References are normalised
+as in training; utterances without a usable transcript or with unreadable
+audio are skipped and counted (listed with `--verbose`). Prints a JSON report
+with corpus-level CER and WER (jiwer) and a few reference/hypothesis pairs;
+`--output FILE` also writes it.
+
+`--dataset` takes every spec `train.py` takes (a folder, `FOLDER:held_out_speakers=...`,
+`synthetic[:options]`, a prepared TFDS name). For a held-out speaker the
+test split is every recording of that speaker (never trained on, never used to
+choose the checkpoint).
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+
+def _waveform(utterance, sample_rate, min_samples):
+    from pipelines.audio_loading import load_audio, prepare_waveform
+
+    if utterance.audio is not None:
+        return prepare_waveform(
+            utterance.audio, utterance.sample_rate, sample_rate, source=utterance.source, min_samples=min_samples
+        )
+    return load_audio(utterance.path, sample_rate, min_samples=min_samples)
+
+
+def evaluate_export(export_dir, dataset, *, split="validation", batch_size=16, cache_dir=None, data_dir=None, limit=0):
+    """Transcribe every utterance of `dataset`'s `split` with the export; return the report dict."""
+    import tensorflow as tf
+
+    from data.speech_sources import resolve_speech_source
+    from models.error_rates import error_rates
+    from pipelines.audio_loading import AudioError
+    from pipelines.speech_dataset import DEFAULT_CACHE_DIR
+    from pipelines.vocabulary import normalize_transcript
+
+    with open(os.path.join(export_dir, "assets", "metadata.json"), encoding="utf-8") as f:
+        metadata = json.load(f)
+    if metadata.get("task") != "transcription":
+        raise ValueError(
+            f"{export_dir} is not a transcriber export: its assets/metadata.json has task "
+            f"{metadata.get('task')!r}, expected 'transcription'."
+        )
+    sample_rate = int(metadata["sample_rate"])
+    min_samples = int(metadata["feature_config"]["n_fft"])  # one FFT frame
+    source = resolve_speech_source(
+        dataset, cache_dir=os.path.abspath(os.path.expanduser(cache_dir or DEFAULT_CACHE_DIR)), data_dir=data_dir
+    )
+    if split not in source.splits:
+        raise ValueError(
+            f"Received an invalid value for argument `split`: {dataset!r} has splits "
+            f"{sorted(source.splits)}, got {split!r}."
+        )
+    serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+
+    references, hypotheses, keys, speakers, skipped = [], [], [], [], []
+    pending = []  # (key, reference, waveform, speaker)
+
+    def flush():
+        width = max(len(w) for _, _, w, _ in pending)
+        batch = np.zeros((len(pending), width), np.float32)
+        for row, (_, _, waveform, _) in enumerate(pending):
+            batch[row, : len(waveform)] = waveform
+        lengths = np.array([len(w) for _, _, w, _ in pending], np.int32)
+        texts = serve(waveform=tf.constant(batch), waveform_length=tf.constant(lengths))["text"].numpy()
+        for (key, reference, _, speaker), text in zip(pending, texts):
+            keys.append(key)
+            speakers.append(speaker)
+            references.append(reference)
+            hypotheses.append(text.decode("utf-8"))
+        pending.clear()
+
+    started = time.monotonic()
+    audio_seconds = 0.0
+    for utterance in source.splits[split]():
+        if limit and len(keys) + len(pending) >= limit:
+            break
+        reference = normalize_transcript(utterance.text or "")
+        if not reference:
+            skipped.append((utterance.source, "empty transcript"))
+            continue
+        try:
+            waveform = _waveform(utterance, sample_rate, min_samples)
+        except AudioError as error:
+            skipped.append((utterance.source, str(error)))
+            continue
+        audio_seconds += len(waveform) / sample_rate
+        pending.append((utterance.source, reference, waveform, utterance.speaker))
+        if len(pending) == batch_size:
+            flush()
+    if pending:
+        flush()
+    if not references:
+        raise ValueError(f"No usable utterance in split {split!r} of {dataset!r} ({len(skipped)} skipped).")
+    rates = error_rates(references, hypotheses)
+    by_speaker = {}
+    for speaker in sorted(set(speakers)):
+        rows = [i for i, s in enumerate(speakers) if s == speaker]
+        speaker_rates = error_rates([references[i] for i in rows], [hypotheses[i] for i in rows])
+        by_speaker[speaker or "(unknown)"] = {"utterances": len(rows), **speaker_rates}
+    wrong = [(k, r, h) for k, r, h in zip(keys, references, hypotheses) if r != h]
+    return {
+        "export": os.path.abspath(export_dir),
+        "dataset": dataset,
+        "description": source.description,
+        "split": split,
+        "utterances": len(references),
+        "audio_seconds": round(audio_seconds, 1),
+        "skipped": len(skipped),
+        "skipped_files": [[str(s), r] for s, r in skipped],
+        "cer": rates["cer"],
+        "wer": rates["wer"],
+        "sentence_accuracy": 1.0 - len(wrong) / len(references),
+        "by_speaker": by_speaker,
+        "seconds": round(time.monotonic() - started, 1),
+        "examples": [{"file": k, "reference": r, "hypothesis": h} for k, r, h in wrong[:10]],
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--export", required=True, help="A version directory, e.g. runs/x/export/transcriber/1.")
+    parser.add_argument("--dataset", required=True, help="A dataset spec, as train.py's --dataset.")
+    parser.add_argument("--split", default="validation", help="train, validation or test (default: validation).")
+    parser.add_argument("--batch-size", type=int, default=16, help="Utterances per call (default: 16).")
+    parser.add_argument("--cache-dir", default=None, help="As train.py's --cache-dir.")
+    parser.add_argument("--data-dir", default=None, help="TFDS data directory for catalog names.")
+    parser.add_argument("--limit", type=int, default=0, help="Evaluate at most this many utterances (0: all).")
+    parser.add_argument("--output", default=None, help="Also write the JSON report here.")
+    parser.add_argument("--verbose", action="store_true", help="Also list skipped files.")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be a positive integer, got {args.batch_size}.")
+    if not os.path.isfile(os.path.join(args.export, "saved_model.pb")):
+        parser.error(f"--export {args.export!r} is not a SavedModel version directory (no saved_model.pb).")
+    try:
+        report = evaluate_export(
+            args.export, args.dataset, split=args.split, batch_size=args.batch_size,
+            cache_dir=args.cache_dir, data_dir=args.data_dir, limit=args.limit,
+        )
+    except (ValueError, OSError) as error:
+        print(f"evaluate_export: error: {error}", file=sys.stderr)
+        return 2
+    if not args.verbose:
+        report = dict(report, skipped_files=report["skipped_files"][:5])
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
