@@ -183,7 +183,9 @@ def _folder_source(folder, cache_dir, held_out_speakers=()):
     if held_out_speakers:
         splits = _speaker_held_out_splits(builder_splits, held_out_speakers, folder)
         speakers = ";".join(held_out_speakers)
-        identity += f"/held_out_speakers={speakers}"
+        # Part of every feature-cache key: a change in what each split holds
+        # must change it.
+        identity += f"/held_out_speakers={speakers}/as_test"
         note = (
             f"; test: every utterance of speakers {speakers}, never heard in training; "
             "validation: the other speakers' "

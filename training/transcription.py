@@ -140,7 +140,7 @@ class Config:
         metadata={"help": "Utterances per batch."},
     )
     epochs: int = field(
-        default=40,  # upper bound; early stopping and the time budget end sooner
+        default=200,  # upper bound; the time budget (and early stopping) end runs sooner
         metadata={"help": "Maximum number of epochs."},
     )
     learning_rate: float = field(
@@ -160,7 +160,7 @@ class Config:
         metadata={"help": "Training time budget in minutes (none: no budget)."},
     )
     early_stopping_patience: int = field(
-        default=5,  # epochs without a better validation CER
+        default=10,  # epochs without a better validation CER (the cosine decay and the budget end most runs)
         metadata={"help": "Stop after this many epochs without a better validation CER."},
     )
     # evaluation and outputs
