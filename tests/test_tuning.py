@@ -275,3 +275,25 @@ def test_train_py_rejects_bad_tuning_flags(argv, message, capsys):
         train.parse_command(["--task", "transcription", *argv])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_fit_stopped_by_the_deadline_is_marked_cut_short():
+    import time
+
+    import keras
+    import numpy as np
+
+    from tuning.task_hypermodel import TaskHyperModel
+
+    def build(hp):
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile("sgd", "mse")
+        return model
+
+    x = np.ones((8, 2), "float32")
+    for deadline, cut, epochs in ((time.time() - 1.0, 1.0, 1.0), (None, 0.0, 3.0)):
+        hypermodel = TaskHyperModel(build_model=build, objective="val_loss", deadline=deadline)
+        metrics = hypermodel.fit(None, build(None), x, x[:, :1], batch_size=2, epochs=3,
+                                 validation_data=(x, x[:, :1]), verbose=0)
+        assert metrics["trial_cut_by_budget"] == cut
+        assert metrics["trial_epochs"] == epochs

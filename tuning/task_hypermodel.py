@@ -11,17 +11,20 @@ class _StopAtDeadline(keras.callbacks.Callback):
     """Ends training after the batch that passes `deadline` (a `time.time()`).
 
     Keras still validates that (partial) epoch, so the trial reports its
-    objective and counts as completed with the epochs it had.
+    objective and counts as completed with the epochs it had; `fired` tells
+    the trial table to mark it as cut short.
     """
 
     def __init__(self, deadline):
         super().__init__()
         self.deadline = deadline
+        self.fired = False
 
     def on_train_batch_end(self, batch, logs=None):
         if self.deadline is not None and not self.model.stop_training and time.time() >= self.deadline:
             print("\n[tuning] time budget spent: this trial stops after this batch.", flush=True)
             self.model.stop_training = True
+            self.fired = True
 
 
 class TaskHyperModel(keras_tuner.HyperModel):
@@ -62,7 +65,8 @@ class TaskHyperModel(keras_tuner.HyperModel):
         return list(self._make_callbacks())
 
     def fit(self, hp, model, *args, callbacks=None, **kwargs):
-        callbacks = [*self.make_task_callbacks(), _StopAtDeadline(self.deadline), *(callbacks or [])]
+        stop = _StopAtDeadline(self.deadline)
+        callbacks = [*self.make_task_callbacks(), stop, *(callbacks or [])]
         started = time.perf_counter()
         history = model.fit(*args, callbacks=callbacks, **kwargs)
         seconds = time.perf_counter() - started
@@ -78,4 +82,5 @@ class TaskHyperModel(keras_tuner.HyperModel):
         metrics = {name: float(series[best]) for name, series in history.history.items()}
         metrics["trial_epochs"] = float(len(values))
         metrics["trial_seconds"] = float(seconds)
+        metrics["trial_cut_by_budget"] = float(stop.fired)
         return metrics

@@ -34,7 +34,9 @@ def _read_trials(project_dir):
 def write_trials_table(project_dir, path):
     """Write the trials of the keras-tuner project `project_dir` to the CSV `path`.
 
-    Columns: `trial_id`; `status` (COMPLETED, RUNNING for a trial in progress
+    Columns: `trial_id`; `status` (COMPLETED, COMPLETED_CUT_BY_BUDGET for a
+    trial the search's time budget stopped mid-epoch, whose objective is that
+    of its partial training; RUNNING for a trial in progress
     or interrupted, INVALID/FAILED with keras-tuner's message kept in the
     project); `objective` (the trial's score, the best epoch's objective;
     empty until it completes); `epochs` and `seconds` (trained in this trial);
@@ -53,7 +55,11 @@ def write_trials_table(project_dir, path):
         rows.append(
             {
                 "trial_id": trial.trial_id,
-                "status": trial.status,
+                "status": (
+                    f"{trial.status}_CUT_BY_BUDGET"
+                    if _last(trial, "trial_cut_by_budget") == 1.0
+                    else trial.status
+                ),
                 "objective": "" if trial.score is None else repr(float(trial.score)),
                 "epochs": "" if epochs is None else int(epochs),
                 "seconds": "" if seconds is None else f"{seconds:.2f}",
