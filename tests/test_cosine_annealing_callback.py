@@ -18,6 +18,10 @@ def test_rate_follows_the_cosine_by_steps_or_time():
     expected = 1e-2 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.75)))
     assert schedule.learning_rate(10, 45.0) == pytest.approx(expected)
     assert schedule.learning_rate(500, 500.0) == pytest.approx(1e-3)  # floor, never below
+    # Unknown epoch length: time alone.
+    by_time = CosineAnnealingCallback(1e-2, None, max_seconds=60.0, final_fraction=0.1)
+    assert by_time.learning_rate(10**9, 0.0) == pytest.approx(1e-2)
+    assert by_time.learning_rate(0, 45.0) == pytest.approx(expected)
 
 
 def test_fit_sets_the_rate_before_each_batch():
@@ -59,7 +63,8 @@ def test_a_resumed_run_continues_the_decay_from_the_optimizer_step():
     "kwargs, message",
     [
         ({"initial_learning_rate": 0, "total_steps": 1}, "`initial_learning_rate`, expected a positive float, got 0"),
-        ({"initial_learning_rate": 1.0, "total_steps": 0}, "`total_steps`, expected a positive integer, got 0"),
+        ({"initial_learning_rate": 1.0, "total_steps": 0}, "`total_steps`, expected a positive integer or None, got 0"),
+        ({"initial_learning_rate": 1.0, "total_steps": None}, "`total_steps=None` and `max_seconds=None`"),
         ({"initial_learning_rate": 1.0, "total_steps": 1, "max_seconds": -1}, "`max_seconds`, expected a positive number or None, got -1"),
         ({"initial_learning_rate": 1.0, "total_steps": 1, "final_fraction": 2}, "`final_fraction`, expected a float in [0, 1], got 2"),
     ],

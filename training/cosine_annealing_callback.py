@@ -19,9 +19,10 @@ class CosineAnnealingCallback(keras.callbacks.Callback):
     Args:
         initial_learning_rate: `lr0`, a positive float.
         total_steps: Positive integer, the planned number of training steps
-            (epochs times steps per epoch).
+            (epochs times steps per epoch), or None when the epoch length is
+            unknown (then `max_seconds` alone sets the pace).
         max_seconds: Optional time budget in seconds; None decays by steps
-            only.
+            only. At least one of `total_steps` and `max_seconds` is needed.
         final_fraction: `f`, float in [0, 1], the rate's floor relative to
             `lr0`. Default 0.02.
     """
@@ -33,15 +34,22 @@ class CosineAnnealingCallback(keras.callbacks.Callback):
                 "Received an invalid value for argument `initial_learning_rate`, "
                 f"expected a positive float, got {initial_learning_rate!r}."
             )
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0:
+        if total_steps is not None and (
+            isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps <= 0
+        ):
             raise ValueError(
                 "Received an invalid value for argument `total_steps`, expected "
-                f"a positive integer, got {total_steps!r}."
+                f"a positive integer or None, got {total_steps!r}."
             )
         if max_seconds is not None and not max_seconds > 0:
             raise ValueError(
                 "Received an invalid value for argument `max_seconds`, expected "
                 f"a positive number or None, got {max_seconds!r}."
+            )
+        if total_steps is None and max_seconds is None:
+            raise ValueError(
+                "Received `total_steps=None` and `max_seconds=None`: the decay needs "
+                "the planned number of steps, a time budget, or both."
             )
         if not 0.0 <= final_fraction <= 1.0:
             raise ValueError(
@@ -57,7 +65,7 @@ class CosineAnnealingCallback(keras.callbacks.Callback):
 
     def learning_rate(self, step, seconds):
         """The rate after `step` steps and `seconds` of training."""
-        progress = step / self.total_steps
+        progress = 0.0 if self.total_steps is None else step / self.total_steps
         if self.max_seconds is not None:
             progress = max(progress, seconds / self.max_seconds)
         progress = min(progress, 1.0)

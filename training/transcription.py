@@ -335,7 +335,7 @@ def _callbacks(config, data, vocabulary, resuming):
             CosineAnnealingCallback(
                 config.learning_rate,
                 # Unknown epoch length: the time budget alone sets the pace.
-                config.epochs * steps_per_epoch if steps_per_epoch > 0 else 2**62,
+                config.epochs * steps_per_epoch if steps_per_epoch > 0 else None,
                 max_seconds=max_seconds,
             )
         )
