@@ -87,23 +87,31 @@ def load_features(path, feature_config, *, max_duration_s=None):
     return compute_features(waveform, feature_config)
 
 
-def _featurise(utterance, feature_config, max_duration_s):
+def utterance_waveform(utterance, sample_rate, *, max_duration_s=None, min_samples=1):
+    """The mono float32 waveform of a `data.speech_sources.Utterance` at `sample_rate`.
+
+    Decoded samples are resampled, files are loaded; either way bad audio
+    raises `AudioError` naming the file (or the dataset key).
+    """
     if utterance.audio is not None:
-        waveform = prepare_waveform(
+        return prepare_waveform(
             utterance.audio,
             utterance.sample_rate,
-            feature_config.sample_rate,
+            sample_rate,
             source=utterance.source,
             max_duration_s=max_duration_s,
-            min_samples=feature_config.n_fft,
+            min_samples=min_samples,
         )
-    else:
-        waveform = load_audio(
-            utterance.path,
-            feature_config.sample_rate,
-            max_duration_s=max_duration_s,
-            min_samples=feature_config.n_fft,
-        )
+    return load_audio(utterance.path, sample_rate, max_duration_s=max_duration_s, min_samples=min_samples)
+
+
+def _featurise(utterance, feature_config, max_duration_s):
+    waveform = utterance_waveform(
+        utterance,
+        feature_config.sample_rate,
+        max_duration_s=max_duration_s,
+        min_samples=feature_config.n_fft,
+    )
     # Looked up at call time so that tests can count the computations.
     return compute_features(waveform, feature_config), waveform.shape[0] / feature_config.sample_rate
 

@@ -30,16 +30,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 
-def _waveform(utterance, sample_rate, min_samples):
-    from pipelines.audio_loading import load_audio, prepare_waveform
-
-    if utterance.audio is not None:
-        return prepare_waveform(
-            utterance.audio, utterance.sample_rate, sample_rate, source=utterance.source, min_samples=min_samples
-        )
-    return load_audio(utterance.path, sample_rate, min_samples=min_samples)
-
-
 def evaluate_export(export_dir, dataset, *, split="validation", batch_size=16, cache_dir=None, data_dir=None, limit=0):
     """Transcribe every utterance of `dataset`'s `split` with the export; return the report dict."""
     import tensorflow as tf
@@ -47,7 +37,7 @@ def evaluate_export(export_dir, dataset, *, split="validation", batch_size=16, c
     from data.speech_sources import resolve_speech_source
     from models.error_rates import error_rates
     from pipelines.audio_loading import AudioError
-    from pipelines.speech_dataset import DEFAULT_CACHE_DIR
+    from pipelines.speech_dataset import DEFAULT_CACHE_DIR, utterance_waveform
     from pipelines.vocabulary import normalize_transcript
 
     with open(os.path.join(export_dir, "assets", "metadata.json"), encoding="utf-8") as f:
@@ -96,7 +86,7 @@ def evaluate_export(export_dir, dataset, *, split="validation", batch_size=16, c
             skipped.append((utterance.source, "empty transcript"))
             continue
         try:
-            waveform = _waveform(utterance, sample_rate, min_samples)
+            waveform = utterance_waveform(utterance, sample_rate, min_samples=min_samples)
         except AudioError as error:
             skipped.append((utterance.source, str(error)))
             continue

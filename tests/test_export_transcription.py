@@ -210,7 +210,7 @@ def test_saved_model_cli_lists_both_signatures(processes):
 
 
 def test_evaluate_export_scores_a_held_out_speaker_through_the_savedmodel(
-        export_path, model, vocabulary, utterances, tmp_path):
+        export_path, model, vocabulary, utterances, tmp_path, capsys):
     import soundfile as sf
 
     from models.error_rates import error_rates
@@ -239,3 +239,4 @@ def test_evaluate_export_scores_a_held_out_speaker_through_the_savedmodel(
 
     assert main(["--export", str(export_path), "--dataset", str(folder), "--split", "nope",
                  "--cache-dir", str(tmp_path / "cache")]) == 2
+    assert "invalid value for argument `split`" in capsys.readouterr().err
