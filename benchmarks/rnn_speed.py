@@ -46,6 +46,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from layers import ElmanCell, ElmanRNN  # noqa: E402
+from layers.fused_elman import batch_shards  # noqa: E402
 
 VARIANTS = ("elman_rnn", "simple_rnn", "simple_rnn_no_remap", "rnn_elman_cell")
 BASELINE = "simple_rnn"
@@ -297,6 +298,12 @@ def main(argv=None):
                         default=list(SHAPES), help="shapes to run")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS,
                         default=list(VARIANTS), help="variants to run")
+    parser.add_argument(
+        "--batch-shards", default="auto",
+        help="loops per fused layer over parts of the batch: a positive "
+        "integer, or 'auto' (the layer's own choice; see "
+        "layers.fused_elman.batch_shards)",
+    )
     parser.add_argument("--output", default=None,
                         help="write the results as JSON to this path")
     args = parser.parse_args(argv)
@@ -305,6 +312,17 @@ def main(argv=None):
     for flag, value in (("--rounds", rounds), ("--warmup", warmup)):
         if value <= 0:
             parser.error(f"{flag} must be a positive integer, got {value}")
+    shards = None
+    if args.batch_shards != "auto":
+        try:
+            shards = int(args.batch_shards)
+        except ValueError:
+            shards = 0
+        if shards <= 0:
+            parser.error(
+                "--batch-shards must be a positive integer or 'auto', got "
+                f"{args.batch_shards!r}"
+            )
 
     tf.get_logger().setLevel("ERROR")  # one train_step per model: no retrace
 
@@ -320,9 +338,10 @@ def main(argv=None):
     for name in args.shapes:
         shape = SHAPES[name]
         log(f"{name}: {shape}")
-        seconds = benchmark_shape(
-            name, shape, list(args.variants), warmup, rounds, log
-        )
+        with batch_shards(shards):
+            seconds = benchmark_shape(
+                name, shape, list(args.variants), warmup, rounds, log
+            )
         peaks.append(measure_matmul_peak())
         log(f"float32 matmul peak: {peaks[-1] / 1e9:.1f} GFLOP/s")
         forward = model_flops(shape)
@@ -349,6 +368,7 @@ def main(argv=None):
             argv if argv is not None else sys.argv[1:]
         ),
         "rounds": rounds,
+        "batch_shards": args.batch_shards,
         "warmup": warmup,
         "matmul_peak_flops": peak,
         "matmul_peak_measurements": peaks,

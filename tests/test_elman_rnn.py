@@ -7,7 +7,7 @@ import tensorflow as tf
 import keras
 from keras import initializers
 from layers import ElmanCell, ElmanRNN
-from layers.fused_elman import elman_recurrence, xla_disabled
+from layers.fused_elman import batch_shards, elman_recurrence, xla_disabled
 
 BATCH, TIME, FEATURES, UNITS, OUTPUTS = 3, 6, 4, 5, 3
 
@@ -395,6 +395,31 @@ def test_xla_disabled_gives_the_same_numbers():
     fused, reference = _twins(rnn_kwargs={"return_sequences": True, "go_backwards": True})
     with xla_disabled():
         _assert_same(fused, reference, _inputs(), mask=SCATTERED)
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize(
+    "rnn_kwargs",
+    [{"return_sequences": True, "go_backwards": True}, {"return_state": True}],
+)
+def test_batch_shards_give_the_same_numbers(shards, batch, rnn_kwargs):
+    # Batch 1 with 2 or 3 shards leaves empty shards; batch 3 with 2 shards
+    # splits unevenly (2 + 1).
+    x = _inputs(3, (batch, TIME, FEATURES))
+    mask = SCATTERED[:batch]
+    for training in (True, False):
+        fused, reference = _twins(rnn_kwargs=rnn_kwargs)
+        with batch_shards(shards):
+            ours = _run(fused, x, mask=mask, training=training)
+        _assert_close(ours, _run(reference, x, mask=mask, training=training))
+
+
+def test_batch_shards_rejects_bad_counts():
+    for bad in (0, -1, 1.5, "2"):
+        with pytest.raises(ValueError, match="`count` must be a positive"):
+            with batch_shards(bad):
+                pass
 
 
 def test_bptt_matches_finite_differences_in_float64():
