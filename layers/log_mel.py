@@ -1,6 +1,7 @@
 """`LogMel`: the in-graph (tf.signal) twin of `pipelines.audio_features`."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from pipelines.audio_features import FeatureConfig
@@ -14,7 +15,8 @@ class LogMel(keras.layers.Layer):
     ops, on a padded batch: frames without centring (`tf.signal.frame`), the
     config's Hann window, power spectrum (`tf.signal.rfft`), librosa's Slaney
     mel filter bank embedded as a constant (`FeatureConfig.mel_matrix()`),
-    `log(mel + log_offset)`, optionally the orthonormal DCT-II for MFCCs
+    `log(mel + log_offset)` (floored `top_db` below the loudest bin when set),
+    optionally the orthonormal DCT-II for MFCCs
     (`tf.signal.dct`), then per-utterance mean/variance normalisation over
     each utterance's own frames only. Frames past an utterance's length are
     zero, so padding never changes the features of the frames that count.
@@ -82,9 +84,14 @@ class LogMel(keras.layers.Layer):
         power = tf.math.square(tf.math.real(spectrum)) + tf.math.square(tf.math.imag(spectrum))
         mel = tf.tensordot(power, self._mel_matrix, axes=1)
         features = tf.math.log(mel + config.log_offset)
+        mask = tf.sequence_mask(feature_length, tf.shape(features)[1], dtype=tf.float32)[:, :, None]
+        if config.top_db is not None:
+            # The utterance's loudest bin, over its own frames only.
+            valid = tf.where(mask > 0, features, tf.fill(tf.shape(features), -np.inf))
+            loudest = tf.reduce_max(valid, axis=[1, 2], keepdims=True)
+            features = tf.maximum(features, loudest - config.top_db * np.log(10.0) / 10.0)
         if config.kind == "mfcc":
             features = tf.signal.dct(features, type=2, norm="ortho")[..., : config.n_mfcc]
-        mask = tf.sequence_mask(feature_length, tf.shape(features)[1], dtype=tf.float32)[:, :, None]
         features = features * mask
         if config.normalisation == "utterance":
             count = tf.maximum(tf.cast(feature_length, tf.float32), 1.0)[:, None, None]

@@ -50,7 +50,11 @@ class FeatureConfig:
        `(n_fft // 2 + 1, n_mels)`). It is NOT tf's HTK
        `linear_to_mel_weight_matrix`: the twin embeds `mel_matrix()` as a
        constant.
-    6. Log: `L = log(M + log_offset)`, natural logarithm.
+    6. Log: `L = log(M + log_offset)`, natural logarithm. With `top_db`
+       set, `L = max(L, max(L) - top_db * ln(10) / 10)`, the maximum taken
+       over every frame and band of the utterance (librosa's
+       `power_to_db(top_db=...)` floor, in natural-log units): quiet
+       backgrounds at any level below it look the same.
     7. `kind="mfcc"` only: `C = DCT-II(L, norm="ortho")` along the mel axis,
        first `n_mfcc` coefficients (`tf.signal.dct(L, type=2, norm="ortho")`).
     8. `normalisation="utterance"`: for each feature `j`, over the frames of
@@ -70,6 +74,8 @@ class FeatureConfig:
         fmin: Lowest mel filter edge, Hz.
         fmax: Highest mel filter edge, Hz; `None` means `sample_rate / 2`.
         log_offset: Added to the mel power before the logarithm.
+        top_db: Floor of the log-mel energies, in decibels below the
+            utterance's loudest mel bin; `None` means no floor.
         normalisation: `"utterance"` (mean/variance per feature over time)
             or `"none"`.
         norm_epsilon: Added to the variance in the normalisation.
@@ -93,6 +99,10 @@ class FeatureConfig:
     fmin: float = field(default=20.0, metadata={"help": "Lowest mel frequency in Hz."})
     fmax: float | None = field(default=None, metadata={"help": "Highest mel frequency in Hz (None: sample_rate / 2)."})
     log_offset: float = field(default=1e-6, metadata={"help": "Added to mel power before the log."})
+    top_db: float | None = field(
+        default=None,
+        metadata={"help": "Floor of the log-mel energies in dB below the utterance's loudest bin (None: no floor)."},
+    )
     normalisation: str = field(
         default="utterance",
         metadata={"help": "Per-utterance mean/variance normalisation of each feature.", "choices": NORMALISATIONS},
@@ -126,6 +136,10 @@ class FeatureConfig:
             fail("log_offset", "a positive number")
         if not self.norm_epsilon > 0:
             fail("norm_epsilon", "a positive number")
+        if self.top_db is not None and (
+            isinstance(self.top_db, bool) or not isinstance(self.top_db, (int, float)) or not self.top_db > 0
+        ):
+            fail("top_db", "None or a positive number of decibels")
 
     @property
     def n_features(self):
@@ -222,6 +236,9 @@ def compute_features(waveform, config):
     power = np.square(spectrum.real) + np.square(spectrum.imag)
     mel = power @ config.mel_matrix()  # (frames, n_mels)
     features = np.log(mel + np.float32(config.log_offset))
+    if config.top_db is not None:
+        floor = features.max() - np.float32(config.top_db * np.log(10.0) / 10.0)
+        features = np.maximum(features, floor)
     if config.kind == "mfcc":
         features = librosa.feature.mfcc(S=features.T, n_mfcc=config.n_mfcc, dct_type=2, norm="ortho").T
     features = np.ascontiguousarray(features, dtype=np.float32)  # (frames, n_features)

@@ -30,6 +30,8 @@ def _reference(waveform, config):
     window = np.pad(window, (left, config.n_fft - config.win_length - left))
     power = np.abs(np.fft.rfft(frames * window, n=config.n_fft)) ** 2
     features = np.log(power @ config.mel_matrix().astype(np.float64) + config.log_offset)
+    if config.top_db is not None:
+        features = np.maximum(features, features.max() - config.top_db * np.log(10) / 10)
     if config.kind == "mfcc":
         features = scipy.fft.dct(features, type=2, norm="ortho", axis=-1)[:, : config.n_mfcc]
     if config.normalisation == "utterance":
@@ -59,8 +61,10 @@ def test_defaults_and_shapes():
         FeatureConfig(kind="mfcc", n_mels=40, n_mfcc=13),
         FeatureConfig(sample_rate=8000, n_fft=256, win_length=200, hop_length=80, n_mels=40, fmax=3800.0),
         FeatureConfig(n_mels=40, normalisation="none", log_offset=1e-3),
+        FeatureConfig(n_mels=40, normalisation="none", top_db=25.0),
+        FeatureConfig(kind="mfcc", n_mels=40, n_mfcc=13, top_db=25.0),
     ],
-    ids=["default", "mfcc", "8k_short_window", "unnormalised"],
+    ids=["default", "mfcc", "8k_short_window", "unnormalised", "top_db", "mfcc_top_db"],
 )
 def test_matches_documented_definition(config):
     waveform = _tone(0.7, config.sample_rate)
@@ -69,6 +73,28 @@ def test_matches_documented_definition(config):
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=2e-3, rtol=1e-4)
     assert np.mean(np.abs(got - expected)) < 1e-4
+
+
+def test_top_db_floors_quiet_bins_below_the_loudest():
+    # A loud tone, then near silence: the silence sits at the floor.
+    waveform = np.concatenate([_tone(0.3, 16000), np.full(8000, 1e-5, np.float32)])
+    config = FeatureConfig(n_mels=40, normalisation="none", top_db=30.0)
+    floored = compute_features(waveform, config)
+    plain = compute_features(waveform, FeatureConfig(n_mels=40, normalisation="none"))
+    floor = plain.max() - 3.0 * np.log(10.0)
+    assert plain.min() < floor - 5.0  # the floor matters for this input
+    np.testing.assert_allclose(floored.min(), floor, rtol=1e-6)
+    np.testing.assert_allclose(floored, np.maximum(plain, floor), rtol=1e-6)
+    # Only the floor changes: a quieter background (with the same tone)
+    # gives the same features once both are below it.
+    quieter = np.concatenate([_tone(0.3, 16000), np.full(8000, 1e-7, np.float32)])
+    np.testing.assert_allclose(compute_features(quieter, config)[-20:], floored[-20:], rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [0, -3.0, True, "40"])
+def test_top_db_must_be_positive(bad):
+    with pytest.raises(ValueError, match="field `top_db`, expected None or a positive number"):
+        FeatureConfig(top_db=bad)
 
 
 def test_utterance_normalisation():

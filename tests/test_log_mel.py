@@ -47,6 +47,8 @@ CONFIGS = {
     "8k_short_window": FeatureConfig(sample_rate=8000, n_fft=256, win_length=200, hop_length=80,
                                      n_mels=40, fmin=0.0, fmax=3800.0),
     "unnormalised": FeatureConfig(n_mels=40, normalisation="none", log_offset=1e-3),
+    "top_db": FeatureConfig(n_mels=40, normalisation="none", top_db=20.0),
+    "mfcc_top_db": FeatureConfig(kind="mfcc", n_mels=40, n_mfcc=13, top_db=20.0),
 }
 
 

@@ -105,6 +105,10 @@ class Config:
         default=20,  # only with --feature-kind mfcc
         metadata={"help": "MFCC coefficients kept when the feature kind is mfcc."},
     )
+    top_db: float | None = field(
+        default=None,  # no floor
+        metadata={"help": "Floor of the log-mel energies in dB below each utterance's loudest bin (None: no floor)."},
+    )
     frequency_warp: float = field(
         default=0.15,  # vocal tract length perturbation, for unseen speakers
         metadata={"help": "Largest random stretch of the mel axis in training (log_mel only; 0: off)."},
@@ -246,6 +250,8 @@ class Config:
             fail("lr_schedule", "'cosine' or 'constant'")
         if not is_number(self.max_duration_s) or not self.max_duration_s > 0:
             fail("max_duration_s", "a positive number of seconds")
+        if self.top_db is not None and (not is_number(self.top_db) or not self.top_db > 0):
+            fail("top_db", "a positive number of decibels or None")
         if self.max_train_minutes is not None and (
             not is_number(self.max_train_minutes) or not self.max_train_minutes > 0
         ):
@@ -258,6 +264,7 @@ class Config:
             kind=self.feature_kind,
             n_mels=self.n_mels,
             n_mfcc=self.n_mfcc,
+            top_db=self.top_db,
         )
 
 
