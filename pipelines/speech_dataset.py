@@ -303,57 +303,67 @@ def _make_dataset(reader, vocabulary, *, batch_size, training, spec_augment_enab
     frames_cap_t = tf.constant(frames_cap)
     labels_cap_t = tf.constant(labels_cap)
 
+    frames_np = reader.frames.astype(np.int64)
+    frames64_t = tf.constant(frames_np)
+
+    # Utterances are grouped into batches as bare indices first (shuffled,
+    # by bucket), and each batch is then read and padded in one step: one
+    # map call per batch, not one per utterance, so the pipeline takes as
+    # little CPU as possible from the training step it runs beside.
     if reader.nbytes <= IN_MEMORY_LIMIT_BYTES:
-        # Small enough: one tensor in memory, sliced in-graph (no Python, no GIL).
+        # Small enough: one tensor in memory, gathered in-graph (no Python, no GIL).
         all_features = tf.constant(reader.all_features())
 
-        def read(i):
-            return all_features[offsets_t[i]:offsets_t[i] + tf.cast(frames_t[i], tf.int64)]
+        def read_batch(indices, cap):
+            starts = tf.gather(offsets_t, indices)
+            rows = tf.ragged.range(starts, starts + tf.gather(frames64_t, indices))
+            ragged = tf.RaggedTensor.from_row_splits(tf.gather(all_features, rows.flat_values), rows.row_splits)
+            return ragged.to_tensor(0.0, shape=tf.stack([tf.size(indices, tf.int64), cap, n_features]))
     else:
-        def read_numpy(i):
-            return reader.features(int(i))
+        def read_numpy(indices, cap):
+            batch = np.zeros((len(indices), int(cap), n_features), np.float32)
+            for row, i in enumerate(indices):
+                batch[row, : frames_np[i]] = reader.features(int(i))
+            return batch
 
-        def read(i):
-            features = tf.numpy_function(read_numpy, [i], tf.float32, stateful=False)
-            features.set_shape([None, n_features])
+        def read_batch(indices, cap):
+            features = tf.numpy_function(read_numpy, [indices, cap], tf.float32, stateful=False)
+            features.set_shape([None, None, n_features])
             return features
 
-    def load(i):
-        labels = flat_labels[label_offsets_t[i]:label_offsets_t[i] + label_lengths_t[i]]
-        return {"features": read(i), "feature_length": frames_t[i]}, labels, buckets_t[i]
-
-    def batch_bucket(bucket, window):
-        shapes = (
-            {"features": tf.stack([frames_cap_t[bucket], n_features]), "feature_length": tf.constant([], tf.int64)},
-            tf.reshape(labels_cap_t[bucket], [1]),
-        )
-        return window.map(lambda inputs, labels, _: (inputs, labels)).padded_batch(
-            batch_size,
-            padded_shapes=shapes,
-            padding_values=(
-                {"features": tf.constant(0.0, tf.float32), "feature_length": tf.constant(0, tf.int32)},
-                tf.constant(vocabulary.pad_id, tf.int32),
-            ),
-        )
+    def load_batch(indices):
+        bucket = buckets_t[indices[0]]
+        label_starts = tf.gather(label_offsets_t, indices)
+        label_rows = tf.ragged.range(label_starts, label_starts + tf.gather(label_lengths_t, indices))
+        labels = tf.RaggedTensor.from_row_splits(
+            tf.gather(flat_labels, label_rows.flat_values), label_rows.row_splits
+        ).to_tensor(vocabulary.pad_id, shape=tf.stack([tf.size(indices, tf.int64), labels_cap_t[bucket]]))
+        inputs = {
+            "features": read_batch(indices, frames_cap_t[bucket]),
+            "feature_length": tf.gather(frames_t, indices),
+        }
+        return inputs, labels
 
     dataset = tf.data.Dataset.range(n)
     if training:
         dataset = dataset.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     dataset = dataset.group_by_window(
-        key_func=lambda inputs, labels, bucket: bucket, reduce_func=batch_bucket, window_size=batch_size
+        key_func=lambda i: buckets_t[i], reduce_func=lambda _, window: window.batch(batch_size),
+        window_size=batch_size,
     )
     if training and spec_augment_enabled:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
-        def augment(element, batch_seed):
-            inputs, labels = element
+        def load_augmented(indices, batch_seed):
+            inputs, labels = load_batch(indices)
             masked = spec_augment(inputs["features"], inputs["feature_length"], batch_seed)
             return {"features": masked, "feature_length": inputs["feature_length"]}, labels
 
         dataset = tf.data.Dataset.zip((dataset, seeds)).map(
-            augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+            load_augmented, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
         )
+    else:
+        dataset = dataset.map(load_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     # Every bucket's utterances are fixed, so the number of batches is known:
     # Keras shows it in the progress bar from the first epoch.
     per_bucket = np.bincount(buckets, minlength=len(frames_cap))

@@ -30,8 +30,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 
-def evaluate_export(export_dir, dataset, *, split="validation", batch_size=16, cache_dir=None, data_dir=None, limit=0):
-    """Transcribe every utterance of `dataset`'s `split` with the export; return the report dict."""
+def evaluate_export(
+    export_dir, dataset, *, split="validation", batch_size=16, cache_dir=None, data_dir=None, limit=0, examples=10
+):
+    """Transcribe every utterance of `dataset`'s `split` with the export; return the report dict.
+
+    The report lists the first `examples` wrongly transcribed utterances
+    (all of them when `examples` is 0).
+    """
     import tensorflow as tf
 
     from data.speech_sources import resolve_speech_source
@@ -119,7 +125,9 @@ def evaluate_export(export_dir, dataset, *, split="validation", batch_size=16, c
         "sentence_accuracy": 1.0 - len(wrong) / len(references),
         "by_speaker": by_speaker,
         "seconds": round(time.monotonic() - started, 1),
-        "examples": [{"file": k, "reference": r, "hypothesis": h} for k, r, h in wrong[:10]],
+        "examples": [
+            {"file": k, "reference": r, "hypothesis": h} for k, r, h in (wrong[:examples] if examples else wrong)
+        ],
     }
 
 
@@ -132,17 +140,21 @@ def main(argv=None):
     parser.add_argument("--cache-dir", default=None, help="As train.py's --cache-dir.")
     parser.add_argument("--data-dir", default=None, help="TFDS data directory for catalog names.")
     parser.add_argument("--limit", type=int, default=0, help="Evaluate at most this many utterances (0: all).")
+    parser.add_argument("--examples", type=int, default=10, help="Wrong transcriptions listed (0: all; default 10).")
     parser.add_argument("--output", default=None, help="Also write the JSON report here.")
     parser.add_argument("--verbose", action="store_true", help="Also list skipped files.")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error(f"--batch-size must be a positive integer, got {args.batch_size}.")
+    if args.examples < 0:
+        parser.error(f"--examples must be 0 (all) or a positive integer, got {args.examples}.")
     if not os.path.isfile(os.path.join(args.export, "saved_model.pb")):
         parser.error(f"--export {args.export!r} is not a SavedModel version directory (no saved_model.pb).")
     try:
         report = evaluate_export(
             args.export, args.dataset, split=args.split, batch_size=args.batch_size,
             cache_dir=args.cache_dir, data_dir=args.data_dir, limit=args.limit,
+            examples=args.examples,
         )
     except (ValueError, OSError) as error:
         print(f"evaluate_export: error: {error}", file=sys.stderr)

@@ -236,6 +236,11 @@ def test_evaluate_export_scores_a_held_out_speaker_through_the_savedmodel(
     assert report["cer"] == pytest.approx(error_rates(["maybe", "it's fine"], expected)["cer"])
     assert report["wer"] == pytest.approx(error_rates(["maybe", "it's fine"], expected)["wer"])
     assert report["by_speaker"] == {"bob": {"utterances": 2, "cer": report["cer"], "wer": report["wer"]}}
+    wrong = [(r, h) for r, h in zip(["maybe", "it's fine"], expected) if r != h]
+    assert [(e["reference"], e["hypothesis"]) for e in report["examples"]] == wrong
+    first = evaluate_export(str(export_path), f"{folder}:held_out_speakers=bob", split="test",
+                            cache_dir=str(tmp_path / "cache"), examples=1)["examples"]
+    assert first == report["examples"][:1]
 
     assert main(["--export", str(export_path), "--dataset", str(folder), "--split", "nope",
                  "--cache-dir", str(tmp_path / "cache")]) == 2
