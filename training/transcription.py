@@ -105,6 +105,10 @@ class Config:
         default=20,  # only with --feature-kind mfcc
         metadata={"help": "MFCC coefficients kept when the feature kind is mfcc."},
     )
+    fmax: float | None = field(
+        default=None,  # sample_rate / 2
+        metadata={"help": "Highest mel frequency in Hz (None: half the sample rate); e.g. 3800 for 8 kHz telephone audio."},
+    )
     top_db: float | None = field(
         default=None,  # no floor
         metadata={"help": "Floor of the log-mel energies in dB below each utterance's loudest bin (None: no floor)."},
@@ -250,6 +254,8 @@ class Config:
             fail("lr_schedule", "'cosine' or 'constant'")
         if not is_number(self.max_duration_s) or not self.max_duration_s > 0:
             fail("max_duration_s", "a positive number of seconds")
+        if self.fmax is not None and (not is_number(self.fmax) or not 0 < self.fmax <= self.sample_rate / 2):
+            fail("fmax", f"None or a frequency in (0, {self.sample_rate / 2}] Hz")
         if self.top_db is not None and (not is_number(self.top_db) or not self.top_db > 0):
             fail("top_db", "a positive number of decibels or None")
         if self.max_train_minutes is not None and (
@@ -264,6 +270,7 @@ class Config:
             kind=self.feature_kind,
             n_mels=self.n_mels,
             n_mfcc=self.n_mfcc,
+            fmax=self.fmax,
             top_db=self.top_db,
         )
 
