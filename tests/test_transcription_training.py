@@ -1,5 +1,6 @@
 """The transcription run: overfitting, outputs, resume, time budget, config."""
 
+import dataclasses
 import json
 import os
 
@@ -168,6 +169,23 @@ def test_run_mixes_a_second_dataset_into_training(tmp_path, fake_data):
     assert metrics["skipped"] == 2  # one skipped file in each dataset
 
 
+def test_prepare_data_stretches_training_batches_only(fake_data):
+    config = transcription.Config(time_stretch=1.0, **TINY)
+    plain = transcription.prepare_data(dataclasses.replace(config, time_stretch=0.0)).data
+    stretched = transcription.prepare_data(config).data
+    quantum = transcription.TIME_QUANTUM_STEPS * config.frame_stack
+    original = [inputs["feature_length"].numpy() for inputs, _ in plain.train]
+    lengths = [inputs["feature_length"].numpy() for inputs, _ in stretched.train]
+    assert len(lengths) == len(original)
+    assert all(np.all(new >= old) for new, old in zip(sorted(map(tuple, lengths)), sorted(map(tuple, original))))
+    assert any(np.any(new > old) for new, old in zip(lengths, original))  # some batch was slowed down
+    for inputs, _ in stretched.train:
+        assert inputs["features"].shape[1] % quantum == 0
+    for split in ("validation", "test"):
+        for (a, _), (b, _) in zip(getattr(plain, split), getattr(stretched, split)):
+            np.testing.assert_array_equal(a["features"], b["features"])
+
+
 def test_error_rate_callback_puts_rates_in_logs():
     data = make_speech_data(train=8, validation=8)
     model = build_transcription_model(
@@ -216,6 +234,7 @@ def test_time_budget_stops_training():
         ("lr_schedule", "linear", "'cosine' or 'constant'"),
         ("mix_dataset", "", "a directory path or None"),
         ("top_db", -10.0, "a positive number of decibels or None"),
+        ("time_stretch", 1.5, r"a float in \[0, 1\]"),
         ("fmax", 9000.0, r"None or a frequency in \(0, 8000.0\] Hz"),
     ],
 )

@@ -24,6 +24,7 @@ from models.transcription import build_transcription_model
 from models.transcription_evaluation import evaluate_transcription
 from pipelines.audio_features import KINDS, FeatureConfig
 from pipelines.speech_dataset import build_speech_datasets
+from pipelines.time_stretch import stretch_batches
 from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
 from training.cli import config_to_dict, write_json
 from training.cosine_annealing_callback import CosineAnnealingCallback
@@ -112,6 +113,11 @@ class Config:
     top_db: float | None = field(
         default=None,  # no floor
         metadata={"help": "Floor of the log-mel energies in dB below each utterance's loudest bin (None: no floor)."},
+    )
+    time_stretch: float = field(
+        default=0.0,  # off
+        metadata={"help": "Largest slow-down of a training batch: each batch is stretched in time by 1, 1+s/3, "
+                          "1+2s/3 or 1+s (tempo augmentation, for speakers of other speaking rates; 0: off)."},
     )
     frequency_warp: float = field(
         default=0.15,  # vocal tract length perturbation, for unseen speakers
@@ -246,6 +252,8 @@ class Config:
             fail("dropout", "a float in [0, 1)")
         if not is_number(self.frequency_warp) or not 0.0 <= self.frequency_warp < 0.5:
             fail("frequency_warp", "a float in [0, 0.5)")
+        if not is_number(self.time_stretch) or not 0.0 <= self.time_stretch <= 1.0:
+            fail("time_stretch", "a float in [0, 1]")
         if not is_number(self.mix_fraction) or not 0.0 < self.mix_fraction < 1.0:
             fail("mix_fraction", "a float in (0, 1)")
         if not is_number(self.learning_rate) or not self.learning_rate > 0:
@@ -424,7 +432,8 @@ def prepare_data(config):
     """The vocabulary, feature configuration and batched datasets of `config`.
 
     Builds (or reads from the cache) `config.dataset`, mixes in
-    `config.mix_dataset` when given, and pads the time axis of every split to
+    `config.mix_dataset` when given, stretches training batches in time
+    when `config.time_stretch` is set, and pads the time axis of every split to
     a multiple of `TIME_QUANTUM_STEPS * frame_stack` (fewer XLA compiles).
     Used by `run` and by the tuning task, so both see the same batches.
     """
@@ -453,6 +462,8 @@ def prepare_data(config):
         data = dataclasses.replace(
             data, train=mix_batches(data.train, mix.train, config.mix_fraction, config.seed)
         )
+    if config.time_stretch:
+        data = dataclasses.replace(data, train=stretch_batches(data.train, config.time_stretch, config.seed))
     quantum = TIME_QUANTUM_STEPS * config.frame_stack
     data = dataclasses.replace(
         data,
