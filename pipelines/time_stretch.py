@@ -53,6 +53,7 @@ def time_stretch(features, feature_length, factor):
     stretched = tf.image.resize(
         features[..., tf.newaxis], tf.stack([new_time, n_features]), method="bilinear"
     )[..., 0]
+    stretched.set_shape([features.shape[0], None, features.shape[2]])  # models need the feature size
     lengths = tf.cast(feature_length, tf.float32)
     new_length = tf.floor((lengths - 0.5) * factor - 0.5 + 1e-4) + 1.0
     new_length = tf.clip_by_value(new_length, 0.0, tf.cast(new_time, tf.float32))

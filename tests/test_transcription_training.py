@@ -179,11 +179,21 @@ def test_prepare_data_stretches_training_batches_only(fake_data):
     assert len(lengths) == len(original)
     assert all(np.all(new >= old) for new, old in zip(sorted(map(tuple, lengths)), sorted(map(tuple, original))))
     assert any(np.any(new > old) for new, old in zip(lengths, original))  # some batch was slowed down
+    # The feature size stays static: the model's first layers need it.
+    assert stretched.train.element_spec[0]["features"].shape[-1] == NUM_FEATURES
     for inputs, _ in stretched.train:
         assert inputs["features"].shape[1] % quantum == 0
     for split in ("validation", "test"):
         for (a, _), (b, _) in zip(getattr(plain, split), getattr(stretched, split)):
             np.testing.assert_array_equal(a["features"], b["features"])
+
+
+def test_run_trains_on_stretched_batches_with_frequency_warp(tmp_path, fake_data):
+    config = transcription.Config(
+        output_dir=str(tmp_path / "run"), epochs=1, time_stretch=0.5, frequency_warp=0.1, **TINY
+    )
+    metrics = transcription.run(config)
+    assert metrics["epochs"] == 1 and np.isfinite(metrics["val_cer"])
 
 
 def test_error_rate_callback_puts_rates_in_logs():
