@@ -227,6 +227,24 @@ def test_padding_does_not_change_ctc_loss():
     np.testing.assert_allclose(ctc_loss(padded_labels, padded_logits, lengths), base, rtol=1e-5)
 
 
+def test_ctc_loss_and_gradient_equal_keras_ops_ctc_loss_with_padding():
+    # On TensorFlow ctc_loss runs the C++ kernel (sparse labels); it must give
+    # keras.ops.ctc_loss's numbers (dense labels) for loss and gradient.
+    import tensorflow as tf
+
+    rng = np.random.default_rng(5)
+    logits = tf.constant(rng.normal(size=(4, 20, 7)).astype("float32"))
+    labels = np.array([[2, 3, 3, 4, 5], [6, 2, 0, 0, 0], [1, 0, 0, 0, 0], [4, 4, 4, 5, 6]], "int32")
+    frames = np.array([20, 9, 3, 14], "int32")
+    label_length = (labels != Vocabulary.pad_id).sum(axis=1).astype("int32")
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        ours = ctc_loss(labels, logits, frames)
+        theirs = keras.ops.ctc_loss(labels, logits, label_length, frames, mask_index=Vocabulary.blank_id)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5)
+    np.testing.assert_allclose(tape.gradient(ours, logits), tape.gradient(theirs, logits), atol=1e-5)
+
+
 def test_infeasible_utterance_contributes_zero_and_finite_gradients():
     import tensorflow as tf
 
