@@ -145,7 +145,8 @@ class Config:
         metadata={"help": "ReLU dense layers (hidden-size units) before the recurrent layers."},
     )
     dropout: float = field(
-        default=0.1,  # after the stacking and after each recurrent layer
+        default=0.0,  # after the stacking and after each recurrent layer; the default corpus is
+        # learned faster than it is overfitted in 12 minutes (0.1 -> 16.2% CER, 0 -> 14.4%)
         metadata={"help": "Dropout rate."},
     )
     # optimisation
