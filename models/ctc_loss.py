@@ -48,9 +48,28 @@ def ctc_loss(labels, log_probs, frame_length, *, vocabulary=Vocabulary):
     # An empty target is always feasible: it keeps the infeasible rows finite.
     safe_label_length = ops.where(feasible, label_length, 0)
     if keras.backend.backend() == "tensorflow":
-        loss = _tensorflow_sparse_ctc_loss(
-            labels, log_probs, safe_label_length, frame_length, vocabulary.blank_id
+        # TensorFlow's C++ kernel rejects empty targets. An infeasible row,
+        # and an empty one, get a one-character target over at least one
+        # frame there instead, which is always finite; the infeasible row's
+        # loss is then replaced by 0 (no gradient), the empty row's by its
+        # exact loss, -sum_t log p_t(blank) over its frames.
+        empty = ops.equal(label_length, 0)
+        use_filler = ops.logical_or(ops.logical_not(feasible), empty)
+        filler = 1 if vocabulary.blank_id != 1 else 2
+        filler_row = ops.concatenate(
+            [ops.full_like(labels[:, :1], filler), ops.full_like(labels[:, 1:], vocabulary.pad_id)], axis=1
         )
+        loss = _tensorflow_sparse_ctc_loss(
+            ops.where(use_filler[:, None], filler_row, labels),
+            log_probs,
+            ops.where(use_filler, 1, label_length),
+            ops.where(use_filler, ops.maximum(frame_length, 1), frame_length),
+            vocabulary.blank_id,
+        )
+        blank = ops.log_softmax(ops.cast(log_probs, "float32"), axis=-1)[:, :, vocabulary.blank_id]
+        frames = ops.arange(ops.shape(blank)[1])[None, :] < frame_length[:, None]
+        all_blank = -ops.sum(ops.where(frames, blank, ops.zeros_like(blank)), axis=1)
+        loss = ops.where(empty, ops.cast(all_blank, loss.dtype), loss)
         return ops.where(feasible, loss, ops.zeros_like(loss))
     # Keras' ctc_loss wants at least one label column.
     labels = ops.pad(labels, [[0, 0], [0, 1]], constant_values=vocabulary.pad_id)

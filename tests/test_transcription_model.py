@@ -233,9 +233,12 @@ def test_ctc_loss_and_gradient_equal_keras_ops_ctc_loss_with_padding():
     import tensorflow as tf
 
     rng = np.random.default_rng(5)
-    logits = tf.constant(rng.normal(size=(4, 20, 7)).astype("float32"))
-    labels = np.array([[2, 3, 3, 4, 5], [6, 2, 0, 0, 0], [1, 0, 0, 0, 0], [4, 4, 4, 5, 6]], "int32")
-    frames = np.array([20, 9, 3, 14], "int32")
+    logits = tf.constant(rng.normal(size=(5, 20, 7)).astype("float32"))
+    # Rows: full, padded, one character, repeats, and an empty target (all blanks).
+    labels = np.array(
+        [[2, 3, 3, 4, 5], [6, 2, 0, 0, 0], [1, 0, 0, 0, 0], [4, 4, 4, 5, 6], [0, 0, 0, 0, 0]], "int32"
+    )
+    frames = np.array([20, 9, 3, 14, 6], "int32")
     label_length = (labels != Vocabulary.pad_id).sum(axis=1).astype("int32")
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(logits)
