@@ -62,12 +62,13 @@ def xla_disabled():
 SHARD_MAX_UNITS = 512
 
 
+@functools.cache
+def _cpu_only():
+    return not tf.config.list_logical_devices("GPU")
+
+
 def _auto_shards(units):
-    if units is None or units > SHARD_MAX_UNITS:
-        return 1
-    if not hasattr(_auto_shards, "cpu_only"):
-        _auto_shards.cpu_only = not tf.config.list_logical_devices("GPU")
-    if not _auto_shards.cpu_only:
+    if units is None or units > SHARD_MAX_UNITS or not _cpu_only():
         return 1
     return max(1, min(2, os.cpu_count() or 1))
 
@@ -94,14 +95,22 @@ def batch_shards(count):
 
 
 def _split_batch(tensors, shards):
-    """Each tensor cut along axis 0 into `shards` near-equal parts
-    (the first parts one longer when the batch does not divide)."""
+    """`[part, ...]`: each part a tuple of the tensors' slices along axis 0,
+    in `shards` near-equal parts (the first ones one longer when the batch
+    does not divide); `[tuple(tensors)]` when `shards` is 1."""
+    if shards == 1:
+        return [tuple(tensors)]
     batch = tf.shape(tensors[0])[0]
     sizes = [
         (batch + shards - 1 - index) // shards for index in range(shards)
     ]
     parts = [tf.split(t, sizes, axis=0) for t in tensors]
     return [tuple(p[index] for p in parts) for index in range(shards)]
+
+
+def _join_batch(parts):
+    """Inverse of `_split_batch` for one tensor per part."""
+    return parts[0] if len(parts) == 1 else tf.concat(parts, axis=0)
 
 
 def _activate(name, a):
@@ -345,24 +354,17 @@ def elman_recurrence(
         # stop_gradient: a tape must not differentiate the compiled loop
         # (that would ask XLA to export its loop intermediates).
         u, h0, recurrent_kernel = _detached(u, h0, recurrent_kernel)
-        if shards == 1:
-            parts = [(u, h0, *mask)]
-        else:
-            parts = _split_batch((u, h0, *mask), shards)
+        parts = _split_batch((u, h0, *mask), shards)
         held = [
             forward(u_s, h0_s, recurrent_kernel, *mask_s)
             for u_s, h0_s, *mask_s in parts
         ]
-        states = held[0] if shards == 1 else tf.concat(held, axis=0)
+        states = _join_batch(held)
 
         def grad(d_states):
-            d_states = tf.stop_gradient(d_states)
-            d_parts = (
-                [d_states] if shards == 1
-                else [p[0] for p in _split_batch((d_states,), shards)]
-            )
+            d_parts = _split_batch((tf.stop_gradient(d_states),), shards)
             du, dh0, d_kernel = [], [], []
-            for (u_s, h0_s, *mask_s), d_s, states_s in zip(
+            for (u_s, h0_s, *mask_s), (d_s,), states_s in zip(
                 parts, d_parts, held
             ):
                 du_s, dh0_s, shifted_s = backward(
@@ -375,13 +377,7 @@ def elman_recurrence(
                         states_s, shifted_s, h0_s, du_s, reverse
                     )
                 )
-            if shards == 1:
-                return du[0], dh0[0], d_kernel[0]
-            return (
-                tf.concat(du, axis=0),
-                tf.concat(dh0, axis=0),
-                tf.add_n(d_kernel),
-            )
+            return _join_batch(du), _join_batch(dh0), tf.add_n(d_kernel)
 
         return states, grad
 
@@ -405,18 +401,12 @@ def elman_last_state(
     @tf.custom_gradient
     def last(u, h0, recurrent_kernel):
         u, h0, recurrent_kernel = _detached(u, h0, recurrent_kernel)
-        if shards == 1:
-            h = last_kernel(u, h0, recurrent_kernel, *mask)
-        else:
-            h = tf.concat(
-                [
-                    last_kernel(u_s, h0_s, recurrent_kernel, *mask_s)
-                    for u_s, h0_s, *mask_s in _split_batch(
-                        (u, h0, *mask), shards
-                    )
-                ],
-                axis=0,
-            )
+        h = _join_batch(
+            [
+                last_kernel(u_s, h0_s, recurrent_kernel, *mask_s)
+                for u_s, h0_s, *mask_s in _split_batch((u, h0, *mask), shards)
+            ]
+        )
 
         def grad(d_last):
             with tf.GradientTape() as tape:
