@@ -303,8 +303,6 @@ def _make_dataset(reader, vocabulary, *, batch_size, training, spec_augment_enab
     frames_cap_t = tf.constant(frames_cap)
     labels_cap_t = tf.constant(labels_cap)
 
-    frames_np = reader.frames.astype(np.int64)
-    frames64_t = tf.constant(frames_np)
 
     # Utterances are grouped into batches as bare indices first (shuffled,
     # by bucket), and each batch is then read and padded in one step: one
@@ -316,14 +314,15 @@ def _make_dataset(reader, vocabulary, *, batch_size, training, spec_augment_enab
 
         def read_batch(indices, cap):
             starts = tf.gather(offsets_t, indices)
-            rows = tf.ragged.range(starts, starts + tf.gather(frames64_t, indices))
+            rows = tf.ragged.range(starts, starts + tf.cast(tf.gather(frames_t, indices), tf.int64))
             ragged = tf.RaggedTensor.from_row_splits(tf.gather(all_features, rows.flat_values), rows.row_splits)
             return ragged.to_tensor(0.0, shape=tf.stack([tf.size(indices, tf.int64), cap, n_features]))
     else:
         def read_numpy(indices, cap):
             batch = np.zeros((len(indices), int(cap), n_features), np.float32)
             for row, i in enumerate(indices):
-                batch[row, : frames_np[i]] = reader.features(int(i))
+                features = reader.features(int(i))
+                batch[row, : len(features)] = features
             return batch
 
         def read_batch(indices, cap):
