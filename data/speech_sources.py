@@ -12,6 +12,10 @@ A spec is one of:
   trained on nor used to choose the model: an unseen-speaker evaluation.
   Training and validation are the folder's splits without those speakers
   (validation = its validation split, else its test split).
+  `FOLDER:test_fraction=0.1` carves a test split out of the training split
+  of a folder that has none, by transcript (a sentence is in one split
+  only): prompts never trained on nor used to choose the model, e.g. for a
+  one-speaker corpus.
 - a TFDS catalog name, `librispeech`, `ljspeech` or `spoken_digit`, when
   already prepared in the TFDS data directory (never downloaded).
 - several of these joined by `+`, e.g. `../shared/data/fsdd+synthetic:text=digits`:
@@ -148,7 +152,7 @@ def _final_splits(splits, origin):
     return out, note
 
 
-def _folder_source(folder, cache_dir, held_out_speakers=()):
+def _folder_source(folder, cache_dir, held_out_speakers=(), test_fraction=None):
     from data.librispeech_folder import LibriSpeechFolder
     from data.ljspeech_folder import LjSpeechFolder
     from data.manifest_speech import MANIFEST, ManifestSpeech
@@ -194,6 +198,10 @@ def _folder_source(folder, cache_dir, held_out_speakers=()):
         )
     else:
         splits, note = _final_splits(builder_splits, folder)
+    if test_fraction is not None:
+        splits, test_note = _transcript_test_split(splits, test_fraction, folder)
+        identity += f"/test_fraction={test_fraction}"  # part of the feature-cache key
+        note += test_note
     return SpeechSource(
         name=os.path.basename(folder.rstrip(os.sep)),
         identity=identity,
@@ -231,19 +239,66 @@ def _speaker_held_out_splits(splits, speakers, folder):
     return {"train": without(splits["train"]), "validation": without(splits[others]), "test": test}
 
 
+def _transcript_test_split(splits, fraction, folder):
+    """`(splits, note)` with a test split carved out of `splits["train"]`.
+
+    A share `fraction` of the training transcripts (at least one) is chosen
+    by a stable hash of the text, so the choice depends only on the data;
+    every utterance of a chosen transcript is test, never training.
+    """
+    if "test" in splits:
+        raise ValueError(
+            f"Received an invalid value for argument `dataset`: {folder} already has a test split; "
+            "test_fraction only carves one out of a folder that has none."
+        )
+    texts = sorted({u.text for u in splits["train"]() if u.text})
+    held_out = choose_validation_groups(texts, fraction)
+    if not held_out:
+        raise ValueError(
+            f"Received an invalid value for argument `dataset`: {folder} has {len(texts)} distinct "
+            "training transcript(s); test_fraction needs at least 2."
+        )
+    train, test = _carve(splits["train"], lambda u: u.text, held_out)
+    note = (
+        f"; test: the utterances of {len(held_out)} of {len(texts)} training transcripts "
+        f"(test_fraction={fraction}), never trained on nor used to choose the model"
+    )
+    return {**splits, "train": train, "test": test}, note
+
+
 def _folder_options(spec, options):
-    """Parse `held_out_speakers=a;b` (the only folder option) into a tuple of names."""
-    speakers = ()
+    """Parse `held_out_speakers=a;b` and `test_fraction=F` into keyword arguments."""
+
+    def fail(item):
+        raise ValueError(
+            f"Received an invalid value for argument `dataset`: {spec!r}; expected 'FOLDER', "
+            "'FOLDER:held_out_speakers=NAME[;NAME...]' or 'FOLDER:test_fraction=F' (0 < F < 1), "
+            f"got {item!r}."
+        )
+
+    kwargs = {}
     for item in filter(None, (part.strip() for part in options.split(","))):
-        key, sep, value = item.partition("=")
-        names = tuple(name.strip() for name in value.split(";") if name.strip())
-        if key.strip() != "held_out_speakers" or not sep or not names:
-            raise ValueError(
-                f"Received an invalid value for argument `dataset`: {spec!r}; expected "
-                f"'FOLDER' or 'FOLDER:held_out_speakers=NAME[;NAME...]', got {item!r}."
-            )
-        speakers += names
-    return speakers
+        key, sep, value = (part.strip() for part in item.partition("="))
+        if not sep or key in kwargs:
+            fail(item)
+        if key == "held_out_speakers":
+            names = tuple(name.strip() for name in value.split(";") if name.strip())
+            if not names:
+                fail(item)
+            kwargs[key] = names
+        elif key == "test_fraction":
+            try:
+                fraction = float(value)
+            except ValueError:
+                fail(item)
+            if not 0.0 < fraction < 1.0:
+                fail(item)
+            kwargs[key] = fraction
+        else:
+            fail(item)
+    if len(kwargs) > 1:
+        fail(options)  # held-out speakers already make the test split
+    return kwargs
 
 
 def _synthetic_source(spec, cache_dir):
@@ -430,7 +485,7 @@ def resolve_speech_source(spec, *, cache_dir, data_dir=None):
     folder, sep, options = spec.rpartition(":")
     if sep and os.path.isdir(os.path.expanduser(folder)):
         return _folder_source(
-            os.path.abspath(os.path.expanduser(folder)), cache_dir, _folder_options(spec, options)
+            os.path.abspath(os.path.expanduser(folder)), cache_dir, **_folder_options(spec, options)
         )
     if spec in CATALOG:
         return _catalog_source(spec, data_dir)

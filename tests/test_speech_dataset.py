@@ -333,5 +333,47 @@ def test_held_out_speakers_are_a_test_split_never_trained_or_validated_on(tmp_pa
 
     with pytest.raises(ValueError, match=r"held_out_speakers \['zed'\] do not occur in .*speakers are \['ann', 'bob', 'cy', 'dee'\]"):
         resolve_speech_source(f"{folder}:held_out_speakers=zed", cache_dir=str(tmp_path / "cache"))
-    with pytest.raises(ValueError, match=r"expected 'FOLDER' or 'FOLDER:held_out_speakers=NAME\[;NAME...\]', got 'speakers=bob'"):
+    with pytest.raises(ValueError, match=r"expected 'FOLDER', 'FOLDER:held_out_speakers=NAME\[;NAME...\]' or 'FOLDER:test_fraction=F' \(0 < F < 1\), got 'speakers=bob'"):
         resolve_speech_source(f"{folder}:speakers=bob", cache_dir=str(tmp_path / "cache"))
+
+
+def test_test_fraction_carves_unseen_transcripts_out_of_training(tmp_path):
+    from data.speech_sources import resolve_speech_source
+
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    texts = [f"prompt {word}" for word in "one two three four five six seven eight nine ten".split()]
+    rows = []
+    for i, text in enumerate(texts * 2):  # every prompt read twice, one speaker, no split column values
+        sf.write(folder / f"{i}.wav", _speech_like(0.3, 8000, i), 8000)
+        rows.append(f"{i}.wav\tann\t\t{text}")
+    (folder / "manifest.tsv").write_text("path\tspeaker\tsplit\ttext\n" + "\n".join(rows) + "\n")
+    cache = str(tmp_path / "cache")
+
+    plain = resolve_speech_source(str(folder), cache_dir=cache)
+    carved = resolve_speech_source(f"{folder}:test_fraction=0.2", cache_dir=cache)
+    texts_of = lambda source: {name: sorted(u.text for u in read()) for name, read in source.splits.items()}  # noqa: E731
+    before, after = texts_of(plain), texts_of(carved)
+    assert "test" not in before and after["validation"] == before["validation"]
+    # Two of the nine training prompts (0.2 x 9, rounded) are test, both readings of each.
+    assert len(after["test"]) == 4 and len(set(after["test"])) == 2
+    assert not set(after["test"]) & set(after["train"]) and not set(after["test"]) & set(after["validation"])
+    assert sorted(after["train"] + after["test"]) == before["train"]  # nothing lost
+    assert "test: the utterances of 2 of 9 training transcripts" in carved.description
+    assert carved.identity != plain.identity  # separate feature caches
+    # Deterministic: the same prompts again.
+    assert texts_of(resolve_speech_source(f"{folder}:test_fraction=0.2", cache_dir=cache)) == after
+
+    three = tmp_path / "three_splits"
+    three.mkdir()
+    for i, split in enumerate(("train", "validation", "test")):
+        sf.write(three / f"{i}.wav", _speech_like(0.3, 8000, i), 8000)
+    (three / "manifest.tsv").write_text(
+        "path\tspeaker\tsplit\ttext\n0.wav\tann\ttrain\tone\n1.wav\tann\tvalidation\ttwo\n2.wav\tann\ttest\tthree\n"
+    )
+    with pytest.raises(ValueError, match=r"three_splits already has a test split; test_fraction only carves one out of a folder that has none"):
+        resolve_speech_source(f"{three}:test_fraction=0.1", cache_dir=cache)
+    for bad in ("test_fraction=0", "test_fraction=1.5", "test_fraction=x", "test_fraction=0.1,test_fraction=0.2",
+                "held_out_speakers=ann,test_fraction=0.1"):
+        with pytest.raises(ValueError, match=r"'FOLDER:test_fraction=F' \(0 < F < 1\), got"):
+            resolve_speech_source(f"{folder}:{bad}", cache_dir=cache)

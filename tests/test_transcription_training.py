@@ -135,6 +135,54 @@ def test_interrupted_run_resumes_at_the_next_epoch(tmp_path, fake_data):
     assert not (out / "backup").exists()
 
 
+class _WeightsAtStart(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.weights = [np.array(w) for w in self.model.get_weights()]
+
+
+def test_init_from_starts_a_run_from_a_finished_runs_weights(tmp_path, fake_data, capsys):
+    first = tmp_path / "first"
+    transcription.run(transcription.Config(output_dir=str(first), epochs=1, **TINY))
+    saved = keras.models.load_model(first / "model.keras", compile=False).get_weights()
+
+    start = _WeightsAtStart()
+    config = transcription.Config(output_dir=str(tmp_path / "second"), epochs=1, init_from=str(first), **TINY)
+    transcription.run(config, callbacks=[start])
+    assert f"Initialised from {first / 'model.keras'}" in capsys.readouterr().out
+    assert len(start.weights) == len(saved)
+    for started, trained in zip(start.weights, saved):
+        np.testing.assert_array_equal(started, trained)
+    # Without --init-from the same seed starts elsewhere.
+    fresh = _WeightsAtStart()
+    transcription.run(dataclasses.replace(config, init_from=None, output_dir=str(tmp_path / "third")), callbacks=[fresh])
+    assert not all(np.array_equal(a, b) for a, b in zip(fresh.weights, saved))
+
+
+def test_warm_start_names_what_differs(tmp_path, fake_data):
+    first = tmp_path / "first"
+    transcription.run(transcription.Config(output_dir=str(first), epochs=1, **TINY))
+    features = transcription.FeatureConfig(n_mels=NUM_FEATURES)
+
+    def model(**changes):
+        kwargs = {**transcription.builder_kwargs(transcription.Config(**TINY)), **changes}
+        return build_transcription_model(num_features=NUM_FEATURES, vocabulary_size=VOCABULARY.size, **kwargs)
+
+    with pytest.raises(ValueError, match=r"model\.keras: weight .* has shape .*--hidden-size"):
+        transcription.warm_start(model(hidden_size=16), str(first), feature_config=features, vocabulary=VOCABULARY)
+    with pytest.raises(ValueError, match=r"model\.keras holds \d+ weights where this run's model has \d+"):
+        transcription.warm_start(model(num_layers=2), str(first), feature_config=features, vocabulary=VOCABULARY)
+    with pytest.raises(ValueError, match=r"feature_config\.json: features differ .*'top_db': \(None, 30\.0\)"):
+        transcription.warm_start(
+            model(), str(first), feature_config=dataclasses.replace(features, top_db=30.0), vocabulary=VOCABULARY
+        )
+    with pytest.raises(ValueError, match=r"vocabulary\.json: vocabulary .* differs"):
+        transcription.warm_start(
+            model(), str(first), feature_config=features, vocabulary=Vocabulary("abc ")
+        )
+    with pytest.raises(FileNotFoundError, match=r"--init-from .*nowhere.*model\.keras"):
+        transcription.warm_start(model(), str(tmp_path / "nowhere"), feature_config=features, vocabulary=VOCABULARY)
+
+
 def test_pad_time_to_multiple_pads_only_features():
     data = make_speech_data(train=8, validation=8)
     for (inputs, labels), (padded, same_labels) in zip(

@@ -149,6 +149,14 @@ class Config:
         # learned faster than it is overfitted in 12 minutes (0.1 -> 16.2% CER, 0 -> 14.4%)
         metadata={"help": "Dropout rate."},
     )
+    init_from: str | None = field(
+        default=None,  # random initialisation
+        metadata={
+            "help": "Output directory of a finished transcription run whose weights start this one "
+            "(fine-tuning, e.g. from the synthetic corpus); its model settings, features and "
+            "vocabulary must equal this run's."
+        },
+    )
     # optimisation
     batch_size: int = field(
         default=32,  # utterances per batch
@@ -218,7 +226,7 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 fail(name, "a non-empty string")
-        for name in ("data_dir", "cache_dir", "mix_dataset"):
+        for name in ("data_dir", "cache_dir", "mix_dataset", "init_from"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 fail(name, "a directory path or None")
@@ -503,6 +511,53 @@ def build_model(config, *, num_features, vocabulary_size):
     )
 
 
+def warm_start(model, run_dir, *, feature_config, vocabulary):
+    """Copy the weights of the finished run in `run_dir` into `model`.
+
+    The run must have saved the same architecture (every weight's shape),
+    the same features and the same vocabulary; otherwise a ValueError names
+    the file and what differs. Fine-tuning starts from these weights.
+    """
+    paths = {name: os.path.join(run_dir, name) for name in (MODEL_FILE, VOCABULARY_FILE, FEATURE_CONFIG_FILE)}
+    missing = [path for path in paths.values() if not os.path.isfile(path)]
+    if missing:
+        raise FileNotFoundError(
+            f"--init-from {run_dir}: {', '.join(missing)} missing; expected the --output-dir "
+            "of a finished `python train.py --task transcription` run."
+        )
+    with open(paths[FEATURE_CONFIG_FILE], encoding="utf-8") as f:
+        saved_features = FeatureConfig.from_dict(json.load(f))
+    if saved_features != feature_config:
+        ours, theirs = feature_config.to_dict(), saved_features.to_dict()
+        differing = {k: (theirs[k], ours[k]) for k in ours if ours[k] != theirs[k]}
+        raise ValueError(
+            f"{paths[FEATURE_CONFIG_FILE]}: features differ from this run's "
+            f"(field: saved value, this run's value) {differing}; pass the same feature flags."
+        )
+    saved_vocabulary = Vocabulary.load(paths[VOCABULARY_FILE])
+    if saved_vocabulary != vocabulary:
+        raise ValueError(
+            f"{paths[VOCABULARY_FILE]}: vocabulary {saved_vocabulary!r} differs from this run's {vocabulary!r}."
+        )
+    source = keras.models.load_model(paths[MODEL_FILE], compile=False)
+    ours, theirs = model.weights, source.weights
+    if len(ours) != len(theirs):
+        raise ValueError(
+            f"{paths[MODEL_FILE]} holds {len(theirs)} weights where this run's model has {len(ours)}; "
+            "the model flags (--hidden-size, --num-layers, --bidirectional, --num-dense-layers, ...) "
+            "must equal those of the run in --init-from."
+        )
+    for mine, saved in zip(ours, theirs):
+        if tuple(mine.shape) != tuple(saved.shape):
+            raise ValueError(
+                f"{paths[MODEL_FILE]}: weight {saved.path} has shape {tuple(saved.shape)} where this "
+                f"run's {mine.path} has {tuple(mine.shape)}; the model flags (--hidden-size, "
+                "--frame-stack, ...) must equal those of the run in --init-from."
+            )
+    model.set_weights(source.get_weights())
+    print(f"Initialised from {paths[MODEL_FILE]} ({len(ours)} weights).")
+
+
 def run(config, *, callbacks=()):
     """Train, evaluate and save a transcription model as `config` says.
 
@@ -536,6 +591,8 @@ def run(config, *, callbacks=()):
 
     model = build_model(config, num_features=feature_config.n_features, vocabulary_size=vocabulary.size)
     model.summary()
+    if config.init_from is not None and not resuming:  # a resumed run restores its own weights
+        warm_start(model, config.init_from, feature_config=feature_config, vocabulary=vocabulary)
 
     started = time.monotonic()
     with warnings.catch_warnings():
