@@ -1,5 +1,6 @@
 """ElmanRNN: the fused path against Keras' step loop and SimpleRNN."""
 
+import contextlib
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -7,6 +8,7 @@ import tensorflow as tf
 import keras
 from keras import initializers
 from layers import ElmanCell, ElmanRNN
+from layers import fused_elman
 from layers.fused_elman import batch_shards, elman_recurrence, xla_disabled
 
 BATCH, TIME, FEATURES, UNITS, OUTPUTS = 3, 6, 4, 5, 3
@@ -413,6 +415,29 @@ def test_batch_shards_give_the_same_numbers(shards, batch, rnn_kwargs):
         with batch_shards(shards):
             ours = _run(fused, x, mask=mask, training=training)
         _assert_close(ours, _run(reference, x, mask=mask, training=training))
+
+
+def test_column_blocks_split_only_wide_sharded_products():
+    assert fused_elman._column_blocks(512, 2) == 512 // fused_elman.STEP_BLOCK_COLUMNS
+    assert fused_elman._column_blocks(640, 2) == -(-640 // fused_elman.STEP_BLOCK_COLUMNS)
+    assert fused_elman._column_blocks(512, 1) == 1  # one loop: Eigen may use every core
+    assert fused_elman._column_blocks(256, 2) == 1  # single-threaded already
+    assert fused_elman._column_blocks(None, 2) == 1
+
+
+@pytest.mark.parametrize("xla", [True, False])
+def test_column_blocks_give_the_same_numbers(monkeypatch, xla):
+    # UNITS columns in uneven blocks of 2 (e.g. 5 -> 2 + 2 + 1), in both loops.
+    monkeypatch.setattr(fused_elman, "STEP_BLOCK_COLUMNS", 2)
+    monkeypatch.setattr(fused_elman, "SPLIT_MIN_UNITS", UNITS)
+    assert fused_elman._column_blocks(UNITS, 2) == -(-UNITS // 2) > 1
+    x = _inputs(4)
+    for rnn_kwargs in ({"return_sequences": True, "go_backwards": True}, {}):
+        for training in (True, False):
+            fused, reference = _twins(rnn_kwargs=rnn_kwargs)
+            with batch_shards(2), (contextlib.nullcontext() if xla else xla_disabled()):
+                ours = _run(fused, x, mask=SCATTERED, training=training)
+            _assert_close(ours, _run(reference, x, mask=SCATTERED, training=training))
 
 
 def test_batch_shards_rejects_bad_counts():
