@@ -11,6 +11,7 @@ Example:
 
     python transcribe.py --model-dir runs/transcription speech.wav other.flac
     python transcribe.py --model-dir runs/transcription --beam-width 16 speech.wav
+    python transcribe.py --model-dir runs/fsdd --candidates digits.txt 7_lucas_0.wav
 """
 
 import argparse
@@ -24,7 +25,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import models.transcription  # noqa: E402,F401  (registers every class of the saved model)
-from models.ctc_decoding import ctc_decode_text  # noqa: E402
+from models.ctc_decoding import check_candidates, ctc_choose_text, ctc_decode_text, load_candidates  # noqa: E402
 from pipelines.audio_features import FeatureConfig  # noqa: E402
 from pipelines.audio_loading import AudioError  # noqa: E402
 from pipelines.speech_dataset import load_features  # noqa: E402
@@ -48,8 +49,12 @@ def load_transcriber(model_dir):
     return model, vocabulary, feature_config
 
 
-def transcribe_features(model, vocabulary, features, *, beam_width=1, batch_size=16):
-    """Texts of a list of `(frames, n_features)` arrays, decoded in padded batches."""
+def transcribe_features(model, vocabulary, features, *, beam_width=1, batch_size=16, candidates=None):
+    """Texts of a list of `(frames, n_features)` arrays, decoded in padded batches.
+
+    With `candidates` (texts), each text is the most likely candidate
+    (closed-vocabulary decoding, `ctc_choose_text`) instead.
+    """
     texts = []
     for start in range(0, len(features), batch_size):
         chunk = features[start : start + batch_size]
@@ -58,6 +63,12 @@ def transcribe_features(model, vocabulary, features, *, beam_width=1, batch_size
         for row, f in enumerate(chunk):
             batch[row, : len(f)] = f
         outputs = model.predict_on_batch({"features": batch, "feature_length": lengths})
+        if candidates is not None:
+            chosen, _ = ctc_choose_text(
+                outputs["log_probs"], outputs["frame_length"], candidates, vocabulary=vocabulary
+            )
+            texts.extend(chosen)
+            continue
         texts.extend(
             ctc_decode_text(
                 outputs["log_probs"],
@@ -82,6 +93,11 @@ def main(argv=None):
         help="CTC beam width; 1 decodes greedily (default: 1)",
     )
     parser.add_argument(
+        "--candidates", default=None,
+        help="text file, one allowed transcription per line: print the most likely one "
+             "(closed-vocabulary decoding, e.g. digit words or commands)",
+    )
+    parser.add_argument(
         "--max-duration-s", type=float, default=None,
         help="refuse files longer than this many seconds (default: no limit)",
     )
@@ -90,6 +106,9 @@ def main(argv=None):
         parser.error(f"argument --beam-width: expected a positive integer, got {args.beam_width}")
     try:
         model, vocabulary, feature_config = load_transcriber(args.model_dir)
+        candidates = None if args.candidates is None else load_candidates(args.candidates)
+        if candidates is not None:  # checked before any audio is read
+            check_candidates(candidates, vocabulary=vocabulary)
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))
 
@@ -102,7 +121,9 @@ def main(argv=None):
             print(f"error: {error}", file=sys.stderr)
             failed += 1
     if features:
-        texts = transcribe_features(model, vocabulary, features, beam_width=args.beam_width)
+        texts = transcribe_features(
+            model, vocabulary, features, beam_width=args.beam_width, candidates=candidates
+        )
         for name, text in zip(names, texts):
             print(f"{name}\t{text}")
     return 1 if failed else 0

@@ -60,3 +60,84 @@ def ctc_decode_text(
     )
     best = np.asarray(ops.convert_to_numpy(decoded[0]))
     return [" ".join(vocabulary.decode(row[row >= 0]).split()) for row in best]
+
+
+def check_candidates(candidates, *, vocabulary):
+    """`candidates` as a list, or a ValueError saying what is wrong with them."""
+    candidates = list(candidates)
+    if not candidates:
+        raise ValueError("Received an invalid value for argument `candidates`: it is empty.")
+    for text in candidates:
+        if not isinstance(text, str) or not text.strip() or vocabulary.unknown_characters(text):
+            raise ValueError(
+                "Received an invalid value for argument `candidates`: every candidate must be a "
+                f"non-empty text of the vocabulary's characters {''.join(vocabulary.characters)!r}, got {text!r}."
+            )
+    if len(set(candidates)) != len(candidates):
+        raise ValueError("Received an invalid value for argument `candidates`: it has duplicates.")
+    return candidates
+
+
+def ctc_choose_text(log_probs, frame_length, candidates, *, vocabulary):
+    """Closed-vocabulary decoding: each utterance's most likely candidate text.
+
+    For isolated words or a fixed set of phrases (digits, commands), the
+    answer is one of `candidates`: each is scored by its CTC likelihood
+    given the utterance's outputs (the sum over all its alignments, the
+    training loss), and the best is returned. Spelling slips that greedy
+    decoding makes ("fivet", "ove") cannot occur; a candidate longer than
+    the utterance's frames allow is never chosen.
+
+    Args:
+        log_probs: float `(batch, frames, classes)`, log-probabilities or
+            logits.
+        frame_length: int `(batch,)`, the valid frames of each utterance.
+        candidates: Non-empty sequence of distinct, non-empty texts in the
+            vocabulary's characters (normalised transcripts).
+        vocabulary: The `Vocabulary` the model was trained with.
+
+    Returns:
+        `(texts, scores)`: a list of `batch` candidates ("" for an
+        utterance too short for every candidate) and a float array
+        `(batch, len(candidates))` of their negative log-likelihoods (inf
+        where a candidate cannot fit the utterance).
+    """
+    from models.ctc_loss import ctc_feasible, ctc_loss
+
+    candidates = check_candidates(candidates, vocabulary=vocabulary)
+    log_probs = np.asarray(ops.convert_to_numpy(ops.convert_to_tensor(log_probs, "float32")))
+    frame_length = np.asarray(ops.convert_to_numpy(ops.convert_to_tensor(frame_length, "int32")))
+    batch, count = log_probs.shape[0], len(candidates)
+    encoded = [vocabulary.encode(text) for text in candidates]
+    labels = np.full((count, max(len(e) for e in encoded)), vocabulary.pad_id, np.int32)
+    for row, ids in enumerate(encoded):
+        labels[row, : len(ids)] = ids
+    # Every (utterance, candidate) pair in one call: utterance-major rows.
+    pair_labels = np.tile(labels, (batch, 1))
+    pair_frames = np.repeat(frame_length, count)
+    loss = ctc_loss(pair_labels, np.repeat(log_probs, count, axis=0), pair_frames, vocabulary=vocabulary)
+    _, feasible = ctc_feasible(pair_labels, pair_frames, vocabulary=vocabulary)
+    scores = np.where(ops.convert_to_numpy(feasible), ops.convert_to_numpy(loss), np.inf).reshape(batch, count)
+    best = np.argmin(scores, axis=1)
+    texts = [candidates[i] if np.isfinite(scores[row, i]) else "" for row, i in enumerate(best)]
+    return texts, scores
+
+
+def load_candidates(path):
+    """The candidate texts in the file `path`, one per line, for `ctc_choose_text`.
+
+    Lines are normalised as transcripts are (lowercase, punctuation to
+    spaces); blank and repeated lines are dropped. A ValueError names the
+    file when it cannot be read or has no text.
+    """
+    from pipelines.vocabulary import normalize_transcript
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"Candidates file {path!r} cannot be read as UTF-8 text: {error}") from error
+    candidates = list(dict.fromkeys(filter(None, (normalize_transcript(line) for line in lines))))
+    if not candidates:
+        raise ValueError(f"Candidates file {path!r} has no text; expected one candidate per line.")
+    return candidates

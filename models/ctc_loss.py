@@ -33,18 +33,7 @@ def ctc_loss(labels, log_probs, frame_length, *, vocabulary=Vocabulary):
     """
     labels = ops.cast(labels, "int32")
     frame_length = ops.cast(frame_length, "int32")
-    is_label = ops.not_equal(labels, vocabulary.pad_id)
-    label_length = ops.sum(ops.cast(is_label, "int32"), axis=-1)
-    repeats = ops.sum(
-        ops.cast(
-            ops.logical_and(
-                ops.equal(labels[:, 1:], labels[:, :-1]), is_label[:, 1:]
-            ),
-            "int32",
-        ),
-        axis=-1,
-    )
-    feasible = frame_length >= label_length + repeats
+    label_length, feasible = ctc_feasible(labels, frame_length, vocabulary=vocabulary)
     # An empty target is always feasible: it keeps the infeasible rows finite.
     safe_label_length = ops.where(feasible, label_length, 0)
     if keras.backend.backend() == "tensorflow":
@@ -60,6 +49,27 @@ def ctc_loss(labels, log_probs, frame_length, *, vocabulary=Vocabulary):
             mask_index=vocabulary.blank_id,
         )
     return ops.where(feasible, loss, ops.zeros_like(loss))
+
+
+def ctc_feasible(labels, frame_length, *, vocabulary=Vocabulary):
+    """`(label_length, feasible)` of padded `labels` against `frame_length`.
+
+    CTC needs one frame per character plus one blank between repeated
+    characters; `feasible` is False where the labels cannot fit.
+    """
+    labels = ops.cast(labels, "int32")
+    is_label = ops.not_equal(labels, vocabulary.pad_id)
+    label_length = ops.sum(ops.cast(is_label, "int32"), axis=-1)
+    repeats = ops.sum(
+        ops.cast(
+            ops.logical_and(
+                ops.equal(labels[:, 1:], labels[:, :-1]), is_label[:, 1:]
+            ),
+            "int32",
+        ),
+        axis=-1,
+    )
+    return label_length, ops.cast(frame_length, "int32") >= label_length + repeats
 
 
 def _tensorflow_ctc_loss(labels, log_probs, label_length, frame_length, blank_id):

@@ -13,6 +13,12 @@ audio are skipped and counted (listed with `--verbose`). Prints a JSON report
 with corpus-level CER and WER (jiwer) and a few reference/hypothesis pairs;
 `--output FILE` also writes it.
 
+`--candidates FILE` (one text per line) also scores closed-vocabulary
+decoding: each utterance's transcription is the candidate with the highest
+CTC likelihood under the export's `log_probs` output (for isolated words or
+fixed phrases, e.g. the ten digit words of FSDD); the report then has a
+`closed_vocabulary` section beside the greedy figures.
+
 `--dataset` takes every spec `train.py` takes (a folder, `FOLDER:held_out_speakers=...`,
 `synthetic[:options]`, a prepared TFDS name). For a held-out speaker the
 test split is every recording of that speaker (never trained on, never used to
@@ -31,12 +37,15 @@ import numpy as np  # noqa: E402
 
 
 def evaluate_export(
-    export_dir, dataset, *, split="validation", batch_size=16, cache_dir=None, data_dir=None, limit=0, examples=10
+    export_dir, dataset, *, split="validation", batch_size=16, cache_dir=None, data_dir=None, limit=0, examples=10,
+    candidates=None,
 ):
     """Transcribe every utterance of `dataset`'s `split` with the export; return the report dict.
 
     The report lists the first `examples` wrongly transcribed utterances
-    (all of them when `examples` is 0).
+    (all of them when `examples` is 0). With `candidates` (texts), it also
+    scores closed-vocabulary decoding (`models.ctc_decoding.ctc_choose_text`
+    on the export's `log_probs`) under `closed_vocabulary`.
     """
     import tensorflow as tf
 
@@ -64,6 +73,13 @@ def evaluate_export(
             f"{sorted(source.splits)}, got {split!r}."
         )
     serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+    if candidates is not None:
+        from models.ctc_decoding import check_candidates, ctc_choose_text
+        from pipelines.vocabulary import Vocabulary
+
+        vocabulary = Vocabulary.from_config(metadata["vocabulary"])
+        candidates = check_candidates(candidates, vocabulary=vocabulary)  # before any audio is read
+    chosen = []
 
     references, hypotheses, keys, speakers, skipped = [], [], [], [], []
     pending = []  # (key, reference, waveform, speaker)
@@ -74,7 +90,12 @@ def evaluate_export(
         for row, (_, _, waveform, _) in enumerate(pending):
             batch[row, : len(waveform)] = waveform
         lengths = np.array([len(w) for _, _, w, _ in pending], np.int32)
-        texts = serve(waveform=tf.constant(batch), waveform_length=tf.constant(lengths))["text"].numpy()
+        outputs = serve(waveform=tf.constant(batch), waveform_length=tf.constant(lengths))
+        texts = outputs["text"].numpy()
+        if candidates is not None:
+            chosen.extend(
+                ctc_choose_text(outputs["log_probs"], outputs["frame_length"], candidates, vocabulary=vocabulary)[0]
+            )
         for (key, reference, _, speaker), text in zip(pending, texts):
             keys.append(key)
             speakers.append(speaker)
@@ -111,7 +132,7 @@ def evaluate_export(
         speaker_rates = error_rates([references[i] for i in rows], [hypotheses[i] for i in rows])
         by_speaker[speaker or "(unknown)"] = {"utterances": len(rows), **speaker_rates}
     wrong = [(k, r, h) for k, r, h in zip(keys, references, hypotheses) if r != h]
-    return {
+    report = {
         "export": os.path.abspath(export_dir),
         "dataset": dataset,
         "description": source.description,
@@ -129,6 +150,22 @@ def evaluate_export(
             {"file": k, "reference": r, "hypothesis": h} for k, r, h in (wrong[:examples] if examples else wrong)
         ],
     }
+    if candidates is not None:
+        closed_rates = error_rates(references, chosen)
+        closed_wrong = [(k, r, h) for k, r, h in zip(keys, references, chosen) if r != h]
+        outside = sum(reference not in candidates for reference in references)
+        report["closed_vocabulary"] = {
+            "candidates": len(candidates),
+            "references_not_among_candidates": outside,
+            "cer": closed_rates["cer"],
+            "wer": closed_rates["wer"],
+            "sentence_accuracy": 1.0 - len(closed_wrong) / len(references),
+            "examples": [
+                {"file": k, "reference": r, "hypothesis": h}
+                for k, r, h in (closed_wrong[:examples] if examples else closed_wrong)
+            ],
+        }
+    return report
 
 
 def main(argv=None):
@@ -141,6 +178,9 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=None, help="TFDS data directory for catalog names.")
     parser.add_argument("--limit", type=int, default=0, help="Evaluate at most this many utterances (0: all).")
     parser.add_argument("--examples", type=int, default=10, help="Wrong transcriptions listed (0: all; default 10).")
+    parser.add_argument("--candidates", default=None,
+                        help="A text file, one allowed transcription per line: also score closed-vocabulary "
+                             "decoding (the most likely candidate by CTC).")
     parser.add_argument("--output", default=None, help="Also write the JSON report here.")
     parser.add_argument("--verbose", action="store_true", help="Also list skipped files.")
     args = parser.parse_args(argv)
@@ -150,11 +190,19 @@ def main(argv=None):
         parser.error(f"--examples must be 0 (all) or a positive integer, got {args.examples}.")
     if not os.path.isfile(os.path.join(args.export, "saved_model.pb")):
         parser.error(f"--export {args.export!r} is not a SavedModel version directory (no saved_model.pb).")
+    candidates = None
+    if args.candidates is not None:
+        from models.ctc_decoding import load_candidates
+
+        try:
+            candidates = load_candidates(args.candidates)
+        except ValueError as error:
+            parser.error(str(error))
     try:
         report = evaluate_export(
             args.export, args.dataset, split=args.split, batch_size=args.batch_size,
             cache_dir=args.cache_dir, data_dir=args.data_dir, limit=args.limit,
-            examples=args.examples,
+            examples=args.examples, candidates=candidates,
         )
     except (ValueError, OSError) as error:
         print(f"evaluate_export: error: {error}", file=sys.stderr)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.ctc_decoding import ctc_decode_text
+from models.ctc_decoding import ctc_choose_text, ctc_decode_text
 from models.transcription import build_transcription_model
 from pipelines.audio_features import FeatureConfig, compute_features
 from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
@@ -241,6 +241,29 @@ def test_evaluate_export_scores_a_held_out_speaker_through_the_savedmodel(
     first = evaluate_export(str(export_path), f"{folder}:held_out_speakers=bob", split="test",
                             cache_dir=str(tmp_path / "cache"), examples=1)["examples"]
     assert first == report["examples"][:1]
+
+    # Closed vocabulary: the greedy figures stay, the chosen texts are the model's most likely candidates.
+    candidates = ["maybe", "it's fine", "hello there"]
+    closed = evaluate_export(str(export_path), f"{folder}:held_out_speakers=bob", split="test",
+                             cache_dir=str(tmp_path / "cache"), candidates=candidates)
+    assert (closed["cer"], closed["wer"]) == (report["cer"], report["wer"])
+    _, _, log_probs, frame_length, _ = _keras_reference(model, vocabulary, waveforms)
+    chosen, _ = ctc_choose_text(log_probs, frame_length, candidates, vocabulary=vocabulary)
+    section = closed["closed_vocabulary"]
+    assert section["candidates"] == 3 and section["references_not_among_candidates"] == 0
+    assert section["wer"] == pytest.approx(error_rates(["maybe", "it's fine"], chosen)["wer"])
+    assert section["sentence_accuracy"] == sum(c == r for c, r in zip(chosen, ["maybe", "it's fine"])) / 2
+    listed = tmp_path / "candidates.txt"
+    listed.write_text("Maybe\n\nit's fine\nhello, there\nmaybe\n")  # normalised, blank and repeated lines dropped
+    written = tmp_path / "report.json"
+    assert main(["--export", str(export_path), "--dataset", f"{folder}:held_out_speakers=bob", "--split", "test",
+                 "--cache-dir", str(tmp_path / "cache"), "--candidates", str(listed), "--output", str(written)]) == 0
+    capsys.readouterr()
+    printed = json.loads(written.read_text())
+    assert printed["closed_vocabulary"]["candidates"] == 3
+    assert printed["closed_vocabulary"]["wer"] == section["wer"]
+    with pytest.raises(ValueError, match=r"vocabulary's characters .*got 'press 1'"):
+        evaluate_export(str(export_path), str(folder), cache_dir=str(tmp_path / "cache"), candidates=["press 1"])
 
     assert main(["--export", str(export_path), "--dataset", str(folder), "--split", "nope",
                  "--cache-dir", str(tmp_path / "cache")]) == 2

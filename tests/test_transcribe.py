@@ -71,6 +71,27 @@ def test_batched_transcription_equals_one_by_one(tmp_path, model_dir):
         assert ctc_decode_text(out["log_probs"], out["frame_length"], vocabulary=vocabulary) == [text]
 
 
+def test_candidates_choose_the_most_likely_text(tmp_path, model_dir, capsys):
+    audio = tmp_path / "a.wav"
+    sf.write(audio, _tone(0.5, 16000), 16000)
+    listed = tmp_path / "words.txt"
+    listed.write_text("B\naa\n\nA\n")  # every frame says "a": "a" beats "aa" (needs a blank) and "b"
+    assert transcribe.main(["--model-dir", str(model_dir), "--candidates", str(listed), str(audio)]) == 0
+    assert capsys.readouterr().out == f"{audio}\ta\n"
+
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(SystemExit) as exit_info:
+        transcribe.main(["--model-dir", str(model_dir), "--candidates", str(empty), str(audio)])
+    assert exit_info.value.code == 2
+    assert f"Candidates file {str(empty)!r} has no text" in capsys.readouterr().err
+    digits = tmp_path / "digits.txt"
+    digits.write_text("press 1\n")
+    with pytest.raises(SystemExit):
+        transcribe.main(["--model-dir", str(model_dir), "--candidates", str(digits), str(audio)])
+    assert "got 'press 1'" in capsys.readouterr().err
+
+
 def test_bad_files_are_named_and_fail_the_exit_status(tmp_path, model_dir, capsys):
     good = tmp_path / "good.wav"
     sf.write(good, _tone(0.5, 16000), 16000)
