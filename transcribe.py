@@ -104,6 +104,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.beam_width < 1:
         parser.error(f"argument --beam-width: expected a positive integer, got {args.beam_width}")
+    if args.candidates is not None and args.beam_width > 1:
+        parser.error("--candidates and --beam-width choose the decoding two ways; give one of them")
     try:
         model, vocabulary, feature_config = load_transcriber(args.model_dir)
         candidates = None if args.candidates is None else load_candidates(args.candidates)

@@ -85,6 +85,9 @@ def test_candidates_choose_the_most_likely_text(tmp_path, model_dir, capsys):
         transcribe.main(["--model-dir", str(model_dir), "--candidates", str(empty), str(audio)])
     assert exit_info.value.code == 2
     assert f"Candidates file {str(empty)!r} has no text" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        transcribe.main(["--model-dir", str(model_dir), "--candidates", str(listed), "--beam-width", "4", str(audio)])
+    assert "give one of them" in capsys.readouterr().err
     digits = tmp_path / "digits.txt"
     digits.write_text("press 1\n")
     with pytest.raises(SystemExit):
