@@ -44,6 +44,11 @@ def parse_command(argv=None):
         tuning = TuningConfig.from_flags(args)
         if tuning.tune:
             tuning_task(known.task).search_ranges(tuning)  # an empty range fails here
+            if getattr(config, "init_from", None) is not None:
+                raise ValueError(
+                    "--init-from starts one run from another's weights; --tune trains models of "
+                    "other sizes from scratch, so the two do not combine. Tune first, then fine-tune."
+                )
     except (ValueError, TypeError) as error:
         parser.error(str(error))
     return module, config, tuning

@@ -331,5 +331,9 @@ def test_cli_flags_map_onto_the_config(capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--task", "transcription", "--hidden-size", "0"])
     assert "`hidden_size` (--hidden-size), expected a positive integer, got 0" in capsys.readouterr().err
+    assert train.parse_args(["--task", "transcription", "--init-from", "runs/pre"])[1].init_from == "runs/pre"
+    with pytest.raises(SystemExit):
+        train.parse_args(["--task", "transcription", "--init-from", "runs/pre", "--tune"])
+    assert "--init-from starts one run from another's weights; --tune" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train.parse_args(["--task", "transcription", "--hiden-size", "3"])
