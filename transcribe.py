@@ -15,38 +15,18 @@ Example:
 """
 
 import argparse
-import json
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import models.transcription  # noqa: E402,F401  (registers every class of the saved model)
 from models.ctc_decoding import check_candidates, ctc_choose_text, ctc_decode_text, load_candidates  # noqa: E402
-from pipelines.audio_features import FeatureConfig  # noqa: E402
 from pipelines.audio_loading import AudioError  # noqa: E402
 from pipelines.speech_dataset import load_features  # noqa: E402
-from pipelines.vocabulary import Vocabulary  # noqa: E402
-from training.transcription import FEATURE_CONFIG_FILE, MODEL_FILE, VOCABULARY_FILE  # noqa: E402
-
-
-def load_transcriber(model_dir):
-    """`(model, vocabulary, feature_config)` saved by a transcription run in `model_dir`."""
-    paths = {name: os.path.join(model_dir, name) for name in (MODEL_FILE, VOCABULARY_FILE, FEATURE_CONFIG_FILE)}
-    missing = [path for path in paths.values() if not os.path.exists(path)]
-    if missing:
-        raise FileNotFoundError(
-            f"Model directory {model_dir} lacks {', '.join(missing)}; expected the "
-            "--output-dir of a finished `python train.py --task transcription` run."
-        )
-    with open(paths[FEATURE_CONFIG_FILE], encoding="utf-8") as f:
-        feature_config = FeatureConfig.from_dict(json.load(f))
-    vocabulary = Vocabulary.load(paths[VOCABULARY_FILE])
-    model = keras.models.load_model(paths[MODEL_FILE], compile=False)
-    return model, vocabulary, feature_config
+from training.transcription import load_transcriber  # noqa: E402
 
 
 def transcribe_features(model, vocabulary, features, *, beam_width=1, batch_size=16, candidates=None):

@@ -179,7 +179,7 @@ def test_warm_start_names_what_differs(tmp_path, fake_data):
         transcription.warm_start(
             model(), str(first), feature_config=features, vocabulary=Vocabulary("abc ")
         )
-    with pytest.raises(FileNotFoundError, match=r"--init-from .*nowhere.*model\.keras"):
+    with pytest.raises(FileNotFoundError, match=r"--init-from: Model directory .*nowhere lacks .*nowhere/model\.keras"):
         transcription.warm_start(model(), str(tmp_path / "nowhere"), feature_config=features, vocabulary=VOCABULARY)
 
 

@@ -511,6 +511,22 @@ def build_model(config, *, num_features, vocabulary_size):
     )
 
 
+def load_transcriber(model_dir):
+    """`(model, vocabulary, feature_config)` saved by a transcription run in `model_dir`."""
+    paths = {name: os.path.join(model_dir, name) for name in (MODEL_FILE, VOCABULARY_FILE, FEATURE_CONFIG_FILE)}
+    missing = [path for path in paths.values() if not os.path.exists(path)]
+    if missing:
+        raise FileNotFoundError(
+            f"Model directory {model_dir} lacks {', '.join(missing)}; expected the "
+            "--output-dir of a finished `python train.py --task transcription` run."
+        )
+    with open(paths[FEATURE_CONFIG_FILE], encoding="utf-8") as f:
+        feature_config = FeatureConfig.from_dict(json.load(f))
+    vocabulary = Vocabulary.load(paths[VOCABULARY_FILE])
+    model = keras.models.load_model(paths[MODEL_FILE], compile=False)
+    return model, vocabulary, feature_config
+
+
 def warm_start(model, run_dir, *, feature_config, vocabulary):
     """Copy the weights of the finished run in `run_dir` into `model`.
 
@@ -519,14 +535,10 @@ def warm_start(model, run_dir, *, feature_config, vocabulary):
     the file and what differs. Fine-tuning starts from these weights.
     """
     paths = {name: os.path.join(run_dir, name) for name in (MODEL_FILE, VOCABULARY_FILE, FEATURE_CONFIG_FILE)}
-    missing = [path for path in paths.values() if not os.path.isfile(path)]
-    if missing:
-        raise FileNotFoundError(
-            f"--init-from {run_dir}: {', '.join(missing)} missing; expected the --output-dir "
-            "of a finished `python train.py --task transcription` run."
-        )
-    with open(paths[FEATURE_CONFIG_FILE], encoding="utf-8") as f:
-        saved_features = FeatureConfig.from_dict(json.load(f))
+    try:
+        source, saved_vocabulary, saved_features = load_transcriber(run_dir)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"--init-from: {error}") from error
     if saved_features != feature_config:
         ours, theirs = feature_config.to_dict(), saved_features.to_dict()
         differing = {k: (theirs[k], ours[k]) for k in ours if ours[k] != theirs[k]}
@@ -534,12 +546,10 @@ def warm_start(model, run_dir, *, feature_config, vocabulary):
             f"{paths[FEATURE_CONFIG_FILE]}: features differ from this run's "
             f"(field: saved value, this run's value) {differing}; pass the same feature flags."
         )
-    saved_vocabulary = Vocabulary.load(paths[VOCABULARY_FILE])
     if saved_vocabulary != vocabulary:
         raise ValueError(
             f"{paths[VOCABULARY_FILE]}: vocabulary {saved_vocabulary!r} differs from this run's {vocabulary!r}."
         )
-    source = keras.models.load_model(paths[MODEL_FILE], compile=False)
     ours, theirs = model.weights, source.weights
     if len(ours) != len(theirs):
         raise ValueError(
