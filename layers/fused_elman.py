@@ -121,12 +121,17 @@ def _step_product(h, blocks):
     return tf.concat([tf.matmul(h, block) for block in blocks], axis=1)
 
 
+def _near_equal_sizes(total, count):
+    """`count` sizes summing to `total` (a tensor), the first ones one larger
+    when it does not divide."""
+    return [(total + count - 1 - index) // count for index in range(count)]
+
+
 def _blocks_of(kernel, count):
+    """`kernel` as `count` column blocks (`_step_product`'s argument)."""
     if count == 1:
         return [kernel]
-    columns = tf.shape(kernel)[1]
-    sizes = [(columns + count - 1 - index) // count for index in range(count)]
-    return tf.split(kernel, sizes, axis=1)
+    return tf.split(kernel, _near_equal_sizes(tf.shape(kernel)[1], count), axis=1)
 
 
 def _split_batch(tensors, shards):
@@ -135,10 +140,7 @@ def _split_batch(tensors, shards):
     does not divide); `[tuple(tensors)]` when `shards` is 1."""
     if shards == 1:
         return [tuple(tensors)]
-    batch = tf.shape(tensors[0])[0]
-    sizes = [
-        (batch + shards - 1 - index) // shards for index in range(shards)
-    ]
+    sizes = _near_equal_sizes(tf.shape(tensors[0])[0], shards)
     parts = [tf.split(t, sizes, axis=0) for t in tensors]
     return [tuple(p[index] for p in parts) for index in range(shards)]
 
@@ -359,6 +361,19 @@ def _check_activation(activation):
         )
 
 
+def _configuration(u, recurrent_kernel, keep, activation, reverse):
+    """`(shards, static)`: the batch shards of a call and the static part of
+    its kernels' key (`_kernel`'s arguments after the name)."""
+    _check_activation(activation)
+    units = recurrent_kernel.shape[-1]
+    shards = _shard_count(units)
+    static = (
+        activation, reverse, keep is not None, _xla_enabled(), u.dtype,
+        _column_blocks(units, shards),
+    )
+    return shards, static
+
+
 def elman_recurrence(
     u, h0, recurrent_kernel, keep=None, activation="tanh", reverse=False
 ):
@@ -381,12 +396,7 @@ def elman_recurrence(
         On CPU, narrow layers run as one loop per core over parts of the
         batch (`batch_shards`); the numbers are the same.
     """
-    _check_activation(activation)
-    shards = _shard_count(recurrent_kernel.shape[-1])
-    static = (
-        activation, reverse, keep is not None, _xla_enabled(), u.dtype,
-        _column_blocks(recurrent_kernel.shape[-1], shards),
-    )
+    shards, static = _configuration(u, recurrent_kernel, keep, activation, reverse)
     mask = () if keep is None else (keep,)
     forward = _kernel("forward", *static)
     backward = _kernel("backward", *static)
@@ -434,12 +444,7 @@ def elman_last_state(
     Keeps no per-step states, so it suits inference; its gradient re-runs the
     full forward loop first (through `elman_recurrence`).
     """
-    _check_activation(activation)
-    shards = _shard_count(recurrent_kernel.shape[-1])
-    static = (
-        activation, reverse, keep is not None, _xla_enabled(), u.dtype,
-        _column_blocks(recurrent_kernel.shape[-1], shards),
-    )
+    shards, static = _configuration(u, recurrent_kernel, keep, activation, reverse)
     mask = () if keep is None else (keep,)
     last_kernel = _kernel("forward_last", *static)
 

@@ -303,7 +303,6 @@ def _make_dataset(reader, vocabulary, *, batch_size, training, spec_augment_enab
     frames_cap_t = tf.constant(frames_cap)
     labels_cap_t = tf.constant(labels_cap)
 
-
     # Utterances are grouped into batches as bare indices first (shuffled,
     # by bucket), and each batch is then read and padded in one step: one
     # map call per batch, not one per utterance, so the pipeline takes as

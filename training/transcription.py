@@ -511,9 +511,14 @@ def build_model(config, *, num_features, vocabulary_size):
     )
 
 
+def _run_files(run_dir):
+    """Paths of the files `load_transcriber` reads, by file name."""
+    return {name: os.path.join(run_dir, name) for name in (MODEL_FILE, VOCABULARY_FILE, FEATURE_CONFIG_FILE)}
+
+
 def load_transcriber(model_dir):
     """`(model, vocabulary, feature_config)` saved by a transcription run in `model_dir`."""
-    paths = {name: os.path.join(model_dir, name) for name in (MODEL_FILE, VOCABULARY_FILE, FEATURE_CONFIG_FILE)}
+    paths = _run_files(model_dir)
     missing = [path for path in paths.values() if not os.path.exists(path)]
     if missing:
         raise FileNotFoundError(
@@ -534,7 +539,7 @@ def warm_start(model, run_dir, *, feature_config, vocabulary):
     the same features and the same vocabulary; otherwise a ValueError names
     the file and what differs. Fine-tuning starts from these weights.
     """
-    paths = {name: os.path.join(run_dir, name) for name in (MODEL_FILE, VOCABULARY_FILE, FEATURE_CONFIG_FILE)}
+    paths = _run_files(run_dir)
     try:
         source, saved_vocabulary, saved_features = load_transcriber(run_dir)
     except FileNotFoundError as error:
