@@ -12,6 +12,10 @@ Example:
     python transcribe.py --model-dir runs/transcription speech.wav other.flac
     python transcribe.py --model-dir runs/transcription --beam-width 16 speech.wav
     python transcribe.py --model-dir runs/fsdd --candidates digits.txt 7_lucas_0.wav
+    python transcribe.py --model-dir runs/asterisk --lm runs/lm_ljspeech --lm-weight 0.5 prompt.wav
+
+`--lm RUN_DIR` decodes with CTC prefix beam search fused with a character
+language model (`models.ctc_lm_decoding`; `--beam-width` sets its beams).
 """
 
 import argparse
@@ -24,16 +28,22 @@ import numpy as np  # noqa: E402
 
 import models.transcription  # noqa: E402,F401  (registers every class of the saved model)
 from models.ctc_decoding import check_candidates, ctc_choose_text, ctc_decode_text, load_candidates  # noqa: E402
+from models.ctc_lm_decoding import CharacterLanguageModelScorer, ctc_beam_search_with_lm  # noqa: E402
 from pipelines.audio_loading import AudioError  # noqa: E402
 from pipelines.speech_dataset import load_features  # noqa: E402
 from training.transcription import load_transcriber  # noqa: E402
 
 
-def transcribe_features(model, vocabulary, features, *, beam_width=1, batch_size=16, candidates=None):
+def transcribe_features(
+    model, vocabulary, features, *, beam_width=1, batch_size=16, candidates=None, scorer=None, lm_weight=0.5,
+    lm_bonus=0.0,
+):
     """Texts of a list of `(frames, n_features)` arrays, decoded in padded batches.
 
     With `candidates` (texts), each text is the most likely candidate
-    (closed-vocabulary decoding, `ctc_choose_text`) instead.
+    (closed-vocabulary decoding, `ctc_choose_text`) instead; with `scorer`
+    (a `CharacterLanguageModelScorer`), the best of a prefix beam search of
+    `beam_width` beams fused with that language model.
     """
     texts = []
     for start in range(0, len(features), batch_size):
@@ -48,6 +58,14 @@ def transcribe_features(model, vocabulary, features, *, beam_width=1, batch_size
                 outputs["log_probs"], outputs["frame_length"], candidates, vocabulary=vocabulary
             )
             texts.extend(chosen)
+            continue
+        if scorer is not None:
+            texts.extend(
+                ctc_beam_search_with_lm(
+                    outputs["log_probs"], outputs["frame_length"], vocabulary=vocabulary, scorer=scorer,
+                    beam_width=beam_width, lm_weight=lm_weight, char_bonus=lm_bonus,
+                )
+            )
             continue
         texts.extend(
             ctc_decode_text(
@@ -69,8 +87,8 @@ def main(argv=None):
         help="output directory of a transcription training run (default: runs/transcription)",
     )
     parser.add_argument(
-        "--beam-width", type=int, default=1,
-        help="CTC beam width; 1 decodes greedily (default: 1)",
+        "--beam-width", type=int, default=None,
+        help="CTC beam width; 1 decodes greedily (default: 1, or 16 with --lm)",
     )
     parser.add_argument(
         "--candidates", default=None,
@@ -78,19 +96,31 @@ def main(argv=None):
              "(closed-vocabulary decoding, e.g. digit words or commands)",
     )
     parser.add_argument(
+        "--lm", default=None, metavar="RUN_DIR",
+        help="language-model run (train.py --task language_model on text from data.lm_text): "
+             "decode with it fused into CTC prefix beam search",
+    )
+    parser.add_argument("--lm-weight", type=float, default=0.5, help="weight of the language model (default: 0.5)")
+    parser.add_argument("--lm-bonus", type=float, default=0.0, help="score bonus per character (default: 0)")
+    parser.add_argument(
         "--max-duration-s", type=float, default=None,
         help="refuse files longer than this many seconds (default: no limit)",
     )
     args = parser.parse_args(argv)
-    if args.beam_width < 1:
+    if args.beam_width is not None and args.beam_width < 1:
         parser.error(f"argument --beam-width: expected a positive integer, got {args.beam_width}")
-    if args.candidates is not None and args.beam_width > 1:
+    if args.candidates is not None and (args.beam_width or 1) > 1:
         parser.error("--candidates and --beam-width choose the decoding two ways; give one of them")
+    if args.candidates is not None and args.lm is not None:
+        parser.error("--candidates and --lm choose the decoding two ways; give one of them")
+    if not 0 <= args.lm_weight < float("inf"):
+        parser.error(f"argument --lm-weight: expected a finite number >= 0, got {args.lm_weight}")
     try:
         model, vocabulary, feature_config = load_transcriber(args.model_dir)
         candidates = None if args.candidates is None else load_candidates(args.candidates)
         if candidates is not None:  # checked before any audio is read
             check_candidates(candidates, vocabulary=vocabulary)
+        scorer = None if args.lm is None else CharacterLanguageModelScorer.from_run(args.lm, vocabulary)
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))
 
@@ -104,7 +134,9 @@ def main(argv=None):
             failed += 1
     if features:
         texts = transcribe_features(
-            model, vocabulary, features, beam_width=args.beam_width, candidates=candidates
+            model, vocabulary, features, beam_width=args.beam_width or (16 if scorer else 1), candidates=candidates,
+            scorer=scorer,
+            lm_weight=args.lm_weight, lm_bonus=args.lm_bonus,
         )
         for name, text in zip(names, texts):
             print(f"{name}\t{text}")

@@ -19,6 +19,13 @@ CTC likelihood under the export's `log_probs` output (for isolated words or
 fixed phrases, e.g. the ten digit words of FSDD); the report then has a
 `closed_vocabulary` section beside the greedy figures.
 
+`--lm RUN_DIR` also decodes with CTC prefix beam search fused with a character
+language model (`train.py --task language_model` on text made by
+`python -m data.lm_text`; `models.ctc_lm_decoding`). `--lm-weight` and
+`--lm-bonus` take one value or a comma-separated list; every combination is
+decoded from the same `log_probs` and reported under `language_model`. Choose
+the setting on the validation split, then report the test split with it alone.
+
 `--dataset` takes every spec `train.py` takes (a folder, `FOLDER:held_out_speakers=...`,
 `synthetic[:options]`, a prepared TFDS name). For a held-out speaker the
 test split is every recording of that speaker (never trained on, never used to
@@ -38,14 +45,17 @@ import numpy as np  # noqa: E402
 
 def evaluate_export(
     export_dir, dataset, *, split="validation", batch_size=16, cache_dir=None, data_dir=None, limit=0, examples=10,
-    candidates=None,
+    candidates=None, lm_run=None, lm_weights=(0.5,), lm_bonuses=(0.0,), lm_beam_width=16,
 ):
     """Transcribe every utterance of `dataset`'s `split` with the export; return the report dict.
 
     The report lists the first `examples` wrongly transcribed utterances
     (all of them when `examples` is 0). With `candidates` (texts), it also
     scores closed-vocabulary decoding (`models.ctc_decoding.ctc_choose_text`
-    on the export's `log_probs`) under `closed_vocabulary`.
+    on the export's `log_probs`) under `closed_vocabulary`. With `lm_run`
+    (a language-model run directory), it also decodes with every
+    `(lm_weights x lm_bonuses)` setting of `ctc_beam_search_with_lm` under
+    `language_model`.
     """
     import tensorflow as tf
 
@@ -80,6 +90,13 @@ def evaluate_export(
         vocabulary = Vocabulary.from_config(metadata["vocabulary"])
         candidates = check_candidates(candidates, vocabulary=vocabulary)  # before any audio is read
     chosen = []
+    scorer = None
+    if lm_run is not None:
+        from models.ctc_lm_decoding import CharacterLanguageModelScorer
+        from pipelines.vocabulary import Vocabulary
+
+        scorer = CharacterLanguageModelScorer.from_run(lm_run, Vocabulary.from_config(metadata["vocabulary"]))
+    outputs_kept = []  # (log_probs, frame_length) of every utterance, for the language-model grid
 
     references, hypotheses, keys, speakers, skipped = [], [], [], [], []
     pending = []  # (key, reference, waveform, speaker)
@@ -92,6 +109,9 @@ def evaluate_export(
         lengths = np.array([len(w) for _, _, w, _ in pending], np.int32)
         outputs = serve(waveform=tf.constant(batch), waveform_length=tf.constant(lengths))
         texts = outputs["text"].numpy()
+        if scorer is not None:
+            log_probs, frame_length = outputs["log_probs"].numpy(), outputs["frame_length"].numpy()
+            outputs_kept.extend((log_probs[row, : frame_length[row]], frame_length[row]) for row in range(len(pending)))
         if candidates is not None:
             chosen.extend(
                 ctc_choose_text(outputs["log_probs"], outputs["frame_length"], candidates, vocabulary=vocabulary)[0]
@@ -165,7 +185,40 @@ def evaluate_export(
                 for k, r, h in (closed_wrong[:examples] if examples else closed_wrong)
             ],
         }
+    if scorer is not None:
+        from models.ctc_lm_decoding import ctc_beam_search_with_lm
+
+        settings = []
+        for weight in lm_weights:
+            for bonus in lm_bonuses:
+                decoded = [
+                    ctc_beam_search_with_lm(
+                        log_probs[None], [length], vocabulary=scorer.speech_vocabulary, scorer=scorer,
+                        beam_width=lm_beam_width, lm_weight=weight, char_bonus=bonus,
+                    )[0]
+                    for log_probs, length in outputs_kept
+                ]
+                lm_rates = error_rates(references, decoded)
+                lm_wrong = [(k, r, h) for k, r, h in zip(keys, references, decoded) if r != h]
+                settings.append({
+                    "lm_weight": weight, "char_bonus": bonus, "cer": lm_rates["cer"], "wer": lm_rates["wer"],
+                    "sentence_accuracy": 1.0 - len(lm_wrong) / len(references),
+                    "examples": [
+                        {"file": k, "reference": r, "hypothesis": h}
+                        for k, r, h in (lm_wrong[:examples] if examples else lm_wrong)
+                    ],
+                })
+        report["language_model"] = {"run": os.path.abspath(lm_run), "beam_width": lm_beam_width, "settings": settings}
     return report
+
+
+def _numbers(text):
+    """The floats of a comma-separated list (argparse type)."""
+    try:
+        values = tuple(float(item) for item in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or comma-separated numbers, got {text!r}") from None
+    return values
 
 
 def main(argv=None):
@@ -181,6 +234,14 @@ def main(argv=None):
     parser.add_argument("--candidates", default=None,
                         help="A text file, one allowed transcription per line: also score closed-vocabulary "
                              "decoding (the most likely candidate by CTC).")
+    parser.add_argument("--lm", default=None, metavar="RUN_DIR",
+                        help="A language-model run (train.py --task language_model): also decode with it fused "
+                             "into CTC prefix beam search.")
+    parser.add_argument("--lm-weight", type=_numbers, default=(0.5,),
+                        help="Weight(s) of the language model's log-probability, e.g. 0.3,0.5 (default: 0.5).")
+    parser.add_argument("--lm-bonus", type=_numbers, default=(0.0,),
+                        help="Score bonus(es) per character, e.g. 0,1 (default: 0).")
+    parser.add_argument("--lm-beam-width", type=int, default=16, help="Beams of the fused search (default: 16).")
     parser.add_argument("--output", default=None, help="Also write the JSON report here.")
     parser.add_argument("--verbose", action="store_true", help="Also list skipped files.")
     args = parser.parse_args(argv)
@@ -188,6 +249,10 @@ def main(argv=None):
         parser.error(f"--batch-size must be a positive integer, got {args.batch_size}.")
     if args.examples < 0:
         parser.error(f"--examples must be 0 (all) or a positive integer, got {args.examples}.")
+    if args.lm_beam_width < 1:
+        parser.error(f"--lm-beam-width must be a positive integer, got {args.lm_beam_width}.")
+    if any(not (0 <= w < float("inf")) for w in args.lm_weight):
+        parser.error(f"--lm-weight must be finite numbers >= 0, got {','.join(map(str, args.lm_weight))}.")
     if not os.path.isfile(os.path.join(args.export, "saved_model.pb")):
         parser.error(f"--export {args.export!r} is not a SavedModel version directory (no saved_model.pb).")
     candidates = None
@@ -202,7 +267,8 @@ def main(argv=None):
         report = evaluate_export(
             args.export, args.dataset, split=args.split, batch_size=args.batch_size,
             cache_dir=args.cache_dir, data_dir=args.data_dir, limit=args.limit,
-            examples=args.examples, candidates=candidates,
+            examples=args.examples, candidates=candidates, lm_run=args.lm, lm_weights=args.lm_weight,
+            lm_bonuses=args.lm_bonus, lm_beam_width=args.lm_beam_width,
         )
     except (ValueError, OSError) as error:
         print(f"evaluate_export: error: {error}", file=sys.stderr)

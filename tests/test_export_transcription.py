@@ -268,3 +268,52 @@ def test_evaluate_export_scores_a_held_out_speaker_through_the_savedmodel(
     assert main(["--export", str(export_path), "--dataset", str(folder), "--split", "nope",
                  "--cache-dir", str(tmp_path / "cache")]) == 2
     assert "invalid value for argument `split`" in capsys.readouterr().err
+
+
+def test_evaluate_export_decodes_with_a_language_model_grid(export_path, model, vocabulary, utterances, tmp_path,
+                                                            capsys):
+    import soundfile as sf
+
+    from models.ctc_lm_decoding import CharacterLanguageModelScorer, ctc_beam_search_with_lm
+    from models.error_rates import error_rates
+    from models.language_model import build_language_model
+    from models.language_model_io import save_language_model
+    from pipelines.audio_loading import load_audio
+    from serving.evaluate_export import evaluate_export, main
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    texts = ["yes", "no", "maybe"]
+    rows = ["path\tspeaker\tsplit\ttext"]
+    for i, text in enumerate(texts):
+        sf.write(folder / f"u{i}.wav", utterances[i], CONFIG.sample_rate)
+        rows.append(f"u{i}.wav\t\t{'test' if i else 'train'}\t{text}")
+    (folder / "manifest.tsv").write_text("\n".join(rows) + "\n")
+    lm_vocabulary = Vocabulary(["\n", *vocabulary.characters])
+    lm = build_language_model(vocabulary_size=lm_vocabulary.size, embedding_dim=4, hidden_size=8, seed=0)
+    lm.set_weights([np.random.default_rng(5).normal(0, 1.0, w.shape).astype(np.float32) for w in lm.get_weights()])
+    save_language_model(lm, lm_vocabulary, str(tmp_path / "lm" / "model.keras"))
+
+    report = evaluate_export(str(export_path), str(folder), split="validation", cache_dir=str(tmp_path / "cache"),
+                             lm_run=str(tmp_path / "lm"), lm_weights=(0.0, 2.0), lm_bonuses=(0.0, 1.5),
+                             lm_beam_width=4)
+    section = report["language_model"]
+    assert section["beam_width"] == 4
+    assert [(s["lm_weight"], s["char_bonus"]) for s in section["settings"]] == [
+        (0.0, 0.0), (0.0, 1.5), (2.0, 0.0), (2.0, 1.5)]
+    # Each setting is the fused search on the export's log_probs (same as the Keras model's).
+    waveforms = [load_audio(folder / f"u{i}.wav", CONFIG.sample_rate) for i in (1, 2)]
+    _, _, log_probs, frame_length, _ = _keras_reference(model, vocabulary, waveforms)
+    scorer = CharacterLanguageModelScorer(lm, lm_vocabulary, vocabulary)
+    for setting in section["settings"]:
+        decoded = ctc_beam_search_with_lm(np.asarray(log_probs), frame_length, vocabulary=vocabulary, scorer=scorer,
+                                          beam_width=4, lm_weight=setting["lm_weight"],
+                                          char_bonus=setting["char_bonus"])
+        assert setting["cer"] == pytest.approx(error_rates(["no", "maybe"], decoded)["cer"], abs=1e-6)
+    assert main(["--export", str(export_path), "--dataset", str(folder), "--split", "validation",
+                 "--cache-dir", str(tmp_path / "cache"), "--lm", str(tmp_path / "nothing")]) == 2
+    assert "has neither best.keras nor model.keras" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--export", str(export_path), "--dataset", str(folder), "--lm", str(tmp_path / "lm"),
+              "--lm-weight", "0.5,x"])
+    assert "comma-separated numbers, got '0.5,x'" in capsys.readouterr().err

@@ -128,3 +128,36 @@ def test_command_line_in_a_fresh_process(tmp_path, model_dir):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == f"{audio}\ta"
+
+
+def _language_model_run(directory, characters):
+    from models.language_model import build_language_model
+    from models.language_model_io import save_language_model
+
+    vocabulary = Vocabulary(characters)
+    model = build_language_model(vocabulary_size=vocabulary.size, embedding_dim=4, hidden_size=8, seed=0)
+    save_language_model(model, vocabulary, str(directory / "model.keras"))
+    return directory
+
+
+def test_language_model_fused_decoding_and_its_usage_errors(tmp_path, model_dir, capsys):
+    audio = tmp_path / "a.wav"
+    sf.write(audio, _tone(0.5, 16000), 16000)
+    lm_run = _language_model_run(tmp_path / "lm", ["\n", *SPEECH_ALPHABET])
+    # Every frame says "a" with logit 50: no language model weight of 0.5 overrules that.
+    assert transcribe.main(["--model-dir", str(model_dir), "--lm", str(lm_run), str(audio)]) == 0
+    assert capsys.readouterr().out == f"{audio}\ta\n"
+
+    narrow = _language_model_run(tmp_path / "narrow", ["\n", "a", "b"])
+    with pytest.raises(SystemExit) as exit_info:
+        transcribe.main(["--model-dir", str(model_dir), "--lm", str(narrow), str(audio)])
+    assert exit_info.value.code == 2
+    assert f"{str(narrow / 'model.keras')!r} cannot score transcriptions: its vocabulary lacks [' ', \"'\", 'c'" in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):
+        transcribe.main(["--model-dir", str(model_dir), "--lm", str(tmp_path / "none"), str(audio)])
+    assert "has neither best.keras nor model.keras" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        transcribe.main(["--model-dir", str(model_dir), "--lm", str(lm_run), "--candidates", "x.txt", str(audio)])
+    assert "--candidates and --lm" in capsys.readouterr().err
