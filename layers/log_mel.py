@@ -15,7 +15,8 @@ class LogMel(keras.layers.Layer):
     ops, on a padded batch: frames without centring (`tf.signal.frame`), the
     config's Hann window, power spectrum (`tf.signal.rfft`), librosa's Slaney
     mel filter bank embedded as a constant (`FeatureConfig.mel_matrix()`),
-    `log(mel + log_offset)` (floored `top_db` below the loudest bin when set),
+    leading and trailing frames dropped with `trim_db`, `log(mel +
+    log_offset)` (floored `top_db` below the loudest bin when set),
     optionally the orthonormal DCT-II for MFCCs
     (`tf.signal.dct`), then per-utterance mean/variance normalisation over
     each utterance's own frames only. Frames past an utterance's length are
@@ -35,7 +36,7 @@ class LogMel(keras.layers.Layer):
         `[features, feature_length]`: float32 `(batch, frames,
         config.n_features)` and int32 `(batch,)`, where an utterance of `n`
         samples has `1 + (n - n_fft) // hop_length` frames (0 when
-        `n < n_fft`; `compute_features` rejects those).
+        `n < n_fft`; `compute_features` rejects those), fewer with `trim_db`.
 
     Example:
 
@@ -83,6 +84,8 @@ class LogMel(keras.layers.Layer):
         spectrum = tf.signal.rfft(frames * self._window, fft_length=[config.n_fft])
         power = tf.math.square(tf.math.real(spectrum)) + tf.math.square(tf.math.imag(spectrum))
         mel = tf.tensordot(power, self._mel_matrix, axes=1)
+        if config.trim_db is not None:
+            mel, feature_length = self._trim(mel, feature_length)
         features = tf.math.log(mel + config.log_offset)
         mask = tf.sequence_mask(feature_length, tf.shape(features)[1], dtype=tf.float32)[:, :, None]
         if config.top_db is not None:
@@ -100,6 +103,20 @@ class LogMel(keras.layers.Layer):
             var = tf.reduce_sum(tf.math.square(centred), axis=1, keepdims=True) / count
             features = centred / tf.sqrt(var + config.norm_epsilon)
         return [features, feature_length]
+
+    def _trim(self, mel, feature_length):
+        """Each utterance's frames from its first to its last loud one, moved to the front."""
+        steps = tf.shape(mel)[1]
+        valid = tf.sequence_mask(feature_length, steps)
+        energy = tf.where(valid, tf.reduce_sum(mel, axis=2), 0.0)
+        threshold = tf.reduce_max(energy, axis=1, keepdims=True) * np.float32(10.0 ** (-self.config.trim_db / 10.0))
+        loud = valid & (energy >= threshold)
+        index = tf.range(steps)[None, :]
+        first = tf.reduce_min(tf.where(loud, index, steps), axis=1)
+        last = tf.reduce_max(tf.where(loud, index, -1), axis=1)
+        length = tf.maximum(last - first + 1, 0)
+        mel = tf.gather(mel, tf.minimum(first[:, None] + index, steps - 1), batch_dims=1)
+        return mel[:, : tf.maximum(tf.reduce_max(length), 0)], length
 
     def compute_output_shape(self, input_shape):
         waveform_shape = input_shape[0]

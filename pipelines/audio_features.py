@@ -50,6 +50,12 @@ class FeatureConfig:
        `(n_fft // 2 + 1, n_mels)`). It is NOT tf's HTK
        `linear_to_mel_weight_matrix`: the twin embeds `mel_matrix()` as a
        constant.
+       With `trim_db` set, leading and trailing silence is dropped: frame
+       `t`'s energy is `e_t = sum_j M[t, j]`, and only frames `first ..
+       last` are kept, the first and last frames with
+       `e_t >= max(e) * 10 ** (-trim_db / 10)` (at most `trim_db` decibels
+       below the utterance's loudest frame; librosa's `effects.trim` on the
+       mel energies). Every later step sees only those frames.
     6. Log: `L = log(M + log_offset)`, natural logarithm. With `top_db`
        set, `L = max(L, max(L) - top_db * ln(10) / 10)`, the maximum taken
        over every frame and band of the utterance (librosa's
@@ -76,6 +82,9 @@ class FeatureConfig:
         log_offset: Added to the mel power before the logarithm.
         top_db: Floor of the log-mel energies, in decibels below the
             utterance's loudest mel bin; `None` means no floor.
+        trim_db: Leading and trailing frames more than this many decibels
+            below the utterance's loudest frame are dropped; `None` keeps
+            every frame.
         normalisation: `"utterance"` (mean/variance per feature over time)
             or `"none"`.
         norm_epsilon: Added to the variance in the normalisation.
@@ -102,6 +111,10 @@ class FeatureConfig:
     top_db: float | None = field(
         default=None,
         metadata={"help": "Floor of the log-mel energies in dB below the utterance's loudest bin (None: no floor)."},
+    )
+    trim_db: float | None = field(
+        default=None,
+        metadata={"help": "Drop leading/trailing frames this many dB below the loudest frame (None: keep all)."},
     )
     normalisation: str = field(
         default="utterance",
@@ -140,6 +153,10 @@ class FeatureConfig:
             isinstance(self.top_db, bool) or not isinstance(self.top_db, (int, float)) or not self.top_db > 0
         ):
             fail("top_db", "None or a positive number of decibels")
+        if self.trim_db is not None and (
+            isinstance(self.trim_db, bool) or not isinstance(self.trim_db, (int, float)) or not self.trim_db > 0
+        ):
+            fail("trim_db", "None or a positive number of decibels")
 
     @property
     def n_features(self):
@@ -152,7 +169,7 @@ class FeatureConfig:
         return float(self.sample_rate) / 2 if self.fmax is None else float(self.fmax)
 
     def num_frames(self, num_samples):
-        """Frames computed from `num_samples` samples (0 if too short)."""
+        """Frames computed from `num_samples` samples (0 if too short), before any trimming."""
         if num_samples < self.n_fft:
             return 0
         return 1 + (num_samples - self.n_fft) // self.hop_length
@@ -174,9 +191,12 @@ class FeatureConfig:
 
     def cache_key(self):
         """Short stable hash of the definition and every field."""
-        payload = json.dumps(
-            {"definition_version": FEATURE_DEFINITION_VERSION, **self.to_dict()}, sort_keys=True
-        )
+        fields = self.to_dict()
+        if fields["trim_db"] is None:
+            # A field added later enters the key only when set, so the
+            # features cached before it existed stay valid.
+            del fields["trim_db"]
+        payload = json.dumps({"definition_version": FEATURE_DEFINITION_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def window(self):
@@ -216,7 +236,7 @@ def compute_features(waveform, config):
 
     Returns:
         `(frames, config.n_features)` float32 array,
-        `frames = 1 + (samples - n_fft) // hop_length`.
+        `frames = 1 + (samples - n_fft) // hop_length` (fewer with `trim_db`).
     """
     waveform = np.asarray(waveform, dtype=np.float32)
     if waveform.ndim != 1:
@@ -235,6 +255,10 @@ def compute_features(waveform, config):
     spectrum = scipy.fft.rfft(frames * config.window(), n=config.n_fft, axis=-1)  # (frames, n_fft // 2 + 1)
     power = np.square(spectrum.real) + np.square(spectrum.imag)
     mel = power @ config.mel_matrix()  # (frames, n_mels)
+    if config.trim_db is not None:
+        energy = mel.sum(axis=1)
+        loud = np.flatnonzero(energy >= energy.max() * np.float32(10.0 ** (-config.trim_db / 10.0)))
+        mel = mel[loud[0] : loud[-1] + 1]
     features = np.log(mel + np.float32(config.log_offset))
     if config.top_db is not None:
         floor = features.max() - np.float32(config.top_db * np.log(10.0) / 10.0)

@@ -29,7 +29,12 @@ def _reference(waveform, config):
     left = (config.n_fft - config.win_length) // 2
     window = np.pad(window, (left, config.n_fft - config.win_length - left))
     power = np.abs(np.fft.rfft(frames * window, n=config.n_fft)) ** 2
-    features = np.log(power @ config.mel_matrix().astype(np.float64) + config.log_offset)
+    mel = power @ config.mel_matrix().astype(np.float64)
+    if config.trim_db is not None:
+        energy = mel.sum(axis=1)
+        loud = np.flatnonzero(10 * np.log10(energy / energy.max()) >= -config.trim_db)
+        mel = mel[loud[0] : loud[-1] + 1]
+    features = np.log(mel + config.log_offset)
     if config.top_db is not None:
         features = np.maximum(features, features.max() - config.top_db * np.log(10) / 10)
     if config.kind == "mfcc":
@@ -95,6 +100,34 @@ def test_top_db_floors_quiet_bins_below_the_loudest():
 def test_top_db_must_be_positive(bad):
     with pytest.raises(ValueError, match="field `top_db`, expected None or a positive number"):
         FeatureConfig(top_db=bad)
+    with pytest.raises(ValueError, match="field `trim_db`, expected None or a positive number"):
+        FeatureConfig(trim_db=bad)
+
+
+def test_trim_db_drops_leading_and_trailing_silence_only():
+    rate, hop = 16000, 160
+    quiet = lambda seconds: np.full(int(seconds * rate), 1e-4, np.float32)  # noqa: E731  (-70 dB)
+    tone = _tone(0.3, rate)
+    # Silence, tone, a pause inside the speech, tone, silence.
+    waveform = np.concatenate([quiet(0.2), tone, quiet(0.1), tone, quiet(0.25)])
+    config = FeatureConfig(n_mels=40, trim_db=30.0)
+    got = compute_features(waveform, config)
+    expected = _reference(waveform, config)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=2e-3, rtol=1e-4)
+    # Kept: the frames from the first to the last that touch the tones (the
+    # inner pause stays); 0.2 s = 20 hops of leading silence, 25 trailing.
+    untrimmed = config.num_frames(len(waveform))
+    first = (int(0.2 * rate) - config.n_fft) // hop + 1  # first frame reaching into the tone
+    last = (int(0.2 * rate) + 2 * len(tone) + int(0.1 * rate)) // hop  # last frame starting in it
+    assert abs(got.shape[0] - (last - first + 1)) <= 2
+    assert untrimmed - got.shape[0] > 40
+    # Without silence around it, trimming keeps every frame.
+    assert compute_features(tone, config).shape == compute_features(tone, FeatureConfig(n_mels=40)).shape
+    # Part of the cache key only when set: the keys of caches made before the
+    # field existed (these two values) stay the same.
+    assert (FeatureConfig().cache_key(), FeatureConfig(n_mels=40).cache_key()) == ("32430ab05aa147ff", "77b377ae9175f7e6")
+    assert config.cache_key() != FeatureConfig(n_mels=40).cache_key()
 
 
 def test_utterance_normalisation():

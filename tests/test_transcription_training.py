@@ -297,6 +297,7 @@ def test_time_budget_stops_training():
         ("lr_schedule", "linear", "'cosine' or 'constant'"),
         ("mix_dataset", "", "a directory path or None"),
         ("top_db", -10.0, "a positive number of decibels or None"),
+        ("trim_db", 0.0, "a positive number of decibels or None"),
         ("time_stretch", 1.5, r"a float in \[0, 1\]"),
         ("fmax", 9000.0, r"None or a frequency in \(0, 8000.0\] Hz"),
     ],
@@ -308,8 +309,8 @@ def test_config_rejects_bad_values_naming_the_field(field, value, expected):
 
 
 def test_feature_fields_reach_the_feature_config():
-    config = transcription.Config(fmax=3800.0, top_db=30.0).feature_config()
-    assert (config.fmax, config.top_db, config.sample_rate) == (3800.0, 30.0, 16000)
+    config = transcription.Config(fmax=3800.0, top_db=30.0, trim_db=25.0).feature_config()
+    assert (config.fmax, config.top_db, config.trim_db, config.sample_rate) == (3800.0, 30.0, 25.0, 16000)
 
 
 def test_config_rejects_more_mfcc_than_mel_bands():

@@ -114,6 +114,11 @@ class Config:
         default=None,  # no floor
         metadata={"help": "Floor of the log-mel energies in dB below each utterance's loudest bin (None: no floor)."},
     )
+    trim_db: float | None = field(
+        default=None,  # keep every frame
+        metadata={"help": "Drop leading and trailing frames more than this many dB below each utterance's loudest "
+                          "frame (silence trimming, e.g. 30 for recordings with long pauses; None: keep all)."},
+    )
     time_stretch: float = field(
         default=0.0,  # off
         metadata={"help": "Largest slow-down of a training batch: each batch is stretched in time by 1, 1+s/3, "
@@ -275,6 +280,8 @@ class Config:
             fail("fmax", f"None or a frequency in (0, {self.sample_rate / 2}] Hz")
         if self.top_db is not None and (not is_number(self.top_db) or not self.top_db > 0):
             fail("top_db", "a positive number of decibels or None")
+        if self.trim_db is not None and (not is_number(self.trim_db) or not self.trim_db > 0):
+            fail("trim_db", "a positive number of decibels or None")
         if self.max_train_minutes is not None and (
             not is_number(self.max_train_minutes) or not self.max_train_minutes > 0
         ):
@@ -289,6 +296,7 @@ class Config:
             n_mfcc=self.n_mfcc,
             fmax=self.fmax,
             top_db=self.top_db,
+            trim_db=self.trim_db,
         )
 
 
