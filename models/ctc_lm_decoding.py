@@ -190,6 +190,11 @@ def ctc_beam_search_with_lm(
             "Received an invalid value for argument `frame_length`, expected shape "
             f"({log_probs.shape[0]},), got {frame_length.shape}."
         )
+    if scorer is not None and tuple(scorer.speech_vocabulary.characters) != tuple(vocabulary.characters):
+        raise ValueError(
+            "Received an invalid value for argument `scorer`: it was made for the transcription alphabet "
+            f"{''.join(scorer.speech_vocabulary.characters)!r}, expected {''.join(vocabulary.characters)!r}."
+        )
     characters = np.array([i for i in range(vocabulary.size) if i not in (vocabulary.blank_id, vocabulary.unk_id)])
     use_lm = scorer is not None and lm_weight > 0
     texts = []

@@ -54,6 +54,7 @@ class BigramScorer:
     """A stand-in language model: fixed next-character log-probs by last character."""
 
     has_end = False
+    speech_vocabulary = VOCAB
 
     def __init__(self, table):
         self.table = table  # last class id (None at the start) -> log-probs over class ids
@@ -142,6 +143,13 @@ def test_scorer_matches_the_model_reading_the_whole_text():
         assert log_probs[speech.blank_id] == -np.inf and log_probs[speech.unk_id] == -np.inf
         if position < len(text):
             [(log_probs, end, states)] = scorer.extend([states], [speech.encode(text[position])[0]])
+
+
+def test_a_scorer_of_another_alphabet_is_refused():
+    scorer = BigramScorer({})
+    scorer.speech_vocabulary = Vocabulary(["a", "c"])
+    with pytest.raises(ValueError, match="made for the transcription alphabet 'ac', expected 'ab'"):
+        ctc_beam_search_with_lm(np.zeros((1, 2, VOCAB.size)), [2], vocabulary=VOCAB, scorer=scorer)
 
 
 def test_scorer_names_the_characters_its_model_lacks():
