@@ -7,12 +7,23 @@ Each line (for `--format ljspeech`, the normalised third field of
 `id|raw|normalized`) is normalised as transcripts are (lowercase a-z,
 apostrophe, single spaces; `pipelines.vocabulary.normalize_transcript`).
 Lines that still hold digits (no single spelling) or nothing are dropped and
-counted. The language model trained on the output knows the transcription
+counted.
+
+`--transcripts SPEC` also mixes in the transcripts of the TRAINING split of a
+speech dataset (any `train.py --dataset` spec), so the language model knows
+the task's own words ("press the pound key") without ever reading a
+validation or test transcript; `--transcript-repeats N` weighs them N times.
+They are spread evenly through the text, so the language model's 90/10
+character split gets its share of both.
+
+    python -m data.lm_text ../shared/data/ljspeech_text/metadata.csv runs/lm_asterisk.txt --format ljspeech \
+        --transcripts '../shared/data/asterisk_en:test_fraction=0.1' --transcript-repeats 5 The language model trained on the output knows the transcription
 alphabet and reads a line break as the end of a sentence, which is what
 `models.ctc_lm_decoding` expects.
 """
 
 import argparse
+import os
 import sys
 
 FORMATS = ("lines", "ljspeech")
@@ -43,13 +54,45 @@ def normalised_lines(lines, *, fmt="lines", source="input"):
     return sentences, dropped
 
 
+def training_transcripts(spec, *, cache_dir=None):
+    """The normalised, non-empty transcripts of the training split of dataset `spec`, in order."""
+    from data.speech_sources import resolve_speech_source
+    from pipelines.speech_dataset import DEFAULT_CACHE_DIR
+    from pipelines.vocabulary import normalize_transcript
+
+    source = resolve_speech_source(spec, cache_dir=os.path.abspath(cache_dir or DEFAULT_CACHE_DIR))
+    texts = (normalize_transcript(u.text or "") for u in source.splits["train"]())
+    return [t for t in texts if t and not any(c.isdigit() for c in t)]
+
+
+def interleave(sentences, extra, repeats):
+    """`sentences` with `repeats` copies of `extra` spread evenly through them."""
+    extra = list(extra) * repeats
+    if not extra:
+        return list(sentences)
+    out, step = [], len(sentences) / len(extra)
+    taken = 0
+    for index, sentence in enumerate(sentences):
+        while taken < len(extra) and taken * step <= index:
+            out.append(extra[taken])
+            taken += 1
+        out.append(sentence)
+    return out + extra[taken:]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("input", help="A UTF-8 text file (one sentence per line) or LJSpeech metadata.csv.")
     parser.add_argument("output", help="Where the normalised text is written.")
     parser.add_argument("--format", choices=FORMATS, default="lines",
                         help="'lines' (default): every line is a sentence; 'ljspeech': the third field of id|raw|normalized.")
+    parser.add_argument("--transcripts", default=None, metavar="SPEC",
+                        help="Also mix in the training-split transcripts of this speech dataset (a train.py --dataset spec).")
+    parser.add_argument("--transcript-repeats", type=int, default=1, help="Copies of those transcripts (default: 1).")
+    parser.add_argument("--cache-dir", default=None, help="As train.py's --cache-dir (where datasets are prepared).")
     args = parser.parse_args(argv)
+    if args.transcript_repeats < 1:
+        parser.error(f"--transcript-repeats must be a positive integer, got {args.transcript_repeats}.")
     try:
         with open(args.input, encoding="utf-8-sig") as f:
             sentences, dropped = normalised_lines(f, fmt=args.format, source=args.input)
@@ -59,9 +102,18 @@ def main(argv=None):
     if not sentences:
         print(f"lm_text: error: {args.input} has no line left after normalising ({dropped} dropped).", file=sys.stderr)
         return 2
+    transcripts = []
+    if args.transcripts is not None:
+        try:
+            transcripts = training_transcripts(args.transcripts, cache_dir=args.cache_dir)
+        except (OSError, ValueError) as error:
+            print(f"lm_text: error: --transcripts {args.transcripts}: {error}", file=sys.stderr)
+            return 2
+        sentences = interleave(sentences, transcripts, args.transcript_repeats)
     with open(args.output, "w", encoding="utf-8") as f:
         f.write("\n".join(sentences) + "\n")
-    print(f"{args.output}: {len(sentences)} sentences, {sum(map(len, sentences))} characters ({dropped} lines dropped)")
+    mixed = f", {len(transcripts)} training transcripts x {args.transcript_repeats} mixed in" if transcripts else ""
+    print(f"{args.output}: {len(sentences)} sentences, {sum(map(len, sentences))} characters ({dropped} lines dropped{mixed})")
     return 0
 
 

@@ -26,3 +26,38 @@ def test_command_writes_one_sentence_per_line(tmp_path, capsys):
     assert "2 sentences, 11 characters (1 lines dropped)" in capsys.readouterr().out
     assert main([str(tmp_path / "missing.txt"), str(out)]) == 2
     assert "missing.txt" in capsys.readouterr().err
+
+
+def test_interleave_spreads_the_extra_lines_evenly():
+    from data.lm_text import interleave
+
+    assert interleave(list("abcdef"), ["X", "Y"], 1) == ["X", "a", "b", "c", "Y", "d", "e", "f"]
+    assert interleave(list("abcd"), ["X"], 2) == ["X", "a", "b", "X", "c", "d"]
+    assert interleave(list("ab"), [], 3) == ["a", "b"]
+    assert interleave([], ["X"], 2) == ["X", "X"]
+
+
+def test_transcripts_come_from_the_training_split_only(tmp_path, capsys):
+    import numpy as np
+    import soundfile as sf
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    rows = ["path\tspeaker\tsplit\ttext"]
+    for i, (split, text) in enumerate(
+        [("train", "Hello there"), ("train", "Good night!"), ("validation", "secret words"), ("test", "hidden")]
+    ):
+        sf.write(folder / f"u{i}.wav", np.random.default_rng(i).normal(0, 0.1, 8000), 16000)
+        rows.append(f"u{i}.wav\t\t{split}\t{text}")
+    (folder / "manifest.tsv").write_text("\n".join(rows) + "\n")
+    source = tmp_path / "in.txt"
+    source.write_text("one\ntwo\nthree\nfour\n", encoding="utf-8")
+    out = tmp_path / "out.txt"
+    assert main([str(source), str(out), "--transcripts", str(folder), "--transcript-repeats", "2",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert sorted(set(lines) - {"one", "two", "three", "four"}) == ["good night", "hello there"]
+    assert len(lines) == 8 and lines.count("hello there") == 2
+    assert "2 training transcripts x 2 mixed in" in capsys.readouterr().out
+    assert main([str(source), str(out), "--transcripts", str(tmp_path / "nowhere")]) == 2
+    assert "--transcripts" in capsys.readouterr().err
