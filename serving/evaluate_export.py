@@ -145,13 +145,27 @@ def evaluate_export(
         flush()
     if not references:
         raise ValueError(f"No usable utterance in split {split!r} of {dataset!r} ({len(skipped)} skipped).")
-    rates = error_rates(references, hypotheses)
+
+    def scored(decoded):
+        """CER, WER, sentence accuracy and wrong examples of one decoding of the utterances."""
+        decoded_rates = error_rates(references, decoded)
+        decoded_wrong = [(k, r, h) for k, r, h in zip(keys, references, decoded) if r != h]
+        return {
+            "cer": decoded_rates["cer"],
+            "wer": decoded_rates["wer"],
+            "sentence_accuracy": 1.0 - len(decoded_wrong) / len(references),
+            "examples": [
+                {"file": k, "reference": r, "hypothesis": h}
+                for k, r, h in (decoded_wrong[:examples] if examples else decoded_wrong)
+            ],
+        }
+
+    greedy = scored(hypotheses)
     by_speaker = {}
     for speaker in sorted(set(speakers)):
         rows = [i for i, s in enumerate(speakers) if s == speaker]
         speaker_rates = error_rates([references[i] for i in rows], [hypotheses[i] for i in rows])
         by_speaker[speaker or "(unknown)"] = {"utterances": len(rows), **speaker_rates}
-    wrong = [(k, r, h) for k, r, h in zip(keys, references, hypotheses) if r != h]
     report = {
         "export": os.path.abspath(export_dir),
         "dataset": dataset,
@@ -161,29 +175,18 @@ def evaluate_export(
         "audio_seconds": round(audio_seconds, 1),
         "skipped": len(skipped),
         "skipped_files": [[str(s), r] for s, r in skipped],
-        "cer": rates["cer"],
-        "wer": rates["wer"],
-        "sentence_accuracy": 1.0 - len(wrong) / len(references),
+        "cer": greedy["cer"],
+        "wer": greedy["wer"],
+        "sentence_accuracy": greedy["sentence_accuracy"],
         "by_speaker": by_speaker,
         "seconds": round(time.monotonic() - started, 1),
-        "examples": [
-            {"file": k, "reference": r, "hypothesis": h} for k, r, h in (wrong[:examples] if examples else wrong)
-        ],
+        "examples": greedy["examples"],
     }
     if candidates is not None:
-        closed_rates = error_rates(references, chosen)
-        closed_wrong = [(k, r, h) for k, r, h in zip(keys, references, chosen) if r != h]
-        outside = sum(reference not in candidates for reference in references)
         report["closed_vocabulary"] = {
             "candidates": len(candidates),
-            "references_not_among_candidates": outside,
-            "cer": closed_rates["cer"],
-            "wer": closed_rates["wer"],
-            "sentence_accuracy": 1.0 - len(closed_wrong) / len(references),
-            "examples": [
-                {"file": k, "reference": r, "hypothesis": h}
-                for k, r, h in (closed_wrong[:examples] if examples else closed_wrong)
-            ],
+            "references_not_among_candidates": sum(reference not in candidates for reference in references),
+            **scored(chosen),
         }
     if scorer is not None:
         from models.ctc_lm_decoding import ctc_beam_search_with_lm
@@ -198,16 +201,7 @@ def evaluate_export(
                     )[0]
                     for log_probs, length in outputs_kept
                 ]
-                lm_rates = error_rates(references, decoded)
-                lm_wrong = [(k, r, h) for k, r, h in zip(keys, references, decoded) if r != h]
-                settings.append({
-                    "lm_weight": weight, "char_bonus": bonus, "cer": lm_rates["cer"], "wer": lm_rates["wer"],
-                    "sentence_accuracy": 1.0 - len(lm_wrong) / len(references),
-                    "examples": [
-                        {"file": k, "reference": r, "hypothesis": h}
-                        for k, r, h in (lm_wrong[:examples] if examples else lm_wrong)
-                    ],
-                })
+                settings.append({"lm_weight": weight, "char_bonus": bonus, **scored(decoded)})
         report["language_model"] = {"run": os.path.abspath(lm_run), "beam_width": lm_beam_width, "settings": settings}
     return report
 
