@@ -110,6 +110,7 @@ def main(argv=None):
             print(f"lm_text: error: --transcripts {args.transcripts}: {error}", file=sys.stderr)
             return 2
         sentences = interleave(sentences, transcripts, args.transcript_repeats)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     with open(args.output, "w", encoding="utf-8") as f:
         f.write("\n".join(sentences) + "\n")
     mixed = f", {len(transcripts)} training transcripts x {args.transcript_repeats} mixed in" if transcripts else ""

@@ -20,7 +20,7 @@ def test_ljspeech_takes_the_normalised_field_and_names_a_bad_line():
 def test_command_writes_one_sentence_per_line(tmp_path, capsys):
     source = tmp_path / "in.txt"
     source.write_text("One, two.\nThree 3\nFour!\n", encoding="utf-8")
-    out = tmp_path / "out.txt"
+    out = tmp_path / "new_dir" / "out.txt"  # its folder is made
     assert main([str(source), str(out)]) == 0
     assert out.read_text(encoding="utf-8") == "one two\nfour\n"
     assert "2 sentences, 11 characters (1 lines dropped)" in capsys.readouterr().out
