@@ -17,8 +17,10 @@ They are spread evenly through the text, so the language model's 90/10
 character split gets its share of both.
 
     python -m data.lm_text ../shared/data/ljspeech_text/metadata.csv runs/lm_asterisk.txt --format ljspeech \
-        --transcripts '../shared/data/asterisk_en:test_fraction=0.1' --transcript-repeats 5 The language model trained on the output knows the transcription
-alphabet and reads a line break as the end of a sentence, which is what
+        --transcripts '../shared/data/asterisk_en:test_fraction=0.1' --transcript-repeats 5
+
+The language model trained on the output knows the transcription alphabet and
+reads a line break as the end of a sentence, which is what
 `models.ctc_lm_decoding` expects.
 """
 
@@ -55,14 +57,20 @@ def normalised_lines(lines, *, fmt="lines", source="input"):
 
 
 def training_transcripts(spec, *, cache_dir=None):
-    """The normalised, non-empty transcripts of the training split of dataset `spec`, in order."""
+    """The transcripts of the training split of dataset `spec`, in order, kept and
+    normalised as `normalised_lines` keeps and normalises lines.
+
+    Raises:
+        ValueError: the split has no usable transcript (the message names `spec`).
+    """
     from data.speech_sources import resolve_speech_source
     from pipelines.speech_dataset import DEFAULT_CACHE_DIR
-    from pipelines.vocabulary import normalize_transcript
 
     source = resolve_speech_source(spec, cache_dir=os.path.abspath(cache_dir or DEFAULT_CACHE_DIR))
-    texts = (normalize_transcript(u.text or "") for u in source.splits["train"]())
-    return [t for t in texts if t and not any(c.isdigit() for c in t)]
+    texts, dropped = normalised_lines((u.text or "" for u in source.splits["train"]()), source=spec)
+    if not texts:
+        raise ValueError(f"the training split of {spec!r} has no usable transcript ({dropped} without text or with digits).")
+    return texts
 
 
 def interleave(sentences, extra, repeats):

@@ -61,3 +61,12 @@ def test_transcripts_come_from_the_training_split_only(tmp_path, capsys):
     assert "2 training transcripts x 2 mixed in" in capsys.readouterr().out
     assert main([str(source), str(out), "--transcripts", str(tmp_path / "nowhere")]) == 2
     assert "--transcripts" in capsys.readouterr().err
+
+    # A training split without a usable transcript is an error, not a silent no-op.
+    silent = tmp_path / "silent"
+    silent.mkdir()
+    sf.write(silent / "u0.wav", np.random.default_rng(0).normal(0, 0.1, 8000), 16000)
+    sf.write(silent / "u1.wav", np.random.default_rng(1).normal(0, 0.1, 8000), 16000)
+    (silent / "manifest.tsv").write_text("path\tspeaker\tsplit\ttext\nu0.wav\t\ttrain\t\nu1.wav\t\tvalidation\thello\n")
+    assert main([str(source), str(out), "--transcripts", str(silent), "--cache-dir", str(tmp_path / "cache")]) == 2
+    assert "has no usable transcript (1 without text or with digits)" in capsys.readouterr().err
