@@ -71,7 +71,8 @@ class CharacterLanguageModelScorer:
         self._lm_id = np.full(speech_vocabulary.size, -1, np.int64)
         for char in speech_vocabulary.characters:
             self._lm_id[speech_vocabulary.encode(char)[0]] = lm_vocabulary.encode(char)[0]
-        kept = [int(i) for i in self._lm_id if i >= 0]
+        self._columns = np.flatnonzero(self._lm_id >= 0)  # class ids that are characters
+        kept = [int(i) for i in self._lm_id[self._columns]]
         if self.has_end:
             kept.append(lm_vocabulary.encode(END_OF_TEXT)[0])
         self._kept = np.array(kept, np.int64)
@@ -103,8 +104,7 @@ class CharacterLanguageModelScorer:
         logits -= logits.max(axis=1, keepdims=True)
         log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
         out = np.full((len(lm_ids), self.speech_vocabulary.size), -np.inf)
-        columns = np.flatnonzero(self._lm_id >= 0)
-        out[:, columns] = log_probs[:, : len(columns)]
+        out[:, self._columns] = log_probs[:, : len(self._columns)]
         end = log_probs[:, -1] if self.has_end else np.zeros(len(lm_ids))
         return out, end, [np.asarray(s) for s in outputs[1:]]
 
