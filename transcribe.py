@@ -19,6 +19,7 @@ language model (`models.ctc_lm_decoding`; `--beam-width` sets its beams).
 """
 
 import argparse
+import math
 import os
 import sys
 
@@ -115,6 +116,8 @@ def main(argv=None):
         parser.error("--candidates and --lm choose the decoding two ways; give one of them")
     if not 0 <= args.lm_weight < float("inf"):
         parser.error(f"argument --lm-weight: expected a finite number >= 0, got {args.lm_weight}")
+    if not math.isfinite(args.lm_bonus):
+        parser.error(f"argument --lm-bonus: expected a finite number, got {args.lm_bonus}")
     try:
         model, vocabulary, feature_config = load_transcriber(args.model_dir)
         candidates = None if args.candidates is None else load_candidates(args.candidates)
@@ -135,8 +138,7 @@ def main(argv=None):
     if features:
         texts = transcribe_features(
             model, vocabulary, features, beam_width=args.beam_width or (16 if scorer else 1), candidates=candidates,
-            scorer=scorer,
-            lm_weight=args.lm_weight, lm_bonus=args.lm_bonus,
+            scorer=scorer, lm_weight=args.lm_weight, lm_bonus=args.lm_bonus,
         )
         for name, text in zip(names, texts):
             print(f"{name}\t{text}")

@@ -34,6 +34,7 @@ choose the checkpoint).
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -247,6 +248,8 @@ def main(argv=None):
         parser.error(f"--lm-beam-width must be a positive integer, got {args.lm_beam_width}.")
     if any(not (0 <= w < float("inf")) for w in args.lm_weight):
         parser.error(f"--lm-weight must be finite numbers >= 0, got {','.join(map(str, args.lm_weight))}.")
+    if any(not math.isfinite(b) for b in args.lm_bonus):
+        parser.error(f"--lm-bonus must be finite numbers, got {','.join(map(str, args.lm_bonus))}.")
     if not os.path.isfile(os.path.join(args.export, "saved_model.pb")):
         parser.error(f"--export {args.export!r} is not a SavedModel version directory (no saved_model.pb).")
     candidates = None

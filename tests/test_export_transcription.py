@@ -317,3 +317,7 @@ def test_evaluate_export_decodes_with_a_language_model_grid(export_path, model, 
         main(["--export", str(export_path), "--dataset", str(folder), "--lm", str(tmp_path / "lm"),
               "--lm-weight", "0.5,x"])
     assert "comma-separated numbers, got '0.5,x'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--export", str(export_path), "--dataset", str(folder), "--lm", str(tmp_path / "lm"),
+              "--lm-bonus", "0,inf"])
+    assert "--lm-bonus must be finite numbers, got 0.0,inf" in capsys.readouterr().err

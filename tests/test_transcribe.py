@@ -161,3 +161,6 @@ def test_language_model_fused_decoding_and_its_usage_errors(tmp_path, model_dir,
     with pytest.raises(SystemExit):
         transcribe.main(["--model-dir", str(model_dir), "--lm", str(lm_run), "--candidates", "x.txt", str(audio)])
     assert "--candidates and --lm" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        transcribe.main(["--model-dir", str(model_dir), "--lm", str(lm_run), "--lm-bonus", "nan", str(audio)])
+    assert "argument --lm-bonus: expected a finite number, got nan" in capsys.readouterr().err
