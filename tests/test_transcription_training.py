@@ -11,6 +11,7 @@ import pytest
 import train
 from models.transcription import build_transcription_model
 from models.transcription_evaluation import evaluate_transcription
+from pipelines.audio_features import FeatureConfig
 from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
 from tests.transcription_fixtures import NUM_FEATURES, make_speech_data
 from training import transcription
@@ -299,7 +300,8 @@ def test_time_budget_stops_training():
         ("top_db", -10.0, "a positive number of decibels or None"),
         ("trim_db", 0.0, "a positive number of decibels or None"),
         ("time_stretch", 1.5, r"a float in \[0, 1\]"),
-        ("fmax", 9000.0, r"None or a frequency in \(0, 8000.0\] Hz"),
+        ("fmax", 9000.0, r"None or a frequency in \(20.0, 8000.0\] Hz"),
+        ("fmin", 8000.0, r"a frequency in \[0, 8000.0\) Hz"),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(field, value, expected):
@@ -309,8 +311,20 @@ def test_config_rejects_bad_values_naming_the_field(field, value, expected):
 
 
 def test_feature_fields_reach_the_feature_config():
-    config = transcription.Config(fmax=3800.0, top_db=30.0, trim_db=25.0).feature_config()
-    assert (config.fmax, config.top_db, config.trim_db, config.sample_rate) == (3800.0, 30.0, 25.0, 16000)
+    config = transcription.Config(fmin=150.0, fmax=3800.0, top_db=30.0, trim_db=25.0).feature_config()
+    assert (config.fmin, config.fmax, config.top_db, config.trim_db, config.sample_rate) == (
+        150.0, 3800.0, 30.0, 25.0, 16000
+    )
+
+
+def test_fmax_must_lie_above_fmin():
+    with pytest.raises(ValueError, match=r"`fmax` \(--fmax\), expected None or a frequency in \(400.0, 8000.0\] Hz"):
+        transcription.Config(fmin=400.0, fmax=300.0)
+
+
+def test_default_fmin_keeps_the_feature_cache_key():
+    # fmin was always a FeatureConfig field (20 Hz); the training flag must not change the key.
+    assert transcription.Config().feature_config().cache_key() == FeatureConfig().cache_key()
 
 
 def test_config_rejects_more_mfcc_than_mel_bands():
@@ -338,3 +352,26 @@ def test_cli_flags_map_onto_the_config(capsys):
     assert "--init-from starts one run from another's weights; --tune" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train.parse_args(["--task", "transcription", "--hiden-size", "3"])
+
+
+def test_plain_baseline_trains_keras_simple_rnn_through_the_same_run(tmp_path, fake_data):
+    from benchmarks.plain_baseline import build_plain_model
+
+    out = tmp_path / "baseline"
+    config = transcription.Config(
+        output_dir=str(out), epochs=1, num_dense_layers=0, frequency_warp=0.0, **TINY
+    )
+    metrics = transcription.run(config, model_builder=build_plain_model)
+    assert isinstance(metrics["val_cer"], float) and metrics["epochs"] == 1
+    model = keras.models.load_model(out / "model.keras")
+    recurrent = [layer.forward_layer for layer in model.layers if isinstance(layer, keras.layers.Bidirectional)]
+    assert [type(layer) for layer in recurrent] == [keras.layers.SimpleRNN]
+    assert recurrent[0].units == TINY["hidden_size"]
+    assert not any(isinstance(layer, keras.layers.Dense) and layer.name.startswith("dense_") for layer in model.layers)
+
+
+def test_plain_baseline_rejects_flags_its_model_lacks():
+    from benchmarks.plain_baseline import main
+
+    with pytest.raises(SystemExit, match=r"no dropout, num_dense_layers; pass --dropout 0 --num-dense-layers 0"):
+        main(["--dropout", "0.1", "--frequency-warp", "0"])

@@ -106,6 +106,10 @@ class Config:
         default=20,  # only with --feature-kind mfcc
         metadata={"help": "MFCC coefficients kept when the feature kind is mfcc."},
     )
+    fmin: float = field(
+        default=20.0,  # librosa's mel filters start here
+        metadata={"help": "Lowest mel frequency in Hz; e.g. 150 to leave out mains hum and rumble below the voice."},
+    )
     fmax: float | None = field(
         default=None,  # sample_rate / 2
         metadata={"help": "Highest mel frequency in Hz (None: half the sample rate); e.g. 3800 for 8 kHz telephone audio."},
@@ -276,8 +280,10 @@ class Config:
             fail("lr_schedule", "'cosine' or 'constant'")
         if not is_number(self.max_duration_s) or not self.max_duration_s > 0:
             fail("max_duration_s", "a positive number of seconds")
-        if self.fmax is not None and (not is_number(self.fmax) or not 0 < self.fmax <= self.sample_rate / 2):
-            fail("fmax", f"None or a frequency in (0, {self.sample_rate / 2}] Hz")
+        if not is_number(self.fmin) or not 0 <= self.fmin < self.sample_rate / 2:
+            fail("fmin", f"a frequency in [0, {self.sample_rate / 2}) Hz")
+        if self.fmax is not None and (not is_number(self.fmax) or not self.fmin < self.fmax <= self.sample_rate / 2):
+            fail("fmax", f"None or a frequency in ({self.fmin}, {self.sample_rate / 2}] Hz")
         if self.top_db is not None and (not is_number(self.top_db) or not self.top_db > 0):
             fail("top_db", "a positive number of decibels or None")
         if self.trim_db is not None and (not is_number(self.trim_db) or not self.trim_db > 0):
@@ -294,6 +300,7 @@ class Config:
             kind=self.feature_kind,
             n_mels=self.n_mels,
             n_mfcc=self.n_mfcc,
+            fmin=self.fmin,
             fmax=self.fmax,
             top_db=self.top_db,
             trim_db=self.trim_db,
@@ -581,13 +588,17 @@ def warm_start(model, run_dir, *, feature_config, vocabulary):
     print(f"Initialised from {paths[MODEL_FILE]} ({len(ours)} weights).")
 
 
-def run(config, *, callbacks=()):
+def run(config, *, callbacks=(), model_builder=None):
     """Train, evaluate and save a transcription model as `config` says.
 
     Args:
         config: A `Config`.
         callbacks: Extra Keras callbacks, run after the built-in ones (for
             tuning and tests).
+        model_builder: Replaces `build_model` (same signature, returns a
+            compiled `CTCModel`); for baselines such as
+            `benchmarks.plain_baseline`, which train another model on the
+            same data, callbacks and evaluation.
 
     Returns:
         The metrics dict also written to `output_dir/metrics.json`.
@@ -612,7 +623,9 @@ def run(config, *, callbacks=()):
     if len(data.skipped) > 10:
         print(f"  ... and {len(data.skipped) - 10} more (all listed in {METRICS_FILE})")
 
-    model = build_model(config, num_features=feature_config.n_features, vocabulary_size=vocabulary.size)
+    model = (model_builder or build_model)(
+        config, num_features=feature_config.n_features, vocabulary_size=vocabulary.size
+    )
     model.summary()
     if config.init_from is not None and not resuming:  # a resumed run restores its own weights
         warm_start(model, config.init_from, feature_config=feature_config, vocabulary=vocabulary)

@@ -1,0 +1,89 @@
+"""The issues' plain baseline: a bidirectional `keras.layers.SimpleRNN` CTC model.
+
+Trains, on exactly the data, features, callbacks and evaluation of
+`python train.py --task transcription`, the model the issues compare against:
+
+    features -> FrameStacking(--frame-stack) -> --num-layers x
+    Bidirectional(keras.layers.SimpleRNN(--hidden-size)) -> Dense -> log-softmax
+
+no dense front end, no dropout, no frequency warp (pass --frequency-warp 0,
+--no-spec-augment, --num-dense-layers 0 and --dropout 0 to make the
+configuration say so; flags that the baseline model ignores are rejected).
+Every other flag is train.py's. An accuracy run, not a test:
+
+    python -m benchmarks.plain_baseline --dataset '../shared/data/asterisk_en:test_fraction=0.1' \\
+        --fmax 3800 --top-db 30 --batch-size 8 --frame-stack 1 --num-dense-layers 0 \\
+        --hidden-size 128 --dropout 0 --no-spec-augment --frequency-warp 0 \\
+        --learning-rate 1e-3 --lr-schedule constant --max-train-minutes 10 \\
+        --early-stopping-patience 1000 --output-dir runs/asterisk_baseline
+"""
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+from models.ctc_model import CTCModel  # noqa: E402
+from models.frame_stacking import FrameStacking  # noqa: E402
+from models.log_probabilities import LogProbabilities  # noqa: E402
+
+# Config fields that shape the project's model but have no place in the
+# baseline: they must be off, so the run's config.json describes what ran.
+_OFF = {"num_dense_layers": 0, "dropout": 0.0, "frequency_warp": 0.0}
+
+
+def check_config(config):
+    """ValueError naming the flags set that the baseline model does not have."""
+    wrong = {name: getattr(config, name) for name, off in _OFF.items() if getattr(config, name) != off}
+    if wrong:
+        raise ValueError(
+            f"The plain baseline has no {', '.join(sorted(wrong))}; pass "
+            + " ".join(f"--{name.replace('_', '-')} {_OFF[name]:g}" for name in sorted(wrong))
+            + f" (got {wrong})."
+        )
+
+
+def build_plain_model(config, *, num_features, vocabulary_size):
+    """The compiled baseline `CTCModel` for a transcription `Config`."""
+    check_config(config)
+    features = keras.Input((None, num_features), name="features")
+    feature_length = keras.Input((), dtype="int32", name="feature_length")
+    x, frame_length, mask = FrameStacking(config.frame_stack, name="frame_stacking")(
+        [features, feature_length]
+    )
+    for index in range(config.num_layers):
+        rnn = keras.layers.SimpleRNN(config.hidden_size, return_sequences=True, name=f"simple_rnn_{index}")
+        if config.bidirectional:
+            rnn = keras.layers.Bidirectional(rnn, name=f"rnn_{index}")
+        x = rnn(x, mask=mask)
+    logits = keras.layers.Dense(vocabulary_size, name="logits")(x)
+    log_probs = LogProbabilities(name="log_probs")(logits)
+    model = CTCModel(
+        inputs={"features": features, "feature_length": feature_length},
+        outputs={"log_probs": log_probs, "frame_length": frame_length},
+        name="plain_baseline",
+    )
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate, clipnorm=5.0))
+    return model
+
+
+def main(argv=None):
+    import train
+    from training import transcription
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--task" in argv or any(a.startswith("--task=") or a == "--tune" for a in argv):
+        raise SystemExit("plain_baseline: --task and --tune do not apply (it trains one transcription model).")
+    _, config = train.parse_args(["--task", "transcription", *argv])
+    try:
+        check_config(config)  # before any data work
+    except ValueError as error:
+        raise SystemExit(f"plain_baseline: {error}") from None
+    transcription.run(config, model_builder=build_plain_model)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
