@@ -102,6 +102,12 @@ class LogMel(keras.layers.Layer):
             centred = (features - mean) * mask
             var = tf.reduce_sum(tf.math.square(centred), axis=1, keepdims=True) / count
             features = centred / tf.sqrt(var + config.norm_epsilon)
+        elif config.normalisation == "utterance_scalar":
+            count = tf.maximum(tf.cast(feature_length, tf.float32), 1.0)[:, None, None] * config.n_features
+            mean = tf.reduce_sum(features, axis=[1, 2], keepdims=True) / count
+            centred = (features - mean) * mask
+            var = tf.reduce_sum(tf.math.square(centred), axis=[1, 2], keepdims=True) / count
+            features = centred / tf.sqrt(var + config.norm_epsilon)
         return [features, feature_length]
 
     def _trim(self, mel, feature_length):

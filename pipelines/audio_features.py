@@ -20,7 +20,7 @@ import scipy.fft
 FEATURE_DEFINITION_VERSION = 1
 
 KINDS = ("log_mel", "mfcc")
-NORMALISATIONS = ("utterance", "none")
+NORMALISATIONS = ("utterance", "utterance_scalar", "none")
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,10 @@ class FeatureConfig:
        first `n_mfcc` coefficients (`tf.signal.dct(L, type=2, norm="ortho")`).
     8. `normalisation="utterance"`: for each feature `j`, over the frames of
        the utterance, `x[:, j] = (x[:, j] - mean_j) / sqrt(var_j + norm_epsilon)`
-       (population variance). `"none"` leaves the features as they are.
+       (population variance). `"utterance_scalar"`: one mean and one variance
+       per utterance, over all its frames and features, so the shape of the
+       spectrum is kept (a single word's bands are not each centred on
+       itself). `"none"` leaves the features as they are.
 
     All arithmetic is float32.
 
@@ -85,8 +88,9 @@ class FeatureConfig:
         trim_db: Leading and trailing frames more than this many decibels
             below the utterance's loudest frame are dropped; `None` keeps
             every frame.
-        normalisation: `"utterance"` (mean/variance per feature over time)
-            or `"none"`.
+        normalisation: `"utterance"` (mean/variance per feature over time),
+            `"utterance_scalar"` (one mean/variance per utterance) or
+            `"none"`.
         norm_epsilon: Added to the variance in the normalisation.
 
     Example:
@@ -118,7 +122,7 @@ class FeatureConfig:
     )
     normalisation: str = field(
         default="utterance",
-        metadata={"help": "Per-utterance mean/variance normalisation of each feature.", "choices": NORMALISATIONS},
+        metadata={"help": "Per-utterance mean/variance normalisation: each feature on its own, one for all, or none.", "choices": NORMALISATIONS},
     )
     norm_epsilon: float = field(default=1e-5, metadata={"help": "Added to the variance when normalising."})
 
@@ -269,5 +273,9 @@ def compute_features(waveform, config):
     if config.normalisation == "utterance":
         mean = features.mean(axis=0, keepdims=True)
         var = features.var(axis=0, keepdims=True)
+        features = (features - mean) / np.sqrt(var + np.float32(config.norm_epsilon))
+    elif config.normalisation == "utterance_scalar":
+        mean = features.mean()
+        var = features.var()
         features = (features - mean) / np.sqrt(var + np.float32(config.norm_epsilon))
     return features.astype(np.float32, copy=False)

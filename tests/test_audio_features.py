@@ -41,6 +41,8 @@ def _reference(waveform, config):
         features = scipy.fft.dct(features, type=2, norm="ortho", axis=-1)[:, : config.n_mfcc]
     if config.normalisation == "utterance":
         features = (features - features.mean(0)) / np.sqrt(features.var(0) + config.norm_epsilon)
+    elif config.normalisation == "utterance_scalar":
+        features = (features - features.mean()) / np.sqrt(features.var() + config.norm_epsilon)
     return features
 
 
@@ -68,8 +70,9 @@ def test_defaults_and_shapes():
         FeatureConfig(n_mels=40, normalisation="none", log_offset=1e-3),
         FeatureConfig(n_mels=40, normalisation="none", top_db=25.0),
         FeatureConfig(kind="mfcc", n_mels=40, n_mfcc=13, top_db=25.0),
+        FeatureConfig(n_mels=40, top_db=30.0, normalisation="utterance_scalar"),
     ],
-    ids=["default", "mfcc", "8k_short_window", "unnormalised", "top_db", "mfcc_top_db"],
+    ids=["default", "mfcc", "8k_short_window", "unnormalised", "top_db", "mfcc_top_db", "scalar"],
 )
 def test_matches_documented_definition(config):
     waveform = _tone(0.7, config.sample_rate)
@@ -136,6 +139,21 @@ def test_utterance_normalisation():
     features = compute_features(noise.astype(np.float32), FeatureConfig(n_mels=40))
     np.testing.assert_allclose(features.mean(axis=0), 0.0, atol=1e-4)
     np.testing.assert_allclose(features.std(axis=0), 1.0, atol=1e-3)
+
+
+def test_utterance_scalar_normalisation_keeps_the_spectrum_shape():
+    tone = _tone(1.0, 16000)  # two partials over faint noise: a strongly shaped spectrum
+    raw = compute_features(tone, FeatureConfig(n_mels=40, normalisation="none"))
+    features = compute_features(tone, FeatureConfig(n_mels=40, normalisation="utterance_scalar"))
+    assert abs(features.mean()) < 1e-5 and abs(features.std() - 1.0) < 1e-4
+    # One affine map for every band: the differences between bands survive
+    # (per-band normalisation would centre each band on zero).
+    scale = raw.std()
+    np.testing.assert_allclose(features.mean(axis=0) * scale, raw.mean(axis=0) - raw.mean(), atol=1e-3)
+    assert np.ptp(features.mean(axis=0)) > 1.0
+    per_band = compute_features(tone, FeatureConfig(n_mels=40))
+    assert np.ptp(per_band.mean(axis=0)) < 1e-4
+    assert FeatureConfig(n_mels=40, normalisation="utterance_scalar").cache_key() != FeatureConfig(n_mels=40).cache_key()
 
 
 def test_cache_key_and_round_trip():

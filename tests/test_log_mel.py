@@ -50,6 +50,7 @@ CONFIGS = {
     "top_db": FeatureConfig(n_mels=40, normalisation="none", top_db=20.0),
     "mfcc_top_db": FeatureConfig(kind="mfcc", n_mels=40, n_mfcc=13, top_db=20.0),
     "trim": FeatureConfig(n_mels=40, top_db=30.0, trim_db=30.0),
+    "scalar_normalisation": FeatureConfig(n_mels=40, top_db=30.0, trim_db=30.0, normalisation="utterance_scalar"),
 }
 
 

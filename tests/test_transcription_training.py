@@ -302,6 +302,7 @@ def test_time_budget_stops_training():
         ("time_stretch", 1.5, r"a float in \[0, 1\]"),
         ("fmax", 9000.0, r"None or a frequency in \(20.0, 8000.0\] Hz"),
         ("fmin", 8000.0, r"a frequency in \[0, 8000.0\) Hz"),
+        ("normalisation", "global", r"one of \('utterance', 'utterance_scalar', 'none'\)"),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(field, value, expected):
@@ -311,9 +312,11 @@ def test_config_rejects_bad_values_naming_the_field(field, value, expected):
 
 
 def test_feature_fields_reach_the_feature_config():
-    config = transcription.Config(fmin=150.0, fmax=3800.0, top_db=30.0, trim_db=25.0).feature_config()
-    assert (config.fmin, config.fmax, config.top_db, config.trim_db, config.sample_rate) == (
-        150.0, 3800.0, 30.0, 25.0, 16000
+    config = transcription.Config(
+        fmin=150.0, fmax=3800.0, top_db=30.0, trim_db=25.0, normalisation="utterance_scalar"
+    ).feature_config()
+    assert (config.fmin, config.fmax, config.top_db, config.trim_db, config.sample_rate, config.normalisation) == (
+        150.0, 3800.0, 30.0, 25.0, 16000, "utterance_scalar"
     )
 
 

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from models.transcription import build_transcription_model
 from models.transcription_evaluation import evaluate_transcription
-from pipelines.audio_features import KINDS, FeatureConfig
+from pipelines.audio_features import KINDS, NORMALISATIONS, FeatureConfig
 from pipelines.speech_dataset import build_speech_datasets
 from pipelines.time_stretch import stretch_batches
 from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
@@ -117,6 +117,12 @@ class Config:
     top_db: float | None = field(
         default=None,  # no floor
         metadata={"help": "Floor of the log-mel energies in dB below each utterance's loudest bin (None: no floor)."},
+    )
+    normalisation: str = field(
+        default="utterance",  # mean/variance of each feature over the utterance's frames
+        metadata={"help": "Per-utterance normalisation: 'utterance' (each feature on its own), "
+                          "'utterance_scalar' (one mean/variance for all features: keeps the spectrum's shape) "
+                          "or 'none'.", "choices": NORMALISATIONS},
     )
     trim_db: float | None = field(
         default=None,  # keep every frame
@@ -264,6 +270,8 @@ class Config:
                 fail(name, "a bool")
         if self.feature_kind not in KINDS:
             fail("feature_kind", f"one of {KINDS}")
+        if self.normalisation not in NORMALISATIONS:
+            fail("normalisation", f"one of {NORMALISATIONS}")
         if self.feature_kind == "mfcc" and self.n_mfcc > self.n_mels:
             fail("n_mfcc", f"at most n_mels={self.n_mels}")
         if not is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
@@ -304,6 +312,7 @@ class Config:
             fmax=self.fmax,
             top_db=self.top_db,
             trim_db=self.trim_db,
+            normalisation=self.normalisation,
         )
 
 
