@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data.espeak_synthesizer import synthesize_in_subprocess
+from data.recording_channel import apply_channel, draw_channel
 from pipelines.vocabulary import normalize_transcript
 
 TEXT_CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tinyshakespeare.txt")
@@ -55,6 +56,10 @@ class SyntheticSpeechParams:
         text: `"shakespeare"` (sentences of the shipped text corpus) or
             `"digits"` (sequences of the words "zero".."nine"; sentences may
             repeat, only the voices are held out).
+        channel: 1 passes every utterance through a random recording channel
+            (`data.recording_channel`: band limits, background noise, mains
+            hum, noise-only lead-in and tail), drawn from the seed; 0 keeps
+            espeak's clean output.
     """
 
     seed: int = field(default=0, metadata={"help": "Seed of the synthetic corpus."})
@@ -65,6 +70,7 @@ class SyntheticSpeechParams:
     min_word_count: int = field(default=30, metadata={"help": "Only corpus words seen this often."})
     sample_rate: int = field(default=16000, metadata={"help": "Stored sample rate, Hz."})
     text: str = field(default="shakespeare", metadata={"help": "Sentence source.", "choices": TEXTS})
+    channel: int = field(default=0, metadata={"help": "1: a random recording channel per utterance."})
 
     def __post_init__(self):
         if self.text not in TEXTS:
@@ -73,7 +79,7 @@ class SyntheticSpeechParams:
                 f"{TEXTS}, got {self.text!r}."
             )
         for f in dataclasses.fields(self):
-            if f.name == "text":
+            if f.name in ("text", "channel"):
                 continue
             value = getattr(self, f.name)
             minimum = 0 if f.name == "seed" else 1
@@ -82,6 +88,11 @@ class SyntheticSpeechParams:
                     f"Received an invalid value for synthetic speech field `{f.name}`, expected an "
                     f"integer >= {minimum}, got {value!r}."
                 )
+        if isinstance(self.channel, bool) or self.channel not in (0, 1):
+            raise ValueError(
+                f"Received an invalid value for synthetic speech field `channel`, expected 0 or 1, "
+                f"got {self.channel!r}."
+            )
         if self.min_words > self.max_words:
             raise ValueError(
                 f"Received an invalid value for synthetic speech field `min_words`, expected at most "
@@ -116,7 +127,10 @@ class SyntheticSpeechParams:
         return cls(**values)
 
     def config_name(self, corpus_digest):
-        fields = "_".join(f"{k}{v}" for k, v in dataclasses.asdict(self).items())
+        values = dataclasses.asdict(self)
+        if not self.channel:
+            del values["channel"]  # the names (and caches) from before the field existed
+        fields = "_".join(f"{k}{v}" for k, v in values.items())
         return f"{fields}_corpus{corpus_digest[:8]}".replace("-", "m")
 
 
@@ -210,7 +224,8 @@ class SyntheticSpeech(tfds.core.GeneratorBasedBuilder):
     Sentences of a few words from the shipped text corpus
     (`data/tinyshakespeare.txt`), each spoken once by a voice drawn from
     `ACCENTS` x variants, at a random rate (140-200 words a minute), pitch
-    and pitch range, all from `params.seed`. The `validation` split's
+    and pitch range, all from `params.seed` (with `params.channel`, through a
+    random recording channel too). The `validation` split's
     sentences and voice variants (`VALIDATION_VARIANTS`) never occur in
     `train` (with `params.text="digits"`, digit sequences, only the voices are
     held out). Leading and trailing silence is trimmed to 50 ms. Synthesis
@@ -322,6 +337,15 @@ class SyntheticSpeech(tfds.core.GeneratorBasedBuilder):
                             orig_sr=rate,
                             target_sr=self._params.sample_rate,
                             res_type="soxr_hq",
+                        )
+                        pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
+                    if self._params.channel:
+                        rng = np.random.default_rng([self._params.seed, split_id, index, 2])
+                        audio = apply_channel(
+                            pcm.astype(np.float32) / 32768.0,
+                            self._params.sample_rate,
+                            draw_channel(rng, self._params.sample_rate),
+                            rng,
                         )
                         pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
                     key = f"{split}-{index:06d}"

@@ -344,3 +344,22 @@ def test_digit_sentences_and_combined_spec(tmp_path):
     assert source.identity.startswith("manifest_speech/") and "+synthetic_speech/" in source.identity
     with pytest.raises(ValueError, match="has an empty part"):
         resolve_speech_source(f"{manifest}+", cache_dir=str(tmp_path / "cache"))
+
+
+def test_synthetic_channel_option(tmp_path):
+    clean = SyntheticSpeechParams(num_train=3, num_validation=2, text="digits", sample_rate=8000)
+    noisy = SyntheticSpeechParams(num_train=3, num_validation=2, text="digits", sample_rate=8000, channel=1)
+    assert SyntheticSpeechParams.from_spec("synthetic:text=digits,sample_rate=8000,num_train=3,num_validation=2,channel=1") == noisy
+    assert "channel" not in clean.config_name("0" * 8)  # existing corpora keep their names
+    assert noisy.config_name("0" * 8) == clean.config_name("0" * 8).replace("_corpus", "_channel1_corpus")
+    with pytest.raises(ValueError, match="field `channel`, expected 0 or 1, got 2"):
+        SyntheticSpeechParams(channel=2)
+    a = _examples(_prepare(SyntheticSpeech(params=clean, data_dir=tmp_path / "a")), "train")
+    b = _examples(_prepare(SyntheticSpeech(params=noisy, data_dir=tmp_path / "b")), "train")
+    again = _examples(_prepare(SyntheticSpeech(params=noisy, data_dir=tmp_path / "c")), "train")
+    assert [e["pcm16"] for e in b] == [e["pcm16"] for e in again]  # deterministic from the seed
+    for e, f in zip(a, b):
+        assert (e["text"], e["speaker"]) == (f["text"], f["speaker"])
+        x, y = np.frombuffer(e["pcm16"], "<i2"), np.frombuffer(f["pcm16"], "<i2")
+        assert len(y) >= len(x) and not np.array_equal(x[: len(y)], y[: len(x)])
+        assert np.abs(y).max() == round(0.9 * 32767)  # rescaled to the channel's peak
