@@ -31,7 +31,7 @@ from models.log_probabilities import LogProbabilities  # noqa: E402
 
 # Config fields that shape the project's model but have no place in the
 # baseline: they must be off, so the run's config.json describes what ran.
-_OFF = {"num_dense_layers": 0, "dropout": 0.0, "frequency_warp": 0.0}
+_OFF = {"num_dense_layers": 0, "dropout": 0.0, "frequency_warp": 0.0, "ema_momentum": None}
 
 
 def check_config(config):
@@ -40,7 +40,11 @@ def check_config(config):
     if wrong:
         raise ValueError(
             f"The plain baseline has no {', '.join(sorted(wrong))}; pass "
-            + " ".join(f"--{name.replace('_', '-')} {_OFF[name]:g}" for name in sorted(wrong))
+            + " ".join(
+                f"--{name.replace('_', '-')} {_OFF[name]:g}" if _OFF[name] is not None
+                else f"no --{name.replace('_', '-')}"
+                for name in sorted(wrong)
+            )
             + f" (got {wrong})."
         )
 

@@ -41,6 +41,7 @@ def build_transcription_model(
     frequency_warp=0.0,
     learning_rate=1e-3,
     clipnorm=5.0,
+    ema_momentum=None,
     name="transcription",
 ):
     """Build and compile the CTC transcription model on `ElmanRNN(ElmanCell)`.
@@ -85,6 +86,10 @@ def build_transcription_model(
             speakers); 0 for none. Only meaningful for mel-band features.
         learning_rate: Adam's learning rate.
         clipnorm: Gradient norm clip (recurrent nets need one); None for none.
+        ema_momentum: When set, Adam also keeps an exponential moving average
+            of the weights (`use_ema=True`, Polyak averaging) with this
+            momentum; `keras.callbacks.SwapEMAWeights` evaluates and saves
+            the averaged weights. None for none.
         name: The model's name.
 
     Returns:
@@ -132,6 +137,14 @@ def build_transcription_model(
             f"a positive float, got {learning_rate!r}."
         )
 
+    if ema_momentum is not None and (
+        isinstance(ema_momentum, bool) or not isinstance(ema_momentum, numbers.Real) or not 0 < ema_momentum < 1
+    ):
+        raise ValueError(
+            "Received an invalid value for argument `ema_momentum`, expected "
+            f"None or a float in (0, 1), got {ema_momentum!r}."
+        )
+
     features = keras.Input((None, num_features), name="features")
     feature_length = keras.Input((), dtype="int32", name="feature_length")
     x = features
@@ -169,6 +182,11 @@ def build_transcription_model(
         name=name,
     )
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=learning_rate, clipnorm=clipnorm)
+        optimizer=keras.optimizers.Adam(
+            learning_rate=learning_rate,
+            clipnorm=clipnorm,
+            use_ema=ema_momentum is not None,
+            ema_momentum=0.99 if ema_momentum is None else ema_momentum,
+        )
     )
     return model

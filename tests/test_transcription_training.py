@@ -303,6 +303,7 @@ def test_time_budget_stops_training():
         ("fmax", 9000.0, r"None or a frequency in \(20.0, 8000.0\] Hz"),
         ("fmin", 8000.0, r"a frequency in \[0, 8000.0\) Hz"),
         ("normalisation", "global", r"one of \('utterance', 'utterance_scalar', 'none'\)"),
+        ("ema_momentum", 1.0, r"None or a float in \(0, 1\)"),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(field, value, expected):
@@ -378,3 +379,49 @@ def test_plain_baseline_rejects_flags_its_model_lacks():
 
     with pytest.raises(SystemExit, match=r"no dropout, num_dense_layers; pass --dropout 0 --num-dense-layers 0"):
         main(["--dropout", "0.1", "--frequency-warp", "0"])
+    with pytest.raises(SystemExit, match=r"no ema_momentum; pass no --ema-momentum"):
+        main(["--dropout", "0", "--frequency-warp", "0", "--num-dense-layers", "0", "--ema-momentum", "0.9"])
+
+
+class _WeightsEachStep(keras.callbacks.Callback):
+    """The trainable weights after every step, and as the callbacks see them at each epoch's end."""
+
+    def on_train_begin(self, logs=None):
+        self.steps, self.epoch_ends = [], []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps.append([np.array(v) for v in self.model.trainable_weights])
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch_ends.append((len(self.steps), [np.array(v) for v in self.model.trainable_weights], logs["val_cer"]))
+
+
+def test_ema_weights_are_the_ones_validated_checkpointed_and_saved(tmp_path, fake_data):
+    out = tmp_path / "run"
+    config = transcription.Config(
+        output_dir=str(out), epochs=3, ema_momentum=0.5, early_stopping_patience=100, **TINY
+    )
+    recorder = _WeightsEachStep()
+    transcription.run(config, callbacks=[recorder])
+    # The average by its definition, from the raw weights after each step.
+    averages = []
+    for weights in recorder.steps:
+        averages.append(weights if not averages else [0.5 * a + 0.5 * w for a, w in zip(averages[-1], weights)])
+    for steps, weights, _ in recorder.epoch_ends:
+        for mine, expected, raw in zip(weights, averages[steps - 1], recorder.steps[steps - 1]):
+            np.testing.assert_allclose(mine, expected, rtol=1e-5, atol=1e-6)
+        assert max(np.abs(a - r).max() for a, r in zip(averages[steps - 1], recorder.steps[steps - 1])) > 1e-3
+    # The checkpoint of the best epoch (the first with the lowest val_cer) is the model saved.
+    rates = [rate for _, _, rate in recorder.epoch_ends]
+    _, best, _ = recorder.epoch_ends[rates.index(min(rates))]
+    saved = keras.models.load_model(out / "model.keras", compile=False)
+    for mine, expected in zip(saved.trainable_weights, best, strict=True):
+        np.testing.assert_allclose(np.array(mine), expected, rtol=1e-6)
+    # It is placed before every callback that reads the weights.
+    callbacks = transcription._callbacks(config, make_speech_data(train=16, validation=8), VOCABULARY, False)
+    kinds = [type(c) for c in callbacks]
+    swap = kinds.index(keras.callbacks.SwapEMAWeights)
+    assert swap < kinds.index(ErrorRateCallback) < kinds.index(keras.callbacks.ModelCheckpoint)
+    assert keras.callbacks.SwapEMAWeights not in map(type, transcription._callbacks(
+        dataclasses.replace(config, ema_momentum=None), make_speech_data(train=16, validation=8), VOCABULARY, False
+    ))

@@ -185,6 +185,13 @@ class Config:
         default=2e-3,  # Adam
         metadata={"help": "Adam learning rate."},
     )
+    ema_momentum: float | None = field(
+        default=None,  # off
+        metadata={
+            "help": "Keep an exponential moving average of the weights with this momentum (e.g. 0.99) "
+            "and validate, checkpoint and export the averaged weights (None: off)."
+        },
+    )
     lr_schedule: str = field(
         default="cosine",  # decays to 2% by the end of --epochs or --max-train-minutes
         metadata={
@@ -282,6 +289,8 @@ class Config:
             fail("time_stretch", "a float in [0, 1]")
         if not is_number(self.mix_fraction) or not 0.0 < self.mix_fraction < 1.0:
             fail("mix_fraction", "a float in (0, 1)")
+        if self.ema_momentum is not None and (not is_number(self.ema_momentum) or not 0.0 < self.ema_momentum < 1.0):
+            fail("ema_momentum", "None or a float in (0, 1)")
         if not is_number(self.learning_rate) or not self.learning_rate > 0:
             fail("learning_rate", "a positive float")
         if self.lr_schedule not in ("cosine", "constant"):
@@ -396,9 +405,17 @@ def _callbacks(config, data, vocabulary, resuming):
         )
     elif config.lr_schedule == "cosine":
         print("Note: constant learning rate (--lr-schedule cosine needs a known epoch length or a time budget).")
+    averaging = []
+    if config.ema_momentum is not None:
+        # Before every callback that reads the weights: from the end of each
+        # epoch to the start of the next (and in validation) the model holds
+        # the averaged weights, so they are the ones scored, checkpointed
+        # and backed up (a resumed run continues from them).
+        averaging.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     return [
         *schedule,
-        # First: it adds val_cer / val_wer to the logs the others read.
+        *averaging,
+        # First after those: it adds val_cer / val_wer to the logs the others read.
         ErrorRateCallback(
             data.validation, vocabulary=vocabulary, num_examples=config.num_examples
         ),
@@ -525,6 +542,7 @@ def builder_kwargs(config):
         # Warping the axis of cepstral coefficients would be meaningless.
         frequency_warp=config.frequency_warp if config.feature_kind == "log_mel" else 0.0,
         learning_rate=config.learning_rate,
+        ema_momentum=config.ema_momentum,
     )
 
 
