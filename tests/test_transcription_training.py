@@ -408,7 +408,7 @@ def test_ema_weights_are_the_ones_validated_checkpointed_and_saved(tmp_path, fak
     for weights in recorder.steps:
         averages.append(weights if not averages else [0.5 * a + 0.5 * w for a, w in zip(averages[-1], weights)])
     for steps, weights, _ in recorder.epoch_ends:
-        for mine, expected, raw in zip(weights, averages[steps - 1], recorder.steps[steps - 1]):
+        for mine, expected in zip(weights, averages[steps - 1], strict=True):
             np.testing.assert_allclose(mine, expected, rtol=1e-5, atol=1e-6)
         assert max(np.abs(a - r).max() for a, r in zip(averages[steps - 1], recorder.steps[steps - 1])) > 1e-3
     # The checkpoint of the best epoch (the first with the lowest val_cer) is the model saved.
