@@ -210,6 +210,14 @@ def choose_sentences(text, params):
     return chosen[params.num_validation:], chosen[:params.num_validation]
 
 
+def _to_float(pcm):
+    return pcm.astype(np.float32) / 32768.0
+
+
+def _to_pcm16(audio):
+    return np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
+
+
 def _trim(pcm, sample_rate):
     loud = np.flatnonzero(np.abs(pcm.astype(np.int32)) > _TRIM_THRESHOLD)
     if loud.size == 0:
@@ -332,22 +340,16 @@ class SyntheticSpeech(tfds.core.GeneratorBasedBuilder):
                     job = jobs[index]
                     pcm = _trim(pcm, rate)
                     if rate != self._params.sample_rate:
-                        audio = librosa.resample(
-                            pcm.astype(np.float32) / 32768.0,
+                        pcm = _to_pcm16(librosa.resample(
+                            _to_float(pcm),
                             orig_sr=rate,
                             target_sr=self._params.sample_rate,
                             res_type="soxr_hq",
-                        )
-                        pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
+                        ))
                     if self._params.channel:
                         rng = np.random.default_rng([self._params.seed, split_id, index, 2])
-                        audio = apply_channel(
-                            pcm.astype(np.float32) / 32768.0,
-                            self._params.sample_rate,
-                            draw_channel(rng, self._params.sample_rate),
-                            rng,
-                        )
-                        pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype(np.int16)
+                        channel = draw_channel(rng, self._params.sample_rate)
+                        pcm = _to_pcm16(apply_channel(_to_float(pcm), self._params.sample_rate, channel, rng))
                     key = f"{split}-{index:06d}"
                     yield key, {
                         "id": key,

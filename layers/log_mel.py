@@ -96,17 +96,16 @@ class LogMel(keras.layers.Layer):
         if config.kind == "mfcc":
             features = tf.signal.dct(features, type=2, norm="ortho")[..., : config.n_mfcc]
         features = features * mask
-        if config.normalisation == "utterance":
+        if config.normalisation != "none":
+            # Over the valid frames: per feature, or over every value of the utterance.
+            per_feature = config.normalisation == "utterance"
+            axis = [1] if per_feature else [1, 2]
             count = tf.maximum(tf.cast(feature_length, tf.float32), 1.0)[:, None, None]
-            mean = tf.reduce_sum(features, axis=1, keepdims=True) / count
+            if not per_feature:
+                count = count * config.n_features
+            mean = tf.reduce_sum(features, axis=axis, keepdims=True) / count
             centred = (features - mean) * mask
-            var = tf.reduce_sum(tf.math.square(centred), axis=1, keepdims=True) / count
-            features = centred / tf.sqrt(var + config.norm_epsilon)
-        elif config.normalisation == "utterance_scalar":
-            count = tf.maximum(tf.cast(feature_length, tf.float32), 1.0)[:, None, None] * config.n_features
-            mean = tf.reduce_sum(features, axis=[1, 2], keepdims=True) / count
-            centred = (features - mean) * mask
-            var = tf.reduce_sum(tf.math.square(centred), axis=[1, 2], keepdims=True) / count
+            var = tf.reduce_sum(tf.math.square(centred), axis=axis, keepdims=True) / count
             features = centred / tf.sqrt(var + config.norm_epsilon)
         return [features, feature_length]
 

@@ -270,12 +270,9 @@ def compute_features(waveform, config):
     if config.kind == "mfcc":
         features = librosa.feature.mfcc(S=features.T, n_mfcc=config.n_mfcc, dct_type=2, norm="ortho").T
     features = np.ascontiguousarray(features, dtype=np.float32)  # (frames, n_features)
-    if config.normalisation == "utterance":
-        mean = features.mean(axis=0, keepdims=True)
-        var = features.var(axis=0, keepdims=True)
-        features = (features - mean) / np.sqrt(var + np.float32(config.norm_epsilon))
-    elif config.normalisation == "utterance_scalar":
-        mean = features.mean()
-        var = features.var()
+    if config.normalisation != "none":
+        axis = 0 if config.normalisation == "utterance" else None  # per feature, or over all values
+        mean = features.mean(axis=axis, keepdims=True)
+        var = features.var(axis=axis, keepdims=True)
         features = (features - mean) / np.sqrt(var + np.float32(config.norm_epsilon))
     return features.astype(np.float32, copy=False)
