@@ -5,6 +5,7 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from training.cosine_annealing_callback import CosineAnnealingCallback
 
@@ -59,12 +60,57 @@ def test_a_resumed_run_continues_the_decay_from_the_optimizer_step():
     np.testing.assert_allclose(seen, expected, rtol=1e-6)
 
 
+def _rates_seen(model, x, epochs, schedule):
+    seen = []
+    probe = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: seen.append(
+            float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        )
+    )
+
+    def batches():  # a generator: Keras does not know the epoch length
+        for start in range(0, len(x), 2):
+            yield x[start : start + 2], x[start : start + 2, :1]
+
+    dataset = tf.data.Dataset.from_generator(
+        batches,
+        output_signature=(tf.TensorSpec((None, 2), "float32"), tf.TensorSpec((None, 1), "float32")),
+    )
+    model.fit(dataset, epochs=epochs, verbose=0, callbacks=[schedule, probe])
+    return seen
+
+
+def test_unknown_epoch_length_is_learned_from_the_first_epoch():
+    # 4 steps an epoch, 3 epochs planned: the first epoch at the top rate (its
+    # length not known yet), then the decay over 12 steps, at its floor after.
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.5), "mse")
+    schedule = CosineAnnealingCallback(0.5, None, epochs=3, final_fraction=0.0)
+    seen = _rates_seen(model, np.ones((8, 2), "float32"), 4, schedule)
+    assert schedule.total_steps == 12
+    expected = [0.5] * 4 + [0.5 * 0.5 * (1 + math.cos(math.pi * min(s, 12) / 12)) for s in range(4, 16)]
+    np.testing.assert_allclose(seen, expected, rtol=1e-6, atol=1e-9)
+
+
+def test_a_resumed_run_learns_the_epoch_length_from_its_own_first_epoch():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.5), "mse")
+    x = np.ones((8, 2), "float32")
+    model.fit(x, x[:, :1], batch_size=2, epochs=1, verbose=0)  # 4 steps done
+    schedule = CosineAnnealingCallback(0.5, None, epochs=2, final_fraction=0.0)
+    seen = _rates_seen(model, x, 1, schedule)
+    assert schedule.total_steps == 8  # 2 x 4 steps, not 2 x 8
+    np.testing.assert_allclose(seen, [0.5] * 4, rtol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"initial_learning_rate": 0, "total_steps": 1}, "`initial_learning_rate`, expected a positive float, got 0"),
         ({"initial_learning_rate": 1.0, "total_steps": 0}, "`total_steps`, expected a positive integer or None, got 0"),
-        ({"initial_learning_rate": 1.0, "total_steps": None}, "`total_steps=None` and `max_seconds=None`"),
+        ({"initial_learning_rate": 1.0, "total_steps": None}, "`total_steps=None`, `epochs=None` and `max_seconds=None`"),
+        ({"initial_learning_rate": 1.0, "total_steps": None, "epochs": 0}, "`epochs`, expected a positive integer or None, got 0"),
+        ({"initial_learning_rate": 1.0, "total_steps": 4, "epochs": 2}, "pass `epochs` only when the number of steps is unknown"),
         ({"initial_learning_rate": 1.0, "total_steps": 1, "max_seconds": -1}, "`max_seconds`, expected a positive number or None, got -1"),
         ({"initial_learning_rate": 1.0, "total_steps": 1, "final_fraction": 2}, "`final_fraction`, expected a float in [0, 1], got 2"),
     ],

@@ -16,18 +16,29 @@ class CosineAnnealingCallback(keras.callbacks.Callback):
 
         lr = lr0 * (f + (1 - f) * (1 + cos(pi * progress)) / 2)
 
+    When the epoch length is not known in advance (say, batches sampled from
+    two datasets until one runs out), pass `epochs` instead of `total_steps`:
+    the planned steps become `epochs` times the number of steps of the first
+    epoch trained, and until that epoch ends only the time budget moves the
+    decay.
+
     Args:
         initial_learning_rate: `lr0`, a positive float.
         total_steps: Positive integer, the planned number of training steps
             (epochs times steps per epoch), or None when the epoch length is
-            unknown (then `max_seconds` alone sets the pace).
+            unknown (then `epochs`, `max_seconds` or both set the pace).
+        epochs: Optional positive integer, the planned number of epochs when
+            `total_steps` is None; the first epoch's length sets the steps.
         max_seconds: Optional time budget in seconds; None decays by steps
-            only. At least one of `total_steps` and `max_seconds` is needed.
+            only. At least one of `total_steps`, `epochs` and `max_seconds`
+            is needed.
         final_fraction: `f`, float in [0, 1], the rate's floor relative to
             `lr0`. Default 0.02.
     """
 
-    def __init__(self, initial_learning_rate, total_steps, *, max_seconds=None, final_fraction=0.02):
+    def __init__(
+        self, initial_learning_rate, total_steps, *, epochs=None, max_seconds=None, final_fraction=0.02
+    ):
         super().__init__()
         if not initial_learning_rate > 0:
             raise ValueError(
@@ -41,15 +52,27 @@ class CosineAnnealingCallback(keras.callbacks.Callback):
                 "Received an invalid value for argument `total_steps`, expected "
                 f"a positive integer or None, got {total_steps!r}."
             )
+        if epochs is not None and (
+            isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= 0
+        ):
+            raise ValueError(
+                "Received an invalid value for argument `epochs`, expected "
+                f"a positive integer or None, got {epochs!r}."
+            )
+        if epochs is not None and total_steps is not None:
+            raise ValueError(
+                f"Received `total_steps={total_steps!r}` and `epochs={epochs!r}`: pass "
+                "`epochs` only when the number of steps is unknown (`total_steps=None`)."
+            )
         if max_seconds is not None and not max_seconds > 0:
             raise ValueError(
                 "Received an invalid value for argument `max_seconds`, expected "
                 f"a positive number or None, got {max_seconds!r}."
             )
-        if total_steps is None and max_seconds is None:
+        if total_steps is None and epochs is None and max_seconds is None:
             raise ValueError(
-                "Received `total_steps=None` and `max_seconds=None`: the decay needs "
-                "the planned number of steps, a time budget, or both."
+                "Received `total_steps=None`, `epochs=None` and `max_seconds=None`: the "
+                "decay needs the planned number of steps or epochs, a time budget, or both."
             )
         if not 0.0 <= final_fraction <= 1.0:
             raise ValueError(
@@ -58,10 +81,12 @@ class CosineAnnealingCallback(keras.callbacks.Callback):
             )
         self.initial_learning_rate = float(initial_learning_rate)
         self.total_steps = total_steps
+        self.epochs = epochs
         self.max_seconds = max_seconds
         self.final_fraction = final_fraction
         self._start = None
         self._step = 0
+        self._epoch_start_step = None
 
     def learning_rate(self, step, seconds):
         """The rate after `step` steps and `seconds` of training."""
@@ -81,11 +106,24 @@ class CosineAnnealingCallback(keras.callbacks.Callback):
             # The optimizer's own count, read at the first batch: a run that
             # `BackupAndRestore` resumed continues the decay where it stopped.
             self._step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+            self._epoch_start_step = self._step
         rate = self.learning_rate(self._step, time.monotonic() - self._start)
         self.model.optimizer.learning_rate.assign(rate)
+
+    def on_train_batch_end(self, batch, logs=None):
+        # Counted at the end: with an unknown epoch length, Keras begins one
+        # batch more than it trains (the one that finds the data exhausted).
         self._step += 1
 
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._step is not None:  # else the first batch reads the optimizer's count
+            self._epoch_start_step = self._step
+
     def on_epoch_end(self, epoch, logs=None):
+        if self.total_steps is None and self.epochs is not None and self._step is not None:
+            # The first epoch trained (of this fit; a resumed run counts from
+            # its optimizer step) gives the epoch length.
+            self.total_steps = max(1, self.epochs * (self._step - self._epoch_start_step))
         if logs is not None:
             logs["learning_rate"] = float(
                 keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)

@@ -394,17 +394,17 @@ def _callbacks(config, data, vocabulary, resuming):
     max_seconds = None if config.max_train_minutes is None else config.max_train_minutes * 60
     schedule = []
     steps_per_epoch = int(data.train.cardinality())  # unknown (< 0) when mixing datasets
-    if config.lr_schedule == "cosine" and (steps_per_epoch > 0 or max_seconds is not None):
+    if config.lr_schedule == "cosine":
         schedule.append(
             CosineAnnealingCallback(
                 config.learning_rate,
-                # Unknown epoch length: the time budget alone sets the pace.
                 config.epochs * steps_per_epoch if steps_per_epoch > 0 else None,
+                # Unknown epoch length (mixed datasets): the first epoch's length
+                # times --epochs, and the time budget, set the pace.
+                epochs=None if steps_per_epoch > 0 else config.epochs,
                 max_seconds=max_seconds,
             )
         )
-    elif config.lr_schedule == "cosine":
-        print("Note: constant learning rate (--lr-schedule cosine needs a known epoch length or a time budget).")
     averaging = []
     if config.ema_momentum is not None:
         # Before every callback that reads the weights: from the end of each
