@@ -60,7 +60,7 @@ def test_a_resumed_run_continues_the_decay_from_the_optimizer_step():
     np.testing.assert_allclose(seen, expected, rtol=1e-6)
 
 
-def _rates_seen(model, x, epochs, schedule):
+def _rates_seen(model, x, epochs, schedule, initial_epoch=0):
     seen = []
     probe = keras.callbacks.LambdaCallback(
         on_train_batch_end=lambda batch, logs: seen.append(
@@ -76,7 +76,7 @@ def _rates_seen(model, x, epochs, schedule):
         batches,
         output_signature=(tf.TensorSpec((None, 2), "float32"), tf.TensorSpec((None, 1), "float32")),
     )
-    model.fit(dataset, epochs=epochs, verbose=0, callbacks=[schedule, probe])
+    model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch, verbose=0, callbacks=[schedule, probe])
     return seen
 
 
@@ -92,15 +92,18 @@ def test_unknown_epoch_length_is_learned_from_the_first_epoch():
     np.testing.assert_allclose(seen, expected, rtol=1e-6, atol=1e-9)
 
 
-def test_a_resumed_run_learns_the_epoch_length_from_its_own_first_epoch():
+def test_a_resumed_run_takes_the_epoch_length_from_the_epochs_done():
+    # As BackupAndRestore resumes: the optimizer has taken 2 epochs of 4 steps
+    # and fit starts at epoch 2 of 4, so the decay continues over 16 steps.
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(keras.optimizers.SGD(0.5), "mse")
     x = np.ones((8, 2), "float32")
-    model.fit(x, x[:, :1], batch_size=2, epochs=1, verbose=0)  # 4 steps done
-    schedule = CosineAnnealingCallback(0.5, None, epochs=2, final_fraction=0.0)
-    seen = _rates_seen(model, x, 1, schedule)
-    assert schedule.total_steps == 8  # 2 x 4 steps, not 2 x 8
-    np.testing.assert_allclose(seen, [0.5] * 4, rtol=1e-6)
+    model.fit(x, x[:, :1], batch_size=2, epochs=2, verbose=0)  # 8 steps done
+    schedule = CosineAnnealingCallback(0.5, None, epochs=4, final_fraction=0.0)
+    seen = _rates_seen(model, x, 4, schedule, initial_epoch=2)
+    assert schedule.total_steps == 16
+    expected = [0.5 * 0.5 * (1 + math.cos(math.pi * s / 16)) for s in range(8, 16)]
+    np.testing.assert_allclose(seen, expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -18,9 +18,10 @@ class CosineAnnealingCallback(keras.callbacks.Callback):
 
     When the epoch length is not known in advance (say, batches sampled from
     two datasets until one runs out), pass `epochs` instead of `total_steps`:
-    the planned steps become `epochs` times the number of steps of the first
-    epoch trained, and until that epoch ends only the time budget moves the
-    decay.
+    the planned steps become `epochs` times the length of an epoch: the steps
+    the optimizer has taken per epoch done when a resumed run starts, else the
+    steps of the first epoch trained (until it ends, only the time budget
+    moves the decay).
 
     Args:
         initial_learning_rate: `lr0`, a positive float.
@@ -87,6 +88,7 @@ class CosineAnnealingCallback(keras.callbacks.Callback):
         self._start = None
         self._step = 0
         self._epoch_start_step = None
+        self._epoch = 0
 
     def learning_rate(self, step, seconds):
         """The rate after `step` steps and `seconds` of training."""
@@ -107,6 +109,9 @@ class CosineAnnealingCallback(keras.callbacks.Callback):
             # `BackupAndRestore` resumed continues the decay where it stopped.
             self._step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
             self._epoch_start_step = self._step
+            if self.total_steps is None and self.epochs is not None and self._epoch > 0 and self._step > 0:
+                # A resumed run (`initial_epoch` > 0): the epochs done give the length.
+                self.total_steps = self.epochs * max(1, round(self._step / self._epoch))
         rate = self.learning_rate(self._step, time.monotonic() - self._start)
         self.model.optimizer.learning_rate.assign(rate)
 
@@ -116,13 +121,13 @@ class CosineAnnealingCallback(keras.callbacks.Callback):
         self._step += 1
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
         if self._step is not None:  # else the first batch reads the optimizer's count
             self._epoch_start_step = self._step
 
     def on_epoch_end(self, epoch, logs=None):
         if self.total_steps is None and self.epochs is not None and self._step is not None:
-            # The first epoch trained (of this fit; a resumed run counts from
-            # its optimizer step) gives the epoch length.
+            # The first epoch trained gives the epoch length.
             self.total_steps = max(1, self.epochs * (self._step - self._epoch_start_step))
         if logs is not None:
             logs["learning_rate"] = float(
