@@ -29,7 +29,8 @@ class CosineAnnealingCallback(keras.callbacks.Callback):
             (epochs times steps per epoch), or None when the epoch length is
             unknown (then `epochs`, `max_seconds` or both set the pace).
         epochs: Optional positive integer, the planned number of epochs when
-            `total_steps` is None; the first epoch's length sets the steps.
+            `total_steps` is None; times the epoch length (see above), it sets
+            the planned steps.
         max_seconds: Optional time budget in seconds; None decays by steps
             only. At least one of `total_steps`, `epochs` and `max_seconds`
             is needed.
@@ -128,7 +129,7 @@ class CosineAnnealingCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.total_steps is None and self.epochs is not None and self._step is not None:
             # The first epoch trained gives the epoch length.
-            self.total_steps = max(1, self.epochs * (self._step - self._epoch_start_step))
+            self.total_steps = self.epochs * (self._step - self._epoch_start_step) or None
         if logs is not None:
             logs["learning_rate"] = float(
                 keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
