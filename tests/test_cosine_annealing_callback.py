@@ -106,6 +106,32 @@ def test_a_resumed_run_takes_the_epoch_length_from_the_epochs_done():
     np.testing.assert_allclose(seen, expected, rtol=1e-6)
 
 
+
+def test_an_epoch_that_trained_no_step_leaves_the_epoch_length_unknown():
+    # With an unknown length, Keras begins one batch that finds the data
+    # exhausted; an epoch of only that batch must not plan a 0- or 1-step
+    # decay (the rate would drop to its floor at once): the next epoch's
+    # 4 steps give the length instead.
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(0.5), "mse")
+    schedule = CosineAnnealingCallback(0.5, None, epochs=3, final_fraction=0.0)
+    schedule.set_model(model)
+    schedule.on_train_begin()
+    schedule.on_epoch_begin(0)
+    schedule.on_train_batch_begin(0)  # the batch that finds no data
+    schedule.on_epoch_end(0, {})
+    assert schedule.total_steps is None
+    schedule.on_epoch_begin(1)
+    for batch in range(4):
+        schedule.on_train_batch_begin(batch)
+        schedule.on_train_batch_end(batch)
+    schedule.on_epoch_end(1, {})
+    assert schedule.total_steps == 12
+    schedule.on_epoch_begin(2)
+    schedule.on_train_batch_begin(0)  # step 4 of 12
+    rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    assert rate == pytest.approx(0.5 * 0.5 * (1 + math.cos(math.pi * 4 / 12)))
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
