@@ -7,6 +7,12 @@ from layers.log_mel import LogMel
 from serving.export import write_saved_model_version
 from serving.vocabulary_tables import VocabularyTables
 
+ENSEMBLE_DECODING = (
+    "ensemble of {members} models: log_probs is the log of the members' mean probability; text is the "
+    "member greedy hypothesis (keras.ops.ctc_decode, blank id {blank}) with the lowest CTC negative "
+    "log-likelihood summed over the members"
+)
+
 
 def _outputs(model, features, feature_length):
     """`(log_probs, frame_length)` of a model with dict or tuple outputs."""
@@ -25,6 +31,57 @@ def _outputs(model, features, feature_length):
     else:
         log_probs, frame_length = outputs
     return tf.cast(log_probs, tf.float32), tf.cast(frame_length, tf.int32)
+
+
+def _ensemble(outputs, greedy_ids, vocabulary):
+    """`(log_probs, frame_length, ids)` of an ensemble from its members' outputs.
+
+    The members' CTC spikes need not fall on the same frames, so greedy
+    decoding of their averaged probabilities is poor; instead each member's
+    greedy hypothesis is scored by every member (its CTC negative
+    log-likelihood, the training loss) and the hypothesis with the lowest
+    sum wins: a sequence-level ensemble. `log_probs` is the log of the
+    members' mean probability, for closed-vocabulary and language-model
+    decoding outside the graph.
+    """
+    from models.ctc_loss import ctc_loss
+
+    frame_length = outputs[0][1]
+    checks = [
+        tf.debugging.assert_equal(
+            other, frame_length, message="the ensemble's members give different frame lengths"
+        )
+        for _, other in outputs[1:]
+    ]
+    with tf.control_dependencies(checks):
+        frame_length = tf.identity(frame_length)
+    member_log_probs = [log_probs for log_probs, _ in outputs]
+    hypotheses = [greedy_ids(log_probs, frame_length) for log_probs in member_log_probs]
+    width = tf.reduce_max([tf.shape(ids)[1] for ids in hypotheses])
+    labels = tf.stack(
+        [
+            tf.pad(
+                tf.where(ids < 0, vocabulary.pad_id, ids),
+                [[0, 0], [0, width - tf.shape(ids)[1]]],
+                constant_values=vocabulary.pad_id,
+            )
+            for ids in hypotheses
+        ]
+    )  # (members, batch, width)
+    cost = tf.stack(
+        [
+            tf.add_n([ctc_loss(hypothesis, log_probs, frame_length, vocabulary=vocabulary)
+                      for log_probs in member_log_probs])
+            for hypothesis in tf.unstack(labels, num=len(hypotheses))
+        ],
+        axis=1,
+    )  # (batch, members)
+    best = tf.argmin(cost, axis=1, output_type=tf.int32)
+    ids = tf.gather_nd(labels, tf.stack([best, tf.range(tf.shape(best)[0])], axis=1))
+    log_probs = tf.reduce_logsumexp(tf.stack(member_log_probs), axis=0) - tf.math.log(
+        tf.cast(len(member_log_probs), tf.float32)
+    )
+    return log_probs, frame_length, ids
 
 
 def export_transcriber(
@@ -62,7 +119,15 @@ def export_transcriber(
     Args:
         model: A Keras model taking `{"features", "feature_length"}` and
             returning `{"log_probs", "frame_length"}` (as
-            `build_transcription_model` does; "logits" is accepted too).
+            `build_transcription_model` does; "logits" is accepted too), or
+            a list of such models trained on the same features and
+            vocabulary with the same frame stacking: an ensemble, packed
+            into one SavedModel with the same signatures. Its `log_probs`
+            are the log of the members' mean probability; its `text` is
+            the member greedy hypothesis with the lowest CTC negative
+            log-likelihood summed over the members (greedy decoding of the
+            mean would be poor: the members' CTC spikes fall on different
+            frames). A list of one exports that model alone.
         vocabulary: The `Vocabulary` the model was trained with; its blank id
             is the CTC blank.
         feature_config: The `FeatureConfig` the training features used.
@@ -84,20 +149,23 @@ def export_transcriber(
     # runs/asr/export/transcriber/1
     ```
     """
+    members = list(model) if isinstance(model, (list, tuple)) else [model]
+    if not members:
+        raise ValueError("Received an empty list for `model`, expected a Keras model or a non-empty list of them.")
     n_features = feature_config.n_features
-    widths = [t.shape[-1] for t in (model.inputs or []) if len(t.shape) == 3]
-    input_width = widths[0] if widths else None
-    if input_width is not None and input_width != n_features:
-        raise ValueError(
-            f"Transcription model `{model.name}` takes {input_width} features "
-            f"per frame, but the feature config gives {n_features}; export the "
-            "model with the FeatureConfig it was trained with."
-        )
+    for member in members:
+        widths = [t.shape[-1] for t in (member.inputs or []) if len(t.shape) == 3]
+        input_width = widths[0] if widths else None
+        if input_width is not None and input_width != n_features:
+            raise ValueError(
+                f"Transcription model `{member.name}` takes {input_width} features "
+                f"per frame, but the feature config gives {n_features}; export the "
+                "model with the FeatureConfig it was trained with."
+            )
     tables = VocabularyTables(vocabulary)
     log_mel = LogMel(feature_config, name="log_mel")
 
-    def transcribe(features, feature_length):
-        log_probs, frame_length = _outputs(model, features, feature_length)
+    def greedy_ids(log_probs, frame_length):
         decoded, _ = keras.ops.ctc_decode(
             log_probs,
             frame_length,
@@ -105,7 +173,16 @@ def export_transcriber(
             merge_repeated=True,
             mask_index=vocabulary.blank_id,
         )
-        text = tables.decode(decoded[0])
+        return tf.cast(decoded[0], tf.int32)  # (batch, length), -1 past each hypothesis
+
+    def transcribe(features, feature_length):
+        outputs = [_outputs(member, features, feature_length) for member in members]
+        log_probs, frame_length = outputs[0]
+        if len(outputs) == 1:
+            ids = greedy_ids(log_probs, frame_length)
+        else:
+            log_probs, frame_length, ids = _ensemble(outputs, greedy_ids, vocabulary)
+        text = tables.decode(ids)
         text = tf.strings.strip(tf.strings.regex_replace(text, " +", " "))
         return {"text": text, "log_probs": log_probs, "frame_length": frame_length}
 
@@ -143,7 +220,8 @@ def export_transcriber(
         return transcribe(features, feature_length)
 
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    for member in members:
+        archive.track(member)
     tables.track(archive)
     archive.add_endpoint(
         "serving_default",
@@ -167,7 +245,10 @@ def export_transcriber(
         "feature_config": feature_config.to_dict(),
         "vocabulary": vocabulary.get_config(),
         "decoding": "greedy CTC (keras.ops.ctc_decode), blank id "
-        f"{vocabulary.blank_id}",
+        f"{vocabulary.blank_id}"
+        if len(members) == 1
+        else ENSEMBLE_DECODING.format(members=len(members), blank=vocabulary.blank_id),
+        "ensemble_members": len(members),
         "trained_on": trained_on,
         "metrics": metrics,
         "config": config,
