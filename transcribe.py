@@ -1,7 +1,10 @@
 """Transcribe audio files with a trained model: `python transcribe.py --model-dir DIR FILE...`.
 
 DIR is the `--output-dir` of `python train.py --task transcription` (it holds
-model.keras, vocabulary.json and feature_config.json). Files may be wav,
+model.keras, vocabulary.json and feature_config.json), or an exported
+SavedModel version (DIR/export/transcriber/N, or an ensemble packed by
+`python -m serving.export_run RUN RUN ...`), whose own greedy `text` output is
+then printed. Files may be wav,
 flac or anything libsndfile reads, at any sample rate and channel count:
 they are mixed to mono, resampled and featurised exactly as in training.
 Prints one `file<TAB>text` line per file; a file that cannot be used is
@@ -12,6 +15,7 @@ Example:
     python transcribe.py --model-dir runs/transcription speech.wav other.flac
     python transcribe.py --model-dir runs/transcription --beam-width 16 speech.wav
     python transcribe.py --model-dir runs/fsdd --candidates digits.txt 7_lucas_0.wav
+    python transcribe.py --model-dir runs/fsdd_ensemble/export/transcriber/1 7_lucas_0.wav
     python transcribe.py --model-dir runs/asterisk --lm runs/lm_ljspeech --lm-weight 0.5 prompt.wav
 
 `--lm RUN_DIR` decodes with CTC prefix beam search fused with a character
@@ -33,6 +37,37 @@ from models.ctc_lm_decoding import CharacterLanguageModelScorer, ctc_beam_search
 from pipelines.audio_loading import AudioError  # noqa: E402
 from pipelines.speech_dataset import load_features  # noqa: E402
 from training.transcription import load_transcriber  # noqa: E402
+
+
+class ExportedTranscriber:
+    """An exported transcriber's `from_features` signature, called as `transcribe_features` calls a model.
+
+    Its outputs include the export's own greedy `text`, which for an
+    ensemble export is the members' best-scored hypothesis rather than a
+    greedy decoding of the mean probability in `log_probs`.
+    """
+
+    def __init__(self, export_dir):
+        import tensorflow as tf
+
+        from pipelines.audio_features import FeatureConfig
+        from pipelines.vocabulary import Vocabulary
+        from serving.export import read_metadata
+
+        metadata = read_metadata(export_dir, task="transcription")
+        self.vocabulary = Vocabulary.from_config(metadata["vocabulary"])
+        self.feature_config = FeatureConfig.from_dict(metadata["feature_config"])
+        self._tf = tf
+        self._signature = tf.saved_model.load(export_dir).signatures["from_features"]
+
+    def predict_on_batch(self, inputs):
+        outputs = self._signature(
+            features=self._tf.constant(inputs["features"], self._tf.float32),
+            feature_length=self._tf.constant(inputs["feature_length"], self._tf.int32),
+        )
+        outputs = {key: value.numpy() for key, value in outputs.items()}
+        outputs["text"] = [text.decode("utf-8") for text in outputs["text"]]
+        return outputs
 
 
 def transcribe_features(
@@ -68,6 +103,9 @@ def transcribe_features(
                 )
             )
             continue
+        if beam_width == 1 and "text" in outputs:  # an export's own greedy decoding
+            texts.extend(outputs["text"])
+            continue
         texts.extend(
             ctc_decode_text(
                 outputs["log_probs"],
@@ -85,7 +123,8 @@ def main(argv=None):
     parser.add_argument("files", nargs="+", help="audio files (wav, flac, ...; any sample rate)")
     parser.add_argument(
         "--model-dir", default="runs/transcription",
-        help="output directory of a transcription training run (default: runs/transcription)",
+        help="output directory of a transcription training run (default: runs/transcription), "
+             "or an exported version directory such as DIR/export/transcriber/1",
     )
     parser.add_argument(
         "--beam-width", type=int, default=None,
@@ -119,7 +158,11 @@ def main(argv=None):
     if not math.isfinite(args.lm_bonus):
         parser.error(f"argument --lm-bonus: expected a finite number, got {args.lm_bonus}")
     try:
-        model, vocabulary, feature_config = load_transcriber(args.model_dir)
+        if os.path.isfile(os.path.join(args.model_dir, "saved_model.pb")):
+            model = ExportedTranscriber(args.model_dir)
+            vocabulary, feature_config = model.vocabulary, model.feature_config
+        else:
+            model, vocabulary, feature_config = load_transcriber(args.model_dir)
         candidates = None if args.candidates is None else load_candidates(args.candidates)
         if candidates is not None:  # checked before any audio is read
             check_candidates(candidates, vocabulary=vocabulary)

@@ -66,13 +66,9 @@ def evaluate_export(
     from pipelines.speech_dataset import DEFAULT_CACHE_DIR, utterance_waveform
     from pipelines.vocabulary import normalize_transcript
 
-    with open(os.path.join(export_dir, "assets", "metadata.json"), encoding="utf-8") as f:
-        metadata = json.load(f)
-    if metadata.get("task") != "transcription":
-        raise ValueError(
-            f"{export_dir} is not a transcriber export: its assets/metadata.json has task "
-            f"{metadata.get('task')!r}, expected 'transcription'."
-        )
+    from serving.export import read_metadata
+
+    metadata = read_metadata(export_dir, task="transcription")
     sample_rate = int(metadata["sample_rate"])
     min_samples = int(metadata["feature_config"]["n_fft"])  # one FFT frame
     source = resolve_speech_source(

@@ -183,14 +183,25 @@ def write_saved_model_version(archive, export_base, model_name, metadata):
         raise
 
 
-def read_metadata(version_dir):
-    """The `assets/metadata.json` dict of an exported version directory."""
+def read_metadata(version_dir, task=None):
+    """The `assets/metadata.json` dict of an exported version directory.
+
+    With `task` ("transcription" or "language_model"), a ValueError names
+    the directory when the export is of another task.
+    """
     path = os.path.join(os.fspath(version_dir), METADATA_PATH)
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            metadata = json.load(f)
     except FileNotFoundError:
         raise FileNotFoundError(
             f"Export metadata {path} does not exist; expected a version "
             "directory written by serving.export."
         ) from None
+    if task is not None and metadata.get("task") != task:
+        kind = {"transcription": "transcriber"}.get(task, task.replace("_", " "))
+        raise ValueError(
+            f"{version_dir} is not a {kind} export: its assets/metadata.json has task "
+            f"{metadata.get('task')!r}, expected {task!r}."
+        )
+    return metadata

@@ -164,3 +164,66 @@ def test_language_model_fused_decoding_and_its_usage_errors(tmp_path, model_dir,
     with pytest.raises(SystemExit):
         transcribe.main(["--model-dir", str(model_dir), "--lm", str(lm_run), "--lm-bonus", "nan", str(audio)])
     assert "argument --lm-bonus: expected a finite number, got nan" in capsys.readouterr().err
+
+
+def _random_run(directory, seed):
+    """A run directory with an untrained (random) model, whose texts vary from file to file."""
+    import keras
+
+    vocabulary = Vocabulary(SPEECH_ALPHABET)
+    keras.utils.set_random_seed(seed)
+    model = build_transcription_model(
+        num_features=FEATURES.n_features, vocabulary_size=vocabulary.size, hidden_size=8, num_layers=1,
+        dropout=0.0,
+    )
+    directory.mkdir()
+    model.save(directory / "model.keras")
+    vocabulary.save(directory / "vocabulary.json")
+    write_json(str(directory / "feature_config.json"), FEATURES.to_dict())
+    return str(directory)
+
+
+def test_an_export_directory_transcribes_with_its_own_text_output(tmp_path, capsys):
+    from serving.export_run import export_run
+
+    runs = [_random_run(tmp_path / f"run{seed}", seed) for seed in (1, 2)]
+    files = []
+    for i in range(8):
+        path = tmp_path / f"noise{i}.wav"
+        sf.write(path, np.random.default_rng(i).normal(scale=0.1, size=int((0.4 + 0.1 * i) * 16000)), 16000)
+        files.append(str(path))
+
+    def printed(model_dir, *flags):
+        assert transcribe.main(["--model-dir", model_dir, *flags, *files]) == 0
+        return capsys.readouterr().out
+
+    # One model: its export prints what its run directory prints, greedily and with candidates.
+    single = export_run(runs[0])
+    assert printed(single) == printed(runs[0])
+    assert len(set(printed(runs[0]).splitlines())) == len(files)  # the texts are not all alike
+    words = tmp_path / "words.txt"
+    words.write_text("ab\nba\nabc\n")
+    assert printed(single, "--candidates", str(words)) == printed(runs[0], "--candidates", str(words))
+
+    # An ensemble: the export's own text (its members' best-scored hypothesis) is printed, which is
+    # not the greedy decoding of the mean probability it serves as log_probs.
+    packed = export_run(runs, str(tmp_path / "ensemble"))
+    exported = transcribe.ExportedTranscriber(packed)
+    features = [load_features(f, FEATURES) for f in files]
+    outputs = [exported.predict_on_batch({"features": f[None], "feature_length": np.array([len(f)], "int32")})
+               for f in features]
+    assert printed(packed) == "".join(f"{f}\t{out['text'][0]}\n" for f, out in zip(files, outputs))
+    of_the_mean = [ctc_decode_text(out["log_probs"], out["frame_length"], vocabulary=exported.vocabulary)[0]
+                   for out in outputs]
+    assert of_the_mean != [out["text"][0] for out in outputs]
+
+
+def test_an_export_of_another_task_is_a_usage_error(tmp_path, capsys):
+    version = tmp_path / "language_model" / "1"
+    (version / "assets").mkdir(parents=True)
+    (version / "saved_model.pb").write_bytes(b"")
+    write_json(str(version / "assets" / "metadata.json"), {"task": "language_model"})
+    with pytest.raises(SystemExit) as exit_info:
+        transcribe.main(["--model-dir", str(version), "x.wav"])
+    assert exit_info.value.code == 2
+    assert "is not a transcriber export: its assets/metadata.json has task 'language_model'" in capsys.readouterr().err
