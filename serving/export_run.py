@@ -34,25 +34,23 @@ def _read_json(path, required=True):
         return json.load(f)
 
 
-def _read_transcription_run(run_dir):
-    """`(model, vocabulary, feature_config dict, config, metrics)` of a finished transcription run."""
+def _read_run(run_dir):
+    """`(model, vocabulary, feature_config dict or None, config, metrics)` of a finished run."""
     import keras
 
-    import models.transcription  # noqa: F401  (registers the custom layers)
+    # The builders import (and so register) every custom layer a saved model may hold.
+    import models.language_model  # noqa: F401
+    import models.transcription  # noqa: F401
     from pipelines.vocabulary import Vocabulary
 
     model_path = os.path.join(run_dir, "model.keras")
     if not os.path.isfile(model_path):
         raise SystemExit(f"{model_path} does not exist; expected the directory of a finished train.py run.")
-    feature_config = _read_json(os.path.join(run_dir, "feature_config.json"), required=False)
-    if feature_config is None:
-        raise SystemExit(
-            f"{run_dir} has no feature_config.json: only transcription runs can be packed into an ensemble."
-        )
     vocabulary = Vocabulary.load(os.path.join(run_dir, "vocabulary.json"))
     config = _read_json(os.path.join(run_dir, "config.json"), required=False) or {}
     metrics = _read_json(os.path.join(run_dir, "metrics.json"), required=False) or {}
     metrics = {k: v for k, v in metrics.items() if k not in ("history", "skipped_files", "sample")}
+    feature_config = _read_json(os.path.join(run_dir, "feature_config.json"), required=False)
     return keras.saving.load_model(model_path), vocabulary, feature_config, config, metrics
 
 
@@ -68,7 +66,12 @@ def export_ensemble(run_dirs, export_base):
 
     if export_base is None:
         raise SystemExit("Packing several runs into an ensemble needs --export_base (where to write it).")
-    members = [_read_transcription_run(run_dir) for run_dir in run_dirs]
+    members = [_read_run(run_dir) for run_dir in run_dirs]
+    for run_dir, member in zip(run_dirs, members):
+        if member[2] is None:
+            raise SystemExit(
+                f"{run_dir} has no feature_config.json: only transcription runs can be packed into an ensemble."
+            )
     _, vocabulary, feature_config, config, _ = members[0]
     for run_dir, (_, other_vocabulary, other_features, other_config, _) in zip(run_dirs[1:], members[1:]):
         if other_vocabulary != vocabulary:
@@ -108,23 +111,8 @@ def export_run(run_dir, export_base=None):
         if len(run_dir) > 1:
             return export_ensemble(list(run_dir), export_base)
         (run_dir,) = run_dir
-    import keras
-
-    # The builders import (and so register) every custom layer a saved model may hold.
-    import models.language_model  # noqa: F401
-    import models.transcription  # noqa: F401
-    from pipelines.vocabulary import Vocabulary
-
-    model_path = os.path.join(run_dir, "model.keras")
-    if not os.path.isfile(model_path):
-        raise SystemExit(f"{model_path} does not exist; expected the directory of a finished train.py run.")
+    model, vocabulary, feature_config, config, metrics = _read_run(run_dir)
     export_base = export_base or os.path.join(run_dir, "export")
-    vocabulary = Vocabulary.load(os.path.join(run_dir, "vocabulary.json"))
-    config = _read_json(os.path.join(run_dir, "config.json"), required=False) or {}
-    metrics = _read_json(os.path.join(run_dir, "metrics.json"), required=False) or {}
-    metrics = {k: v for k, v in metrics.items() if k not in ("history", "skipped_files", "sample")}
-    model = keras.saving.load_model(model_path)
-    feature_config = _read_json(os.path.join(run_dir, "feature_config.json"), required=False)
     trained_on = {"dataset": config.get("dataset"), "run_dir": os.path.abspath(run_dir)}
     if feature_config is not None:
         from pipelines.audio_features import FeatureConfig

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -138,6 +139,11 @@ def test_members_must_agree(runs, vocabulary, tmp_path):
     stacked = _write_run(str(tmp_path / "stack2"), 4, vocabulary, frame_stack=2)
     with pytest.raises(SystemExit, match=r"stack2: config.json field 'frame_stack' is 2, but 3"):
         export_run([runs[0], stacked], str(tmp_path / "out"))
+    untyped = tmp_path / "no_features"
+    shutil.copytree(runs[1], untyped)
+    os.remove(untyped / "feature_config.json")
+    with pytest.raises(SystemExit, match="no_features has no feature_config.json: only transcription runs"):
+        export_run([runs[0], str(untyped)], str(tmp_path / "out"))
     with pytest.raises(SystemExit, match="needs --export_base"):
         main(runs)  # the command line: several runs, no --export_base
     assert not os.path.exists(tmp_path / "out")
