@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import sys
+import typing
 
 
 def _read_json(path, required=True):
@@ -34,24 +35,40 @@ def _read_json(path, required=True):
         return json.load(f)
 
 
-def _read_run(run_dir):
-    """`(model, vocabulary, feature_config dict or None, config, metrics)` of a finished run."""
-    import keras
+class _Run(typing.NamedTuple):
+    """What a finished run left in its directory; the model is loaded on demand."""
 
-    # The builders import (and so register) every custom layer a saved model may hold.
-    import models.language_model  # noqa: F401
-    import models.transcription  # noqa: F401
+    run_dir: str
+    vocabulary: object  # pipelines.vocabulary.Vocabulary
+    feature_config: dict | None  # None for a language-model run
+    config: dict
+    metrics: dict
+
+    def load_model(self):
+        import keras
+
+        # The builders import (and so register) every custom layer a saved model may hold.
+        import models.language_model  # noqa: F401
+        import models.transcription  # noqa: F401
+
+        return keras.saving.load_model(os.path.join(self.run_dir, "model.keras"))
+
+
+def _read_run(run_dir):
+    """The `_Run` of `run_dir`; a SystemExit when it has no model.keras."""
     from pipelines.vocabulary import Vocabulary
 
     model_path = os.path.join(run_dir, "model.keras")
     if not os.path.isfile(model_path):
         raise SystemExit(f"{model_path} does not exist; expected the directory of a finished train.py run.")
-    vocabulary = Vocabulary.load(os.path.join(run_dir, "vocabulary.json"))
-    config = _read_json(os.path.join(run_dir, "config.json"), required=False) or {}
     metrics = _read_json(os.path.join(run_dir, "metrics.json"), required=False) or {}
-    metrics = {k: v for k, v in metrics.items() if k not in ("history", "skipped_files", "sample")}
-    feature_config = _read_json(os.path.join(run_dir, "feature_config.json"), required=False)
-    return keras.saving.load_model(model_path), vocabulary, feature_config, config, metrics
+    return _Run(
+        run_dir=run_dir,
+        vocabulary=Vocabulary.load(os.path.join(run_dir, "vocabulary.json")),
+        feature_config=_read_json(os.path.join(run_dir, "feature_config.json"), required=False),
+        config=_read_json(os.path.join(run_dir, "config.json"), required=False) or {},
+        metrics={k: v for k, v in metrics.items() if k not in ("history", "skipped_files", "sample")},
+    )
 
 
 def export_ensemble(run_dirs, export_base):
@@ -59,45 +76,45 @@ def export_ensemble(run_dirs, export_base):
 
     The runs must share the feature configuration, the vocabulary and the
     frame stacking (their frame counts must agree); a SystemExit names the
-    run and the field that differs. Returns the new version directory.
+    run and the field that differs, before any model is loaded. Returns the
+    new version directory.
     """
     from pipelines.audio_features import FeatureConfig
     from serving.transcription_export import export_transcriber
 
     if export_base is None:
         raise SystemExit("Packing several runs into an ensemble needs --export_base (where to write it).")
-    members = [_read_run(run_dir) for run_dir in run_dirs]
-    for run_dir, member in zip(run_dirs, members):
-        if member[2] is None:
+    runs = [_read_run(run_dir) for run_dir in run_dirs]
+    for run in runs:
+        if run.feature_config is None:
             raise SystemExit(
-                f"{run_dir} has no feature_config.json: only transcription runs can be packed into an ensemble."
+                f"{run.run_dir} has no feature_config.json: only transcription runs can be packed into an ensemble."
             )
-    _, vocabulary, feature_config, config, _ = members[0]
-    for run_dir, (_, other_vocabulary, other_features, other_config, _) in zip(run_dirs[1:], members[1:]):
-        if other_vocabulary != vocabulary:
-            raise SystemExit(f"{run_dir}: its vocabulary.json differs from {run_dirs[0]}'s; "
+    first = runs[0]
+    for run in runs[1:]:
+        if run.vocabulary != first.vocabulary:
+            raise SystemExit(f"{run.run_dir}: its vocabulary.json differs from {first.run_dir}'s; "
                              "an ensemble's members need one vocabulary.")
-        for key in sorted(set(feature_config) | set(other_features)):
-            if other_features.get(key) != feature_config.get(key):
+        for key in sorted(set(first.feature_config) | set(run.feature_config)):
+            if run.feature_config.get(key) != first.feature_config.get(key):
                 raise SystemExit(
-                    f"{run_dir}: feature_config.json field {key!r} is {other_features.get(key)!r}, "
-                    f"but {feature_config.get(key)!r} in {run_dirs[0]}; an ensemble's members need one feature configuration."
+                    f"{run.run_dir}: feature_config.json field {key!r} is {run.feature_config.get(key)!r}, "
+                    f"but {first.feature_config.get(key)!r} in {first.run_dir}; "
+                    "an ensemble's members need one feature configuration."
                 )
-        if other_config.get("frame_stack") != config.get("frame_stack"):
+        if run.config.get("frame_stack") != first.config.get("frame_stack"):
             raise SystemExit(
-                f"{run_dir}: config.json field 'frame_stack' is {other_config.get('frame_stack')!r}, "
-                f"but {config.get('frame_stack')!r} in {run_dirs[0]}; an ensemble's members need the same frame count."
+                f"{run.run_dir}: config.json field 'frame_stack' is {run.config.get('frame_stack')!r}, "
+                f"but {first.config.get('frame_stack')!r} in {first.run_dir}; "
+                "an ensemble's members need the same frame count."
             )
-    trained_on = {
-        "ensemble": [
-            {"dataset": member[3].get("dataset"), "run_dir": os.path.abspath(run_dir)}
-            for run_dir, member in zip(run_dirs, members)
-        ]
-    }
-    metrics = {"members": [member[4] for member in members]}
     return export_transcriber(
-        [member[0] for member in members], vocabulary, FeatureConfig.from_dict(feature_config), export_base,
-        trained_on=trained_on, metrics=metrics, config={"members": [member[3] for member in members]},
+        [run.load_model() for run in runs], first.vocabulary, FeatureConfig.from_dict(first.feature_config),
+        export_base,
+        trained_on={"ensemble": [{"dataset": run.config.get("dataset"), "run_dir": os.path.abspath(run.run_dir)}
+                                 for run in runs]},
+        metrics={"members": [run.metrics for run in runs]},
+        config={"members": [run.config for run in runs]},
     )
 
 
@@ -111,22 +128,22 @@ def export_run(run_dir, export_base=None):
         if len(run_dir) > 1:
             return export_ensemble(list(run_dir), export_base)
         (run_dir,) = run_dir
-    model, vocabulary, feature_config, config, metrics = _read_run(run_dir)
+    run = _read_run(run_dir)
     export_base = export_base or os.path.join(run_dir, "export")
-    trained_on = {"dataset": config.get("dataset"), "run_dir": os.path.abspath(run_dir)}
-    if feature_config is not None:
+    trained_on = {"dataset": run.config.get("dataset"), "run_dir": os.path.abspath(run_dir)}
+    if run.feature_config is not None:
         from pipelines.audio_features import FeatureConfig
         from serving.transcription_export import export_transcriber
 
-        return export_transcriber(model, vocabulary, FeatureConfig.from_dict(feature_config),
-                                  export_base, trained_on=trained_on, metrics=metrics, config=config)
+        return export_transcriber(run.load_model(), run.vocabulary, FeatureConfig.from_dict(run.feature_config),
+                                  export_base, trained_on=trained_on, metrics=run.metrics, config=run.config)
     from serving.language_model_export import export_language_model
 
     for key in ("dataset_location", "characters", "train_characters", "validation_characters"):
-        if key in metrics:
-            trained_on[key] = metrics[key]
-    return export_language_model(model, vocabulary, export_base, trained_on=trained_on,
-                                 metrics=metrics, config=config)
+        if key in run.metrics:
+            trained_on[key] = run.metrics[key]
+    return export_language_model(run.load_model(), run.vocabulary, export_base, trained_on=trained_on,
+                                 metrics=run.metrics, config=run.config)
 
 
 def main(argv=None):

@@ -68,6 +68,8 @@ def _ensemble(outputs, greedy_ids, vocabulary):
             for ids in hypotheses
         ]
     )  # (members, batch, width)
+    # A greedy path is one of its own alignments, so every hypothesis fits every member's
+    # frames (same frame_length) and ctc_loss never takes its 0-for-infeasible branch here.
     cost = tf.stack(
         [
             tf.add_n([ctc_loss(hypothesis, log_probs, frame_length, vocabulary=vocabulary)

@@ -134,8 +134,12 @@ def test_metadata_names_the_members(runs, packed):
 
 def test_members_must_agree(runs, vocabulary, tmp_path):
     other = _write_run(str(tmp_path / "mfcc"), 3, vocabulary, feature_config=FeatureConfig(n_mels=32))
+    (tmp_path / "mfcc" / "model.keras").write_bytes(b"not a model")  # the checks come before any loading
     with pytest.raises(SystemExit, match=r"mfcc: feature_config.json field 'n_mels' is 32, but 40"):
         export_run([runs[0], other], str(tmp_path / "out"))
+    letters = _write_run(str(tmp_path / "letters"), 5, Vocabulary("abc "))
+    with pytest.raises(SystemExit, match=r"letters: its vocabulary.json differs from .*seed1's"):
+        export_run([runs[0], letters], str(tmp_path / "out"))
     stacked = _write_run(str(tmp_path / "stack2"), 4, vocabulary, frame_stack=2)
     with pytest.raises(SystemExit, match=r"stack2: config.json field 'frame_stack' is 2, but 3"):
         export_run([runs[0], stacked], str(tmp_path / "out"))
