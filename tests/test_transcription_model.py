@@ -72,6 +72,19 @@ def test_frequency_warp_stretches_the_band_axis_linearly():
     assert len({round(float(row[0, 1]), 4) for row in warped}) > 1  # alpha differs per utterance
 
 
+def test_frequency_warp_interpolates_every_frame_like_numpy():
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(5, 4, 12)).astype("float32")
+    features[:, 0] = np.arange(12)  # frame 0 reads back each utterance's alpha
+    warped = np.asarray(FrequencyWarp(0.4, seed=7)(features, training=True))
+    bands = np.arange(12)
+    for utterance, row in zip(features, warped):
+        alpha = row[0, 1]
+        position = np.minimum(bands * alpha, 11.0)
+        for frame, out in zip(utterance, row):
+            np.testing.assert_allclose(out, np.interp(position, bands, frame), atol=1e-5)
+
+
 @pytest.mark.parametrize("value", [-0.1, 0.5, True, "0.1"])
 def test_frequency_warp_rejects_bad_max_warp(value):
     with pytest.raises(ValueError, match="argument `max_warp`, expected a float in"):
