@@ -4,6 +4,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUTPUT_DIR ?= runs/transcription
+# Test processes (pytest-xdist): most tests run on one core, so two workers keep both busy.
+TEST_WORKERS ?= 2
 
 .PHONY: train train-lm test benchmark clean
 
@@ -21,7 +23,7 @@ train-lm: $(STAMP)
 	$(PY) train.py --task language_model --output-dir runs/language_model
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist worksteal
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -1,4 +1,5 @@
-"""`ctc_decode_text`: greedy or beam-search CTC decoding to strings."""
+"""CTC decoding to strings: greedy or beam search (`ctc_decode_text`), and the
+choice among known texts (`ctc_choose_text`, closed vocabulary)."""
 
 import numbers
 
@@ -78,6 +79,48 @@ def check_candidates(candidates, *, vocabulary):
     return candidates
 
 
+def candidate_labels(candidates, *, vocabulary):
+    """int32 `(len(candidates), longest)`: the candidates' ids, padded with the pad id."""
+    encoded = [vocabulary.encode(text) for text in candidates]
+    labels = np.full((len(encoded), max(len(e) for e in encoded)), vocabulary.pad_id, np.int32)
+    for row, ids in enumerate(encoded):
+        labels[row, : len(ids)] = ids
+    return labels
+
+
+def candidate_nll(log_probs, frame_length, labels, *, vocabulary):
+    """CTC negative log-likelihood of every candidate for every utterance.
+
+    Keras ops only, so it runs eagerly and inside a traced graph (the export
+    decodes with it, `serving.transcription_export`).
+
+    Args:
+        log_probs: float `(batch, frames, classes)`, log-probabilities or
+            logits.
+        frame_length: int `(batch,)`, the valid frames of each utterance.
+        labels: int `(count, longest)` from `candidate_labels`.
+        vocabulary: The `Vocabulary` the model was trained with.
+
+    Returns:
+        float32 `(batch, count)`: the summed-over-alignments NLL (the
+        training loss) of each candidate, inf where it cannot fit the
+        utterance's frames.
+    """
+    from models.ctc_loss import ctc_feasible, ctc_loss
+
+    labels = ops.convert_to_tensor(labels, "int32")
+    log_probs = ops.convert_to_tensor(log_probs, "float32")
+    frame_length = ops.cast(ops.convert_to_tensor(frame_length), "int32")
+    batch, count = ops.shape(log_probs)[0], labels.shape[0]
+    # Every (utterance, candidate) pair in one call: utterance-major rows.
+    pair_labels = ops.tile(labels, (batch, 1))
+    pair_frames = ops.repeat(frame_length, count, axis=0)
+    loss = ctc_loss(pair_labels, ops.repeat(log_probs, count, axis=0), pair_frames, vocabulary=vocabulary)
+    _, feasible = ctc_feasible(pair_labels, pair_frames, vocabulary=vocabulary)
+    scores = ops.where(feasible, ops.cast(loss, "float32"), float("inf"))
+    return ops.reshape(scores, (batch, count))
+
+
 def ctc_choose_text(log_probs, frame_length, candidates, *, vocabulary):
     """Closed-vocabulary decoding: each utterance's most likely candidate text.
 
@@ -102,22 +145,9 @@ def ctc_choose_text(log_probs, frame_length, candidates, *, vocabulary):
         `(batch, len(candidates))` of their negative log-likelihoods (inf
         where a candidate cannot fit the utterance).
     """
-    from models.ctc_loss import ctc_feasible, ctc_loss
-
     candidates = check_candidates(candidates, vocabulary=vocabulary)
-    log_probs = np.asarray(ops.convert_to_numpy(ops.convert_to_tensor(log_probs, "float32")))
-    frame_length = np.asarray(ops.convert_to_numpy(ops.convert_to_tensor(frame_length, "int32")))
-    batch, count = log_probs.shape[0], len(candidates)
-    encoded = [vocabulary.encode(text) for text in candidates]
-    labels = np.full((count, max(len(e) for e in encoded)), vocabulary.pad_id, np.int32)
-    for row, ids in enumerate(encoded):
-        labels[row, : len(ids)] = ids
-    # Every (utterance, candidate) pair in one call: utterance-major rows.
-    pair_labels = np.tile(labels, (batch, 1))
-    pair_frames = np.repeat(frame_length, count)
-    loss = ctc_loss(pair_labels, np.repeat(log_probs, count, axis=0), pair_frames, vocabulary=vocabulary)
-    _, feasible = ctc_feasible(pair_labels, pair_frames, vocabulary=vocabulary)
-    scores = np.where(ops.convert_to_numpy(feasible), ops.convert_to_numpy(loss), np.inf).reshape(batch, count)
+    labels = candidate_labels(candidates, vocabulary=vocabulary)
+    scores = np.asarray(ops.convert_to_numpy(candidate_nll(log_probs, frame_length, labels, vocabulary=vocabulary)))
     best = np.argmin(scores, axis=1)
     texts = [candidates[i] if np.isfinite(scores[row, i]) else "" for row, i in enumerate(best)]
     return texts, scores

@@ -17,6 +17,12 @@ are packed into one ensemble SavedModel with the same signatures (see
 
     python -m serving.export_run runs/fsdd_s1 runs/fsdd_s2 runs/fsdd_s3 runs/fsdd_s4 \
         --export_base runs/fsdd_ensemble/export          # -> runs/fsdd_ensemble/export/transcriber/1
+
+`--candidates FILE` (one text per line) exports a transcriber, or an
+ensemble, that decodes with a closed vocabulary: its `text` is always one of
+those texts (digit words, commands), the most likely under its `log_probs`:
+
+    python -m serving.export_run runs/fsdd --candidates digits.txt   # -> the next version
 """
 
 import argparse
@@ -71,13 +77,14 @@ def _read_run(run_dir):
     )
 
 
-def export_ensemble(run_dirs, export_base):
+def export_ensemble(run_dirs, export_base, candidates=None):
     """Pack the models of several transcription runs into one SavedModel.
 
     The runs must share the feature configuration, the vocabulary and the
     frame stacking (their frame counts must agree); a SystemExit names the
     run and the field that differs, before any model is loaded. Returns the
-    new version directory.
+    new version directory. `candidates`: texts for closed-vocabulary
+    decoding in the export (`export_transcriber`).
     """
     from pipelines.audio_features import FeatureConfig
     from serving.transcription_export import export_transcriber
@@ -115,20 +122,28 @@ def export_ensemble(run_dirs, export_base):
                                  for run in runs]},
         metrics={"members": [run.metrics for run in runs]},
         config={"members": [run.config for run in runs]},
+        candidates=candidates,
     )
 
 
-def export_run(run_dir, export_base=None):
+def export_run(run_dir, export_base=None, candidates=None):
     """Export the model of `run_dir`; returns the new version directory.
 
     `run_dir` may be a list of transcription run directories: they are
     packed into one ensemble (`export_ensemble`; `export_base` required).
+    `candidates` (transcription only): texts for closed-vocabulary decoding
+    in the export.
     """
     if isinstance(run_dir, (list, tuple)):
         if len(run_dir) > 1:
-            return export_ensemble(list(run_dir), export_base)
+            return export_ensemble(list(run_dir), export_base, candidates)
         (run_dir,) = run_dir
     run = _read_run(run_dir)
+    if candidates is not None and run.feature_config is None:
+        raise SystemExit(
+            f"{run_dir} is a language-model run (no feature_config.json); "
+            "--candidates is closed-vocabulary decoding for transcription runs."
+        )
     export_base = export_base or os.path.join(run_dir, "export")
     trained_on = {"dataset": run.config.get("dataset"), "run_dir": os.path.abspath(run_dir)}
     if run.feature_config is not None:
@@ -136,7 +151,8 @@ def export_run(run_dir, export_base=None):
         from serving.transcription_export import export_transcriber
 
         return export_transcriber(run.load_model(), run.vocabulary, FeatureConfig.from_dict(run.feature_config),
-                                  export_base, trained_on=trained_on, metrics=run.metrics, config=run.config)
+                                  export_base, trained_on=trained_on, metrics=run.metrics, config=run.config,
+                                  candidates=candidates)
     from serving.language_model_export import export_language_model
 
     for key in ("dataset_location", "characters", "train_characters", "validation_characters"):
@@ -153,9 +169,23 @@ def main(argv=None):
                              "into one ensemble (then --export_base is required).")
     parser.add_argument("--export_base", default=None,
                         help="Where to export (default RUN_DIR/export for a single run).")
+    parser.add_argument("--candidates", default=None, metavar="FILE",
+                        help="Transcription: decode in the export with a closed vocabulary, the texts in FILE "
+                             "(one per line); the served text is always one of them.")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    print(export_run(args.run_dir, args.export_base))
+    candidates = None
+    if args.candidates is not None:
+        from models.ctc_decoding import check_candidates, load_candidates
+
+        try:
+            # Checked against the first run's vocabulary before any model is loaded
+            # (an ensemble's members share one).
+            candidates = check_candidates(load_candidates(args.candidates),
+                                          vocabulary=_read_run(args.run_dir[0]).vocabulary)
+        except ValueError as error:
+            parser.error(f"--candidates {args.candidates}: {error}")
+    print(export_run(args.run_dir, args.export_base, candidates))
     return 0
 
 

@@ -12,6 +12,10 @@ ENSEMBLE_DECODING = (
     "member greedy hypothesis (keras.ops.ctc_decode, blank id {blank}) with the lowest CTC negative "
     "log-likelihood summed over the members"
 )
+CLOSED_VOCABULARY_DECODING = (
+    "closed vocabulary: text is the one of the {count} texts in `candidates` with the lowest CTC "
+    "negative log-likelihood under {log_probs} (\"\" when none fits the utterance's frames)"
+)
 
 
 def _outputs(model, features, feature_length):
@@ -33,19 +37,13 @@ def _outputs(model, features, feature_length):
     return tf.cast(log_probs, tf.float32), tf.cast(frame_length, tf.int32)
 
 
-def _ensemble(outputs, greedy_ids, vocabulary):
-    """`(log_probs, frame_length, ids)` of an ensemble from its members' outputs.
+def _ensemble_outputs(outputs):
+    """`(member log_probs, log_probs, frame_length)` of an ensemble.
 
-    The members' CTC spikes need not fall on the same frames, so greedy
-    decoding of their averaged probabilities is poor; instead each member's
-    greedy hypothesis is scored by every member (its CTC negative
-    log-likelihood, the training loss) and the hypothesis with the lowest
-    sum wins: a sequence-level ensemble. `log_probs` is the log of the
-    members' mean probability, for closed-vocabulary and language-model
-    decoding outside the graph.
+    `log_probs` is the log of the members' mean probability, for
+    closed-vocabulary and language-model decoding; the members must give the
+    same frame lengths (checked in the graph).
     """
-    from models.ctc_loss import ctc_loss
-
     frame_length = outputs[0][1]
     checks = [
         tf.debugging.assert_equal(
@@ -56,6 +54,23 @@ def _ensemble(outputs, greedy_ids, vocabulary):
     with tf.control_dependencies(checks):
         frame_length = tf.identity(frame_length)
     member_log_probs = [log_probs for log_probs, _ in outputs]
+    log_probs = tf.reduce_logsumexp(tf.stack(member_log_probs), axis=0) - tf.math.log(
+        tf.cast(len(member_log_probs), tf.float32)
+    )
+    return member_log_probs, log_probs, frame_length
+
+
+def _ensemble_ids(member_log_probs, frame_length, greedy_ids, vocabulary):
+    """The ensemble's hypothesis ids, `(batch, length)`, -1 past each one.
+
+    The members' CTC spikes need not fall on the same frames, so greedy
+    decoding of their averaged probabilities is poor; instead each member's
+    greedy hypothesis is scored by every member (its CTC negative
+    log-likelihood, the training loss) and the hypothesis with the lowest
+    sum wins: a sequence-level ensemble.
+    """
+    from models.ctc_loss import ctc_loss
+
     hypotheses = [greedy_ids(log_probs, frame_length) for log_probs in member_log_probs]
     width = tf.reduce_max([tf.shape(ids)[1] for ids in hypotheses])
     labels = tf.stack(
@@ -79,11 +94,7 @@ def _ensemble(outputs, greedy_ids, vocabulary):
         axis=1,
     )  # (batch, members)
     best = tf.argmin(cost, axis=1, output_type=tf.int32)
-    ids = tf.gather_nd(labels, tf.stack([best, tf.range(tf.shape(best)[0])], axis=1))
-    log_probs = tf.reduce_logsumexp(tf.stack(member_log_probs), axis=0) - tf.math.log(
-        tf.cast(len(member_log_probs), tf.float32)
-    )
-    return log_probs, frame_length, ids
+    return tf.gather_nd(labels, tf.stack([best, tf.range(tf.shape(best)[0])], axis=1))
 
 
 def export_transcriber(
@@ -96,6 +107,7 @@ def export_transcriber(
     metrics,
     config=None,
     model_name="transcriber",
+    candidates=None,
 ):
     """Export a CTC transcription model as the next TF Serving version.
 
@@ -139,6 +151,13 @@ def export_transcriber(
         metrics: Dict of final metrics (e.g. `val_cer`, `val_wer`).
         config: Optional dict of the resolved training configuration.
         model_name: Folder name of the model. Default "transcriber".
+        candidates: Optional sequence of texts (digit words, commands):
+            closed-vocabulary decoding in the graph. `text` is then the
+            candidate with the lowest CTC negative log-likelihood under
+            `log_probs` (`models.ctc_decoding.ctc_choose_text`'s choice, ""
+            for an utterance too short for every candidate), never a
+            misspelling. Each request scores every candidate, so this suits
+            tens to hundreds of texts, not a dictionary.
 
     Returns:
         The path of the new version directory.
@@ -166,6 +185,17 @@ def export_transcriber(
             )
     tables = VocabularyTables(vocabulary)
     log_mel = LogMel(feature_config, name="log_mel")
+    if candidates is not None:
+        from models.ctc_decoding import candidate_labels, candidate_nll, check_candidates
+
+        candidates = check_candidates(candidates, vocabulary=vocabulary)
+        labels = candidate_labels(candidates, vocabulary=vocabulary)
+
+    def closed_vocabulary_text(log_probs, frame_length):
+        scores = candidate_nll(log_probs, frame_length, tf.constant(labels), vocabulary=vocabulary)
+        best = tf.argmin(scores, axis=1, output_type=tf.int32)
+        fits = tf.reduce_any(tf.math.is_finite(scores), axis=1)
+        return tf.where(fits, tf.gather(tf.constant(candidates), best), "")
 
     def greedy_ids(log_probs, frame_length):
         decoded, _ = keras.ops.ctc_decode(
@@ -179,13 +209,20 @@ def export_transcriber(
 
     def transcribe(features, feature_length):
         outputs = [_outputs(member, features, feature_length) for member in members]
-        log_probs, frame_length = outputs[0]
         if len(outputs) == 1:
-            ids = greedy_ids(log_probs, frame_length)
+            member_log_probs = None
+            log_probs, frame_length = outputs[0]
         else:
-            log_probs, frame_length, ids = _ensemble(outputs, greedy_ids, vocabulary)
-        text = tables.decode(ids)
-        text = tf.strings.strip(tf.strings.regex_replace(text, " +", " "))
+            member_log_probs, log_probs, frame_length = _ensemble_outputs(outputs)
+        if candidates is not None:
+            text = closed_vocabulary_text(log_probs, frame_length)
+        else:
+            if member_log_probs is None:
+                ids = greedy_ids(log_probs, frame_length)
+            else:
+                ids = _ensemble_ids(member_log_probs, frame_length, greedy_ids, vocabulary)
+            text = tables.decode(ids)
+            text = tf.strings.strip(tf.strings.regex_replace(text, " +", " "))
         return {"text": text, "log_probs": log_probs, "frame_length": frame_length}
 
     def from_waveform(waveform, waveform_length):
@@ -241,16 +278,24 @@ def export_transcriber(
             tf.TensorSpec((None,), tf.int32, name="feature_length"),
         ],
     )
+    if candidates is not None:
+        decoding = CLOSED_VOCABULARY_DECODING.format(
+            count=len(candidates),
+            log_probs="log_probs" if len(members) == 1 else
+            f"log_probs (the log of the {len(members)} ensemble members' mean probability)",
+        )
+    elif len(members) == 1:
+        decoding = f"greedy CTC (keras.ops.ctc_decode), blank id {vocabulary.blank_id}"
+    else:
+        decoding = ENSEMBLE_DECODING.format(members=len(members), blank=vocabulary.blank_id)
     metadata = {
         "task": "transcription",
         "sample_rate": feature_config.sample_rate,
         "feature_config": feature_config.to_dict(),
         "vocabulary": vocabulary.get_config(),
-        "decoding": "greedy CTC (keras.ops.ctc_decode), blank id "
-        f"{vocabulary.blank_id}"
-        if len(members) == 1
-        else ENSEMBLE_DECODING.format(members=len(members), blank=vocabulary.blank_id),
+        "decoding": decoding,
         "ensemble_members": len(members),
+        "candidates": candidates,
         "trained_on": trained_on,
         "metrics": metrics,
         "config": config,
