@@ -179,10 +179,12 @@ def main(argv=None):
         from models.ctc_decoding import check_candidates, load_candidates
 
         try:
-            # Checked against the first run's vocabulary before any model is loaded
-            # (an ensemble's members share one).
-            candidates = check_candidates(load_candidates(args.candidates),
-                                          vocabulary=_read_run(args.run_dir[0]).vocabulary)
+            candidates = load_candidates(args.candidates)
+            first = _read_run(args.run_dir[0])
+            if first.feature_config is not None:  # a language-model run is refused by export_run
+                # Checked against the first run's vocabulary before any model is loaded
+                # (an ensemble's members share one).
+                check_candidates(candidates, vocabulary=first.vocabulary)
         except ValueError as error:
             parser.error(f"--candidates {args.candidates}: {error}")
     print(export_run(args.run_dir, args.export_base, candidates))

@@ -111,3 +111,8 @@ def test_language_model_runs_refuse_candidates(runs, tmp_path):
     os.remove(untyped / "feature_config.json")
     with pytest.raises(SystemExit, match="lm_like is a language-model run .* for transcription runs"):
         export_run(str(untyped), candidates=["ab"])
+    words = tmp_path / "words.txt"
+    words.write_text("ab\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match="lm_like is a language-model run"):
+        main([str(untyped), "--candidates", str(words)])
+    assert not os.path.exists(untyped / "export")
