@@ -191,11 +191,11 @@ def export_transcriber(
         candidates = check_candidates(candidates, vocabulary=vocabulary)
         labels = candidate_labels(candidates, vocabulary=vocabulary)
 
-    def closed_vocabulary_text(log_probs, frame_length):
-        scores = candidate_nll(log_probs, frame_length, tf.constant(labels), vocabulary=vocabulary)
-        best = tf.argmin(scores, axis=1, output_type=tf.int32)
-        fits = tf.reduce_any(tf.math.is_finite(scores), axis=1)
-        return tf.where(fits, tf.gather(tf.constant(candidates), best), "")
+        def closed_vocabulary_text(log_probs, frame_length):
+            scores = candidate_nll(log_probs, frame_length, tf.constant(labels), vocabulary=vocabulary)
+            best = tf.argmin(scores, axis=1, output_type=tf.int32)
+            fits = tf.reduce_any(tf.math.is_finite(scores), axis=1)
+            return tf.where(fits, tf.gather(tf.constant(candidates), best), "")
 
     def greedy_ids(log_probs, frame_length):
         decoded, _ = keras.ops.ctc_decode(
