@@ -20,6 +20,8 @@ Example:
 
 `--lm RUN_DIR` decodes with CTC prefix beam search fused with a character
 language model (`models.ctc_lm_decoding`; `--beam-width` sets its beams).
+`--lexicon FILE` (a word list, or any text: its words) makes that search spell
+only the file's words, with or without `--lm`.
 """
 
 import argparse
@@ -33,7 +35,7 @@ import numpy as np  # noqa: E402
 
 import models.transcription  # noqa: E402,F401  (registers every class of the saved model)
 from models.ctc_decoding import check_candidates, ctc_choose_text, ctc_decode_text, load_candidates  # noqa: E402
-from models.ctc_lm_decoding import CharacterLanguageModelScorer, ctc_beam_search_with_lm  # noqa: E402
+from models.ctc_lm_decoding import CharacterLanguageModelScorer, Lexicon, ctc_beam_search_with_lm  # noqa: E402
 from pipelines.audio_loading import AudioError  # noqa: E402
 from pipelines.speech_dataset import load_features  # noqa: E402
 from training.transcription import load_transcriber  # noqa: E402
@@ -72,14 +74,15 @@ class ExportedTranscriber:
 
 def transcribe_features(
     model, vocabulary, features, *, beam_width=1, batch_size=16, candidates=None, scorer=None, lm_weight=0.5,
-    lm_bonus=0.0,
+    lm_bonus=0.0, lexicon=None,
 ):
     """Texts of a list of `(frames, n_features)` arrays, decoded in padded batches.
 
     With `candidates` (texts), each text is the most likely candidate
     (closed-vocabulary decoding, `ctc_choose_text`) instead; with `scorer`
     (a `CharacterLanguageModelScorer`), the best of a prefix beam search of
-    `beam_width` beams fused with that language model.
+    `beam_width` beams fused with that language model; with `lexicon` (a
+    `Lexicon`) that search spells only its words.
     """
     texts = []
     for start in range(0, len(features), batch_size):
@@ -95,11 +98,11 @@ def transcribe_features(
             )
             texts.extend(chosen)
             continue
-        if scorer is not None:
+        if scorer is not None or lexicon is not None:
             texts.extend(
                 ctc_beam_search_with_lm(
                     outputs["log_probs"], outputs["frame_length"], vocabulary=vocabulary, scorer=scorer,
-                    beam_width=beam_width, lm_weight=lm_weight, char_bonus=lm_bonus,
+                    beam_width=beam_width, lm_weight=lm_weight, char_bonus=lm_bonus, lexicon=lexicon,
                 )
             )
             continue
@@ -128,7 +131,7 @@ def main(argv=None):
     )
     parser.add_argument(
         "--beam-width", type=int, default=None,
-        help="CTC beam width; 1 decodes greedily (default: 1, or 16 with --lm)",
+        help="CTC beam width; 1 decodes greedily (default: 1, or 16 with --lm or --lexicon)",
     )
     parser.add_argument(
         "--candidates", default=None,
@@ -139,6 +142,10 @@ def main(argv=None):
         "--lm", default=None, metavar="RUN_DIR",
         help="language-model run (train.py --task language_model on text from data.lm_text): "
              "decode with it fused into CTC prefix beam search",
+    )
+    parser.add_argument(
+        "--lexicon", default=None, metavar="FILE",
+        help="word list, or any text (its words): the beam search spells only these words",
     )
     parser.add_argument("--lm-weight", type=float, default=0.5, help="weight of the language model (default: 0.5)")
     parser.add_argument("--lm-bonus", type=float, default=0.0, help="score bonus per character (default: 0)")
@@ -151,8 +158,9 @@ def main(argv=None):
         parser.error(f"argument --beam-width: expected a positive integer, got {args.beam_width}")
     if args.candidates is not None and (args.beam_width or 1) > 1:
         parser.error("--candidates and --beam-width choose the decoding two ways; give one of them")
-    if args.candidates is not None and args.lm is not None:
-        parser.error("--candidates and --lm choose the decoding two ways; give one of them")
+    for other in ("lm", "lexicon"):
+        if args.candidates is not None and getattr(args, other) is not None:
+            parser.error(f"--candidates and --{other} choose the decoding two ways; give one of them")
     if not 0 <= args.lm_weight < float("inf"):
         parser.error(f"argument --lm-weight: expected a finite number >= 0, got {args.lm_weight}")
     if not math.isfinite(args.lm_bonus):
@@ -167,6 +175,7 @@ def main(argv=None):
         if candidates is not None:  # checked before any audio is read
             check_candidates(candidates, vocabulary=vocabulary)
         scorer = None if args.lm is None else CharacterLanguageModelScorer.from_run(args.lm, vocabulary)
+        lexicon = None if args.lexicon is None else Lexicon.from_file(args.lexicon, vocabulary)
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))
 
@@ -180,8 +189,8 @@ def main(argv=None):
             failed += 1
     if features:
         texts = transcribe_features(
-            model, vocabulary, features, beam_width=args.beam_width or (16 if scorer else 1), candidates=candidates,
-            scorer=scorer, lm_weight=args.lm_weight, lm_bonus=args.lm_bonus,
+            model, vocabulary, features, beam_width=args.beam_width or (16 if scorer or lexicon else 1),
+            candidates=candidates, scorer=scorer, lm_weight=args.lm_weight, lm_bonus=args.lm_bonus, lexicon=lexicon,
         )
         for name, text in zip(names, texts):
             print(f"{name}\t{text}")

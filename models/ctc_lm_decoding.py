@@ -13,10 +13,19 @@ of every prefix in the beam:
 `lm_weight` and `char_bonus` are tuned on validation data; the bonus offsets
 the language model's pull towards short texts.
 
+A `Lexicon` (a word list) constrains the same search to texts made of its
+words: a prefix may only go on with a character that keeps its last word a
+prefix of some word, and a space (or the end) only follows a whole word. It
+generalises closed-vocabulary decoding (a handful of whole texts) to open
+sentences over a dictionary.
+
     from models.ctc_lm_decoding import CharacterLanguageModelScorer, ctc_beam_search_with_lm
     scorer = CharacterLanguageModelScorer.from_run("runs/lm_ljspeech", speech_vocabulary)
     texts = ctc_beam_search_with_lm(log_probs, frame_length, vocabulary=speech_vocabulary,
                                     scorer=scorer, lm_weight=0.5, char_bonus=1.0)
+    lexicon = Lexicon.from_file("runs/ljspeech_lm.txt", speech_vocabulary)  # any text: its words
+    texts = ctc_beam_search_with_lm(log_probs, frame_length, vocabulary=speech_vocabulary,
+                                    scorer=scorer, lexicon=lexicon, lm_weight=0.5, char_bonus=1.0)
 """
 
 import math
@@ -134,6 +143,81 @@ class CharacterLanguageModelScorer:
         ]
 
 
+class Lexicon:
+    """The words a transcription may be made of, for `ctc_beam_search_with_lm`.
+
+    Args:
+        words: Iterable of words (strings over the vocabulary's characters,
+            no spaces); repeats are ignored.
+        vocabulary: The transcriber's `Vocabulary`.
+        source: What to call the word list in error messages (its file).
+
+    Raises:
+        ValueError: no words, or a word with a space or a character outside
+            the vocabulary (the message names the source and the word).
+    """
+
+    def __init__(self, words, vocabulary, *, source="the lexicon"):
+        self.vocabulary = vocabulary
+        self.source = source
+        self.space_id = vocabulary.encode(" ")[0] if " " in vocabulary.characters else None
+        encoded = set()
+        for word in words:
+            unknown = vocabulary.unknown_characters(word)
+            if not word or " " in word or unknown:
+                what = f"characters {''.join(unknown)!r} outside the vocabulary" if unknown else "no single word"
+                raise ValueError(
+                    f"{source}: {word!r} is {what}; expected words over "
+                    f"{''.join(c for c in vocabulary.characters if c != ' ')!r}."
+                )
+            encoded.add(tuple(vocabulary.encode(word)))
+        if not encoded:
+            raise ValueError(f"{source} has no words.")
+        self.words = frozenset(encoded)
+        self.prefixes = frozenset(word[:end] for word in encoded for end in range(1, len(word) + 1))
+
+    def __len__(self):
+        return len(self.words)
+
+    def __repr__(self):
+        return f"Lexicon({len(self)} words from {self.source})"
+
+    @classmethod
+    def from_file(cls, path, vocabulary):
+        """The words of the text file `path`: every line normalised as transcripts
+        are (`normalize_transcript`) and split at spaces, so a word list (one
+        per line) and running text both work. Errors name the file and line."""
+        from pipelines.vocabulary import normalize_transcript
+
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"Lexicon file {path!r} cannot be read as UTF-8 text: {error}") from error
+        words = {}
+        for number, line in enumerate(lines, 1):
+            for word in normalize_transcript(line).split():
+                words.setdefault(word, number)
+        bad = next(((w, n) for w, n in words.items() if vocabulary.unknown_characters(w)), None)
+        if bad is not None:
+            word, number = bad
+            raise ValueError(
+                f"Lexicon file {path!r} line {number}: word {word!r} has characters "
+                f"{''.join(vocabulary.unknown_characters(word))!r} outside the transcription alphabet "
+                f"{''.join(vocabulary.characters)!r}."
+            )
+        if not words:
+            raise ValueError(f"Lexicon file {path!r} has no words; expected a word list or text.")
+        return cls(words, vocabulary, source=f"Lexicon file {path!r}")
+
+    def allows(self, partial, class_id):
+        """Whether a prefix whose last (unfinished) word is `partial` (a tuple
+        of class ids, () after a space or at the start) may read `class_id`."""
+        if class_id == self.space_id:
+            return partial in self.words
+        return partial + (class_id,) in self.prefixes
+
+
 def _check_number(name, value, *, minimum=None):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or (
         minimum is not None and value < minimum
@@ -144,9 +228,10 @@ def _check_number(name, value, *, minimum=None):
 
 def ctc_beam_search_with_lm(
     log_probs, frame_length, *, vocabulary, scorer=None, beam_width=16, lm_weight=0.5, char_bonus=0.0,
-    prune_log_prob=-10.0,
+    prune_log_prob=-10.0, lexicon=None,
 ):
-    """CTC prefix beam search, optionally fused with a character language model.
+    """CTC prefix beam search, optionally fused with a character language model
+    and constrained to the words of a lexicon.
 
     Each prefix keeps the log-probability of all alignments that end in a
     blank and of those that end in its last character (Hannun et al., 2014),
@@ -155,6 +240,11 @@ def ctc_beam_search_with_lm(
     language model's end-of-text probability is added at the last frame
     when the model knows the line break. With `scorer=None` (or
     `lm_weight=0` and `char_bonus=0`) this is plain CTC prefix beam search.
+
+    With a `lexicon`, every prefix is a sequence of its words followed by a
+    prefix of one (see `Lexicon.allows`), and the text returned is the best
+    prefix whose last word is whole; if no prefix in the final beam is, the
+    best one is returned without its unfinished last word.
 
     Args:
         log_probs: float `(batch, frames, classes)` log-probabilities
@@ -167,6 +257,7 @@ def ctc_beam_search_with_lm(
         char_bonus: Added per character of the prefix.
         prune_log_prob: Characters below this log-probability at a frame
             are not tried there (the blank always is).
+        lexicon: A `Lexicon` made for this vocabulary, or None.
 
     Returns:
         A list of `batch` strings (runs of spaces collapsed, ends stripped).
@@ -195,24 +286,30 @@ def ctc_beam_search_with_lm(
             "Received an invalid value for argument `scorer`: it was made for the transcription alphabet "
             f"{''.join(scorer.speech_vocabulary.characters)!r}, expected {''.join(vocabulary.characters)!r}."
         )
+    if lexicon is not None and tuple(lexicon.vocabulary.characters) != tuple(vocabulary.characters):
+        raise ValueError(
+            "Received an invalid value for argument `lexicon`: it was made for the transcription alphabet "
+            f"{''.join(lexicon.vocabulary.characters)!r}, expected {''.join(vocabulary.characters)!r}."
+        )
     characters = np.array([i for i in range(vocabulary.size) if i not in (vocabulary.blank_id, vocabulary.unk_id)])
     use_lm = scorer is not None and lm_weight > 0
     texts = []
     for row in range(log_probs.shape[0]):
         frames = log_probs[row, : max(0, min(int(frame_length[row]), log_probs.shape[1]))]
         best = _search(frames, vocabulary.blank_id, characters, scorer if use_lm else None, beam_width,
-                       lm_weight, char_bonus, prune_log_prob)
+                       lm_weight, char_bonus, prune_log_prob, lexicon)
         texts.append(" ".join(vocabulary.decode(list(best)).split()))
     return texts
 
 
-def _search(frames, blank, characters, scorer, beam_width, lm_weight, char_bonus, prune_log_prob):
+def _search(frames, blank, characters, scorer, beam_width, lm_weight, char_bonus, prune_log_prob, lexicon=None):
     """The best prefix (tuple of class ids) for one utterance's frames."""
     neg_inf = -np.inf
     # prefix -> [log P(alignments ending in a blank), log P(ending in its last character)]
     beams = {(): [0.0, neg_inf]}
     lm_score = {(): 0.0}  # prefix -> lm_weight * log P_lm(prefix)
     lm_next = {}  # prefix -> (next-character log-probs over class ids, end log-prob, states)
+    partial = {(): ()}  # prefix -> its last, unfinished word (class ids); with a lexicon only
     if scorer is not None:
         lm_next[()] = scorer.start()
 
@@ -241,19 +338,29 @@ def _search(frames, blank, characters, scorer, beam_width, lm_weight, char_bonus
             total = np.logaddexp(p_blank, p_char)
             add(prefix, total + frame[blank], neg_inf)
             for c in tried:
-                longer = prefix + (c,)
-                if prefix and prefix[-1] == c:
+                repeat = bool(prefix) and prefix[-1] == c
+                if repeat:
                     add(prefix, neg_inf, p_char + frame[c])  # the same character goes on
-                    add(longer, neg_inf, p_blank + frame[c])  # a repeat needs a blank between
-                else:
-                    add(longer, neg_inf, total + frame[c])
+                if lexicon is not None and not lexicon.allows(partial[prefix], c):
+                    continue
+                longer = prefix + (c,)
+                # A repeated character needs a blank between the two.
+                add(longer, neg_inf, (p_blank if repeat else total) + frame[c])
                 if longer not in lm_score:
                     lm_score[longer] = lm_score[prefix] + (
                         lm_weight * lm_next[prefix][0][c] if scorer is not None else 0.0
                     )
+                    if lexicon is not None:
+                        partial[longer] = () if c == lexicon.space_id else partial[prefix] + (c,)
         beams = dict(sorted(extended.items(), key=fused, reverse=True)[:beam_width])
 
+    final = beams
+    if lexicon is not None:
+        final = {p: v for p, v in beams.items() if not partial[p] or partial[p] in lexicon.words}
+        if not final:  # nothing whole: the best prefix, its unfinished word dropped
+            best = max(beams.items(), key=fused)[0]
+            return best[: len(best) - len(partial[best])]
     if scorer is not None and scorer.has_end:
-        lm_ready(list(beams))
-        return max(beams.items(), key=lambda item: fused(item) + lm_weight * lm_next[item[0]][1])[0]
-    return max(beams.items(), key=fused)[0]
+        lm_ready(list(final))
+        return max(final.items(), key=lambda item: fused(item) + lm_weight * lm_next[item[0]][1])[0]
+    return max(final.items(), key=fused)[0]

@@ -26,6 +26,11 @@ language model (`train.py --task language_model` on text made by
 decoded from the same `log_probs` and reported under `language_model`. Choose
 the setting on the validation split, then report the test split with it alone.
 
+`--lexicon FILE` (a word list, or any text: its words) constrains that beam
+search to texts made of the file's words (`models.ctc_lm_decoding.Lexicon`);
+with `--lm` the two combine, without it the section holds plain beam search
+over the lexicon's words (reported with weight 0).
+
 `--dataset` takes every spec `train.py` takes (a folder, `FOLDER:held_out_speakers=...`,
 `synthetic[:options]`, a prepared TFDS name). For a held-out speaker the
 test split is every recording of that speaker (never trained on, never used to
@@ -46,7 +51,7 @@ import numpy as np  # noqa: E402
 
 def evaluate_export(
     export_dir, dataset, *, split="validation", batch_size=16, cache_dir=None, data_dir=None, limit=0, examples=10,
-    candidates=None, lm_run=None, lm_weights=(0.5,), lm_bonuses=(0.0,), lm_beam_width=16,
+    candidates=None, lm_run=None, lm_weights=(0.5,), lm_bonuses=(0.0,), lm_beam_width=16, lexicon_file=None,
 ):
     """Transcribe every utterance of `dataset`'s `split` with the export; return the report dict.
 
@@ -56,7 +61,9 @@ def evaluate_export(
     on the export's `log_probs`) under `closed_vocabulary`. With `lm_run`
     (a language-model run directory), it also decodes with every
     `(lm_weights x lm_bonuses)` setting of `ctc_beam_search_with_lm` under
-    `language_model`.
+    `language_model`; with `lexicon_file` (a word list or text) that
+    search only spells the file's words (plain beam search over them when
+    there is no `lm_run`).
     """
     import tensorflow as tf
 
@@ -93,6 +100,13 @@ def evaluate_export(
         from pipelines.vocabulary import Vocabulary
 
         scorer = CharacterLanguageModelScorer.from_run(lm_run, Vocabulary.from_config(metadata["vocabulary"]))
+    lexicon = None
+    if lexicon_file is not None:  # read and checked before any audio is
+        from models.ctc_lm_decoding import Lexicon
+        from pipelines.vocabulary import Vocabulary
+
+        lexicon = Lexicon.from_file(lexicon_file, Vocabulary.from_config(metadata["vocabulary"]))
+    searched = scorer is not None or lexicon is not None
     outputs_kept = []  # (log_probs, frame_length) of every utterance, for the language-model grid
 
     references, hypotheses, keys, speakers, skipped = [], [], [], [], []
@@ -106,7 +120,7 @@ def evaluate_export(
         lengths = np.array([len(w) for _, _, w, _ in pending], np.int32)
         outputs = serve(waveform=tf.constant(batch), waveform_length=tf.constant(lengths))
         texts = outputs["text"].numpy()
-        if scorer is not None:
+        if searched:
             log_probs, frame_length = outputs["log_probs"].numpy(), outputs["frame_length"].numpy()
             outputs_kept.extend((log_probs[row, : frame_length[row]], frame_length[row]) for row in range(len(pending)))
         if candidates is not None:
@@ -185,21 +199,28 @@ def evaluate_export(
             "references_not_among_candidates": sum(reference not in candidates for reference in references),
             **scored(chosen),
         }
-    if scorer is not None:
+    if searched:
         from models.ctc_lm_decoding import ctc_beam_search_with_lm
+        from pipelines.vocabulary import Vocabulary
 
+        speech_vocabulary = Vocabulary.from_config(metadata["vocabulary"])
         settings = []
-        for weight in lm_weights:
+        for weight in lm_weights if scorer is not None else (0.0,):
             for bonus in lm_bonuses:
                 decoded = [
                     ctc_beam_search_with_lm(
-                        log_probs[None], [length], vocabulary=scorer.speech_vocabulary, scorer=scorer,
-                        beam_width=lm_beam_width, lm_weight=weight, char_bonus=bonus,
+                        log_probs[None], [length], vocabulary=speech_vocabulary, scorer=scorer,
+                        beam_width=lm_beam_width, lm_weight=weight, char_bonus=bonus, lexicon=lexicon,
                     )[0]
                     for log_probs, length in outputs_kept
                 ]
                 settings.append({"lm_weight": weight, "char_bonus": bonus, **scored(decoded)})
-        report["language_model"] = {"run": os.path.abspath(lm_run), "beam_width": lm_beam_width, "settings": settings}
+        report["language_model"] = {
+            "run": None if lm_run is None else os.path.abspath(lm_run),
+            "lexicon": None if lexicon is None else {"file": os.path.abspath(lexicon_file), "words": len(lexicon)},
+            "beam_width": lm_beam_width,
+            "settings": settings,
+        }
     return report
 
 
@@ -232,7 +253,11 @@ def main(argv=None):
                         help="Weight(s) of the language model's log-probability, e.g. 0.3,0.5 (default: 0.5).")
     parser.add_argument("--lm-bonus", type=_numbers, default=(0.0,),
                         help="Score bonus(es) per character, e.g. 0,1 (default: 0).")
-    parser.add_argument("--lm-beam-width", type=int, default=16, help="Beams of the fused search (default: 16).")
+    parser.add_argument("--lexicon", default=None, metavar="FILE",
+                        help="A word list, or any text (its words): also decode with a prefix beam search that "
+                             "spells only these words (with --lm, fused with the language model).")
+    parser.add_argument("--lm-beam-width", type=int, default=16,
+                        help="Beams of the --lm / --lexicon search (default: 16).")
     parser.add_argument("--output", default=None, help="Also write the JSON report here.")
     parser.add_argument("--verbose", action="store_true", help="Also list skipped files.")
     args = parser.parse_args(argv)
@@ -261,7 +286,7 @@ def main(argv=None):
             args.export, args.dataset, split=args.split, batch_size=args.batch_size,
             cache_dir=args.cache_dir, data_dir=args.data_dir, limit=args.limit,
             examples=args.examples, candidates=candidates, lm_run=args.lm, lm_weights=args.lm_weight,
-            lm_bonuses=args.lm_bonus, lm_beam_width=args.lm_beam_width,
+            lm_bonuses=args.lm_bonus, lm_beam_width=args.lm_beam_width, lexicon_file=args.lexicon,
         )
     except (ValueError, OSError) as error:
         print(f"evaluate_export: error: {error}", file=sys.stderr)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from models.ctc_decoding import ctc_decode_text
-from models.ctc_lm_decoding import END_OF_TEXT, CharacterLanguageModelScorer, ctc_beam_search_with_lm
+from models.ctc_lm_decoding import END_OF_TEXT, CharacterLanguageModelScorer, Lexicon, ctc_beam_search_with_lm
 from pipelines.vocabulary import Vocabulary
 
 VOCAB = Vocabulary(["a", "b"])  # ids: 0 blank, 1 unknown, 2 a, 3 b
@@ -17,14 +17,16 @@ def _log_softmax(x):
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
-def _exact_best(frames, vocabulary):
-    """The most probable labelling by summing every alignment (no unknown id)."""
+def _exact_best(frames, vocabulary, allowed=lambda labelling: True):
+    """The most probable labelling by summing every alignment (no unknown id),
+    among the labellings (decoded strings) `allowed` accepts."""
     classes = [0] + list(range(vocabulary.num_reserved, vocabulary.size))
     totals = {}
     for path in itertools.product(classes, repeat=len(frames)):
         merged = [c for i, c in enumerate(path) if c != 0 and (i == 0 or c != path[i - 1])]
         key = vocabulary.decode(merged)
-        totals[key] = np.logaddexp(totals.get(key, -np.inf), sum(frames[t, c] for t, c in enumerate(path)))
+        if allowed(key):
+            totals[key] = np.logaddexp(totals.get(key, -np.inf), sum(frames[t, c] for t, c in enumerate(path)))
     return max(totals, key=totals.get)
 
 
@@ -156,3 +158,109 @@ def test_scorer_names_the_characters_its_model_lacks():
     lm_vocabulary = Vocabulary([END_OF_TEXT, "a"])
     with pytest.raises(ValueError, match=r"lacks \['b'\].*data.lm_text"):
         CharacterLanguageModelScorer(_tiny_language_model(lm_vocabulary), lm_vocabulary, VOCAB, source="runs/x")
+
+
+SPACED = Vocabulary([" ", "a", "b"])  # ids: 0 blank, 1 unknown, 2 space, 3 a, 4 b
+
+
+def _in_lexicon(words):
+    """Whether a labelling is words of `words` joined by single spaces (a
+    trailing space allowed: the search may end just after one)."""
+
+    def allowed(labelling):
+        body = labelling[:-1] if labelling.endswith(" ") else labelling
+        return body == "" and labelling == "" or all(word in words for word in body.split(" "))
+
+    return allowed
+
+
+def test_with_a_lexicon_it_finds_the_exact_most_probable_text_of_its_words():
+    lexicon = Lexicon(["ab", "b", "bba"], SPACED)
+    rng = np.random.default_rng(4)
+    differs = 0
+    for trial in range(12):
+        logits = rng.normal(0, 2, (1, 6, SPACED.size))
+        logits[..., SPACED.unk_id] = -1e9
+        log_probs = _log_softmax(logits)
+        # Beam 512 holds every allowed prefix of 6 frames: the search is exact.
+        got = ctc_beam_search_with_lm(
+            log_probs, [6], vocabulary=SPACED, beam_width=512, prune_log_prob=-1e9, lexicon=lexicon
+        )
+        expected = _exact_best(log_probs[0], SPACED, _in_lexicon({"ab", "b", "bba"}))
+        assert got == [" ".join(expected.split())], trial
+        unconstrained = ctc_beam_search_with_lm(log_probs, [6], vocabulary=SPACED, beam_width=512, prune_log_prob=-1e9)
+        differs += got != unconstrained
+    assert differs >= 6  # the constraint decides most of these random cases
+
+
+def test_a_lexicon_turns_a_misspelling_into_its_nearest_likely_word():
+    # Frames say "ba" (0.6 each), with "ab"-ish alternatives behind them.
+    p = np.full((1, 3, SPACED.size), 1e-9)
+    p[0, 0, 4], p[0, 0, 3] = 0.6, 0.4  # b | a
+    p[0, 1, 3], p[0, 1, 4] = 0.6, 0.4  # a | b
+    p[0, 2, 0] = 1.0
+    log_probs = np.log(p / p.sum(-1, keepdims=True))
+    assert ctc_beam_search_with_lm(log_probs, [3], vocabulary=SPACED) == ["ba"]
+    # The texts' probabilities: "ba" .36, "b" .24 (b b), "a" .24 (a a), "ab" .16.
+    assert ctc_beam_search_with_lm(log_probs, [3], vocabulary=SPACED, lexicon=Lexicon(["ab"], SPACED)) == ["ab"]
+    assert ctc_beam_search_with_lm(log_probs, [3], vocabulary=SPACED, lexicon=Lexicon(["ab", "a"], SPACED)) == ["a"]
+
+
+def test_the_text_ends_with_a_whole_word():
+    # Frames spell "b", then "a" (0.9) or nothing (0.1); "ba" only begins "bab".
+    p = np.full((1, 2, SPACED.size), 1e-9)
+    p[0, 0, 4] = 1.0
+    p[0, 1, 3], p[0, 1, 0] = 0.9, 0.1
+    log_probs = np.log(p / p.sum(-1, keepdims=True))
+    lexicon = Lexicon(["b", "bab"], SPACED)
+    assert ctc_beam_search_with_lm(log_probs, [2], vocabulary=SPACED, lexicon=lexicon) == ["b"]
+    assert ctc_beam_search_with_lm(log_probs, [2], vocabulary=SPACED, lexicon=Lexicon(["ba"], SPACED)) == ["ba"]
+
+
+def test_nothing_whole_in_the_beam_returns_the_words_before_the_unfinished_one():
+    # Frames spell "b", space, "a"; the lexicon has "b" and "aab", and one frame
+    # cannot finish "aab": the text is "b".
+    p = np.full((1, 3, SPACED.size), 1e-9)
+    p[0, 0, 4] = p[0, 1, 2] = p[0, 2, 3] = 1.0
+    log_probs = np.log(p / p.sum(-1, keepdims=True))
+    lexicon = Lexicon(["b", "aab"], SPACED)
+    assert ctc_beam_search_with_lm(log_probs, [3], vocabulary=SPACED, beam_width=1, lexicon=lexicon) == ["b"]
+
+
+def test_a_lexicon_with_a_language_model_chooses_among_its_words():
+    a, b = 3, 4
+    p = np.full((1, 2, SPACED.size), 1e-9)
+    p[0, 0, a] = p[0, 0, b] = 0.5
+    p[0, 1, 0] = 1.0
+    log_probs = np.log(p / p.sum(-1, keepdims=True))
+    table = np.log(np.array([1e-12, 1e-12, 0.1, 0.1, 0.8]))  # "b" is likelier than "a"
+    scorer = BigramScorer({None: table, a: table, b: table})
+    scorer.speech_vocabulary = SPACED
+    fused = dict(vocabulary=SPACED, scorer=scorer, lm_weight=1.0)
+    assert ctc_beam_search_with_lm(log_probs, [2], **fused) == ["b"]
+    assert ctc_beam_search_with_lm(log_probs, [2], lexicon=Lexicon(["a"], SPACED), **fused) == ["a"]
+
+
+def test_lexicon_from_a_file_reads_word_lists_and_running_text(tmp_path):
+    path = tmp_path / "words.txt"
+    path.write_text("Ab\nb, bba!\n\nab\n", encoding="utf-8")
+    lexicon = Lexicon.from_file(str(path), SPACED)
+    assert len(lexicon) == 3
+    assert lexicon.words == {tuple(SPACED.encode(w)) for w in ("ab", "b", "bba")}
+    assert tuple(SPACED.encode("bb")) in lexicon.prefixes and tuple(SPACED.encode("ba")) not in lexicon.prefixes
+
+
+def test_lexicon_errors_name_the_file_line_and_word(tmp_path):
+    path = tmp_path / "words.txt"
+    path.write_text("ab\nb abc\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"words.txt' line 2: word 'abc' has characters 'c' outside"):
+        Lexicon.from_file(str(path), SPACED)
+    path.write_text("\n ,.\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="has no words"):
+        Lexicon.from_file(str(path), SPACED)
+    with pytest.raises(ValueError, match="cannot be read"):
+        Lexicon.from_file(str(tmp_path / "missing.txt"), SPACED)
+    with pytest.raises(ValueError, match=r"'a b' is no single word"):
+        Lexicon(["a b"], SPACED)
+    with pytest.raises(ValueError, match="made for the transcription alphabet ' ab', expected 'ab'"):
+        ctc_beam_search_with_lm(np.zeros((1, 2, VOCAB.size)), [2], vocabulary=VOCAB, lexicon=Lexicon(["a"], SPACED))

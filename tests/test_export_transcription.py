@@ -321,3 +321,25 @@ def test_evaluate_export_decodes_with_a_language_model_grid(export_path, model, 
         main(["--export", str(export_path), "--dataset", str(folder), "--lm", str(tmp_path / "lm"),
               "--lm-bonus", "0,inf"])
     assert "--lm-bonus must be finite numbers, got 0.0,inf" in capsys.readouterr().err
+
+    # A lexicon, without a language model: plain beam search over its words (weight 0 only).
+    from models.ctc_lm_decoding import Lexicon
+
+    lexicon_file = tmp_path / "words.txt"
+    lexicon_file.write_text("Yes no\nmaybe, nope\n", encoding="utf-8")
+    report = evaluate_export(str(export_path), str(folder), split="validation", cache_dir=str(tmp_path / "cache"),
+                             lm_weights=(0.5, 1.0), lm_bonuses=(0.0, 1.5), lm_beam_width=4,
+                             lexicon_file=str(lexicon_file))
+    section = report["language_model"]
+    assert section["run"] is None and section["lexicon"] == {"file": str(lexicon_file), "words": 4}
+    assert [(s["lm_weight"], s["char_bonus"]) for s in section["settings"]] == [(0.0, 0.0), (0.0, 1.5)]
+    lexicon = Lexicon.from_file(str(lexicon_file), vocabulary)
+    for setting in section["settings"]:
+        decoded = ctc_beam_search_with_lm(np.asarray(log_probs), frame_length, vocabulary=vocabulary,
+                                          beam_width=4, char_bonus=setting["char_bonus"], lexicon=lexicon)
+        assert all(word in {"yes", "no", "maybe", "nope"} for text in decoded for word in text.split())
+        assert setting["cer"] == pytest.approx(error_rates(["no", "maybe"], decoded)["cer"], abs=1e-6)
+    lexicon_file.write_text("yes\nno 2\n", encoding="utf-8")
+    assert main(["--export", str(export_path), "--dataset", str(folder), "--split", "validation",
+                 "--cache-dir", str(tmp_path / "cache"), "--lexicon", str(lexicon_file)]) == 2
+    assert f"Lexicon file {str(lexicon_file)!r} line 2: word '2' has characters '2' outside" in capsys.readouterr().err

@@ -166,6 +166,26 @@ def test_language_model_fused_decoding_and_its_usage_errors(tmp_path, model_dir,
     assert "argument --lm-bonus: expected a finite number, got nan" in capsys.readouterr().err
 
 
+def test_lexicon_decoding_spells_only_its_words(tmp_path, model_dir, capsys):
+    audio = tmp_path / "a.wav"
+    sf.write(audio, _tone(0.5, 16000), 16000)
+    words = tmp_path / "words.txt"
+    # Every frame says "a"; "a" is no word here, "aa" (a, blank, a: far less likely) is.
+    words.write_text("aa\n", encoding="utf-8")
+    assert transcribe.main(["--model-dir", str(model_dir), "--lexicon", str(words), str(audio)]) == 0
+    assert capsys.readouterr().out == f"{audio}\taa\n"
+    words.write_text("b a\n", encoding="utf-8")
+    assert transcribe.main(["--model-dir", str(model_dir), "--lexicon", str(words), str(audio)]) == 0
+    assert capsys.readouterr().out == f"{audio}\ta\n"
+    with pytest.raises(SystemExit):
+        transcribe.main(["--model-dir", str(model_dir), "--lexicon", str(words), "--candidates", "x.txt", str(audio)])
+    assert "--candidates and --lexicon" in capsys.readouterr().err
+    words.write_text("fine\n\nw0rd\n", encoding="utf-8")
+    with pytest.raises(SystemExit):
+        transcribe.main(["--model-dir", str(model_dir), "--lexicon", str(words), str(audio)])
+    assert f"Lexicon file {str(words)!r} line 3: word 'w0rd' has characters '0' outside" in capsys.readouterr().err
+
+
 def _random_run(directory, seed):
     """A run directory with an untrained (random) model, whose texts vary from file to file."""
     import keras
