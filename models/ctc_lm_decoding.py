@@ -19,7 +19,7 @@ prefix of some word, and a space (or the end) only follows a whole word. It
 generalises closed-vocabulary decoding (a handful of whole texts) to open
 sentences over a dictionary.
 
-    from models.ctc_lm_decoding import CharacterLanguageModelScorer, ctc_beam_search_with_lm
+    from models.ctc_lm_decoding import CharacterLanguageModelScorer, Lexicon, ctc_beam_search_with_lm
     scorer = CharacterLanguageModelScorer.from_run("runs/lm_ljspeech", speech_vocabulary)
     texts = ctc_beam_search_with_lm(log_probs, frame_length, vocabulary=speech_vocabulary,
                                     scorer=scorer, lm_weight=0.5, char_bonus=1.0)
