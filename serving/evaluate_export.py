@@ -71,11 +71,12 @@ def evaluate_export(
     from models.error_rates import error_rates
     from pipelines.audio_loading import AudioError
     from pipelines.speech_dataset import DEFAULT_CACHE_DIR, utterance_waveform
-    from pipelines.vocabulary import normalize_transcript
+    from pipelines.vocabulary import Vocabulary, normalize_transcript
 
     from serving.export import read_metadata
 
     metadata = read_metadata(export_dir, task="transcription")
+    vocabulary = Vocabulary.from_config(metadata["vocabulary"])
     sample_rate = int(metadata["sample_rate"])
     min_samples = int(metadata["feature_config"]["n_fft"])  # one FFT frame
     source = resolve_speech_source(
@@ -89,23 +90,19 @@ def evaluate_export(
     serve = tf.saved_model.load(export_dir).signatures["serving_default"]
     if candidates is not None:
         from models.ctc_decoding import check_candidates, ctc_choose_text
-        from pipelines.vocabulary import Vocabulary
 
-        vocabulary = Vocabulary.from_config(metadata["vocabulary"])
         candidates = check_candidates(candidates, vocabulary=vocabulary)  # before any audio is read
     chosen = []
     scorer = None
     if lm_run is not None:
         from models.ctc_lm_decoding import CharacterLanguageModelScorer
-        from pipelines.vocabulary import Vocabulary
 
-        scorer = CharacterLanguageModelScorer.from_run(lm_run, Vocabulary.from_config(metadata["vocabulary"]))
+        scorer = CharacterLanguageModelScorer.from_run(lm_run, vocabulary)
     lexicon = None
     if lexicon_file is not None:  # read and checked before any audio is
         from models.ctc_lm_decoding import Lexicon
-        from pipelines.vocabulary import Vocabulary
 
-        lexicon = Lexicon.from_file(lexicon_file, Vocabulary.from_config(metadata["vocabulary"]))
+        lexicon = Lexicon.from_file(lexicon_file, vocabulary)
     searched = scorer is not None or lexicon is not None
     outputs_kept = []  # (log_probs, frame_length) of every utterance, for the language-model grid
 
@@ -201,15 +198,13 @@ def evaluate_export(
         }
     if searched:
         from models.ctc_lm_decoding import ctc_beam_search_with_lm
-        from pipelines.vocabulary import Vocabulary
 
-        speech_vocabulary = Vocabulary.from_config(metadata["vocabulary"])
         settings = []
         for weight in lm_weights if scorer is not None else (0.0,):
             for bonus in lm_bonuses:
                 decoded = [
                     ctc_beam_search_with_lm(
-                        log_probs[None], [length], vocabulary=speech_vocabulary, scorer=scorer,
+                        log_probs[None], [length], vocabulary=vocabulary, scorer=scorer,
                         beam_width=lm_beam_width, lm_weight=weight, char_bonus=bonus, lexicon=lexicon,
                     )[0]
                     for log_probs, length in outputs_kept
