@@ -264,3 +264,42 @@ def test_lexicon_errors_name_the_file_line_and_word(tmp_path):
         Lexicon(["a b"], SPACED)
     with pytest.raises(ValueError, match="made for the transcription alphabet ' ab', expected 'ab'"):
         ctc_beam_search_with_lm(np.zeros((1, 2, VOCAB.size)), [2], vocabulary=VOCAB, lexicon=Lexicon(["a"], SPACED))
+
+
+def test_a_lexicon_with_a_real_language_model_finds_the_best_fused_text_of_its_words():
+    # The real scorer knows the end of text: the final choice adds its log-probability.
+    lm_vocabulary = Vocabulary([END_OF_TEXT, " ", "a", "b"])
+    scorer = CharacterLanguageModelScorer(_tiny_language_model(lm_vocabulary), lm_vocabulary, SPACED)
+    assert scorer.has_end
+    words = {"ab", "b", "bba"}
+    lexicon = Lexicon(sorted(words), SPACED)
+    weight, bonus = 0.7, 0.5
+
+    def lm_log_prob(text):
+        log_probs, end, states = scorer.start()
+        total = 0.0
+        for char in text:
+            class_id = SPACED.encode(char)[0]
+            total += log_probs[class_id]
+            [(log_probs, end, states)] = scorer.extend([states], [class_id])
+        return total + end
+
+    rng = np.random.default_rng(6)
+    for trial in range(6):
+        logits = rng.normal(0, 2, (1, 5, SPACED.size))
+        logits[..., SPACED.unk_id] = -1e9
+        log_probs = _log_softmax(logits)
+        # Every allowed labelling with its CTC log-probability (all alignments summed).
+        classes = [0] + list(range(SPACED.num_reserved, SPACED.size))
+        totals = {}
+        for path in itertools.product(classes, repeat=5):
+            merged = [c for i, c in enumerate(path) if c != 0 and (i == 0 or c != path[i - 1])]
+            key = SPACED.decode(merged)
+            if _in_lexicon(words)(key):  # "b " too: a text may end after a space
+                totals[key] = np.logaddexp(totals.get(key, -np.inf), sum(log_probs[0, t, c] for t, c in enumerate(path)))
+        fused = {text: ctc + weight * lm_log_prob(text) + bonus * len(text) for text, ctc in totals.items()}
+        got = ctc_beam_search_with_lm(
+            log_probs, [5], vocabulary=SPACED, scorer=scorer, lm_weight=weight, char_bonus=bonus,
+            beam_width=512, prune_log_prob=-1e9, lexicon=lexicon,
+        )
+        assert got == [max(fused, key=fused.get).strip()], trial
