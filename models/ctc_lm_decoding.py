@@ -165,9 +165,9 @@ class Lexicon:
         for word in words:
             unknown = vocabulary.unknown_characters(word)
             if not word or " " in word or unknown:
-                what = f"characters {''.join(unknown)!r} outside the vocabulary" if unknown else "no single word"
+                what = f"has characters {''.join(unknown)!r} outside the vocabulary" if unknown else "is no single word"
                 raise ValueError(
-                    f"{source}: {word!r} is {what}; expected words over "
+                    f"{source}: {word!r} {what}; expected words over "
                     f"{''.join(c for c in vocabulary.characters if c != ' ')!r}."
                 )
             encoded.add(tuple(vocabulary.encode(word)))

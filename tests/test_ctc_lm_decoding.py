@@ -262,6 +262,8 @@ def test_lexicon_errors_name_the_file_line_and_word(tmp_path):
         Lexicon.from_file(str(tmp_path / "missing.txt"), SPACED)
     with pytest.raises(ValueError, match=r"'a b' is no single word"):
         Lexicon(["a b"], SPACED)
+    with pytest.raises(ValueError, match=r"the lexicon: 'ac' has characters 'c' outside the vocabulary"):
+        Lexicon(["ab", "ac"], SPACED)
     with pytest.raises(ValueError, match="made for the transcription alphabet ' ab', expected 'ab'"):
         ctc_beam_search_with_lm(np.zeros((1, 2, VOCAB.size)), [2], vocabulary=VOCAB, lexicon=Lexicon(["a"], SPACED))
 
