@@ -377,3 +377,19 @@ def test_test_fraction_carves_unseen_transcripts_out_of_training(tmp_path):
                 "held_out_speakers=ann,test_fraction=0.1"):
         with pytest.raises(ValueError, match=r"'FOLDER:test_fraction=F' \(0 < F < 1\), got"):
             resolve_speech_source(f"{folder}:{bad}", cache_dir=cache)
+
+
+def test_repeated_training_epochs_cover_every_utterance_with_new_masks(tmp_path):
+    from pipelines.epochs import repeat_epochs
+
+    folder = _corpus(tmp_path / "corpus", bad=False)
+    data = _build(folder, tmp_path / "cache", spec_augment=True)
+    repeated, steps = repeat_epochs(data.train)  # as train.py feeds fit
+    batches = list(repeated.take(2 * steps))
+    epochs = [_collect(batches[:steps]), _collect(batches[steps:])]
+    once = _collect(data.train)
+    key = lambda item: (VOCABULARY.decode(item[2]), item[1])  # noqa: E731
+    assert sorted(map(key, epochs[0])) == sorted(map(key, epochs[1])) == sorted(map(key, once))
+    first = {key(item): item[0][: item[1]] for item in epochs[0]}
+    second = {key(item): item[0][: item[1]] for item in epochs[1]}
+    assert any(not np.array_equal(first[k], second[k]) for k in first)  # masks drawn again

@@ -20,6 +20,7 @@ from models.language_model import build_language_model
 from models.language_model_evaluation import long_context_loss
 from models.language_model_io import save_language_model
 from models.text_generation import build_step_model, generate_text
+from pipelines.epochs import repeat_epochs
 from pipelines.text_dataset import text_window_dataset
 from pipelines.text_split import split_text
 from pipelines.vocabulary import Vocabulary
@@ -324,8 +325,10 @@ def run(config):
             )
         )
     start = time.monotonic()
+    repeated, steps_per_epoch = repeat_epochs(train)  # one iterator for the whole run
     history = model.fit(
-        train,
+        repeated,
+        steps_per_epoch=steps_per_epoch,
         validation_data=validation,
         epochs=config.epochs,
         callbacks=callbacks,

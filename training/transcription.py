@@ -23,6 +23,7 @@ import tensorflow as tf
 from models.transcription import build_transcription_model
 from models.transcription_evaluation import evaluate_transcription
 from pipelines.audio_features import KINDS, NORMALISATIONS, FeatureConfig
+from pipelines.epochs import repeat_epochs
 from pipelines.speech_dataset import build_speech_datasets
 from pipelines.time_stretch import stretch_batches
 from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
@@ -661,11 +662,14 @@ def run(config, *, callbacks=(), model_builder=None):
 
     started = time.monotonic()
     with warnings.catch_warnings():
-        # Bucketed datasets have no known length: Keras learns it by running
-        # out of data in the first epoch, and warns each time. Harmless here.
+        # Batches mixed from two datasets (--mix-dataset) have no known length:
+        # Keras learns it by running out of data in the first epoch, and warns
+        # each time. Harmless here.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
+        train, steps_per_epoch = repeat_epochs(data.train)  # one iterator for the whole run
         history = model.fit(
-            data.train,
+            train,
+            steps_per_epoch=steps_per_epoch,
             validation_data=data.validation,
             epochs=config.epochs,
             callbacks=[*_callbacks(config, data, vocabulary, resuming), *callbacks],
