@@ -153,7 +153,7 @@ def main(argv=None):
         from pipelines.epochs import repeat_epochs
 
         model = build_transcription_model(num_features=config.n_features, vocabulary_size=vocabulary.size)
-        model.fit(dataset, epochs=1, verbose=0)  # warm-up: every bucket shape traced/compiled
+        model.fit(dataset, epochs=1, verbose=0, shuffle=False)  # warm-up: every bucket shape traced/compiled
         held = list(dataset)  # one epoch's batches: the same utterances and shapes
         in_memory = tf.data.Dataset.from_generator(
             lambda: iter(held), output_signature=dataset.element_spec
@@ -171,7 +171,10 @@ def main(argv=None):
         def timed(name):
             feed, steps = feeds[name]
             times.clear()
-            model.fit(feed, steps_per_epoch=steps, epochs=args.epochs_per_fit, verbose=0, callbacks=[EpochTimes()])
+            model.fit(
+                feed, steps_per_epoch=steps, epochs=args.epochs_per_fit, verbose=0, shuffle=False,
+                callbacks=[EpochTimes()],
+            )
             return times[1:]  # the first epoch of a fit also creates the iterator: once per run
 
         times = []

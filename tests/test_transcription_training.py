@@ -200,11 +200,26 @@ def test_pad_time_to_multiple_pads_only_features():
 def test_mix_batches_draws_from_both_and_ends_with_the_main_data():
     import tensorflow as tf
 
-    main = tf.data.Dataset.from_tensor_slices(np.zeros((40, 1), "int32"))
-    extra = tf.data.Dataset.from_tensor_slices(np.ones((5, 1), "int32"))
-    drawn = np.concatenate(list(transcription.mix_batches(main, extra, 0.5, seed=0).as_numpy_iterator()))
-    assert (drawn == 0).sum() == 40  # every main batch once
-    assert 20 <= (drawn == 1).sum() <= 60  # about as many extra batches, extra repeated
+    from pipelines.epochs import repeat_epochs
+
+    main = tf.data.Dataset.from_tensor_slices(np.arange(40).reshape(40, 1))
+    extra = tf.data.Dataset.from_tensor_slices(-np.arange(1, 6).reshape(5, 1))
+    mixed = transcription.mix_batches(main, extra, 0.3, seed=0)
+    assert int(mixed.cardinality()) == 40 + 17  # round(40 * 0.3 / 0.7) extra batches an epoch
+    repeated, steps = repeat_epochs(mixed)
+    epochs = np.concatenate(list(repeated.take(2 * steps).as_numpy_iterator())).reshape(2, steps)
+    for epoch in epochs:
+        np.testing.assert_array_equal(np.sort(epoch[epoch >= 0]), np.arange(40))  # every main batch once
+        assert (epoch < 0).sum() == 17  # extra batches, extra repeated
+    assert not np.array_equal(epochs[0] < 0, epochs[1] < 0)  # placed anew each epoch
+    np.testing.assert_array_equal(  # the same seed, the same mix
+        epochs, np.concatenate(list(repeat_epochs(transcription.mix_batches(main, extra, 0.3, seed=0))[0]
+                                    .take(2 * steps).as_numpy_iterator())).reshape(2, steps)
+    )
+    unknown = main.filter(lambda x: True)  # length not known: drawn at random until main ends
+    drawn = np.concatenate(list(transcription.mix_batches(unknown, extra, 0.5, seed=0).as_numpy_iterator()))
+    np.testing.assert_array_equal(np.sort(drawn[drawn >= 0]), np.arange(40))
+    assert 20 <= (drawn < 0).sum() <= 60
 
 
 def test_run_mixes_a_second_dataset_into_training(tmp_path, fake_data):

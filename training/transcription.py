@@ -353,15 +353,28 @@ def pad_time_to_multiple(dataset, multiple):
 def mix_batches(main, extra, fraction, seed):
     """Training batches from `main`, with a `fraction` drawn from `extra`.
 
-    An epoch ends when `main` is exhausted (so it is one pass over the main
-    data); `extra` repeats as needed, continuing where it left off.
+    An epoch is one pass over `main` with `round(n * fraction / (1 -
+    fraction))` batches of `extra` placed among its `n` batches at random
+    (new places each epoch); `extra` repeats as needed. The epoch's length
+    is known up front, so `fit` keeps one iterator for the run
+    (`pipelines.epochs.repeat_epochs`). When `main`'s length is not known,
+    each batch is drawn at random with probability `fraction` from `extra`
+    and the epoch ends when `main` runs out.
     """
-    return tf.data.Dataset.sample_from_datasets(
-        [main, extra.repeat()],
-        weights=[1.0 - fraction, fraction],
-        seed=seed,
-        stop_on_empty_dataset=True,
-    )
+    main_batches = int(main.cardinality())
+    if main_batches < 0:
+        return tf.data.Dataset.sample_from_datasets(
+            [main, extra.repeat()],
+            weights=[1.0 - fraction, fraction],
+            seed=seed,
+            stop_on_empty_dataset=True,
+        )
+    extra_batches = round(main_batches * fraction / (1.0 - fraction))
+    order = tf.data.Dataset.from_tensor_slices(
+        tf.constant([0] * main_batches + [1] * extra_batches, tf.int64)
+    ).shuffle(main_batches + extra_batches, seed=seed, reshuffle_each_iteration=True)
+    mixed = tf.data.Dataset.choose_from_datasets([main, extra.repeat()], order)
+    return mixed.apply(tf.data.experimental.assert_cardinality(main_batches + extra_batches))
 
 
 def _best_so_far(output_dir):
@@ -396,13 +409,13 @@ def _callbacks(config, data, vocabulary, resuming):
     patience_monitor = dict(monitor="val_cer", mode="min")
     max_seconds = None if config.max_train_minutes is None else config.max_train_minutes * 60
     schedule = []
-    steps_per_epoch = int(data.train.cardinality())  # unknown (< 0) when mixing datasets
+    steps_per_epoch = int(data.train.cardinality())  # < 0: unknown length
     if config.lr_schedule == "cosine":
         schedule.append(
             CosineAnnealingCallback(
                 config.learning_rate,
                 config.epochs * steps_per_epoch if steps_per_epoch > 0 else None,
-                # Unknown epoch length (mixed datasets): the first epoch's length
+                # Unknown epoch length (a custom training set): the first epoch's length
                 # times --epochs, and the time budget, set the pace.
                 epochs=None if steps_per_epoch > 0 else config.epochs,
                 max_seconds=max_seconds,
@@ -662,9 +675,9 @@ def run(config, *, callbacks=(), model_builder=None):
 
     started = time.monotonic()
     with warnings.catch_warnings():
-        # Batches mixed from two datasets (--mix-dataset) have no known length:
-        # Keras learns it by running out of data in the first epoch, and warns
-        # each time. Harmless here.
+        # A training set of unknown length (none of train.py's own; a custom
+        # `prepare_data` may make one): Keras learns it by running out of
+        # data in the first epoch, and warns each time. Harmless here.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
         train, steps_per_epoch = repeat_epochs(data.train)  # one iterator for the whole run
         history = model.fit(
