@@ -9,6 +9,7 @@ import warnings
 
 import keras
 
+from pipelines.epochs import repeat_epochs
 from training.cli import config_to_dict, write_json
 from tuning.build_tuner import build_tuner
 from tuning.search_spaces import TUNED_HYPERPARAMETERS
@@ -69,7 +70,7 @@ def _tuned(values):
     return {k: v for k, v in values.items() if not k.startswith("tuner/")}
 
 
-def _best_model(tuner, hypermodel, trial, train, validation, epochs, verbose):
+def _best_model(tuner, hypermodel, trial, train, steps_per_epoch, validation, epochs, verbose):
     """The best trial's model: its checkpoint restored, else retrained."""
     try:
         with warnings.catch_warnings():
@@ -84,6 +85,7 @@ def _best_model(tuner, hypermodel, trial, train, validation, epochs, verbose):
     model = hypermodel.build(hp)
     model.fit(
         train,
+        steps_per_epoch=steps_per_epoch,
         validation_data=validation,
         epochs=int(hp.values.get("tuner/epochs", epochs)),
         callbacks=hypermodel.make_task_callbacks(),
@@ -193,12 +195,14 @@ def run_search(task, config, tuning, *, output_dir=None):
             flush=True,
         )
 
+    train, steps_per_epoch = repeat_epochs(train)  # one iterator per trial's fit
     with warnings.catch_warnings():
-        # Bucketed datasets have no known length: Keras learns it by running
-        # out of data in the first epoch, and warns each time. Harmless here.
+        # A training set of unknown length (a task's own): Keras learns it by
+        # running out of data in the first epoch, and warns each time. Harmless.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
         tuner.search(
             train,
+            steps_per_epoch=steps_per_epoch,
             validation_data=validation,
             epochs=tuning.max_epochs,
             shuffle=False,  # the task's datasets shuffle themselves
@@ -219,7 +223,7 @@ def run_search(task, config, tuning, *, output_dir=None):
     best = best_trials[0]
     hypermodel.deadline = None
     model, source = _best_model(
-        tuner, hypermodel, best, train, validation, tuning.max_epochs, verbose
+        tuner, hypermodel, best, train, steps_per_epoch, validation, tuning.max_epochs, verbose
     )
     best_config = _best_config(config, best.hyperparameters.values)
     metrics = task.evaluate(model, best_config, context, validation)
