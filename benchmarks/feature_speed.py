@@ -46,7 +46,7 @@ def main(argv=None):
     parser.add_argument("--cache-dir", default=None, help="Where the corpus is prepared (default: runs/cache).")
     parser.add_argument("--batch-size", type=int, default=32, help="Batch size of the pipeline (default: 32).")
     parser.add_argument("--cold-repeats", type=int, default=3, help="Cold runs, best and median reported (default: 3).")
-    parser.add_argument("--repeats", type=int, default=3, help="Timed epochs per feed, alternating (default: 3).")
+    parser.add_argument("--repeats", type=int, default=3, help="Timed fits per feed, alternating (default: 3).")
     parser.add_argument(
         "--epochs-per-fit", type=int, default=2,
         help="Epochs of each timed fit; all but the first are timed (default: 2).",
@@ -160,6 +160,7 @@ def main(argv=None):
         ).apply(tf.data.experimental.assert_cardinality(len(held)))
         # Both fed as train.py feeds fit: repeated, one iterator per fit.
         feeds = {"real": repeat_epochs(dataset), "memory": repeat_epochs(in_memory)}
+        times = []  # seconds a step, per epoch of the current fit
 
         class EpochTimes(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
@@ -177,8 +178,7 @@ def main(argv=None):
             )
             return times[1:]  # the first epoch of a fit also creates the iterator: once per run
 
-        times = []
-        timed("memory")
+        timed("memory")  # warm-up of the in-memory feed
         step_times = {"real": [], "memory": []}
         for _ in range(args.repeats):
             for name in step_times:
