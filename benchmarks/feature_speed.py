@@ -77,6 +77,17 @@ def main(argv=None):
         parser.error(f"--split {args.split!r} not in {sorted(source.splits)}")
 
     with tempfile.TemporaryDirectory(prefix="feature_speed-") as scratch:
+        # A process's first featurisation imports librosa's audio modules
+        # (and scipy.signal) and compiles its numba functions: ~3 s once, like
+        # `import tensorflow`, not per utterance. Paid here, untimed, so the
+        # cold runs time the extraction itself.
+        import numpy as np
+
+        from pipelines.audio_loading import prepare_waveform
+
+        noise = np.random.default_rng(0).uniform(-0.5, 0.5, 8000).astype(np.float32)
+        compute_features(prepare_waveform(noise, 8000, config.sample_rate, min_samples=config.n_fft), config)
+
         # 1. cold: each run into a fresh, empty feature cache
         cold_walls = []
         for run in range(args.cold_repeats):
@@ -90,7 +101,8 @@ def main(argv=None):
         reader = FeatureCacheReader(directory)
         audio_seconds = reader.index["audio_seconds"]
         print(
-            f"cold (read + resample + features, {min(4, os.cpu_count() or 1)} threads, {args.cold_repeats} runs): "
+            f"cold (read + resample + features; {min(4, os.cpu_count() or 1)} worker threads if the first clips "
+            f"average {speech_dataset.THREADED_MIN_SECONDS:g} s or more, else one thread; {args.cold_repeats} runs): "
             f"{len(reader)} utterances, {audio_seconds:.0f} s of audio in {min(cold_walls):.1f} s best, "
             f"{statistics.median(cold_walls):.1f} s median = {_real_time(audio_seconds, min(cold_walls)):.0f}x "
             f"real time best, {_real_time(audio_seconds, statistics.median(cold_walls)):.0f}x median"

@@ -393,3 +393,38 @@ def test_repeated_training_epochs_cover_every_utterance_with_new_masks(tmp_path)
     first = {key(item): item[0][: item[1]] for item in epochs[0]}
     second = {key(item): item[0][: item[1]] for item in epochs[1]}
     assert any(not np.array_equal(first[k], second[k]) for k in first)  # masks drawn again
+
+
+@pytest.mark.parametrize("seconds, threaded", [(0.3, False), (1.6, True)])
+def test_worker_threads_only_for_long_clips_and_the_same_cache(tmp_path, monkeypatch, seconds, threaded):
+    from data.speech_sources import Utterance
+    from pipelines.feature_cache import FeatureCacheReader
+
+    monkeypatch.setattr(speech_dataset, "_PROBE_UTTERANCES", 4)
+    monkeypatch.setattr(speech_dataset.os, "cpu_count", lambda: 2)
+    pools = []
+
+    class CountedPool(speech_dataset.concurrent.futures.ThreadPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            pools.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(speech_dataset.concurrent.futures, "ThreadPoolExecutor", CountedPool)
+    utterances = [
+        Utterance(f"u{i}", "some words", audio=_speech_like(seconds, 16000, i), sample_rate=16000) for i in range(9)
+    ]
+    utterances.insert(6, Utterance("quiet", "some words", audio=np.zeros(8000, np.float32), sample_rate=16000))
+    utterances.insert(2, Utterance("early quiet", "some words", audio=np.zeros(800, np.float32), sample_rate=16000))
+    kwargs = dict(feature_config=CONFIG, vocabulary=VOCABULARY, max_duration_s=60.0, strict=False)
+    speech_dataset._build_split_cache(str(tmp_path / "split"), "train", iter(utterances), **kwargs)
+    assert len(pools) == int(threaded)  # after 4 clips of 0.3 s: one thread; of 1.6 s: the pool
+    reader = FeatureCacheReader(str(tmp_path / "split"))
+    assert [e["key"] for e in reader.entries] == [f"u{i}" for i in range(9)]  # input order
+    assert reader.index["skipped"] == [["early quiet", "silent"], ["quiet", "silent"]]
+    for i, utterance in enumerate(u for u in utterances if u.key.startswith("u")):
+        expected = compute_features(_speech_like(seconds, 16000, i), CONFIG)
+        np.testing.assert_array_equal(reader.features(i), expected)
+    with pytest.raises(ValueError, match="quiet: silent"):  # strict: the same error, either way
+        speech_dataset._build_split_cache(
+            str(tmp_path / "strict"), "train", iter(utterances), **{**kwargs, "strict": True}
+        )
