@@ -132,7 +132,7 @@ def single_threaded_blas():
 
     The mel projection is a small matmul; a multi-threaded BLAS spends ~10x
     longer synchronising its threads than computing on a busy 2-core machine.
-    Parallelism comes from the worker threads instead.
+    Parallelism, where it pays, comes from the worker threads instead.
     """
     try:
         import threadpoolctl
@@ -418,7 +418,8 @@ def build_speech_datasets(
 ) -> SpeechData:
     """Resolve `dataset`, featurise it once (cached), and batch it.
 
-    Features are computed in a thread pool on the first run and stored under
+    Features are computed on the first run (on worker threads when the
+    clips are long, see `THREADED_MIN_SECONDS`) and stored under
     `cache_dir/features/<data>-<key>/<split>/`, the key hashing the data's
     identity, `feature_config`, the vocabulary and `max_duration_s`; later
     epochs and runs with the same key read them memory-mapped and compute
