@@ -56,11 +56,13 @@ def main(argv=None):
     if args.epochs_per_fit < 2:
         parser.error(f"--epochs-per-fit must be at least 2 (the first epoch of a fit is not timed), got {args.epochs_per_fit}")
 
+    import numpy as np
     import tensorflow as tf
 
     from data.speech_sources import resolve_speech_source
     from pipelines import speech_dataset
     from pipelines.audio_features import FeatureConfig, compute_features
+    from pipelines.audio_loading import load_audio, prepare_waveform
     from pipelines.feature_cache import FeatureCacheReader
     from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
 
@@ -81,10 +83,6 @@ def main(argv=None):
         # (and scipy.signal) and compiles its numba functions: ~3 s once, like
         # `import tensorflow`, not per utterance. Paid here, untimed, so the
         # cold runs time the extraction itself.
-        import numpy as np
-
-        from pipelines.audio_loading import prepare_waveform
-
         noise = np.random.default_rng(0).uniform(-0.5, 0.5, 8000).astype(np.float32)
         compute_features(prepare_waveform(noise, 8000, config.sample_rate, min_samples=config.n_fft), config)
 
@@ -109,8 +107,6 @@ def main(argv=None):
         )
 
         # 2. features only, one thread, waveforms in memory
-        from pipelines.audio_loading import load_audio, prepare_waveform
-
         waveforms = []
         for utterance in source.splits[args.split]():
             try:

@@ -302,6 +302,7 @@ def run(config):
     if config.verbose:
         model.summary()
 
+    repeated, steps_per_epoch = repeat_epochs(train)  # one iterator for the whole run
     best_path = os.path.join(config.output_dir, "best.keras")
     max_seconds = None if config.max_train_minutes is None else 60.0 * config.max_train_minutes
     budget = TimeBudgetCallback(max_seconds)
@@ -312,7 +313,6 @@ def run(config):
         budget,
     ]
     if config.lr_schedule == "cosine":
-        steps_per_epoch = int(train.cardinality())
         callbacks.append(
             CosineAnnealingCallback(
                 config.learning_rate, config.epochs * steps_per_epoch, max_seconds=max_seconds
@@ -325,7 +325,6 @@ def run(config):
             )
         )
     start = time.monotonic()
-    repeated, steps_per_epoch = repeat_epochs(train)  # one iterator for the whole run
     history = model.fit(
         repeated,
         steps_per_epoch=steps_per_epoch,
