@@ -249,13 +249,11 @@ def _backward(
     d_states, states, h0, recurrent_kernel, keep, activation, reverse, xla,
     blocks,
 ):
-    """`(du, dh0, shifted)` from `dH`; sequences `(batch, time, units)`.
+    """`(du, dh0)` from `dH`; sequences `(batch, time, units)`.
 
     `d_states` and `states` are in processing order, `du` in the order of
-    `u`. The loop carries only `dH` and writes only `du`. `shifted` holds
-    `da` one step early in processing order, for `_recurrent_kernel_grad`
-    (one matmul after the loop); it is one copy after the loop, not a
-    second write inside it (that write was a quarter of the loop's time).
+    `u`. The loop carries only `dH` and writes only `du`; `dW_hh` is one
+    matmul after the kernel (`_recurrent_kernel_grad`).
     """
     steps = tf.shape(states)[1]
     if keep is not None and reverse:
@@ -283,27 +281,30 @@ def _backward(
         (steps - 1, zero, _new_buffer(states, xla)),
         maximum_iterations=steps,
     )
-    du = _finish(du, xla)
-    # da of step i pairs with H of step i - 1 in dW_hh: `shifted[:, i - 1]`
-    # is da of step i (processing order); the last slot, unused, is zero.
-    da = tf.reverse(du, [1]) if reverse else du
-    shifted = tf.concat([da[:, 1:], tf.zeros_like(da[:, :1])], axis=1)
-    return du, dh0, shifted
+    return _finish(du, xla), dh0
 
 
-def _recurrent_kernel_grad(states, shifted, h0, du, reverse):
-    """`dW_hh = sum_t H_(t-1)^T da_t` as one large matmul.
+def _recurrent_kernel_grad(states, du, h0, reverse):
+    """`dW_hh = sum_t H_(t-1)^T da_t` as one large matmul, without copies.
 
-    Done outside the XLA kernels on purpose: TensorFlow's own (oneDNN)
-    matmul was measured faster than XLA:CPU's for this transposed product.
+    `states` in processing order, `du` in the order of `u`. Flattened to
+    `(batch * time, units)` rows, `H_(t-1)` and `da_t` are neighbouring
+    rows, so the sum is one product of two row ranges of the flat tensors
+    (views, not copies: a copy of `da` shifted by a step cost as much as a
+    fifth of the backward loop), less the pairs that straddle two
+    utterances (last state of one, first `da` of the next), plus
+    `h0^T da_0`. Done outside the XLA kernels on purpose: TensorFlow's own
+    (oneDNN) matmul was measured faster than XLA:CPU's for this product.
     """
+    da = tf.reverse(du, [1]) if reverse else du  # processing order
     units = tf.shape(h0)[-1]
-    first_da = du[:, -1] if reverse else du[:, 0]
-    return tf.matmul(
-        tf.reshape(states, (-1, units)),
-        tf.reshape(shifted, (-1, units)),
-        transpose_a=True,
-    ) + tf.matmul(h0, first_da, transpose_a=True)
+    flat_states = tf.reshape(states, (-1, units))
+    flat_da = tf.reshape(da, (-1, units))
+    return (
+        tf.matmul(flat_states[:-1], flat_da[1:], transpose_a=True)
+        - tf.matmul(states[:-1, -1], da[1:, 0], transpose_a=True)
+        + tf.matmul(h0, da[:, 0], transpose_a=True)
+    )
 
 
 _KERNELS = {}
@@ -419,15 +420,13 @@ def elman_recurrence(
             for (u_s, h0_s, *mask_s), (d_s,), states_s in zip(
                 parts, d_parts, held
             ):
-                du_s, dh0_s, shifted_s = backward(
+                du_s, dh0_s = backward(
                     d_s, states_s, h0_s, recurrent_kernel, *mask_s
                 )
                 du.append(du_s)
                 dh0.append(dh0_s)
                 d_kernel.append(
-                    _recurrent_kernel_grad(
-                        states_s, shifted_s, h0_s, du_s, reverse
-                    )
+                    _recurrent_kernel_grad(states_s, du_s, h0_s, reverse)
                 )
             return _join_batch(du), _join_batch(dh0), tf.add_n(d_kernel)
 
