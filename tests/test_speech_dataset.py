@@ -289,6 +289,27 @@ def test_spec_augment_masks_training_only(tmp_path):
     assert count_zero_columns(augmented.validation) == 0
 
 
+def test_spec_augment_max_frequency_sets_the_widest_frequency_mask(tmp_path):
+    folder = _corpus(tmp_path / "corpus", bad=False)
+
+    def zero_columns(data, epochs=6):
+        # Whole feature columns zeroed, per training utterance, over a few epochs.
+        iterator = iter(data.train.repeat(epochs))
+        return [
+            int(np.all(f[:n] == 0, axis=0).sum())
+            for inputs, _ in iterator
+            for f, n in zip(inputs["features"].numpy(), inputs["feature_length"].numpy())
+        ]
+
+    default = zero_columns(_build(folder, tmp_path / "cache", spec_augment=True))
+    wide = zero_columns(_build(folder, tmp_path / "cache", spec_augment=True, spec_augment_max_frequency=0.5))
+    # 16 bands: two masks of at most 2 bands (1/8) or of at most 8 (1/2).
+    assert max(default) <= 4 and max(default) > 0
+    assert max(wide) <= 16 and max(wide) > 4
+    with pytest.raises(ValueError, match=r"`spec_augment_max_frequency`, expected a fraction of the features in \(0, 1\], got 0"):
+        _build(folder, tmp_path / "cache", spec_augment_max_frequency=0)
+
+
 def test_argument_errors(tmp_path):
     folder = _corpus(tmp_path / "corpus", bad=False)
     with pytest.raises(ValueError, match="argument `batch_size`, expected a positive integer, got 0"):

@@ -315,6 +315,7 @@ def test_time_budget_stops_training():
         ("top_db", -10.0, "a positive number of decibels or None"),
         ("trim_db", 0.0, "a positive number of decibels or None"),
         ("time_stretch", 1.5, r"a float in \[0, 1\]"),
+        ("spec_augment_max_frequency", 0.0, r"a fraction of the features in \(0, 1\]"),
         ("fmax", 9000.0, r"None or a frequency in \(20.0, 8000.0\] Hz"),
         ("fmin", 8000.0, r"a frequency in \[0, 8000.0\) Hz"),
         ("normalisation", "global", r"one of \('utterance', 'utterance_scalar', 'none'\)"),

@@ -24,7 +24,7 @@ from models.transcription import build_transcription_model
 from models.transcription_evaluation import evaluate_transcription
 from pipelines.audio_features import KINDS, NORMALISATIONS, FeatureConfig
 from pipelines.epochs import repeat_epochs
-from pipelines.speech_dataset import build_speech_datasets
+from pipelines.speech_dataset import SPEC_AUGMENT_MAX_FREQUENCY, build_speech_datasets
 from pipelines.time_stretch import stretch_batches
 from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
 from training.cli import config_to_dict, write_json
@@ -89,6 +89,10 @@ class Config:
     spec_augment: bool = field(
         default=True,  # time and frequency masking of training features
         metadata={"help": "SpecAugment-style masking of the training features."},
+    )
+    spec_augment_max_frequency: float = field(
+        default=SPEC_AUGMENT_MAX_FREQUENCY,  # 1/8: 10 of 80 mel bands; two masks per utterance
+        metadata={"help": "Widest SpecAugment frequency mask, as a fraction of the features (in (0, 1])."},
     )
     # features
     sample_rate: int = field(
@@ -288,6 +292,8 @@ class Config:
             fail("dropout", "a float in [0, 1)")
         if not is_number(self.frequency_warp) or not 0.0 <= self.frequency_warp < 0.5:
             fail("frequency_warp", "a float in [0, 0.5)")
+        if not is_number(self.spec_augment_max_frequency) or not 0.0 < self.spec_augment_max_frequency <= 1.0:
+            fail("spec_augment_max_frequency", "a fraction of the features in (0, 1]")
         if not is_number(self.time_stretch) or not 0.0 <= self.time_stretch <= 1.0:
             fail("time_stretch", "a float in [0, 1]")
         if not is_number(self.mix_fraction) or not 0.0 < self.mix_fraction < 1.0:
@@ -516,6 +522,7 @@ def prepare_data(config):
             max_duration_s=config.max_duration_s,
             strict=config.strict,
             spec_augment=config.spec_augment,
+            spec_augment_max_frequency=config.spec_augment_max_frequency,
             seed=config.seed,
             data_dir=config.data_dir,
         )
