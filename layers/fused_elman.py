@@ -290,8 +290,8 @@ def _recurrent_kernel_grad(states, du, h0, reverse):
     `states` in processing order, `du` in the order of `u`. Flattened to
     `(batch * time, units)` rows, `H_(t-1)` and `da_t` are neighbouring
     rows, so the sum is one product of two row ranges of the flat tensors
-    (views, not copies: a copy of `da` shifted by a step cost as much as a
-    fifth of the backward loop), less the pairs that straddle two
+    (views, not copies: a copy of `da` shifted by a step cost about a
+    seventh of the backward kernel's time), less the pairs that straddle two
     utterances (last state of one, first `da` of the next), plus
     `h0^T da_0`. Done outside the XLA kernels on purpose: TensorFlow's own
     (oneDNN) matmul was measured faster than XLA:CPU's for this product.

@@ -35,7 +35,7 @@ OUT_OF_VOCABULARY = "out_of_vocabulary"
 NUM_BUCKETS = 8
 # Widest SpecAugment frequency mask as a fraction of the features (two masks
 # an utterance): 10 of 80 mel bands. Park et al.'s LibriSpeech policies use
-# 27 of 80; the FSDD command uses 0.25 (see docs/experiments.md).
+# 27 of 80; a quarter did not help FSDD's new speaker (docs/experiments.md).
 SPEC_AUGMENT_MAX_FREQUENCY = 0.125
 # Splits whose features fit are held in memory as one tensor; larger ones are
 # read from the memory-mapped cache file.
