@@ -215,8 +215,16 @@ class ElmanCell(keras.layers.SimpleRNNCell):
         return self.project(hidden), new_states
 
     def get_config(self):
+        config = super().get_config()
+        if config["activation"] not in RECURRENT_ACTIVATIONS:
+            # A callable outside the named set (accepted on purpose): as a
+            # name it would be refused on the way back, so it is saved as
+            # the object it is, and clones and saved models load.
+            config["activation"] = keras.saving.serialize_keras_object(
+                self.activation
+            )
         return {
-            **super().get_config(),
+            **config,
             "output_units": self.output_units,
             "output_activation": activations.serialize(self.output_activation),
             "output_kernel_initializer": initializers.serialize(

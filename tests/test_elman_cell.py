@@ -218,6 +218,29 @@ def test_config_round_trip():
     assert config["output_units"] == 3 and config["units"] == 8
 
 
+def test_callable_activation_round_trips(tmp_path):
+    # A callable outside the named activations is accepted; its config used
+    # to say "softsign", which the constructor refuses as a name, so
+    # Bidirectional (which clones the layer from its config) and loading a
+    # saved model failed.
+    cell = ElmanCell(UNITS, activation=keras.activations.softsign)
+    clone = ElmanCell.from_config(cell.get_config())
+    assert clone.activation is keras.activations.softsign
+    model = keras.Sequential(
+        [
+            keras.Input((None, FEATURES)),
+            keras.layers.Bidirectional(keras.layers.RNN(cell, return_sequences=True)),
+        ]
+    )
+    assert model.layers[0].backward_layer.cell.activation is keras.activations.softsign
+    x = _inputs(12)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(loaded(x), model(x), atol=0)
+    # Named activations keep their plain names in the config.
+    assert ElmanCell(UNITS, activation="relu").get_config()["activation"] == "relu"
+
+
 def test_dropout_only_in_training():
     cell = ElmanCell(UNITS, dropout=0.5, recurrent_dropout=0.5, seed=1)
     rnn = keras.layers.RNN(cell, return_sequences=True)
