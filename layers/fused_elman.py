@@ -307,148 +307,6 @@ def _recurrent_kernel_grad(states, du, h0, reverse):
     )
 
 
-# Both directions of a bidirectional layer in one loop (`elman_bidirectional`).
-# `u` holds both directions' projections side by side, `(batch, time,
-# 2 * units)`; step `i` advances the forward direction at input step `i` and
-# the backward direction at input step `time - 1 - i`, and both write their
-# states at their input step, so the output is already what
-# `keras.layers.Bidirectional` returns for `merge_mode="concat"` (no flip of
-# the backward states, no concatenation of the two).
-
-
-def _halves(x):
-    """The forward and backward halves of `(batch, 2 * units)` rows.
-
-    `tf.split`, not `x[:, :units]`: under XLA a strided slice of a tensor
-    read at a dynamic step (`u[:, i, units:]`) was compiled to the first
-    columns (TF 2.21), whereas a split of the step's rows is exact.
-    """
-    return tf.split(x, 2, axis=1)
-
-
-def _new_pair_buffer(like, xla):
-    """Per-step outputs of both directions: one `(batch, time, 2 * units)`
-    tensor under XLA; a TensorArray per direction otherwise."""
-    if xla:
-        return tf.zeros_like(like)
-    units = None if like.shape[-1] is None else like.shape[-1] // 2
-    return tuple(
-        tf.TensorArray(
-            like.dtype, size=tf.shape(like)[1],
-            element_shape=tf.TensorShape([like.shape[0], units]),
-        )
-        for _ in range(2)
-    )
-
-
-def _write_pair(buffer, index_f, value_f, index_b, value_b, xla):
-    if xla:
-        units = tf.shape(value_f)[1]
-        buffer = xla_ops.dynamic_update_slice(
-            buffer, value_f[:, None], tf.stack([0, index_f, 0])
-        )
-        return xla_ops.dynamic_update_slice(
-            buffer, value_b[:, None], tf.stack([0, index_b, units])
-        )
-    return buffer[0].write(index_f, value_f), buffer[1].write(index_b, value_b)
-
-
-def _finish_pair(buffer, xla):
-    if xla:
-        return buffer
-    return tf.concat([_finish(part, False) for part in buffer], axis=-1)
-
-
-def _forward_bidirectional(
-    u, h0_f, h0_b, kernel_f, kernel_b, keep, activation, reverse, xla, blocks
-):
-    """Held states of both directions in input order, `(batch, time, 2 * units)`.
-
-    `reverse` is part of every kernel's key and always False here.
-    """
-    del reverse
-    steps = tf.shape(u)[1]
-    blocks_f = _blocks_of(kernel_f, blocks)
-    blocks_b = _blocks_of(kernel_b, blocks)
-
-    def body(i, h_f, h_b, states):
-        j = steps - 1 - i
-        u_f = _halves(u[:, i])[0]
-        u_b = _halves(u[:, j])[1]
-        c_f = _activate(activation, u_f + _step_product(h_f, blocks_f))
-        c_b = _activate(activation, u_b + _step_product(h_b, blocks_b))
-        if keep is not None:
-            c_f = tf.where(keep[:, i], c_f, h_f)
-            c_b = tf.where(keep[:, j], c_b, h_b)
-        return i + 1, c_f, c_b, _write_pair(states, i, c_f, j, c_b, xla)
-
-    _, _, _, states = tf.while_loop(
-        lambda i, *_: i < steps,
-        body,
-        (tf.constant(0), h0_f, h0_b, _new_pair_buffer(u, xla)),
-        maximum_iterations=steps,
-    )
-    return _finish_pair(states, xla)
-
-
-def _backward_bidirectional(
-    d_states, states, h0_f, h0_b, kernel_f, kernel_b, keep, activation,
-    reverse, xla, blocks,
-):
-    """`(du, dh0_f, dh0_b)` from `dH`, all sequences in input order.
-
-    Step `i` takes the forward direction back from input step `i` (last to
-    first) and the backward direction back from input step `time - 1 - i`
-    (first to last): each in the reverse of the order it ran.
-    """
-    del h0_f, h0_b, reverse  # the kernel gradients' business; always False
-    steps = tf.shape(states)[1]
-    slope = _derivative_from_output(activation, states)
-    if keep is not None:
-        slope = tf.where(keep, slope, tf.zeros_like(slope))
-    blocks_f = _blocks_of(tf.transpose(kernel_f), blocks)
-    blocks_b = _blocks_of(tf.transpose(kernel_b), blocks)
-
-    def body(i, carry_f, carry_b, du):
-        j = steps - 1 - i
-        g_f = _halves(d_states[:, i])[0] + carry_f
-        g_b = _halves(d_states[:, j])[1] + carry_b
-        da_f = g_f * _halves(slope[:, i])[0]
-        da_b = g_b * _halves(slope[:, j])[1]
-        carry_f = _step_product(da_f, blocks_f)
-        carry_b = _step_product(da_b, blocks_b)
-        if keep is not None:
-            carry_f = carry_f + tf.where(keep[:, i], tf.zeros_like(g_f), g_f)
-            carry_b = carry_b + tf.where(keep[:, j], tf.zeros_like(g_b), g_b)
-        return i - 1, carry_f, carry_b, _write_pair(du, i, da_f, j, da_b, xla)
-
-    zero = tf.zeros_like(_halves(states[:, 0])[0])
-    _, dh0_f, dh0_b, du = tf.while_loop(
-        lambda i, *_: i >= 0,
-        body,
-        (steps - 1, zero, zero, _new_pair_buffer(states, xla)),
-        maximum_iterations=steps,
-    )
-    return _finish_pair(du, xla), dh0_f, dh0_b
-
-
-def _reversed_kernel_grad(states, du, h0):
-    """`dW_hh` of a direction run backwards, states and `du` in input order.
-
-    There the state before input step `t` is the one at `t + 1` (`h0` at
-    the last step): in the flat `(batch * time, units)` rows, the row after
-    the one of `da_t`, less the pairs that straddle two utterances.
-    """
-    units = tf.shape(h0)[-1]
-    flat_states = tf.reshape(states, (-1, units))
-    flat_du = tf.reshape(du, (-1, units))
-    return (
-        tf.matmul(flat_states[1:], flat_du[:-1], transpose_a=True)
-        - tf.matmul(states[1:, 0], du[:-1, -1], transpose_a=True)
-        + tf.matmul(h0, du[:, -1], transpose_a=True)
-    )
-
-
 _KERNELS = {}
 
 
@@ -474,8 +332,6 @@ def _kernel(name, activation, reverse, masked, xla, dtype, blocks=1):
             "forward": _forward,
             "forward_last": _forward_last,
             "backward": _backward,
-            "forward_bidirectional": _forward_bidirectional,
-            "backward_bidirectional": _backward_bidirectional,
         }[name]
         sequence = tf.TensorSpec((None, None, None), dtype)
         matrix = tf.TensorSpec((None, None), dtype)
@@ -483,10 +339,6 @@ def _kernel(name, activation, reverse, masked, xla, dtype, blocks=1):
             "forward": [sequence, matrix, matrix],
             "forward_last": [sequence, matrix, matrix],
             "backward": [sequence, sequence, matrix, matrix],
-            "forward_bidirectional": [sequence, matrix, matrix, matrix, matrix],
-            "backward_bidirectional": [
-                sequence, sequence, matrix, matrix, matrix, matrix,
-            ],
         }[name]
         if masked:
             signature.append(tf.TensorSpec((None, None, 1), tf.bool))
@@ -620,70 +472,3 @@ def elman_last_state(
         return h, grad
 
     return last(u, h0, recurrent_kernel)
-
-
-def elman_bidirectional(
-    u, h0_f, h0_b, kernel_f, kernel_b, keep=None, activation="tanh"
-):
-    """Both directions of a bidirectional Elman layer, in one loop.
-
-    Args:
-        u: Input projections of both directions side by side,
-            `(batch, time, 2 * units)`: the forward direction's
-            `x_t W_xh + b_h` in `[..., :units]`, the backward one's after it.
-        h0_f, h0_b: Initial states, `(batch, units)` each.
-        kernel_f, kernel_b: The directions' `W_hh`, `(units, units)` each.
-        keep: Optional boolean mask `(batch, time, 1)`; where False both
-            directions carry their state over the step.
-        activation: One of `FUSED_ACTIVATIONS`.
-
-    Returns:
-        `(batch, time, 2 * units)`: at input step `t` the forward
-        direction's held state after reading steps `0..t` and the backward
-        direction's after reading steps `time - 1 .. t`, both in input order
-        (what `keras.layers.Bidirectional` concatenates after flipping the
-        backward outputs). Differentiable with respect to every argument but
-        `keep`; the gradient is hand-written, like `elman_recurrence`'s.
-        On CPU narrow layers run as one loop per core over parts of the
-        batch, each loop advancing both directions.
-    """
-    shards, static = _configuration(u, kernel_f, keep, activation, False)
-    mask = () if keep is None else (keep,)
-    forward = _kernel("forward_bidirectional", *static)
-    backward = _kernel("backward_bidirectional", *static)
-
-    @tf.custom_gradient
-    def recurrence(u, h0_f, h0_b, kernel_f, kernel_b):
-        u, h0_f, h0_b, kernel_f, kernel_b = _detached(
-            u, h0_f, h0_b, kernel_f, kernel_b
-        )
-        parts = _split_batch((u, h0_f, h0_b, *mask), shards)
-        held = [
-            forward(u_s, f_s, b_s, kernel_f, kernel_b, *mask_s)
-            for u_s, f_s, b_s, *mask_s in parts
-        ]
-
-        def grad(d_states):
-            d_parts = _split_batch((tf.stop_gradient(d_states),), shards)
-            du, dh0_f, dh0_b, dk_f, dk_b = [], [], [], [], []
-            for (_, f_s, b_s, *mask_s), (d_s,), states_s in zip(
-                parts, d_parts, held
-            ):
-                du_s, df_s, db_s = backward(
-                    d_s, states_s, f_s, b_s, kernel_f, kernel_b, *mask_s
-                )
-                du.append(du_s)
-                dh0_f.append(df_s)
-                dh0_b.append(db_s)
-                states_f, states_b = tf.split(states_s, 2, axis=-1)
-                du_f, du_b = tf.split(du_s, 2, axis=-1)
-                dk_f.append(_recurrent_kernel_grad(states_f, du_f, f_s, False))
-                dk_b.append(_reversed_kernel_grad(states_b, du_b, b_s))
-            return (
-                _join_batch(du), _join_batch(dh0_f), _join_batch(dh0_b),
-                tf.add_n(dk_f), tf.add_n(dk_b),
-            )
-
-        return _join_batch(held), grad
-
-    return recurrence(u, h0_f, h0_b, kernel_f, kernel_b)
