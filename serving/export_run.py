@@ -23,6 +23,13 @@ ensemble, that decodes with a closed vocabulary: its `text` is always one of
 those texts (digit words, commands), the most likely under its `log_probs`:
 
     python -m serving.export_run runs/fsdd --candidates digits.txt   # -> the next version
+
+`--candidate_warps 0.92,0.96,1,1.04,1.08` adds test-time warping to that
+choice: the features are also read with the mel axis stretched by each
+factor, and a candidate's score is its mean likelihood over them (one model
+pass per factor):
+
+    python -m serving.export_run runs/fsdd --candidates digits.txt --candidate_warps 0.92,0.96,1,1.04,1.08
 """
 
 import argparse
@@ -77,14 +84,15 @@ def _read_run(run_dir):
     )
 
 
-def export_ensemble(run_dirs, export_base, candidates=None):
+def export_ensemble(run_dirs, export_base, candidates=None, candidate_warps=None):
     """Pack the models of several transcription runs into one SavedModel.
 
     The runs must share the feature configuration, the vocabulary and the
     frame stacking (their frame counts must agree); a SystemExit names the
     run and the field that differs, before any model is loaded. Returns the
     new version directory. `candidates`: texts for closed-vocabulary
-    decoding in the export (`export_transcriber`).
+    decoding in the export, `candidate_warps`: its test-time warps
+    (`export_transcriber`).
     """
     from pipelines.audio_features import FeatureConfig
     from serving.transcription_export import export_transcriber
@@ -123,20 +131,22 @@ def export_ensemble(run_dirs, export_base, candidates=None):
         metrics={"members": [run.metrics for run in runs]},
         config={"members": [run.config for run in runs]},
         candidates=candidates,
+        candidate_warps=candidate_warps,
     )
 
 
-def export_run(run_dir, export_base=None, candidates=None):
+def export_run(run_dir, export_base=None, candidates=None, candidate_warps=None):
     """Export the model of `run_dir`; returns the new version directory.
 
     `run_dir` may be a list of transcription run directories: they are
     packed into one ensemble (`export_ensemble`; `export_base` required).
     `candidates` (transcription only): texts for closed-vocabulary decoding
-    in the export.
+    in the export; `candidate_warps`: its test-time warps
+    (`serving.transcription_export.export_transcriber`).
     """
     if isinstance(run_dir, (list, tuple)):
         if len(run_dir) > 1:
-            return export_ensemble(list(run_dir), export_base, candidates)
+            return export_ensemble(list(run_dir), export_base, candidates, candidate_warps)
         (run_dir,) = run_dir
     run = _read_run(run_dir)
     if candidates is not None and run.feature_config is None:
@@ -152,7 +162,7 @@ def export_run(run_dir, export_base=None, candidates=None):
 
         return export_transcriber(run.load_model(), run.vocabulary, FeatureConfig.from_dict(run.feature_config),
                                   export_base, trained_on=trained_on, metrics=run.metrics, config=run.config,
-                                  candidates=candidates)
+                                  candidates=candidates, candidate_warps=candidate_warps)
     from serving.language_model_export import export_language_model
 
     for key in ("dataset_location", "characters", "train_characters", "validation_characters"):
@@ -172,6 +182,10 @@ def main(argv=None):
     parser.add_argument("--candidates", default=None, metavar="FILE",
                         help="Transcription: decode in the export with a closed vocabulary, the texts in FILE "
                              "(one per line); the served text is always one of them.")
+    parser.add_argument("--candidate_warps", default=None, metavar="F1,F2,...",
+                        help="With --candidates: also read the features with the mel axis stretched by each "
+                             "factor (e.g. 0.92,0.96,1,1.04,1.08) and choose by the mean likelihood over them; "
+                             "one model pass per factor.")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     candidates = None
@@ -187,7 +201,22 @@ def main(argv=None):
                 check_candidates(candidates, vocabulary=first.vocabulary)
         except ValueError as error:
             parser.error(f"--candidates {args.candidates}: {error}")
-    print(export_run(args.run_dir, args.export_base, candidates))
+    candidate_warps = None
+    if args.candidate_warps is not None:
+        if candidates is None:
+            parser.error("--candidate_warps averages closed-vocabulary scores over warps; give --candidates too")
+        try:
+            candidate_warps = [float(value) for value in args.candidate_warps.split(",")]
+        except ValueError:
+            parser.error(f"--candidate_warps: expected comma-separated numbers such as "
+                         f"0.92,0.96,1,1.04,1.08, got {args.candidate_warps!r}")
+        from serving.transcription_export import check_candidate_warps
+
+        try:
+            check_candidate_warps(candidate_warps, candidates)
+        except ValueError as error:
+            parser.error(f"--candidate_warps {args.candidate_warps}: {error}")
+    print(export_run(args.run_dir, args.export_base, candidates, candidate_warps))
     return 0
 
 

@@ -16,6 +16,35 @@ CLOSED_VOCABULARY_DECODING = (
     "closed vocabulary: text is the one of the {count} texts in `candidates` with the lowest CTC "
     "negative log-likelihood under {log_probs} (\"\" when none fits the utterance's frames)"
 )
+WARPED_DECODING = (
+    "; the likelihood is the mean over the features' mel axis stretched by each of {warps} "
+    "(models.frequency_warp.warp_bands, the training warp's interpolation); the served log_probs are "
+    "those of the unwarped features"
+)
+
+
+def check_candidate_warps(candidate_warps, candidates):
+    """`candidate_warps` as a tuple of floats; a ValueError naming the argument otherwise."""
+    import numbers
+
+    if candidate_warps is None:
+        return None
+    if candidates is None:
+        raise ValueError(
+            "Received `candidate_warps` without `candidates`: the warps average the likelihood of "
+            "closed-vocabulary candidates; give the candidate texts too."
+        )
+    warps = list(candidate_warps) if isinstance(candidate_warps, (list, tuple)) else None
+    if (
+        not warps
+        or any(isinstance(w, bool) or not isinstance(w, numbers.Real) or not 0.5 <= w <= 1.5 for w in warps)
+        or len(set(warps)) != len(warps)
+    ):
+        raise ValueError(
+            "Received an invalid value for argument `candidate_warps`, expected a non-empty list of "
+            f"distinct factors in [0.5, 1.5] (e.g. [0.92, 0.96, 1.0, 1.04, 1.08]), got {candidate_warps!r}."
+        )
+    return tuple(float(w) for w in warps)
 
 
 def _outputs(model, features, feature_length):
@@ -108,6 +137,7 @@ def export_transcriber(
     config=None,
     model_name="transcriber",
     candidates=None,
+    candidate_warps=None,
 ):
     """Export a CTC transcription model as the next TF Serving version.
 
@@ -158,6 +188,16 @@ def export_transcriber(
             for an utterance too short for every candidate), never a
             misspelling. Each request scores every candidate, so this suits
             tens to hundreds of texts, not a dictionary.
+        candidate_warps: Optional list of factors (e.g. `[0.92, 0.96, 1.0,
+            1.04, 1.08]`), only with `candidates`: test-time warping. The
+            models also read the features with the mel axis stretched by
+            each factor (`models.frequency_warp.warp_bands`, the training
+            warp's interpolation), and each candidate is scored by its mean
+            likelihood over the warps (the log of the mean of the
+            `exp(-NLL)`): a speaker whose vocal tract is longer or shorter
+            than the training voices' is read at several stretches, at one
+            model pass per factor. The served `log_probs` stay those of the
+            unwarped features.
 
     Returns:
         The path of the new version directory.
@@ -183,6 +223,7 @@ def export_transcriber(
                 f"per frame, but the feature config gives {n_features}; export the "
                 "model with the FeatureConfig it was trained with."
             )
+    candidate_warps = check_candidate_warps(candidate_warps, candidates)
     tables = VocabularyTables(vocabulary)
     log_mel = LogMel(feature_config, name="log_mel")
     if candidates is not None:
@@ -207,13 +248,42 @@ def export_transcriber(
         )
         return tf.cast(decoded[0], tf.int32)  # (batch, length), -1 past each hypothesis
 
-    def transcribe(features, feature_length):
+    def model_outputs(features, feature_length):
+        """`(member log_probs or None, log_probs, frame_length)`."""
         outputs = [_outputs(member, features, feature_length) for member in members]
         if len(outputs) == 1:
-            member_log_probs = None
-            log_probs, frame_length = outputs[0]
-        else:
-            member_log_probs, log_probs, frame_length = _ensemble_outputs(outputs)
+            return None, *outputs[0]
+        return _ensemble_outputs(outputs)
+
+    def warped_closed_vocabulary(features, feature_length):
+        """`(text, log_probs, frame_length)` with `candidate_warps`: one model pass over the
+        features warped by every factor, stacked along the batch."""
+        from models.frequency_warp import warp_bands
+
+        batch = tf.shape(features)[0]
+        count = len(candidate_warps)
+        alphas = tf.repeat(tf.constant(candidate_warps, tf.float32), batch)[:, None]
+        stacked = warp_bands(tf.tile(features, (count, 1, 1)), alphas)
+        _, log_probs, frame_length = model_outputs(stacked, tf.tile(feature_length, (count,)))
+        scores = candidate_nll(log_probs, frame_length, tf.constant(labels), vocabulary=vocabulary)
+        scores = tf.reshape(scores, (count, batch, len(candidates)))
+        # -log of the mean likelihood over the warps (inf stays inf: the warps share frame lengths).
+        scores = -tf.reduce_logsumexp(-scores, axis=0) + tf.math.log(float(count))
+        best = tf.argmin(scores, axis=1, output_type=tf.int32)
+        fits = tf.reduce_any(tf.math.is_finite(scores), axis=1)
+        text = tf.where(fits, tf.gather(tf.constant(candidates), best), "")
+        if 1.0 in candidate_warps:  # the unwarped outputs are already among them
+            index = candidate_warps.index(1.0)
+            rows = tf.range(index * batch, (index + 1) * batch)
+            return text, tf.gather(log_probs, rows), tf.gather(frame_length, rows)
+        _, log_probs, frame_length = model_outputs(features, feature_length)
+        return text, log_probs, frame_length
+
+    def transcribe(features, feature_length):
+        if candidate_warps is not None:
+            text, log_probs, frame_length = warped_closed_vocabulary(features, feature_length)
+            return {"text": text, "log_probs": log_probs, "frame_length": frame_length}
+        member_log_probs, log_probs, frame_length = model_outputs(features, feature_length)
         if candidates is not None:
             text = closed_vocabulary_text(log_probs, frame_length)
         else:
@@ -284,6 +354,8 @@ def export_transcriber(
             log_probs="log_probs" if len(members) == 1 else
             f"log_probs (the log of the {len(members)} ensemble members' mean probability)",
         )
+        if candidate_warps is not None:
+            decoding += WARPED_DECODING.format(warps=list(candidate_warps))
     elif len(members) == 1:
         decoding = f"greedy CTC (keras.ops.ctc_decode), blank id {vocabulary.blank_id}"
     else:
@@ -296,6 +368,7 @@ def export_transcriber(
         "decoding": decoding,
         "ensemble_members": len(members),
         "candidates": candidates,
+        "candidate_warps": None if candidate_warps is None else list(candidate_warps),
         "trained_on": trained_on,
         "metrics": metrics,
         "config": config,

@@ -116,3 +116,116 @@ def test_language_model_runs_refuse_candidates(runs, tmp_path):
     with pytest.raises(SystemExit, match="lm_like is a language-model run"):
         main([str(untyped), "--candidates", str(words)])
     assert not os.path.exists(untyped / "export")
+
+
+# ---- test-time warps (--candidate_warps) ---------------------------------------------------------
+
+WARPS = [0.9, 1.0, 1.1]
+
+
+@pytest.fixture(scope="module")
+def warped(runs, tmp_path_factory):
+    return export_run(runs[0], str(tmp_path_factory.mktemp("warped")), CANDIDATES, WARPS)
+
+
+def _expected_warped_choice(plain_export, batch, lengths, warps, vocabulary):
+    """The mean-likelihood choice computed outside the export: the plain export's
+    log_probs on each warped copy of the features, scored and combined in NumPy."""
+    from models.frequency_warp import warp_bands
+
+    labels = candidate_labels(CANDIDATES, vocabulary=vocabulary)
+    scores = []
+    for alpha in warps:
+        warped_batch = np.asarray(warp_bands(batch, np.full((len(batch), 1), alpha, np.float32)))
+        served = _serve(plain_export, warped_batch, lengths)
+        scores.append(np.asarray(candidate_nll(served["log_probs"].numpy(), served["frame_length"].numpy(),
+                                               labels, vocabulary=vocabulary)))
+    scores = np.stack(scores)  # (warps, batch, candidates)
+    with np.errstate(divide="ignore"):
+        mean_nll = -np.log(np.mean(np.exp(-scores.astype(np.float64)), axis=0))
+    best = np.argmin(mean_nll, axis=1)
+    return [CANDIDATES[i] if np.isfinite(mean_nll[row, i]) else "" for row, i in enumerate(best)], scores
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["single", "ensemble"])
+def test_warped_choice_is_the_mean_likelihood_over_the_warps(packed, runs, features, vocabulary, tmp_path, request):
+    batch, lengths = features
+    lengths = lengths.copy()
+    lengths[1] = 0  # nothing fits: ""
+    if packed:
+        export = export_run(runs, str(tmp_path / "warped_ensemble"), CANDIDATES, WARPS)
+        plain = request.getfixturevalue("closed_ensemble")
+    else:
+        export = request.getfixturevalue("warped")
+        plain = request.getfixturevalue("closed")
+    served = _serve(export, batch, lengths)
+    expected, scores = _expected_warped_choice(plain, batch, lengths, WARPS, vocabulary)
+    assert [t.decode() for t in served["text"].numpy()] == expected
+    assert expected[1] == ""
+    # The warps change the scores (so the test would notice them ignored) ...
+    finite = np.isfinite(scores[0]) & np.isfinite(scores[1])
+    assert np.abs(scores[0] - scores[1])[finite].max() > 1e-3
+    # ... and the served log_probs are the unwarped features' (the 1.0 warp's pass).
+    unwarped = _serve(plain, batch, lengths)
+    np.testing.assert_allclose(served["log_probs"].numpy(), unwarped["log_probs"].numpy(), atol=1e-5)
+    np.testing.assert_array_equal(served["frame_length"].numpy(), unwarped["frame_length"].numpy())
+
+
+def test_warps_without_the_identity_and_the_identity_alone(runs, closed, features, vocabulary, tmp_path):
+    batch, lengths = features
+    apart = export_run(runs[0], str(tmp_path / "apart"), CANDIDATES, [0.95, 1.05])
+    served = _serve(apart, batch, lengths)
+    expected, _ = _expected_warped_choice(closed, batch, lengths, [0.95, 1.05], vocabulary)
+    assert [t.decode() for t in served["text"].numpy()] == expected
+    unwarped = _serve(closed, batch, lengths)
+    np.testing.assert_allclose(served["log_probs"].numpy(), unwarped["log_probs"].numpy(), atol=1e-5)
+    # One warp of 1.0 is the plain closed-vocabulary choice.
+    identity = _serve(export_run(runs[0], str(tmp_path / "identity"), CANDIDATES, [1.0]), batch, lengths)
+    assert identity["text"].numpy().tolist() == unwarped["text"].numpy().tolist()
+
+
+def test_warped_metadata_and_waveform_signature(warped):
+    metadata = read_metadata(warped)
+    assert metadata["candidate_warps"] == WARPS
+    assert "stretched by each of [0.9, 1.0, 1.1]" in metadata["decoding"]
+    waveform = synthetic_utterance(302, CONFIG.sample_rate, 1.0)[None].astype(np.float32)
+    out = tf.saved_model.load(warped).signatures["serving_default"](
+        waveform=tf.constant(waveform), waveform_length=tf.constant([waveform.shape[1]], tf.int32))
+    assert out["text"].numpy()[0].decode() in CANDIDATES
+
+
+@pytest.mark.parametrize(
+    "warps, candidates, needle",
+    [
+        ([1.0], None, "without `candidates`"),
+        ([], CANDIDATES, "non-empty list of distinct factors in [0.5, 1.5]"),
+        ([0.2, 1.0], CANDIDATES, "got [0.2, 1.0]"),
+        ([1.0, 1.0], CANDIDATES, "distinct"),
+        ([True], CANDIDATES, "got [True]"),
+        ("0.9,1.1", CANDIDATES, "got '0.9,1.1'"),
+    ],
+)
+def test_bad_warps_are_refused(warps, candidates, needle):
+    from serving.transcription_export import check_candidate_warps
+
+    with pytest.raises(ValueError) as error:
+        check_candidate_warps(warps, candidates)
+    assert needle in str(error.value)
+
+
+def test_command_line_candidate_warps(runs, tmp_path, capsys):
+    words = tmp_path / "words.txt"
+    words.write_text("bead\ncab\n", encoding="utf-8")
+    assert main([runs[0], "--export_base", str(tmp_path / "out"), "--candidates", str(words),
+                 "--candidate_warps", "0.95,1,1.05"]) == 0
+    assert read_metadata(capsys.readouterr().out.strip())["candidate_warps"] == [0.95, 1.0, 1.05]
+    for argv, needle in (
+        (["--candidate_warps", "1"], "give --candidates too"),
+        (["--candidates", str(words), "--candidate_warps", "1,x"], "expected comma-separated numbers"),
+        (["--candidates", str(words), "--candidate_warps", "1,3"], "--candidate_warps 1,3: Received an invalid value"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main([runs[0], "--export_base", str(tmp_path / "bad"), *argv])
+        assert exit_info.value.code == 2
+        assert needle in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "bad")

@@ -8,7 +8,7 @@ from layers import ElmanCell, ElmanRNN
 from models.ctc_loss import ctc_loss
 from models.ctc_model import CTCModel
 from models.frame_stacking import FrameStacking
-from models.frequency_warp import FrequencyWarp
+from models.frequency_warp import FrequencyWarp, warp_bands
 from models.transcription import build_transcription_model
 from pipelines.vocabulary import Vocabulary
 
@@ -83,6 +83,21 @@ def test_frequency_warp_interpolates_every_frame_like_numpy():
         position = np.minimum(bands * alpha, 11.0)
         for frame, out in zip(utterance, row):
             np.testing.assert_allclose(out, np.interp(position, bands, frame), atol=1e-5)
+
+
+def test_warp_bands_with_given_factors_matches_numpy():
+    # The deterministic warp the export's test-time warps use.
+    features = np.random.default_rng(2).normal(size=(3, 4, 8)).astype("float32")
+    alphas = np.array([[1.0], [0.75], [1.25]], "float32")
+    warped = np.asarray(warp_bands(features, alphas))
+    np.testing.assert_array_equal(warped[0], features[0])  # 1 is the identity
+    bands = np.arange(8)
+    for utterance, out, (alpha,) in zip(features[1:], warped[1:], alphas[1:]):
+        position = np.minimum(bands * alpha, 7.0)
+        for frame, row in zip(utterance, out):
+            np.testing.assert_allclose(row, np.interp(position, bands, frame), atol=1e-5)
+    # alpha 0.75: band 2 reads position 1.5, halfway between bands 1 and 2.
+    np.testing.assert_allclose(warped[1, :, 2], (features[1, :, 1] + features[1, :, 2]) / 2, atol=1e-6)
 
 
 @pytest.mark.parametrize("value", [-0.1, 0.5, True, "0.1"])
