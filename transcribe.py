@@ -18,6 +18,10 @@ Example:
     python transcribe.py --model-dir runs/fsdd_ensemble/export/transcriber/1 7_lucas_0.wav
     python transcribe.py --model-dir runs/asterisk --lm runs/lm_ljspeech --lm-weight 0.5 prompt.wav
 
+`--candidates FILE --candidate-warps 0.92,0.96,1,1.04,1.08` also reads each
+file with the mel axis stretched by each factor and prints the candidate of
+highest mean likelihood over them (as an export made by `serving.export_run`
+with the same two flags does).
 `--lm RUN_DIR` decodes with CTC prefix beam search fused with a character
 language model (`models.ctc_lm_decoding`; `--beam-width` sets its beams).
 `--lexicon FILE` (a word list, or any text: its words) makes that search spell
@@ -74,12 +78,15 @@ class ExportedTranscriber:
 
 def transcribe_features(
     model, vocabulary, features, *, beam_width=1, batch_size=16, candidates=None, scorer=None, lm_weight=0.5,
-    lm_bonus=0.0, lexicon=None,
+    lm_bonus=0.0, lexicon=None, candidate_warps=None,
 ):
     """Texts of a list of `(frames, n_features)` arrays, decoded in padded batches.
 
     With `candidates` (texts), each text is the most likely candidate
-    (closed-vocabulary decoding, `ctc_choose_text`) instead; with `scorer`
+    (closed-vocabulary decoding, `ctc_choose_text`) instead, and with
+    `candidate_warps` as well the most likely by its mean likelihood over
+    the features warped by each factor (as an export made with
+    `--candidate_warps` chooses); with `scorer`
     (a `CharacterLanguageModelScorer`), the best of a prefix beam search of
     `beam_width` beams fused with that language model; with `lexicon` (a
     `Lexicon`) that search spells only its words.
@@ -91,6 +98,9 @@ def transcribe_features(
         batch = np.zeros((len(chunk), lengths.max(), chunk[0].shape[1]), "float32")
         for row, f in enumerate(chunk):
             batch[row, : len(f)] = f
+        if candidate_warps is not None:
+            texts.extend(_warped_choice(model, vocabulary, batch, lengths, candidates, candidate_warps))
+            continue
         outputs = model.predict_on_batch({"features": batch, "feature_length": lengths})
         if candidates is not None:
             chosen, _ = ctc_choose_text(
@@ -121,6 +131,20 @@ def transcribe_features(
     return texts
 
 
+def _warped_choice(model, vocabulary, batch, lengths, candidates, warps):
+    """Closed-vocabulary choices by the mean likelihood over frequency warps of `batch`."""
+    from models.ctc_decoding import candidate_labels, candidate_nll, choose_candidates, mean_over_warps
+    from models.frequency_warp import warp_bands
+
+    labels = candidate_labels(candidates, vocabulary=vocabulary)
+    scores = []
+    for alpha in warps:
+        warped = np.asarray(warp_bands(batch, np.full((len(batch), 1), alpha, "float32")))
+        outputs = model.predict_on_batch({"features": warped, "feature_length": lengths})
+        scores.append(candidate_nll(outputs["log_probs"], outputs["frame_length"], labels, vocabulary=vocabulary))
+    return choose_candidates(np.asarray(mean_over_warps(np.stack(scores))), candidates)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", help="audio files (wav, flac, ...; any sample rate)")
@@ -137,6 +161,11 @@ def main(argv=None):
         "--candidates", default=None,
         help="text file, one allowed transcription per line: print the most likely one "
              "(closed-vocabulary decoding, e.g. digit words or commands)",
+    )
+    parser.add_argument(
+        "--candidate-warps", default=None, metavar="F1,F2,...",
+        help="with --candidates: also read each file with the mel axis stretched by each factor "
+             "(e.g. 0.92,0.96,1,1.04,1.08) and print the candidate of highest mean likelihood over them",
     )
     parser.add_argument(
         "--lm", default=None, metavar="RUN_DIR",
@@ -161,6 +190,19 @@ def main(argv=None):
     for other in ("lm", "lexicon"):
         if args.candidates is not None and getattr(args, other) is not None:
             parser.error(f"--candidates and --{other} choose the decoding two ways; give one of them")
+    candidate_warps = None
+    if args.candidate_warps is not None:
+        if args.candidates is None:
+            parser.error("--candidate-warps averages closed-vocabulary scores over warps; give --candidates too")
+        from serving.transcription_export import check_candidate_warps
+
+        try:
+            candidate_warps = check_candidate_warps(
+                [float(value) for value in args.candidate_warps.split(",")], args.candidates
+            )
+        except ValueError:
+            parser.error(f"argument --candidate-warps: expected comma-separated distinct factors in "
+                         f"[0.5, 1.5] such as 0.92,0.96,1,1.04,1.08, got {args.candidate_warps!r}")
     if not 0 <= args.lm_weight < float("inf"):
         parser.error(f"argument --lm-weight: expected a finite number >= 0, got {args.lm_weight}")
     if not math.isfinite(args.lm_bonus):
@@ -191,6 +233,7 @@ def main(argv=None):
         texts = transcribe_features(
             model, vocabulary, features, beam_width=args.beam_width or (16 if scorer or lexicon else 1),
             candidates=candidates, scorer=scorer, lm_weight=args.lm_weight, lm_bonus=args.lm_bonus, lexicon=lexicon,
+            candidate_warps=candidate_warps,
         )
         for name, text in zip(names, texts):
             print(f"{name}\t{text}")

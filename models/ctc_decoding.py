@@ -148,9 +148,26 @@ def ctc_choose_text(log_probs, frame_length, candidates, *, vocabulary):
     candidates = check_candidates(candidates, vocabulary=vocabulary)
     labels = candidate_labels(candidates, vocabulary=vocabulary)
     scores = np.asarray(ops.convert_to_numpy(candidate_nll(log_probs, frame_length, labels, vocabulary=vocabulary)))
+    return choose_candidates(scores, candidates), scores
+
+
+def choose_candidates(scores, candidates):
+    """The lowest-scoring candidate of each row of `scores` `(batch, count)`, "" where all are inf."""
     best = np.argmin(scores, axis=1)
-    texts = [candidates[i] if np.isfinite(scores[row, i]) else "" for row, i in enumerate(best)]
-    return texts, scores
+    return [candidates[i] if np.isfinite(scores[row, i]) else "" for row, i in enumerate(best)]
+
+
+def mean_over_warps(scores):
+    """Candidate NLLs `(warps, batch, count)` -> `-log(mean_w exp(-NLL_w))`, `(batch, count)`.
+
+    The NLL of a candidate's mean likelihood over test-time warps of the
+    features (`serving.transcription_export`'s `candidate_warps`). Keras ops,
+    so it runs eagerly and in a traced graph; inf (the candidate cannot fit
+    the frames, the same for every warp) stays inf.
+    """
+    scores = ops.convert_to_tensor(scores, "float32")
+    count = ops.cast(ops.shape(scores)[0], "float32")
+    return -ops.logsumexp(-scores, axis=0) + ops.log(count)
 
 
 def load_candidates(path):

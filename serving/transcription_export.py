@@ -227,7 +227,7 @@ def export_transcriber(
     tables = VocabularyTables(vocabulary)
     log_mel = LogMel(feature_config, name="log_mel")
     if candidates is not None:
-        from models.ctc_decoding import candidate_labels, candidate_nll, check_candidates
+        from models.ctc_decoding import candidate_labels, candidate_nll, check_candidates, mean_over_warps
 
         candidates = check_candidates(candidates, vocabulary=vocabulary)
         labels = candidate_labels(candidates, vocabulary=vocabulary)
@@ -266,9 +266,7 @@ def export_transcriber(
         stacked = warp_bands(tf.tile(features, (count, 1, 1)), alphas)
         _, log_probs, frame_length = model_outputs(stacked, tf.tile(feature_length, (count,)))
         scores = candidate_nll(log_probs, frame_length, tf.constant(labels), vocabulary=vocabulary)
-        scores = tf.reshape(scores, (count, batch, len(candidates)))
-        # -log of the mean likelihood over the warps (inf stays inf: the warps share frame lengths).
-        scores = -tf.reduce_logsumexp(-scores, axis=0) + tf.math.log(float(count))
+        scores = mean_over_warps(tf.reshape(scores, (count, batch, len(candidates))))
         best = tf.argmin(scores, axis=1, output_type=tf.int32)
         fits = tf.reduce_any(tf.math.is_finite(scores), axis=1)
         text = tf.where(fits, tf.gather(tf.constant(candidates), best), "")

@@ -224,6 +224,19 @@ def test_an_export_directory_transcribes_with_its_own_text_output(tmp_path, caps
     words = tmp_path / "words.txt"
     words.write_text("ab\nba\nabc\n")
     assert printed(single, "--candidates", str(words)) == printed(runs[0], "--candidates", str(words))
+    # Test-time warps: the run directory's choice (transcribe.py) is the export's (serving graph).
+    warped = export_run(runs[0], str(tmp_path / "warped"), ["ab", "ba", "abc"], [0.8, 1.0, 1.2])
+    from_run = printed(runs[0], "--candidates", str(words), "--candidate-warps", "0.8,1,1.2")
+    assert printed(warped) == from_run
+    assert len(set(line.split("\t")[1] for line in from_run.splitlines())) >= 2
+    for flags, needle in (
+        (["--candidate-warps", "1"], "give --candidates too"),
+        (["--candidates", str(words), "--candidate-warps", "1,1"], "distinct factors"),
+        (["--candidates", str(words), "--candidate-warps", "one"], "expected comma-separated"),
+    ):
+        with pytest.raises(SystemExit):
+            transcribe.main(["--model-dir", runs[0], *flags, *files])
+        assert needle in capsys.readouterr().err
 
     # An ensemble: the export's own text (its members' best-scored hypothesis) is printed, which is
     # not the greedy decoding of the mean probability it serves as log_probs.
