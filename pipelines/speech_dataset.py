@@ -488,6 +488,12 @@ def build_speech_datasets(
             "Received an invalid value for argument `spec_augment_max_frequency`, expected a fraction "
             f"of the features in (0, 1], got {spec_augment_max_frequency!r}."
         )
+    if spec_augment and int(feature_config.n_features * spec_augment_max_frequency) == 0:
+        raise ValueError(
+            "Received an invalid value for argument `spec_augment_max_frequency`, expected at least "
+            f"1/{feature_config.n_features} (one of the {feature_config.n_features} features; a smaller "
+            f"fraction masks no band), got {spec_augment_max_frequency!r}."
+        )
     if not max_duration_s or max_duration_s <= 0:
         raise ValueError(
             f"Received an invalid value for argument `max_duration_s`, expected a positive number "

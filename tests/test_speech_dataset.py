@@ -308,6 +308,9 @@ def test_spec_augment_max_frequency_sets_the_widest_frequency_mask(tmp_path):
     assert max(wide) <= 16 and max(wide) > 4
     with pytest.raises(ValueError, match=r"`spec_augment_max_frequency`, expected a fraction of the features in \(0, 1\], got 0"):
         _build(folder, tmp_path / "cache", spec_augment_max_frequency=0)
+    # 0.05 of 16 bands is no band at all: refused rather than silently unmasked.
+    with pytest.raises(ValueError, match=r"expected at least 1/16 \(one of the 16 features; .*got 0.05"):
+        _build(folder, tmp_path / "cache", spec_augment=True, spec_augment_max_frequency=0.05)
 
 
 def test_argument_errors(tmp_path):

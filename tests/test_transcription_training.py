@@ -328,6 +328,14 @@ def test_config_rejects_bad_values_naming_the_field(field, value, expected):
         transcription.Config(**{field: value})
 
 
+def test_config_rejects_a_spec_augment_fraction_below_one_band():
+    with pytest.raises(ValueError, match=r"`spec_augment_max_frequency` \(--spec-augment-max-frequency\), "
+                                         r"expected at least 1/80 \(one of the 80 features\), got 0.01"):
+        transcription.Config(spec_augment_max_frequency=0.01)
+    transcription.Config(spec_augment_max_frequency=0.0125)  # one band of 80
+    transcription.Config(spec_augment_max_frequency=0.01, spec_augment=False)  # no masks asked for
+
+
 def test_feature_fields_reach_the_feature_config():
     config = transcription.Config(
         fmin=150.0, fmax=3800.0, top_db=30.0, trim_db=25.0, normalisation="utterance_scalar"
