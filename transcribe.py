@@ -38,7 +38,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 import models.transcription  # noqa: E402,F401  (registers every class of the saved model)
-from models.ctc_decoding import check_candidates, ctc_choose_text, ctc_decode_text, load_candidates  # noqa: E402
+from models.ctc_decoding import (  # noqa: E402
+    candidate_labels,
+    candidate_nll,
+    check_candidate_warps,
+    check_candidates,
+    choose_candidates,
+    ctc_choose_text,
+    ctc_decode_text,
+    load_candidates,
+    mean_over_warps,
+)
 from models.ctc_lm_decoding import CharacterLanguageModelScorer, Lexicon, ctc_beam_search_with_lm  # noqa: E402
 from pipelines.audio_loading import AudioError  # noqa: E402
 from pipelines.speech_dataset import load_features  # noqa: E402
@@ -133,7 +143,6 @@ def transcribe_features(
 
 def _warped_choice(model, vocabulary, batch, lengths, candidates, warps):
     """Closed-vocabulary choices by the mean likelihood over frequency warps of `batch`."""
-    from models.ctc_decoding import candidate_labels, candidate_nll, choose_candidates, mean_over_warps
     from models.frequency_warp import warp_bands
 
     labels = candidate_labels(candidates, vocabulary=vocabulary)
@@ -194,8 +203,6 @@ def main(argv=None):
     if args.candidate_warps is not None:
         if args.candidates is None:
             parser.error("--candidate-warps averages closed-vocabulary scores over warps; give --candidates too")
-        from serving.transcription_export import check_candidate_warps
-
         try:
             candidate_warps = check_candidate_warps(
                 [float(value) for value in args.candidate_warps.split(",")], args.candidates

@@ -79,6 +79,33 @@ def check_candidates(candidates, *, vocabulary):
     return candidates
 
 
+def check_candidate_warps(candidate_warps, candidates):
+    """`candidate_warps` as a tuple of floats; a ValueError naming the argument otherwise.
+
+    The factors of test-time warping for closed-vocabulary decoding
+    (`serving.transcription_export.export_transcriber`, `transcribe.py
+    --candidate-warps`): distinct, in [0.5, 1.5], and only with candidates.
+    """
+    if candidate_warps is None:
+        return None
+    if candidates is None:
+        raise ValueError(
+            "Received `candidate_warps` without `candidates`: the warps average the likelihood of "
+            "closed-vocabulary candidates; give the candidate texts too."
+        )
+    warps = list(candidate_warps) if isinstance(candidate_warps, (list, tuple)) else None
+    if (
+        not warps
+        or any(isinstance(w, bool) or not isinstance(w, numbers.Real) or not 0.5 <= w <= 1.5 for w in warps)
+        or len(set(warps)) != len(warps)
+    ):
+        raise ValueError(
+            "Received an invalid value for argument `candidate_warps`, expected a non-empty list of "
+            f"distinct factors in [0.5, 1.5] (e.g. [0.92, 0.96, 1.0, 1.04, 1.08]), got {candidate_warps!r}."
+        )
+    return tuple(float(w) for w in warps)
+
+
 def candidate_labels(candidates, *, vocabulary):
     """int32 `(len(candidates), longest)`: the candidates' ids, padded with the pad id."""
     encoded = [vocabulary.encode(text) for text in candidates]

@@ -210,7 +210,7 @@ def main(argv=None):
         except ValueError:
             parser.error(f"--candidate_warps: expected comma-separated numbers such as "
                          f"0.92,0.96,1,1.04,1.08, got {args.candidate_warps!r}")
-        from serving.transcription_export import check_candidate_warps
+        from models.ctc_decoding import check_candidate_warps
 
         try:
             check_candidate_warps(candidate_warps, candidates)

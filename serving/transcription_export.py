@@ -23,30 +23,6 @@ WARPED_DECODING = (
 )
 
 
-def check_candidate_warps(candidate_warps, candidates):
-    """`candidate_warps` as a tuple of floats; a ValueError naming the argument otherwise."""
-    import numbers
-
-    if candidate_warps is None:
-        return None
-    if candidates is None:
-        raise ValueError(
-            "Received `candidate_warps` without `candidates`: the warps average the likelihood of "
-            "closed-vocabulary candidates; give the candidate texts too."
-        )
-    warps = list(candidate_warps) if isinstance(candidate_warps, (list, tuple)) else None
-    if (
-        not warps
-        or any(isinstance(w, bool) or not isinstance(w, numbers.Real) or not 0.5 <= w <= 1.5 for w in warps)
-        or len(set(warps)) != len(warps)
-    ):
-        raise ValueError(
-            "Received an invalid value for argument `candidate_warps`, expected a non-empty list of "
-            f"distinct factors in [0.5, 1.5] (e.g. [0.92, 0.96, 1.0, 1.04, 1.08]), got {candidate_warps!r}."
-        )
-    return tuple(float(w) for w in warps)
-
-
 def _outputs(model, features, feature_length):
     """`(log_probs, frame_length)` of a model with dict or tuple outputs."""
     outputs = model({"features": features, "feature_length": feature_length}, training=False)
@@ -223,6 +199,8 @@ def export_transcriber(
                 f"per frame, but the feature config gives {n_features}; export the "
                 "model with the FeatureConfig it was trained with."
             )
+    from models.ctc_decoding import check_candidate_warps
+
     candidate_warps = check_candidate_warps(candidate_warps, candidates)
     tables = VocabularyTables(vocabulary)
     log_mel = LogMel(feature_config, name="log_mel")

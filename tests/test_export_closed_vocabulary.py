@@ -206,7 +206,7 @@ def test_warped_metadata_and_waveform_signature(warped):
     ],
 )
 def test_bad_warps_are_refused(warps, candidates, needle):
-    from serving.transcription_export import check_candidate_warps
+    from models.ctc_decoding import check_candidate_warps
 
     with pytest.raises(ValueError) as error:
         check_candidate_warps(warps, candidates)
