@@ -199,19 +199,22 @@ def export_transcriber(
                 f"per frame, but the feature config gives {n_features}; export the "
                 "model with the FeatureConfig it was trained with."
             )
-    from models.ctc_decoding import check_candidate_warps
+    from models.ctc_decoding import (
+        candidate_labels, candidate_nll, check_candidate_warps, check_candidates, mean_over_warps,
+    )
 
     candidate_warps = check_candidate_warps(candidate_warps, candidates)
     tables = VocabularyTables(vocabulary)
     log_mel = LogMel(feature_config, name="log_mel")
     if candidates is not None:
-        from models.ctc_decoding import candidate_labels, candidate_nll, check_candidates, mean_over_warps
-
         candidates = check_candidates(candidates, vocabulary=vocabulary)
         labels = candidate_labels(candidates, vocabulary=vocabulary)
 
-        def closed_vocabulary_text(log_probs, frame_length):
-            scores = candidate_nll(log_probs, frame_length, tf.constant(labels), vocabulary=vocabulary)
+        def candidate_scores(log_probs, frame_length):
+            return candidate_nll(log_probs, frame_length, tf.constant(labels), vocabulary=vocabulary)
+
+        def chosen_text(scores):
+            """The lowest-scoring candidate of each row, "" where none fits (`choose_candidates` in the graph)."""
             best = tf.argmin(scores, axis=1, output_type=tf.int32)
             fits = tf.reduce_any(tf.math.is_finite(scores), axis=1)
             return tf.where(fits, tf.gather(tf.constant(candidates), best), "")
@@ -243,15 +246,11 @@ def export_transcriber(
         alphas = tf.repeat(tf.constant(candidate_warps, tf.float32), batch)[:, None]
         stacked = warp_bands(tf.tile(features, (count, 1, 1)), alphas)
         _, log_probs, frame_length = model_outputs(stacked, tf.tile(feature_length, (count,)))
-        scores = candidate_nll(log_probs, frame_length, tf.constant(labels), vocabulary=vocabulary)
-        scores = mean_over_warps(tf.reshape(scores, (count, batch, len(candidates))))
-        best = tf.argmin(scores, axis=1, output_type=tf.int32)
-        fits = tf.reduce_any(tf.math.is_finite(scores), axis=1)
-        text = tf.where(fits, tf.gather(tf.constant(candidates), best), "")
+        scores = candidate_scores(log_probs, frame_length)
+        text = chosen_text(mean_over_warps(tf.reshape(scores, (count, batch, len(candidates)))))
         if 1.0 in candidate_warps:  # the unwarped outputs are already among them
-            index = candidate_warps.index(1.0)
-            rows = tf.range(index * batch, (index + 1) * batch)
-            return text, tf.gather(log_probs, rows), tf.gather(frame_length, rows)
+            start = candidate_warps.index(1.0) * batch
+            return text, log_probs[start : start + batch], frame_length[start : start + batch]
         _, log_probs, frame_length = model_outputs(features, feature_length)
         return text, log_probs, frame_length
 
@@ -261,7 +260,7 @@ def export_transcriber(
             return {"text": text, "log_probs": log_probs, "frame_length": frame_length}
         member_log_probs, log_probs, frame_length = model_outputs(features, feature_length)
         if candidates is not None:
-            text = closed_vocabulary_text(log_probs, frame_length)
+            text = chosen_text(candidate_scores(log_probs, frame_length))
         else:
             if member_log_probs is None:
                 ids = greedy_ids(log_probs, frame_length)
