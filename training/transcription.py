@@ -294,10 +294,6 @@ class Config:
             fail("frequency_warp", "a float in [0, 0.5)")
         if not is_number(self.spec_augment_max_frequency) or not 0.0 < self.spec_augment_max_frequency <= 1.0:
             fail("spec_augment_max_frequency", "a fraction of the features in (0, 1]")
-        n_features = self.n_mfcc if self.feature_kind == "mfcc" else self.n_mels
-        if self.spec_augment and is_int(n_features) and int(n_features * self.spec_augment_max_frequency) == 0:
-            # Below one band the masks would silently vanish.
-            fail("spec_augment_max_frequency", f"at least 1/{n_features} (one of the {n_features} features)")
         if not is_number(self.time_stretch) or not 0.0 <= self.time_stretch <= 1.0:
             fail("time_stretch", "a float in [0, 1]")
         if not is_number(self.mix_fraction) or not 0.0 < self.mix_fraction < 1.0:
@@ -322,6 +318,11 @@ class Config:
             not is_number(self.max_train_minutes) or not self.max_train_minutes > 0
         ):
             fail("max_train_minutes", "a positive number of minutes or None")
+        # Last: the feature fields it reads are checked by now.
+        n_features = self.feature_config().n_features
+        if self.spec_augment and int(n_features * self.spec_augment_max_frequency) == 0:
+            # Below one band the masks would silently vanish.
+            fail("spec_augment_max_frequency", f"at least 1/{n_features} (one of the {n_features} features)")
 
     def feature_config(self):
         """The `FeatureConfig` these fields select."""
