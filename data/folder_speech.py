@@ -92,6 +92,17 @@ class FolderSpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         rows = self._read_rows()
         if not rows:
             raise ValueError(f"Speech folder {self._folder} lists no utterances.")
+        seen = set()
+        for row in rows:
+            # TFDS keys examples by id and would fail later on a repeat with
+            # "Two examples share the same hashed key", naming neither.
+            if row["id"] in seen:
+                index = ", ".join(os.path.relpath(path, self._folder) for path in sorted(self._index_files()))
+                raise ValueError(
+                    f"Speech folder {self._folder}: utterance {row['id']!r} is listed twice in {index}; "
+                    "expected each utterance once."
+                )
+            seen.add(row["id"])
         splits = assign_splits(rows, validation_fraction=VALIDATION_FRACTION)
         return {name: self._generate_examples(split_rows) for name, split_rows in splits.items()}
 

@@ -44,10 +44,18 @@ class ManifestSpeech(FolderSpeechBuilder):
                     f"least `path` and `text`, got {reader.fieldnames}."
                 )
             rows = []
+            first_line = {}  # normalised path -> the line that listed it first
             for line, record in enumerate(reader, start=2):
                 relative = (record.get("path") or "").strip()
                 if not relative:
                     raise ValueError(f"{manifest}, line {line}: empty `path`.")
+                key = os.path.normpath(relative)
+                if key in first_line:
+                    raise ValueError(
+                        f"{manifest}, line {line}: `path` {relative!r} is already listed on line "
+                        f"{first_line[key]}; expected each recording once (one transcript per file)."
+                    )
+                first_line[key] = line
                 rows.append(
                     {
                         "id": relative,

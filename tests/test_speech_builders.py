@@ -91,6 +91,10 @@ def test_manifest_errors(tmp_path):
         _prepare(ManifestSpeech(folder=folder, data_dir=tmp_path / "tfds2"))
     with pytest.raises(ValueError, match="expected an existing directory"):
         ManifestSpeech(folder=tmp_path / "nowhere", data_dir=tmp_path / "tfds")
+    # A recording listed twice (here once as written, once through "./"): named with both lines.
+    (folder / "manifest.tsv").write_text("path\ttext\nx.wav\thi\ny.wav\tyes\n./x.wav\thello\n")
+    with pytest.raises(ValueError, match=r"manifest.tsv, line 4: `path` './x.wav' is already listed on line 2"):
+        _prepare(ManifestSpeech(folder=folder, data_dir=tmp_path / "tfds3"))
 
 
 def test_manifest_edit_builds_fresh_dataset(tmp_path):
@@ -122,6 +126,10 @@ def test_ljspeech_folder(tmp_path):
     assert examples["LJ001-0002"]["path"] == str(folder / "wavs" / "LJ001-0002.wav")
     assert builder.info.splits["train"].num_examples == 2
     assert builder.info.splits["validation"].num_examples == 1
+    # The same id twice: a clear error naming it and the file, not TFDS' "same hashed key".
+    (folder / "metadata.csv").write_text("\n".join(rows + [rows[0]]) + "\n")
+    with pytest.raises(ValueError, match=r"utterance 'LJ001-0001' is listed twice in metadata.csv"):
+        _prepare(LjSpeechFolder(folder=folder, data_dir=tmp_path / "tfds2"))
 
 
 def _librispeech(root, subset, speakers):
