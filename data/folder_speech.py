@@ -97,7 +97,8 @@ class FolderSpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             # TFDS keys examples by id and would fail later on a repeat with
             # "Two examples share the same hashed key", naming neither.
             if row["id"] in seen:
-                index = ", ".join(os.path.relpath(path, self._folder) for path in sorted(self._index_files()))
+                files = sorted(os.path.relpath(path, self._folder) for path in self._index_files())
+                index = ", ".join(files) if len(files) <= 3 else f"its {len(files)} index files ({files[0]}, ...)"
                 raise ValueError(
                     f"Speech folder {self._folder}: utterance {row['id']!r} is listed twice in {index}; "
                     "expected each utterance once."

@@ -156,6 +156,11 @@ def test_librispeech_root_with_subsets(tmp_path):
     assert train[0]["path"] == str(root / "train-clean-100" / "19" / "10" / "19-10-0000.flac")
     assert {e["speaker"] for e in _examples(builder, "validation")} == {"84"}
     assert {e["speaker"] for e in _examples(builder, "test")} == {"61"}
+    # A key repeated in a transcript file: named, with the count of index files (four here).
+    trans = root / "dev-clean" / "84" / "10" / "84-10.trans.txt"
+    trans.write_text(trans.read_text() + "84-10-0000 HELLO AGAIN\n")
+    with pytest.raises(ValueError, match=r"utterance '84-10-0000' is listed twice in its 4 index files \(dev-clean"):
+        _prepare(LibriSpeechFolder(folder=root, data_dir=tmp_path / "tfds2"))
 
 
 def test_librispeech_single_subset_split_by_speaker(tmp_path):
