@@ -26,17 +26,27 @@ class FolderSpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     apart when speakers are known).
 
     Features: `id` (stable key), `path` (absolute), `text` (transcript as
-    written, may be empty), `speaker` (may be empty).
+    written, or its spoken form with `spell_out`; may be empty), `speaker`
+    (may be empty).
 
     Args:
         folder: The speech folder.
         data_dir: Where TFDS writes the prepared index (under the cache dir).
+        spell_out: When True, each transcript is replaced by its spoken form
+            (`pipelines.vocabulary.spell_out_transcript`: remarks in brackets
+            dropped, single digits and `*`/`#` as words) before the splits
+            are assigned, so a prompt and its spoken form are one group.
     """
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
 
-    def __init__(self, *, folder, data_dir=None, **kwargs):
+    def __init__(self, *, folder, data_dir=None, spell_out=False, **kwargs):
+        if not isinstance(spell_out, bool):
+            raise TypeError(
+                f"Received an invalid value for argument `spell_out`, expected a bool, got {spell_out!r}."
+            )
+        self._spell_out = spell_out
         folder = os.path.abspath(os.fspath(folder))
         if not os.path.isdir(folder):
             raise ValueError(
@@ -49,6 +59,9 @@ class FolderSpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         for path in sorted(self._index_files()):
             stat = os.stat(path)
             digest.update(f"{os.path.relpath(path, folder)}\0{stat.st_size}\0{stat.st_mtime_ns}\0".encode())
+        # Options that change the examples change the config too (a fresh index).
+        for name, value in sorted(self._index_options().items()):
+            digest.update(f"{name}={value}\0".encode())
         config = tfds.core.BuilderConfig(
             name=f"{slug}_{digest.hexdigest()[:12]}", description=f"Speech folder {folder}"
         )
@@ -64,6 +77,11 @@ class FolderSpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     @property
     def folder(self):
         return self._folder
+
+    def _index_options(self):
+        """Options that change the examples, as `{name: value}` (defaults left out,
+        so a folder indexed with defaults keeps its config name)."""
+        return {"spell_out": True} if self._spell_out else {}
 
     @abc.abstractmethod
     def _index_files(self):
@@ -104,6 +122,10 @@ class FolderSpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
                     "expected each utterance once."
                 )
             seen.add(row["id"])
+        if self._spell_out:
+            from pipelines.vocabulary import spell_out_transcript
+
+            rows = [{**row, "text": spell_out_transcript(row["text"])} for row in rows]
         splits = assign_splits(rows, validation_fraction=VALIDATION_FRACTION)
         return {name: self._generate_examples(split_rows) for name, split_rows in splits.items()}
 

@@ -20,6 +20,11 @@ class ManifestSpeech(FolderSpeechBuilder):
     Args:
         folder: Folder holding `manifest.tsv`.
         data_dir: Where TFDS writes the prepared index.
+        text_column: The column that holds the transcripts (default `text`),
+            e.g. `text_raw` for a manifest that also keeps the script as
+            written.
+        spell_out: See `FolderSpeechBuilder` (with `text_column="text_raw"`,
+            prompts such as "Press 1 for help." become training rows).
 
     Example:
 
@@ -30,6 +35,21 @@ class ManifestSpeech(FolderSpeechBuilder):
     ```
     """
 
+    def __init__(self, *, folder, data_dir=None, text_column="text", **kwargs):
+        if not isinstance(text_column, str) or not text_column.strip():
+            raise ValueError(
+                "Received an invalid value for argument `text_column`, expected a column name, "
+                f"got {text_column!r}."
+            )
+        self._text_column = text_column.strip()
+        super().__init__(folder=folder, data_dir=data_dir, **kwargs)
+
+    def _index_options(self):
+        options = super()._index_options()
+        if self._text_column != "text":
+            options["text_column"] = self._text_column
+        return options
+
     def _index_files(self):
         return [os.path.join(self.folder, MANIFEST)]
 
@@ -37,11 +57,12 @@ class ManifestSpeech(FolderSpeechBuilder):
         manifest = os.path.join(self.folder, MANIFEST)
         with open(manifest, encoding="utf-8", newline="") as f:
             reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            missing = {"path", "text"} - set(reader.fieldnames or ())
+            column = self._text_column
+            missing = {"path", column} - set(reader.fieldnames or ())
             if missing:
                 raise ValueError(
                     f"{manifest}: missing columns {sorted(missing)}; expected a header with at "
-                    f"least `path` and `text`, got {reader.fieldnames}."
+                    f"least `path` and `{column}`, got {reader.fieldnames}."
                 )
             rows = []
             first_line = {}  # normalised path -> the line that listed it first
@@ -60,7 +81,7 @@ class ManifestSpeech(FolderSpeechBuilder):
                     {
                         "id": relative,
                         "path": os.path.normpath(os.path.join(self.folder, relative)),
-                        "text": (record.get("text") or "").strip(),
+                        "text": (record.get(column) or "").strip(),
                         "speaker": (record.get("speaker") or "").strip(),
                         "split": canonical_split(record.get("split"), source=f"{manifest}, line {line}"),
                     }

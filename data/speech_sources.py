@@ -16,6 +16,12 @@ A spec is one of:
   of a folder that has none, by transcript (a sentence is in one split
   only): prompts never trained on nor used to choose the model, e.g. for a
   one-speaker corpus.
+  `FOLDER:text_column=text_raw` reads a manifest's transcripts from another
+  column; `FOLDER:spell_out=true` replaces each transcript by its spoken
+  form (`pipelines.vocabulary.spell_out_transcript`: remarks in brackets
+  dropped, single digits and `*`/`#` as words), so prompts such as
+  "Press 1 for help." become training rows instead of being refused.
+  Options combine with commas.
 - a TFDS catalog name, `librispeech`, `ljspeech` or `spoken_digit`, when
   already prepared in the TFDS data directory (never downloaded).
 - several of these joined by `+`, e.g. `../shared/data/fsdd+synthetic:text=digits`:
@@ -32,9 +38,9 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 
 from data.split_assignment import choose_validation_groups, stable_hash
+from pipelines.vocabulary import DIGIT_WORDS
 
 CATALOG = ("librispeech", "ljspeech", "spoken_digit")
-DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 CATALOG_VALIDATION_FRACTION = 0.1
 
 
@@ -152,7 +158,7 @@ def _final_splits(splits, origin):
     return out, note
 
 
-def _folder_source(folder, cache_dir, held_out_speakers=(), test_fraction=None):
+def _folder_source(folder, cache_dir, held_out_speakers=(), test_fraction=None, text_column=None, spell_out=False):
     from data.librispeech_folder import LibriSpeechFolder
     from data.ljspeech_folder import LjSpeechFolder
     from data.manifest_speech import MANIFEST, ManifestSpeech
@@ -171,7 +177,16 @@ def _folder_source(folder, cache_dir, held_out_speakers=(), test_fraction=None):
             "manifest.tsv, no LJSpeech metadata.csv + wavs/, and no LibriSpeech "
             "speaker/chapter/*.trans.txt files."
         )
-    builder = _prepare(lambda: builder_cls(folder=folder, data_dir=os.path.join(cache_dir, "tfds")))
+    options = {"spell_out": spell_out}
+    if text_column is not None:
+        if builder_cls is not ManifestSpeech:
+            raise ValueError(
+                f"Received an invalid value for argument `dataset`: text_column={text_column} needs a "
+                f"folder with a {MANIFEST}; {folder} is a {builder_cls.__name__} folder, whose "
+                "transcripts have a fixed place."
+            )
+        options["text_column"] = text_column
+    builder = _prepare(lambda: builder_cls(folder=folder, data_dir=os.path.join(cache_dir, "tfds"), **options))
 
     def to_utterance(example):
         return Utterance(
@@ -267,12 +282,14 @@ def _transcript_test_split(splits, fraction, folder):
 
 
 def _folder_options(spec, options):
-    """Parse `held_out_speakers=a;b` and `test_fraction=F` into keyword arguments."""
+    """Parse `held_out_speakers=a;b`, `test_fraction=F`, `text_column=NAME` and
+    `spell_out=true|false` (joined by commas) into keyword arguments."""
 
     def fail(item):
         raise ValueError(
-            f"Received an invalid value for argument `dataset`: {spec!r}; expected 'FOLDER', "
-            "'FOLDER:held_out_speakers=NAME[;NAME...]' or 'FOLDER:test_fraction=F' (0 < F < 1), "
+            f"Received an invalid value for argument `dataset`: {spec!r}; expected 'FOLDER' or "
+            "'FOLDER:OPTION[,OPTION...]' with options held_out_speakers=NAME[;NAME...] or "
+            "test_fraction=F (0 < F < 1, not both), text_column=NAME, spell_out=true|false; "
             f"got {item!r}."
         )
 
@@ -294,9 +311,17 @@ def _folder_options(spec, options):
             if not 0.0 < fraction < 1.0:
                 fail(item)
             kwargs[key] = fraction
+        elif key == "text_column":
+            if not value:
+                fail(item)
+            kwargs[key] = value
+        elif key == "spell_out":
+            if value.lower() not in ("true", "false"):
+                fail(item)
+            kwargs[key] = value.lower() == "true"
         else:
             fail(item)
-    if len(kwargs) > 1:
+    if "held_out_speakers" in kwargs and "test_fraction" in kwargs:
         fail(options)  # held-out speakers already make the test split
     return kwargs
 

@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 
 from data.espeak_synthesizer import synthesize_in_subprocess
 from data.recording_channel import apply_channel, draw_channel
-from pipelines.vocabulary import normalize_transcript
+from pipelines.vocabulary import DIGIT_WORDS, normalize_transcript
 
 TEXT_CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tinyshakespeare.txt")
 
@@ -33,7 +33,6 @@ VALIDATION_VARIANTS = ("m3", "f3", "m8")
 
 SYNTHESIS_CHUNK = 500  # utterances per synthesis subprocess
 TEXTS = ("shakespeare", "digits")
-DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _TRIM_THRESHOLD = 300  # int16 amplitude, about -40 dBFS
 _TRIM_MARGIN_S = 0.05
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import unicodedata
 
 PAD = "<pad>"
@@ -160,3 +161,33 @@ def normalize_transcript(text):
 
 
 SPEECH_ALPHABET = tuple(" '" + "abcdefghijklmnopqrstuvwxyz")
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+KEYPAD_WORDS = {"*": "star", "#": "pound"}
+_REMARK = re.compile(r"\[[^\]]*\]|\([^)]*\)")
+_NUMBER = re.compile(r"\d+(?:[.,:]\d+)*")
+
+
+def spell_out_transcript(text):
+    """The spoken form of a prompt-style transcript, normalised.
+
+    For corpora whose transcripts are scripts rather than what was said
+    (telephone prompts, say): bracketed and parenthesised remarks
+    (`[beep]`, `(tone plays)`) are dropped, as they describe sounds, not
+    words; a number of one digit becomes its word (`press 1` -> `press
+    one`, `3D` -> `three d`); `*` and `#` become `star` and `pound`, their
+    names on a US telephone keypad. Longer numbers (`dial 500`, `28.8`)
+    have no single spoken form ("five hundred" or "five oh oh") and stay
+    digits, which the speech pipeline refuses as out of vocabulary, naming
+    the file. The result is `normalize_transcript`'s.
+
+    Example: `spell_out_transcript("Press 1, or # to exit. (beep)")` is
+    `"press one or pound to exit"`.
+    """
+    text = _REMARK.sub(" ", text)
+    text = _NUMBER.sub(
+        lambda m: f" {DIGIT_WORDS[int(m.group())]} " if len(m.group()) == 1 else m.group(), text
+    )
+    for symbol, word in KEYPAD_WORDS.items():
+        text = text.replace(symbol, f" {word} ")
+    return normalize_transcript(text)

@@ -97,6 +97,40 @@ def test_manifest_errors(tmp_path):
         _prepare(ManifestSpeech(folder=folder, data_dir=tmp_path / "tfds3"))
 
 
+def test_manifest_text_column_and_spelled_out_prompts(tmp_path):
+    folder = tmp_path / "prompts"
+    os.makedirs(folder)
+    rows = [
+        ("1.wav", "", "Press 1 for help."),
+        ("2.wav", "hello", "Hello!"),
+        ("3.wav", "", "[beep tone]"),
+        ("4.wav", "", "Dial 500 now."),
+        ("5.wav", "after the tone", "After the tone. (tone plays)"),
+    ]
+    lines = ["path\tsplit\ttext\ttext_raw"] + [f"{p}\ttrain\t{t}\t{r}" for p, t, r in rows]
+    (folder / "manifest.tsv").write_text("\n".join(lines) + "\n")
+    for path, *_ in rows:
+        _wav(str(folder / path))
+    texts = lambda builder: [e["text"] for e in _examples(builder, "train")]  # noqa: E731
+
+    plain = _prepare(ManifestSpeech(folder=folder, data_dir=tmp_path / "tfds"))
+    assert texts(plain) == ["", "hello", "", "", "after the tone"]
+    raw = _prepare(ManifestSpeech(folder=folder, data_dir=tmp_path / "tfds", text_column="text_raw"))
+    assert texts(raw) == [r for _, _, r in rows]  # as written
+    spoken = _prepare(
+        ManifestSpeech(folder=folder, data_dir=tmp_path / "tfds", text_column="text_raw", spell_out=True)
+    )
+    assert texts(spoken) == ["press one for help", "hello", "", "dial 500 now", "after the tone"]
+    # Each option set is its own prepared index.
+    names = {b.builder_config.name for b in (plain, raw, spoken)}
+    assert len(names) == 3 and plain.builder_config.name == ManifestSpeech(folder=folder).builder_config.name
+
+    with pytest.raises(ValueError, match=r"manifest.tsv: missing columns \['words'\]; expected a header with at least `path` and `words`"):
+        _prepare(ManifestSpeech(folder=folder, data_dir=tmp_path / "tfds", text_column="words"))
+    with pytest.raises(TypeError, match="argument `spell_out`, expected a bool, got 'yes'"):
+        ManifestSpeech(folder=folder, data_dir=tmp_path / "tfds", spell_out="yes")
+
+
 def test_manifest_edit_builds_fresh_dataset(tmp_path):
     folder = tmp_path / "corpus"
     _manifest(folder, [("1.wav", "", "train", "one"), ("2.wav", "", "test", "two")])

@@ -357,7 +357,7 @@ def test_held_out_speakers_are_a_test_split_never_trained_or_validated_on(tmp_pa
 
     with pytest.raises(ValueError, match=r"held_out_speakers \['zed'\] do not occur in .*speakers are \['ann', 'bob', 'cy', 'dee'\]"):
         resolve_speech_source(f"{folder}:held_out_speakers=zed", cache_dir=str(tmp_path / "cache"))
-    with pytest.raises(ValueError, match=r"expected 'FOLDER', 'FOLDER:held_out_speakers=NAME\[;NAME...\]' or 'FOLDER:test_fraction=F' \(0 < F < 1\), got 'speakers=bob'"):
+    with pytest.raises(ValueError, match=r"expected 'FOLDER' or 'FOLDER:OPTION\[,OPTION...\]' with options held_out_speakers=NAME\[;NAME...\] or test_fraction=F \(0 < F < 1, not both\), text_column=NAME, spell_out=true\|false; got 'speakers=bob'"):
         resolve_speech_source(f"{folder}:speakers=bob", cache_dir=str(tmp_path / "cache"))
 
 
@@ -399,8 +399,57 @@ def test_test_fraction_carves_unseen_transcripts_out_of_training(tmp_path):
         resolve_speech_source(f"{three}:test_fraction=0.1", cache_dir=cache)
     for bad in ("test_fraction=0", "test_fraction=1.5", "test_fraction=x", "test_fraction=0.1,test_fraction=0.2",
                 "held_out_speakers=ann,test_fraction=0.1"):
-        with pytest.raises(ValueError, match=r"'FOLDER:test_fraction=F' \(0 < F < 1\), got"):
+        with pytest.raises(ValueError, match=r"test_fraction=F \(0 < F < 1, not both\), .*; got"):
             resolve_speech_source(f"{folder}:{bad}", cache_dir=cache)
+
+
+def test_spell_out_turns_digit_prompts_into_training_rows(tmp_path):
+    folder = _corpus(tmp_path / "corpus")  # "press 1 now" is refused as out of vocabulary
+    with open(folder / "manifest.tsv", "a") as f:
+        f.write("teen.wav\teve\ttrain\tpress 11 now\n")
+    sf.write(folder / "teen.wav", _speech_like(0.5, 16000, 8), 16000)
+    plain = _build(folder, tmp_path / "cache")
+    spoken = _build(f"{folder}:spell_out=true", tmp_path / "cache")
+    assert plain.counts["train"]["skipped_by_reason"]["out_of_vocabulary"] == 2
+    # "press 1 now" is now "press one now"; "press 11 now" has no single spoken form.
+    assert spoken.counts["train"]["skipped_by_reason"]["out_of_vocabulary"] == 1
+    assert dict(spoken.skipped)[str(folder / "teen.wav")] == "out_of_vocabulary"
+    assert spoken.counts["train"]["used"] == plain.counts["train"]["used"] + 1
+    texts = sorted(VOCABULARY.decode(label) for _, _, label in _collect(spoken.train))
+    assert "press one now" in texts and "press one now" not in [
+        VOCABULARY.decode(label) for _, _, label in _collect(plain.train)
+    ]
+
+
+def test_text_column_and_spell_out_options(tmp_path):
+    from data.speech_sources import resolve_speech_source
+
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    rows = []
+    for i in range(4):
+        sf.write(folder / f"{i}.wav", _speech_like(0.3, 8000, i), 8000)
+        rows.append(f"{i}.wav\tann\t\t\tPress {i} now.")
+    (folder / "manifest.tsv").write_text("path\tspeaker\tsplit\ttext\ttext_raw\n" + "\n".join(rows) + "\n")
+    cache = str(tmp_path / "cache")
+    texts_of = lambda source: sorted(u.text for read in source.splits.values() for u in read())  # noqa: E731
+
+    raw = resolve_speech_source(f"{folder}:text_column=text_raw", cache_dir=cache)
+    assert texts_of(raw) == [f"Press {i} now." for i in range(4)]
+    spoken = resolve_speech_source(f"{folder}:text_column=text_raw,spell_out=true,test_fraction=0.3", cache_dir=cache)
+    assert texts_of(spoken) == ["press one now", "press three now", "press two now", "press zero now"]
+    assert len({raw.identity, spoken.identity}) == 2  # separate feature caches
+    assert set(spoken.splits) == {"train", "validation", "test"}
+
+    for bad in ("spell_out=yes", "text_column=", "spell_out=true,spell_out=false"):
+        with pytest.raises(ValueError, match=rf"text_column=NAME, spell_out=true\|false; got '{bad.split(',')[-1]}'"):
+            resolve_speech_source(f"{folder}:{bad}", cache_dir=cache)
+    ljspeech = tmp_path / "lj"
+    os.makedirs(ljspeech / "wavs")
+    (ljspeech / "metadata.csv").write_text("LJ1|Hi.|Hi.\n")
+    sf.write(ljspeech / "wavs" / "LJ1.wav", _speech_like(0.3, 8000, 0), 8000)
+    with pytest.raises(ValueError, match=r"text_column=text_raw needs a folder with a manifest.tsv; .*lj is a LjSpeechFolder folder"):
+        resolve_speech_source(f"{ljspeech}:text_column=text_raw", cache_dir=cache)
 
 
 def test_repeated_training_epochs_cover_every_utterance_with_new_masks(tmp_path):

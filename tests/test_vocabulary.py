@@ -10,6 +10,7 @@ from pipelines.vocabulary import (
     UNK,
     Vocabulary,
     normalize_transcript,
+    spell_out_transcript,
 )
 
 
@@ -77,3 +78,23 @@ def test_normalize_transcript_and_speech_alphabet():
     assert SPEECH_ALPHABET[:2] == (" ", "'") and len(SPEECH_ALPHABET) == 28
     vocab = Vocabulary(SPEECH_ALPHABET)
     assert vocab.encode("a b") == [4, 2, 5]
+
+
+def test_spell_out_transcript_known_values():
+    assert spell_out_transcript("Press 1, or # to exit. (beep)") == "press one or pound to exit"
+    assert spell_out_transcript("press * to toggle pause, press # to enter") == (
+        "press star to toggle pause press pound to enter"
+    )
+    assert spell_out_transcript("Use the 7 key for Q and the 9 key for Z.") == (
+        "use the seven key for q and the nine key for z"
+    )
+    assert spell_out_transcript("3D audio enabled") == "three d audio enabled"
+    assert spell_out_transcript("press 0 for help") == "press zero for help"
+    assert spell_out_transcript("at [@]") == "at"
+    assert spell_out_transcript("[ascending tones]") == ""
+    assert spell_out_transcript("(1 second of silence)") == ""
+    # Longer numbers have no single spoken form: they stay digits (refused later).
+    assert spell_out_transcript("dial 500 now") == "dial 500 now"
+    assert spell_out_transcript("a 28.8 kilobit modem, extension 1234") == "a 28 8 kilobit modem extension 1234"
+    # Text without digits or symbols is normalize_transcript's.
+    assert spell_out_transcript("Don\u2019t STOP!") == normalize_transcript("Don\u2019t STOP!") == "don't stop"
