@@ -12,7 +12,8 @@ MANIFEST = "manifest.tsv"
 class ManifestSpeech(FolderSpeechBuilder):
     """Speech listed in a tab-separated `manifest.tsv` with a header row.
 
-    Columns: `path` (relative to the folder) and `text` are required;
+    Columns: `path` (relative to the folder) and `text` (or the column
+    named by `text_column`) are required;
     `speaker` and `split` (`train`, `validation`/`dev`, `test`, or empty) are
     optional; other columns are ignored. Rows with an empty `text` are kept
     here and skipped (and counted) by the audio pipeline.
