@@ -326,6 +326,14 @@ def _folder_options(spec, options):
     return kwargs
 
 
+def is_synthetic_spec(spec):
+    """Whether every part of a `--dataset` spec is the synthetic corpus."""
+    if not isinstance(spec, str) or not spec.strip():
+        return False
+    parts = [part.strip() for part in spec.strip().split("+")]
+    return all(part == "synthetic" or part.startswith("synthetic:") for part in parts)
+
+
 def _synthetic_source(spec, cache_dir):
     from data.synthetic_speech import SyntheticSpeech, SyntheticSpeechParams
 

@@ -331,9 +331,29 @@ def test_config_rejects_bad_values_naming_the_field(field, value, expected):
 def test_config_rejects_a_spec_augment_fraction_below_one_band():
     with pytest.raises(ValueError, match=r"`spec_augment_max_frequency` \(--spec-augment-max-frequency\), "
                                          r"expected at least 1/80 \(one of the 80 features\), got 0.01"):
-        transcription.Config(spec_augment_max_frequency=0.01)
-    transcription.Config(spec_augment_max_frequency=0.0125)  # one band of 80
+        transcription.Config(spec_augment_max_frequency=0.01, spec_augment=True)
+    transcription.Config(spec_augment_max_frequency=0.0125, spec_augment=True)  # one band of 80
     transcription.Config(spec_augment_max_frequency=0.01, spec_augment=False)  # no masks asked for
+
+
+def test_spec_augment_defaults_to_off_only_for_the_synthetic_corpus(tmp_path):
+    resolved = lambda **kw: transcription.Config(**kw).spec_augment  # noqa: E731
+    assert resolved() is False  # the default dataset is the synthetic corpus
+    assert resolved(dataset="synthetic:sample_rate=8000+synthetic:text=digits") is False
+    assert resolved(dataset="../shared/data/fsdd:held_out_speakers=lucas") is True
+    assert resolved(dataset="../shared/data/fsdd+synthetic:text=digits") is True
+    assert resolved(dataset="synthetic_recordings/") is True  # a folder, not the corpus
+    assert resolved(spec_augment=True) is True and resolved(dataset="librispeech", spec_augment=False) is False
+    # The flags: absent -> the default for the dataset; given -> as given; config.json holds the bool.
+    from training.cli import add_config_flags, config_from_namespace
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, transcription.Config)
+    parse = lambda *argv: config_from_namespace(transcription.Config, parser.parse_args(list(argv)))  # noqa: E731
+    assert parse().spec_augment is False and parse("--dataset", "librispeech").spec_augment is True
+    assert parse("--spec-augment").spec_augment is True
+    assert parse("--dataset", "librispeech", "--no-spec-augment").spec_augment is False
 
 
 def test_feature_fields_reach_the_feature_config():
