@@ -326,12 +326,16 @@ def _folder_options(spec, options):
     return kwargs
 
 
+def _is_synthetic(part):
+    """Whether one spec (no `+`) names the synthetic corpus."""
+    return part == "synthetic" or part.startswith("synthetic:")
+
+
 def is_synthetic_spec(spec):
     """Whether every part of a `--dataset` spec is the synthetic corpus."""
     if not isinstance(spec, str) or not spec.strip():
         return False
-    parts = [part.strip() for part in spec.strip().split("+")]
-    return all(part == "synthetic" or part.startswith("synthetic:") for part in parts)
+    return all(_is_synthetic(part.strip()) for part in spec.strip().split("+"))
 
 
 def _synthetic_source(spec, cache_dir):
@@ -510,7 +514,7 @@ def resolve_speech_source(spec, *, cache_dir, data_dir=None):
                 "expected specs joined by '+', e.g. '../fsdd+synthetic:text=digits'."
             )
         return _combined_source([resolve_speech_source(p, cache_dir=cache_dir, data_dir=data_dir) for p in parts])
-    if spec == "synthetic" or spec.startswith("synthetic:"):
+    if _is_synthetic(spec):
         return _synthetic_source(spec, cache_dir)
     expanded = os.path.abspath(os.path.expanduser(spec))
     if os.path.isdir(expanded):
