@@ -30,7 +30,6 @@ sentences over a dictionary.
 
 import math
 import numbers
-import os
 
 import numpy as np
 
@@ -94,17 +93,10 @@ class CharacterLanguageModelScorer:
     @classmethod
     def from_run(cls, run_dir, speech_vocabulary):
         """The scorer of the language model saved in `run_dir` (best.keras, else model.keras)."""
-        from models.language_model_io import load_language_model
+        from models.language_model_io import load_language_model_run
 
-        for name in ("best.keras", "model.keras"):
-            path = os.path.join(run_dir, name)
-            if os.path.isfile(path):
-                model, vocabulary = load_language_model(path)
-                return cls(model, vocabulary, speech_vocabulary, source=f"Language model {path!r}")
-        raise FileNotFoundError(
-            f"Language model run {run_dir!r} has neither best.keras nor model.keras; expected the "
-            "output directory of `train.py --task language_model`."
-        )
+        model, vocabulary, path = load_language_model_run(run_dir)
+        return cls(model, vocabulary, speech_vocabulary, source=f"Language model {path!r}")
 
     def _advance(self, lm_ids, states):
         """`(log_probs, end_log_probs, states)` after feeding `lm_ids` from `states`."""

@@ -47,3 +47,26 @@ def load_language_model(path):
             "with this model."
         )
     return model, vocabulary
+
+
+# The files a `train.py --task language_model` run directory may hold its model in, in order of preference.
+RUN_MODEL_FILES = ("best.keras", "model.keras")
+
+
+def load_language_model_run(run_dir):
+    """Load `(model, vocabulary, path)` from a language-model run directory.
+
+    `run_dir` is the `--output-dir` of `train.py --task language_model`; its
+    `best.keras` (the checkpoint of best validation loss) is read, else its
+    `model.keras`. A FileNotFoundError names the directory when it holds
+    neither.
+    """
+    for name in RUN_MODEL_FILES:
+        path = os.path.join(run_dir, name)
+        if os.path.isfile(path):
+            model, vocabulary = load_language_model(path)
+            return model, vocabulary, path
+    raise FileNotFoundError(
+        f"Language model run {run_dir!r} has neither best.keras nor model.keras; expected the "
+        "output directory of `train.py --task language_model`."
+    )

@@ -82,6 +82,12 @@ def build_step_model(model):
     return keras.Model([ids, *states], [logits, *new_states], name=f"{model.name}_step")
 
 
+def default_prompt(vocabulary):
+    """The prompt a sample starts from when none is given: a newline if the
+    vocabulary has one (the start of a line), else its first character."""
+    return "\n" if "\n" in vocabulary.characters else vocabulary.characters[0]
+
+
 def _check_arguments(vocabulary, prompts, length, temperature):
     if not isinstance(vocabulary, Vocabulary):
         raise TypeError(

@@ -19,7 +19,7 @@ from data.text_sources import DEFAULT_TEXT_SOURCE, TextSource, load_text_source
 from models.language_model import build_language_model
 from models.language_model_evaluation import long_context_loss
 from models.language_model_io import save_language_model
-from models.text_generation import build_step_model, generate_text
+from models.text_generation import build_step_model, default_prompt, generate_text
 from pipelines.epochs import repeat_epochs
 from pipelines.text_dataset import text_window_dataset
 from pipelines.text_split import split_text
@@ -165,7 +165,7 @@ def _sample_prompt(config, vocabulary, source_name):
                 f"got {config.sample_prompt!r} with {unknown!r}."
             )
         return config.sample_prompt
-    return "\n" if "\n" in vocabulary.characters else vocabulary.characters[0]
+    return default_prompt(vocabulary)
 
 
 def export_for_serving(config, model, vocabulary, source, metrics):

@@ -1,0 +1,153 @@
+"""Generate text with a trained character language model: `python generate.py --model-dir DIR`.
+
+DIR is the `--output-dir` of `python train.py --task language_model` (its
+best.keras, else model.keras, with vocabulary.json), or an exported
+SavedModel version (DIR/export/language_model/N), whose `serving_default`
+signature then generates. Each prompt is read once and every new character
+is fed alone with the recurrent state carried from the step before
+(`models.text_generation.generate_text`); all samples are generated as one
+batch. Prints each prompt followed by its continuation; with several
+samples, a `=== sample K ===` line before each; `--json` prints one JSON
+object per sample (`prompt`, `text`: the continuation) instead.
+
+Example:
+
+    python generate.py --model-dir runs/language_model --prompt 'ROMEO:' --length 300
+    python generate.py --model-dir runs/language_model --prompt $'KING HENRY:\\n' --num-samples 3 --seed 1
+    python generate.py --model-dir runs/language_model --temperature 0 --length 100    # greedy
+    python generate.py --model-dir runs/language_model/export/language_model/1 --prompt 'ROMEO:'
+
+Without `--prompt` a sample starts at the beginning of a line (a newline, if
+the model's text had one). `--seed` makes sampling from a run directory
+repeatable; an export samples with TensorFlow's own random ops, so `--seed`
+is refused there. Bad arguments (a prompt with characters the model never
+saw, a missing model) are reported naming the argument, exit status 2.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from models.language_model_io import load_language_model_run  # noqa: E402
+from models.text_generation import build_step_model, default_prompt, generate_text  # noqa: E402
+from pipelines.vocabulary import Vocabulary  # noqa: E402
+
+
+class ExportedGenerator:
+    """An exported language model's `serving_default` signature, called as `generate` is."""
+
+    def __init__(self, export_dir):
+        import tensorflow as tf
+
+        from serving.export import read_metadata
+
+        metadata = read_metadata(export_dir, task="language_model")
+        self.vocabulary = Vocabulary.from_config(metadata["vocabulary"])
+        self._tf = tf
+        self._signature = tf.saved_model.load(export_dir).signatures["serving_default"]
+
+    def generate(self, prompts, *, length, temperature, seed=None):
+        tf = self._tf
+        outputs = self._signature(
+            prompt=tf.constant(prompts, tf.string),
+            max_new_chars=tf.constant(length, tf.int32),
+            temperature=tf.constant(temperature, tf.float32),
+        )
+        return [text.decode("utf-8") for text in outputs["text"].numpy()]
+
+
+class RunGenerator:
+    """The Keras model of a language-model run directory, with its one-step model built once."""
+
+    def __init__(self, run_dir):
+        self.model, self.vocabulary, self.path = load_language_model_run(run_dir)
+        self._step_model = build_step_model(self.model)
+
+    def generate(self, prompts, *, length, temperature, seed=None):
+        return generate_text(
+            self.model, self.vocabulary, list(prompts), length=length, temperature=temperature,
+            seed=seed, step_model=self._step_model,
+        )
+
+
+def load_generator(model_dir):
+    """A `RunGenerator` or, for an exported version directory, an `ExportedGenerator`."""
+    if not os.path.isdir(model_dir):
+        raise FileNotFoundError(
+            f"Model directory {model_dir!r} does not exist; expected the --output-dir of "
+            "`train.py --task language_model` or an export version such as DIR/export/language_model/1."
+        )
+    if os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
+        return ExportedGenerator(model_dir)
+    return RunGenerator(model_dir)
+
+
+def check_prompts(prompts, vocabulary):
+    """Raise a ValueError naming `--prompt` for an empty prompt or one with unknown characters."""
+    for prompt in prompts:
+        if not prompt:
+            raise ValueError("argument --prompt: expected at least one character, got ''")
+        unknown = vocabulary.unknown_characters(prompt)
+        if unknown:
+            raise ValueError(
+                f"argument --prompt: {prompt!r} holds characters {unknown!r} the model was not trained on; "
+                f"expected characters of its vocabulary ({''.join(vocabulary.characters)!r})"
+            )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model-dir", default="runs/language_model",
+        help="output directory of a language-model training run (default: runs/language_model), "
+             "or an exported version directory such as DIR/export/language_model/1",
+    )
+    parser.add_argument(
+        "--prompt", action="append", default=None,
+        help="text to continue (repeat the flag for several prompts; default: the start of a line)",
+    )
+    parser.add_argument("--num-samples", type=int, default=1, help="samples per prompt (default: 1)")
+    parser.add_argument("--length", type=int, default=500, help="characters to generate per sample (default: 500)")
+    parser.add_argument(
+        "--temperature", type=float, default=0.8,
+        help="sampling temperature; 0 picks the most likely character (default: 0.8)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="random seed (run directories only)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per sample")
+    args = parser.parse_args(argv)
+    if args.num_samples < 1:
+        parser.error(f"argument --num-samples: expected a positive integer, got {args.num_samples}")
+    if args.length < 0:
+        parser.error(f"argument --length: expected a non-negative integer, got {args.length}")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        parser.error(f"argument --temperature: expected a finite number >= 0 (0 is greedy), got {args.temperature}")
+    try:
+        generator = load_generator(args.model_dir)
+        if args.seed is not None and isinstance(generator, ExportedGenerator):
+            raise ValueError(
+                f"argument --seed: {args.model_dir} is an export, which samples with TensorFlow's own "
+                "random ops; expected a training run directory for repeatable samples"
+            )
+        prompts = args.prompt if args.prompt is not None else [default_prompt(generator.vocabulary)]
+        check_prompts(prompts, generator.vocabulary)
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
+
+    batch = [prompt for prompt in prompts for _ in range(args.num_samples)]
+    texts = generator.generate(batch, length=args.length, temperature=args.temperature, seed=args.seed)
+    for index, (prompt, text) in enumerate(zip(batch, texts), start=1):
+        if args.json:
+            print(json.dumps({"prompt": prompt, "text": text}))
+            continue
+        if len(batch) > 1:
+            print(f"=== sample {index} ===")
+        print(prompt + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

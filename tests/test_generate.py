@@ -1,0 +1,121 @@
+"""`python generate.py`: text from a language-model run directory or export."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import generate
+from models.language_model import build_language_model
+from models.language_model_io import save_language_model
+from models.text_generation import generate_text
+from pipelines.vocabulary import Vocabulary
+from serving.language_model_export import export_language_model
+
+TEXT = "to be, or not to be: that is the question.\nwhether 'tis nobler in the mind\n"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run directory (model.keras + vocabulary.json) with its export, as train.py leaves them."""
+    vocabulary = Vocabulary.from_text(TEXT)
+    keras.utils.set_random_seed(3)
+    model = build_language_model(
+        vocabulary_size=vocabulary.size, embedding_dim=8, hidden_size=24, num_layers=1, dropout=0.0
+    )
+    # A little training, so greedy continuations are not one repeated character.
+    ids = np.array([vocabulary.encode(TEXT)] * 4, np.int32)
+    model.compile(optimizer=keras.optimizers.Adam(0.02),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(ids[:, :-1], ids[:, 1:], epochs=15, verbose=0)
+    directory = tmp_path_factory.mktemp("lm_run")
+    save_language_model(model, vocabulary, str(directory / "model.keras"))
+    export = export_language_model(model, vocabulary, directory / "export", trained_on={"dataset": "hamlet"},
+                                   metrics={"val_bpc": 3.0}, config={"hidden_size": 24})
+    return directory, export, model, vocabulary
+
+
+def _run(capsys, *argv):
+    assert generate.main([str(a) for a in argv]) == 0
+    return capsys.readouterr().out
+
+
+def test_greedy_continuation_equals_generate_text(run_dir, capsys):
+    directory, _, model, vocabulary = run_dir
+    out = _run(capsys, "--model-dir", directory, "--prompt", "to b", "--temperature", "0", "--length", "30")
+    expected = generate_text(model, vocabulary, "to b", length=30, temperature=0.0)
+    assert out == "to b" + expected + "\n"
+    assert len(expected) == 30 and len(set(expected)) > 1
+
+
+def test_export_generates_what_the_run_generates(run_dir, capsys):
+    directory, export, _, _ = run_dir
+    argv = ("--prompt", "whe", "--prompt", "to", "--temperature", "0", "--length", "25", "--json")
+    from_run = [json.loads(line) for line in _run(capsys, "--model-dir", directory, *argv).splitlines()]
+    from_export = [json.loads(line) for line in _run(capsys, "--model-dir", export, *argv).splitlines()]
+    assert [row["prompt"] for row in from_run] == ["whe", "to"]
+    assert from_export == from_run
+    assert all(len(row["text"]) == 25 for row in from_run)
+
+
+def test_seeded_samples_repeat_and_match_generate_text(run_dir, capsys):
+    directory, _, model, vocabulary = run_dir
+    argv = ("--model-dir", directory, "--prompt", "the", "--num-samples", "3", "--seed", "5", "--length", "20", "--json")
+    first = [json.loads(line)["text"] for line in _run(capsys, *argv).splitlines()]
+    again = [json.loads(line)["text"] for line in _run(capsys, *argv).splitlines()]
+    assert first == again == generate_text(model, vocabulary, ["the"] * 3, length=20, temperature=0.8, seed=5)
+    assert len(set(first)) > 1  # three different samples of one prompt
+
+
+def test_default_prompt_is_a_new_line_and_samples_are_headed(run_dir, capsys):
+    directory, _, model, vocabulary = run_dir
+    out = _run(capsys, "--model-dir", directory, "--num-samples", "2", "--temperature", "0", "--length", "12")
+    greedy = generate_text(model, vocabulary, "\n", length=12, temperature=0.0)
+    assert out == f"=== sample 1 ===\n\n{greedy}\n=== sample 2 ===\n\n{greedy}\n"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (("--prompt", "ROMEO:"), r"argument --prompt: 'ROMEO:' holds characters \['E', 'M', 'O', 'R'\] the model was not trained on"),
+        (("--prompt", ""), "argument --prompt: expected at least one character"),
+        (("--length", "-1"), "argument --length: expected a non-negative integer, got -1"),
+        (("--temperature", "nan"), "argument --temperature: expected a finite number >= 0"),
+        (("--num-samples", "0"), "argument --num-samples: expected a positive integer, got 0"),
+    ],
+)
+def test_bad_arguments_name_the_argument(run_dir, capsys, argv, message):
+    directory = run_dir[0]
+    with pytest.raises(SystemExit) as exit_info:
+        generate.main(["--model-dir", str(directory), *argv])
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_missing_model_and_seeded_export_are_refused(run_dir, tmp_path, capsys):
+    _, export, _, _ = run_dir
+    for argv, message in (
+        (["--model-dir", str(tmp_path / "nowhere")], "nowhere' does not exist; expected the --output-dir"),
+        (["--model-dir", str(tmp_path)], "has neither best.keras nor model.keras"),
+        (["--model-dir", str(export), "--seed", "1"], "argument --seed: .* is an export"),
+    ):
+        with pytest.raises(SystemExit):
+            generate.main(argv)
+        assert re.search(message, capsys.readouterr().err), argv
+
+
+def test_command_line(run_dir):
+    directory = run_dir[0]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run(
+        [sys.executable, os.path.join(root, "generate.py"), "--model-dir", str(directory), "--prompt", "to",
+         "--temperature", "0", "--length", "5"],
+        capture_output=True, text=True, cwd=root, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("to") and len(result.stdout) == len("to") + 5 + 1
