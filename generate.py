@@ -19,8 +19,9 @@ Example:
 
 Without `--prompt` a sample starts at the beginning of a line (a newline, if
 the model's text had one). `--seed` makes sampling from a run directory
-repeatable; an export samples with TensorFlow's own random ops, so `--seed`
-is refused there. Bad arguments (a prompt with characters the model never
+repeatable; an export draws fresh random numbers on every call (seeded from
+the clock, so that server replicas and restarts do not repeat one another),
+so `--seed` is refused there. Bad arguments (a prompt with characters the model never
 saw, a missing model) are reported naming the argument, exit status 2.
 """
 
@@ -129,8 +130,8 @@ def main(argv=None):
         generator = load_generator(args.model_dir)
         if args.seed is not None and isinstance(generator, ExportedGenerator):
             raise ValueError(
-                f"argument --seed: {args.model_dir} is an export, which samples with TensorFlow's own "
-                "random ops; expected a training run directory for repeatable samples"
+                f"argument --seed: {args.model_dir} is an export, which draws fresh random numbers "
+                "on every call; expected a training run directory for repeatable samples"
             )
         prompts = args.prompt if args.prompt is not None else [default_prompt(generator.vocabulary)]
         check_prompts(prompts, generator.vocabulary)

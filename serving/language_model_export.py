@@ -159,6 +159,13 @@ def export_language_model(
             tf.debugging.assert_greater(
                 lengths, 0, message="every `prompt` must hold at least one character"
             ),
+            # As `generate_text` refuses them: the unknown id never occurs in the
+            # training text, so its embedding row was never trained.
+            tf.debugging.assert_equal(
+                tf.reduce_any(tf.equal(ids, vocabulary.unk_id)), False,
+                message="every `prompt` character must be in the vocabulary of the model (the "
+                "characters of its training text, listed in assets/metadata.json of the export)",
+            ),
             tf.debugging.assert_non_negative(
                 max_new_chars, message="`max_new_chars` must be >= 0"
             ),
@@ -184,17 +191,28 @@ def export_language_model(
              tf.zeros((batch_size, vocabulary.size))),
         )
 
-        def sample(logits):
+        # Each call draws its own random numbers. `tf.random.categorical` would
+        # take an op seed fixed when the export was traced (training sets the
+        # global seed), so every server process, and every replica, would
+        # replay the same samples. The clock and a stateful draw seed a
+        # stateless sampler instead, advanced by the step index.
+        call_seed = tf.bitwise.bitwise_xor(
+            tf.cast(tf.timestamp() * 1e6, tf.int64),
+            tf.random.uniform((), maxval=2**62, dtype=tf.int64),
+        )
+
+        def sample(i, logits):
             scaled = logits / tf.maximum(temperature, 1e-30)
             scaled = tf.where(reserved, -np.inf, scaled)
+            seed = tf.stack([call_seed, tf.cast(i, tf.int64)])
             return tf.cond(
                 temperature > 0.0,
-                lambda: tf.random.categorical(scaled, 1, dtype=tf.int32)[:, 0],
+                lambda: tf.random.stateless_categorical(scaled, 1, seed=seed, dtype=tf.int32)[:, 0],
                 lambda: tf.argmax(scaled, axis=-1, output_type=tf.int32),
             )
 
         def write_char(i, states, logits, chosen):
-            next_ids = sample(logits)
+            next_ids = sample(i, logits)
             chosen = chosen.write(i, next_ids)
             logits, states = step(next_ids, states)
             return i + 1, states, logits, chosen

@@ -112,11 +112,42 @@ def test_generation_lengths_temperature_and_zero(loaded, vocabulary):
     assert _generate(loaded, PROMPTS, 0) == ["", "", ""]
 
 
+def test_sampling_follows_the_tempered_softmax(loaded, model, vocabulary):
+    # 4,000 one-character samples after "to b" at temperature 0.5 against the
+    # Keras model's softmax(logits / 0.5) over the characters (reserved ids
+    # excluded). Hoeffding: a frequency 0.05 off its probability has odds
+    # under 1e-8 per character, so this does not flake.
+    samples = _generate(loaded, ["to b"] * 4000, 1, temperature=0.5)
+    logits = np.asarray(model(np.array([vocabulary.encode("to b")], np.int32), training=False), np.float64)[0, -1]
+    logits[: Vocabulary.num_reserved] = -np.inf
+    probs = np.exp((logits - logits.max()) / 0.5)
+    probs /= probs.sum()
+    counts = np.zeros(vocabulary.size)
+    for text in samples:
+        counts[vocabulary.encode(text)[0]] += 1
+    np.testing.assert_allclose(counts / len(samples), probs, atol=0.05)
+    assert probs.max() < 0.95  # the check is not of a near-certain choice
+
+
+def test_every_load_samples_afresh(export_path):
+    # Two server processes (here two loads) must not replay the same samples:
+    # an op seed fixed at export time would make every replica and every
+    # restart return the same "random" text.
+    first, second = (
+        _generate(tf.saved_model.load(export_path), ["to", "wh"], 40, temperature=1.0) for _ in range(2)
+    )
+    assert first != second
+    loaded = tf.saved_model.load(export_path)
+    assert _generate(loaded, ["to"], 40, temperature=1.0) != _generate(loaded, ["to"], 40, temperature=1.0)
+
+
 def test_bad_generation_arguments_are_invalid_argument(loaded):
     for prompts, n, temperature, message in (
-        (["ok", ""], 5, 0.0, "at least one character"),
-        (["ok"], -1, 0.0, "max_new_chars"),
-        (["ok"], 5, -0.5, "temperature"),
+        (["to", ""], 5, 0.0, "at least one character"),
+        (["to", "to bé"], 5, 0.0, "must be in the vocabulary of the model"),  # é is unknown
+        (["{"], 0, 0.0, "must be in the vocabulary of the model"),
+        (["to"], -1, 0.0, "max_new_chars"),
+        (["to"], 5, -0.5, "temperature"),
     ):
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             _generate(loaded, prompts, n, temperature)

@@ -169,6 +169,7 @@ BAD_PREDICTS = [
     ('{"inputs": {"prompt": ["a"], "max_new_chars": [5], "temperature": 0}}', 400, "shape ()"),
     ('{"instances": [{"prompt": "a", "max_new_chars": 5, "temperature": 0}]}', 400, "columnar"),
     ('{"inputs": {"prompt": ["a", ""], "max_new_chars": 5, "temperature": 0}}', 400, "at least one character"),
+    ('{"inputs": {"prompt": ["a", "a\u00e9"], "max_new_chars": 5, "temperature": 0}}', 400, "must be in the vocabulary of the model"),
     ('{"inputs": {"prompt": ["a"], "max_new_chars": 5, "temperature": -1}}', 400, "temperature"),
     ('{"inputs": {"prompt": ["a"], "max_new_chars": 101, "temperature": 0}}', 413, "limit of 100"),
     ('{"inputs": ["a"]}', 400, "3 inputs"),
