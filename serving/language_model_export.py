@@ -233,6 +233,16 @@ def export_language_model(
 
     def score(text):
         ids, lengths = tables.encode(text)
+        # An unknown character's id never occurred in training: its likelihood
+        # would be a meaningless (and large) number, so it is refused.
+        with tf.control_dependencies([
+            tf.debugging.assert_equal(
+                tf.reduce_any(tf.equal(ids, vocabulary.unk_id)), False,
+                message="every `text` character must be in the vocabulary of the model (the "
+                "characters of its training text, listed in assets/metadata.json of the export)",
+            )
+        ]):
+            ids = tf.identity(ids)
         logits = tf.cast(model(ids, training=False), tf.float32)
         log_probs = tf.nn.log_softmax(logits[:, :-1])
         targets = ids[:, 1:]

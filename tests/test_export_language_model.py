@@ -154,11 +154,16 @@ def test_bad_generation_arguments_are_invalid_argument(loaded):
 
 
 def test_score_matches_keras(loaded, model, vocabulary):
-    texts = ["to be or not", "t", "", "whether 'tis", "to bé"]  # é is unknown
+    texts = ["to be or not", "t", "", "whether 'tis", "to be"]
     out = loaded.signatures["score"](text=tf.constant(texts))
     np.testing.assert_array_equal(out["char_count"].numpy(), [11, 0, 0, 11, 4])
     expected = [_keras_nll(model, vocabulary, t) if len(t) > 1 else 0.0 for t in texts]
     np.testing.assert_allclose(out["nll"].numpy(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_score_refuses_characters_outside_the_vocabulary(loaded):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="every `text` character must be in the vocabulary"):
+        loaded.signatures["score"](text=tf.constant(["to be", "to bé"]))  # é is unknown
 
 
 def test_versions_count_up_and_ignore_other_names(model, vocabulary, tmp_path):

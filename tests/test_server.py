@@ -174,6 +174,7 @@ BAD_PREDICTS = [
     ('{"inputs": {"prompt": ["a"], "max_new_chars": 101, "temperature": 0}}', 413, "limit of 100"),
     ('{"inputs": ["a"]}', 400, "3 inputs"),
     ('{"signature_name": "score", "inputs": []}', 400, "empty batch"),
+    ('{"signature_name": "score", "inputs": ["a\u00e9"]}', 400, "every `text` character must be in the vocabulary"),
     ('{"signature_name": "score", "inputs": ["\\ud800"]}', 400, "not valid Unicode"),
     ('{"signature_name": "score", "inputs": ' + "[" * 5000 + "]" * 5000 + "}", 400, "nested too deeply"),
     ('{"inputs": {"prompt": [null], "max_new_chars": 1, "temperature": 0}}', 400, "must hold strings"),
