@@ -423,8 +423,8 @@ def _decode_audio(data, name, sample_rate, min_samples, max_seconds):
     except AudioError as error:
         if error.reason != SILENT:
             raise
-    # Silence is a valid request (it should transcribe to nothing): resample
-    # it the way the loader does instead of rejecting it.
+    # Silence is a valid request: resample it the way the loader does instead
+    # of rejecting it; the export's serving_default gives it the text "".
     mono = samples.mean(axis=1)
     if rate != sample_rate:
         mono = librosa.resample(mono, orig_sr=rate, target_sr=sample_rate, res_type=RESAMPLE_TYPE)

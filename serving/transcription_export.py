@@ -4,6 +4,7 @@ import keras
 import tensorflow as tf
 
 from layers.log_mel import LogMel
+from pipelines.audio_loading import SILENCE_PEAK
 from serving.export import write_saved_model_version
 from serving.vocabulary_tables import VocabularyTables
 
@@ -130,6 +131,9 @@ def export_transcriber(
       `layers.log_mel.LogMel`, the tf.signal twin of
       `pipelines.audio_features.compute_features`. Lengths below `n_fft`
       samples or above the padded length are rejected (InvalidArgument).
+      A silent utterance (peak amplitude below `SILENCE_PEAK`, the
+      loader's threshold) has the text "": normalised, its features would
+      be noise, which the model reads as letters.
       An utterance of `n` samples has `1 + (n - n_fft) // hop_length`
       feature frames, which the model may shorten (frame stacking).
     - `from_features`: `features` float32 `(batch, frames, n_features)` and
@@ -286,7 +290,11 @@ def export_transcriber(
         with tf.control_dependencies(checks):
             waveform = tf.identity(waveform)
         features, feature_length = log_mel([waveform, waveform_length])
-        return transcribe(features, feature_length)
+        outputs = transcribe(features, feature_length)
+        valid = tf.sequence_mask(waveform_length, tf.shape(waveform)[1])
+        peak = tf.reduce_max(tf.where(valid, tf.abs(waveform), 0.0), axis=1)
+        outputs["text"] = tf.where(peak < SILENCE_PEAK, "", outputs["text"])
+        return outputs
 
     def from_features(features, feature_length):
         checks = [

@@ -126,6 +126,20 @@ def test_batch_padding_does_not_change_results(loaded, utterances):
     np.testing.assert_allclose(padded["log_probs"][0, :n], alone["log_probs"][0, :n], atol=1e-5)
 
 
+def test_silent_utterances_have_no_text(loaded, utterances):
+    speech = utterances[0]
+    alone = _serve(loaded, [speech])["text"][0]
+    assert alone  # the speech has a text to keep
+    quiet = np.zeros(8000, np.float32)
+    quiet[::50] = 5e-5  # under the loader's silence threshold of 1e-4
+    # The third row is silent only within its length: loud padding must not count.
+    batch = np.zeros((3, len(speech)), np.float32)
+    batch[0], batch[1, :8000], batch[2, 8000:] = speech, quiet, 0.5
+    out = loaded.signatures["serving_default"](
+        waveform=tf.constant(batch), waveform_length=tf.constant([len(speech), 8000, 8000]))
+    assert [t.decode() for t in out["text"].numpy()] == [alone.decode(), "", ""]
+
+
 def test_bad_lengths_are_invalid_argument(loaded):
     waveform = tf.zeros((2, 1000))
     with pytest.raises(tf.errors.InvalidArgumentError, match="at least n_fft=400"):

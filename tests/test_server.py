@@ -238,7 +238,8 @@ def test_transcribe_uploads_of_any_rate_and_channels(asr_client, asr_saved):
         assert response.status_code == 200
         assert response.json() == expected(data)
     silence = _wav_bytes(np.zeros(8000, np.float32), 8000)
-    assert asr_client.post("/v1/models/asr:transcribe", files={"file": ("s.wav", silence)}).status_code == 200
+    response = asr_client.post("/v1/models/asr:transcribe", files={"file": ("s.wav", silence)})
+    assert response.status_code == 200 and response.json()["text"] == ""  # silence says nothing
 
 
 def test_bad_uploads_are_4xx_with_a_message(asr_client, lm_client):
