@@ -35,18 +35,22 @@ def vocabulary():
     return Vocabulary.from_text(TEXT)
 
 
-@pytest.fixture(scope="module")
-def model(vocabulary):
-    keras.utils.set_random_seed(7)
+def fitted_language_model(vocabulary, *, seed=7, num_layers=2, dropout=0.1):
+    """A small language model fitted a few steps on TEXT, so greedy decoding is not a constant string."""
+    keras.utils.set_random_seed(seed)
     model = build_language_model(
-        vocabulary_size=vocabulary.size, embedding_dim=8, hidden_size=24, num_layers=2, dropout=0.1
+        vocabulary_size=vocabulary.size, embedding_dim=8, hidden_size=24, num_layers=num_layers, dropout=dropout
     )
-    # A few steps of training so greedy decoding is not a constant string.
     ids = np.array([vocabulary.encode(TEXT)] * 4, np.int32)
     model.compile(optimizer=keras.optimizers.Adam(0.02),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(ids[:, :-1], ids[:, 1:], epochs=15, verbose=0)
     return model
+
+
+@pytest.fixture(scope="module")
+def model(vocabulary):
+    return fitted_language_model(vocabulary)
 
 
 @pytest.fixture(scope="module")

@@ -6,33 +6,21 @@ import re
 import subprocess
 import sys
 
-import keras
-import numpy as np
 import pytest
 
 import generate
-from models.language_model import build_language_model
 from models.language_model_io import save_language_model
 from models.text_generation import generate_text
 from pipelines.vocabulary import Vocabulary
 from serving.language_model_export import export_language_model
-
-TEXT = "to be, or not to be: that is the question.\nwhether 'tis nobler in the mind\n"
+from tests.test_export_language_model import TEXT, fitted_language_model
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A run directory (model.keras + vocabulary.json) with its export, as train.py leaves them."""
     vocabulary = Vocabulary.from_text(TEXT)
-    keras.utils.set_random_seed(3)
-    model = build_language_model(
-        vocabulary_size=vocabulary.size, embedding_dim=8, hidden_size=24, num_layers=1, dropout=0.0
-    )
-    # A little training, so greedy continuations are not one repeated character.
-    ids = np.array([vocabulary.encode(TEXT)] * 4, np.int32)
-    model.compile(optimizer=keras.optimizers.Adam(0.02),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(ids[:, :-1], ids[:, 1:], epochs=15, verbose=0)
+    model = fitted_language_model(vocabulary, seed=3, num_layers=1, dropout=0.0)
     directory = tmp_path_factory.mktemp("lm_run")
     save_language_model(model, vocabulary, str(directory / "model.keras"))
     export = export_language_model(model, vocabulary, directory / "export", trained_on={"dataset": "hamlet"},
