@@ -36,6 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from models.language_model_io import load_language_model_run  # noqa: E402
 from models.text_generation import build_step_model, default_prompt, generate_text  # noqa: E402
 from pipelines.vocabulary import Vocabulary  # noqa: E402
+from serving.model_store import with_export_hint  # noqa: E402
 
 
 class ExportedGenerator:
@@ -84,7 +85,10 @@ def load_generator(model_dir):
         )
     if os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
         return ExportedGenerator(model_dir)
-    return RunGenerator(model_dir)
+    try:
+        return RunGenerator(model_dir)
+    except FileNotFoundError as error:
+        raise with_export_hint(error, model_dir, "language_model") from None
 
 
 def check_prompts(prompts, vocabulary):

@@ -52,6 +52,7 @@ from models.ctc_decoding import (  # noqa: E402
 from models.ctc_lm_decoding import CharacterLanguageModelScorer, Lexicon, ctc_beam_search_with_lm  # noqa: E402
 from pipelines.audio_loading import AudioError  # noqa: E402
 from pipelines.speech_dataset import load_features  # noqa: E402
+from serving.model_store import with_export_hint  # noqa: E402
 from training.transcription import load_transcriber  # noqa: E402
 
 
@@ -219,7 +220,10 @@ def main(argv=None):
             model = ExportedTranscriber(args.model_dir)
             vocabulary, feature_config = model.vocabulary, model.feature_config
         else:
-            model, vocabulary, feature_config = load_transcriber(args.model_dir)
+            try:
+                model, vocabulary, feature_config = load_transcriber(args.model_dir)
+            except FileNotFoundError as error:
+                raise with_export_hint(error, args.model_dir, "transcriber") from None
         candidates = None if args.candidates is None else load_candidates(args.candidates)
         if candidates is not None:  # checked before any audio is read
             check_candidates(candidates, vocabulary=vocabulary)

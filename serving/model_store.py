@@ -106,6 +106,24 @@ def version_directories(base_path):
     return found
 
 
+def newest_export(run_dir, model_name):
+    """The newest complete version directory under `run_dir/export/model_name`, or None."""
+    versions = version_directories(os.path.join(run_dir, "export", model_name))
+    return versions[max(versions)] if versions else None
+
+
+def with_export_hint(error, run_dir, model_name):
+    """`error` (a run directory without its model files), pointing at the run's export if it has one.
+
+    A tuning run's directory (`train.py --tune`) holds only the export of
+    its best model, which the command-line tools take as `--model-dir`.
+    """
+    export = newest_export(run_dir, model_name)
+    if export is None:
+        return error
+    return FileNotFoundError(f"{error} It has an export: use --model-dir {export}")
+
+
 class ModelStore:
     """Serve the highest version under `base_path`, picking up new ones.
 

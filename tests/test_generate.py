@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -87,14 +88,18 @@ def test_bad_arguments_name_the_argument(run_dir, capsys, argv, message):
 
 def test_missing_model_and_seeded_export_are_refused(run_dir, tmp_path, capsys):
     _, export, _, _ = run_dir
+    # A tuning run's directory: no .keras file of its own, only the export of its best model.
+    shutil.copytree(export, tmp_path / "tuned" / "export" / "language_model" / "1")
     for argv, message in (
         (["--model-dir", str(tmp_path / "nowhere")], "nowhere' does not exist; expected the --output-dir"),
         (["--model-dir", str(tmp_path)], "has neither best.keras nor model.keras"),
+        (["--model-dir", str(tmp_path / "tuned")], r"has neither best.keras .* It has an export: use "
+         r"--model-dir .*tuned/export/language_model/1$"),
         (["--model-dir", str(export), "--seed", "1"], "argument --seed: .* is an export"),
     ):
         with pytest.raises(SystemExit):
             generate.main(argv)
-        assert re.search(message, capsys.readouterr().err), argv
+        assert re.search(message, capsys.readouterr().err.strip()), argv
 
 
 def test_command_line(run_dir):

@@ -117,6 +117,18 @@ def test_missing_model_dir_is_a_usage_error(tmp_path, capsys):
     assert "lacks" in capsys.readouterr().err
 
 
+def test_a_tuning_run_directory_points_at_its_export(tmp_path, capsys):
+    # train.py --tune leaves DIR/tuning/ and DIR/export/transcriber/N, no model.keras in DIR.
+    for version in ("1", "3", "12"):
+        (tmp_path / "export" / "transcriber" / version).mkdir(parents=True)
+        (tmp_path / "export" / "transcriber" / version / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "export" / "transcriber" / "20").mkdir()  # incomplete: no saved_model.pb
+    with pytest.raises(SystemExit):
+        transcribe.main(["--model-dir", str(tmp_path), "x.wav"])
+    err = capsys.readouterr().err.strip()
+    assert "lacks" in err and err.endswith(f"It has an export: use --model-dir {tmp_path / 'export' / 'transcriber' / '12'}")
+
+
 def test_command_line_in_a_fresh_process(tmp_path, model_dir):
     # A new interpreter has registered nothing: loading must import it all.
     audio = tmp_path / "tone.flac"
