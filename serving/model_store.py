@@ -113,15 +113,22 @@ def newest_export(run_dir, model_name):
 
 
 def with_export_hint(error, run_dir, model_name):
-    """`error` (a run directory without its model files), pointing at the run's export if it has one.
+    """`error` (a run directory without its model files), pointing at the models it does hold.
 
-    A tuning run's directory (`train.py --tune`) holds only the export of
-    its best model, which the command-line tools take as `--model-dir`.
+    A tuning run's directory (`train.py --tune`) holds its best model as a
+    run directory in `tuning/best/` and that model's export, either of which
+    the command-line tools take as `--model-dir`.
     """
+    hints = []
+    best = os.path.join(run_dir, "tuning", "best")
+    if os.path.isfile(os.path.join(best, "model.keras")):
+        hints.append(f"It is a tuning run: use --model-dir {best} (its best model).")
     export = newest_export(run_dir, model_name)
-    if export is None:
+    if export is not None:
+        hints.append(f"It has an export: use --model-dir {export}")
+    if not hints:
         return error
-    return FileNotFoundError(f"{error} It has an export: use --model-dir {export}")
+    return FileNotFoundError(" ".join([str(error), *hints]))
 
 
 class ModelStore:

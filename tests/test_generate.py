@@ -112,3 +112,44 @@ def test_command_line(run_dir):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("to") and len(result.stdout) == len("to") + 5 + 1
+
+
+def test_a_tuning_runs_best_model_is_a_run_directory(tmp_path, capsys):
+    import train
+
+    corpus = tmp_path / "hamlet.txt"
+    corpus.write_text((TEXT + "the quick brown fox jumps over the lazy dog's back\n") * 20, encoding="utf-8")
+    out = tmp_path / "tuned"
+    argv = [
+        "--task", "language_model", "--dataset", corpus, "--embedding-dim", "8", "--sequence-length", "20",
+        "--batch-size", "8", "--output-dir", out, "--verbose", "0",
+        "--tune", "--tuner", "random", "--max-trials", "1", "--max-epochs", "1",
+        "--min-hidden-size", "16", "--max-hidden-size", "16", "--min-num-layers", "1", "--max-num-layers", "1",
+    ]
+    assert train.main([str(a) for a in argv]) == 0
+    best_dir = out / "tuning" / "best"
+    best = json.loads((out / "tuning" / "best.json").read_text())
+    assert best["model"]["path"] == str(best_dir)
+    assert sorted(os.listdir(best_dir)) == ["config.json", "metrics.json", "model.keras", "vocabulary.json"]
+    assert json.loads((best_dir / "metrics.json").read_text()) == best["metrics"]
+    assert json.loads((best_dir / "config.json").read_text())["hidden_size"] == 16
+    capsys.readouterr()
+    # generate.py reads it as a run directory, and it is the model the search exported.
+    prompts = ("--prompt", "to b", "--prompt", "whe", "--temperature", "0", "--length", "20", "--json")
+    from_best = _run(capsys, "--model-dir", best_dir, *prompts)
+    from_export = _run(capsys, "--model-dir", best["export"], *prompts)
+    assert from_best == from_export and len(from_best.splitlines()) == 2
+    # transcribe.py --lm takes it too (the CTC decoder's scorer).
+    from models.ctc_lm_decoding import CharacterLanguageModelScorer
+    from pipelines.vocabulary import SPEECH_ALPHABET
+
+    scorer = CharacterLanguageModelScorer.from_run(str(best_dir), Vocabulary(SPEECH_ALPHABET))
+    assert scorer.lm_vocabulary == Vocabulary.load(str(best_dir / "vocabulary.json"))
+    # The search's own directory points at both.
+    with pytest.raises(SystemExit):
+        generate.main(["--model-dir", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(
+        f"It is a tuning run: use --model-dir {best_dir} (its best model). "
+        f"It has an export: use --model-dir {best['export']}"
+    ), err

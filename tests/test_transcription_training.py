@@ -469,3 +469,35 @@ def test_ema_weights_are_the_ones_validated_checkpointed_and_saved(tmp_path, fak
     assert keras.callbacks.SwapEMAWeights not in map(type, transcription._callbacks(
         dataclasses.replace(config, ema_momentum=None), make_speech_data(train=16, validation=8), VOCABULARY, False
     ))
+
+
+def test_a_tuning_runs_best_model_is_a_run_directory(tmp_path, fake_data):
+    import glob
+
+    from tuning.config import TuningConfig
+    from tuning.run_search import run_search
+    from tuning.tasks import tuning_task
+
+    out = tmp_path / "tuned"
+    tuning = TuningConfig(tuner="random", max_trials=1, max_epochs=2, min_hidden_size=24, max_hidden_size=24,
+                          min_num_layers=1, max_num_layers=1)
+    best = run_search(tuning_task("transcription"), transcription.Config(output_dir=str(out), **TINY), tuning)["best"]
+    best_dir = out / "tuning" / "best"
+    assert best["model"]["path"] == str(best_dir)
+    assert sorted(os.listdir(best_dir)) == [
+        "config.json", "feature_config.json", "metrics.json", "model.keras", "vocabulary.json"
+    ]
+    assert json.loads((best_dir / "metrics.json").read_text()) == best["metrics"]
+    # What transcribe.py and serving.export_run load: the best trial's checkpoint, its config and features.
+    model, vocabulary, feature_config = transcription.load_transcriber(str(best_dir))
+    assert vocabulary == VOCABULARY and feature_config == FeatureConfig(n_mels=NUM_FEATURES)
+    config = transcription.Config(**json.loads((best_dir / "config.json").read_text()))
+    assert config.hidden_size == best["hyperparameters"]["hidden_size"] == 24
+    assert config.learning_rate == best["hyperparameters"]["learning_rate"]
+    checkpoint = transcription.build_model(config, num_features=NUM_FEATURES, vocabulary_size=VOCABULARY.size)
+    [weights] = glob.glob(str(out / "tuning" / "search" / f"trial_{best['trial_id']}" / "checkpoint.weights.h5"))
+    checkpoint.load_weights(weights)
+    for saved, trial in zip(model.get_weights(), checkpoint.get_weights(), strict=True):
+        np.testing.assert_array_equal(saved, trial)
+    # --init-from takes it as a finished run.
+    transcription.warm_start(checkpoint, str(best_dir), feature_config=feature_config, vocabulary=VOCABULARY)

@@ -241,6 +241,24 @@ def test_time_budget_stops_new_trials(tmp_path, capsys):
     ]
 
 
+def test_a_trial_cut_by_the_budget_says_so_on_the_console_and_in_the_table(tmp_path, capsys, monkeypatch):
+    import time
+    import types
+
+    import tuning.task_hypermodel
+
+    # The fit's clock says the budget is spent (the oracle's does not): the
+    # one trial starts and stops after its first batch.
+    clock = types.SimpleNamespace(time=lambda: float("inf"), perf_counter=time.perf_counter)
+    monkeypatch.setattr(tuning.task_hypermodel, "time", clock)
+    output_dir = str(tmp_path / "run")
+    run_search(TOY_TASK, ToyConfig(output_dir=output_dir),
+               TuningConfig(tuner="random", max_trials=1, max_epochs=2, time_budget_minutes=10))
+    assert [r["status"] for r in _rows(output_dir)] == ["COMPLETED_CUT_BY_BUDGET"]
+    out = capsys.readouterr().out
+    assert "trial 1 of 1 completed (cut short by the time budget, mid-epoch): val_loss=" in out
+
+
 # --- train.py flags -----------------------------------------------------------------------
 
 

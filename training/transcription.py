@@ -596,6 +596,14 @@ def _run_files(run_dir):
     return {name: os.path.join(run_dir, name) for name in (MODEL_FILE, VOCABULARY_FILE, FEATURE_CONFIG_FILE)}
 
 
+def save_transcriber(model_dir, model, vocabulary, feature_config):
+    """Write what `load_transcriber` reads: model.keras, vocabulary.json, feature_config.json."""
+    os.makedirs(model_dir, exist_ok=True)
+    model.save(os.path.join(model_dir, MODEL_FILE))
+    vocabulary.save(os.path.join(model_dir, VOCABULARY_FILE))
+    write_json(os.path.join(model_dir, FEATURE_CONFIG_FILE), feature_config.to_dict())
+
+
 def load_transcriber(model_dir):
     """`(model, vocabulary, feature_config)` saved by a transcription run in `model_dir`."""
     paths = _run_files(model_dir)
@@ -764,9 +772,7 @@ def run(config, *, callbacks=(), model_builder=None):
             )
         )
 
-    model.save(os.path.join(out, MODEL_FILE))
-    vocabulary.save(os.path.join(out, VOCABULARY_FILE))
-    write_json(os.path.join(out, FEATURE_CONFIG_FILE), feature_config.to_dict())
+    save_transcriber(out, model, vocabulary, feature_config)
     metrics["export_dir"] = export_for_serving(
         config, model, vocabulary, feature_config, data,
         {k: v for k, v in metrics.items() if k != "skipped_files"},

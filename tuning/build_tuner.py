@@ -80,6 +80,9 @@ class _Progress:
         ended = self.oracle.get_trial(trial.trial_id)
         best = self.oracle.get_best_trials(1)
         line = f"{self._label(trial)} {ended.status.lower()}"
+        cut = ended.metrics.exists("trial_cut_by_budget")
+        if cut and ended.metrics.get_last_value("trial_cut_by_budget") == 1.0:
+            line += " (cut short by the time budget, mid-epoch)"  # trials.csv: *_CUT_BY_BUDGET
         if ended.score is not None:
             line += f": {name}={_format(ended.score)}"
         if ended.metrics.exists("trial_epochs"):

@@ -17,6 +17,7 @@ from tuning.task_hypermodel import TaskHyperModel
 from tuning.trials_table import write_trials_table
 
 PROJECT_NAME = "search"
+BEST_RUN_DIR = "best"  # DIR/tuning/best: the best model as a run directory
 
 
 def _role():
@@ -110,7 +111,10 @@ def run_search(task, config, tuning, *, output_dir=None):
     epochs, seconds, hyperparameters; rewritten after every trial),
     `DIR/tuning/best.json` (the best trial, its hyperparameters, the
     resolved task configuration, the final metrics and the export path) and
-    `DIR/tuning/best_model.keras`, plus the task's export.
+    `DIR/tuning/best/`, the best model as a run directory of the task
+    (model.keras, vocabulary.json, feature_config.json for transcription,
+    config.json, metrics.json: what transcribe.py, generate.py,
+    `serving.export_run` and `--init-from` read), plus the task's export.
 
     Running the same command again resumes: finished trials are kept,
     an interrupted trial runs again, and the search goes on up to
@@ -227,8 +231,11 @@ def run_search(task, config, tuning, *, output_dir=None):
     )
     best_config = _best_config(config, best.hyperparameters.values)
     metrics = task.evaluate(model, best_config, context, validation)
-    model_path = os.path.join(tuning_dir, "best_model.keras")
-    model.save(model_path)
+    model_path = os.path.join(tuning_dir, BEST_RUN_DIR)
+    os.makedirs(model_path, exist_ok=True)
+    task.save(model, best_config, context, model_path)
+    write_json(os.path.join(model_path, "config.json"), config_to_dict(best_config))
+    write_json(os.path.join(model_path, "metrics.json"), _jsonable(metrics))
 
     epochs = best.metrics.get_last_value("trial_epochs") if best.metrics.exists("trial_epochs") else None
     summary = _jsonable(

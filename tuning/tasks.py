@@ -63,6 +63,15 @@ def _language_model_export(model, config, context, metrics):
     return export_for_serving(config, model, context["vocabulary"], context["source"], metrics)
 
 
+def _language_model_save(model, config, context, directory):
+    import os
+
+    from models.language_model_io import save_language_model
+
+    # model.keras and vocabulary.json, as a run directory holds them.
+    save_language_model(model, context["vocabulary"], os.path.join(directory, "model.keras"))
+
+
 LANGUAGE_MODEL_TASK = TuningTask(
     name="language_model",
     objective="val_loss",
@@ -71,6 +80,7 @@ LANGUAGE_MODEL_TASK = TuningTask(
     build_model=_language_model_build,
     evaluate=_language_model_evaluate,
     export=_language_model_export,
+    save=_language_model_save,
 )
 
 
@@ -136,6 +146,12 @@ def _transcription_export(model, config, context, metrics):
     )
 
 
+def _transcription_save(model, config, context, directory):
+    from training.transcription import save_transcriber
+
+    save_transcriber(directory, model, context["vocabulary"], context["feature_config"])
+
+
 TRANSCRIPTION_TASK = TuningTask(
     name="transcription",
     objective="val_cer",
@@ -145,6 +161,7 @@ TRANSCRIPTION_TASK = TuningTask(
     evaluate=_transcription_evaluate,
     make_callbacks=_transcription_callbacks,
     export=_transcription_export,
+    save=_transcription_save,
 )
 
 _TASKS = {task.name: task for task in (LANGUAGE_MODEL_TASK, TRANSCRIPTION_TASK)}

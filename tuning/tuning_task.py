@@ -1,6 +1,7 @@
 """`TuningTask`: what the search runner needs from one training task."""
 
 import dataclasses
+import os
 from typing import Any, Callable, Optional
 
 from tuning.search_ranges import SearchRanges
@@ -32,6 +33,12 @@ class TuningTask:
             the fields it has (`hidden_size`, `num_layers`, ...).
         export: Optional `export(model, config, context, metrics) -> str`,
             the exported version directory (same `config` as `evaluate`).
+        save: `save(model, config, context, directory)` writes the best
+            model into `directory` as the task's own run directory holds
+            it (model.keras and the files its loaders read beside it:
+            vocabulary, feature configuration), so the task's tools take
+            `directory` as they take a run's `--output-dir`. Defaults to
+            `model.keras` alone. The runner adds config.json and metrics.json.
     """
 
     name: str
@@ -42,6 +49,9 @@ class TuningTask:
     evaluate: Callable[..., dict]
     make_callbacks: Callable[..., list] = lambda config, context, validation: []
     export: Optional[Callable[..., Optional[str]]] = None
+    save: Callable[..., None] = lambda model, config, context, directory: model.save(
+        os.path.join(directory, "model.keras")
+    )
 
     def search_ranges(self, tuning):
         """The task's ranges with the `TuningConfig` overrides; ValueError if one is empty."""
