@@ -8,6 +8,10 @@ from pipelines.audio_loading import SILENCE_PEAK
 from serving.export import write_saved_model_version
 from serving.vocabulary_tables import VocabularyTables
 
+# The log probability of every class but the blank in a silent utterance's
+# log_probs: finite (JSON has no -inf), and exp() of it is 0 in float32.
+SILENT_LOG_PROB = -1e9
+
 ENSEMBLE_DECODING = (
     "ensemble of {members} models: log_probs is the log of the members' mean probability; text is the "
     "member greedy hypothesis (keras.ops.ctc_decode, blank id {blank}) with the lowest CTC negative "
@@ -132,8 +136,10 @@ def export_transcriber(
       `pipelines.audio_features.compute_features`. Lengths below `n_fft`
       samples or above the padded length are rejected (InvalidArgument).
       A silent utterance (peak amplitude below `SILENCE_PEAK`, the
-      loader's threshold) has the text "": normalised, its features would
-      be noise, which the model reads as letters.
+      loader's threshold) has the text "" and `log_probs` that put every
+      frame on the blank (0 for it, `SILENT_LOG_PROB` for the other
+      classes): normalised, its features would be noise, which the model
+      reads as letters.
       An utterance of `n` samples has `1 + (n - n_fft) // hop_length`
       feature frames, which the model may shorten (frame stacking).
     - `from_features`: `features` float32 `(batch, frames, n_features)` and
@@ -293,7 +299,15 @@ def export_transcriber(
         outputs = transcribe(features, feature_length)
         valid = tf.sequence_mask(waveform_length, tf.shape(waveform)[1])
         peak = tf.reduce_max(tf.where(valid, tf.abs(waveform), 0.0), axis=1)
-        outputs["text"] = tf.where(peak < SILENCE_PEAK, "", outputs["text"])
+        silent = peak < SILENCE_PEAK
+        outputs["text"] = tf.where(silent, "", outputs["text"])
+        # Blank at every frame, as CTC says "nothing": a client decoding the
+        # log_probs itself (beam search, a language model) reads "" too.
+        classes = tf.shape(outputs["log_probs"])[-1]
+        blank = tf.where(tf.range(classes) == vocabulary.blank_id, 0.0, SILENT_LOG_PROB)
+        outputs["log_probs"] = tf.where(
+            silent[:, None, None], tf.broadcast_to(blank, tf.shape(outputs["log_probs"])), outputs["log_probs"]
+        )
         return outputs
 
     def from_features(features, feature_length):

@@ -16,7 +16,7 @@ from models.transcription import build_transcription_model
 from pipelines.audio_features import FeatureConfig, compute_features
 from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
 from serving.export import pinned_devices, read_metadata, xla_compiled_functions
-from serving.transcription_export import export_transcriber
+from serving.transcription_export import SILENT_LOG_PROB, export_transcriber
 from tests.test_log_mel import padded_batch, synthetic_utterance
 
 CONFIG = FeatureConfig(n_mels=40)
@@ -126,7 +126,7 @@ def test_batch_padding_does_not_change_results(loaded, utterances):
     np.testing.assert_allclose(padded["log_probs"][0, :n], alone["log_probs"][0, :n], atol=1e-5)
 
 
-def test_silent_utterances_have_no_text(loaded, utterances):
+def test_silent_utterances_have_no_text(loaded, utterances, vocabulary):
     speech = utterances[0]
     alone = _serve(loaded, [speech])["text"][0]
     assert alone  # the speech has a text to keep
@@ -138,6 +138,12 @@ def test_silent_utterances_have_no_text(loaded, utterances):
     out = loaded.signatures["serving_default"](
         waveform=tf.constant(batch), waveform_length=tf.constant([len(speech), 8000, 8000]))
     assert [t.decode() for t in out["text"].numpy()] == [alone.decode(), "", ""]
+    # The silent rows' log_probs say blank at every frame; the speech row's are the model's own.
+    log_probs = out["log_probs"].numpy()
+    np.testing.assert_allclose(log_probs[0], _serve(loaded, [speech])["log_probs"][0], atol=1e-5)
+    blank = vocabulary.blank_id
+    np.testing.assert_array_equal(log_probs[1:, :, blank], 0.0)
+    np.testing.assert_array_equal(np.delete(log_probs[1:], blank, axis=2), SILENT_LOG_PROB)
 
 
 def test_bad_lengths_are_invalid_argument(loaded):
