@@ -8,6 +8,7 @@ from layers import ElmanCell, ElmanRNN
 from models.ctc_model import CTCModel
 from models.frame_stacking import FrameStacking
 from models.frequency_warp import FrequencyWarp
+from models.random_eq import RandomEQ
 from models.log_probabilities import LogProbabilities
 
 
@@ -39,6 +40,7 @@ def build_transcription_model(
     dropout=0.1,
     activation="tanh",
     frequency_warp=0.0,
+    random_eq=0.0,
     learning_rate=1e-3,
     clipnorm=5.0,
     ema_momentum=None,
@@ -51,6 +53,8 @@ def build_transcription_model(
         features (batch, time, num_features), feature_length (batch,)
         -> frequency_warp: FrequencyWarp(frequency_warp), training only
            (present only when frequency_warp > 0)
+        -> random_eq: RandomEQ(random_eq), training only (present only
+           when random_eq > 0)
         -> frame_stacking: FrameStacking(frame_stack), giving the length mask
            passed to every recurrent layer
         -> num_dense_layers x [dense_i: Dense(hidden_size, relu), dense_dropout_i]
@@ -84,6 +88,11 @@ def build_transcription_model(
         frequency_warp: Largest random stretch of the mel axis applied in
             training (vocal tract length perturbation, for unseen
             speakers); 0 for none. Only meaningful for mel-band features.
+        random_eq: Largest amplitude of the random smooth gain curve added
+            over the mel axis in training (`RandomEQ`: a random recording
+            channel, for speakers recorded on other equipment); 0 for
+            none. Only meaningful for mel-band features without per-band
+            normalisation.
         learning_rate: Adam's learning rate.
         clipnorm: Gradient norm clip (recurrent nets need one); None for none.
         ema_momentum: When set, Adam also keeps an exponential moving average
@@ -150,6 +159,8 @@ def build_transcription_model(
     x = features
     if frequency_warp:
         x = FrequencyWarp(frequency_warp, name="frequency_warp")(x)
+    if random_eq:
+        x = RandomEQ(random_eq, name="random_eq")(x)
     x, frame_length, mask = FrameStacking(frame_stack, name="frame_stacking")(
         [x, feature_length]
     )

@@ -9,6 +9,7 @@ from models.ctc_loss import ctc_loss
 from models.ctc_model import CTCModel
 from models.frame_stacking import FrameStacking
 from models.frequency_warp import FrequencyWarp, warp_bands
+from models.random_eq import RandomEQ
 from models.transcription import build_transcription_model
 from pipelines.vocabulary import Vocabulary
 
@@ -104,6 +105,64 @@ def test_warp_bands_with_given_factors_matches_numpy():
 def test_frequency_warp_rejects_bad_max_warp(value):
     with pytest.raises(ValueError, match="argument `max_warp`, expected a float in"):
         FrequencyWarp(value)
+
+
+# ---- RandomEQ --------------------------------------------------------------
+
+
+def test_random_eq_is_identity_at_inference():
+    x = np.random.default_rng(0).normal(size=(2, 5, 10)).astype("float32")
+    np.testing.assert_array_equal(RandomEQ(0.3)(x), x)
+    np.testing.assert_array_equal(RandomEQ(0.0)(x, training=True), x)
+
+
+def test_random_eq_adds_one_smooth_curve_per_utterance():
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(64, 4, 20)).astype("float32")
+    added = np.asarray(RandomEQ(0.5, seed=3)(features, training=True)) - features
+    bands = np.arange(20)
+    basis = np.stack([np.cos(np.pi * k * (bands + 0.5) / 20) for k in (1, 2, 3)], axis=1)  # (bands, 3)
+    gains = []
+    for curve in added:
+        # The same curve on every frame of an utterance ...
+        np.testing.assert_allclose(curve, np.broadcast_to(curve[0], curve.shape), atol=1e-5)
+        # ... a sum of the first three cosines of the band axis, each gain within +-0.5.
+        solution, *_ = np.linalg.lstsq(basis, curve[0], rcond=None)
+        np.testing.assert_allclose(basis @ solution, curve[0], atol=1e-5)
+        gains.append(solution)
+    gains = np.array(gains)
+    assert np.abs(gains).max() <= 0.5 + 1e-5
+    # Drawn per utterance and per cosine: both signs, spread over the range.
+    assert (gains > 0.25).any(axis=0).all() and (gains < -0.25).any(axis=0).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_gain": -0.1}, "argument `max_gain`, expected a finite float >= 0, got -0.1"),
+        ({"max_gain": float("inf")}, "argument `max_gain`, expected a finite float >= 0"),
+        ({"max_gain": True}, "argument `max_gain`"),
+        ({"max_gain": 0.3, "orders": 0}, "argument `orders`, expected a positive integer, got 0"),
+    ],
+)
+def test_random_eq_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RandomEQ(**kwargs)
+
+
+def test_random_eq_in_the_model_trains_saves_and_serves_as_identity(tmp_path):
+    model = build_transcription_model(frame_stack=2, random_eq=0.3, **SMALL)
+    assert model.get_layer("random_eq").get_config()["max_gain"] == 0.3
+    inputs = _inputs([9, 5], 9)
+    plain = build_transcription_model(frame_stack=2, **SMALL)
+    plain.set_weights(model.get_weights())  # the layer has no weights
+    np.testing.assert_allclose(model(inputs)["log_probs"], plain(inputs)["log_probs"], atol=1e-6)
+    trained = np.asarray(model(inputs, training=True)["log_probs"])
+    assert np.abs(trained - np.asarray(plain(inputs)["log_probs"])).max() > 1e-3
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert loaded.get_layer("random_eq").max_gain == 0.3
+    np.testing.assert_allclose(loaded(inputs)["log_probs"], model(inputs)["log_probs"], atol=1e-6)
 
 
 # ---- the model -------------------------------------------------------------
@@ -206,6 +265,7 @@ def test_save_and_load_round_trip(tmp_path):
         ("learning_rate", 0, "`learning_rate`, expected a positive float"),
         ("num_dense_layers", -1, "`num_dense_layers`, expected a non-negative integer"),
         ("frequency_warp", 0.5, r"`max_warp`, expected a float in \[0, 0.5\)"),
+        ("random_eq", -1.0, r"`max_gain`, expected a finite float >= 0"),
     ],
 )
 def test_builder_rejects_bad_arguments(name, value, message):

@@ -257,12 +257,19 @@ def test_prepare_data_stretches_training_batches_only(fake_data):
             np.testing.assert_array_equal(a["features"], b["features"])
 
 
-def test_run_trains_on_stretched_batches_with_frequency_warp(tmp_path, fake_data):
+def test_run_trains_on_stretched_batches_with_frequency_warp_and_random_eq(tmp_path, fake_data):
     config = transcription.Config(
-        output_dir=str(tmp_path / "run"), epochs=1, time_stretch=0.5, frequency_warp=0.1, **TINY
+        output_dir=str(tmp_path / "run"), epochs=1, time_stretch=0.5, frequency_warp=0.1, random_eq=0.3,
+        normalisation="utterance_scalar", **TINY
     )
     metrics = transcription.run(config)
     assert metrics["epochs"] == 1 and np.isfinite(metrics["val_cer"])
+    saved = keras.models.load_model(tmp_path / "run" / "model.keras", compile=False)
+    assert saved.get_layer("random_eq").max_gain == 0.3
+    assert saved.get_layer("frequency_warp").max_warp == 0.1
+    # Cepstral coefficients have no band axis to shape: MFCC runs leave both out.
+    mfcc = transcription.builder_kwargs(dataclasses.replace(config, feature_kind="mfcc", n_mfcc=13))
+    assert (mfcc["random_eq"], mfcc["frequency_warp"]) == (0.0, 0.0)
 
 
 def test_error_rate_callback_puts_rates_in_logs():
@@ -310,6 +317,7 @@ def test_time_budget_stops_training():
         ("num_dense_layers", -2, "a non-negative integer"),
         ("mix_fraction", 1.0, r"a float in \(0, 1\)"),
         ("frequency_warp", 0.7, r"a float in \[0, 0.5\)"),
+        ("random_eq", -0.3, "a finite float >= 0"),
         ("lr_schedule", "linear", "'cosine' or 'constant'"),
         ("mix_dataset", "", "a directory path or None"),
         ("top_db", -10.0, "a positive number of decibels or None"),

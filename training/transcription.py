@@ -10,6 +10,7 @@ feature configuration and metrics; export for serving.
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import time
@@ -149,6 +150,12 @@ class Config:
     frequency_warp: float = field(
         default=0.15,  # vocal tract length perturbation, for unseen speakers
         metadata={"help": "Largest random stretch of the mel axis in training (log_mel only; 0: off)."},
+    )
+    random_eq: float = field(
+        default=0.0,  # off; the FSDD command uses 0.3 (a new speaker on other equipment)
+        metadata={"help": "Largest amplitude of the random smooth gain curve (tilt, bowl, S) added over the "
+                          "mel axis in training, in normalised units (log_mel with --normalisation "
+                          "utterance_scalar or none; 0: off)."},
     )
     # model
     hidden_size: int = field(
@@ -302,6 +309,8 @@ class Config:
             fail("dropout", "a float in [0, 1)")
         if not is_number(self.frequency_warp) or not 0.0 <= self.frequency_warp < 0.5:
             fail("frequency_warp", "a float in [0, 0.5)")
+        if not is_number(self.random_eq) or not 0.0 <= self.random_eq < math.inf:
+            fail("random_eq", "a finite float >= 0")
         if not is_number(self.spec_augment_max_frequency) or not 0.0 < self.spec_augment_max_frequency <= 1.0:
             fail("spec_augment_max_frequency", "a fraction of the features in (0, 1]")
         if not is_number(self.time_stretch) or not 0.0 <= self.time_stretch <= 1.0:
@@ -579,6 +588,7 @@ def builder_kwargs(config):
         dropout=config.dropout,
         # Warping the axis of cepstral coefficients would be meaningless.
         frequency_warp=config.frequency_warp if config.feature_kind == "log_mel" else 0.0,
+        random_eq=config.random_eq if config.feature_kind == "log_mel" else 0.0,
         learning_rate=config.learning_rate,
         ema_momentum=config.ema_momentum,
     )
