@@ -44,6 +44,11 @@ def parse_command(argv=None):
         tuning = TuningConfig.from_flags(args)
         if tuning.tune:
             tuning_task(known.task).search_ranges(tuning)  # an empty range fails here
+            if getattr(config, "ensemble", 1) > 1:
+                raise ValueError(
+                    "--ensemble trains several runs of one configuration; --tune searches configurations. "
+                    "Tune first, then train an ensemble of the best one's flags."
+                )
             if getattr(config, "init_from", None) is not None:
                 raise ValueError(
                     "--init-from starts one run from another's weights; --tune trains models of "

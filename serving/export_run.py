@@ -10,6 +10,11 @@ version under `<export_base>/<transcriber|language_model>/`, as the run
 itself does at its end. For runs made with `--no-export`, or before the
 export existed.
 
+An ensemble run (`train.py --task transcription --ensemble N`) is exported
+again from its members, into its own directory:
+
+    python -m serving.export_run runs/fsdd_ensemble --candidates digits.txt
+
 Several transcription runs trained on the same features and vocabulary
 with the same frame stacking (say, one command with different `--seed`s)
 are packed into one ensemble SavedModel with the same signatures (see
@@ -84,6 +89,32 @@ def _read_run(run_dir):
     )
 
 
+def ensemble_members(run_dir):
+    """The member run directories of an ensemble run (`train.py --ensemble N`), else None.
+
+    Read from its config.json: members `seed_S` for S in SEED..SEED+N-1 under
+    `members/` (`training.transcription_ensemble.member_configs`).
+    """
+    if os.path.isfile(os.path.join(run_dir, "model.keras")):
+        return None
+    config = _read_json(os.path.join(run_dir, "config.json"), required=False) or {}
+    if not isinstance(config.get("ensemble"), int) or config["ensemble"] <= 1:
+        return None
+    from training.transcription_ensemble import MEMBERS_DIR
+
+    return [os.path.join(run_dir, MEMBERS_DIR, f"seed_{config['seed'] + k}") for k in range(config["ensemble"])]
+
+
+def _expand(run_dirs):
+    """`(run directories, default export base)`: ensemble runs replaced by their members."""
+    expanded = []
+    for run_dir in run_dirs:
+        expanded.extend(ensemble_members(run_dir) or [run_dir])
+    # One ensemble run exports into its own directory, as a single run does.
+    default_base = os.path.join(run_dirs[0], "export") if len(run_dirs) == 1 else None
+    return expanded, default_base
+
+
 def export_ensemble(run_dirs, export_base, candidates=None, candidate_warps=None):
     """Pack the models of several transcription runs into one SavedModel.
 
@@ -140,14 +171,16 @@ def export_run(run_dir, export_base=None, candidates=None, candidate_warps=None)
 
     `run_dir` may be a list of transcription run directories: they are
     packed into one ensemble (`export_ensemble`; `export_base` required).
+    An ensemble run's directory (`train.py --ensemble N`) stands for its
+    members (exported into `run_dir/export` when it is the only one).
     `candidates` (transcription only): texts for closed-vocabulary decoding
     in the export; `candidate_warps`: its test-time warps
     (`serving.transcription_export.export_transcriber`).
     """
-    if isinstance(run_dir, (list, tuple)):
-        if len(run_dir) > 1:
-            return export_ensemble(list(run_dir), export_base, candidates, candidate_warps)
-        (run_dir,) = run_dir
+    run_dirs, default_base = _expand(list(run_dir) if isinstance(run_dir, (list, tuple)) else [run_dir])
+    if len(run_dirs) > 1:
+        return export_ensemble(run_dirs, export_base or default_base, candidates, candidate_warps)
+    (run_dir,) = run_dirs
     run = _read_run(run_dir)
     if candidates is not None and run.feature_config is None:
         raise SystemExit(
@@ -175,10 +208,11 @@ def export_run(run_dir, export_base=None, candidates=None, candidate_warps=None)
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m serving.export_run", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", nargs="+",
-                        help="Output directory of a train.py run; several transcription runs are packed "
+                        help="Output directory of a train.py run (an ensemble run stands for its members); several "
+                             "transcription runs are packed "
                              "into one ensemble (then --export_base is required).")
     parser.add_argument("--export_base", default=None,
-                        help="Where to export (default RUN_DIR/export for a single run).")
+                        help="Where to export (default RUN_DIR/export for a single run or ensemble run).")
     parser.add_argument("--candidates", default=None, metavar="FILE",
                         help="Transcription: decode in the export with a closed vocabulary, the texts in FILE "
                              "(one per line); the served text is always one of them.")
@@ -194,7 +228,7 @@ def main(argv=None):
 
         try:
             candidates = load_candidates(args.candidates)
-            first = _read_run(args.run_dir[0])
+            first = _read_run(_expand(args.run_dir)[0][0])
             if first.feature_config is not None:  # a language-model run is refused by export_run
                 # Checked against the first run's vocabulary before any model is loaded
                 # (an ensemble's members share one).

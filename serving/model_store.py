@@ -117,12 +117,24 @@ def with_export_hint(error, run_dir, model_name):
 
     A tuning run's directory (`train.py --tune`) holds its best model as a
     run directory in `tuning/best/` and that model's export, either of which
-    the command-line tools take as `--model-dir`.
+    the command-line tools take as `--model-dir`; an ensemble run's
+    (`train.py --ensemble N`) holds its members' run directories in
+    `members/` and their packed export.
     """
     hints = []
     best = os.path.join(run_dir, "tuning", "best")
     if os.path.isfile(os.path.join(best, "model.keras")):
         hints.append(f"It is a tuning run: use --model-dir {best} (its best model).")
+    members = os.path.join(run_dir, "members")  # training.transcription_ensemble.MEMBERS_DIR
+    if os.path.isdir(members):
+        trained = sorted(
+            name for name in os.listdir(members) if os.path.isfile(os.path.join(members, name, "model.keras"))
+        )
+        if trained:
+            hints.append(
+                f"It is an ensemble run (train.py --ensemble): one member is a run directory, "
+                f"e.g. --model-dir {os.path.join(members, trained[0])}; the ensemble is its export."
+            )
     export = newest_export(run_dir, model_name)
     if export is not None:
         hints.append(f"It has an export: use --model-dir {export}")

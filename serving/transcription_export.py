@@ -70,8 +70,37 @@ def _ensemble_outputs(outputs):
     return member_log_probs, log_probs, frame_length
 
 
-def _ensemble_ids(member_log_probs, frame_length, greedy_ids, vocabulary):
-    """The ensemble's hypothesis ids, `(batch, length)`, -1 past each one.
+def greedy_ids(log_probs, frame_length, vocabulary):
+    """Greedy CTC hypothesis ids `(batch, length)` int32, -1 past each one (`keras.ops.ctc_decode`)."""
+    decoded, _ = keras.ops.ctc_decode(
+        log_probs,
+        frame_length,
+        strategy="greedy",
+        merge_repeated=True,
+        mask_index=vocabulary.blank_id,
+    )
+    return tf.cast(decoded[0], tf.int32)
+
+
+def ensemble_outputs(models, features, feature_length, vocabulary):
+    """What an ensemble export serves, as tensors: `{"ids", "log_probs", "frame_length"}`.
+
+    `ids` `(batch, length)` (padded with `vocabulary.pad_id`) is the sequence-level
+    choice among the members' greedy hypotheses (`_ensemble_ids`),
+    `log_probs` the log of the members' mean probability. The export's
+    `text` is `ids` decoded; training scores an ensemble with this function
+    too (`training.transcription_ensemble`), so the figures it reports are
+    those of the export's decoding.
+    """
+    member_log_probs, log_probs, frame_length = _ensemble_outputs(
+        [_outputs(model, features, feature_length) for model in models]
+    )
+    ids = _ensemble_ids(member_log_probs, frame_length, vocabulary)
+    return {"ids": ids, "log_probs": log_probs, "frame_length": frame_length}
+
+
+def _ensemble_ids(member_log_probs, frame_length, vocabulary):
+    """The ensemble's hypothesis ids, `(batch, length)`, padded with `vocabulary.pad_id`.
 
     The members' CTC spikes need not fall on the same frames, so greedy
     decoding of their averaged probabilities is poor; instead each member's
@@ -81,7 +110,7 @@ def _ensemble_ids(member_log_probs, frame_length, greedy_ids, vocabulary):
     """
     from models.ctc_loss import ctc_loss
 
-    hypotheses = [greedy_ids(log_probs, frame_length) for log_probs in member_log_probs]
+    hypotheses = [greedy_ids(log_probs, frame_length, vocabulary) for log_probs in member_log_probs]
     width = tf.reduce_max([tf.shape(ids)[1] for ids in hypotheses])
     labels = tf.stack(
         [
@@ -229,16 +258,6 @@ def export_transcriber(
             fits = tf.reduce_any(tf.math.is_finite(scores), axis=1)
             return tf.where(fits, tf.gather(tf.constant(candidates), best), "")
 
-    def greedy_ids(log_probs, frame_length):
-        decoded, _ = keras.ops.ctc_decode(
-            log_probs,
-            frame_length,
-            strategy="greedy",
-            merge_repeated=True,
-            mask_index=vocabulary.blank_id,
-        )
-        return tf.cast(decoded[0], tf.int32)  # (batch, length), -1 past each hypothesis
-
     def model_outputs(features, feature_length):
         """`(member log_probs or None, log_probs, frame_length)`."""
         outputs = [_outputs(member, features, feature_length) for member in members]
@@ -273,9 +292,9 @@ def export_transcriber(
             text = chosen_text(candidate_scores(log_probs, frame_length))
         else:
             if member_log_probs is None:
-                ids = greedy_ids(log_probs, frame_length)
+                ids = greedy_ids(log_probs, frame_length, vocabulary)
             else:
-                ids = _ensemble_ids(member_log_probs, frame_length, greedy_ids, vocabulary)
+                ids = _ensemble_ids(member_log_probs, frame_length, vocabulary)
             text = tables.decode(ids)
             text = tf.strings.strip(tf.strings.regex_replace(text, " +", " "))
         return {"text": text, "log_probs": log_probs, "frame_length": frame_length}

@@ -509,3 +509,140 @@ def test_a_tuning_runs_best_model_is_a_run_directory(tmp_path, fake_data):
         np.testing.assert_array_equal(saved, trial)
     # --init-from takes it as a finished run.
     transcription.warm_start(checkpoint, str(best_dir), feature_config=feature_config, vocabulary=VOCABULARY)
+
+
+# An ensemble of runs: `train.py --task transcription --ensemble N`.
+ENSEMBLE = {**TINY, "export": True, "beam_width": 1, "epochs": 1}
+
+
+def test_an_ensemble_run_trains_its_members_scores_them_together_and_exports_them_packed(
+    tmp_path, fake_data, capsys
+):
+    import tensorflow as tf
+
+    from models.ctc_decoding import ctc_decode_text
+    from models.error_rates import error_rates
+    from serving.export import read_metadata
+
+    out = tmp_path / "ensemble"
+    config = transcription.Config(output_dir=str(out), ensemble=2, **ENSEMBLE)
+    metrics = transcription.run(config)
+
+    members = [out / "members" / "seed_1234", out / "members" / "seed_1235"]
+    weights = []
+    for seed, member in zip((1234, 1235), members):
+        saved = json.loads((member / "config.json").read_text())
+        assert saved["seed"] == seed and saved["ensemble"] == 1 and saved["export"] is False
+        assert not (member / "export").exists()
+        weights.append(keras.models.load_model(member / "model.keras", compile=False).get_weights())
+    assert not all(np.array_equal(a, b) for a, b in zip(*weights))  # two seeds, two models
+
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(metrics))
+    assert json.loads((out / "config.json").read_text())["ensemble"] == 2
+    assert saved["ensemble"] == 2 and saved["epochs"] == 2
+    assert [m["seed"] for m in saved["members"]] == [1234, 1235]
+    for entry, member in zip(saved["members"], members):
+        assert entry["val_cer"] == json.loads((member / "metrics.json").read_text())["val_cer"]
+    assert saved["utterances"] == {"train": 16, "validation": 8, "test": 8} and saved["skipped"] == 1
+    assert Vocabulary.load(out / "vocabulary.json") == VOCABULARY
+
+    # The export packs both members, and the ensemble's figures are the export's decoding.
+    export = saved["export_dir"]
+    assert export == str(out / "export" / "transcriber" / "1")
+    metadata = read_metadata(export, task="transcription")
+    assert metadata["ensemble_members"] == 2 and metadata["metrics"]["val_cer"] == saved["val_cer"]
+    from_features = tf.saved_model.load(export).signatures["from_features"]
+    data = make_speech_data(train=16, validation=8, test=8)
+    models = [keras.models.load_model(member / "model.keras", compile=False) for member in members]
+    references, served = [], []
+    for inputs, labels in data.validation:
+        texts = from_features(features=inputs["features"], feature_length=inputs["feature_length"])["text"]
+        served.extend(t.decode() for t in texts.numpy())
+        references.extend(VOCABULARY.decode(row) for row in labels.numpy())
+        # Each served text is one member's greedy hypothesis.
+        singles = []
+        for model in models:
+            outputs = model(inputs, training=False)
+            singles.append(ctc_decode_text(outputs["log_probs"], outputs["frame_length"], vocabulary=VOCABULARY))
+        for row, text in enumerate(texts.numpy()):
+            assert text.decode() in {single[row] for single in singles}
+
+    assert saved["val_cer"] == pytest.approx(error_rates(references, served)["cer"])
+    assert saved["val_utterances"] == 8 and isinstance(saved["test_cer"], float)
+
+    # serving.export_run takes the ensemble's directory for its members: the next version, the same texts.
+    from serving import export_run
+
+    assert export_run.main([str(out)]) == 0
+    again = tf.saved_model.load(str(out / "export" / "transcriber" / "2")).signatures["from_features"]
+    assert read_metadata(str(out / "export" / "transcriber" / "2"), task="transcription")["ensemble_members"] == 2
+    inputs, _ = next(iter(data.validation))
+    np.testing.assert_array_equal(again(**inputs)["text"].numpy(), from_features(**inputs)["text"].numpy())
+    # transcribe.py given the directory names a member and the export.
+    import transcribe
+
+    with pytest.raises(SystemExit):
+        transcribe.main(["--model-dir", str(out), "x.wav"])
+    err = capsys.readouterr().err
+    assert f"one member is a run directory, e.g. --model-dir {members[0]}" in err
+    assert f"It has an export: use --model-dir {out / 'export' / 'transcriber' / '2'}" in err
+
+
+class _InterruptSecondMember(keras.callbacks.Callback):
+    """Simulates a kill in the second fit it is given to, after its first epoch."""
+
+    fits = 0
+
+    def on_train_begin(self, logs=None):
+        type(self).fits += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if type(self).fits == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+
+def test_a_killed_ensemble_run_resumes_reusing_its_finished_members(tmp_path, fake_data, capsys):
+    out = tmp_path / "ensemble"
+    config = transcription.Config(output_dir=str(out), ensemble=2, **{**ENSEMBLE, "epochs": 2})
+    with pytest.raises(KeyboardInterrupt):
+        transcription.run(config, callbacks=[_InterruptSecondMember()])
+    first, second = out / "members" / "seed_1234", out / "members" / "seed_1235"
+    assert (first / "metrics.json").exists() and (second / "backup" / "training_metadata.json").exists()
+    trained = (first / "model.keras").stat().st_mtime_ns
+
+    capsys.readouterr()
+    recorder = _EpochRecorder()
+    metrics = transcription.run(config, callbacks=[recorder])
+    printed = capsys.readouterr().out
+    assert f"Ensemble member 1/2 (seed 1234) in {first}: already trained, reused" in printed
+    assert (first / "model.keras").stat().st_mtime_ns == trained  # not trained again
+    assert recorder.epochs == [1]  # the second member's epoch 2 of 2 only
+    assert [m["epochs"] for m in metrics["members"]] == [2, 2]
+    assert not (second / "backup").exists() and metrics["export_dir"] is not None
+
+
+def test_an_ensemble_member_made_with_other_flags_stops_the_run_and_is_kept(tmp_path, fake_data):
+    out = tmp_path / "ensemble"
+    other = transcription.Config(output_dir=str(out / "members" / "seed_1235"), **{**TINY, "hidden_size": 16})
+    transcription.run(dataclasses.replace(other, epochs=1))
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "members" / "seed_1235").iterdir()}
+    config = transcription.Config(output_dir=str(out), ensemble=2, **ENSEMBLE)
+    with pytest.raises(ValueError) as error:
+        transcription.run(config)
+    message = str(error.value)
+    assert str(out / "members" / "seed_1235" / "config.json") in message
+    assert "'hidden_size': (16, 24)" in message and "'epochs': (1, 1)" not in message
+    assert not (out / "members" / "seed_1234").exists()  # checked before anything was trained
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "members" / "seed_1235").iterdir()} == before
+
+
+def test_ensemble_settings_are_checked(capsys):
+    with pytest.raises(ValueError, match=r"`ensemble` \(--ensemble\), expected a positive integer, got 0"):
+        transcription.Config(ensemble=0)
+    with pytest.raises(ValueError, match=r"expected 1 with --no-export .* got 2"):
+        transcription.Config(ensemble=2, export=False)
+    assert train.parse_args(["--ensemble", "3"])[1].ensemble == 3
+    with pytest.raises(SystemExit):
+        train.parse_args(["--ensemble", "2", "--tune"])
+    assert "--ensemble" in capsys.readouterr().err

@@ -191,6 +191,15 @@ class Config:
             "vocabulary must equal this run's."
         },
     )
+    ensemble: int = field(
+        default=1,  # one model; N trains N (seeds SEED..SEED+N-1) and exports them packed as one
+        metadata={
+            "help": "Train this many models, with seeds SEED, SEED+1, ..., into OUTPUT_DIR/members/seed_S "
+            "(each with every flag given, --max-train-minutes each) and export them packed as one "
+            "ensemble in OUTPUT_DIR/export; metrics.json scores the ensemble. Run the same command "
+            "again to resume: finished members are reused."
+        },
+    )
     # optimisation
     batch_size: int = field(
         default=64,  # utterances per batch: on 2 cores a step of 64 short utterances costs ~1.45x one of 32
@@ -287,6 +296,7 @@ class Config:
             "epochs",
             "early_stopping_patience",
             "beam_width",
+            "ensemble",
         ):
             value = getattr(self, name)
             if not is_int(value) or value <= 0:
@@ -299,6 +309,9 @@ class Config:
         for name in ("strict", "spec_augment", "bidirectional", "export"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "a bool")
+        if self.ensemble > 1 and not self.export:
+            # The members are packed in the export only; without it there is no ensemble.
+            fail("ensemble", "1 with --no-export (an ensemble is saved as its packed export)")
         if self.feature_kind not in KINDS:
             fail("feature_kind", f"one of {KINDS}")
         if self.normalisation not in NORMALISATIONS:
@@ -601,6 +614,25 @@ def build_model(config, *, num_features, vocabulary_size):
     )
 
 
+def data_metrics(config, prepared):
+    """The entries of metrics.json that describe the data of a run (`prepared`: `prepare_data`'s)."""
+    data, mix = prepared.data, prepared.mix
+    metrics = {
+        "dataset": config.dataset,
+        "data_description": data.description,
+        "utterances": dict(data.counts),
+        "skipped": len(data.skipped),
+        "skipped_files": [[str(s), str(r)] for s, r in data.skipped],
+    }
+    if mix is not None:
+        metrics["mix_dataset"] = config.mix_dataset
+        metrics["mix_description"] = mix.description
+        metrics["mix_utterances"] = dict(mix.counts)
+        metrics["skipped"] += len(mix.skipped)
+        metrics["skipped_files"] += [[str(s), str(r)] for s, r in mix.skipped]
+    return metrics
+
+
 def _run_files(run_dir):
     """Paths of the files `load_transcriber` reads, by file name."""
     return {name: os.path.join(run_dir, name) for name in (MODEL_FILE, VOCABULARY_FILE, FEATURE_CONFIG_FILE)}
@@ -685,7 +717,14 @@ def run(config, *, callbacks=(), model_builder=None):
 
     Returns:
         The metrics dict also written to `output_dir/metrics.json`.
+
+    With `config.ensemble > 1` the run is an ensemble of that many runs
+    (`training.transcription_ensemble.run_ensemble`).
     """
+    if config.ensemble > 1:
+        from training.transcription_ensemble import run_ensemble
+
+        return run_ensemble(config, callbacks=callbacks, model_builder=model_builder)
     out = config.output_dir
     os.makedirs(out, exist_ok=True)
     write_json(os.path.join(out, CONFIG_FILE), config_to_dict(config))
@@ -698,7 +737,6 @@ def run(config, *, callbacks=(), model_builder=None):
 
     prepared = prepare_data(config)
     vocabulary, feature_config, data = prepared.vocabulary, prepared.feature_config, prepared.data
-    mix = prepared.mix
     print(f"Data: {data.description}")
     print(f"Utterances: {data.counts}; skipped: {len(data.skipped)}")
     for source, reason in data.skipped[:10]:
@@ -739,20 +777,10 @@ def run(config, *, callbacks=(), model_builder=None):
     shutil.rmtree(os.path.join(out, BACKUP_DIR), ignore_errors=True)
 
     metrics = {
-        "dataset": config.dataset,
-        "data_description": data.description,
+        **data_metrics(config, prepared),
         "epochs": epochs_done,
         "train_seconds": round(train_seconds, 1),
-        "utterances": dict(data.counts),
-        "skipped": len(data.skipped),
-        "skipped_files": [[str(s), str(r)] for s, r in data.skipped],
     }
-    if mix is not None:
-        metrics["mix_dataset"] = config.mix_dataset
-        metrics["mix_description"] = mix.description
-        metrics["mix_utterances"] = dict(mix.counts)
-        metrics["skipped"] += len(mix.skipped)
-        metrics["skipped_files"] += [[str(s), str(r)] for s, r in mix.skipped]
     splits = {"val": data.validation, "test": getattr(data, "test", None)}
     for prefix, dataset in splits.items():
         if dataset is None:

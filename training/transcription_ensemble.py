@@ -1,0 +1,240 @@
+"""An ensemble of transcription runs: `python train.py --task transcription --ensemble N`.
+
+On a speaker it never heard, a single run's error depends on its seed more
+than on any flag (README, FSDD); a few runs packed into one export take most
+of that spread away. `--ensemble N` does in one command what the README's
+loop over seeds and `serving.export_run RUN RUN ...` do by hand:
+
+- N runs of the same flags with seeds SEED, SEED+1, ..., SEED+N-1 are trained
+  one after the other into `OUTPUT_DIR/members/seed_S` (`training.transcription.run`,
+  `--max-train-minutes` each). Each is a complete run directory:
+  transcribe.py, `--init-from` and `serving.export_run` take it.
+- The members are scored together on the validation split (and the test split
+  when the dataset has one) as their export decodes
+  (`serving.transcription_export.ensemble_outputs`: the members' greedy
+  hypothesis with the lowest summed CTC loss; beam search reads the mean
+  probability) and exported packed as one SavedModel in
+  `OUTPUT_DIR/export/transcriber/V`.
+- `OUTPUT_DIR` holds the ensemble's `config.json` and `metrics.json` (its own
+  `val_cer`/`val_wer`, the members' figures under `members`), and the
+  `vocabulary.json` and `feature_config.json` the members share.
+
+A killed ensemble run resumes when the same command runs again: finished
+members are reused, the member in progress resumes from its own backup
+(`keras.callbacks.BackupAndRestore`). A member directory written with other
+flags stops the run before anything is trained, naming the file and the
+fields that differ; its files are never overwritten.
+"""
+
+import dataclasses
+import json
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from models.ctc_decoding import ctc_decode_text
+from models.error_rates import error_rates
+from training import transcription
+from training.cli import config_to_dict, write_json
+
+MEMBERS_DIR = "members"
+
+
+def member_configs(config):
+    """The `Config` of each member of the ensemble `config` describes.
+
+    Member `k` (from 0) is the same run with seed `config.seed + k`, in
+    `OUTPUT_DIR/members/seed_S`, without an export of its own (the ensemble's
+    export packs it).
+    """
+    return [
+        dataclasses.replace(
+            config,
+            ensemble=1,
+            seed=config.seed + k,
+            export=False,
+            output_dir=os.path.join(config.output_dir, MEMBERS_DIR, f"seed_{config.seed + k}"),
+        )
+        for k in range(config.ensemble)
+    ]
+
+
+def _read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _check_member(member):
+    """A ValueError when `member.output_dir` holds a run made with other settings."""
+    path = os.path.join(member.output_dir, transcription.CONFIG_FILE)
+    if not os.path.isfile(path):
+        return
+    saved = _read_json(path)
+    expected = json.loads(json.dumps(config_to_dict(member)))
+    differing = {
+        key: (saved.get(key, "(missing)"), expected.get(key, "(missing)"))
+        for key in sorted(set(saved) | set(expected))
+        if saved.get(key, "(missing)") != expected.get(key, "(missing)")
+    }
+    if differing:
+        raise ValueError(
+            f"{path}: this ensemble member was trained with other settings (field: saved value, this "
+            f"run's value) {differing}. Its files are left as they are: run the command that made it, "
+            f"give another --output-dir, or remove {member.output_dir} to train it again."
+        )
+
+
+def _finished(member):
+    """Whether `member.output_dir` holds a finished run (the model and its metrics)."""
+    return all(
+        os.path.isfile(os.path.join(member.output_dir, name))
+        for name in (transcription.MODEL_FILE, transcription.METRICS_FILE)
+    )
+
+
+def evaluate_ensemble(models, dataset, *, vocabulary, beam_width=1):
+    """CER and WER of `models` decoding `dataset` together, as their export does.
+
+    Args:
+        models: Transcription models (`{"features", "feature_length"}` ->
+            `{"log_probs", "frame_length"}`) trained on the same features and
+            vocabulary with the same frame stacking.
+        dataset: Batches of `(inputs, labels)` as `evaluate_transcription` takes.
+        vocabulary: The members' `Vocabulary`.
+        beam_width: Above 1, also beam-search the members' mean probability
+            (`ctc_decode_text`) and report `cer_beam` / `wer_beam`.
+
+    Returns:
+        `{"cer", "wer", "references", "hypotheses", "utterances"}`, and
+        `"cer_beam"`, `"wer_beam"` with `beam_width > 1`.
+    """
+    from serving.transcription_export import ensemble_outputs
+
+    @tf.function(reduce_retracing=True)
+    def decode(features, feature_length):
+        return ensemble_outputs(models, features, feature_length, vocabulary)
+
+    references, hypotheses, beamed = [], [], []
+    for inputs, labels in dataset:
+        outputs = decode(inputs["features"], inputs["feature_length"])
+        hypotheses.extend(" ".join(vocabulary.decode(row[row >= 0]).split()) for row in outputs["ids"].numpy())
+        if beam_width > 1:
+            beamed.extend(
+                ctc_decode_text(
+                    outputs["log_probs"], outputs["frame_length"], vocabulary=vocabulary,
+                    strategy="beam_search", beam_width=beam_width,
+                )
+            )
+        references.extend(vocabulary.decode(row) for row in np.asarray(labels))
+    if not references:
+        raise ValueError(
+            "Received an empty `dataset`, expected at least one batch of labelled utterances to evaluate."
+        )
+    result = {**error_rates(references, hypotheses), "references": references, "hypotheses": hypotheses,
+              "utterances": len(references)}
+    if beam_width > 1:
+        beam = error_rates(references, beamed)
+        result["cer_beam"], result["wer_beam"] = beam["cer"], beam["wer"]
+    return result
+
+
+def run_ensemble(config, *, callbacks=(), model_builder=None):
+    """Train the members of `config.ensemble`, score them together and export them packed.
+
+    Args:
+        config: A `training.transcription.Config` with `ensemble > 1`.
+        callbacks, model_builder: Passed to every member's
+            `training.transcription.run`.
+
+    Returns:
+        The metrics dict also written to `OUTPUT_DIR/metrics.json`: the data
+        entries of a single run, `val_cer`/`val_wer` (and `test_*`, and
+        `*_beam` with `--beam-width` above 1) of the ensemble, `epochs` and
+        `train_seconds` summed over the members, `members` (each one's seed,
+        directory, epochs, training seconds and error rates) and `export_dir`.
+    """
+    out = config.output_dir
+    members = member_configs(config)
+    for member in members:  # all of them before anything is trained
+        _check_member(member)
+    os.makedirs(out, exist_ok=True)
+    write_json(os.path.join(out, transcription.CONFIG_FILE), config_to_dict(config))
+
+    member_metrics = []
+    for index, member in enumerate(members, 1):
+        label = f"Ensemble member {index}/{len(members)} (seed {member.seed}) in {member.output_dir}"
+        if _finished(member):
+            print(f"{label}: already trained, reused")
+            member_metrics.append(_read_json(os.path.join(member.output_dir, transcription.METRICS_FILE)))
+            continue
+        print(f"{label}: training")
+        keras.backend.clear_session()  # the same layer names in every member
+        member_metrics.append(transcription.run(member, callbacks=callbacks, model_builder=model_builder))
+
+    keras.backend.clear_session()
+    prepared = transcription.prepare_data(config)
+    vocabulary, feature_config, data = prepared.vocabulary, prepared.feature_config, prepared.data
+    models = [transcription.load_transcriber(member.output_dir)[0] for member in members]
+    rate_keys = ("val_cer", "val_wer", "test_cer", "test_wer")
+    metrics = {
+        **transcription.data_metrics(config, prepared),
+        "ensemble": len(members),
+        "epochs": sum(m["epochs"] for m in member_metrics),
+        "train_seconds": round(sum(m["train_seconds"] for m in member_metrics), 1),
+        "members": [
+            {
+                "seed": member.seed,
+                "run_dir": member.output_dir,
+                "epochs": m["epochs"],
+                "train_seconds": m["train_seconds"],
+                **{key: m[key] for key in rate_keys if key in m},
+            }
+            for member, m in zip(members, member_metrics)
+        ],
+    }
+    for prefix, dataset in {"val": data.validation, "test": getattr(data, "test", None)}.items():
+        if dataset is None:
+            continue
+        rates = evaluate_ensemble(models, dataset, vocabulary=vocabulary, beam_width=config.beam_width)
+        metrics[f"{prefix}_cer"] = rates["cer"]
+        metrics[f"{prefix}_wer"] = rates["wer"]
+        metrics[f"{prefix}_utterances"] = rates["utterances"]
+        if config.beam_width > 1:
+            metrics[f"{prefix}_cer_beam"] = rates["cer_beam"]
+            metrics[f"{prefix}_wer_beam"] = rates["wer_beam"]
+        singles = ", ".join(f"{m[f'{prefix}_cer']:.2%}" for m in member_metrics if f"{prefix}_cer" in m)
+        print(
+            f"{prefix}: CER {rates['cer']:.2%}, WER {rates['wer']:.2%} (ensemble of {len(models)}, "
+            f"{rates['utterances']} utterances; the members alone: CER {singles})"
+            + (
+                f"; beam {config.beam_width} on the mean probability: CER {rates['cer_beam']:.2%}, "
+                f"WER {rates['wer_beam']:.2%}"
+                if config.beam_width > 1
+                else ""
+            )
+        )
+
+    vocabulary.save(os.path.join(out, transcription.VOCABULARY_FILE))
+    write_json(os.path.join(out, transcription.FEATURE_CONFIG_FILE), feature_config.to_dict())
+    from serving.transcription_export import export_transcriber
+
+    metrics["export_dir"] = export_transcriber(
+        models,
+        vocabulary,
+        feature_config,
+        os.path.join(out, transcription.EXPORT_DIR),
+        trained_on={
+            "dataset": config.dataset,
+            "description": data.description,
+            "utterances": data.counts,
+            "mix_dataset": config.mix_dataset,
+            "ensemble": [os.path.abspath(member.output_dir) for member in members],
+        },
+        metrics={k: v for k, v in metrics.items() if k != "skipped_files"},
+        config=config_to_dict(config),
+    )
+    write_json(os.path.join(out, transcription.METRICS_FILE), metrics)
+    print(f"Saved the ensemble's metrics in {out} and its export in {metrics['export_dir']}")
+    return metrics
