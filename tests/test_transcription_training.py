@@ -512,7 +512,7 @@ def test_a_tuning_runs_best_model_is_a_run_directory(tmp_path, fake_data):
 
 
 # An ensemble of runs: `train.py --task transcription --ensemble N`.
-ENSEMBLE = {**TINY, "export": True, "beam_width": 1, "epochs": 1}
+ENSEMBLE = {**TINY, "export": True, "epochs": 1}
 
 
 def test_an_ensemble_run_trains_its_members_scores_them_together_and_exports_them_packed(
@@ -570,6 +570,8 @@ def test_an_ensemble_run_trains_its_members_scores_them_together_and_exports_the
 
     assert saved["val_cer"] == pytest.approx(error_rates(references, served)["cer"])
     assert saved["val_utterances"] == 8 and isinstance(saved["test_cer"], float)
+    assert "val_cer_beam" not in saved  # beam_width 2: the members' own figures have it, the ensemble's not
+    assert all("val_cer_beam" in json.loads((m / "metrics.json").read_text()) for m in members)
 
     # serving.export_run takes the ensemble's directory for its members: the next version, the same texts.
     from serving import export_run
