@@ -1,4 +1,5 @@
-"""`evaluate_transcription`: decode a labelled dataset and score it."""
+"""`evaluate_transcription`: decode a labelled dataset and score it (`evaluate_closed_vocabulary`:
+choosing among known texts)."""
 
 import numpy as np
 
@@ -54,6 +55,42 @@ def evaluate_transcription(
     rates = error_rates(references, hypotheses)
     return {
         **rates,
+        "references": references,
+        "hypotheses": hypotheses,
+        "utterances": len(references),
+    }
+
+
+def evaluate_closed_vocabulary(outputs_fn, dataset, candidates, *, vocabulary):
+    """CER and WER of closed-vocabulary decoding (`ctc_choose_text`) over `dataset`.
+
+    Args:
+        outputs_fn: Maps a batch's inputs to `{"log_probs", "frame_length"}`
+            (a model's `predict_on_batch`, an ensemble's mean probability).
+        dataset: Labelled batches, as for `evaluate_transcription`.
+        candidates: The texts to choose among (`check_candidates`).
+        vocabulary: The `Vocabulary` of the labels and the model.
+
+    Returns:
+        `{"cer", "wer", "references", "hypotheses", "utterances"}`; an
+        utterance too short for every candidate has the hypothesis "".
+    """
+    from models.ctc_decoding import ctc_choose_text
+
+    references, hypotheses = [], []
+    for inputs, labels in dataset:
+        outputs = outputs_fn(inputs)
+        hypotheses.extend(
+            ctc_choose_text(outputs["log_probs"], outputs["frame_length"], candidates, vocabulary=vocabulary)[0]
+        )
+        references.extend(vocabulary.decode(row) for row in np.asarray(labels))
+    if not references:
+        raise ValueError(
+            "Received an empty `dataset`, expected at least one batch of "
+            "labelled utterances to evaluate."
+        )
+    return {
+        **error_rates(references, hypotheses),
         "references": references,
         "hypotheses": hypotheses,
         "utterances": len(references),

@@ -319,7 +319,7 @@ def test_time_budget_stops_training():
         ("frequency_warp", 0.7, r"a float in \[0, 0.5\)"),
         ("random_eq", -0.3, "a finite float >= 0"),
         ("lr_schedule", "linear", "'cosine' or 'constant'"),
-        ("mix_dataset", "", "a directory path or None"),
+        ("mix_dataset", "", "a path or None"),
         ("top_db", -10.0, "a positive number of decibels or None"),
         ("trim_db", 0.0, "a positive number of decibels or None"),
         ("time_stretch", 1.5, r"a float in \[0, 1\]"),
@@ -606,7 +606,8 @@ class _InterruptSecondMember(keras.callbacks.Callback):
 
 def test_a_killed_ensemble_run_resumes_reusing_its_finished_members(tmp_path, fake_data, capsys):
     out = tmp_path / "ensemble"
-    config = transcription.Config(output_dir=str(out), ensemble=2, **{**ENSEMBLE, "epochs": 2})
+    texts, path = _closed_texts(tmp_path)
+    config = transcription.Config(output_dir=str(out), ensemble=2, candidates=str(path), **{**ENSEMBLE, "epochs": 2})
     with pytest.raises(KeyboardInterrupt):
         transcription.run(config, callbacks=[_InterruptSecondMember()])
     first, second = out / "members" / "seed_1234", out / "members" / "seed_1235"
@@ -622,6 +623,25 @@ def test_a_killed_ensemble_run_resumes_reusing_its_finished_members(tmp_path, fa
     assert recorder.epochs == [1]  # the second member's epoch 2 of 2 only
     assert [m["epochs"] for m in metrics["members"]] == [2, 2]
     assert not (second / "backup").exists() and metrics["export_dir"] is not None
+
+    # --candidates: closed-vocabulary decoding of the members' mean probability, scored and served.
+    import tensorflow as tf
+
+    from models.ctc_decoding import ctc_choose_text
+    from models.error_rates import error_rates
+
+    assert all("val_wer_closed" in member for member in metrics["members"])
+    models = [keras.models.load_model(d / "model.keras", compile=False) for d in (first, second)]
+    serve = tf.saved_model.load(metrics["export_dir"]).signatures["from_features"]
+    references, chosen, served = [], [], []
+    for inputs, labels in make_speech_data(train=16, validation=8, test=8).validation:
+        outputs = [model.predict_on_batch(inputs) for model in models]
+        mean = np.logaddexp(outputs[0]["log_probs"], outputs[1]["log_probs"]) - np.log(2.0)
+        chosen.extend(ctc_choose_text(mean, outputs[0]["frame_length"], texts, vocabulary=VOCABULARY)[0])
+        served.extend(t.decode() for t in serve(**inputs)["text"].numpy())
+        references.extend(VOCABULARY.decode(row) for row in labels.numpy())
+    assert metrics["val_wer_closed"] == pytest.approx(error_rates(references, chosen)["wer"])
+    assert served == chosen
 
 
 def test_an_ensemble_member_made_with_other_flags_stops_the_run_and_is_kept(tmp_path, fake_data):
@@ -648,3 +668,60 @@ def test_ensemble_settings_are_checked(capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--ensemble", "2", "--tune"])
     assert "--ensemble" in capsys.readouterr().err
+
+
+def _closed_texts(tmp_path):
+    from tests.transcription_fixtures import WORDS
+
+    texts = [*WORDS, *(f"{a} {b}" for a in WORDS for b in WORDS)]
+    path = tmp_path / "texts.txt"
+    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    return texts, path
+
+
+def test_candidates_score_closed_vocabulary_decoding_and_the_export_serves_it(tmp_path, fake_data, capsys):
+    import tensorflow as tf
+
+    from models.ctc_decoding import ctc_choose_text
+    from models.error_rates import error_rates
+    from serving.export import read_metadata
+
+    texts, path = _closed_texts(tmp_path)
+    out = tmp_path / "run"
+    config = transcription.Config(output_dir=str(out), epochs=3, candidates=str(path), **{**TINY, "export": True})
+    metrics = transcription.run(config)
+    assert f"closed vocabulary ({len(texts)} texts): CER" in capsys.readouterr().out
+
+    model = keras.models.load_model(out / "model.keras", compile=False)
+    serve = tf.saved_model.load(metrics["export_dir"]).signatures["from_features"]
+    data = make_speech_data(train=16, validation=8, test=8)
+    for prefix, dataset in (("val", data.validation), ("test", data.test)):
+        references, chosen, served = [], [], []
+        for inputs, labels in dataset:
+            outputs = model.predict_on_batch(inputs)
+            chosen.extend(ctc_choose_text(outputs["log_probs"], outputs["frame_length"], texts,
+                                          vocabulary=VOCABULARY)[0])
+            served.extend(t.decode() for t in serve(**inputs)["text"].numpy())
+            references.extend(VOCABULARY.decode(row) for row in labels.numpy())
+        rates = error_rates(references, chosen)
+        assert metrics[f"{prefix}_cer_closed"] == pytest.approx(rates["cer"])
+        assert metrics[f"{prefix}_wer_closed"] == pytest.approx(rates["wer"])
+        assert set(chosen) <= set(texts) | {""}
+        assert served == chosen  # the export's text is the same choice
+    assert read_metadata(metrics["export_dir"], task="transcription")["candidates"] == texts
+
+
+def test_a_bad_candidates_file_stops_the_run_before_it_starts(tmp_path, fake_data):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("ab\nzwei 2\n", encoding="utf-8")
+    for ensemble in (1, 2):
+        out = tmp_path / f"run{ensemble}"
+        config = transcription.Config(output_dir=str(out), ensemble=ensemble, candidates=str(bad),
+                                      **{**TINY, "export": True})
+        with pytest.raises(ValueError, match=rf"--candidates {bad}: .*every candidate must be .*'zwei 2'"):
+            transcription.run(config)
+        assert not out.exists() and not fake_data  # before any file or data
+    missing = tmp_path / "missing.txt"
+    config = transcription.Config(output_dir=str(tmp_path / "run"), candidates=str(missing), **TINY)
+    with pytest.raises(ValueError, match=f"Candidates file '{missing}' cannot be read"):
+        transcription.run(config)

@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from data.speech_sources import is_synthetic_spec
 from models.transcription import build_transcription_model
-from models.transcription_evaluation import evaluate_transcription
+from models.transcription_evaluation import evaluate_closed_vocabulary, evaluate_transcription
 from pipelines.audio_features import KINDS, NORMALISATIONS, FeatureConfig
 from pipelines.epochs import repeat_epochs
 from pipelines.speech_dataset import SPEC_AUGMENT_MAX_FREQUENCY, build_speech_datasets
@@ -247,6 +247,14 @@ class Config:
         default=3,  # reference/hypothesis pairs printed per epoch
         metadata={"help": "Reference/hypothesis pairs printed after each epoch."},
     )
+    candidates: str | None = field(
+        default=None,  # open vocabulary: greedy (and beam) decoding only
+        metadata={
+            "help": "A file of texts, one per line (digit words, commands): also score closed-vocabulary "
+            "decoding, the most likely of these texts (val_cer_closed, val_wer_closed, test_...), and "
+            "export with it: the export's text is always one of them."
+        },
+    )
     export: bool = field(
         default=True,  # SavedModel for TF Serving in <output_dir>/export/transcriber/<version>
         metadata={"help": "Export the trained model as a TF Serving SavedModel in OUTPUT_DIR/export."},
@@ -281,10 +289,10 @@ class Config:
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 fail(name, "a non-empty string")
-        for name in ("data_dir", "cache_dir", "mix_dataset", "init_from"):
+        for name in ("data_dir", "cache_dir", "mix_dataset", "init_from", "candidates"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
-                fail(name, "a directory path or None")
+                fail(name, "a path or None")
         for name in (
             "sample_rate",
             "n_mels",
@@ -500,12 +508,30 @@ def _callbacks(config, data, vocabulary, resuming):
     ]
 
 
+def read_candidates(config):
+    """The texts of `config.candidates`, or None without it.
+
+    A ValueError names the file and what is wrong (unreadable, empty,
+    characters outside the vocabulary): runs read it before any training.
+    """
+    if config.candidates is None:
+        return None
+    from models.ctc_decoding import check_candidates, load_candidates
+
+    candidates = load_candidates(config.candidates)
+    try:
+        return check_candidates(candidates, vocabulary=Vocabulary(SPEECH_ALPHABET))
+    except ValueError as error:
+        raise ValueError(f"--candidates {config.candidates}: {error}") from error
+
+
 def export_for_serving(config, model, vocabulary, feature_config, data, metrics):
     """Export the trained model for TF Serving; the export directory or None.
 
     The one place where a run hands its model to `serving` (issue 4):
     `<output_dir>/export/transcriber/<version>/`, with in-graph features and
-    greedy decoding, and the metrics and data description as metadata.
+    greedy decoding (closed-vocabulary decoding with `--candidates`), and
+    the metrics and data description as metadata.
     """
     if not config.export:
         return None
@@ -524,6 +550,7 @@ def export_for_serving(config, model, vocabulary, feature_config, data, metrics)
         },
         metrics=metrics,
         config=config_to_dict(config),
+        candidates=read_candidates(config),
     )
 
 
@@ -725,6 +752,7 @@ def run(config, *, callbacks=(), model_builder=None):
         from training.transcription_ensemble import run_ensemble
 
         return run_ensemble(config, callbacks=callbacks, model_builder=model_builder)
+    candidates = read_candidates(config)  # a bad file stops the run before it starts
     out = config.output_dir
     os.makedirs(out, exist_ok=True)
     write_json(os.path.join(out, CONFIG_FILE), config_to_dict(config))
@@ -799,6 +827,10 @@ def run(config, *, callbacks=(), model_builder=None):
             )
             metrics[f"{prefix}_cer_beam"] = beam["cer"]
             metrics[f"{prefix}_wer_beam"] = beam["wer"]
+        if candidates is not None:
+            closed = evaluate_closed_vocabulary(model.predict_on_batch, dataset, candidates, vocabulary=vocabulary)
+            metrics[f"{prefix}_cer_closed"] = closed["cer"]
+            metrics[f"{prefix}_wer_closed"] = closed["wer"]
         print(
             f"{prefix}: CER {greedy['cer']:.2%}, WER {greedy['wer']:.2%} "
             f"(greedy, {greedy['utterances']} utterances)"
@@ -806,6 +838,12 @@ def run(config, *, callbacks=(), model_builder=None):
                 f"; beam {config.beam_width}: CER {metrics[f'{prefix}_cer_beam']:.2%}, "
                 f"WER {metrics[f'{prefix}_wer_beam']:.2%}"
                 if config.beam_width > 1
+                else ""
+            )
+            + (
+                f"; closed vocabulary ({len(candidates)} texts): CER {metrics[f'{prefix}_cer_closed']:.2%}, "
+                f"WER {metrics[f'{prefix}_wer_closed']:.2%}"
+                if candidates is not None
                 else ""
             )
         )

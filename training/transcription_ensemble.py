@@ -18,6 +18,9 @@ loop over seeds and `serving.export_run RUN RUN ...` do by hand:
   which fall on different frames, smeared (FSDD, four members: 26.4% WER on
   the new speaker against 12.6% for the served choice); `evaluate_export
   --lm` decodes the mean well, summing over alignments with a language model.
+- With `--candidates FILE`, closed-vocabulary decoding of the members' mean
+  probability is scored too (`val_wer_closed`, ...), and the export serves
+  it as its `text`.
 - `OUTPUT_DIR` holds the ensemble's `config.json` and `metrics.json` (its own
   `val_cer`/`val_wer`, the members' figures under `members`), and the
   `vocabulary.json` and `feature_config.json` the members share.
@@ -37,6 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from models.ctc_decoding import ctc_choose_text
 from models.error_rates import error_rates
 from training import transcription
 from training.cli import config_to_dict, write_json
@@ -96,7 +100,7 @@ def _finished(member):
     )
 
 
-def evaluate_ensemble(models, dataset, *, vocabulary):
+def evaluate_ensemble(models, dataset, *, vocabulary, candidates=None):
     """CER and WER of `models` decoding `dataset` together, as their export does.
 
     Args:
@@ -105,9 +109,13 @@ def evaluate_ensemble(models, dataset, *, vocabulary):
             vocabulary with the same frame stacking.
         dataset: Batches of `(inputs, labels)` as `evaluate_transcription` takes.
         vocabulary: The members' `Vocabulary`.
+        candidates: Optional texts: also score closed-vocabulary decoding
+            of the members' mean probability (`ctc_choose_text`), as the
+            export does with `candidates`.
 
     Returns:
-        `{"cer", "wer", "references", "hypotheses", "utterances"}`.
+        `{"cer", "wer", "references", "hypotheses", "utterances"}`, and
+        `"cer_closed"`, `"wer_closed"` with `candidates`.
     """
     from serving.transcription_export import ensemble_outputs
 
@@ -115,17 +123,25 @@ def evaluate_ensemble(models, dataset, *, vocabulary):
     def decode(features, feature_length):
         return ensemble_outputs(models, features, feature_length, vocabulary)
 
-    references, hypotheses = [], []
+    references, hypotheses, chosen = [], [], []
     for inputs, labels in dataset:
         outputs = decode(inputs["features"], inputs["feature_length"])
         hypotheses.extend(" ".join(vocabulary.decode(row[row >= 0]).split()) for row in outputs["ids"].numpy())
+        if candidates is not None:
+            chosen.extend(
+                ctc_choose_text(outputs["log_probs"], outputs["frame_length"], candidates, vocabulary=vocabulary)[0]
+            )
         references.extend(vocabulary.decode(row) for row in np.asarray(labels))
     if not references:
         raise ValueError(
             "Received an empty `dataset`, expected at least one batch of labelled utterances to evaluate."
         )
-    return {**error_rates(references, hypotheses), "references": references, "hypotheses": hypotheses,
-            "utterances": len(references)}
+    result = {**error_rates(references, hypotheses), "references": references, "hypotheses": hypotheses,
+              "utterances": len(references)}
+    if candidates is not None:
+        closed = error_rates(references, chosen)
+        result["cer_closed"], result["wer_closed"] = closed["cer"], closed["wer"]
+    return result
 
 
 def run_ensemble(config, *, callbacks=(), model_builder=None):
@@ -139,10 +155,11 @@ def run_ensemble(config, *, callbacks=(), model_builder=None):
     Returns:
         The metrics dict also written to `OUTPUT_DIR/metrics.json`: the data
         entries of a single run, `val_cer`/`val_wer` (and `test_*`) of the
-        ensemble (greedy, as served), `epochs` and
+        ensemble (greedy; `*_closed` too with `--candidates`), `epochs` and
         `train_seconds` summed over the members, `members` (each one's seed,
         directory, epochs, training seconds and error rates) and `export_dir`.
     """
+    candidates = transcription.read_candidates(config)  # a bad file stops the run before it starts
     out = config.output_dir
     members = member_configs(config)
     for member in members:  # all of them before anything is trained
@@ -165,7 +182,8 @@ def run_ensemble(config, *, callbacks=(), model_builder=None):
     prepared = transcription.prepare_data(config)
     vocabulary, feature_config, data = prepared.vocabulary, prepared.feature_config, prepared.data
     models = [transcription.load_transcriber(member.output_dir)[0] for member in members]
-    rate_keys = ("val_cer", "val_wer", "test_cer", "test_wer")
+    rate_keys = [f"{split}_{rate}{kind}" for split in ("val", "test") for kind in ("", "_closed")
+                 for rate in ("cer", "wer")]
     metrics = {
         **transcription.data_metrics(config, prepared),
         "ensemble": len(members),
@@ -185,14 +203,23 @@ def run_ensemble(config, *, callbacks=(), model_builder=None):
     for prefix, dataset in {"val": data.validation, "test": getattr(data, "test", None)}.items():
         if dataset is None:
             continue
-        rates = evaluate_ensemble(models, dataset, vocabulary=vocabulary)
+        rates = evaluate_ensemble(models, dataset, vocabulary=vocabulary, candidates=candidates)
         metrics[f"{prefix}_cer"] = rates["cer"]
         metrics[f"{prefix}_wer"] = rates["wer"]
         metrics[f"{prefix}_utterances"] = rates["utterances"]
+        if candidates is not None:
+            metrics[f"{prefix}_cer_closed"] = rates["cer_closed"]
+            metrics[f"{prefix}_wer_closed"] = rates["wer_closed"]
         singles = ", ".join(f"{m[f'{prefix}_cer']:.2%}" for m in member_metrics if f"{prefix}_cer" in m)
         print(
             f"{prefix}: CER {rates['cer']:.2%}, WER {rates['wer']:.2%} (ensemble of {len(models)}, "
             f"{rates['utterances']} utterances; the members alone: CER {singles})"
+            + (
+                f"; closed vocabulary ({len(candidates)} texts): CER {rates['cer_closed']:.2%}, "
+                f"WER {rates['wer_closed']:.2%}"
+                if candidates is not None
+                else ""
+            )
         )
 
     vocabulary.save(os.path.join(out, transcription.VOCABULARY_FILE))
@@ -213,6 +240,7 @@ def run_ensemble(config, *, callbacks=(), model_builder=None):
         },
         metrics={k: v for k, v in metrics.items() if k != "skipped_files"},
         config=config_to_dict(config),
+        candidates=candidates,
     )
     write_json(os.path.join(out, transcription.METRICS_FILE), metrics)
     print(f"Saved the ensemble's metrics in {out} and its export in {metrics['export_dir']}")
