@@ -42,6 +42,8 @@ def parse_command(argv=None):
     try:
         config = config_from_namespace(module.Config, args)
         tuning = TuningConfig.from_flags(args)
+        if getattr(config, "candidates", None) is not None:
+            module.read_candidates(config)  # a bad file is refused now, not after a search or a training
         if tuning.tune:
             tuning_task(known.task).search_ranges(tuning)  # an empty range fails here
             if getattr(config, "ensemble", 1) > 1:

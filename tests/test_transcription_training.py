@@ -725,3 +725,13 @@ def test_a_bad_candidates_file_stops_the_run_before_it_starts(tmp_path, fake_dat
     config = transcription.Config(output_dir=str(tmp_path / "run"), candidates=str(missing), **TINY)
     with pytest.raises(ValueError, match=f"Candidates file '{missing}' cannot be read"):
         transcription.run(config)
+
+
+
+def test_a_bad_candidates_file_is_a_usage_error_on_the_command_line(tmp_path, capsys):
+    missing = tmp_path / "missing.txt"
+    for tune in ([], ["--tune"]):
+        with pytest.raises(SystemExit) as exit_info:
+            train.parse_args(["--candidates", str(missing), *tune])
+        assert exit_info.value.code == 2
+        assert f"Candidates file '{missing}' cannot be read" in capsys.readouterr().err
