@@ -1,5 +1,5 @@
 """`evaluate_transcription`: decode a labelled dataset and score it (`evaluate_closed_vocabulary`:
-choosing among known texts)."""
+choosing among known texts; `score_decodings`: any decoding)."""
 
 import numpy as np
 
@@ -32,32 +32,54 @@ def evaluate_transcription(
     Returns:
         `{"cer", "wer", "references", "hypotheses", "utterances"}`.
     """
-    references, hypotheses = [], []
-    for index, (inputs, labels) in enumerate(dataset):
-        if max_batches is not None and index >= max_batches:
-            break
+    def decode(inputs):
         outputs = model.predict_on_batch(inputs)
-        hypotheses.extend(
-            ctc_decode_text(
+        return {
+            "text": ctc_decode_text(
                 outputs["log_probs"],
                 outputs["frame_length"],
                 vocabulary=vocabulary,
                 strategy=strategy,
                 beam_width=beam_width,
             )
-        )
+        }
+
+    return score_decodings(decode, dataset, vocabulary=vocabulary, max_batches=max_batches)["text"]
+
+
+def score_decodings(decode, dataset, *, vocabulary, max_batches=None):
+    """CER and WER of one or more decodings of every utterance of `dataset`.
+
+    Args:
+        decode: Maps a batch's inputs to `{name: list of the batch's texts}`,
+            one entry per decoding (greedy, beam search, a closed vocabulary).
+        dataset: Labelled batches, as for `evaluate_transcription`.
+        vocabulary: The `Vocabulary` of the labels.
+        max_batches: Score only the first batches, or None for all.
+
+    Returns:
+        `{name: {"cer", "wer", "references", "hypotheses", "utterances"}}`.
+    """
+    references, hypotheses = [], {}
+    for index, (inputs, labels) in enumerate(dataset):
+        if max_batches is not None and index >= max_batches:
+            break
+        for name, texts in decode(inputs).items():
+            hypotheses.setdefault(name, []).extend(texts)
         references.extend(vocabulary.decode(row) for row in np.asarray(labels))
     if not references:
         raise ValueError(
             "Received an empty `dataset`, expected at least one batch of "
             "labelled utterances to evaluate."
         )
-    rates = error_rates(references, hypotheses)
     return {
-        **rates,
-        "references": references,
-        "hypotheses": hypotheses,
-        "utterances": len(references),
+        name: {
+            **error_rates(references, texts),
+            "references": references,
+            "hypotheses": texts,
+            "utterances": len(references),
+        }
+        for name, texts in hypotheses.items()
     }
 
 
@@ -77,21 +99,9 @@ def evaluate_closed_vocabulary(outputs_fn, dataset, candidates, *, vocabulary):
     """
     from models.ctc_decoding import ctc_choose_text
 
-    references, hypotheses = [], []
-    for inputs, labels in dataset:
+    def decode(inputs):
         outputs = outputs_fn(inputs)
-        hypotheses.extend(
-            ctc_choose_text(outputs["log_probs"], outputs["frame_length"], candidates, vocabulary=vocabulary)[0]
-        )
-        references.extend(vocabulary.decode(row) for row in np.asarray(labels))
-    if not references:
-        raise ValueError(
-            "Received an empty `dataset`, expected at least one batch of "
-            "labelled utterances to evaluate."
-        )
-    return {
-        **error_rates(references, hypotheses),
-        "references": references,
-        "hypotheses": hypotheses,
-        "utterances": len(references),
-    }
+        return {"text": ctc_choose_text(outputs["log_probs"], outputs["frame_length"], candidates,
+                                        vocabulary=vocabulary)[0]}
+
+    return score_decodings(decode, dataset, vocabulary=vocabulary)["text"]

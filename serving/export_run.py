@@ -92,17 +92,17 @@ def _read_run(run_dir):
 def ensemble_members(run_dir):
     """The member run directories of an ensemble run (`train.py --ensemble N`), else None.
 
-    Read from its config.json: members `seed_S` for S in SEED..SEED+N-1 under
-    `members/` (`training.transcription_ensemble.member_configs`).
+    Read from its config.json: the members of seeds SEED..SEED+N-1
+    (`training.transcription_ensemble.member_dir`).
     """
     if os.path.isfile(os.path.join(run_dir, "model.keras")):
         return None
     config = _read_json(os.path.join(run_dir, "config.json"), required=False) or {}
     if not isinstance(config.get("ensemble"), int) or config["ensemble"] <= 1:
         return None
-    from training.transcription_ensemble import MEMBERS_DIR
+    from training.transcription_ensemble import member_dir
 
-    return [os.path.join(run_dir, MEMBERS_DIR, f"seed_{config['seed'] + k}") for k in range(config["ensemble"])]
+    return [member_dir(run_dir, config["seed"] + k) for k in range(config["ensemble"])]
 
 
 def _expand(run_dirs):

@@ -552,6 +552,7 @@ def test_an_ensemble_run_trains_its_members_scores_them_together_and_exports_the
     assert export == str(out / "export" / "transcriber" / "1")
     metadata = read_metadata(export, task="transcription")
     assert metadata["ensemble_members"] == 2 and metadata["metrics"]["val_cer"] == saved["val_cer"]
+    assert metadata["trained_on"]["ensemble"] == [str(member) for member in members]
     from_features = tf.saved_model.load(export).signatures["from_features"]
     data = make_speech_data(train=16, validation=8, test=8)
     models = [keras.models.load_model(member / "model.keras", compile=False) for member in members]
@@ -594,13 +595,15 @@ def test_an_ensemble_run_trains_its_members_scores_them_together_and_exports_the
 class _InterruptSecondMember(keras.callbacks.Callback):
     """Simulates a kill in the second fit it is given to, after its first epoch."""
 
-    fits = 0
+    def __init__(self):
+        super().__init__()
+        self.fits = 0
 
     def on_train_begin(self, logs=None):
-        type(self).fits += 1
+        self.fits += 1
 
     def on_epoch_end(self, epoch, logs=None):
-        if type(self).fits == 2:
+        if self.fits == 2:
             raise KeyboardInterrupt("simulated kill")
 
 

@@ -525,32 +525,40 @@ def read_candidates(config):
         raise ValueError(f"--candidates {config.candidates}: {error}") from error
 
 
-def export_for_serving(config, model, vocabulary, feature_config, data, metrics):
+def export_for_serving(config, model, vocabulary, feature_config, data, metrics, candidates=None):
     """Export the trained model for TF Serving; the export directory or None.
 
     The one place where a run hands its model to `serving` (issue 4):
-    `<output_dir>/export/transcriber/<version>/`, with in-graph features and
-    greedy decoding (closed-vocabulary decoding with `--candidates`), and
-    the metrics and data description as metadata.
+    `<output_dir>/export/transcriber/<version>/` (`model` may be the list of
+    an ensemble's members), with in-graph features and greedy decoding (closed-vocabulary decoding among `candidates`, the
+    texts `read_candidates` gives), and the metrics and data description
+    as metadata.
     """
     if not config.export:
         return None
     from serving.transcription_export import export_transcriber
 
+    trained_on = {
+        "dataset": config.dataset,
+        "description": data.description,
+        "utterances": data.counts,
+        "mix_dataset": config.mix_dataset,
+    }
+    if config.ensemble > 1:  # `model` is the list of its members
+        from training.transcription_ensemble import member_dir
+
+        trained_on["ensemble"] = [
+            os.path.abspath(member_dir(config.output_dir, config.seed + k)) for k in range(config.ensemble)
+        ]
     return export_transcriber(
         model,
         vocabulary,
         feature_config,
         os.path.join(config.output_dir, EXPORT_DIR),
-        trained_on={
-            "dataset": config.dataset,
-            "description": data.description,
-            "utterances": data.counts,
-            "mix_dataset": config.mix_dataset,
-        },
+        trained_on=trained_on,
         metrics=metrics,
         config=config_to_dict(config),
-        candidates=read_candidates(config),
+        candidates=candidates,
     )
 
 
@@ -851,7 +859,7 @@ def run(config, *, callbacks=(), model_builder=None):
     save_transcriber(out, model, vocabulary, feature_config)
     metrics["export_dir"] = export_for_serving(
         config, model, vocabulary, feature_config, data,
-        {k: v for k, v in metrics.items() if k != "skipped_files"},
+        {k: v for k, v in metrics.items() if k != "skipped_files"}, candidates,
     )
     write_json(os.path.join(out, METRICS_FILE), metrics)
     print(f"Saved the model, vocabulary, feature config and metrics in {out}")

@@ -37,15 +37,19 @@ import json
 import os
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from models.ctc_decoding import ctc_choose_text
-from models.error_rates import error_rates
+from models.transcription_evaluation import score_decodings
 from training import transcription
 from training.cli import config_to_dict, write_json
 
 MEMBERS_DIR = "members"
+
+
+def member_dir(output_dir, seed):
+    """Where the ensemble run in `output_dir` trains its member with `seed`."""
+    return os.path.join(output_dir, MEMBERS_DIR, f"seed_{seed}")
 
 
 def member_configs(config):
@@ -61,7 +65,7 @@ def member_configs(config):
             ensemble=1,
             seed=config.seed + k,
             export=False,
-            output_dir=os.path.join(config.output_dir, MEMBERS_DIR, f"seed_{config.seed + k}"),
+            output_dir=member_dir(config.output_dir, config.seed + k),
         )
         for k in range(config.ensemble)
     ]
@@ -123,24 +127,19 @@ def evaluate_ensemble(models, dataset, *, vocabulary, candidates=None):
     def decode(features, feature_length):
         return ensemble_outputs(models, features, feature_length, vocabulary)
 
-    references, hypotheses, chosen = [], [], []
-    for inputs, labels in dataset:
+    def decode_batch(inputs):
         outputs = decode(inputs["features"], inputs["feature_length"])
-        hypotheses.extend(" ".join(vocabulary.decode(row[row >= 0]).split()) for row in outputs["ids"].numpy())
+        texts = {"text": [" ".join(vocabulary.decode(row[row >= 0]).split()) for row in outputs["ids"].numpy()]}
         if candidates is not None:
-            chosen.extend(
-                ctc_choose_text(outputs["log_probs"], outputs["frame_length"], candidates, vocabulary=vocabulary)[0]
-            )
-        references.extend(vocabulary.decode(row) for row in np.asarray(labels))
-    if not references:
-        raise ValueError(
-            "Received an empty `dataset`, expected at least one batch of labelled utterances to evaluate."
-        )
-    result = {**error_rates(references, hypotheses), "references": references, "hypotheses": hypotheses,
-              "utterances": len(references)}
+            texts["closed"] = ctc_choose_text(
+                outputs["log_probs"], outputs["frame_length"], candidates, vocabulary=vocabulary
+            )[0]
+        return texts
+
+    scored = score_decodings(decode_batch, dataset, vocabulary=vocabulary)
+    result = scored["text"]
     if candidates is not None:
-        closed = error_rates(references, chosen)
-        result["cer_closed"], result["wer_closed"] = closed["cer"], closed["wer"]
+        result["cer_closed"], result["wer_closed"] = scored["closed"]["cer"], scored["closed"]["wer"]
     return result
 
 
@@ -224,23 +223,9 @@ def run_ensemble(config, *, callbacks=(), model_builder=None):
 
     vocabulary.save(os.path.join(out, transcription.VOCABULARY_FILE))
     write_json(os.path.join(out, transcription.FEATURE_CONFIG_FILE), feature_config.to_dict())
-    from serving.transcription_export import export_transcriber
-
-    metrics["export_dir"] = export_transcriber(
-        models,
-        vocabulary,
-        feature_config,
-        os.path.join(out, transcription.EXPORT_DIR),
-        trained_on={
-            "dataset": config.dataset,
-            "description": data.description,
-            "utterances": data.counts,
-            "mix_dataset": config.mix_dataset,
-            "ensemble": [os.path.abspath(member.output_dir) for member in members],
-        },
-        metrics={k: v for k, v in metrics.items() if k != "skipped_files"},
-        config=config_to_dict(config),
-        candidates=candidates,
+    metrics["export_dir"] = transcription.export_for_serving(
+        config, models, vocabulary, feature_config, data,
+        {k: v for k, v in metrics.items() if k != "skipped_files"}, candidates,
     )
     write_json(os.path.join(out, transcription.METRICS_FILE), metrics)
     print(f"Saved the ensemble's metrics in {out} and its export in {metrics['export_dir']}")

@@ -139,10 +139,11 @@ def _transcription_evaluate(model, config, context, validation):
 
 
 def _transcription_export(model, config, context, metrics):
-    from training.transcription import export_for_serving
+    from training.transcription import export_for_serving, read_candidates
 
     return export_for_serving(
-        config, model, context["vocabulary"], context["feature_config"], context["data"], metrics
+        config, model, context["vocabulary"], context["feature_config"], context["data"], metrics,
+        read_candidates(config),
     )
 
 
