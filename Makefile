@@ -7,7 +7,7 @@ OUTPUT_DIR ?= runs/transcription
 # Test processes (pytest-xdist): most tests run on one core, so two workers keep both busy.
 TEST_WORKERS ?= 2
 
-.PHONY: train train-lm test benchmark clean
+.PHONY: train train-lm test clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -3,7 +3,7 @@
 DIR is the `--output-dir` of `python train.py --task language_model` (its
 best.keras, else model.keras, with vocabulary.json), or an exported
 SavedModel version (DIR/export/language_model/N), whose `serving_default`
-signature then generates. Each prompt is read once and every new character
+signature then generates (`generate_seeded` with `--seed`). Each prompt is read once and every new character
 is fed alone with the recurrent state carried from the step before
 (`models.text_generation.generate_text`); all samples are generated as one
 batch. Prints each prompt followed by its continuation; with several
@@ -18,10 +18,13 @@ Example:
     python generate.py --model-dir runs/language_model/export/language_model/1 --prompt 'ROMEO:'
 
 Without `--prompt` a sample starts at the beginning of a line (a newline, if
-the model's text had one). `--seed` makes sampling from a run directory
-repeatable; an export draws fresh random numbers on every call (seeded from
-the clock, so that server replicas and restarts do not repeat one another),
-so `--seed` is refused there. Bad arguments (a prompt with characters the model never
+the model's text had one). `--seed` makes sampling repeatable. Without it an
+export draws fresh random numbers on every call (seeded from the clock, so
+that server replicas and restarts do not repeat one another); with it the
+export's `generate_seeded` signature samples from the seed (the same seed
+gives the same text every time, though not the text the run directory gives
+with that seed: the two draw their random numbers differently). An export
+made before that signature existed refuses `--seed`. Bad arguments (a prompt with characters the model never
 saw, a missing model) are reported naming the argument, exit status 2.
 """
 
@@ -36,11 +39,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from models.language_model_io import load_language_model_run  # noqa: E402
 from models.text_generation import build_step_model, default_prompt, generate_text  # noqa: E402
 from pipelines.vocabulary import Vocabulary  # noqa: E402
+from serving.language_model_export import SEEDED_SIGNATURE  # noqa: E402
 from serving.model_store import with_export_hint  # noqa: E402
 
 
 class ExportedGenerator:
-    """An exported language model's `serving_default` signature, called as `generate` is."""
+    """An exported language model's `serving_default` signature (`generate_seeded`
+    when given a seed), called as `generate` is."""
 
     def __init__(self, export_dir):
         import tensorflow as tf
@@ -50,15 +55,24 @@ class ExportedGenerator:
         metadata = read_metadata(export_dir, task="language_model")
         self.vocabulary = Vocabulary.from_config(metadata["vocabulary"])
         self._tf = tf
-        self._signature = tf.saved_model.load(export_dir).signatures["serving_default"]
+        self.export_dir = export_dir
+        self._signatures = tf.saved_model.load(export_dir).signatures
+
+    @property
+    def can_seed(self):
+        return SEEDED_SIGNATURE in self._signatures
 
     def generate(self, prompts, *, length, temperature, seed=None):
         tf = self._tf
-        outputs = self._signature(
+        inputs = dict(
             prompt=tf.constant(prompts, tf.string),
             max_new_chars=tf.constant(length, tf.int32),
             temperature=tf.constant(temperature, tf.float32),
         )
+        if seed is None:
+            outputs = self._signatures["serving_default"](**inputs)
+        else:
+            outputs = self._signatures[SEEDED_SIGNATURE](**inputs, seed=tf.constant(seed, tf.int64))
         return [text.decode("utf-8") for text in outputs["text"].numpy()]
 
 
@@ -121,7 +135,10 @@ def main(argv=None):
         "--temperature", type=float, default=0.8,
         help="sampling temperature; 0 picks the most likely character (default: 0.8)",
     )
-    parser.add_argument("--seed", type=int, default=None, help="random seed (run directories only)")
+    parser.add_argument(
+        "--seed", type=int, default=None,
+        help="random seed: the same seed gives the same samples (default: fresh ones each time)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object per sample")
     args = parser.parse_args(argv)
     if args.num_samples < 1:
@@ -132,10 +149,12 @@ def main(argv=None):
         parser.error(f"argument --temperature: expected a finite number >= 0 (0 is greedy), got {args.temperature}")
     try:
         generator = load_generator(args.model_dir)
-        if args.seed is not None and isinstance(generator, ExportedGenerator):
+        if args.seed is not None and isinstance(generator, ExportedGenerator) and not generator.can_seed:
             raise ValueError(
-                f"argument --seed: {args.model_dir} is an export, which draws fresh random numbers "
-                "on every call; expected a training run directory for repeatable samples"
+                f"argument --seed: the export {args.model_dir} has no {SEEDED_SIGNATURE!r} signature "
+                "(it was made before there was one) and draws fresh random numbers on every call; "
+                "expected a training run directory, or export the run again "
+                "(python -m serving.export_run RUN_DIR)"
             )
         prompts = args.prompt if args.prompt is not None else [default_prompt(generator.vocabulary)]
         check_prompts(prompts, generator.vocabulary)

@@ -11,6 +11,9 @@ from serving.vocabulary_tables import VocabularyTables
 # may apply them per character; Dropout is the identity at inference.
 _PER_STEP = (keras.layers.Dense, keras.layers.LayerNormalization, keras.layers.Activation)
 _IDENTITY = (keras.layers.Dropout, keras.layers.InputLayer)
+# The signature that samples from the caller's seed (`serving_default` draws
+# fresh random numbers on every call).
+SEEDED_SIGNATURE = "generate_seeded"
 
 
 class _StepModel:
@@ -108,6 +111,12 @@ def export_language_model(
       greedy (argmax). The reserved ids (padding, unknown) are never
       generated. Empty prompts, a negative `max_new_chars` or temperature are
       rejected with InvalidArgument.
+    - `generate_seeded` (`SEEDED_SIGNATURE`): the same inputs and `seed` int64
+      scalar -> `text`. The seed replaces the fresh random numbers, so the
+      same request gives the same text in every process and on every call
+      (rows of one request still differ from each other). A row's text
+      depends on the whole request (the batch is sampled as one), so a server
+      must not merge seeded requests into one call.
     - `score`: `text` string `(batch,)` -> `nll` float32 `(batch,)`, the summed
       negative log-likelihood in nats of every character after the first
       given the ones before it, and `char_count` int32 `(batch,)`, how many
@@ -152,7 +161,7 @@ def export_language_model(
         np.arange(vocabulary.size) < vocabulary.num_reserved
     )
 
-    def generate(prompt, max_new_chars, temperature):
+    def generate(prompt, max_new_chars, temperature, seed=None):
         ids, lengths = tables.encode(prompt)
         batch_size = tf.shape(ids)[0]
         checks = [
@@ -195,11 +204,15 @@ def export_language_model(
         # take an op seed fixed when the export was traced (training sets the
         # global seed), so every server process, and every replica, would
         # replay the same samples. The clock and a stateful draw seed a
-        # stateless sampler instead, advanced by the step index.
-        call_seed = tf.bitwise.bitwise_xor(
-            tf.cast(tf.timestamp() * 1e6, tf.int64),
-            tf.random.uniform((), maxval=2**62, dtype=tf.int64),
-        )
+        # stateless sampler instead, advanced by the step index; the seeded
+        # signature takes the caller's seed in their place.
+        if seed is None:
+            call_seed = tf.bitwise.bitwise_xor(
+                tf.cast(tf.timestamp() * 1e6, tf.int64),
+                tf.random.uniform((), maxval=2**62, dtype=tf.int64),
+            )
+        else:
+            call_seed = seed
 
         def sample(i, logits):
             scaled = logits / tf.maximum(temperature, 1e-30)
@@ -264,6 +277,16 @@ def export_language_model(
         ],
     )
     archive.add_endpoint(
+        SEEDED_SIGNATURE,
+        generate,
+        input_signature=[
+            tf.TensorSpec((None,), tf.string, name="prompt"),
+            tf.TensorSpec((), tf.int32, name="max_new_chars"),
+            tf.TensorSpec((), tf.float32, name="temperature"),
+            tf.TensorSpec((), tf.int64, name="seed"),
+        ],
+    )
+    archive.add_endpoint(
         "score", score, input_signature=[tf.TensorSpec((None,), tf.string, name="text")]
     )
     metadata = {
@@ -275,6 +298,8 @@ def export_language_model(
         "signatures": {
             "serving_default": "prompt string (batch,), max_new_chars int32 (), "
             "temperature float32 () -> text string (batch,) the continuation",
+            SEEDED_SIGNATURE: "the same with seed int64 (): the same request and seed give "
+            "the same text (in every process and replica)",
             "score": "text string (batch,) -> nll float32 (batch,) summed nats "
             "of every character after the first, char_count int32 (batch,)",
         },

@@ -119,7 +119,12 @@ _MAX_BATCH_GROUPS = 256
 def _batch_key(signature, arrays):
     """Requests with equal keys can share a model call, or None if this one
     cannot: every batched input needs a batch axis and the same trailing
-    shape; scalar inputs (e.g. `temperature`) must be equal."""
+    shape; scalar inputs (e.g. `temperature`) must be equal. A seeded call
+    (an input named `seed`, e.g. the language model's `generate_seeded`) is
+    never merged: its rows are sampled as one batch, so merging would change
+    the text the seed promises."""
+    if "seed" in signature.inputs:
+        return None
     key = [signature.name]
     for name in sorted(arrays):
         array = arrays[name]

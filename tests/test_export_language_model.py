@@ -17,7 +17,7 @@ from models.text_generation import generate_text
 from pipelines.vocabulary import Vocabulary
 from serving.export import pinned_devices, read_metadata, write_saved_model_version, xla_compiled_functions
 from serving.export_run import export_run
-from serving.language_model_export import export_language_model
+from serving.language_model_export import SEEDED_SIGNATURE, export_language_model
 
 TEXT = "to be, or not to be: that is the question.\nwhether 'tis nobler in the mind\n"
 PROMPTS = ["to be", "w", "the question"]
@@ -67,10 +67,13 @@ def loaded(export_path):
     return tf.saved_model.load(export_path)
 
 
-def _generate(loaded, prompts, n, temperature=0.0):
-    out = loaded.signatures["serving_default"](
-        prompt=tf.constant(prompts), max_new_chars=tf.constant(n, tf.int32),
-        temperature=tf.constant(temperature, tf.float32))
+def _generate(loaded, prompts, n, temperature=0.0, seed=None):
+    inputs = dict(prompt=tf.constant(prompts), max_new_chars=tf.constant(n, tf.int32),
+                  temperature=tf.constant(temperature, tf.float32))
+    if seed is None:
+        out = loaded.signatures["serving_default"](**inputs)
+    else:
+        out = loaded.signatures[SEEDED_SIGNATURE](**inputs, seed=tf.constant(seed, tf.int64))
     return [t.decode("utf-8") for t in out["text"].numpy()]
 
 
@@ -106,6 +109,7 @@ def test_greedy_generation_matches_keras(loaded, model, vocabulary):
     got = _generate(loaded, PROMPTS, 25)
     expected = generate_text(model, vocabulary, PROMPTS, length=25, temperature=0.0)
     assert got == expected
+    assert _generate(loaded, PROMPTS, 25, seed=3) == expected  # greedy ignores the seed
     assert len(set(got[0])) > 2  # a real continuation, not one repeated character
 
 
@@ -116,12 +120,14 @@ def test_generation_lengths_temperature_and_zero(loaded, vocabulary):
     assert _generate(loaded, PROMPTS, 0) == ["", "", ""]
 
 
-def test_sampling_follows_the_tempered_softmax(loaded, model, vocabulary):
+@pytest.mark.parametrize("seed", [None, 12345], ids=["serving_default", "generate_seeded"])
+def test_sampling_follows_the_tempered_softmax(loaded, model, vocabulary, seed):
     # 4,000 one-character samples after "to b" at temperature 0.5 against the
     # Keras model's softmax(logits / 0.5) over the characters (reserved ids
     # excluded). Hoeffding: a frequency 0.05 off its probability has odds
-    # under 1e-8 per character, so this does not flake.
-    samples = _generate(loaded, ["to b"] * 4000, 1, temperature=0.5)
+    # under 1e-8 per character, so this does not flake (and with a seed it
+    # is one fixed draw).
+    samples = _generate(loaded, ["to b"] * 4000, 1, temperature=0.5, seed=seed)
     logits = np.asarray(model(np.array([vocabulary.encode("to b")], np.int32), training=False), np.float64)[0, -1]
     logits[: Vocabulary.num_reserved] = -np.inf
     probs = np.exp((logits - logits.max()) / 0.5)
@@ -145,6 +151,20 @@ def test_every_load_samples_afresh(export_path):
     assert _generate(loaded, ["to"], 40, temperature=1.0) != _generate(loaded, ["to"], 40, temperature=1.0)
 
 
+def test_seeded_generation_repeats_across_loads(export_path):
+    # The same request and seed give the same text on every call and in every
+    # process (here two loads); rows of one request still differ, and another
+    # seed gives other text.
+    first, second = (tf.saved_model.load(export_path) for _ in range(2))
+    prompts = ["to", "to", "to", "wh"]
+    sampled = _generate(first, prompts, 40, temperature=1.0, seed=7)
+    assert _generate(first, prompts, 40, temperature=1.0, seed=7) == sampled
+    assert _generate(second, prompts, 40, temperature=1.0, seed=7) == sampled
+    assert len(set(sampled[:3])) == 3
+    assert _generate(second, prompts, 40, temperature=1.0, seed=8) != sampled
+    assert _generate(second, prompts, 40, temperature=1.0, seed=-2**63) != sampled  # the whole int64 range
+
+
 def test_bad_generation_arguments_are_invalid_argument(loaded):
     for prompts, n, temperature, message in (
         (["to", ""], 5, 0.0, "at least one character"),
@@ -155,6 +175,8 @@ def test_bad_generation_arguments_are_invalid_argument(loaded):
     ):
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             _generate(loaded, prompts, n, temperature)
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            _generate(loaded, prompts, n, temperature, seed=1)
 
 
 def test_score_matches_keras(loaded, model, vocabulary):
@@ -301,6 +323,7 @@ def test_saved_model_cli_show_lists_the_signatures(processes):
     show = processes["show"]
     assert show.returncode == 0, show.stderr[-3000:]
     for expected in ("signature_def['serving_default']", "signature_def['score']",
+                     "signature_def['generate_seeded']", "inputs['seed']",
                      "inputs['prompt']", "inputs['max_new_chars']", "inputs['temperature']",
                      "outputs['text']", "outputs['nll']", "outputs['char_count']"):
         assert expected in show.stdout

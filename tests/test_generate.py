@@ -61,6 +61,35 @@ def test_seeded_samples_repeat_and_match_generate_text(run_dir, capsys):
     assert len(set(first)) > 1  # three different samples of one prompt
 
 
+def test_seeded_samples_from_an_export_repeat(run_dir, capsys):
+    _, export, _, _ = run_dir
+    argv = ("--model-dir", export, "--prompt", "the", "--num-samples", "3", "--length", "20", "--json")
+    first, again, other, unseeded = (
+        [json.loads(line)["text"] for line in _run(capsys, *argv, *seed).splitlines()]
+        for seed in (("--seed", "5"), ("--seed", "5"), ("--seed", "6"), ())
+    )
+    assert first == again != other
+    assert len(set(first)) == 3 and all(len(text) == 20 for text in first)
+    assert unseeded != first
+
+
+def test_an_export_without_the_seeded_signature_refuses_a_seed(run_dir, tmp_path, capsys):
+    # An export made before `generate_seeded` existed: its serving_default only.
+    import tensorflow as tf
+
+    _, export, _, _ = run_dir
+    loaded = tf.saved_model.load(str(export))
+    old = tmp_path / "language_model" / "1"
+    tf.saved_model.save(loaded, str(old), signatures={"serving_default": loaded.signatures["serving_default"]})
+    shutil.copytree(os.path.join(export, "assets"), old / "assets", dirs_exist_ok=True)
+    with pytest.raises(SystemExit) as exit_info:
+        generate.main(["--model-dir", str(old), "--seed", "1"])
+    assert exit_info.value.code == 2
+    assert re.search(r"argument --seed: the export .*1 has no 'generate_seeded' signature .* "
+                     r"export the run again \(python -m serving.export_run RUN_DIR\)", capsys.readouterr().err)
+    assert _run(capsys, "--model-dir", old, "--prompt", "to", "--length", "5").startswith("to")
+
+
 def test_default_prompt_is_a_new_line_and_samples_are_headed(run_dir, capsys):
     directory, _, model, vocabulary = run_dir
     out = _run(capsys, "--model-dir", directory, "--num-samples", "2", "--temperature", "0", "--length", "12")
@@ -95,7 +124,6 @@ def test_missing_model_and_seeded_export_are_refused(run_dir, tmp_path, capsys):
         (["--model-dir", str(tmp_path)], "has neither best.keras nor model.keras"),
         (["--model-dir", str(tmp_path / "tuned")], r"has neither best.keras .* It has an export: use "
          r"--model-dir .*tuned/export/language_model/1$"),
-        (["--model-dir", str(export), "--seed", "1"], "argument --seed: .* is an export"),
     ):
         with pytest.raises(SystemExit):
             generate.main(argv)

@@ -92,7 +92,8 @@ def test_model_metadata_is_tf_servings(lm_client):
     body = lm_client.get("/v1/models/lm/metadata").json()
     assert body["model_spec"] == {"name": "lm", "signature_name": "", "version": "1"}
     signatures = body["metadata"]["signature_def"]["signature_def"]
-    assert {"serving_default", "score"} <= set(signatures)
+    assert {"serving_default", "generate_seeded", "score"} <= set(signatures)
+    assert signatures["generate_seeded"]["inputs"]["seed"]["dtype"] == "DT_INT64"
     default = signatures["serving_default"]
     assert default["method_name"] == "tensorflow/serving/predict"
     assert default["inputs"]["prompt"]["dtype"] == "DT_STRING"
@@ -343,6 +344,31 @@ def test_concurrent_predicts_are_merged_and_a_bad_one_fails_alone(exports, lm_sa
             assert response.status_code == 400 and "at least one character" in response.json()["error"]
     (batcher,) = batchers.values()
     assert batcher.items_run == 6 and batcher.batches_run < 6
+
+
+def test_seeded_generation_repeats_and_is_never_merged(exports, lm_saved):
+    # generate_seeded samples a request's rows as one batch: merged with other
+    # requests, its rows would get other random numbers than the seed promises.
+    app = create_app("lm", os.path.dirname(exports["lm"]), batch_timeout_s=0.05)
+    requests = [{"signature_name": "generate_seeded", "inputs": {
+        "prompt": ["ab", "ab"], "max_new_chars": 15, "temperature": 1.0, "seed": seed}} for seed in (4, 4, 4, 9)]
+    alone = [t.decode() for t in lm_saved.signatures["generate_seeded"](
+        prompt=tf.constant(["ab", "ab"]), max_new_chars=tf.constant(15), temperature=tf.constant(1.0),
+        seed=tf.constant(4, tf.int64))["text"].numpy()]
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                responses = await asyncio.gather(*(
+                    client.post("/v1/models/lm:predict", json=request) for request in requests))
+        return responses, app.state.store.current.extras.get("predict_batchers", {})
+
+    responses, batchers = asyncio.run(main())
+    outputs = [response.json()["outputs"] for response in responses]
+    assert outputs[0] == outputs[1] == outputs[2] == alone
+    assert alone[0] != alone[1] and outputs[3] != alone
+    assert batchers == {}
 
 
 def test_new_versions_are_picked_up_without_restart(exports, tmp_path):
