@@ -112,19 +112,21 @@ def newest_export(run_dir, model_name):
     return versions[max(versions)] if versions else None
 
 
-def with_export_hint(error, run_dir, model_name):
+def with_export_hint(error, run_dir, model_name, *, flag="--model-dir", exports=True):
     """`error` (a run directory without its model files), pointing at the models it does hold.
 
     A tuning run's directory (`train.py --tune`) holds its best model as a
     run directory in `tuning/best/` and that model's export, either of which
     the command-line tools take as `--model-dir`; an ensemble run's
     (`train.py --ensemble N`) holds its members' run directories in
-    `members/` and their packed export.
+    `members/` and their packed export. `flag` is the argument the hints
+    name; `exports=False` leaves out the export (for an argument that takes
+    run directories only, such as `--init-from`).
     """
     hints = []
     best = os.path.join(run_dir, "tuning", "best")
     if os.path.isfile(os.path.join(best, "model.keras")):
-        hints.append(f"It is a tuning run: use --model-dir {best} (its best model).")
+        hints.append(f"It is a tuning run: use {flag} {best} (its best model).")
     members = os.path.join(run_dir, "members")  # training.transcription_ensemble.MEMBERS_DIR
     if os.path.isdir(members):
         trained = sorted(
@@ -133,9 +135,10 @@ def with_export_hint(error, run_dir, model_name):
         if trained:
             hints.append(
                 f"It is an ensemble run (train.py --ensemble): one member is a run directory, "
-                f"e.g. --model-dir {os.path.join(members, trained[0])}; the ensemble is its export."
+                f"e.g. {flag} {os.path.join(members, trained[0])}"
+                + ("; the ensemble is its export." if exports else ".")
             )
-    export = newest_export(run_dir, model_name)
+    export = newest_export(run_dir, model_name) if exports else None
     if export is not None:
         hints.append(f"It has an export: use --model-dir {export}")
     if not hints:

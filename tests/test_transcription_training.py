@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -182,6 +183,18 @@ def test_warm_start_names_what_differs(tmp_path, fake_data):
         )
     with pytest.raises(FileNotFoundError, match=r"--init-from: Model directory .*nowhere lacks .*nowhere/model\.keras"):
         transcription.warm_start(model(), str(tmp_path / "nowhere"), feature_config=features, vocabulary=VOCABULARY)
+    # An ensemble run's and a tuning run's directories hold their models deeper: the error names them
+    # (as --init-from, and not their exports, which cannot start a run).
+    shutil.copytree(first, tmp_path / "ensemble" / "members" / "seed_1234")
+    shutil.copytree(first, tmp_path / "tuned" / "tuning" / "best")
+    for directory, hint in (
+        ("ensemble", r"It is an ensemble run .* e\.g\. --init-from \S*ensemble/members/seed_1234\.$"),
+        ("tuned", r"It is a tuning run: use --init-from \S*tuned/tuning/best \(its best model\)\.$"),
+    ):
+        os.makedirs(tmp_path / directory / "export" / "transcriber" / "1")
+        with pytest.raises(FileNotFoundError, match=r"--init-from: Model directory .*lacks .*" + hint):
+            transcription.warm_start(model(), str(tmp_path / directory), feature_config=features,
+                                     vocabulary=VOCABULARY)
 
 
 def test_pad_time_to_multiple_pads_only_features():

@@ -708,7 +708,10 @@ def warm_start(model, run_dir, *, feature_config, vocabulary):
     try:
         source, saved_vocabulary, saved_features = load_transcriber(run_dir)
     except FileNotFoundError as error:
-        raise FileNotFoundError(f"--init-from: {error}") from error
+        from serving.model_store import with_export_hint
+
+        hinted = with_export_hint(error, run_dir, "transcriber", flag="--init-from", exports=False)
+        raise FileNotFoundError(f"--init-from: {hinted}") from error
     if saved_features != feature_config:
         ours, theirs = feature_config.to_dict(), saved_features.to_dict()
         differing = {k: (theirs[k], ours[k]) for k in ours if ours[k] != theirs[k]}
