@@ -39,17 +39,14 @@ import numpy as np  # noqa: E402
 
 import models.transcription  # noqa: E402,F401  (registers every class of the saved model)
 from models.ctc_decoding import (  # noqa: E402
-    candidate_labels,
-    candidate_nll,
     check_candidate_warps,
     check_candidates,
-    choose_candidates,
     ctc_choose_text,
     ctc_decode_text,
     load_candidates,
-    mean_over_warps,
 )
 from models.ctc_lm_decoding import CharacterLanguageModelScorer, Lexicon, ctc_beam_search_with_lm  # noqa: E402
+from models.transcription_evaluation import closed_vocabulary_texts  # noqa: E402
 from pipelines.audio_loading import AudioError  # noqa: E402
 from pipelines.speech_dataset import load_features  # noqa: E402
 from serving.model_store import with_export_hint  # noqa: E402
@@ -144,15 +141,10 @@ def transcribe_features(
 
 def _warped_choice(model, vocabulary, batch, lengths, candidates, warps):
     """Closed-vocabulary choices by the mean likelihood over frequency warps of `batch`."""
-    from models.frequency_warp import warp_bands
-
-    labels = candidate_labels(candidates, vocabulary=vocabulary)
-    scores = []
-    for alpha in warps:
-        warped = np.asarray(warp_bands(batch, np.full((len(batch), 1), alpha, "float32")))
-        outputs = model.predict_on_batch({"features": warped, "feature_length": lengths})
-        scores.append(candidate_nll(outputs["log_probs"], outputs["frame_length"], labels, vocabulary=vocabulary))
-    return choose_candidates(np.asarray(mean_over_warps(np.stack(scores))), candidates)
+    return closed_vocabulary_texts(
+        model.predict_on_batch, {"features": batch, "feature_length": lengths}, candidates,
+        vocabulary=vocabulary, warps=warps,
+    )
 
 
 def main(argv=None):

@@ -83,7 +83,33 @@ def score_decodings(decode, dataset, *, vocabulary, max_batches=None):
     }
 
 
-def evaluate_closed_vocabulary(outputs_fn, dataset, candidates, *, vocabulary):
+def closed_vocabulary_texts(outputs_fn, inputs, candidates, *, vocabulary, warps=None):
+    """The closed-vocabulary choice for one batch of `inputs`, as an export with `candidates` decodes.
+
+    Without `warps`, `ctc_choose_text` of the outputs; with them (mel-axis
+    factors, `check_candidate_warps`), each candidate's mean likelihood
+    over the features warped by each factor (`models.frequency_warp.warp_bands`),
+    as the export's `candidate_warps` does.
+    """
+    from models.ctc_decoding import candidate_labels, candidate_nll, choose_candidates, ctc_choose_text
+    from models.ctc_decoding import mean_over_warps
+
+    if warps is None:
+        outputs = outputs_fn(inputs)
+        return ctc_choose_text(outputs["log_probs"], outputs["frame_length"], candidates, vocabulary=vocabulary)[0]
+    from models.frequency_warp import warp_bands
+
+    features = np.asarray(inputs["features"], "float32")
+    labels = candidate_labels(candidates, vocabulary=vocabulary)
+    scores = []
+    for alpha in warps:
+        warped = np.asarray(warp_bands(features, np.full((len(features), 1), alpha, "float32")))
+        outputs = outputs_fn({**inputs, "features": warped})
+        scores.append(candidate_nll(outputs["log_probs"], outputs["frame_length"], labels, vocabulary=vocabulary))
+    return choose_candidates(np.asarray(mean_over_warps(np.stack(scores))), candidates)
+
+
+def evaluate_closed_vocabulary(outputs_fn, dataset, candidates, *, vocabulary, warps=None):
     """CER and WER of closed-vocabulary decoding (`ctc_choose_text`) over `dataset`.
 
     Args:
@@ -92,16 +118,14 @@ def evaluate_closed_vocabulary(outputs_fn, dataset, candidates, *, vocabulary):
         dataset: Labelled batches, as for `evaluate_transcription`.
         candidates: The texts to choose among (`check_candidates`).
         vocabulary: The `Vocabulary` of the labels and the model.
+        warps: Optional mel-axis factors: choose by the mean likelihood
+            over the warped features (`closed_vocabulary_texts`).
 
     Returns:
         `{"cer", "wer", "references", "hypotheses", "utterances"}`; an
         utterance too short for every candidate has the hypothesis "".
     """
-    from models.ctc_decoding import ctc_choose_text
-
     def decode(inputs):
-        outputs = outputs_fn(inputs)
-        return {"text": ctc_choose_text(outputs["log_probs"], outputs["frame_length"], candidates,
-                                        vocabulary=vocabulary)[0]}
+        return {"text": closed_vocabulary_texts(outputs_fn, inputs, candidates, vocabulary=vocabulary, warps=warps)}
 
     return score_decodings(decode, dataset, vocabulary=vocabulary)["text"]

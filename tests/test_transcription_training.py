@@ -659,6 +659,22 @@ def test_a_killed_ensemble_run_resumes_reusing_its_finished_members(tmp_path, fa
     assert metrics["val_wer_closed"] == pytest.approx(error_rates(references, chosen)["wer"])
     assert served == chosen
 
+    # The same command with test-time warps: the members are reused (decoding flags do not make
+    # them other runs), and the ensemble's choice averages the members' mean probability over warps.
+    capsys.readouterr()
+    warped = transcription.run(dataclasses.replace(config, candidate_warps="0.8,1.25"))
+    printed = capsys.readouterr().out
+    assert printed.count("already trained, reused") == 2
+    assert (first / "model.keras").stat().st_mtime_ns == trained
+    serve = tf.saved_model.load(warped["export_dir"]).signatures["from_features"]
+    references, chosen, served = [], [], []
+    for inputs, labels in make_speech_data(train=16, validation=8, test=8).validation:
+        chosen.extend(_warped_choices(models, inputs, texts, (0.8, 1.25)))
+        served.extend(t.decode() for t in serve(**inputs)["text"].numpy())
+        references.extend(VOCABULARY.decode(row) for row in labels.numpy())
+    assert warped["val_wer_closed"] == pytest.approx(error_rates(references, chosen)["wer"])
+    assert served == chosen
+
 
 def test_an_ensemble_member_made_with_other_flags_stops_the_run_and_is_kept(tmp_path, fake_data):
     out = tmp_path / "ensemble"
@@ -725,6 +741,75 @@ def test_candidates_score_closed_vocabulary_decoding_and_the_export_serves_it(tm
         assert set(chosen) <= set(texts) | {""}
         assert served == chosen  # the export's text is the same choice
     assert read_metadata(metrics["export_dir"], task="transcription")["candidates"] == texts
+
+
+def _warped_choices(models, inputs, texts, warps):
+    """The closed-vocabulary choice by the mean likelihood over warps, computed here: for each
+    factor the features are warped, the models' mean probability scored, and the candidates'
+    likelihoods averaged over the factors in NumPy."""
+    from models.ctc_decoding import ctc_choose_text
+    from models.frequency_warp import warp_bands
+
+    features = np.asarray(inputs["features"])
+    likelihoods = []
+    for alpha in warps:
+        warped = {**inputs, "features": np.asarray(warp_bands(features, np.full((len(features), 1), alpha, "float32")))}
+        outputs = [model.predict_on_batch(warped) for model in models]
+        log_probs = np.logaddexp.reduce([o["log_probs"] for o in outputs], axis=0) - np.log(len(models))
+        nll = ctc_choose_text(log_probs, outputs[0]["frame_length"], texts, vocabulary=VOCABULARY)[1]
+        likelihoods.append(np.exp(-np.asarray(nll, np.float64)))
+    mean = np.mean(likelihoods, axis=0)
+    return [texts[int(np.argmax(row))] if row.max() > 0 else "" for row in mean]
+
+
+def test_candidate_warps_score_and_serve_the_mean_likelihood_over_warps(tmp_path, fake_data, capsys):
+    import tensorflow as tf
+
+    from models.ctc_decoding import ctc_choose_text
+    from models.error_rates import error_rates
+    from serving.export import read_metadata
+
+    texts, path = _closed_texts(tmp_path)
+    out = tmp_path / "run"
+    warps = (0.8, 1.0, 1.25)
+    config = transcription.Config(output_dir=str(out), epochs=3, candidates=str(path), candidate_warps="0.8,1,1.25",
+                                  **{**TINY, "export": True})
+    metrics = transcription.run(config)
+    assert f"closed vocabulary ({len(texts)} texts, mean over warps [0.8, 1.0, 1.25]): CER" in capsys.readouterr().out
+
+    model = keras.models.load_model(out / "model.keras", compile=False)
+    serve = tf.saved_model.load(metrics["export_dir"]).signatures["from_features"]
+    data = make_speech_data(train=16, validation=8, test=8)
+    unwarped_differs = False
+    for prefix, dataset in (("val", data.validation), ("test", data.test)):
+        references, chosen, served = [], [], []
+        for inputs, labels in dataset:
+            batch = _warped_choices([model], inputs, texts, warps)
+            outputs = model.predict_on_batch(inputs)
+            plain = ctc_choose_text(outputs["log_probs"], outputs["frame_length"], texts, vocabulary=VOCABULARY)[0]
+            unwarped_differs |= batch != plain
+            chosen.extend(batch)
+            served.extend(t.decode() for t in serve(**inputs)["text"].numpy())
+            references.extend(VOCABULARY.decode(row) for row in labels.numpy())
+        rates = error_rates(references, chosen)
+        assert metrics[f"{prefix}_cer_closed"] == pytest.approx(rates["cer"])
+        assert metrics[f"{prefix}_wer_closed"] == pytest.approx(rates["wer"])
+        assert served == chosen  # the export averages over the same warps
+    assert unwarped_differs  # so the figures above could not come from the unwarped choice
+    metadata = read_metadata(metrics["export_dir"], task="transcription")
+    assert metadata["candidate_warps"] == list(warps) and metadata["config"]["candidate_warps"] == "0.8,1,1.25"
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(candidate_warps="0.9,1.1"), r"`candidate_warps` \(--candidate-warps\), expected None without --candidates"),
+    (dict(candidates="t.txt", candidate_warps="0.9,0.9"), "expected comma-separated distinct factors in"),
+    (dict(candidates="t.txt", candidate_warps="0.9,x"), "expected comma-separated distinct factors in"),
+    (dict(candidates="t.txt", candidate_warps="2"), "expected comma-separated distinct factors in"),
+    (dict(candidates="t.txt", candidate_warps="0.9,1", feature_kind="mfcc"), "None with --feature-kind mfcc"),
+])
+def test_candidate_warps_are_checked(changes, message):
+    with pytest.raises(ValueError, match=message):
+        transcription.Config(**changes)
 
 
 def test_a_bad_candidates_file_stops_the_run_before_it_starts(tmp_path, fake_data):

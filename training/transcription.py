@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from data.speech_sources import is_synthetic_spec
+from models.ctc_decoding import check_candidate_warps
 from models.transcription import build_transcription_model
 from models.transcription_evaluation import evaluate_closed_vocabulary, evaluate_transcription
 from pipelines.audio_features import KINDS, NORMALISATIONS, FeatureConfig
@@ -255,6 +256,15 @@ class Config:
             "export with it: the export's text is always one of them."
         },
     )
+    candidate_warps: str | None = field(
+        default=None,  # closed-vocabulary decoding of the features as they are
+        metadata={
+            "help": "With --candidates: comma-separated mel-axis warp factors such as 0.92,0.96,1,1.04,1.08; "
+            "each text is scored by its mean likelihood over the features warped by each factor (test-time "
+            "warping), in the closed-vocabulary metrics and the export. log_mel features only.",
+            "metavar": "F1,F2,...",
+        },
+    )
     export: bool = field(
         default=True,  # SavedModel for TF Serving in <output_dir>/export/transcriber/<version>
         metadata={"help": "Export the trained model as a TF Serving SavedModel in OUTPUT_DIR/export."},
@@ -358,6 +368,18 @@ class Config:
             not is_number(self.max_train_minutes) or not self.max_train_minutes > 0
         ):
             fail("max_train_minutes", "a positive number of minutes or None")
+        if self.candidate_warps is not None:
+            expected = "comma-separated distinct factors in [0.5, 1.5] such as 0.92,0.96,1,1.04,1.08"
+            if self.candidates is None:
+                fail("candidate_warps", "None without --candidates (the warps average the candidates' likelihoods)")
+            if self.feature_kind != "log_mel":
+                fail("candidate_warps", "None with --feature-kind mfcc (cepstra have no mel axis to warp)")
+            try:
+                check_candidate_warps(
+                    [float(value) for value in str(self.candidate_warps).split(",")], self.candidates
+                )
+            except ValueError:
+                fail("candidate_warps", expected)
         # Last: the feature fields it reads are checked by now.
         n_features = self.feature_config().n_features
         if self.spec_augment and int(n_features * self.spec_augment_max_frequency) == 0:
@@ -525,6 +547,13 @@ def read_candidates(config):
         raise ValueError(f"--candidates {config.candidates}: {error}") from error
 
 
+def candidate_warp_factors(config):
+    """The factors of `config.candidate_warps` as a tuple of floats, or None without it."""
+    if config.candidate_warps is None:
+        return None
+    return tuple(float(value) for value in config.candidate_warps.split(","))
+
+
 def export_for_serving(config, model, vocabulary, feature_config, data, metrics, candidates=None):
     """Export the trained model for TF Serving; the export directory or None.
 
@@ -559,6 +588,7 @@ def export_for_serving(config, model, vocabulary, feature_config, data, metrics,
         metrics=metrics,
         config=config_to_dict(config),
         candidates=candidates,
+        candidate_warps=None if candidates is None else candidate_warp_factors(config),
     )
 
 
@@ -764,6 +794,8 @@ def run(config, *, callbacks=(), model_builder=None):
 
         return run_ensemble(config, callbacks=callbacks, model_builder=model_builder)
     candidates = read_candidates(config)  # a bad file stops the run before it starts
+    warps = candidate_warp_factors(config)
+    closed_warps = f", mean over warps {list(warps)}" if warps else ""
     out = config.output_dir
     os.makedirs(out, exist_ok=True)
     write_json(os.path.join(out, CONFIG_FILE), config_to_dict(config))
@@ -839,7 +871,10 @@ def run(config, *, callbacks=(), model_builder=None):
             metrics[f"{prefix}_cer_beam"] = beam["cer"]
             metrics[f"{prefix}_wer_beam"] = beam["wer"]
         if candidates is not None:
-            closed = evaluate_closed_vocabulary(model.predict_on_batch, dataset, candidates, vocabulary=vocabulary)
+            closed = evaluate_closed_vocabulary(
+                model.predict_on_batch, dataset, candidates, vocabulary=vocabulary,
+                warps=warps,
+            )
             metrics[f"{prefix}_cer_closed"] = closed["cer"]
             metrics[f"{prefix}_wer_closed"] = closed["wer"]
         print(
@@ -852,7 +887,8 @@ def run(config, *, callbacks=(), model_builder=None):
                 else ""
             )
             + (
-                f"; closed vocabulary ({len(candidates)} texts): CER {metrics[f'{prefix}_cer_closed']:.2%}, "
+                f"; closed vocabulary ({len(candidates)} texts{closed_warps}): "
+                f"CER {metrics[f'{prefix}_cer_closed']:.2%}, "
                 f"WER {metrics[f'{prefix}_wer_closed']:.2%}"
                 if candidates is not None
                 else ""

@@ -39,8 +39,7 @@ import os
 import keras
 import tensorflow as tf
 
-from models.ctc_decoding import ctc_choose_text
-from models.transcription_evaluation import score_decodings
+from models.transcription_evaluation import closed_vocabulary_texts, score_decodings
 from training import transcription
 from training.cli import config_to_dict, write_json
 
@@ -76,17 +75,32 @@ def _read_json(path):
         return json.load(f)
 
 
+# Fields that only choose how a finished model is decoded and scored: the
+# ensemble decodes and scores its members itself, so a member made with other
+# values of these is still a member (`--candidates` may be added later).
+DECODING_FIELDS = ("beam_width", "num_examples", "candidates", "candidate_warps")
+
+
 def _check_member(member):
-    """A ValueError when `member.output_dir` holds a run made with other settings."""
+    """A ValueError when `member.output_dir` holds a run made with other settings.
+
+    Fields in `DECODING_FIELDS` are not compared; a field the saved config
+    lacks (written before the field existed) counts as its default.
+    """
     path = os.path.join(member.output_dir, transcription.CONFIG_FILE)
     if not os.path.isfile(path):
         return
     saved = _read_json(path)
     expected = json.loads(json.dumps(config_to_dict(member)))
+    defaults = json.loads(json.dumps({
+        f.name: f.default for f in dataclasses.fields(member) if f.default is not dataclasses.MISSING
+    }))
+    for key, value in defaults.items():
+        saved.setdefault(key, value)
     differing = {
         key: (saved.get(key, "(missing)"), expected.get(key, "(missing)"))
         for key in sorted(set(saved) | set(expected))
-        if saved.get(key, "(missing)") != expected.get(key, "(missing)")
+        if key not in DECODING_FIELDS and saved.get(key, "(missing)") != expected.get(key, "(missing)")
     }
     if differing:
         raise ValueError(
@@ -104,7 +118,7 @@ def _finished(member):
     )
 
 
-def evaluate_ensemble(models, dataset, *, vocabulary, candidates=None):
+def evaluate_ensemble(models, dataset, *, vocabulary, candidates=None, warps=None):
     """CER and WER of `models` decoding `dataset` together, as their export does.
 
     Args:
@@ -116,6 +130,9 @@ def evaluate_ensemble(models, dataset, *, vocabulary, candidates=None):
         candidates: Optional texts: also score closed-vocabulary decoding
             of the members' mean probability (`ctc_choose_text`), as the
             export does with `candidates`.
+        warps: Optional mel-axis factors for the closed-vocabulary choice
+            (the mean likelihood over the warped features, each scored by the
+            members' mean probability), as the export's `candidate_warps`.
 
     Returns:
         `{"cer", "wer", "references", "hypotheses", "utterances"}`, and
@@ -131,9 +148,10 @@ def evaluate_ensemble(models, dataset, *, vocabulary, candidates=None):
         outputs = decode(inputs["features"], inputs["feature_length"])
         texts = {"text": [" ".join(vocabulary.decode(row[row >= 0]).split()) for row in outputs["ids"].numpy()]}
         if candidates is not None:
-            texts["closed"] = ctc_choose_text(
-                outputs["log_probs"], outputs["frame_length"], candidates, vocabulary=vocabulary
-            )[0]
+            texts["closed"] = closed_vocabulary_texts(
+                lambda warped: outputs if warps is None else decode(warped["features"], warped["feature_length"]),
+                inputs, candidates, vocabulary=vocabulary, warps=warps,
+            )
         return texts
 
     scored = score_decodings(decode_batch, dataset, vocabulary=vocabulary)
@@ -202,7 +220,10 @@ def run_ensemble(config, *, callbacks=(), model_builder=None):
     for prefix, dataset in {"val": data.validation, "test": getattr(data, "test", None)}.items():
         if dataset is None:
             continue
-        rates = evaluate_ensemble(models, dataset, vocabulary=vocabulary, candidates=candidates)
+        rates = evaluate_ensemble(
+            models, dataset, vocabulary=vocabulary, candidates=candidates,
+            warps=transcription.candidate_warp_factors(config),
+        )
         metrics[f"{prefix}_cer"] = rates["cer"]
         metrics[f"{prefix}_wer"] = rates["wer"]
         metrics[f"{prefix}_utterances"] = rates["utterances"]
