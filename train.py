@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import os
+import shlex
 import sys
 import traceback
 
@@ -67,6 +68,35 @@ def parse_args(argv=None):
     return module, config
 
 
+def next_steps(task, config, result):
+    """Commands that use what a finished run wrote (printed at the end of `main`).
+
+    `result` is what the run returned: the metrics of a training run (its
+    `export_dir`), or the summary of a search (`best`, with the best model's
+    run directory and export).
+    """
+    if task == "transcription":
+        tool, export_name, example = "transcribe.py", "transcriber", "FILE.wav"
+    else:
+        tool, export_name, example = "generate.py", "language_model", "--prompt TEXT"
+    if "best" in result:  # a search: the best model's run directory and its export
+        model_dir, export = result["best"]["model"]["path"], result["best"].get("export")
+    else:
+        model_dir, export = config.output_dir, result.get("export_dir")
+        if getattr(config, "ensemble", 1) > 1:  # the ensemble exists only as its export
+            model_dir = export
+    lines = []
+    if model_dir:
+        lines.append(f"  python {tool} --model-dir {shlex.quote(str(model_dir))} {example}")
+    if export:
+        lines.append(
+            f"  python -m serving --model_name={export_name} "
+            f"--model_base_path={shlex.quote(os.path.dirname(str(export)))} --rest_api_port=8501"
+            "    # TF Serving's REST API"
+        )
+    return "Next:\n" + "\n".join(lines) if lines else ""
+
+
 def main(argv=None):
     # The project's own progress messages; TFDS' routine absl notices about
     # the project's local builders ("custom data configuration") are noise.
@@ -75,14 +105,14 @@ def main(argv=None):
         logging.getLogger(package).setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.ERROR)
     module, config, tuning = parse_command(argv)
+    task = {path: name for name, path in TASKS.items()}[module.__name__]
     try:
         if tuning.tune:
             from tuning.run_search import run_search
 
-            task = {path: name for name, path in TASKS.items()}[module.__name__]
-            run_search(tuning_task(task), config, tuning)
+            result = run_search(tuning_task(task), config, tuning)
         else:
-            module.run(config)
+            result = module.run(config)
     except (ValueError, OSError) as error:
         # Bad data or settings (a missing file, undecodable text, audio that
         # is not audio under --strict, ...): the message names the file or
@@ -91,6 +121,10 @@ def main(argv=None):
             traceback.print_exc()
         print(f"train.py: error: {error}", file=sys.stderr)
         return 2
+    if isinstance(result, dict) and result.get("role") != "worker":  # a search's workers export nothing
+        steps = next_steps(task, config, result)
+        if steps:
+            print(steps)
     return 0
 
 

@@ -157,6 +157,9 @@ def test_a_tuning_runs_best_model_is_a_run_directory(tmp_path, capsys):
     assert train.main([str(a) for a in argv]) == 0
     best_dir = out / "tuning" / "best"
     best = json.loads((out / "tuning" / "best.json").read_text())
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-3:-1] == ["Next:", f"  python generate.py --model-dir {best_dir} --prompt TEXT"]
+    assert f"--model_base_path={os.path.dirname(best['export'])} " in printed[-1]
     assert best["model"]["path"] == str(best_dir)
     assert sorted(os.listdir(best_dir)) == ["config.json", "metrics.json", "model.keras", "vocabulary.json"]
     assert json.loads((best_dir / "metrics.json").read_text()) == best["metrics"]

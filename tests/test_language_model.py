@@ -234,7 +234,23 @@ def test_train_py_end_to_end(tmp_path, capsys):
         "--sequence-length", "20", "--batch-size", "8", "--output-dir", str(out),
         "--sample-length", "30", "--sample-prompt", "First", "--verbose", "0",
     ]
+    capsys.readouterr()
     assert train.main(argv) == 0
+    # It ends with the commands that use what it wrote; the printed generate.py command works.
+    output = capsys.readouterr().out
+    assert "bits/char" in output and json.loads((out / "metrics.json").read_text())["sample"] in output
+    printed = output.splitlines()
+    version_base = out / "export" / "language_model"
+    assert printed[-3:] == [
+        "Next:",
+        f"  python generate.py --model-dir {out} --prompt TEXT",
+        f"  python -m serving --model_name=language_model --model_base_path={version_base} --rest_api_port=8501"
+        "    # TF Serving's REST API",
+    ]
+    import generate
+
+    assert generate.main(["--model-dir", str(out), "--prompt", "First", "--length", "7", "--temperature", "0"]) == 0
+    assert len(capsys.readouterr().out) == len("First") + 7 + 1
     config = json.loads((out / "config.json").read_text())
     assert config == dataclasses.asdict(train.parse_args(argv)[1])
     assert (config["hidden_size"], config["dataset"], config["epochs"]) == (16, dataset, 1)
@@ -263,8 +279,6 @@ def test_train_py_end_to_end(tmp_path, capsys):
     model, vocab = load_language_model(str(out / "model.keras"))
     assert vocab == Vocabulary.from_text((tmp_path / "tiny.txt").read_text())
     assert model.count_params() == metrics["parameters"]
-    printed = capsys.readouterr().out
-    assert f"bits/char" in printed and metrics["sample"] in printed
 
 
 def test_run_rejects_bad_input_before_training(tmp_path):

@@ -836,3 +836,18 @@ def test_a_bad_candidates_file_is_a_usage_error_on_the_command_line(tmp_path, ca
             train.parse_args(["--candidates", str(missing), *tune])
         assert exit_info.value.code == 2
         assert f"Candidates file '{missing}' cannot be read" in capsys.readouterr().err
+
+
+def test_train_py_ends_with_the_commands_that_use_the_run(tmp_path):
+    single = transcription.Config(output_dir="runs/my run")
+    export = "runs/my run/export/transcriber/1"
+    serve = ("  python -m serving --model_name=transcriber --model_base_path='runs/my run/export/transcriber' "
+             "--rest_api_port=8501    # TF Serving's REST API")
+    assert train.next_steps("transcription", single, {"export_dir": export}).splitlines() == [
+        "Next:", "  python transcribe.py --model-dir 'runs/my run' FILE.wav", serve]
+    # Without an export only the run directory; an ensemble exists only as its export.
+    assert train.next_steps("transcription", single, {"export_dir": None}).splitlines() == [
+        "Next:", "  python transcribe.py --model-dir 'runs/my run' FILE.wav"]
+    ensemble = dataclasses.replace(single, ensemble=2)
+    assert train.next_steps("transcription", ensemble, {"export_dir": export}).splitlines() == [
+        "Next:", f"  python transcribe.py --model-dir '{export}' FILE.wav", serve]
