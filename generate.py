@@ -3,8 +3,9 @@
 DIR is the `--output-dir` of `python train.py --task language_model` (its
 best.keras, else model.keras, with vocabulary.json), or an exported
 SavedModel version (DIR/export/language_model/N), whose `serving_default`
-signature then generates (`generate_seeded` with `--seed`). Each prompt is read once and every new character
-is fed alone with the recurrent state carried from the step before
+signature then generates (`generate_seeded` with `--seed`). Each prompt is
+read once and every new character is fed alone with the recurrent state
+carried from the step before
 (`models.text_generation.generate_text`); all samples are generated as one
 batch. Prints each prompt followed by its continuation; with several
 samples, a `=== sample K ===` line before each; `--json` prints one JSON
@@ -55,7 +56,6 @@ class ExportedGenerator:
         metadata = read_metadata(export_dir, task="language_model")
         self.vocabulary = Vocabulary.from_config(metadata["vocabulary"])
         self._tf = tf
-        self.export_dir = export_dir
         self._signatures = tf.saved_model.load(export_dir).signatures
 
     @property
