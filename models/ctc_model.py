@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras.src.losses.loss import scale_loss_for_distribution
+
 from models.ctc_loss import ctc_loss
 
 
@@ -44,4 +46,8 @@ class CTCModel(keras.Model):
         loss = ops.mean(per_utterance)
         if self.losses:
             loss = loss + ops.sum(ops.stack(self.losses))
-        return loss
+        # Under a tf.distribute strategy each replica's loss is a mean over its
+        # share of the batch and the replicas' gradients are summed: scaled by
+        # 1 / replicas, as Keras' own losses are, the step equals one on the
+        # whole batch (Keras unscales the reported loss).
+        return scale_loss_for_distribution(loss)

@@ -7,6 +7,22 @@ from models.ctc_decoding import ctc_decode_text
 from models.error_rates import error_rates
 
 
+def outputs_function(model):
+    """`inputs -> outputs` (NumPy) of `model` at inference, whatever strategy built it.
+
+    `predict_on_batch` under a `tf.distribute` strategy of several replicas
+    (`train.py --distribute mirrored`) runs the whole batch on every replica
+    and concatenates the copies; the model called in a `tf.function`
+    (reading each variable's primary copy) does not.
+    """
+    if model.distribute_strategy.num_replicas_in_sync == 1:
+        return model.predict_on_batch
+    import tensorflow as tf
+
+    call = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
+    return lambda inputs: tf.nest.map_structure(lambda value: value.numpy(), call(inputs))
+
+
 def evaluate_transcription(
     model,
     dataset,
@@ -32,8 +48,10 @@ def evaluate_transcription(
     Returns:
         `{"cer", "wer", "references", "hypotheses", "utterances"}`.
     """
+    outputs_fn = outputs_function(model)
+
     def decode(inputs):
-        outputs = model.predict_on_batch(inputs)
+        outputs = outputs_fn(inputs)
         return {
             "text": ctc_decode_text(
                 outputs["log_probs"],

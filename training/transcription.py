@@ -24,7 +24,7 @@ import tensorflow as tf
 from data.speech_sources import is_synthetic_spec
 from models.ctc_decoding import check_candidate_warps
 from models.transcription import build_transcription_model
-from models.transcription_evaluation import evaluate_closed_vocabulary, evaluate_transcription
+from models.transcription_evaluation import evaluate_closed_vocabulary, evaluate_transcription, outputs_function
 from pipelines.audio_features import KINDS, NORMALISATIONS, FeatureConfig
 from pipelines.epochs import repeat_epochs
 from pipelines.speech_dataset import SPEC_AUGMENT_MAX_FREQUENCY, build_speech_datasets
@@ -32,6 +32,7 @@ from pipelines.time_stretch import stretch_batches
 from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
 from training.cli import config_to_dict, write_json
 from training.cosine_annealing_callback import CosineAnnealingCallback
+from training.distribute import DISTRIBUTE, distribution_strategy
 from training.error_rate_callback import ErrorRateCallback
 from training.time_budget_callback import TimeBudgetCallback
 
@@ -201,6 +202,15 @@ class Config:
             "again to resume: finished members are reused."
         },
     )
+    distribute: str = field(
+        default="none",  # one device
+        metadata={
+            "help": "Data-parallel training: 'mirrored' splits each batch (--batch-size is the global batch) "
+            "across every GPU (tf.distribute.MirroredStrategy; on a machine without GPUs, one replica on "
+            "the CPU); 'none' trains on one device.",
+            "choices": DISTRIBUTE,
+        },
+    )
     # optimisation
     batch_size: int = field(
         default=64,  # utterances per batch: on 2 cores a step of 64 short utterances costs ~1.45x one of 32
@@ -332,6 +342,8 @@ class Config:
             fail("ensemble", "1 with --no-export (an ensemble is saved as its packed export)")
         if self.feature_kind not in KINDS:
             fail("feature_kind", f"one of {KINDS}")
+        if self.distribute not in DISTRIBUTE:
+            fail("distribute", f"one of {DISTRIBUTE}")
         if self.normalisation not in NORMALISATIONS:
             fail("normalisation", f"one of {NORMALISATIONS}")
         if self.feature_kind == "mfcc" and self.n_mfcc > self.n_mels:
@@ -815,9 +827,14 @@ def run(config, *, callbacks=(), model_builder=None):
     if len(data.skipped) > 10:
         print(f"  ... and {len(data.skipped) - 10} more (all listed in {METRICS_FILE})")
 
-    model = (model_builder or build_model)(
-        config, num_features=feature_config.n_features, vocabulary_size=vocabulary.size
-    )
+    strategy = distribution_strategy(config.distribute)
+    if config.distribute != "none":
+        print(f"Distribution: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s), "
+              f"each step's batch of {config.batch_size} split across them")
+    with strategy.scope():  # the model's variables and the optimizer's, mirrored on each replica
+        model = (model_builder or build_model)(
+            config, num_features=feature_config.n_features, vocabulary_size=vocabulary.size
+        )
     model.summary()
     if config.init_from is not None and not resuming:  # a resumed run restores its own weights
         warm_start(model, config.init_from, feature_config=feature_config, vocabulary=vocabulary)
@@ -872,7 +889,7 @@ def run(config, *, callbacks=(), model_builder=None):
             metrics[f"{prefix}_wer_beam"] = beam["wer"]
         if candidates is not None:
             closed = evaluate_closed_vocabulary(
-                model.predict_on_batch, dataset, candidates, vocabulary=vocabulary,
+                outputs_function(model), dataset, candidates, vocabulary=vocabulary,
                 warps=warps,
             )
             metrics[f"{prefix}_cer_closed"] = closed["cer"]

@@ -1,0 +1,62 @@
+"""Run by tests/test_distribute.py in a fresh process: the CPU split into two
+logical devices (which must happen before TensorFlow starts), so that
+`--distribute mirrored` trains on two replicas. Prints one JSON line."""
+
+import json
+import sys
+
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from models.transcription_evaluation import evaluate_transcription  # noqa: E402
+from tests.transcription_fixtures import NUM_FEATURES, make_speech_data  # noqa: E402
+from training import transcription  # noqa: E402
+from training.distribute import distribution_strategy  # noqa: E402
+
+out = sys.argv[1]
+VOCABULARY = transcription.Vocabulary(transcription.SPEECH_ALPHABET)
+TINY = dict(hidden_size=24, num_layers=1, frame_stack=1, dropout=0.0, batch_size=8, learning_rate=1e-2,
+            beam_width=2, num_examples=1)
+result = {}
+
+# One SGD step on two replicas against the same step on one device (same initial weights; no
+# frequency warp, whose random draws differ between a replica's half-batch and the whole batch).
+inputs, labels = next(iter(make_speech_data(train=8, validation=8).train))
+batch = tf.data.Dataset.from_tensors((inputs, labels))
+steps = {}
+for name in ("none", "mirrored"):
+    strategy = distribution_strategy(name)
+    with strategy.scope():
+        keras.utils.set_random_seed(5)
+        model = transcription.build_model(transcription.Config(frequency_warp=0.0, **TINY), num_features=NUM_FEATURES,
+                                          vocabulary_size=VOCABULARY.size)
+        model.compile(optimizer=keras.optimizers.SGD(0.5))
+    before = [w.numpy() for w in model.weights]
+    loss = model.fit(batch, epochs=1, verbose=0).history["loss"][0]
+    steps[name] = (strategy.num_replicas_in_sync, before, [w.numpy() for w in model.weights], loss)
+result["replicas"] = [steps[n][0] for n in ("none", "mirrored")]
+result["loss"] = [steps[n][3] for n in ("none", "mirrored")]
+result["initial_difference"] = max(float(np.abs(a - b).max()) for a, b in zip(steps["none"][1], steps["mirrored"][1]))
+result["update_size"] = max(float(np.abs(a - b).max()) for a, b in zip(steps["none"][2], steps["none"][1]))
+result["step_difference"] = max(float(np.abs(a - b).max()) for a, b in zip(steps["none"][2], steps["mirrored"][2]))
+
+# A whole run with --distribute mirrored on the made-up data, then its model read back on one device.
+transcription.build_speech_datasets = lambda **kwargs: make_speech_data(train=16, validation=8, test=8)
+transcription.Config.feature_config = lambda self: transcription.FeatureConfig(n_mels=NUM_FEATURES)
+metrics = transcription.run(transcription.Config(output_dir=out, epochs=2, distribute="mirrored", **TINY))
+model = keras.models.load_model(f"{out}/model.keras", compile=False)
+data = make_speech_data(train=16, validation=8, test=8)
+result["val_cer"] = metrics["val_cer"]
+result["val_cer_reloaded"] = evaluate_transcription(model, data.validation, vocabulary=VOCABULARY)["cer"]
+served = tf.saved_model.load(metrics["export_dir"]).signatures["from_features"]
+features, lengths = next(iter(data.validation))[0].values()
+result["export_difference"] = float(np.abs(
+    served(features=features, feature_length=lengths)["log_probs"]
+    - model({"features": features, "feature_length": lengths})["log_probs"]
+).max())
+print(json.dumps(result))

@@ -1,0 +1,51 @@
+"""`--distribute mirrored`: data-parallel training, checked on two logical CPU devices."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from training import transcription
+from training.distribute import distribution_strategy
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_two_replicas_take_the_step_of_one_device_and_a_run_trains_evaluates_and_exports(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    process = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tests", "distributed_run.py"), str(tmp_path / "run")],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    result = json.loads(process.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == [1, 2]
+    assert result["initial_difference"] == 0.0
+    # Each replica's CTC loss is a mean over half the batch and the gradients are summed: the
+    # loss scaled by 1 / replicas makes the step the one-device step (unscaled, twice as large).
+    assert result["update_size"] > 1e-2
+    assert result["step_difference"] < 1e-5
+    assert result["loss"][1] == pytest.approx(result["loss"][0], rel=1e-5)
+    # The run's metrics are those of its saved model read back on one device (not of each
+    # replica's copy of the batch), and its export computes what that model computes.
+    assert "Distribution: MirroredStrategy, 2 replica(s)" in process.stdout
+    assert result["val_cer"] == pytest.approx(result["val_cer_reloaded"])
+    assert result["export_difference"] < 1e-4
+
+
+def test_distribute_is_checked(capsys):
+    import train
+
+    assert train.parse_args(["--distribute", "mirrored"])[1].distribute == "mirrored"
+    with pytest.raises(SystemExit):
+        train.parse_args(["--distribute", "mirrored", "--tune"])
+    assert "--distribute trains one run across devices; --tune builds" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train.parse_args(["--distribute", "horovod"])
+    assert "argument --distribute: invalid choice: 'horovod'" in capsys.readouterr().err
+    assert distribution_strategy("none").num_replicas_in_sync == 1
+    with pytest.raises(ValueError, match=r"`distribute` \(--distribute\), expected one of \('none', 'mirrored'\)"):
+        transcription.Config(distribute="horovod")
