@@ -28,22 +28,29 @@ result = {}
 # frequency warp, whose random draws differ between a replica's half-batch and the whole batch).
 inputs, labels = next(iter(make_speech_data(train=8, validation=8).train))
 batch = tf.data.Dataset.from_tensors((inputs, labels))
-steps = {}
-for name in ("none", "mirrored"):
-    strategy = distribution_strategy(name)
-    with strategy.scope():
-        keras.utils.set_random_seed(5)
-        model = transcription.build_model(transcription.Config(frequency_warp=0.0, **TINY), num_features=NUM_FEATURES,
-                                          vocabulary_size=VOCABULARY.size)
-        model.compile(optimizer=keras.optimizers.SGD(0.5))
-    before = [w.numpy() for w in model.weights]
-    loss = model.fit(batch, epochs=1, verbose=0).history["loss"][0]
-    steps[name] = (strategy.num_replicas_in_sync, before, [w.numpy() for w in model.weights], loss)
-result["replicas"] = [steps[n][0] for n in ("none", "mirrored")]
-result["loss"] = [steps[n][3] for n in ("none", "mirrored")]
-result["initial_difference"] = max(float(np.abs(a - b).max()) for a, b in zip(steps["none"][1], steps["mirrored"][1]))
-result["update_size"] = max(float(np.abs(a - b).max()) for a, b in zip(steps["none"][2], steps["none"][1]))
-result["step_difference"] = max(float(np.abs(a - b).max()) for a, b in zip(steps["none"][2], steps["mirrored"][2]))
+for optimizer in ("sgd", "adam"):
+    steps = {}
+    for name in ("none", "mirrored"):
+        strategy = distribution_strategy(name)
+        with strategy.scope():
+            keras.utils.set_random_seed(5)
+            model = transcription.build_model(transcription.Config(frequency_warp=0.0, **TINY),
+                                              num_features=NUM_FEATURES, vocabulary_size=VOCABULARY.size)
+            # SGD shows the loss's scale; Adam the optimizer the runs use. Not its gradient clip:
+            # Keras 3 clips each replica's part of the gradient before summing them (see
+            # training/distribute.py), so a step whose clip acts differs from the one-device step.
+            model.compile(optimizer=keras.optimizers.SGD(0.5) if optimizer == "sgd"
+                          else keras.optimizers.Adam(0.01))
+        before = [w.numpy() for w in model.weights]
+        loss = model.fit(batch, epochs=1, verbose=0).history["loss"][0]
+        steps[name] = (strategy.num_replicas_in_sync, before, [w.numpy() for w in model.weights], loss)
+    result[optimizer] = {
+        "replicas": [steps[n][0] for n in ("none", "mirrored")],
+        "loss": [steps[n][3] for n in ("none", "mirrored")],
+        "initial_difference": max(float(np.abs(a - b).max()) for a, b in zip(steps["none"][1], steps["mirrored"][1])),
+        "update_size": max(float(np.abs(a - b).max()) for a, b in zip(steps["none"][2], steps["none"][1])),
+        "step_difference": max(float(np.abs(a - b).max()) for a, b in zip(steps["none"][2], steps["mirrored"][2])),
+    }
 
 # A whole run with --distribute mirrored on the made-up data, then its model read back on one device.
 transcription.build_speech_datasets = lambda **kwargs: make_speech_data(train=16, validation=8, test=8)
@@ -59,4 +66,27 @@ result["export_difference"] = float(np.abs(
     served(features=features, feature_length=lengths)["log_probs"]
     - model({"features": features, "feature_length": lengths})["log_probs"]
 ).max())
+
+# The language model: a run on two replicas, its validation loss against its saved model's on one device.
+from models.language_model_evaluation import long_context_loss  # noqa: E402
+from models.language_model_io import load_language_model  # noqa: E402
+from training import language_model  # noqa: E402
+
+text_path = f"{out}_lm.txt"
+with open(text_path, "w", encoding="utf-8") as f:
+    f.write("First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 30)
+lm_config = language_model.Config(
+    dataset=text_path, epochs=2, hidden_size=16, embedding_dim=8, num_layers=1, sequence_length=20,
+    batch_size=8, output_dir=f"{out}_lm", sample_length=20, verbose=0, distribute="mirrored",
+)
+lm_metrics = language_model.run(lm_config)
+data = language_model.prepare_data(lm_config)
+lm, vocabulary = load_language_model(f"{out}_lm/model.keras")
+lm.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+result["lm_val_loss"] = lm_metrics["val_loss_nats"]
+result["lm_val_loss_reloaded"] = float(lm.evaluate(data.validation, verbose=0))
+result["lm_long_context"] = [
+    lm_metrics["val_loss_nats_long_context"],
+    long_context_loss(lm, vocabulary.encode(data.validation_text), num_chunks=min(16, len(data.validation_text) - 1)),
+]
 print(json.dumps(result))

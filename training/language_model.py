@@ -26,6 +26,7 @@ from pipelines.text_split import split_text
 from pipelines.vocabulary import Vocabulary
 from training.cli import config_to_dict, write_json
 from training.cosine_annealing_callback import CosineAnnealingCallback
+from training.distribute import DISTRIBUTE, distribution_strategy
 from training.time_budget_callback import TimeBudgetCallback
 
 
@@ -87,6 +88,13 @@ class Config:
     clipnorm: float = _field(  # Elman RNNs need it: gradients explode through time
         1.0, "clip each gradient to this global norm (0: no clipping)"
     )
+    distribute: str = _field(  # none: one device
+        "none",
+        "data-parallel training: 'mirrored' splits each batch (--batch-size is the global batch) across "
+        "every GPU (tf.distribute.MirroredStrategy; on a machine without GPUs, one replica on the CPU); "
+        "'none' trains on one device",
+        choices=DISTRIBUTE,
+    )
     seed: int = _field(0, "random seed (weights, dropout, shuffling, sampling)")  # 0
     # Sample printed at the end
     sample_prompt: str = _field(  # "": a newline if the text has one, else its first character
@@ -132,6 +140,8 @@ class Config:
             _invalid("max_train_minutes", "a positive number of minutes or None", self.max_train_minutes)
         if self.lr_schedule not in ("cosine", "plateau", "constant"):
             _invalid("lr_schedule", "'cosine', 'plateau' or 'constant'", self.lr_schedule)
+        if self.distribute not in DISTRIBUTE:
+            _invalid("distribute", f"one of {DISTRIBUTE}", self.distribute)
         if self.activation not in ("tanh", "relu"):
             _invalid("activation", "'tanh' or 'relu'", self.activation)
         if self.verbose not in (0, 1, 2):
@@ -298,7 +308,12 @@ def run(config):
         f"vocabulary of {vocabulary.size} ids."
     )
 
-    model = build_model(config, vocabulary.size)
+    strategy = distribution_strategy(config.distribute)
+    if config.distribute != "none":
+        print(f"Distribution: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s), "
+              f"each step's batch of {config.batch_size} split across them")
+    with strategy.scope():  # the model's variables and the optimizer's, mirrored on each replica
+        model = build_model(config, vocabulary.size)
     if config.verbose:
         model.summary()
 
