@@ -5,11 +5,10 @@ over every GPU of the machine (every logical CPU device on a machine without
 one: normally one, so one replica): each step splits the batch
 (`--batch-size` is the global batch) across the replicas and sums their
 gradients. `models.ctc_model.CTCModel` scales its loss by 1 / replicas as
-Keras' own losses do, so a step equals one on the whole batch, as long as
-the gradient-norm clip (`--clipnorm` of the language model, 5 for the
-transcriber) does not act: Keras 3 clips each replica's part of the gradient
-before summing the parts, so a clipped step is clipped more loosely than on
-one device (up to replicas x the norm).
+Keras' own losses do, so a step equals one on the whole batch. Keras 3 clips
+each replica's part of the gradient before summing the parts (a clipped step
+would be clipped more loosely than on one device, up to replicas x the norm);
+`clip_after_summing` makes the runs' optimizers clip the sum instead.
 """
 
 import tensorflow as tf
@@ -34,3 +33,65 @@ def distribution_strategy(name):
         [device.name for device in cpus], cross_device_ops=tf.distribute.ReductionToOneDevice()
     )
 
+
+
+def _scaled(gradient, factor):
+    if isinstance(gradient, tf.IndexedSlices):
+        return tf.IndexedSlices(gradient.values * factor, gradient.indices, gradient.dense_shape)
+    return gradient * factor
+
+
+def clip_after_summing(optimizer):
+    """Make `optimizer` clip the replicas' summed gradient, as one device clips the whole batch's.
+
+    Keras 3's `apply` clips the gradient each replica holds (`clipnorm`,
+    `global_clipnorm`, `clipvalue`), then sums the replicas' parts. Under a
+    strategy of several replicas this `optimizer` instead sums the parts
+    first (one more all-reduce), clips the sum, and hands each replica
+    1 / replicas of the clipped sum with its own clipping off, so Keras' sum
+    gives back the clipped sum. Elsewhere (one replica, no clipping) it is
+    unchanged. The instance is patched, not its class: saved models keep a
+    plain Keras optimizer.
+    """
+    apply, clip = type(optimizer).apply, type(optimizer)._clip_gradients
+    clipped = []  # non-empty while `apply` runs on a clipped sum
+
+    def clip_gradients(grads):
+        return grads if clipped else clip(optimizer, grads)
+
+    def apply_summed(grads, trainable_variables=None):
+        context = tf.distribute.get_replica_context()
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        clipping = optimizer.clipnorm or optimizer.global_clipnorm or optimizer.clipvalue
+        if context is None or replicas == 1 or not clipping:
+            return apply(optimizer, grads, trainable_variables)
+        summed = context.all_reduce(tf.distribute.ReduceOp.SUM, list(grads))
+        shares = [_scaled(gradient, 1.0 / replicas) for gradient in clip(optimizer, summed)]
+        clipped.append(True)
+        try:
+            return apply(optimizer, shares, trainable_variables)
+        finally:
+            clipped.clear()
+
+    optimizer._clip_gradients = clip_gradients
+    optimizer.apply = apply_summed
+    return optimizer
+
+
+def build_distributed(name, build, *, batch_size):
+    """`build()` (a compiled Keras model) under the strategy `--distribute NAME` selects.
+
+    The model's and the optimizer's variables are made in the strategy's
+    scope, and the optimizer clips the replicas' summed gradient
+    (`clip_after_summing`). Prints the strategy and its replicas unless NAME
+    is "none".
+    """
+    strategy = distribution_strategy(name)
+    if name != "none":
+        print(f"Distribution: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s), "
+              f"each step's batch of {batch_size} split across them")
+    with strategy.scope():
+        model = build()
+    if name != "none":
+        clip_after_summing(model.optimizer)
+    return model

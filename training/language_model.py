@@ -26,7 +26,7 @@ from pipelines.text_split import split_text
 from pipelines.vocabulary import Vocabulary
 from training.cli import config_to_dict, write_json
 from training.cosine_annealing_callback import CosineAnnealingCallback
-from training.distribute import DISTRIBUTE, distribution_strategy
+from training.distribute import DISTRIBUTE, build_distributed
 from training.time_budget_callback import TimeBudgetCallback
 
 
@@ -308,12 +308,8 @@ def run(config):
         f"vocabulary of {vocabulary.size} ids."
     )
 
-    strategy = distribution_strategy(config.distribute)
-    if config.distribute != "none":
-        print(f"Distribution: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s), "
-              f"each step's batch of {config.batch_size} split across them")
-    with strategy.scope():  # the model's variables and the optimizer's, mirrored on each replica
-        model = build_model(config, vocabulary.size)
+    model = build_distributed(config.distribute, lambda: build_model(config, vocabulary.size),
+                              batch_size=config.batch_size)
     if config.verbose:
         model.summary()
 

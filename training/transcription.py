@@ -32,7 +32,7 @@ from pipelines.time_stretch import stretch_batches
 from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
 from training.cli import config_to_dict, write_json
 from training.cosine_annealing_callback import CosineAnnealingCallback
-from training.distribute import DISTRIBUTE, distribution_strategy
+from training.distribute import DISTRIBUTE, build_distributed
 from training.error_rate_callback import ErrorRateCallback
 from training.time_budget_callback import TimeBudgetCallback
 
@@ -827,14 +827,13 @@ def run(config, *, callbacks=(), model_builder=None):
     if len(data.skipped) > 10:
         print(f"  ... and {len(data.skipped) - 10} more (all listed in {METRICS_FILE})")
 
-    strategy = distribution_strategy(config.distribute)
-    if config.distribute != "none":
-        print(f"Distribution: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s), "
-              f"each step's batch of {config.batch_size} split across them")
-    with strategy.scope():  # the model's variables and the optimizer's, mirrored on each replica
-        model = (model_builder or build_model)(
+    model = build_distributed(
+        config.distribute,
+        lambda: (model_builder or build_model)(
             config, num_features=feature_config.n_features, vocabulary_size=vocabulary.size
-        )
+        ),
+        batch_size=config.batch_size,
+    )
     model.summary()
     if config.init_from is not None and not resuming:  # a resumed run restores its own weights
         warm_start(model, config.init_from, feature_config=feature_config, vocabulary=vocabulary)
