@@ -66,6 +66,32 @@ result["export_difference"] = float(np.abs(
     - model({"features": features, "feature_length": lengths})["log_probs"]
 ).max())
 
+# A run on two replicas killed after its first epoch resumes from its backup at the second, with the
+# weights it had (BackupAndRestore under the strategy).
+class Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights = [w.copy() for w in self.model.get_weights()]
+        raise KeyboardInterrupt("simulated kill")
+
+
+class Starts(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.weights = [w.copy() for w in self.model.get_weights()]
+        raise KeyboardInterrupt("stop after the restore")
+
+
+resume_config = transcription.Config(output_dir=f"{out}_resume", epochs=2, distribute="mirrored", **TINY)
+killed, restarted = Interrupt(), Starts()
+for callback in (killed, restarted):
+    try:
+        transcription.run(resume_config, callbacks=[callback])
+    except KeyboardInterrupt:
+        pass
+result["resumed_at_epoch"] = restarted.epoch
+result["resumed_weights_difference"] = max(
+    float(np.abs(a - b).max()) for a, b in zip(killed.weights, restarted.weights))
+
 # The language model: a run on two replicas, its validation loss against its saved model's on one device.
 from models.language_model_evaluation import long_context_loss  # noqa: E402
 from models.language_model_io import load_language_model  # noqa: E402

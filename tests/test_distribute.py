@@ -38,6 +38,8 @@ def test_two_replicas_take_the_step_of_one_device_and_runs_train_evaluate_and_ex
     assert "Distribution: MirroredStrategy, 2 replica(s)" in process.stdout
     assert result["val_cer"] == pytest.approx(result["val_cer_reloaded"])
     assert result["export_difference"] < 1e-4
+    # Killed after its first epoch, the run on two replicas resumes at the second with its weights.
+    assert result["resumed_at_epoch"] == 1 and result["resumed_weights_difference"] == 0.0
     # The language model too: its validation losses are those of its saved model on one device.
     assert result["lm_val_loss"] == pytest.approx(result["lm_val_loss_reloaded"], rel=1e-5)
     assert result["lm_long_context"][0] == pytest.approx(result["lm_long_context"][1], rel=1e-5)
