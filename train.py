@@ -52,11 +52,6 @@ def parse_command(argv=None):
                     "--ensemble trains several runs of one configuration; --tune searches configurations. "
                     "Tune first, then train an ensemble of the best one's flags."
                 )
-            if getattr(config, "distribute", "none") != "none":
-                raise ValueError(
-                    "--distribute trains one run across devices; --tune builds its trials' models itself, "
-                    "on one device. Tune first, then train the best configuration with --distribute."
-                )
             if getattr(config, "init_from", None) is not None:
                 raise ValueError(
                     "--init-from starts one run from another's weights; --tune trains models of "

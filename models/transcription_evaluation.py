@@ -1,10 +1,15 @@
 """`evaluate_transcription`: decode a labelled dataset and score it (`evaluate_closed_vocabulary`:
 choosing among known texts; `score_decodings`: any decoding)."""
 
+import weakref
+
 import numpy as np
 
 from models.ctc_decoding import ctc_decode_text
 from models.error_rates import error_rates
+
+
+_REPLICA_SAFE_CALLS = weakref.WeakKeyDictionary()
 
 
 def outputs_function(model):
@@ -19,7 +24,12 @@ def outputs_function(model):
         return model.predict_on_batch
     import tensorflow as tf
 
-    call = tf.function(lambda inputs: model(inputs, training=False), reduce_retracing=True)
+    call = _REPLICA_SAFE_CALLS.get(model)  # one traced function per model, while the model lives
+    if call is None:
+        held = weakref.ref(model)  # a strong reference in the value would keep the key alive
+        call = _REPLICA_SAFE_CALLS[model] = tf.function(
+            lambda inputs: held()(inputs, training=False), reduce_retracing=True
+        )
     return lambda inputs: tf.nest.map_structure(lambda value: value.numpy(), call(inputs))
 
 

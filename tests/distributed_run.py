@@ -2,6 +2,7 @@
 logical devices (which must happen before TensorFlow starts), so that
 `--distribute mirrored` trains on two replicas. Prints one JSON line."""
 
+import dataclasses
 import json
 import sys
 
@@ -91,6 +92,31 @@ for callback in (killed, restarted):
 result["resumed_at_epoch"] = restarted.epoch
 result["resumed_weights_difference"] = max(
     float(np.abs(a - b).max()) for a, b in zip(killed.weights, restarted.weights))
+
+# A one-trial search on two replicas: its best model's metrics are those of the saved model on one device.
+from tuning.config import TuningConfig  # noqa: E402
+from tuning.run_search import run_search  # noqa: E402
+from tuning.tasks import tuning_task  # noqa: E402
+
+built_on = []  # replicas of the strategy each trial's model is built under
+
+
+def recording_build(*args, **kwargs):
+    built_on.append(tf.distribute.get_strategy().num_replicas_in_sync)
+    return tuning_task("transcription").build_model(*args, **kwargs)
+
+
+search = run_search(
+    dataclasses.replace(tuning_task("transcription"), build_model=recording_build),
+    transcription.Config(output_dir=f"{out}_search", epochs=1, distribute="mirrored", **TINY),
+    TuningConfig(tune=True, tuner="random", max_trials=1, max_epochs=1, min_hidden_size=16, max_hidden_size=16,
+                 min_num_layers=1, max_num_layers=1),
+)
+best_model = keras.models.load_model(f"{out}_search/tuning/best/model.keras", compile=False)
+result["search_built_on"] = built_on
+result["search_best_val_cer"] = search["best"]["metrics"]["val_cer"]
+result["search_best_val_cer_reloaded"] = evaluate_transcription(
+    best_model, make_speech_data(train=16, validation=8, test=8).validation, vocabulary=VOCABULARY)["cer"]
 
 # The language model: a run on two replicas, its validation loss against its saved model's on one device.
 from models.language_model_evaluation import long_context_loss  # noqa: E402

@@ -40,6 +40,11 @@ def test_two_replicas_take_the_step_of_one_device_and_runs_train_evaluate_and_ex
     assert result["export_difference"] < 1e-4
     # Killed after its first epoch, the run on two replicas resumes at the second with its weights.
     assert result["resumed_at_epoch"] == 1 and result["resumed_weights_difference"] == 0.0
+    # A search (--tune) builds and trains every trial on the two replicas, and its best model too.
+    assert "[tuning] every trial on MirroredStrategy, 2 replica(s)" in process.stdout
+    # (keras-tuner's first build, outside any strategy, only registers the hyperparameters.)
+    assert result["search_built_on"][0] == 1 and result["search_built_on"][1:] == [2, 2]  # the trial, the best
+    assert result["search_best_val_cer"] == pytest.approx(result["search_best_val_cer_reloaded"])
     # The language model too: its validation losses are those of its saved model on one device.
     assert result["lm_val_loss"] == pytest.approx(result["lm_val_loss_reloaded"], rel=1e-5)
     assert result["lm_long_context"][0] == pytest.approx(result["lm_long_context"][1], rel=1e-5)
@@ -49,9 +54,6 @@ def test_distribute_is_checked(capsys):
     import train
 
     assert train.parse_args(["--distribute", "mirrored"])[1].distribute == "mirrored"
-    with pytest.raises(SystemExit):
-        train.parse_args(["--distribute", "mirrored", "--tune"])
-    assert "--distribute trains one run across devices; --tune builds" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train.parse_args(["--distribute", "horovod"])
     assert "argument --distribute: invalid choice: 'horovod'" in capsys.readouterr().err

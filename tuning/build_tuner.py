@@ -118,6 +118,7 @@ def build_tuner(
     directory,
     project_name="search",
     deadline=None,
+    distribution_strategy=None,
 ):
     """The keras-tuner tuner that `tuning.tuner` names, ready to `search`.
 
@@ -136,6 +137,8 @@ def build_tuner(
         directory: Folder holding the keras-tuner project.
         project_name: The project's folder name.
         deadline: Optional `time.time()` after which no new trial starts.
+        distribution_strategy: Optional `tf.distribute.Strategy` under which
+            every trial's model is built and trained (`--distribute`).
 
     Returns:
         A `keras_tuner.Tuner` (Hyperband, Bayesian optimisation or random
@@ -171,4 +174,5 @@ def build_tuner(
         project_name=project_name,
         overwrite=False,
         executions_per_trial=tuning.executions_per_trial,
+        distribution_strategy=distribution_strategy,
     )

@@ -8,9 +8,11 @@ import time
 import warnings
 
 import keras
+import keras_tuner
 
 from pipelines.epochs import repeat_epochs
 from training.cli import config_to_dict, write_json
+from training.distribute import clip_after_summing, distribution_strategy
 from tuning.build_tuner import build_tuner
 from tuning.search_spaces import TUNED_HYPERPARAMETERS
 from tuning.task_hypermodel import TaskHyperModel
@@ -83,7 +85,8 @@ def _best_model(tuner, hypermodel, trial, train, steps_per_epoch, validation, ep
         print(f"[tuning] no checkpoint of trial {trial.trial_id} here ({error}); retraining it.")
     hp = trial.hyperparameters
     keras.backend.clear_session()
-    model = hypermodel.build(hp)
+    with keras_tuner.engine.tuner.maybe_distribute(tuner.distribution_strategy):
+        model = hypermodel.build(hp)
     model.fit(
         train,
         steps_per_epoch=steps_per_epoch,
@@ -165,8 +168,20 @@ def run_search(task, config, tuning, *, output_dir=None):
         _check_same_search(os.path.join(tuning_dir, "search.json"), identity)
 
     train, validation, context = task.prepare(config)
+    distribute = getattr(config, "distribute", "none")
+    strategy = None if distribute == "none" else distribution_strategy(distribute)
+    if strategy is not None:
+        print(f"[tuning] every trial on {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s)",
+              flush=True)
+
+    def build_model(hp):
+        model = task.build_model(hp, ranges, config, context)
+        if strategy is not None:  # built in the strategy's scope by keras-tuner
+            clip_after_summing(model.optimizer)
+        return model
+
     hypermodel = TaskHyperModel(
-        build_model=lambda hp: task.build_model(hp, ranges, config, context),
+        build_model=build_model,
         objective=task.objective,
         make_callbacks=lambda: task.make_callbacks(config, context, validation),
         deadline=deadline,
@@ -178,6 +193,7 @@ def run_search(task, config, tuning, *, output_dir=None):
         directory=tuning_dir,
         project_name=PROJECT_NAME,
         deadline=deadline,
+        distribution_strategy=strategy,
     )
     table_path = os.path.join(tuning_dir, "trials.csv")
     project_dir = tuner.project_dir
