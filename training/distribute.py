@@ -34,7 +34,6 @@ def distribution_strategy(name):
     )
 
 
-
 def _scaled(gradient, factor):
     if isinstance(gradient, tf.IndexedSlices):
         return tf.IndexedSlices(gradient.values * factor, gradient.indices, gradient.dense_shape)
