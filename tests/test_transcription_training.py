@@ -16,6 +16,7 @@ from pipelines.audio_features import FeatureConfig
 from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
 from tests.transcription_fixtures import NUM_FEATURES, make_speech_data
 from training import transcription
+from training.cli import config_differences
 from training.error_rate_callback import ErrorRateCallback
 from training.time_budget_callback import TimeBudgetCallback
 
@@ -437,6 +438,22 @@ def test_plain_baseline_trains_keras_simple_rnn_through_the_same_run(tmp_path, f
     assert [type(layer) for layer in recurrent] == [keras.layers.SimpleRNN]
     assert recurrent[0].units == TINY["hidden_size"]
     assert not any(isinstance(layer, keras.layers.Dense) and layer.name.startswith("dense_") for layer in model.layers)
+
+
+def test_config_differences_compare_only_what_changes_training():
+    config = transcription.Config(output_dir="runs/a", hidden_size=24)
+    saved = json.loads(json.dumps(dataclasses.asdict(config)))
+    assert config_differences(saved, config) == {}
+    # Where the files are, where it runs, how it is decoded: the same training.
+    elsewhere = {**saved, "output_dir": "runs/b", "cache_dir": "/tmp/c", "distribute": "mirrored",
+                 "beam_width": 8, "candidates": "digits.txt", "candidate_warps": "0.9,1", "export": False}
+    assert config_differences(elsewhere, config) == {}
+    # A config.json written before a field existed holds that field's default.
+    older = {k: v for k, v in saved.items() if k != "time_stretch"}
+    assert config_differences(older, config) == {}
+    assert config_differences(older, dataclasses.replace(config, time_stretch=0.3)) == {"time_stretch": (0.0, 0.3)}
+    assert config_differences({**saved, "hidden_size": 16, "seed": 1}, config) == {
+        "hidden_size": (16, 24), "seed": (1, 1234)}
 
 
 def test_plain_baseline_rejects_flags_its_model_lacks():

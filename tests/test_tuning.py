@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 
 import keras_tuner
 import pytest
@@ -199,8 +200,22 @@ def test_search_writes_outputs_and_resumes_without_repeating_trials(tmp_path, ca
     assert 0 < retrained["metrics"]["val_loss"] < 10
 
     # Resuming with other settings would mix incomparable trials.
-    with pytest.raises(ValueError, match=r"different settings \(task_config differ"):
+    with pytest.raises(ValueError, match=r"different settings \(task_config.batch_size \(was 16, now 8\) differ"):
         run_search(TOY_TASK, ToyConfig(output_dir=output_dir, batch_size=8), TuningConfig(tuner="random", max_trials=2, max_epochs=1))
+    # A project moved to another directory, whose search.json predates a field
+    # (counted as its default), resumes: where the files are does not change a trial.
+    moved = str(tmp_path / "moved")
+    shutil.copytree(output_dir, moved)
+    identity_path = os.path.join(moved, "tuning", "search.json")
+    with open(identity_path, encoding="utf-8") as f:
+        identity = json.load(f)
+    assert identity["task_config"].pop("embedding_dim") == 8
+    with open(identity_path, "w", encoding="utf-8") as f:
+        json.dump(identity, f)
+    run_search(TOY_TASK, ToyConfig(output_dir=moved), TuningConfig(tuner="random", max_trials=2, max_epochs=1))
+    assert capsys.readouterr().out.count(" starts: ") == 0
+    with pytest.raises(ValueError, match=r"task_config.embedding_dim \(was 8, now 4\)"):
+        run_search(TOY_TASK, ToyConfig(output_dir=moved, embedding_dim=4), TuningConfig(tuner="random", max_trials=2, max_epochs=1))
     with pytest.raises(ValueError, match=r"different settings \(tuner differ"):
         run_search(TOY_TASK, config, TuningConfig(tuner="bayesian", max_trials=2, max_epochs=1))
 

@@ -90,6 +90,44 @@ def config_to_dict(config):
     return dataclasses.asdict(config)
 
 
+# Configuration fields that do not change what a run learns: where its files
+# go, where it runs, and how its finished model is decoded, scored, sampled and
+# exported. A finished ensemble member or a tuning project is reused with
+# other values of these (`--candidates` added later, the search moved to a
+# machine with GPUs and `--distribute mirrored`, the directory moved).
+NON_LEARNING_FIELDS = frozenset({
+    "output_dir", "cache_dir", "distribute", "export", "verbose",
+    "beam_width", "num_examples", "candidates", "candidate_warps",
+    "sample_prompt", "sample_length", "temperature",
+})
+
+
+def config_differences(saved, config, *, ignore=NON_LEARNING_FIELDS):
+    """The fields where `config` differs from `saved`, its earlier JSON form.
+
+    Args:
+        saved: A configuration read back from JSON (a run's config.json, a
+            search's search.json), maybe written before some fields existed:
+            a field it lacks counts as that field's default.
+        config: The configuration dataclass of this run.
+        ignore: Field names not compared.
+
+    Returns:
+        `{field: (saved value, this run's value)}`, sorted by field; empty
+        when they agree.
+    """
+    expected = json.loads(json.dumps(config_to_dict(config)))
+    defaults = json.loads(json.dumps({
+        f.name: f.default for f in dataclasses.fields(config) if f.default is not dataclasses.MISSING
+    }))
+    saved = {**defaults, **saved}
+    return {
+        key: (saved.get(key, "(missing)"), expected.get(key, "(missing)"))
+        for key in sorted(set(saved) | set(expected))
+        if key not in ignore and saved.get(key, "(missing)") != expected.get(key, "(missing)")
+    }
+
+
 def write_json(path, payload):
     """Write `payload` as JSON to `path` atomically (temp file, then rename)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

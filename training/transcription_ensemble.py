@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from models.transcription_evaluation import closed_vocabulary_texts, score_decodings
 from training import transcription
-from training.cli import config_to_dict, write_json
+from training.cli import config_differences, config_to_dict, write_json
 
 MEMBERS_DIR = "members"
 
@@ -75,33 +75,19 @@ def _read_json(path):
         return json.load(f)
 
 
-# Fields that only choose how a finished model is decoded and scored: the
-# ensemble decodes and scores its members itself, so a member made with other
-# values of these is still a member (`--candidates` may be added later).
-DECODING_FIELDS = ("beam_width", "num_examples", "candidates", "candidate_warps")
-
-
 def _check_member(member):
     """A ValueError when `member.output_dir` holds a run made with other settings.
 
-    Fields in `DECODING_FIELDS` are not compared; a field the saved config
-    lacks (written before the field existed) counts as its default.
+    Fields that do not change what a run learns (`training.cli.NON_LEARNING_FIELDS`:
+    decoding, scoring, where it runs and where its files are) are not
+    compared, so `--candidates` may be added to a finished ensemble's command;
+    a field the saved config lacks (written before the field existed) counts
+    as its default.
     """
     path = os.path.join(member.output_dir, transcription.CONFIG_FILE)
     if not os.path.isfile(path):
         return
-    saved = _read_json(path)
-    expected = json.loads(json.dumps(config_to_dict(member)))
-    defaults = json.loads(json.dumps({
-        f.name: f.default for f in dataclasses.fields(member) if f.default is not dataclasses.MISSING
-    }))
-    for key, value in defaults.items():
-        saved.setdefault(key, value)
-    differing = {
-        key: (saved.get(key, "(missing)"), expected.get(key, "(missing)"))
-        for key in sorted(set(saved) | set(expected))
-        if key not in DECODING_FIELDS and saved.get(key, "(missing)") != expected.get(key, "(missing)")
-    }
+    differing = config_differences(_read_json(path), member)
     if differing:
         raise ValueError(
             f"{path}: this ensemble member was trained with other settings (field: saved value, this "

@@ -11,7 +11,7 @@ import keras
 import keras_tuner
 
 from pipelines.epochs import repeat_epochs
-from training.cli import config_to_dict, write_json
+from training.cli import NON_LEARNING_FIELDS, config_differences, config_to_dict, write_json
 from training.distribute import clip_after_summing, distribution_strategy
 from tuning.build_tuner import build_tuner
 from tuning.search_spaces import TUNED_HYPERPARAMETERS
@@ -47,26 +47,38 @@ def _jsonable(value):
     return json.loads(json.dumps(value, default=_plain))
 
 
-def _check_same_search(path, identity):
-    """Refuse to resume a project made with different settings."""
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            previous = json.load(f)
-        if previous != identity:
-            changed = sorted(
-                key
-                for key in set(previous) | set(identity)
-                if previous.get(key) != identity.get(key)
-            )
-            raise ValueError(
-                f"The tuning project in {os.path.dirname(path)} was started with "
-                f"different settings ({', '.join(changed)} differ; see {path}). "
-                "Expected the same task options, tuner, epochs, seed and search "
-                "ranges to resume it (only --max-trials and --time-budget-minutes "
-                "may change); use another --output-dir for a new search."
-            )
-    else:
+def _check_same_search(path, identity, config):
+    """Refuse to resume a project made with different settings.
+
+    `identity["task_config"]` is compared with `config` by
+    `training.cli.config_differences`: the tuned hyperparameters and the
+    fields that do not change what a trial learns (`NON_LEARNING_FIELDS`:
+    `--distribute`, decoding, where files go) may differ, and a field the
+    saved project lacks counts as its default.
+    """
+    if not os.path.exists(path):
         write_json(path, identity)
+        return
+    with open(path, encoding="utf-8") as f:
+        previous = json.load(f)
+    changed = [
+        key
+        for key in sorted(set(previous) | set(identity))
+        if key != "task_config" and previous.get(key) != identity.get(key)
+    ]
+    task_fields = config_differences(
+        previous.get("task_config", {}), config, ignore=NON_LEARNING_FIELDS | set(TUNED_HYPERPARAMETERS)
+    )
+    changed += [f"task_config.{key} (was {old!r}, now {new!r})" for key, (old, new) in task_fields.items()]
+    if changed:
+        raise ValueError(
+            f"The tuning project in {os.path.dirname(path)} was started with "
+            f"different settings ({', '.join(changed)} differ; see {path}). "
+            "Expected the same task options, tuner, epochs, seed and search "
+            "ranges to resume it (only --max-trials, --time-budget-minutes and "
+            "options that do not change training, such as --distribute, may "
+            "change); use another --output-dir for a new search."
+        )
 
 
 def _tuned(values):
@@ -165,7 +177,7 @@ def run_search(task, config, tuning, *, output_dir=None):
                 "ranges": dataclasses.asdict(ranges),
             }
         )
-        _check_same_search(os.path.join(tuning_dir, "search.json"), identity)
+        _check_same_search(os.path.join(tuning_dir, "search.json"), identity, config)
 
     train, validation, context = task.prepare(config)
     distribute = getattr(config, "distribute", "none")
