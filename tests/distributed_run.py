@@ -92,6 +92,15 @@ for callback in (killed, restarted):
 result["resumed_at_epoch"] = restarted.epoch
 result["resumed_weights_difference"] = max(
     float(np.abs(a - b).max()) for a, b in zip(killed.weights, restarted.weights))
+# The same backup restored without the strategy (a run, or an ensemble's member, moved to one device).
+on_one_device = Starts()
+try:
+    transcription.run(dataclasses.replace(resume_config, distribute="none"), callbacks=[on_one_device])
+except KeyboardInterrupt:
+    pass
+result["resumed_on_one_device_at_epoch"] = on_one_device.epoch
+result["resumed_on_one_device_weights_difference"] = max(
+    float(np.abs(a - b).max()) for a, b in zip(killed.weights, on_one_device.weights))
 
 # A one-trial search on two replicas: its best model's metrics are those of the saved model on one device.
 from tuning.config import TuningConfig  # noqa: E402

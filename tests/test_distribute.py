@@ -40,6 +40,9 @@ def test_two_replicas_take_the_step_of_one_device_and_runs_train_evaluate_and_ex
     assert result["export_difference"] < 1e-4
     # Killed after its first epoch, the run on two replicas resumes at the second with its weights.
     assert result["resumed_at_epoch"] == 1 and result["resumed_weights_difference"] == 0.0
+    # Its backup resumes on one device too (--distribute dropped, e.g. moved to another machine).
+    assert result["resumed_on_one_device_at_epoch"] == 1
+    assert result["resumed_on_one_device_weights_difference"] == 0.0
     # A search (--tune) builds and trains every trial on the two replicas, and its best model too.
     assert "[tuning] every trial on MirroredStrategy, 2 replica(s)" in process.stdout
     # (keras-tuner's first build, outside any strategy, only registers the hyperparameters.)
