@@ -292,8 +292,33 @@ def test_run_rejects_bad_input_before_training(tmp_path):
         run(Config(dataset=_tiny_corpus(tmp_path), sample_prompt="Q!", output_dir=str(tmp_path / "c")))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         run(Config(dataset=str(tmp_path / "missing.txt"), output_dir=str(tmp_path / "d")))
-    # config.json is written first, so even a failed run says what it was asked.
-    assert json.loads((tmp_path / "d" / "config.json").read_text())["dataset"] == str(tmp_path / "missing.txt")
+    # Nothing is written before the data and options are checked.
+    assert not any((tmp_path / name).exists() for name in "abcd")
+
+
+def test_a_run_leaves_an_earlier_run_in_its_directory_intact_unless_it_starts(tmp_path):
+    """A run with other settings is refused; a failing run with the same settings writes nothing."""
+    corpus = _tiny_corpus(tmp_path)
+    out = tmp_path / "run"
+    out.mkdir()
+    earlier = Config(dataset=corpus, hidden_size=24, sample_prompt="Q!", output_dir=str(out))
+    files = {"config.json": json.dumps(dataclasses.asdict(earlier)), "vocabulary.json": "the earlier run's",
+             "model.keras": "the earlier run's"}
+    for name, text in files.items():
+        (out / name).write_text(text)
+    with pytest.raises(ValueError) as error:
+        run(dataclasses.replace(earlier, hidden_size=16))
+    assert str(out / "config.json") in str(error.value)
+    assert "'hidden_size': (24, 16)" in str(error.value) and "Its files are left as they are" in str(error.value)
+    # The same settings (a bad sample prompt): the prompt fails before anything is replaced.
+    with pytest.raises(ValueError, match="config field `sample_prompt`"):
+        run(dataclasses.replace(earlier, sample_length=50))  # a sampling option may differ
+    assert {p.name: p.read_text() for p in out.iterdir()} == files
+    (out / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"config.json cannot be read as JSON .*expected the config.json of an earlier run"):
+        run(earlier)
+    with pytest.raises(ValueError, match=f"--output-dir {out / 'model.keras'} is a file: expected a directory"):
+        run(dataclasses.replace(earlier, output_dir=str(out / "model.keras")))
 
 
 def test_train_py_reports_bad_data_as_one_line_naming_the_file(tmp_path, capsys):

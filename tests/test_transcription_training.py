@@ -130,10 +130,22 @@ def test_interrupted_run_resumes_at_the_next_epoch(tmp_path, fake_data):
     assert json.loads((out / "backup" / "best.json").read_text())["epoch"] == 1
     backed_up = keras.models.load_model  # noqa: F841 (the weights live in the backup)
 
+    # Other settings would resume a model that is not this one: refused before any data is read
+    # or any file is touched, naming the field.
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    reads = len(fake_data)
+    with pytest.raises(ValueError) as error:
+        transcription.run(dataclasses.replace(config, hidden_size=16))
+    assert str(out / "config.json") in str(error.value) and "'hidden_size': (24, 16)" in str(error.value)
+    assert len(fake_data) == reads
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == files
+
+    # More epochs than the killed run was given (and other decoding flags) resume it.
     recorder = _EpochRecorder()
-    metrics = transcription.run(config, callbacks=[recorder])
-    assert recorder.epochs == [1]  # epoch 2 of 2 only
-    assert metrics["epochs"] == 2
+    metrics = transcription.run(dataclasses.replace(config, epochs=3, beam_width=1), callbacks=[recorder])
+    assert recorder.epochs == [1, 2]  # epochs 2 and 3 of 3 only
+    assert metrics["epochs"] == 3
+    assert json.loads((out / "config.json").read_text())["epochs"] == 3
     assert "val_cer" in recorder.logs[0] and "val_wer" in recorder.logs[0]
     assert not (out / "backup").exists()
 
@@ -141,6 +153,32 @@ def test_interrupted_run_resumes_at_the_next_epoch(tmp_path, fake_data):
 class _WeightsAtStart(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.weights = [np.array(w) for w in self.model.get_weights()]
+
+
+def test_a_run_into_a_finished_runs_directory(tmp_path, fake_data, capsys, monkeypatch):
+    out = tmp_path / "run"
+    config = transcription.Config(output_dir=str(out), epochs=1, **TINY)
+    transcription.run(config)
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    # Other settings, or a single run where an ensemble is (and the other way round): refused, untouched.
+    with pytest.raises(ValueError, match=r"'dropout': \(0.0, 0.2\)"):
+        transcription.run(dataclasses.replace(config, dropout=0.2))
+    with pytest.raises(ValueError, match=r"holds a single run \(train.py without --ensemble\), not an ensemble"):
+        transcription.run(dataclasses.replace(config, ensemble=2, export=True))
+    # Bad data with the same settings stops the run before it writes anything.
+    def unreadable(**kwargs):
+        raise ValueError("bad.wav: unreadable")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(transcription, "build_speech_datasets", unreadable)
+        with pytest.raises(ValueError, match="bad.wav: unreadable"):
+            transcription.run(config)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == files
+    # The same settings train it again.
+    capsys.readouterr()
+    transcription.run(config)
+    assert f"{out} holds a run with these settings: training it again" in capsys.readouterr().out
+    assert (out / "model.keras").stat().st_mtime_ns > files[out / "model.keras"]
 
 
 def test_init_from_starts_a_run_from_a_finished_runs_weights(tmp_path, fake_data, capsys):

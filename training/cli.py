@@ -102,6 +102,11 @@ NON_LEARNING_FIELDS = frozenset({
 })
 
 
+# A single run's directory also takes another length of training: a killed
+# run resumed with more `--epochs` or minutes goes on from its backup.
+RUN_DIRECTORY_IGNORED = NON_LEARNING_FIELDS | {"epochs", "max_train_minutes", "early_stopping_patience"}
+
+
 def config_differences(saved, config, *, ignore=NON_LEARNING_FIELDS):
     """The fields where `config` differs from `saved`, its earlier JSON form.
 
@@ -126,6 +131,58 @@ def config_differences(saved, config, *, ignore=NON_LEARNING_FIELDS):
         for key in sorted(set(saved) | set(expected))
         if key not in ignore and saved.get(key, "(missing)") != expected.get(key, "(missing)")
     }
+
+
+def check_run_directory(directory, config, *, what="run", config_file="config.json",
+                        ignore=NON_LEARNING_FIELDS):
+    """Refuse to write a run into `directory` if it holds one made with other settings.
+
+    Called before a run writes anything, so that a run with other flags
+    (or a mistyped `--output-dir`) cannot overwrite, or resume from, a run it
+    is not: the files there are left as they are.
+
+    Args:
+        directory: The run's output directory.
+        config: The run's configuration dataclass.
+        what: What the directory holds, for the message ("run", "ensemble
+            member", ...).
+        config_file: The configuration file a run writes there.
+        ignore: Field names not compared (`config_differences`).
+
+    Returns:
+        Whether `directory` holds a run with these settings (finished or
+        killed), False when it holds none.
+
+    Raises:
+        ValueError: naming the file and each differing field (its value
+            there, this run's value), or saying that the file is not a run's
+            configuration.
+    """
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise ValueError(f"--output-dir {directory} is a file: expected a directory for the {what}'s files.")
+    path = os.path.join(directory, config_file)
+    if not os.path.exists(path):
+        return False
+    try:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as error:
+        saved, problem = None, f"cannot be read as JSON ({error})"
+    else:
+        problem = None if isinstance(saved, dict) else f"holds a JSON {type(saved).__name__}, not an object"
+    if problem is not None:
+        raise ValueError(
+            f"{path} {problem}: expected the config.json of an earlier {what}. Nothing was written: "
+            f"give another --output-dir, or remove {directory} to use it."
+        )
+    differing = config_differences(saved, config, ignore=ignore)
+    if differing:
+        raise ValueError(
+            f"{path}: this {what} was made with other settings (field: its value, this run's value) "
+            f"{differing}. Its files are left as they are: run the command that made it (a killed "
+            f"run resumes), give another --output-dir, or remove {directory} to start again."
+        )
+    return True
 
 
 def write_json(path, payload):

@@ -24,7 +24,7 @@ from pipelines.epochs import repeat_epochs
 from pipelines.text_dataset import text_window_dataset
 from pipelines.text_split import split_text
 from pipelines.vocabulary import Vocabulary
-from training.cli import config_to_dict, write_json
+from training.cli import RUN_DIRECTORY_IGNORED, check_run_directory, config_to_dict, write_json
 from training.cosine_annealing_callback import CosineAnnealingCallback
 from training.distribute import DISTRIBUTE, build_distributed
 from training.time_budget_callback import TimeBudgetCallback
@@ -287,21 +287,26 @@ def build_model(config, vocabulary_size):
 def run(config):
     """Train, evaluate and save a character language model; return its metrics.
 
-    Writes to `config.output_dir`: `config.json` (at the start),
+    Writes to `config.output_dir` (refused when it holds a run made with other
+    settings: `training.cli.check_run_directory`): `config.json` (once the
+    data is read),
     `vocabulary.json`, `best.keras` (checkpoint, best validation loss),
     `model.keras` (the best weights), `metrics.json` (`val_loss_nats`,
     `val_bpc`, `train_seconds`, `epochs`, ...), and prints a sample.
     """
-    os.makedirs(config.output_dir, exist_ok=True)
-    write_json(os.path.join(config.output_dir, "config.json"), config_to_dict(config))
+    # An earlier run there with other settings stops this one before it writes anything.
+    if check_run_directory(config.output_dir, config, ignore=RUN_DIRECTORY_IGNORED):
+        print(f"{config.output_dir} holds a run with these settings: training it again (its files are replaced)")
     keras.utils.set_random_seed(config.seed)
 
     data = prepare_data(config)
     source, vocabulary = data.source, data.vocabulary
     train_text, validation_text = data.train_text, data.validation_text
     train, validation = data.train, data.validation
+    prompt = _sample_prompt(config, vocabulary, source.location)  # checked before anything is written
+    os.makedirs(config.output_dir, exist_ok=True)
+    write_json(os.path.join(config.output_dir, "config.json"), config_to_dict(config))
     vocabulary.save(os.path.join(config.output_dir, "vocabulary.json"))
-    prompt = _sample_prompt(config, vocabulary, source.location)
     print(
         f"Text {source.location}: {len(source.text):,} characters "
         f"({len(train_text):,} train, {len(validation_text):,} validation), "

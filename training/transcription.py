@@ -30,7 +30,7 @@ from pipelines.epochs import repeat_epochs
 from pipelines.speech_dataset import SPEC_AUGMENT_MAX_FREQUENCY, build_speech_datasets
 from pipelines.time_stretch import stretch_batches
 from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
-from training.cli import config_to_dict, write_json
+from training.cli import RUN_DIRECTORY_IGNORED, check_run_directory, config_to_dict, write_json
 from training.cosine_annealing_callback import CosineAnnealingCallback
 from training.distribute import DISTRIBUTE, build_distributed
 from training.error_rate_callback import ErrorRateCallback
@@ -800,6 +800,13 @@ def run(config, *, callbacks=(), model_builder=None):
 
     With `config.ensemble > 1` the run is an ensemble of that many runs
     (`training.transcription_ensemble.run_ensemble`).
+
+    `output_dir` may hold an earlier run with the same settings (other
+    decoding flags, epochs or time budget allowed): a killed one resumes
+    from its backup, a finished one is trained again. One with other
+    settings stops the run before it reads data or writes anything
+    (`training.cli.check_run_directory`); nothing is written either until
+    the data has been read.
     """
     if config.ensemble > 1:
         from training.transcription_ensemble import run_ensemble
@@ -809,16 +816,20 @@ def run(config, *, callbacks=(), model_builder=None):
     warps = candidate_warp_factors(config)
     closed_warps = f", mean over warps {list(warps)}" if warps else ""
     out = config.output_dir
-    os.makedirs(out, exist_ok=True)
-    write_json(os.path.join(out, CONFIG_FILE), config_to_dict(config))
+    # An earlier run there with other settings stops this one before it writes anything.
+    earlier = check_run_directory(out, config, config_file=CONFIG_FILE, ignore=RUN_DIRECTORY_IGNORED)
     keras.utils.set_random_seed(config.seed)
     resuming = os.path.exists(os.path.join(out, BACKUP_STATE_FILE))
     if resuming:
         print(f"Resuming the interrupted run backed up in {os.path.join(out, BACKUP_DIR)}")
-    if not resuming and os.path.exists(os.path.join(out, BEST_WEIGHTS_FILE)):
-        os.remove(os.path.join(out, BEST_WEIGHTS_FILE))  # from an older, finished run
+    elif earlier:
+        print(f"{out} holds a run with these settings: training it again (its files are replaced)")
 
-    prepared = prepare_data(config)
+    prepared = prepare_data(config)  # bad data stops the run before it writes anything
+    os.makedirs(out, exist_ok=True)
+    write_json(os.path.join(out, CONFIG_FILE), config_to_dict(config))
+    if not resuming and os.path.exists(os.path.join(out, BEST_WEIGHTS_FILE)):
+        os.remove(os.path.join(out, BEST_WEIGHTS_FILE))  # from the earlier, finished run
     vocabulary, feature_config, data = prepared.vocabulary, prepared.feature_config, prepared.data
     print(f"Data: {data.description}")
     print(f"Utterances: {data.counts}; skipped: {len(data.skipped)}")

@@ -41,7 +41,7 @@ import tensorflow as tf
 
 from models.transcription_evaluation import closed_vocabulary_texts, score_decodings
 from training import transcription
-from training.cli import config_differences, config_to_dict, write_json
+from training.cli import NON_LEARNING_FIELDS, check_run_directory, config_to_dict, write_json
 
 MEMBERS_DIR = "members"
 
@@ -78,22 +78,13 @@ def _read_json(path):
 def _check_member(member):
     """A ValueError when `member.output_dir` holds a run made with other settings.
 
-    Fields that do not change what a run learns (`training.cli.NON_LEARNING_FIELDS`:
-    decoding, scoring, where it runs and where its files are) are not
-    compared, so `--candidates` may be added to a finished ensemble's command;
-    a field the saved config lacks (written before the field existed) counts
-    as its default.
+    `training.cli.check_run_directory`: fields that do not change what a run
+    learns (decoding, scoring, where it runs and where its files are) are not
+    compared, so `--candidates` may be added to a finished ensemble's
+    command; a field the saved config lacks (written before the field
+    existed) counts as its default.
     """
-    path = os.path.join(member.output_dir, transcription.CONFIG_FILE)
-    if not os.path.isfile(path):
-        return
-    differing = config_differences(_read_json(path), member)
-    if differing:
-        raise ValueError(
-            f"{path}: this ensemble member was trained with other settings (field: saved value, this "
-            f"run's value) {differing}. Its files are left as they are: run the command that made it, "
-            f"give another --output-dir, or remove {member.output_dir} to train it again."
-        )
+    check_run_directory(member.output_dir, member, what="ensemble member", config_file=transcription.CONFIG_FILE)
 
 
 def _finished(member):
@@ -164,6 +155,15 @@ def run_ensemble(config, *, callbacks=(), model_builder=None):
     """
     candidates = transcription.read_candidates(config)  # a bad file stops the run before it starts
     out = config.output_dir
+    # Another ensemble of these settings (of any size: raising N adds members) or nothing.
+    config_path = os.path.join(out, transcription.CONFIG_FILE)
+    if check_run_directory(out, config, what="ensemble run", config_file=transcription.CONFIG_FILE,
+                           ignore=NON_LEARNING_FIELDS | {"ensemble"}):
+        if _read_json(config_path).get("ensemble", 1) < 2:
+            raise ValueError(
+                f"{config_path}: {out} holds a single run (train.py without --ensemble), not an "
+                f"ensemble. Its files are left as they are: give another --output-dir, or remove {out}."
+            )
     members = member_configs(config)
     for member in members:  # all of them before anything is trained
         _check_member(member)
