@@ -26,7 +26,9 @@ export's `generate_seeded` signature samples from the seed (the same seed
 gives the same text every time, though not the text the run directory gives
 with that seed: the two draw their random numbers differently). An export
 made before that signature existed refuses `--seed`. Bad arguments (a prompt with characters the model never
-saw, a missing model) are reported naming the argument, exit status 2.
+saw, a missing model, a speech transcription run or export, a `--length`
+above 100000 or more than 1000 samples in all) are reported naming the
+argument, exit status 2.
 """
 
 import argparse
@@ -37,11 +39,20 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from models.language_model_io import load_language_model_run  # noqa: E402
+from models.language_model_io import RUN_MODEL_FILES, load_language_model_run  # noqa: E402
 from models.text_generation import build_step_model, default_prompt, generate_text  # noqa: E402
 from pipelines.vocabulary import Vocabulary  # noqa: E402
 from serving.language_model_export import SEEDED_SIGNATURE  # noqa: E402
-from serving.model_store import with_export_hint  # noqa: E402
+from serving.model_store import version_directories, with_export_hint  # noqa: E402
+
+# Upper bounds of --length and of the samples generated at once (prompts x --num-samples): the
+# run directory keeps every generated id of every sample in memory (and an export's int32
+# `max_new_chars` and its TensorArray would overflow or exhaust memory long before a bad
+# --length is done). The local server accepts at most 2000 characters a request by default.
+MAX_LENGTH = 100_000
+MAX_SAMPLES = 1000
+# --seed is an int64 of the export's `generate_seeded` signature (and must be non-negative for numpy).
+MAX_SEED = 2**63 - 1
 
 
 class ExportedGenerator:
@@ -98,11 +109,44 @@ def load_generator(model_dir):
             "`train.py --task language_model` or an export version such as DIR/export/language_model/1."
         )
     if os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
+        if _export_task(model_dir) == "transcription":
+            raise ValueError(
+                f"{model_dir} is a speech transcription export, not a language model: "
+                f"use transcribe.py --model-dir {model_dir}"
+            )
         return ExportedGenerator(model_dir)
+    versions = version_directories(model_dir)
+    if versions and not any(os.path.isfile(os.path.join(model_dir, name)) for name in RUN_MODEL_FILES):
+        raise FileNotFoundError(_export_base_message(model_dir, versions))
     try:
         return RunGenerator(model_dir)
     except FileNotFoundError as error:
         raise with_export_hint(error, model_dir, "language_model") from None
+
+
+def _export_task(version_dir):
+    """The `task` an export's metadata names, or None when it cannot be read."""
+    from serving.export import read_metadata
+
+    try:
+        return read_metadata(version_dir).get("task")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _export_base_message(model_dir, versions):
+    """What to say of `model_dir` when it is an export base directory (its `versions`: `{N: path}`)."""
+    newest = versions[max(versions)]
+    listed = ", ".join(str(version) for version in sorted(versions))
+    if _export_task(newest) == "transcription":
+        return (
+            f"{model_dir} is a base directory of speech transcription exports (versions {listed}), not a "
+            f"language model: use transcribe.py --model-dir {newest}"
+        )
+    return (
+        f"{model_dir} is an export base directory (SavedModel versions {listed} in numbered subdirectories), "
+        f"not a run or a version: use --model-dir {newest} (its highest version)."
+    )
 
 
 def check_prompts(prompts, vocabulary):
@@ -129,22 +173,39 @@ def main(argv=None):
         "--prompt", action="append", default=None,
         help="text to continue (repeat the flag for several prompts; default: the start of a line)",
     )
-    parser.add_argument("--num-samples", type=int, default=1, help="samples per prompt (default: 1)")
-    parser.add_argument("--length", type=int, default=500, help="characters to generate per sample (default: 500)")
+    parser.add_argument(
+        "--num-samples", type=int, default=1,
+        help=f"samples per prompt; at most {MAX_SAMPLES} samples in all, over every prompt (default: 1)",
+    )
+    parser.add_argument(
+        "--length", type=int, default=500,
+        help=f"characters to generate per sample, at most {MAX_LENGTH} (default: 500)",
+    )
     parser.add_argument(
         "--temperature", type=float, default=0.8,
         help="sampling temperature; 0 picks the most likely character (default: 0.8)",
     )
     parser.add_argument(
         "--seed", type=int, default=None,
-        help="random seed: the same seed gives the same samples (default: fresh ones each time)",
+        help="random seed from 0 to 2**63 - 1: the same seed gives the same samples (default: fresh ones each time)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per sample")
     args = parser.parse_args(argv)
     if args.num_samples < 1:
         parser.error(f"argument --num-samples: expected a positive integer, got {args.num_samples}")
+    if args.num_samples > MAX_SAMPLES:
+        parser.error(f"argument --num-samples: expected at most {MAX_SAMPLES}, got {args.num_samples}")
+    if args.prompt is not None and len(args.prompt) * args.num_samples > MAX_SAMPLES:
+        parser.error(
+            f"arguments --prompt and --num-samples: {len(args.prompt)} prompts x {args.num_samples} samples is "
+            f"{len(args.prompt) * args.num_samples} samples; expected at most {MAX_SAMPLES} in all"
+        )
     if args.length < 0:
         parser.error(f"argument --length: expected a non-negative integer, got {args.length}")
+    if args.length > MAX_LENGTH:
+        parser.error(f"argument --length: expected at most {MAX_LENGTH} characters per sample, got {args.length}")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        parser.error(f"argument --seed: expected an integer from 0 to 2**63 - 1, got {args.seed}")
     if not (math.isfinite(args.temperature) and args.temperature >= 0):
         parser.error(f"argument --temperature: expected a finite number >= 0 (0 is greedy), got {args.temperature}")
     try:

@@ -47,9 +47,10 @@ from models.ctc_decoding import (  # noqa: E402
 )
 from models.ctc_lm_decoding import CharacterLanguageModelScorer, Lexicon, ctc_beam_search_with_lm  # noqa: E402
 from models.transcription_evaluation import closed_vocabulary_texts  # noqa: E402
-from pipelines.audio_loading import AudioError  # noqa: E402
+from models.language_model_io import is_transcription_run  # noqa: E402
+from pipelines.audio_loading import UNREADABLE, AudioError  # noqa: E402
 from pipelines.speech_dataset import load_features  # noqa: E402
-from serving.model_store import with_export_hint  # noqa: E402
+from serving.model_store import version_directories, with_export_hint  # noqa: E402
 from training.transcription import load_transcriber  # noqa: E402
 
 
@@ -82,6 +83,54 @@ class ExportedTranscriber:
         outputs = {key: value.numpy() for key, value in outputs.items()}
         outputs["text"] = [text.decode("utf-8") for text in outputs["text"]]
         return outputs
+
+
+def export_base_error(model_dir):
+    """A FileNotFoundError when `model_dir` is an export base directory (numbered SavedModel
+    versions, no run of its own), naming its highest version; else None."""
+    versions = version_directories(model_dir)
+    if not versions or os.path.exists(os.path.join(model_dir, "model.keras")):
+        return None
+    from serving.export import read_metadata
+
+    newest = versions[max(versions)]
+    listed = ", ".join(str(version) for version in sorted(versions))
+    try:
+        task = read_metadata(newest).get("task")
+    except (OSError, ValueError, AttributeError):
+        task = None
+    if task == "language_model":
+        return FileNotFoundError(
+            f"{model_dir} is a base directory of language model exports (versions {listed}), not a "
+            f"transcriber: use generate.py --model-dir {newest}"
+        )
+    return FileNotFoundError(
+        f"{model_dir} is an export base directory (SavedModel versions {listed} in numbered subdirectories), "
+        f"not a run or a version: use --model-dir {newest} (its highest version)."
+    )
+
+
+def load_scorer(run_dir, vocabulary):
+    """The `CharacterLanguageModelScorer` of `--lm run_dir`; every error names `--lm run_dir`."""
+    flag = f"argument --lm {run_dir}"
+    if is_transcription_run(run_dir):
+        raise ValueError(
+            f"{flag}: it is a speech transcription run; expected a character language model run "
+            "(the --output-dir of train.py --task language_model)"
+        )
+    try:
+        return CharacterLanguageModelScorer.from_run(run_dir, vocabulary)
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"{flag}: {error}") from None
+    except ValueError as error:
+        raise ValueError(f"{flag}: {error}") from None
+
+
+def audio_features(path, feature_config, *, max_duration_s=None):
+    """`load_features` of one file; a directory is an `AudioError` saying so."""
+    if os.path.isdir(path):
+        raise AudioError(path, UNREADABLE, "is a directory; expected an audio file (wav, flac, ...)")
+    return load_features(path, feature_config, max_duration_s=max_duration_s)
 
 
 def transcribe_features(
@@ -212,6 +261,9 @@ def main(argv=None):
             model = ExportedTranscriber(args.model_dir)
             vocabulary, feature_config = model.vocabulary, model.feature_config
         else:
+            base_error = export_base_error(args.model_dir)
+            if base_error is not None:
+                raise base_error
             try:
                 model, vocabulary, feature_config = load_transcriber(args.model_dir)
             except FileNotFoundError as error:
@@ -219,7 +271,7 @@ def main(argv=None):
         candidates = None if args.candidates is None else load_candidates(args.candidates)
         if candidates is not None:  # checked before any audio is read
             check_candidates(candidates, vocabulary=vocabulary)
-        scorer = None if args.lm is None else CharacterLanguageModelScorer.from_run(args.lm, vocabulary)
+        scorer = None if args.lm is None else load_scorer(args.lm, vocabulary)
         lexicon = None if args.lexicon is None else Lexicon.from_file(args.lexicon, vocabulary)
     except (FileNotFoundError, ValueError) as error:
         parser.error(str(error))
@@ -227,7 +279,7 @@ def main(argv=None):
     names, features, failed = [], [], 0
     for path in args.files:
         try:
-            features.append(load_features(path, feature_config, max_duration_s=args.max_duration_s))
+            features.append(audio_features(path, feature_config, max_duration_s=args.max_duration_s))
             names.append(path)
         except AudioError as error:
             print(f"error: {error}", file=sys.stderr)

@@ -19,6 +19,10 @@ character split gets its share of both.
     python -m data.lm_text ../shared/data/ljspeech_text/metadata.csv runs/lm_asterisk.txt --format ljspeech \
         --transcripts '../shared/data/asterisk_en:test_fraction=0.1' --transcript-repeats 5
 
+The output is written whole or not at all (through a temporary file beside
+it); an output that is the input file, a directory, or inside a
+`--transcripts` dataset folder is refused before anything is read.
+
 The language model trained on the output knows the transcription alphabet and
 reads a line break as the end of a sentence, which is what
 `models.ctc_lm_decoding` expects.
@@ -27,6 +31,7 @@ reads a line break as the end of a sentence, which is what
 import argparse
 import os
 import sys
+import tempfile
 
 FORMATS = ("lines", "ljspeech")
 
@@ -88,6 +93,73 @@ def interleave(sentences, extra, repeats):
     return out + extra[taken:]
 
 
+def _same_file(a, b):
+    """True when paths `a` and `b` name one file (the same path, a link to it, or a hard link)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _dataset_folders(spec):
+    """The existing folders a `--transcripts` spec reads (each part of an 'A+B' spec)."""
+    folders = []
+    for part in spec.split("+") if "+" in spec and not os.path.isdir(os.path.expanduser(spec)) else [spec]:
+        part = os.path.expanduser(part.strip())
+        folder = part if os.path.isdir(part) else part.rpartition(":")[0]
+        if folder and os.path.isdir(folder):
+            folders.append(os.path.realpath(folder))
+    return folders
+
+
+def check_output(output, *, inputs=(), transcripts=None):
+    """Why `output` cannot be written without losing data, or None when it can.
+
+    `output` must not be a directory, nor any of `inputs` (the same file by
+    any path or link: writing it would replace the source text), nor lie
+    inside a folder the `transcripts` spec reads (it would overwrite or add
+    to the dataset). Its parent directory is made when missing, so a parent
+    that is a file is refused too.
+    """
+    if os.path.isdir(output):
+        return f"output {output} is a directory; expected the path of a text file to write."
+    for source in inputs:
+        if _same_file(output, source):
+            return (f"output {output} is the input file {source}; expected a new file "
+                    "(writing it would replace the source text).")
+    real = os.path.realpath(output)
+    for folder in _dataset_folders(transcripts) if transcripts else ():
+        if os.path.commonpath([real, folder]) == folder:
+            return (f"output {output} is inside the --transcripts dataset folder {folder}; "
+                    "expected a path outside it (writing there would change the dataset).")
+    parent = os.path.dirname(os.path.abspath(output))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"output {output}: {parent} is a file, not a directory; expected a path whose parent is a directory."
+    return None
+
+
+def write_lines(path, lines):
+    """Write `lines` to `path`, one a line, through a temporary file: a failed
+    write leaves an existing `path` as it was."""
+    path = os.path.realpath(path)  # an existing link is written through, as open(path, "w") does
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with open(handle, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as open(path, "w") would make it, not mkstemp's 0o600
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("input", help="A UTF-8 text file (one sentence per line) or LJSpeech metadata.csv.")
@@ -101,6 +173,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.transcript_repeats < 1:
         parser.error(f"--transcript-repeats must be a positive integer, got {args.transcript_repeats}.")
+    problem = check_output(args.output, inputs=[args.input], transcripts=args.transcripts)
+    if problem:  # before anything is read or written
+        parser.error(problem)
     try:
         with open(args.input, encoding="utf-8-sig") as f:
             sentences, dropped = normalised_lines(f, fmt=args.format, source=args.input)
@@ -118,9 +193,11 @@ def main(argv=None):
             print(f"lm_text: error: --transcripts {args.transcripts}: {error}", file=sys.stderr)
             return 2
         sentences = interleave(sentences, transcripts, args.transcript_repeats)
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w", encoding="utf-8") as f:
-        f.write("\n".join(sentences) + "\n")
+    try:
+        write_lines(args.output, sentences)
+    except OSError as error:
+        print(f"lm_text: error: output {args.output}: cannot write the text ({error}).", file=sys.stderr)
+        return 2
     mixed = f", {len(transcripts)} training transcripts x {args.transcript_repeats} mixed in" if transcripts else ""
     print(f"{args.output}: {len(sentences)} sentences, {sum(map(len, sentences))} characters ({dropped} lines dropped{mixed})")
     return 0

@@ -1,6 +1,8 @@
 """Saving and loading a language model together with its vocabulary."""
 
+import json
 import os
+import zipfile
 
 import keras
 
@@ -23,23 +25,74 @@ def save_language_model(model, vocabulary, path):
     model.save(path)
 
 
+def keras_model_class(path):
+    """The class name a `.keras` file's config.json gives its model, or None when unreadable."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+        return config.get("class_name") if isinstance(config, dict) else None
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+
+
+def unreadable_model_error(path, error):
+    """A ValueError: `path` exists but Keras could not load it (`error`, shortened, in brackets)."""
+    detail = " ".join(str(error).split()) or type(error).__name__
+    if len(detail) > 300:
+        detail = detail[:300] + "..."
+    return ValueError(
+        f"Model file {path!r} exists but cannot be read as a Keras model (corrupt or truncated?) [{detail}]"
+    )
+
+
+def load_vocabulary_file(path):
+    """`Vocabulary.load(path)`, with every problem but a missing file a ValueError naming `path`."""
+    try:
+        return Vocabulary.load(path)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, TypeError, AttributeError) as error:
+        message = str(error)
+        if path not in message:
+            message = f"Vocabulary file {path}: {message}"
+        if "expected" not in message:
+            message = f"{message.rstrip('.')}; expected the vocabulary.json saved with the model."
+        raise ValueError(message) from None
+
+
 def load_language_model(path):
     """Load `(model, vocabulary)` from a `.keras` file saved by a run.
 
     The vocabulary is read from `vocabulary.json` in the same directory, and
-    must match the model's embedding (same number of ids).
+    must match the model's embedding (same number of ids). A transcription
+    model, an unreadable (corrupt, truncated) file or a bad vocabulary is a
+    ValueError naming the file.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"Model file {path!r} does not exist; expected a `.keras` file "
             "written by `train.py --task language_model` (model.keras or best.keras)."
         )
+    if keras_model_class(path) == "CTCModel":
+        raise ValueError(
+            f"Model file {path!r} is a speech transcription model (CTCModel), not a character language "
+            "model; expected a `.keras` file written by `train.py --task language_model`."
+        )
     vocabulary_path = os.path.join(os.path.dirname(os.path.abspath(path)), VOCABULARY_FILE)
-    vocabulary = Vocabulary.load(vocabulary_path)
+    vocabulary = load_vocabulary_file(vocabulary_path)
     import layers  # noqa: F401  (registers ElmanCell and ElmanRNN for deserialization)
 
-    model = keras.saving.load_model(path)
-    input_dim = model.get_layer("embedding").input_dim
+    try:
+        model = keras.saving.load_model(path)
+    except Exception as error:  # Keras says "File not found" for a truncated zip, and worse for others
+        raise unreadable_model_error(path, error) from error
+    try:
+        input_dim = model.get_layer("embedding").input_dim
+    except ValueError:
+        raise ValueError(
+            f"Model file {path!r} is not a character language model: it has no 'embedding' layer; "
+            "expected a `.keras` file written by `train.py --task language_model`."
+        ) from None
     if input_dim != vocabulary.size:
         raise ValueError(
             f"Vocabulary {vocabulary_path!r} has {vocabulary.size} ids but the "
@@ -52,6 +105,17 @@ def load_language_model(path):
 # The files a `train.py --task language_model` run directory may hold its model in, in order of preference.
 RUN_MODEL_FILES = ("best.keras", "model.keras")
 
+# Written by every speech transcription run (`train.py --task transcription`), by no language model run.
+TRANSCRIPTION_FEATURE_CONFIG = "feature_config.json"
+
+
+def is_transcription_run(run_dir):
+    """True when `run_dir` is a speech transcription run directory: it holds a
+    feature_config.json, or its model file is a CTCModel."""
+    if os.path.isfile(os.path.join(run_dir, TRANSCRIPTION_FEATURE_CONFIG)):
+        return True
+    return any(keras_model_class(os.path.join(run_dir, name)) == "CTCModel" for name in RUN_MODEL_FILES)
+
 
 def load_language_model_run(run_dir):
     """Load `(model, vocabulary, path)` from a language-model run directory.
@@ -59,8 +123,12 @@ def load_language_model_run(run_dir):
     `run_dir` is the `--output-dir` of `train.py --task language_model`; its
     `best.keras` (the checkpoint of best validation loss) is read, else its
     `model.keras`. A FileNotFoundError names the directory when it holds
-    neither.
+    neither; a ValueError says so when it is a speech transcription run.
     """
+    if is_transcription_run(run_dir):
+        raise ValueError(
+            f"{run_dir} is a speech transcription run, not a language model: use transcribe.py --model-dir {run_dir}"
+        )
     for name in RUN_MODEL_FILES:
         path = os.path.join(run_dir, name)
         if os.path.isfile(path):

@@ -105,6 +105,14 @@ def test_default_prompt_is_a_new_line_and_samples_are_headed(run_dir, capsys):
         (("--length", "-1"), "argument --length: expected a non-negative integer, got -1"),
         (("--temperature", "nan"), "argument --temperature: expected a finite number >= 0"),
         (("--num-samples", "0"), "argument --num-samples: expected a positive integer, got 0"),
+        # Upper bounds, before any model is read (an unbounded --length ran out of memory).
+        (("--length", "100000000000"), "argument --length: expected at most 100000 characters per sample, "
+         "got 100000000000"),
+        (("--num-samples", "1001"), "argument --num-samples: expected at most 1000, got 1001"),
+        (("--prompt", "to", "--prompt", "be", "--num-samples", "501"), r"arguments --prompt and --num-samples: "
+         r"2 prompts x 501 samples is 1002 samples; expected at most 1000 in all"),
+        (("--seed", "-1"), r"argument --seed: expected an integer from 0 to 2\*\*63 - 1, got -1"),
+        (("--seed", str(2**63)), rf"argument --seed: expected an integer from 0 to 2\*\*63 - 1, got {2**63}"),
     ],
 )
 def test_bad_arguments_name_the_argument(run_dir, capsys, argv, message):
@@ -128,6 +136,93 @@ def test_missing_model_and_seeded_export_are_refused(run_dir, tmp_path, capsys):
         with pytest.raises(SystemExit):
             generate.main(argv)
         assert re.search(message, capsys.readouterr().err.strip()), argv
+
+
+def test_help_states_the_bounds(capsys):
+    with pytest.raises(SystemExit):
+        generate.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "characters to generate per sample, at most 100000 (default: 500)" in help_text
+    assert "at most 1000 samples in all" in help_text
+
+
+def _transcription_run(directory, *, feature_config=True):
+    """A speech transcription run directory as train.py --task transcription leaves it."""
+    from models.transcription import build_transcription_model
+    from pipelines.audio_features import FeatureConfig
+    from pipelines.vocabulary import SPEECH_ALPHABET
+    from training.cli import write_json
+
+    vocabulary = Vocabulary(SPEECH_ALPHABET)
+    model = build_transcription_model(num_features=16, vocabulary_size=vocabulary.size, hidden_size=4, num_layers=1)
+    directory.mkdir()
+    model.save(directory / "model.keras")
+    vocabulary.save(str(directory / "vocabulary.json"))
+    if feature_config:
+        write_json(str(directory / "feature_config.json"), FeatureConfig(n_mels=16).to_dict())
+    return directory
+
+
+def _usage_error(capsys, *argv):
+    with pytest.raises(SystemExit) as exit_info:
+        generate.main([str(a) for a in argv])
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err.strip()
+
+
+def test_a_transcription_run_or_export_points_at_transcribe(tmp_path, capsys):
+    from training.cli import write_json
+
+    for run in (_transcription_run(tmp_path / "asr"), _transcription_run(tmp_path / "bare", feature_config=False)):
+        assert _usage_error(capsys, "--model-dir", run).endswith(
+            f"error: {run} is a speech transcription run, not a language model: use transcribe.py --model-dir {run}"
+        )
+    version = tmp_path / "export" / "transcriber" / "3"
+    (version / "assets").mkdir(parents=True)
+    (version / "saved_model.pb").write_bytes(b"")
+    write_json(str(version / "assets" / "metadata.json"), {"task": "transcription"})
+    assert _usage_error(capsys, "--model-dir", version).endswith(
+        f"error: {version} is a speech transcription export, not a language model: "
+        f"use transcribe.py --model-dir {version}"
+    )
+    assert _usage_error(capsys, "--model-dir", version.parent).endswith(
+        f"error: {version.parent} is a base directory of speech transcription exports (versions 3), not a language "
+        f"model: use transcribe.py --model-dir {version}"
+    )
+
+
+def test_an_export_base_directory_names_its_highest_version(run_dir, tmp_path, capsys):
+    _, export, _, _ = run_dir
+    base = os.path.dirname(export)
+    assert _usage_error(capsys, "--model-dir", base).endswith(
+        f"error: {base} is an export base directory (SavedModel versions 1 in numbered subdirectories), not a run "
+        f"or a version: use --model-dir {export} (its highest version)."
+    )
+    for version in ("2", "10", "9"):
+        shutil.copytree(export, tmp_path / "language_model" / version)
+    (tmp_path / "language_model" / "11").mkdir()  # incomplete: no saved_model.pb
+    err = _usage_error(capsys, "--model-dir", tmp_path / "language_model")
+    assert err.endswith(f"(SavedModel versions 2, 9, 10 in numbered subdirectories), not a run or a version: use "
+                        f"--model-dir {tmp_path / 'language_model' / '10'} (its highest version).")
+
+
+def test_a_corrupt_model_or_vocabulary_names_the_file(run_dir, tmp_path, capsys):
+    directory = run_dir[0]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(directory / "vocabulary.json", broken)
+    (broken / "model.keras").write_bytes((directory / "model.keras").read_bytes()[:4000])  # truncated
+    err = _usage_error(capsys, "--model-dir", broken)
+    assert f"error: Model file {str(broken / 'model.keras')!r} exists but cannot be read as a Keras model " \
+           "(corrupt or truncated?) [" in err
+    assert err.endswith("]")
+    shutil.copy(directory / "model.keras", broken)
+    (broken / "vocabulary.json").write_text("{characters: 'ab'}", encoding="utf-8")
+    err = _usage_error(capsys, "--model-dir", broken)
+    assert f"error: Vocabulary file {broken / 'vocabulary.json'} is not valid JSON: Expecting property name" in err
+    assert err.endswith("expected the vocabulary.json saved with the model.")
+    (broken / "vocabulary.json").write_text('["a", "b"]', encoding="utf-8")
+    assert f"error: Vocabulary file {broken / 'vocabulary.json'}: " in _usage_error(capsys, "--model-dir", broken)
 
 
 def test_command_line(run_dir):

@@ -70,3 +70,78 @@ def test_transcripts_come_from_the_training_split_only(tmp_path, capsys):
     (silent / "manifest.tsv").write_text("path\tspeaker\tsplit\ttext\nu0.wav\t\ttrain\t\nu1.wav\t\tvalidation\thello\n")
     assert main([str(source), str(out), "--transcripts", str(silent), "--cache-dir", str(tmp_path / "cache")]) == 2
     assert "has no usable transcript (1 without text or with digits)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("how", ["same path", "symlink", "hard link"])
+def test_output_that_is_the_input_is_refused_before_writing(tmp_path, capsys, how):
+    import os
+
+    source = tmp_path / "in.txt"
+    source.write_text("Hello, World!\nIt's 4 o'clock\n", encoding="utf-8")
+    out = {"same path": source, "symlink": tmp_path / "link.txt", "hard link": tmp_path / "hard.txt"}[how]
+    if how == "symlink":
+        os.symlink(source, out)
+    elif how == "hard link":
+        os.link(source, out)
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(source), str(out)])
+    assert exit_info.value.code == 2
+    assert (f"error: output {out} is the input file {source}; expected a new file "
+            "(writing it would replace the source text).") in capsys.readouterr().err
+    assert source.read_text(encoding="utf-8") == "Hello, World!\nIt's 4 o'clock\n"
+
+
+def test_output_directory_or_under_a_file_is_a_usage_error(tmp_path, capsys):
+    source = tmp_path / "in.txt"
+    source.write_text("one\n", encoding="utf-8")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(source), str(folder)])
+    assert exit_info.value.code == 2
+    assert f"error: output {folder} is a directory; expected the path of a text file to write." in (
+        capsys.readouterr().err
+    )
+    under_file = tmp_path / "in.txt" / "sub" / "out.txt"
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(source), str(under_file)])
+    assert exit_info.value.code == 2
+    assert f"error: output {under_file}: {source} is a file, not a directory" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "in.txt"]
+    assert list(folder.iterdir()) == []
+
+
+def test_output_inside_the_transcripts_folder_is_refused(tmp_path, capsys):
+    dataset = tmp_path / "corpus"
+    dataset.mkdir()
+    manifest = dataset / "manifest.tsv"
+    manifest.write_text("path\tspeaker\tsplit\ttext\n")
+    source = tmp_path / "in.txt"
+    source.write_text("one\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(source), str(manifest), "--transcripts", f"{dataset}:test_fraction=0.1"])
+    assert exit_info.value.code == 2
+    assert f"output {manifest} is inside the --transcripts dataset folder {dataset}" in capsys.readouterr().err
+    assert manifest.read_text() == "path\tspeaker\tsplit\ttext\n"
+
+
+def test_a_failed_write_keeps_the_previous_output(tmp_path, capsys, monkeypatch):
+    import os
+
+    import data.lm_text
+
+    source = tmp_path / "in.txt"
+    source.write_text("one\n", encoding="utf-8")
+    out = tmp_path / "out.txt"
+    out.write_text("previous\n", encoding="utf-8")
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(data.lm_text.os, "replace", full_disk)
+    assert main([str(source), str(out)]) == 2
+    assert f"lm_text: error: output {out}: cannot write the text ([Errno 28] No space left on device)." in (
+        capsys.readouterr().err
+    )
+    assert out.read_text(encoding="utf-8") == "previous\n"
+    assert sorted(os.listdir(tmp_path)) == ["in.txt", "out.txt"]  # no temporary file left behind

@@ -272,3 +272,91 @@ def test_an_export_of_another_task_is_a_usage_error(tmp_path, capsys):
         transcribe.main(["--model-dir", str(version), "x.wav"])
     assert exit_info.value.code == 2
     assert "is not a transcriber export: its assets/metadata.json has task 'language_model'" in capsys.readouterr().err
+
+
+def _usage_error(capsys, *argv):
+    with pytest.raises(SystemExit) as exit_info:
+        transcribe.main([str(a) for a in argv])
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err.strip()
+
+
+def test_a_language_model_run_points_at_generate(tmp_path, capsys):
+    lm_run = _language_model_run(tmp_path / "lm", ["\n", *SPEECH_ALPHABET])
+    assert _usage_error(capsys, "--model-dir", lm_run, "x.wav").endswith(
+        f"error: Model directory {lm_run} is a character language model run (train.py --task language_model), "
+        f"not a speech transcription run: use generate.py --model-dir {lm_run}, or decode with it as "
+        f"transcribe.py --lm {lm_run}."
+    )
+
+
+def test_lm_that_is_a_transcription_run_names_the_argument(tmp_path, model_dir, capsys):
+    assert _usage_error(capsys, "--model-dir", model_dir, "--lm", model_dir, "x.wav").endswith(
+        f"error: argument --lm {model_dir}: it is a speech transcription run; expected a character language "
+        "model run (the --output-dir of train.py --task language_model)"
+    )
+    # Other --lm problems name the argument too.
+    assert f"error: argument --lm {tmp_path / 'none'}: Language model run" in _usage_error(
+        capsys, "--model-dir", model_dir, "--lm", tmp_path / "none", "x.wav"
+    )
+
+
+def test_unreadable_run_files_are_named(tmp_path, model_dir, capsys):
+    model = model_dir / "model.keras"
+    whole = model.read_bytes()
+    model.write_bytes(whole[: len(whole) // 2])  # truncated
+    err = _usage_error(capsys, "--model-dir", model_dir, "x.wav")
+    assert (f"error: Model file {str(model)!r} exists but cannot be read as a Keras model "
+            "(corrupt or truncated?) [") in err
+    assert err.endswith("]")
+    model.write_bytes(whole)
+
+    feature_config = model_dir / "feature_config.json"
+    feature_config.write_text("{n_mels: 16}")
+    assert _usage_error(capsys, "--model-dir", model_dir, "x.wav").endswith(
+        f"error: Feature config {feature_config} cannot be read (Expecting property name enclosed in double quotes: "
+        "line 1 column 2 (char 1)); expected the feature_config.json a `python train.py --task transcription` run "
+        "writes (a JSON object of FeatureConfig fields)."
+    )
+    feature_config.write_text('{"n_mel": 16}')
+    assert f"error: Feature config {feature_config} cannot be read (FeatureConfig has no fields ['n_mel']" in (
+        _usage_error(capsys, "--model-dir", model_dir, "x.wav")
+    )
+    write_json(str(feature_config), FEATURES.to_dict())
+
+    vocabulary = model_dir / "vocabulary.json"
+    vocabulary.write_text("not json")
+    err = _usage_error(capsys, "--model-dir", model_dir, "x.wav")
+    assert f"error: Vocabulary file {vocabulary} is not valid JSON: Expecting value" in err
+
+
+def test_an_export_base_directory_names_its_highest_version(tmp_path, capsys):
+    base = tmp_path / "export" / "transcriber"
+    for version in ("1", "3", "12"):
+        (base / version).mkdir(parents=True)
+        (base / version / "saved_model.pb").write_bytes(b"")
+    (base / "20").mkdir()  # incomplete: no saved_model.pb
+    assert _usage_error(capsys, "--model-dir", base, "x.wav").endswith(
+        f"error: {base} is an export base directory (SavedModel versions 1, 3, 12 in numbered subdirectories), "
+        f"not a run or a version: use --model-dir {base / '12'} (its highest version)."
+    )
+    lm_base = tmp_path / "export" / "language_model"
+    (lm_base / "2" / "assets").mkdir(parents=True)
+    (lm_base / "2" / "saved_model.pb").write_bytes(b"")
+    write_json(str(lm_base / "2" / "assets" / "metadata.json"), {"task": "language_model"})
+    assert _usage_error(capsys, "--model-dir", lm_base, "x.wav").endswith(
+        f"error: {lm_base} is a base directory of language model exports (versions 2), not a transcriber: "
+        f"use generate.py --model-dir {lm_base / '2'}"
+    )
+
+
+def test_a_directory_given_as_audio_is_named_and_the_good_files_transcribed(tmp_path, model_dir, capsys):
+    good = tmp_path / "good.wav"
+    sf.write(good, _tone(0.5, 16000), 16000)
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    status = transcribe.main(["--model-dir", str(model_dir), str(folder), str(good)])
+    captured = capsys.readouterr()
+    assert status == 1
+    assert captured.out == f"{good}\ta\n"
+    assert captured.err == f"error: {folder}: unreadable: is a directory; expected an audio file (wav, flac, ...)\n"
