@@ -214,7 +214,7 @@ def _build_split_cache(directory, split, utterances, *, feature_config, vocabula
         if strict:
             raise ValueError(f"Bad {split} utterance (strict mode): {message}.")
         logger.warning("Skipping %s utterance %s", split, message)
-        skipped.append([utterance.source, reason])
+        skipped.append([utterance.source, reason, str(detail)])
 
     workers = max(1, min(4, os.cpu_count() or 1))
     pending = collections.deque()  # (utterance, text, future), in input order
@@ -263,7 +263,7 @@ def _build_split_cache(directory, split, utterances, *, feature_config, vocabula
         writer.abort()
         raise
     elapsed = time.perf_counter() - started
-    reasons = collections.Counter(reason for _, reason in skipped)
+    reasons = collections.Counter(reason for _, reason, _ in skipped)
     writer.commit(
         {
             "split": split,
@@ -516,8 +516,10 @@ def build_speech_datasets(
                     )
         reader = FeatureCacheReader(directory)
         if strict and reader.index["skipped"]:
-            file, reason = reader.index["skipped"][0]
-            raise ValueError(f"Bad {split} utterance (strict mode): {file}: {reason}.")
+            # Found when the cache was built by a run without --strict; caches
+            # older than the detail hold (file, reason) only.
+            file, reason, *detail = reader.index["skipped"][0]
+            raise ValueError(f"Bad {split} utterance (strict mode): {': '.join([file, reason, *detail])}.")
         readers[split] = reader
 
     counts, skipped = {}, []
@@ -531,7 +533,7 @@ def build_speech_datasets(
             "audio_seconds": round(index["audio_seconds"], 3),
         }
         totals.update(index["skipped_by_reason"])
-        skipped.extend((file, reason) for file, reason in index["skipped"])
+        skipped.extend((file, reason) for file, reason, *_ in index["skipped"])
         if index["skipped"]:
             logger.warning(
                 "%s: %d utterances skipped (%s); SpeechData.skipped lists them",

@@ -285,6 +285,20 @@ def test_run_mixes_a_second_dataset_into_training(tmp_path, fake_data):
     assert metrics["skipped"] == 2  # one skipped file in each dataset
 
 
+def test_a_bad_mix_dataset_is_named_as_such(tmp_path, monkeypatch):
+    from data.speech_sources import resolve_speech_source
+
+    def build(**kwargs):
+        if kwargs["dataset"] == "synthetic":
+            return make_speech_data(train=16, validation=8, test=8)
+        resolve_speech_source(kwargs["dataset"], cache_dir=str(tmp_path))  # the real spec check
+
+    monkeypatch.setattr(transcription, "build_speech_datasets", build)
+    config = transcription.Config(mix_dataset=str(tmp_path / "nope"), **TINY)
+    with pytest.raises(ValueError, match=r"invalid value for argument `mix_dataset` \(--mix-dataset\), .*nope"):
+        transcription.prepare_data(config)
+
+
 def test_prepare_data_stretches_training_batches_only(fake_data):
     from pipelines.time_stretch import stretch_factors
 

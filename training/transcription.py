@@ -644,7 +644,11 @@ def prepare_data(config):
     data = speech_data(config.dataset)
     mix = None
     if config.mix_dataset is not None:
-        mix = speech_data(config.mix_dataset)
+        try:
+            mix = speech_data(config.mix_dataset)
+        except ValueError as error:  # the spec's errors name `dataset`: say which flag it was
+            message = str(error).replace("argument `dataset`", "argument `mix_dataset` (--mix-dataset)")
+            raise ValueError(message) from error
         print(f"Mixed into training ({config.mix_fraction:.0%} of batches): {mix.description}")
         data = dataclasses.replace(
             data, train=mix_batches(data.train, mix.train, config.mix_fraction, config.seed)
@@ -723,19 +727,68 @@ def save_transcriber(model_dir, model, vocabulary, feature_config):
     write_json(os.path.join(model_dir, FEATURE_CONFIG_FILE), feature_config.to_dict())
 
 
+def _is_language_model_run(model_dir):
+    """True when `model_dir` is a character language model run (`train.py --task language_model`):
+    no feature_config.json, and a best.keras or model.keras that is no CTCModel (or, without
+    a readable one, a config.json of that task)."""
+    from models.language_model_io import RUN_MODEL_FILES, keras_model_class
+
+    if os.path.exists(os.path.join(model_dir, FEATURE_CONFIG_FILE)):
+        return False
+    classes = {keras_model_class(os.path.join(model_dir, name)) for name in RUN_MODEL_FILES} - {None}
+    if classes:
+        return "CTCModel" not in classes
+    try:
+        with open(os.path.join(model_dir, CONFIG_FILE), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and {"embedding_dim", "sequence_length"} <= set(config)
+
+
+def _read_feature_config(path):
+    """The `FeatureConfig` in `path`; anything wrong with the file is a ValueError naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            values = json.load(f)
+        if not isinstance(values, dict):
+            raise ValueError(f"expected a JSON object, got a JSON {type(values).__name__}")
+        return FeatureConfig.from_dict(values)
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(
+            f"Feature config {path} cannot be read ({error}); expected the feature_config.json a "
+            "`python train.py --task transcription` run writes (a JSON object of FeatureConfig fields)."
+        ) from None
+
+
 def load_transcriber(model_dir):
-    """`(model, vocabulary, feature_config)` saved by a transcription run in `model_dir`."""
+    """`(model, vocabulary, feature_config)` saved by a transcription run in `model_dir`.
+
+    A directory without those files is a FileNotFoundError (saying so when it is
+    a language model run); a file that cannot be read (not JSON, a corrupt or
+    truncated model.keras) is a ValueError naming it.
+    """
+    from models.language_model_io import load_vocabulary_file, unreadable_model_error
+
     paths = _run_files(model_dir)
     missing = [path for path in paths.values() if not os.path.exists(path)]
+    if missing and _is_language_model_run(model_dir):
+        raise FileNotFoundError(
+            f"Model directory {model_dir} is a character language model run (train.py --task "
+            f"language_model), not a speech transcription run: use generate.py --model-dir {model_dir}, "
+            f"or decode with it as transcribe.py --lm {model_dir}."
+        )
     if missing:
         raise FileNotFoundError(
             f"Model directory {model_dir} lacks {', '.join(missing)}; expected the "
             "--output-dir of a finished `python train.py --task transcription` run."
         )
-    with open(paths[FEATURE_CONFIG_FILE], encoding="utf-8") as f:
-        feature_config = FeatureConfig.from_dict(json.load(f))
-    vocabulary = Vocabulary.load(paths[VOCABULARY_FILE])
-    model = keras.models.load_model(paths[MODEL_FILE], compile=False)
+    feature_config = _read_feature_config(paths[FEATURE_CONFIG_FILE])
+    vocabulary = load_vocabulary_file(paths[VOCABULARY_FILE])
+    try:
+        model = keras.models.load_model(paths[MODEL_FILE], compile=False)
+    except Exception as error:  # Keras says "File not found" for a truncated zip
+        raise unreadable_model_error(paths[MODEL_FILE], error) from error
     return model, vocabulary, feature_config
 
 
