@@ -21,7 +21,8 @@ def _parser():
     )
     parser.add_argument("--model_name", required=True, help="The NAME in /v1/models/NAME.")
     parser.add_argument("--model_base_path", required=True,
-                        help="Directory holding integer version directories (1/, 2/, ...).")
+                        help="Directory holding integer version directories (1/, 2/, ...), e.g. "
+                        "runs/x/export/transcriber, not a version directory itself.")
     parser.add_argument("--rest_api_port", type=int, default=8501, help="HTTP port (default 8501).")
     parser.add_argument("--host", default="127.0.0.1",
                         help="Address to bind (default 127.0.0.1, this machine only; 0.0.0.0 for all).")
@@ -50,6 +51,14 @@ def main(argv=None):
     if not os.path.isdir(args.model_base_path):
         _parser().error(f"--model_base_path {args.model_base_path} is not a directory")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if os.path.isfile(os.path.join(args.model_base_path, "saved_model.pb")):
+        from serving.model_store import missing_versions_message, version_directories
+
+        # A version directory given as the base: no version would ever appear
+        # in it, so every request would get 404. (A base without versions
+        # yet is waited on, with a warning, as TF Serving does.)
+        if not version_directories(args.model_base_path):
+            _parser().error(missing_versions_message(args.model_name, os.path.abspath(args.model_base_path)))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     import uvicorn

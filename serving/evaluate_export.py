@@ -8,8 +8,11 @@ The export is loaded with `tf.saved_model.load` and called through its
 graph), exactly as TF Serving would run it; nothing of the training code
 touches the audio except the loader, which reads and resamples each file to
 the export's sample rate (`assets/metadata.json`). References are normalised
-as in training; utterances without a usable transcript or with unreadable
-audio are skipped and counted (listed with `--verbose`). Prints a JSON report
+as in training; utterances without a usable transcript (empty, or with
+characters outside the export's vocabulary, which the model cannot spell:
+each printed to stderr with its file and characters, as training skips
+them) or with unreadable audio are skipped and counted by reason
+(`skipped_by_reason`; listed with `--verbose`). Prints a JSON report
 with corpus-level CER and WER (jiwer) and a few reference/hypothesis pairs;
 `--output FILE` also writes it.
 
@@ -38,6 +41,7 @@ choose the checkpoint).
 """
 
 import argparse
+import collections
 import json
 import math
 import os
@@ -70,7 +74,7 @@ def evaluate_export(
     from data.speech_sources import resolve_speech_source
     from models.error_rates import error_rates
     from pipelines.audio_loading import AudioError
-    from pipelines.speech_dataset import DEFAULT_CACHE_DIR, utterance_waveform
+    from pipelines.speech_dataset import DEFAULT_CACHE_DIR, EMPTY_TRANSCRIPT, OUT_OF_VOCABULARY, utterance_waveform
     from pipelines.vocabulary import Vocabulary, normalize_transcript
 
     from serving.export import read_metadata
@@ -107,6 +111,7 @@ def evaluate_export(
     outputs_kept = []  # (log_probs, frame_length) of every utterance, for the language-model grid
 
     references, hypotheses, keys, speakers, skipped = [], [], [], [], []
+    reasons = collections.Counter()  # skipped utterances by reason, named as training names them
     pending = []  # (key, reference, waveform, speaker)
 
     def flush():
@@ -139,11 +144,21 @@ def evaluate_export(
         reference = normalize_transcript(utterance.text or "")
         if not reference:
             skipped.append((utterance.source, "empty transcript"))
+            reasons[EMPTY_TRANSCRIPT] += 1
+            continue
+        unknown = vocabulary.unknown_characters(reference)
+        if unknown:  # the model cannot spell it: its errors would be charged to the model
+            detail = (f"{OUT_OF_VOCABULARY}: transcript {reference!r} has characters {''.join(unknown)!r} "
+                      "outside the vocabulary")
+            print(f"evaluate_export: skipping {utterance.source}: {detail}", file=sys.stderr)
+            skipped.append((utterance.source, detail))
+            reasons[OUT_OF_VOCABULARY] += 1
             continue
         try:
             waveform = utterance_waveform(utterance, sample_rate, min_samples=min_samples)
         except AudioError as error:
             skipped.append((utterance.source, str(error)))
+            reasons[error.reason] += 1
             continue
         audio_seconds += len(waveform) / sample_rate
         pending.append((utterance.source, reference, waveform, utterance.speaker))
@@ -182,6 +197,7 @@ def evaluate_export(
         "utterances": len(references),
         "audio_seconds": round(audio_seconds, 1),
         "skipped": len(skipped),
+        "skipped_by_reason": dict(sorted(reasons.items())),
         "skipped_files": [[str(s), r] for s, r in skipped],
         "cer": greedy["cer"],
         "wer": greedy["wer"],

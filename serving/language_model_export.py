@@ -73,6 +73,71 @@ class _StepModel:
         return tf.cast(x, tf.float32), new_states
 
 
+_VOCABULARY_HINT = (
+    "expected characters of its vocabulary (the characters of its training text, listed in "
+    "assets/metadata.json of the export)"
+)
+
+
+def _hex(codepoints):
+    """Upper-case hexadecimal strings of int32 code points, at least 4 digits (as in U+00E9)."""
+    digits = tf.constant(list("0123456789ABCDEF"))
+    places = tf.stack([tf.bitwise.right_shift(codepoints, 4 * k) & 15 for k in range(5, -1, -1)], axis=-1)
+    six = tf.strings.reduce_join(tf.gather(digits, places), axis=-1)
+    return tf.strings.regex_replace(six, "^0{0,2}([0-9A-F]{4,})$", "\\1")
+
+
+def check_known_characters(text, ids, unk_id, name):
+    """An assertion (InvalidArgument) that every character of `text` has an id of its own.
+
+    The unknown id never occurs in the training text, so its embedding row
+    was never trained (`generate.py` refuses such prompts too). The message
+    names the first offending row and its characters, each with its code
+    point (an unknown space or control character is otherwise invisible),
+    e.g. "every `prompt` character must be in the vocabulary of the model:
+    `prompt`[1] holds characters é (U+00E9) the model was not trained on;
+    expected ...".
+
+    Args:
+        text: The string input `(batch,)`.
+        ids: Its ids `(batch, time)`, padded (`VocabularyTables.encode`).
+        unk_id: The vocabulary's unknown id.
+        name: The input's name in the message.
+    """
+    unknown = tf.equal(ids, unk_id)
+    bad_rows = tf.reduce_any(unknown, axis=1)
+    # One row of padding, so an empty batch has a row to index.
+    unknown = tf.pad(unknown, [[0, 1], [0, 0]])
+    row = tf.argmax(tf.cast(tf.reduce_any(unknown, axis=1), tf.int32), output_type=tf.int32)
+    # The same split as the table's (`unicode_split`, invalid bytes replaced), so columns match.
+    codepoints = tf.strings.unicode_decode(text, "UTF-8").to_tensor(default_value=-1)
+    codepoints = tf.pad(codepoints, [[0, 1], [0, 0]], constant_values=-1)
+    found = tf.sort(tf.unique(tf.boolean_mask(codepoints[row], unknown[row])).y)
+    characters = tf.strings.unicode_encode(found[:, None], "UTF-8")
+    listed = tf.strings.reduce_join(
+        tf.strings.join([characters, " (U+", _hex(found), ")"]), separator=", "
+    )
+    others = tf.reduce_sum(tf.cast(bad_rows, tf.int32)) - 1
+    message = tf.strings.join([
+        f"every `{name}` character must be in the vocabulary of the model: `{name}`[",
+        tf.strings.as_string(row), "] holds characters ", listed, " the model was not trained on",
+        tf.where(others > 0, tf.strings.join([
+            " (and ", tf.strings.as_string(others), tf.where(others == 1, " more row does)", " more rows do)"),
+        ]), ""),
+        f"; {_VOCABULARY_HINT}",
+    ])
+    return tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad_rows)), [message])
+
+
+def check_temperature(temperature):
+    """An assertion (InvalidArgument) that `temperature` is a finite number >= 0, naming the value."""
+    message = tf.strings.join([
+        "`temperature` must be a finite number >= 0 (0 is greedy), got ",
+        tf.strings.as_string(temperature, shortest=True),
+    ])
+    return tf.debugging.Assert(tf.math.is_finite(temperature) & (temperature >= 0.0), [message])
+
+
 def _check_step_model(model, step, vocabulary_size):
     """Fail at export time if the step path disagrees with the full model."""
     ids = np.random.default_rng(0).integers(0, vocabulary_size, (2, 7)).astype("int32")
@@ -109,8 +174,10 @@ def export_language_model(
       continuation only. The prompt is read once, left to right, and the RNN
       state is then carried from character to character; temperature 0 is
       greedy (argmax). The reserved ids (padding, unknown) are never
-      generated. Empty prompts, a negative `max_new_chars` or temperature are
-      rejected with InvalidArgument.
+      generated. Empty prompts, prompts with characters outside the
+      vocabulary (the message names the row and the characters), a negative
+      `max_new_chars` and a temperature that is not a finite number >= 0
+      (NaN, infinity) are rejected with InvalidArgument.
     - `generate_seeded` (`SEEDED_SIGNATURE`): the same inputs and `seed` int64
       scalar -> `text`. The seed replaces the fresh random numbers, so the
       same request gives the same text in every process and on every call
@@ -120,8 +187,9 @@ def export_language_model(
     - `score`: `text` string `(batch,)` -> `nll` float32 `(batch,)`, the summed
       negative log-likelihood in nats of every character after the first
       given the ones before it, and `char_count` int32 `(batch,)`, how many
-      characters were scored (length - 1, or 0). Characters outside the
-      vocabulary are scored as the unknown id.
+      characters were scored (length - 1, or 0). A text with characters
+      outside the vocabulary is rejected with InvalidArgument naming its row
+      and the characters.
 
     Args:
         model: A Keras model mapping int32 ids `(batch, time)` to logits
@@ -168,19 +236,13 @@ def export_language_model(
             tf.debugging.assert_greater(
                 lengths, 0, message="every `prompt` must hold at least one character"
             ),
-            # As `generate_text` refuses them: the unknown id never occurs in the
-            # training text, so its embedding row was never trained.
-            tf.debugging.assert_equal(
-                tf.reduce_any(tf.equal(ids, vocabulary.unk_id)), False,
-                message="every `prompt` character must be in the vocabulary of the model (the "
-                "characters of its training text, listed in assets/metadata.json of the export)",
-            ),
+            # As `generate_text` refuses them.
+            check_known_characters(prompt, ids, vocabulary.unk_id, "prompt"),
             tf.debugging.assert_non_negative(
                 max_new_chars, message="`max_new_chars` must be >= 0"
             ),
-            tf.debugging.assert_greater_equal(
-                temperature, 0.0, message="`temperature` must be >= 0 (0 is greedy)"
-            ),
+            # NaN would sample from NaN logits; infinity would be uniform sampling.
+            check_temperature(temperature),
         ]
         with tf.control_dependencies(checks):
             ids = tf.identity(ids)
@@ -248,13 +310,7 @@ def export_language_model(
         ids, lengths = tables.encode(text)
         # An unknown character's id never occurred in training: its likelihood
         # would be a meaningless (and large) number, so it is refused.
-        with tf.control_dependencies([
-            tf.debugging.assert_equal(
-                tf.reduce_any(tf.equal(ids, vocabulary.unk_id)), False,
-                message="every `text` character must be in the vocabulary of the model (the "
-                "characters of its training text, listed in assets/metadata.json of the export)",
-            )
-        ]):
+        with tf.control_dependencies([check_known_characters(text, ids, vocabulary.unk_id, "text")]):
             ids = tf.identity(ids)
         logits = tf.cast(model(ids, training=False), tf.float32)
         log_probs = tf.nn.log_softmax(logits[:, :-1])

@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import threading
+import time
 
 import tensorflow as tf
 from google.protobuf import json_format
@@ -106,6 +107,52 @@ def version_directories(base_path):
     return found
 
 
+def missing_versions_message(model_name, base_path):
+    """Why `base_path` holds no servable version of `model_name`, and what to pass instead.
+
+    Names the path read and the layout expected (`<base>/<N>/saved_model.pb`,
+    N a number); a base that holds `saved_model.pb` itself (a version
+    directory) gets its parent suggested, a folder of model folders (an
+    `export/` directory) the model folders that have versions.
+    """
+    message = (
+        f"No servable version of model {model_name!r} under --model_base_path {base_path}: "
+        f"expected {os.path.join(base_path, '<N>', 'saved_model.pb')} with N a number (e.g. "
+        f"{os.path.join(base_path, '1', 'saved_model.pb')}); "
+    )
+    if not os.path.isdir(base_path):
+        return message + "the directory does not exist (yet)."
+    names = sorted(os.listdir(base_path))
+    hints = []
+    if os.path.isfile(os.path.join(base_path, "saved_model.pb")):
+        parent = os.path.dirname(base_path)
+        if os.path.basename(base_path).isdigit():
+            hints.append(
+                f"{base_path} holds saved_model.pb itself: it is a version directory, so serve its "
+                f"parent: --model_base_path={parent}"
+            )
+        else:
+            hints.append(
+                f"{base_path} holds saved_model.pb itself: move it into a numbered folder, e.g. "
+                f"{os.path.join(base_path + '_versions', '1')}, and serve "
+                f"--model_base_path={base_path}_versions"
+            )
+    incomplete = [name for name in names if name.isdigit() and os.path.isdir(os.path.join(base_path, name))]
+    if incomplete:
+        hints.append(f"{', '.join(incomplete)} ha{'s' if len(incomplete) == 1 else 've'} no saved_model.pb "
+                     "(yet: an export still being written?)")
+    models = [name for name in names if version_directories(os.path.join(base_path, name))]
+    if models:
+        hints.append(
+            f"it holds model folders with versions ({', '.join(models)}): serve one, e.g. "
+            f"--model_base_path={os.path.join(base_path, models[0])}"
+        )
+    if not hints:
+        shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+        hints.append(f"it holds {shown}" if names else "it is empty")
+    return message + "; ".join(hints) + "."
+
+
 def newest_export(run_dir, model_name):
     """The newest complete version directory under `run_dir/export/model_name`, or None."""
     versions = version_directories(os.path.join(run_dir, "export", model_name))
@@ -155,18 +202,25 @@ class ModelStore:
     holding it finish on it); `start()` calls it every `poll_seconds` in a
     daemon thread, as TF Serving's `--file_system_poll_wait_seconds` does.
     A version that fails to load is logged and skipped until its directory
-    changes; the previous version stays available.
+    changes; the previous version stays available. While nothing is served,
+    `refresh()` logs a warning (at the first scan, then every
+    `warn_seconds`) naming the path read and the layout it expects
+    (`missing_versions_message`); the store keeps waiting for a version, as
+    TF Serving does.
 
     Args:
         model_name: The name clients use in `/v1/models/NAME`.
         base_path: Directory of integer version directories.
         poll_seconds: Seconds between directory scans in `start()`.
+        warn_seconds: Seconds between warnings while no version is served.
     """
 
-    def __init__(self, model_name, base_path, poll_seconds=1.0):
+    def __init__(self, model_name, base_path, poll_seconds=1.0, warn_seconds=30.0):
         self.model_name = model_name
         self.base_path = os.path.abspath(base_path)
         self.poll_seconds = poll_seconds
+        self.warn_seconds = warn_seconds
+        self._warned_at = None  # time.monotonic() of the last warning that nothing is served
         self._current = None
         self._failed = {}  # version -> directory mtime when it failed
         self._stop = threading.Event()
@@ -204,7 +258,24 @@ class ModelStore:
                     for callback in self.on_unload:
                         callback(previous)
                 return True
+            if self._current is None:
+                self._warn_nothing_served(versions)
             return False
+
+    def _warn_nothing_served(self, versions):
+        """Log why nothing is served: at the first scan, then every `warn_seconds`."""
+        now = time.monotonic()
+        if self._warned_at is not None and now - self._warned_at < self.warn_seconds:
+            return
+        still = self._warned_at is not None
+        self._warned_at = now
+        if versions:  # every version failed to load (each failure was logged)
+            logger.warning("%sno version of %s under %s could be loaded (versions %s); waiting for a new one",
+                           "still " if still else "", self.model_name, self.base_path,
+                           ", ".join(map(str, sorted(versions))))
+        else:
+            logger.warning("%s%s Requests get 404 until a version appears.", "still waiting: " if still else "",
+                           missing_versions_message(self.model_name, self.base_path))
 
     def get(self, version=None):
         """The served `LoadedVersion`; `version` must be it when given."""

@@ -91,7 +91,9 @@ _BOILERPLATE = ("Graph execution error", "Detected at node", "<stack traces", "S
 def _invalid_argument_message(error):
     """The useful line of a TensorFlow InvalidArgumentError."""
     text = getattr(error, "message", str(error))
-    match = re.search(r"assertion failed: \[([^\]]*)\]", text)
+    # The first data item of the assertion: it may hold "]" (e.g. a character
+    # named in the message), so it ends at the next item or the line's end.
+    match = re.search(r"assertion failed: \[(.*?)\](?= \[|\n|$)", text)
     if match:
         return match.group(1)
     lines = [line.strip() for line in text.splitlines()]
@@ -118,14 +120,17 @@ _MAX_BATCH_GROUPS = 256
 
 def _batch_key(signature, arrays):
     """Requests with equal keys can share a model call, or None if this one
-    cannot: every batched input needs a batch axis and the same trailing
-    shape; scalar inputs (e.g. `temperature`) must be equal. A seeded call
+    cannot: every batched input needs a batch axis, the same number of rows
+    as the request's other batched inputs (else the signature's own check
+    answers it alone) and the same trailing shape; scalar inputs (e.g.
+    `temperature`) must be equal. A seeded call
     (an input named `seed`, e.g. the language model's `generate_seeded`) is
     never merged: its rows are sampled as one batch, so merging would change
     the text the seed promises."""
     if "seed" in signature.inputs:
         return None
     key = [signature.name]
+    rows = set()
     for name in sorted(arrays):
         array = arrays[name]
         if signature.inputs[name].shape.rank == 0:
@@ -133,7 +138,12 @@ def _batch_key(signature, arrays):
         elif array.ndim == 0 or array.shape[0] == 0:
             return None
         else:
+            rows.add(array.shape[0])
             key.append((name, array.dtype.str, array.shape[1:]))
+    # Requests of one waveform and two lengths, and of two waveforms and one
+    # length, would pass as three of each once concatenated.
+    if len(rows) > 1:
+        return None
     return tuple(key)
 
 

@@ -70,6 +70,22 @@ def _ensemble_outputs(outputs):
     return member_log_probs, log_probs, frame_length
 
 
+def check_batch_sizes(values, value_name, lengths, lengths_name, what):
+    """An assertion (InvalidArgument in the SavedModel) that `lengths` has one entry per row of `values`.
+
+    Without it a request with one `waveform` row and three `waveform_length`s
+    is broadcast to three transcripts, and other mismatches fail deep in the
+    graph with TensorFlow's shape messages. `what` names a row of `values`
+    in the message, e.g. "waveform row".
+    """
+    rows, count = tf.shape(values)[0], tf.shape(lengths)[0]
+    message = tf.strings.join([
+        f"`{lengths_name}` has ", tf.strings.as_string(count), tf.where(count == 1, " row", " rows"),
+        f" but `{value_name}` has ", tf.strings.as_string(rows), f": expected one length per {what}",
+    ])
+    return tf.debugging.Assert(tf.equal(rows, count), [message])
+
+
 def greedy_ids(log_probs, frame_length, vocabulary):
     """Greedy CTC hypothesis ids `(batch, length)` int32, -1 past each one (`keras.ops.ctc_decode`)."""
     decoded, _ = keras.ops.ctc_decode(
@@ -163,7 +179,8 @@ def export_transcriber(
       int32 `(batch,)`. The features are computed in the graph by
       `layers.log_mel.LogMel`, the tf.signal twin of
       `pipelines.audio_features.compute_features`. Lengths below `n_fft`
-      samples or above the padded length are rejected (InvalidArgument).
+      samples or above the padded length are rejected (InvalidArgument), and
+      so is a `waveform_length` whose rows are not the `waveform`'s.
       A silent utterance (peak amplitude below `SILENCE_PEAK`, the
       loader's threshold) has the text "" and `log_probs` that put every
       frame on the blank (0 for it, `SILENT_LOG_PROB` for the other
@@ -173,7 +190,7 @@ def export_transcriber(
       feature frames, which the model may shorten (frame stacking).
     - `from_features`: `features` float32 `(batch, frames, n_features)` and
       `feature_length` int32 `(batch,)`, features computed outside (lengths
-      outside `[0, frames]` are rejected).
+      outside `[0, frames]`, or not one per `features` row, are rejected).
 
     Args:
         model: A Keras model taking `{"features", "feature_length"}` and
@@ -300,6 +317,12 @@ def export_transcriber(
         return {"text": text, "log_probs": log_probs, "frame_length": frame_length}
 
     def from_waveform(waveform, waveform_length):
+        # First, and before anything reads the inputs: the other checks and the
+        # features assume one length per row.
+        with tf.control_dependencies(
+            [check_batch_sizes(waveform, "waveform", waveform_length, "waveform_length", "waveform row")]
+        ):
+            waveform, waveform_length = tf.identity(waveform), tf.identity(waveform_length)
         checks = [
             tf.debugging.assert_greater_equal(
                 waveform_length,
@@ -313,7 +336,7 @@ def export_transcriber(
             ),
         ]
         with tf.control_dependencies(checks):
-            waveform = tf.identity(waveform)
+            waveform, waveform_length = tf.identity(waveform), tf.identity(waveform_length)
         features, feature_length = log_mel([waveform, waveform_length])
         outputs = transcribe(features, feature_length)
         valid = tf.sequence_mask(waveform_length, tf.shape(waveform)[1])
@@ -330,6 +353,10 @@ def export_transcriber(
         return outputs
 
     def from_features(features, feature_length):
+        with tf.control_dependencies(
+            [check_batch_sizes(features, "features", feature_length, "feature_length", "features row")]
+        ):
+            features, feature_length = tf.identity(features), tf.identity(feature_length)
         checks = [
             tf.debugging.assert_non_negative(
                 feature_length, message="every `feature_length` must be >= 0"
@@ -341,7 +368,7 @@ def export_transcriber(
             ),
         ]
         with tf.control_dependencies(checks):
-            features = tf.identity(features)
+            features, feature_length = tf.identity(features), tf.identity(feature_length)
         return transcribe(features, feature_length)
 
     archive = keras.export.ExportArchive()

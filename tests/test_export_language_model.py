@@ -179,6 +179,44 @@ def test_bad_generation_arguments_are_invalid_argument(loaded):
             _generate(loaded, prompts, n, temperature, seed=1)
 
 
+@pytest.mark.parametrize("temperature, shown", [(float("nan"), "nan"), (float("inf"), "inf"),
+                                                (float("-inf"), "-inf"), (-0.5, "-0.5")])
+def test_temperature_must_be_a_finite_number(loaded, temperature, shown):
+    message = f"assertion failed: [`temperature` must be a finite number >= 0 (0 is greedy), got {shown}]"
+    for seed in (None, 1):  # serving_default and generate_seeded
+        with pytest.raises(tf.errors.InvalidArgumentError) as error:
+            _generate(loaded, ["to"], 5, temperature, seed=seed)
+        assert message in error.value.message
+
+
+HINT = ("; expected characters of its vocabulary (the characters of its training text, listed in "
+        "assets/metadata.json of the export)")
+
+
+def test_unknown_characters_are_named_with_their_row(loaded):
+    cases = [
+        (["to", "to bé"], "`prompt`[1] holds characters é (U+00E9) the model was not trained on"),
+        (["{éa}", "to"], "`prompt`[0] holds characters { (U+007B), } (U+007D), é (U+00E9) the model was not "
+                         "trained on"),
+        (["t\u00a0o", "to", "x]", "\U0001F600"],
+         "`prompt`[0] holds characters \u00a0 (U+00A0) the model was not trained on (and 2 more rows do)"),
+        (["to", "t\x00o", "\t"],
+         "`prompt`[1] holds characters \\000 (U+0000) the model was not trained on (and 1 more row does)"),
+    ]
+    for prompts, detail in cases:
+        for seed in (None, 1):
+            with pytest.raises(tf.errors.InvalidArgumentError) as error:
+                _generate(loaded, prompts, 5, 0.0, seed=seed)
+            expected = f"every `prompt` character must be in the vocabulary of the model: {detail}{HINT}"
+            assert f"assertion failed: [{expected}]" in error.value.message
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+        loaded.signatures["score"](text=tf.constant(["to be", "\U0001F600 to ]"]))
+    assert ("every `text` character must be in the vocabulary of the model: `text`[1] holds characters "
+            "] (U+005D), \U0001F600 (U+1F600) the model was not trained on" + HINT) in error.value.message
+    # An empty batch has nothing to refuse.
+    assert _generate(loaded, tf.constant([], tf.string), 3) == []
+
+
 def test_score_matches_keras(loaded, model, vocabulary):
     texts = ["to be or not", "t", "", "whether 'tis", "to be"]
     out = loaded.signatures["score"](text=tf.constant(texts))

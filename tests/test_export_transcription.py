@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -158,6 +159,41 @@ def test_bad_lengths_are_invalid_argument(loaded):
             loaded.signatures["from_features"](features=features, feature_length=tf.constant(lengths))
 
 
+BATCH_MISMATCHES = [
+    # (signature, inputs, message): never broadcast, never TensorFlow's shape errors.
+    ("serving_default", {"waveform": (1, 1000), "waveform_length": [1000, 1000, 1000]},
+     "`waveform_length` has 3 rows but `waveform` has 1: expected one length per waveform row"),
+    ("serving_default", {"waveform": (2, 1000), "waveform_length": [1000]},
+     "`waveform_length` has 1 row but `waveform` has 2: expected one length per waveform row"),
+    ("from_features", {"features": (1, 5, CONFIG.n_features), "feature_length": [5, 5, 5]},
+     "`feature_length` has 3 rows but `features` has 1: expected one length per features row"),
+    ("from_features", {"features": (3, 5, CONFIG.n_features), "feature_length": [5]},
+     "`feature_length` has 1 row but `features` has 3: expected one length per features row"),
+]
+
+
+def _call_mismatched(loaded, signature, inputs):
+    arrays = {name: tf.zeros(value) if isinstance(value, tuple) else tf.constant(value, tf.int32)
+              for name, value in inputs.items()}
+    return loaded.signatures[signature](**arrays)
+
+
+@pytest.mark.parametrize("signature, inputs, message", BATCH_MISMATCHES)
+def test_lengths_must_have_one_row_per_input_row(loaded, signature, inputs, message):
+    with pytest.raises(tf.errors.InvalidArgumentError) as error:
+        _call_mismatched(loaded, signature, inputs)
+    assert f"assertion failed: [{message}]" in error.value.message
+
+
+def test_ensemble_and_closed_vocabulary_exports_check_the_rows_too(model, vocabulary, tmp_path):
+    path = export_transcriber([model, model], vocabulary, CONFIG, tmp_path, trained_on="t", metrics={},
+                              candidates=["yes", "no"])
+    loaded = tf.saved_model.load(path)
+    for signature, inputs, message in BATCH_MISMATCHES:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape(message)):
+            _call_mismatched(loaded, signature, inputs)
+
+
 def test_feature_width_must_match_the_config(model, vocabulary, tmp_path):
     with pytest.raises(ValueError, match="takes 40 features .* gives 80"):
         export_transcriber(model, vocabulary, FeatureConfig(), tmp_path, trained_on="x", metrics={})
@@ -288,6 +324,38 @@ def test_evaluate_export_scores_a_held_out_speaker_through_the_savedmodel(
     assert main(["--export", str(export_path), "--dataset", str(folder), "--split", "nope",
                  "--cache-dir", str(tmp_path / "cache")]) == 2
     assert "invalid value for argument `split`" in capsys.readouterr().err
+
+
+def test_evaluate_export_skips_and_counts_transcripts_outside_the_vocabulary(
+        export_path, model, vocabulary, utterances, tmp_path, capsys):
+    import soundfile as sf
+
+    from models.error_rates import error_rates
+    from pipelines.audio_loading import load_audio
+    from serving.evaluate_export import main
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    rows = ["path\tspeaker\tsplit\ttext"]
+    for i, (split, text) in enumerate([("train", "yes"), ("train", "Press 1"), ("train", ""), ("train", "no"),
+                                       ("test", "maybe")]):
+        sf.write(folder / f"u{i}.wav", utterances[i], CONFIG.sample_rate)
+        rows.append(f"u{i}.wav\tann\t{split}\t{text}")
+    (folder / "manifest.tsv").write_text("\n".join(rows) + "\n")
+    written = tmp_path / "report.json"
+    assert main(["--export", str(export_path), "--dataset", str(folder), "--split", "train",
+                 "--cache-dir", str(tmp_path / "cache"), "--examples", "0", "--output", str(written)]) == 0
+    err = capsys.readouterr().err
+    assert (f"evaluate_export: skipping {folder / 'u1.wav'}: out_of_vocabulary: transcript 'press 1' has "
+            "characters '1' outside the vocabulary") in err
+    report = json.loads(written.read_text())
+    assert (report["utterances"], report["skipped"]) == (2, 2)
+    assert report["skipped_by_reason"] == {"empty_transcript": 1, "out_of_vocabulary": 1}
+    # The figures are those of the two usable utterances alone.
+    waveforms = [load_audio(folder / f"u{i}.wav", CONFIG.sample_rate) for i in (0, 3)]
+    expected = _keras_reference(model, vocabulary, waveforms)[-1]
+    assert report["cer"] == pytest.approx(error_rates(["yes", "no"], expected)["cer"])
+    assert all(e["reference"] != "press 1" for e in report["examples"])
 
 
 def test_evaluate_export_decodes_with_a_language_model_grid(export_path, model, vocabulary, utterances, tmp_path,

@@ -170,12 +170,24 @@ BAD_PREDICTS = [
     ('{"inputs": {"prompt": ["a"], "max_new_chars": [5], "temperature": 0}}', 400, "shape ()"),
     ('{"instances": [{"prompt": "a", "max_new_chars": 5, "temperature": 0}]}', 400, "columnar"),
     ('{"inputs": {"prompt": ["a", ""], "max_new_chars": 5, "temperature": 0}}', 400, "at least one character"),
-    ('{"inputs": {"prompt": ["a", "a\u00e9"], "max_new_chars": 5, "temperature": 0}}', 400, "must be in the vocabulary of the model"),
+    ('{"inputs": {"prompt": ["a", "a\u00e9"], "max_new_chars": 5, "temperature": 0}}', 400,
+     "every `prompt` character must be in the vocabulary of the model: `prompt`[1] holds characters "
+     "\u00e9 (U+00E9) the model was not trained on; expected characters of its vocabulary"),
     ('{"inputs": {"prompt": ["a"], "max_new_chars": 5, "temperature": -1}}', 400, "temperature"),
+    ('{"inputs": {"prompt": ["a"], "max_new_chars": 5, "temperature": NaN}}', 400,
+     "`temperature` must be a finite number >= 0 (0 is greedy), got nan"),
+    ('{"inputs": {"prompt": ["a"], "max_new_chars": 5, "temperature": 1e999}}', 400,
+     "`temperature` must be a finite number >= 0 (0 is greedy), got inf"),
+    ('{"signature_name": "generate_seeded", "inputs": {"prompt": ["a"], "max_new_chars": 5, "seed": 1, '
+     '"temperature": Infinity}}', 400, "`temperature` must be a finite number >= 0 (0 is greedy), got inf"),
     ('{"inputs": {"prompt": ["a"], "max_new_chars": 101, "temperature": 0}}', 413, "limit of 100"),
     ('{"inputs": ["a"]}', 400, "3 inputs"),
     ('{"signature_name": "score", "inputs": []}', 400, "empty batch"),
     ('{"signature_name": "score", "inputs": ["a\u00e9"]}', 400, "every `text` character must be in the vocabulary"),
+    # A "]" in the message does not cut it short.
+    ('{"signature_name": "score", "inputs": ["a", "[a]"]}', 400,
+     "`text`[1] holds characters [ (U+005B), ] (U+005D) the model was not trained on; expected characters of "
+     "its vocabulary (the characters of its training text, listed in assets/metadata.json of the export)"),
     ('{"signature_name": "score", "inputs": ["\\ud800"]}', 400, "not valid Unicode"),
     ('{"signature_name": "score", "inputs": ' + "[" * 5000 + "]" * 5000 + "}", 400, "nested too deeply"),
     ('{"inputs": {"prompt": [null], "max_new_chars": 1, "temperature": 0}}', 400, "must hold strings"),
@@ -220,6 +232,115 @@ def test_request_body_limit(lm_client):
 
     response = lm_client.post("/v1/models/lm:predict", content=chunks())
     assert response.status_code == 413
+
+
+def test_predict_with_a_length_per_row_mismatch_is_400(asr_client):
+    waveform = synthetic_utterance(3, 16000, 0.3).tolist()
+    for inputs, message in (
+        ({"waveform": [waveform], "waveform_length": [len(waveform)] * 3},
+         "`waveform_length` has 3 rows but `waveform` has 1: expected one length per waveform row"),
+        ({"waveform": [waveform, waveform], "waveform_length": [len(waveform)]},
+         "`waveform_length` has 1 row but `waveform` has 2: expected one length per waveform row"),
+        ({"features": [[[0.0] * 40] * 5], "feature_length": [5, 5, 5]},
+         "`feature_length` has 3 rows but `features` has 1: expected one length per features row"),
+    ):
+        signature = "from_features" if "features" in inputs else "serving_default"
+        response = asr_client.post("/v1/models/asr:predict", json={"signature_name": signature, "inputs": inputs})
+        assert response.status_code == 400
+        assert response.json() == {"error": message}
+
+
+def test_requests_with_rows_that_disagree_are_never_merged(exports, asr_saved):
+    from serving.model_store import Signature
+    from serving.server import _batch_key
+
+    signature = Signature("serving_default", asr_saved.signatures["serving_default"])
+    waveforms = np.zeros((2, 8000), np.float32)
+    one_and_two = {"waveform": waveforms[:1], "waveform_length": np.array([8000, 8000], np.int32)}
+    two_and_one = {"waveform": waveforms, "waveform_length": np.array([8000], np.int32)}
+    # Concatenated, these two would be three rows of each and pass the export's check.
+    assert _batch_key(signature, one_and_two) is None and _batch_key(signature, two_and_one) is None
+    assert _batch_key(signature, {"waveform": waveforms, "waveform_length": np.array([8000, 8000], np.int32)})
+
+    app = create_app("asr", os.path.dirname(exports["asr"]), batch_timeout_s=0.05)
+    speech = synthetic_utterance(5, 16000, 0.5)
+    good = {"waveform": [speech.tolist()], "waveform_length": [len(speech)]}
+    bad = [{"waveform": [speech.tolist()], "waveform_length": [len(speech)] * 2},
+           {"waveform": [speech.tolist()] * 2, "waveform_length": [len(speech)]}]
+    expected = asr_saved.signatures["serving_default"](
+        waveform=tf.constant(speech[None]), waveform_length=tf.constant([len(speech)]))["text"].numpy()[0].decode()
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                return await asyncio.gather(*(
+                    client.post("/v1/models/asr:predict", json={"inputs": inputs}) for inputs in [*bad, good]))
+
+    responses = asyncio.run(main())
+    assert [r.status_code for r in responses] == [400, 400, 200]
+    assert "`waveform_length` has 2 rows but `waveform` has 1" in responses[0].json()["error"]
+    assert "`waveform_length` has 1 row but `waveform` has 2" in responses[1].json()["error"]
+    assert responses[2].json()["outputs"]["text"] == [expected]
+
+
+def test_a_base_path_without_versions_is_logged_and_waited_on(exports, tmp_path, caplog):
+    from serving.model_store import ModelStore
+
+    version_dir = exports["lm"]
+    parent = os.path.dirname(version_dir)
+    with caplog.at_level("WARNING", logger="serving"):
+        store = ModelStore("lm", version_dir, warn_seconds=3600)
+        assert store.refresh() is False
+        assert store.refresh() is False  # within warn_seconds: logged once
+    expected = (
+        f"No servable version of model 'lm' under --model_base_path {version_dir}: expected "
+        f"{version_dir}/<N>/saved_model.pb with N a number (e.g. {version_dir}/1/saved_model.pb); "
+        f"{version_dir} holds saved_model.pb itself: it is a version directory, so serve its parent: "
+        f"--model_base_path={parent}. Requests get 404 until a version appears."
+    )
+    assert [r.getMessage() for r in caplog.records] == [expected]
+    caplog.clear()
+    store.warn_seconds = 0
+    with caplog.at_level("WARNING", logger="serving"):
+        store.refresh()
+    assert [r.getMessage() for r in caplog.records] == ["still waiting: " + expected]
+
+    # An empty folder is waited on: the version is served once it appears, and the warnings stop.
+    base = tmp_path / "lm"
+    base.mkdir()
+    app = create_app("lm", base, poll_seconds=0.1)
+    with caplog.at_level("WARNING", logger="serving"), TestClient(app) as client:
+        assert client.get("/v1/models/lm").json() == {"error": "Servable not found for request: Latest(lm)"}
+        assert f"under --model_base_path {base}: expected {base}/<N>/saved_model.pb with N a number" in caplog.text
+        assert "it is empty." in caplog.text
+        shutil.copytree(version_dir, base / "3")
+        deadline = time.monotonic() + 60
+        while client.get("/v1/models/lm").status_code != 200:
+            assert time.monotonic() < deadline, "version 3 was not picked up"
+            time.sleep(0.1)
+        caplog.clear()
+        time.sleep(0.3)
+        assert "No servable version" not in caplog.text
+
+
+def test_command_line_refuses_a_version_directory_as_base_path(exports, capsys, monkeypatch):
+    import uvicorn
+
+    from serving.__main__ import main
+
+    def run(*args, **kwargs):
+        raise AssertionError("the server started")
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    version_dir = exports["lm"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model_name=lm", f"--model_base_path={version_dir}", "--rest_api_port=1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert (f"python -m serving: error: No servable version of model 'lm' under --model_base_path {version_dir}: "
+            f"expected {version_dir}/<N>/saved_model.pb with N a number") in err
+    assert f"serve its parent: --model_base_path={os.path.dirname(version_dir)}" in err
 
 
 def test_transcribe_uploads_of_any_rate_and_channels(asr_client, asr_saved):
