@@ -266,7 +266,7 @@ def test_train_py_end_to_end(tmp_path, capsys):
     assert metrics["dataset"] == dataset
     assert metrics["sample"].startswith("First") and len(metrics["sample"]) == 35
     assert sorted(os.listdir(out)) == [
-        "best.keras", "config.json", "export", "metrics.json", "model.keras", "vocabulary.json"
+        "best.keras", "config.json", "export", "history.csv", "metrics.json", "model.keras", "vocabulary.json"
     ]
     # The SavedModel for TF Serving: version 1 of `language_model`, its metadata from this run.
     version = out / "export" / "language_model" / "1"
@@ -279,6 +279,47 @@ def test_train_py_end_to_end(tmp_path, capsys):
     model, vocab = load_language_model(str(out / "model.keras"))
     assert vocab == Vocabulary.from_text((tmp_path / "tiny.txt").read_text())
     assert model.count_params() == metrics["parameters"]
+
+
+class _KillAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        self.logs = dict(logs)
+        raise KeyboardInterrupt("simulated kill")
+
+
+class _Spoil(keras.callbacks.Callback):
+    """Records the epochs run and spoils the weights at each one's start (a worse epoch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+        rng = np.random.default_rng(epoch)
+        self.model.set_weights([w + rng.normal(0, 3, w.shape).astype(w.dtype) for w in self.model.get_weights()])
+
+
+def test_a_killed_run_resumes_and_keeps_its_best_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    config = Config(dataset=_tiny_corpus(tmp_path), hidden_size=16, embedding_dim=8, sequence_length=20,
+                    batch_size=8, epochs=2, sample_length=5, sample_prompt="First", verbose=0, output_dir=str(out))
+    killed = _KillAfterFirstEpoch()
+    with pytest.raises(KeyboardInterrupt):
+        run(config, callbacks=[killed])
+    assert (out / "backup" / "training_metadata.json").is_file() and (out / "best.keras").is_file()
+    # Resumed with one more epoch: epochs 2 and 3 run, each worse than the first (spoilt weights),
+    # so the first epoch's checkpoint stays the best (a fresh checkpoint callback would take epoch 2).
+    spoil = _Spoil()
+    metrics = run(dataclasses.replace(config, epochs=3), callbacks=[spoil])
+    assert spoil.epochs == [1, 2]
+    history = metrics["history"]["val_loss"]
+    assert metrics["epochs"] == 3 and len(history) == 3
+    assert history[0] == pytest.approx(killed.logs["val_loss"], rel=1e-6)
+    assert min(history[1:]) > history[0]
+    assert metrics["best_epoch"] == 1
+    assert metrics["val_loss_nats"] == pytest.approx(history[0], rel=1e-4)
+    assert not (out / "backup").exists()
 
 
 def test_run_rejects_bad_input_before_training(tmp_path):

@@ -7,6 +7,7 @@ validation loss) and a time budget, evaluate the best weights, save the model
 with its vocabulary, write metrics.json and print a generated sample.
 """
 
+import csv
 import dataclasses
 import math
 import os
@@ -284,18 +285,45 @@ def build_model(config, vocabulary_size):
     return compile_model(model, config)
 
 
-def run(config):
+BACKUP_DIR = "backup"  # BackupAndRestore's state; deleted (by Keras) when a run ends
+BACKUP_STATE_FILE = os.path.join(BACKUP_DIR, "training_metadata.json")  # Keras' name
+HISTORY_FILE = "history.csv"  # every epoch's losses (keras.callbacks.CSVLogger), across restarts
+
+
+def _read_history(path):
+    """`{log name: [value per epoch]}` from a CSVLogger file (an epoch logged twice, by a run
+    killed between its row and its backup, counts once: the later row); {} without the file."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = {int(row["epoch"]): row for row in csv.DictReader(f)}
+    except FileNotFoundError:
+        return {}
+    ordered = [rows[epoch] for epoch in sorted(rows)]
+    names = [name for name in (ordered[0] if ordered else {}) if name != "epoch"]
+    return {name: [float(row[name]) for row in ordered] for name in names}
+
+
+def run(config, *, callbacks=()):
     """Train, evaluate and save a character language model; return its metrics.
 
     Writes to `config.output_dir` (refused when it holds a run made with other
     settings: `training.cli.check_run_directory`): `config.json` (once the
-    data is read),
-    `vocabulary.json`, `best.keras` (checkpoint, best validation loss),
+    data is read), `vocabulary.json`, `history.csv` (every epoch's losses),
+    `best.keras` (checkpoint, best validation loss),
     `model.keras` (the best weights), `metrics.json` (`val_loss_nats`,
     `val_bpc`, `train_seconds`, `epochs`, ...), and prints a sample.
+    A killed run resumes from `backup/` (`keras.callbacks.BackupAndRestore`)
+    when run again with the same settings: its epochs so far stay in the
+    history and its best checkpoint is kept unless a later epoch beats it.
+    `callbacks` are extra Keras callbacks, run after the run's own (tests).
     """
+    extra_callbacks = callbacks  # for tests: after the run's own
     # An earlier run there with other settings stops this one before it writes anything.
-    if check_run_directory(config.output_dir, config, ignore=RUN_DIRECTORY_IGNORED):
+    earlier_run = check_run_directory(config.output_dir, config, ignore=RUN_DIRECTORY_IGNORED)
+    resuming = os.path.exists(os.path.join(config.output_dir, BACKUP_STATE_FILE))
+    if resuming:
+        print(f"Resuming the interrupted run backed up in {os.path.join(config.output_dir, BACKUP_DIR)}")
+    elif earlier_run:
         print(f"{config.output_dir} holds a run with these settings: training it again (its files are replaced)")
     keras.utils.set_random_seed(config.seed)
 
@@ -320,12 +348,20 @@ def run(config):
 
     repeated, steps_per_epoch = repeat_epochs(train)  # one iterator for the whole run
     best_path = os.path.join(config.output_dir, "best.keras")
+    backup_dir = os.path.join(config.output_dir, BACKUP_DIR)
+    history_path = os.path.join(config.output_dir, HISTORY_FILE)
+    # The killed run's epochs so far: its best validation loss must not be
+    # overwritten by a worse epoch's checkpoint after the restart.
+    earlier = _read_history(history_path) if resuming else {}
     max_seconds = None if config.max_train_minutes is None else 60.0 * config.max_train_minutes
     budget = TimeBudgetCallback(max_seconds)
     callbacks = [
         keras.callbacks.ModelCheckpoint(
-            best_path, monitor="val_loss", save_best_only=True, verbose=0
+            best_path, monitor="val_loss", save_best_only=True, verbose=0,
+            initial_value_threshold=min(earlier["val_loss"]) if earlier.get("val_loss") else None,
         ),
+        # Every epoch's losses, kept across a restart (the metrics' history).
+        keras.callbacks.CSVLogger(history_path, append=resuming),
         budget,
     ]
     if config.lr_schedule == "cosine":
@@ -340,17 +376,20 @@ def run(config):
                 monitor="val_loss", factor=0.5, patience=1, min_lr=1e-5, verbose=config.verbose
             )
         )
+    # Last: when a backup of epoch N exists, so do its checkpoint and history row.
+    callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True))
     start = time.monotonic()
-    history = model.fit(
+    model.fit(
         repeated,
         steps_per_epoch=steps_per_epoch,
         validation_data=validation,
         epochs=config.epochs,
-        callbacks=callbacks,
+        callbacks=[*callbacks, *extra_callbacks],
         shuffle=False,  # the window dataset reshuffles itself every epoch
         verbose=config.verbose,
     )
     train_seconds = time.monotonic() - start
+    losses = _read_history(history_path)  # every epoch, the killed run's too
 
     # The final model is the checkpoint with the best validation loss.
     best = keras.saving.load_model(best_path)
@@ -359,7 +398,6 @@ def run(config):
     long_loss = long_context_loss(
         model, vocabulary.encode(validation_text), num_chunks=min(16, len(validation_text) - 1)
     )
-    losses = history.history
     best_epoch = int(min(range(len(losses["val_loss"])), key=losses["val_loss"].__getitem__)) + 1
     metrics = {
         "val_loss_nats": val_loss,
