@@ -181,6 +181,22 @@ def test_a_run_into_a_finished_runs_directory(tmp_path, fake_data, capsys, monke
     assert (out / "model.keras").stat().st_mtime_ns > files[out / "model.keras"]
 
 
+def test_a_non_finite_loss_stops_the_run_before_it_saves_a_model(tmp_path, monkeypatch):
+    def nan_features(**kwargs):
+        data = make_speech_data(train=16, validation=8, test=8)
+        spoilt = data.train.map(lambda x, y: ({**x, "features": x["features"] * float("nan")}, y))
+        return dataclasses.replace(data, train=spoilt)
+
+    monkeypatch.setattr(transcription, "build_speech_datasets", nan_features)
+    monkeypatch.setattr(
+        transcription.Config, "feature_config", lambda self: transcription.FeatureConfig(n_mels=NUM_FEATURES)
+    )
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"The training loss became nan at epoch 1, batch 1; .*--cache-dir"):
+        transcription.run(transcription.Config(output_dir=str(out), epochs=1, **TINY))
+    assert not (out / "model.keras").exists()
+
+
 def test_init_from_starts_a_run_from_a_finished_runs_weights(tmp_path, fake_data, capsys):
     first = tmp_path / "first"
     transcription.run(transcription.Config(output_dir=str(first), epochs=1, **TINY))
@@ -197,6 +213,12 @@ def test_init_from_starts_a_run_from_a_finished_runs_weights(tmp_path, fake_data
     fresh = _WeightsAtStart()
     transcription.run(dataclasses.replace(config, init_from=None, output_dir=str(tmp_path / "third")), callbacks=[fresh])
     assert not all(np.array_equal(a, b) for a, b in zip(fresh.weights, saved))
+    # A refused --init-from writes nothing, so the corrected command is not refused for its config.json.
+    fourth = tmp_path / "fourth"
+    with pytest.raises(FileNotFoundError):
+        transcription.run(dataclasses.replace(config, init_from=str(tmp_path / "missing"), output_dir=str(fourth)))
+    assert not fourth.exists()
+    transcription.run(dataclasses.replace(config, output_dir=str(fourth)))
 
 
 def test_warm_start_names_what_differs(tmp_path, fake_data):

@@ -216,7 +216,7 @@ def test_search_writes_outputs_and_resumes_without_repeating_trials(tmp_path, ca
     assert capsys.readouterr().out.count(" starts: ") == 0
     with pytest.raises(ValueError, match=r"task_config.embedding_dim \(was 8, now 4\)"):
         run_search(TOY_TASK, ToyConfig(output_dir=moved, embedding_dim=4), TuningConfig(tuner="random", max_trials=2, max_epochs=1))
-    with pytest.raises(ValueError, match=r"different settings \(tuner differ"):
+    with pytest.raises(ValueError, match=r"different settings \(tuner \(was 'random', now 'bayesian'\) differ"):
         run_search(TOY_TASK, config, TuningConfig(tuner="bayesian", max_trials=2, max_epochs=1))
 
 

@@ -28,6 +28,7 @@ from pipelines.vocabulary import Vocabulary
 from training.cli import RUN_DIRECTORY_IGNORED, check_run_directory, config_to_dict, write_json
 from training.cosine_annealing_callback import CosineAnnealingCallback
 from training.distribute import DISTRIBUTE, build_distributed
+from training.non_finite_loss_callback import NonFiniteLossCallback
 from training.time_budget_callback import TimeBudgetCallback
 
 
@@ -363,6 +364,7 @@ def run(config, *, callbacks=()):
         # Every epoch's losses, kept across a restart (the metrics' history).
         keras.callbacks.CSVLogger(history_path, append=resuming),
         budget,
+        NonFiniteLossCallback("Try a lower --learning-rate or --clipnorm."),
     ]
     if config.lr_schedule == "cosine":
         callbacks.append(

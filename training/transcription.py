@@ -34,6 +34,7 @@ from training.cli import RUN_DIRECTORY_IGNORED, check_run_directory, config_to_d
 from training.cosine_annealing_callback import CosineAnnealingCallback
 from training.distribute import DISTRIBUTE, build_distributed
 from training.error_rate_callback import ErrorRateCallback
+from training.non_finite_loss_callback import NonFiniteLossCallback
 from training.time_budget_callback import TimeBudgetCallback
 
 # File names inside `output_dir`.
@@ -536,6 +537,11 @@ def _callbacks(config, data, vocabulary, resuming):
             patience=config.early_stopping_patience, **patience_monitor
         ),
         TimeBudgetCallback(max_seconds),
+        NonFiniteLossCallback(
+            "Check the training data (features are cached under --cache-dir "
+            f"{config.cache_dir or '<project>/runs/cache'}: a damaged cache is computed afresh once deleted) "
+            "and try a lower --learning-rate."
+        ),
         keras.callbacks.TensorBoard(
             os.path.join(out, LOG_DIR), write_graph=False, profile_batch=0
         ),
@@ -859,7 +865,7 @@ def run(config, *, callbacks=(), model_builder=None):
     from its backup, a finished one is trained again. One with other
     settings stops the run before it reads data or writes anything
     (`training.cli.check_run_directory`); nothing is written either until
-    the data has been read.
+    the data has been read and the model built (and warm-started).
     """
     if config.ensemble > 1:
         from training.transcription_ensemble import run_ensemble
@@ -879,10 +885,6 @@ def run(config, *, callbacks=(), model_builder=None):
         print(f"{out} holds a run with these settings: training it again (its files are replaced)")
 
     prepared = prepare_data(config)  # bad data stops the run before it writes anything
-    os.makedirs(out, exist_ok=True)
-    write_json(os.path.join(out, CONFIG_FILE), config_to_dict(config))
-    if not resuming and os.path.exists(os.path.join(out, BEST_WEIGHTS_FILE)):
-        os.remove(os.path.join(out, BEST_WEIGHTS_FILE))  # from the earlier, finished run
     vocabulary, feature_config, data = prepared.vocabulary, prepared.feature_config, prepared.data
     print(f"Data: {data.description}")
     print(f"Utterances: {data.counts}; skipped: {len(data.skipped)}")
@@ -901,6 +903,12 @@ def run(config, *, callbacks=(), model_builder=None):
     model.summary()
     if config.init_from is not None and not resuming:  # a resumed run restores its own weights
         warm_start(model, config.init_from, feature_config=feature_config, vocabulary=vocabulary)
+
+    # Data, model and warm start checked: the run is this directory's from here on.
+    os.makedirs(out, exist_ok=True)
+    write_json(os.path.join(out, CONFIG_FILE), config_to_dict(config))
+    if not resuming and os.path.exists(os.path.join(out, BEST_WEIGHTS_FILE)):
+        os.remove(os.path.join(out, BEST_WEIGHTS_FILE))  # from the earlier, finished run
 
     started = time.monotonic()
     with warnings.catch_warnings():

@@ -62,7 +62,7 @@ def _check_same_search(path, identity, config):
     with open(path, encoding="utf-8") as f:
         previous = json.load(f)
     changed = [
-        key
+        f"{key} (was {previous.get(key)!r}, now {identity.get(key)!r})"
         for key in sorted(set(previous) | set(identity))
         if key != "task_config" and previous.get(key) != identity.get(key)
     ]
