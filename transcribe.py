@@ -40,16 +40,15 @@ import numpy as np  # noqa: E402
 import models.transcription  # noqa: E402,F401  (registers every class of the saved model)
 from models.ctc_decoding import (  # noqa: E402
     check_candidate_warps,
-    check_candidates,
     ctc_choose_text,
     ctc_decode_text,
-    load_candidates,
 )
 from models.ctc_lm_decoding import CharacterLanguageModelScorer, Lexicon, ctc_beam_search_with_lm  # noqa: E402
 from models.transcription_evaluation import closed_vocabulary_texts  # noqa: E402
 from models.language_model_io import is_transcription_run  # noqa: E402
 from pipelines.audio_loading import UNREADABLE, AudioError  # noqa: E402
 from pipelines.speech_dataset import load_features  # noqa: E402
+from serving.evaluate_export import read_candidates_file  # noqa: E402
 from serving.model_store import version_directories, with_export_hint  # noqa: E402
 from training.transcription import load_transcriber  # noqa: E402
 
@@ -268,9 +267,12 @@ def main(argv=None):
                 model, vocabulary, feature_config = load_transcriber(args.model_dir)
             except FileNotFoundError as error:
                 raise with_export_hint(error, args.model_dir, "transcriber") from None
-        candidates = None if args.candidates is None else load_candidates(args.candidates)
-        if candidates is not None:  # checked before any audio is read
-            check_candidates(candidates, vocabulary=vocabulary)
+        if candidate_warps is not None and feature_config.kind != "log_mel":
+            parser.error(f"argument --candidate-warps: {args.model_dir} reads {feature_config.kind} features "
+                         f"(cepstra have no mel axis to warp); expected no --candidate-warps with it, "
+                         f"got {args.candidate_warps!r}")
+        # Checked before any audio is read.
+        candidates = None if args.candidates is None else read_candidates_file(args.candidates, vocabulary)
         scorer = None if args.lm is None else load_scorer(args.lm, vocabulary)
         lexicon = None if args.lexicon is None else Lexicon.from_file(args.lexicon, vocabulary)
     except (FileNotFoundError, ValueError) as error:

@@ -53,6 +53,10 @@ def main(argv=None):
     )
     parser.add_argument("--skip-training", action="store_true", help="Only measure feature extraction.")
     args = parser.parse_args(argv)
+    for flag, value in (("--batch-size", args.batch_size), ("--cold-repeats", args.cold_repeats),
+                        ("--repeats", args.repeats)):
+        if value < 1:
+            parser.error(f"{flag} must be a positive integer, got {value}")
     if args.epochs_per_fit < 2:
         parser.error(f"--epochs-per-fit must be at least 2 (the first epoch of a fit is not timed), got {args.epochs_per_fit}")
 

@@ -78,6 +78,16 @@ def main(argv=None):
     from training import transcription
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in argv or "--help" in argv:
+        # Only the flags it takes: train.py's transcription flags, without --task, --tune and the search's.
+        import argparse
+
+        from training.cli import add_config_flags
+
+        parser = argparse.ArgumentParser(prog="python -m benchmarks.plain_baseline",
+                                         description=__doc__.splitlines()[0])
+        add_config_flags(parser, transcription.Config, group_title="transcription options")
+        parser.parse_args(["--help"])
     if "--task" in argv or any(a.startswith("--task=") or a == "--tune" for a in argv):
         raise SystemExit("plain_baseline: --task and --tune do not apply (it trains one transcription model).")
     _, config = train.parse_args(["--task", "transcription", *argv])

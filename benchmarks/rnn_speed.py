@@ -36,6 +36,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -283,6 +284,45 @@ def _verdicts(all_results):
     return verdicts
 
 
+def output_error(output):
+    """Why the JSON report cannot be written to `output`, or None when it can.
+
+    Checked before the benchmark runs, so that its results are not lost at
+    the end: `output` must not be a directory, and its nearest existing
+    ancestor must be a writable directory (missing parents are made).
+    """
+    if os.path.isdir(output):
+        return f"--output {output} is a directory; expected the path of a JSON file to write."
+    parent = os.path.dirname(os.path.abspath(output))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"--output {output}: {parent} is a file, not a directory; expected a path whose parent is a directory."
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"--output {output}: directory {parent} is not writable; expected a path that can be written."
+    return None
+
+
+def write_json(path, report):
+    """Write `report` as JSON to `path` through a temporary file, making missing parents:
+    a failed write leaves an existing `path` as it was."""
+    path = os.path.realpath(path)
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with open(handle, "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as open(path, "w") would make it, not mkstemp's 0o600
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def main(argv=None):
     """Command line entry: run the benchmark, print a table, write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -307,11 +347,16 @@ def main(argv=None):
     parser.add_argument("--output", default=None,
                         help="write the results as JSON to this path")
     args = parser.parse_args(argv)
-    rounds = args.rounds or (3 if args.quick else 20)
-    warmup = args.warmup or (1 if args.quick else 3)
-    for flag, value in (("--rounds", rounds), ("--warmup", warmup)):
-        if value <= 0:
-            parser.error(f"{flag} must be a positive integer, got {value}")
+    rounds = args.rounds if args.rounds is not None else (3 if args.quick else 20)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 3)
+    if rounds < 1:
+        parser.error(f"--rounds must be a positive integer, got {rounds}")
+    if warmup < 0:
+        parser.error(f"--warmup must be an integer >= 0, got {warmup}")
+    if args.output is not None:
+        error = output_error(args.output)
+        if error is not None:
+            parser.error(error)
     shards = None
     if args.batch_shards != "auto":
         try:
@@ -378,9 +423,8 @@ def main(argv=None):
         "results": all_results,
         "verdicts": verdicts,
     }
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2)
+    if args.output is not None:
+        write_json(args.output, report)
     return report
 
 

@@ -222,17 +222,32 @@ def main(argv=None):
                              "one model pass per factor.")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    members, seen = _expand(args.run_dir)[0], {}
+    for member in members:
+        real = os.path.realpath(member)
+        if real in seen:
+            parser.error(f"run_dir: {member} is given twice (as {seen[real]} too); expected each ensemble member "
+                         "once (an ensemble run stands for its members).")
+        seen[real] = member
+    if args.export_base is not None:
+        existing = os.path.abspath(args.export_base)
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            parser.error(f"--export_base {args.export_base}: {existing} is not a directory; expected a directory "
+                         "(existing or to be created) to export into.")
     candidates = None
     if args.candidates is not None:
-        from models.ctc_decoding import check_candidates, load_candidates
+        from models.ctc_decoding import load_candidates
+        from serving.evaluate_export import read_candidates_file
 
         try:
             candidates = load_candidates(args.candidates)
-            first = _read_run(_expand(args.run_dir)[0][0])
+            first = _read_run(members[0])
             if first.feature_config is not None:  # a language-model run is refused by export_run
                 # Checked against the first run's vocabulary before any model is loaded
-                # (an ensemble's members share one).
-                check_candidates(candidates, vocabulary=first.vocabulary)
+                # (an ensemble's members share one); a bad text is named with its line.
+                candidates = read_candidates_file(args.candidates, first.vocabulary)
         except ValueError as error:
             parser.error(f"--candidates {args.candidates}: {error}")
     candidate_warps = None
@@ -250,6 +265,10 @@ def main(argv=None):
             check_candidate_warps(candidate_warps, candidates)
         except ValueError as error:
             parser.error(f"--candidate_warps {args.candidate_warps}: {error}")
+        kind = (_read_run(members[0]).feature_config or {}).get("kind", "log_mel")
+        if kind != "log_mel":
+            parser.error(f"--candidate_warps {args.candidate_warps}: {members[0]} reads {kind} features "
+                         "(cepstra have no mel axis to warp); expected no --candidate_warps with it.")
     print(export_run(args.run_dir, args.export_base, candidates, candidate_warps))
     return 0
 

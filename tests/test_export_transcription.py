@@ -431,3 +431,15 @@ def test_evaluate_export_decodes_with_a_language_model_grid(export_path, model, 
     assert main(["--export", str(export_path), "--dataset", str(folder), "--split", "validation",
                  "--cache-dir", str(tmp_path / "cache"), "--lexicon", str(lexicon_file)]) == 2
     assert f"Lexicon file {str(lexicon_file)!r} line 2: word '2' has characters '2' outside" in capsys.readouterr().err
+
+
+def test_evaluate_export_names_the_line_of_a_candidate_outside_the_vocabulary(export_path, tmp_path, capsys):
+    from serving.evaluate_export import main
+
+    listed = tmp_path / "candidates.txt"
+    listed.write_text("one\n\ntwo 2\n")
+    with pytest.raises(SystemExit) as exit_info:  # before the dataset is even looked for
+        main(["--export", str(export_path), "--dataset", str(tmp_path / "missing"), "--candidates", str(listed)])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert f"Candidates file {str(listed)!r}, line 3" in message and "got 'two 2'" in message

@@ -360,3 +360,32 @@ def test_a_directory_given_as_audio_is_named_and_the_good_files_transcribed(tmp_
     assert status == 1
     assert captured.out == f"{good}\ta\n"
     assert captured.err == f"error: {folder}: unreadable: is a directory; expected an audio file (wav, flac, ...)\n"
+
+
+def test_candidate_warps_are_refused_for_an_mfcc_run(tmp_path, capsys):
+    import dataclasses
+
+    import keras
+
+    vocabulary = Vocabulary(SPEECH_ALPHABET)
+    config = dataclasses.replace(FEATURES, kind="mfcc", n_mfcc=8)
+    directory = tmp_path / "mfcc"
+    directory.mkdir()
+    build_transcription_model(
+        num_features=config.n_features, vocabulary_size=vocabulary.size, hidden_size=4, num_layers=1, dropout=0.0,
+    ).save(directory / "model.keras")
+    vocabulary.save(directory / "vocabulary.json")
+    write_json(str(directory / "feature_config.json"), config.to_dict())
+    keras.backend.clear_session()
+    words = tmp_path / "words.txt"
+    words.write_text("a\nb\n")
+    message = _usage_error(capsys, "--model-dir", directory, "--candidates", words, "--candidate-warps", "0.9,1",
+                           tmp_path / "missing.wav")
+    assert "--candidate-warps" in message and "no mel axis to warp" in message and "'0.9,1'" in message
+
+
+def test_a_candidate_outside_the_vocabulary_names_the_file_and_line(tmp_path, model_dir, capsys):
+    words = tmp_path / "words.txt"
+    words.write_text("one\n\ntwo 2\n")
+    message = _usage_error(capsys, "--model-dir", model_dir, "--candidates", words, tmp_path / "missing.wav")
+    assert f"Candidates file {str(words)!r}, line 3" in message and "got 'two 2'" in message

@@ -88,3 +88,57 @@ def test_launcher_reports_a_chief_that_dies_before_listening(tmp_path):
         launch_search(
             [sys.executable, "-c", "import sys; sys.exit(3)"], workers=1, port=_free_port(), timeout=30
         )
+
+
+def _main_error(capsys, code, *argv):
+    from tuning.distributed import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        result = main([str(a) for a in argv])
+        raise SystemExit(result)
+    assert exit_info.value.code == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def test_a_port_in_use_is_refused_before_anything_starts(tmp_path, capsys):
+    marker = tmp_path / "ran"
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        message = _main_error(capsys, 2, "--workers", 1, "--port", port, "--",
+                              sys.executable, "-c", f"open({str(marker)!r}, 'w')")
+        with pytest.raises(ValueError, match=f"port {port} is already in use"):
+            launch_search(["true"], workers=1, port=port)
+    assert f"argument --port: port {port} is already in use" in message
+    assert not marker.exists()
+
+
+def test_bad_commands_and_timeouts_are_one_line_usage_errors(capsys):
+    message = _main_error(capsys, 2, "--port", _free_port(), "--", "/nonexistent/prog")
+    assert "'/nonexistent/prog' cannot be run" in message
+    message = _main_error(capsys, 2, "--timeout", -1, "--port", _free_port(), "--", "true")
+    assert "argument --timeout: expected a positive number of seconds, got -1" in message
+
+
+def test_a_failing_chief_is_one_line_naming_its_code_and_output(tmp_path, capsys):
+    message = _main_error(capsys, 1, "--workers", 1, "--port", _free_port(), "--log-dir", tmp_path, "--",
+                          sys.executable, "-c", "import sys; sys.exit(3)")
+    assert "chief exited with code 3" in message and str(tmp_path / "chief.log") in message
+
+
+def test_workers_are_stopped_when_the_chief_fails_after_listening(tmp_path, capsys):
+    port = _free_port()
+    script = (
+        "import os, socket, sys, time\n"
+        "if os.environ['KERASTUNER_TUNER_ID'] == 'chief':\n"
+        "    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        f"    s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(1); sys.exit(4)\n"
+        "time.sleep(120)\n"
+    )
+    message = _main_error(capsys, 1, "--workers", 2, "--port", port, "--timeout", 60, "--log-dir", tmp_path, "--",
+                          sys.executable, "-c", script)
+    assert "the chief exited with code 4 (the workers were stopped)" in message
+    assert str(tmp_path / "chief.log") in message

@@ -17,6 +17,8 @@ address where they reach it.
 """
 
 import argparse
+import errno
+import math
 import os
 import signal
 import socket
@@ -31,6 +33,22 @@ def _listening(host, port):
             return True
     except OSError:
         return False
+
+
+def port_error(host, port):
+    """Why the oracle cannot serve on `host:port` (in use, or not an address of
+    this machine), or None when it can: checked before anything starts, since
+    another program listening there would pass for the chief."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server binds
+            probe.bind((host, port))
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            return f"port {port} is already in use on {host}; expected a free port for the oracle"
+        return f"{host}:{port} cannot be bound ({error.strerror or error}); expected an address of this machine"
+    return None
 
 
 def _stop(processes):
@@ -77,6 +95,13 @@ def launch_search(command, *, workers, port, host="127.0.0.1", timeout=None, log
         raise ValueError(f"Received an invalid value for argument `port`, expected an integer in 1..65535, got {port!r}.")
     if not command:
         raise ValueError("Received an empty `command`; expected the search command's argv.")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not math.isfinite(timeout) or timeout <= 0):
+        raise ValueError(f"Received an invalid value for argument `timeout`, expected a positive number of "
+                         f"seconds, got {timeout!r}.")
+    error = port_error(host, port)
+    if error is not None:
+        raise ValueError(f"Received an invalid value for argument `port`: {error}.")
     base = dict(os.environ if env is None else env)
     base.update(KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=str(port))
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -113,17 +138,19 @@ def launch_search(command, *, workers, port, host="127.0.0.1", timeout=None, log
             time.sleep(0.5)
         for index in range(1, workers + 1):
             start(f"tuner{index}")
-        codes = {}
-        for tuner_id, process in processes.items():
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                codes[tuner_id] = process.wait(timeout=remaining)
-            except subprocess.TimeoutExpired:
+        # A chief that fails stops the workers: they would wait for its oracle forever.
+        while processes["chief"].poll() is None or (
+            processes["chief"].returncode == 0 and any(p.poll() is None for p in processes.values())
+        ):
+            if deadline is not None and time.monotonic() > deadline:
+                running = next(tuner_id for tuner_id, p in processes.items() if p.poll() is None)
                 raise TimeoutError(
                     f"The distributed search did not finish within {timeout} s "
-                    f"({tuner_id} still running); every process was stopped."
-                ) from None
-        return codes
+                    f"({running} still running); every process was stopped."
+                )
+            time.sleep(0.2)
+        _stop(list(processes.values()))
+        return {tuner_id: process.returncode for tuner_id, process in processes.items()}
     finally:
         _stop(list(processes.values()))
         for output in logs:
@@ -133,6 +160,7 @@ def launch_search(command, *, workers, port, host="127.0.0.1", timeout=None, log
 def main(argv=None):
     """Command line: `python -m tuning.distributed [options] -- COMMAND ...`."""
     parser = argparse.ArgumentParser(
+        prog="python -m tuning.distributed",
         description="Run a search command as a keras-tuner chief plus N workers on this machine.",
         epilog="Example: python -m tuning.distributed --workers 2 -- python train.py --task language_model --tune",
     )
@@ -146,6 +174,17 @@ def main(argv=None):
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("expected the search command after --, e.g. -- python train.py --task language_model --tune")
+    if args.workers < 1:
+        parser.error(f"argument --workers: expected a positive integer, got {args.workers}")
+    if not 0 < args.port < 65536:
+        parser.error(f"argument --port: expected an integer in 1..65535, got {args.port}")
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        parser.error(f"argument --timeout: expected a positive number of seconds, got {args.timeout:g}")
+    error = port_error(args.host, args.port)
+    if error is not None:
+        parser.error(f"argument --port: {error}, got {args.port}")
+    chief_output = (os.path.join(args.log_dir, "chief.log") if args.log_dir
+                    else "this terminal, above")
     try:
         codes = launch_search(
             command,
@@ -157,7 +196,18 @@ def main(argv=None):
         )
     except ValueError as error:
         parser.error(str(error))
+    except (RuntimeError, TimeoutError) as error:  # TimeoutError before OSError, its base class
+        print(f"{parser.prog}: error: {error} The chief's output: {chief_output}.", file=sys.stderr, flush=True)
+        return 1
+    except OSError as error:  # the command cannot be run (not found, not executable), or --log-dir not made
+        if error.filename == command[0]:
+            parser.error(f"the search command {command[0]!r} cannot be run: {error.strerror or error}; "
+                         "expected an executable program after --")
+        parser.error(f"argument --log-dir {args.log_dir}: {error.strerror or error}; expected a directory to write")
     print("[tuning] exit codes: " + ", ".join(f"{k}={v}" for k, v in codes.items()), flush=True)
+    if codes["chief"] != 0:
+        print(f"{parser.prog}: error: the chief exited with code {codes['chief']} (the workers were stopped). "
+              f"The chief's output: {chief_output}.", file=sys.stderr, flush=True)
     return 0 if all(code == 0 for code in codes.values()) else 1
 
 

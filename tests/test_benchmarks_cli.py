@@ -1,0 +1,73 @@
+"""Usage errors of the benchmark command lines: refused before any benchmark work."""
+
+import os
+
+import pytest
+
+from benchmarks import feature_speed, plain_baseline, rnn_speed
+
+
+def _usage_error(main, capsys, *argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.fixture
+def no_benchmark(monkeypatch):
+    """Any benchmark work fails the test: the usage errors come first."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the benchmark ran")
+
+    monkeypatch.setattr(rnn_speed, "measure_matmul_peak", refuse)
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--rounds", "0"], "--rounds must be a positive integer, got 0"),
+    (["--rounds", "0", "--quick"], "--rounds must be a positive integer, got 0"),
+    (["--warmup", "-1"], "--warmup must be an integer >= 0, got -1"),
+])
+def test_rnn_speed_refuses_rounds_and_warmup_out_of_range(argv, needle, no_benchmark, capsys):
+    assert needle in _usage_error(rnn_speed.main, capsys, *argv)
+
+
+def test_rnn_speed_uses_the_rounds_and_warmup_given(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(rnn_speed, "measure_matmul_peak", lambda: 1e9)
+    monkeypatch.setattr(rnn_speed, "benchmark_shape",
+                        lambda name, shape, variants, warmup, rounds, log: calls.append((warmup, rounds)) or {
+                            mode: {v: 1.0 for v in variants} for mode in ("train", "infer")})
+    output = tmp_path / "new" / "dir" / "report.json"  # a missing parent is made
+    report = rnn_speed.main(["--warmup", "0", "--rounds", "2", "--shapes", sorted(rnn_speed.SHAPES)[0],
+                             "--output", str(output)])
+    assert calls == [(0, 2)] and (report["warmup"], report["rounds"]) == (0, 2)
+    assert output.is_file()
+
+
+def test_rnn_speed_checks_the_output_before_running(tmp_path, no_benchmark, capsys):
+    message = _usage_error(rnn_speed.main, capsys, "--output", tmp_path)
+    assert f"--output {tmp_path} is a directory" in message
+    file = tmp_path / "file"
+    file.write_text("keep me\n")
+    message = _usage_error(rnn_speed.main, capsys, "--output", file / "report.json")
+    assert f"--output {file / 'report.json'}" in message and "not a directory" in message
+    assert file.read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize("flag, value", [
+    ("--cold-repeats", "0"), ("--cold-repeats", "-1"), ("--batch-size", "0"), ("--repeats", "0"),
+])
+def test_feature_speed_refuses_counts_below_one(flag, value, capsys, tmp_path):
+    message = _usage_error(feature_speed.main, capsys, flag, value, "--cache-dir", tmp_path / "cache")
+    assert f"{flag} must be a positive integer, got {value}" in message
+    assert not os.path.exists(tmp_path / "cache")
+
+
+def test_plain_baseline_help_lists_only_the_flags_it_takes(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        plain_baseline.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "--hidden-size" in text and "--dataset" in text
+    assert "--task" not in text and "--tune" not in text and "hyperparameter search" not in text

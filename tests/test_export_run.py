@@ -1,0 +1,54 @@
+"""Usage errors of `python -m serving.export_run` (bad run lists, export bases, warps, candidates)."""
+
+import dataclasses
+import os
+
+import pytest
+
+from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
+from serving.export_run import main
+from tests.test_export_ensemble import CONFIG, _write_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return _write_run(str(tmp_path_factory.mktemp("runs") / "seed1"), 1, Vocabulary(SPEECH_ALPHABET))
+
+
+def _usage_error(capsys, *argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_the_same_run_twice_is_not_an_ensemble(run, tmp_path, capsys):
+    message = _usage_error(capsys, run, os.path.join(run, "."), "--export_base", tmp_path / "out")
+    assert "given twice" in message and run in message
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_an_export_base_that_is_a_file_names_the_flag(run, tmp_path, capsys):
+    file = tmp_path / "file"
+    file.write_text("keep me\n")
+    for base in (file, file / "sub"):
+        message = _usage_error(capsys, run, "--export_base", base)
+        assert f"--export_base {base}" in message and "not a directory" in message
+    assert file.read_text() == "keep me\n"
+
+
+def test_candidate_warps_are_refused_for_mfcc_runs(tmp_path, capsys):
+    mfcc = _write_run(str(tmp_path / "mfcc"), 3, Vocabulary(SPEECH_ALPHABET),
+                      feature_config=dataclasses.replace(CONFIG, kind="mfcc"))
+    words = tmp_path / "words.txt"
+    words.write_text("bead\ncab\n", encoding="utf-8")
+    message = _usage_error(capsys, mfcc, "--candidates", words, "--candidate_warps", "0.9,1")
+    assert "--candidate_warps 0.9,1" in message and "no mel axis to warp" in message
+    assert not os.path.exists(os.path.join(mfcc, "export"))
+
+
+def test_a_candidate_outside_the_vocabulary_names_its_line(run, tmp_path, capsys):
+    words = tmp_path / "words.txt"
+    words.write_text("bead\n\ntwo 2\n", encoding="utf-8")
+    message = _usage_error(capsys, run, "--candidates", words, "--export_base", tmp_path / "out")
+    assert f"{str(words)!r}, line 3" in message and "got 'two 2'" in message
