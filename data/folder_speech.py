@@ -89,7 +89,8 @@ class FolderSpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
 
     @abc.abstractmethod
     def _read_rows(self):
-        """Rows: dicts with `id`, `path`, `text`, `speaker`, `split`."""
+        """Rows: dicts with `id`, `path`, `text`, `speaker`, `split` (and optionally
+        `origin`, "file, line N" relative to the folder, named in errors)."""
 
     def _info(self):
         return tfds.core.DatasetInfo(
@@ -110,18 +111,23 @@ class FolderSpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         rows = self._read_rows()
         if not rows:
             raise ValueError(f"Speech folder {self._folder} lists no utterances.")
-        seen = set()
+        seen = {}
         for row in rows:
             # TFDS keys examples by id and would fail later on a repeat with
             # "Two examples share the same hashed key", naming neither.
             if row["id"] in seen:
-                files = sorted(os.path.relpath(path, self._folder) for path in self._index_files())
-                index = ", ".join(files) if len(files) <= 3 else f"its {len(files)} index files ({files[0]}, ...)"
+                first = seen[row["id"]]
+                if first and row.get("origin"):
+                    # Where each row came from: "file, line N" (relative to the folder).
+                    index = f"{first} and {row['origin']}"
+                else:
+                    files = sorted(os.path.relpath(path, self._folder) for path in self._index_files())
+                    index = ", ".join(files) if len(files) <= 3 else f"its {len(files)} index files ({files[0]}, ...)"
                 raise ValueError(
                     f"Speech folder {self._folder}: utterance {row['id']!r} is listed twice in {index}; "
                     "expected each utterance once."
                 )
-            seen.add(row["id"])
+            seen[row["id"]] = row.get("origin")
         if self._spell_out:
             from pipelines.vocabulary import spell_out_transcript
 

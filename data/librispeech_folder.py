@@ -48,6 +48,13 @@ class LibriSpeechFolder(FolderSpeechBuilder):
                     if not line:
                         continue
                     key, _, text = line.partition(" ")
+                    if any(c.isspace() for c in key):
+                        # A tab or other blank would otherwise end up in the
+                        # audio's file name, reported later as a missing file.
+                        raise ValueError(
+                            f"{transcript_file}, line {line_number}: expected `ID TRANSCRIPT`, separated "
+                            f"by a space, got {line!r}."
+                        )
                     speaker = key.split("-")[0]
                     rows.append(
                         {
@@ -56,6 +63,7 @@ class LibriSpeechFolder(FolderSpeechBuilder):
                             "text": text.strip(),
                             "speaker": speaker,
                             "split": split,
+                            "origin": f"{os.path.relpath(transcript_file, self.folder)}, line {line_number}",
                         }
                     )
         return rows

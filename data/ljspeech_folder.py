@@ -1,6 +1,7 @@
 """TFDS builder for an LJSpeech-style folder (`metadata.csv` + `wavs/`)."""
 
 import csv
+import io
 import os
 
 from data.folder_speech import FolderSpeechBuilder
@@ -25,24 +26,42 @@ class LjSpeechFolder(FolderSpeechBuilder):
 
     def _read_rows(self):
         metadata = os.path.join(self.folder, METADATA)
+        with open(metadata, "rb") as f:
+            data = f.read()
+        try:
+            content = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            line = data[: error.start].count(b"\n") + 1
+            column = error.start - data.rfind(b"\n", 0, error.start)
+            raise ValueError(
+                f"{metadata}, line {line}: expected UTF-8 text, got byte 0x{data[error.start]:02x} "
+                f"at column {column}."
+            ) from error
         rows = []
-        with open(metadata, encoding="utf-8", newline="") as f:
-            for line, record in enumerate(csv.reader(f, delimiter="|", quoting=csv.QUOTE_NONE), start=1):
-                if not record or not record[0].strip():
-                    continue
-                if len(record) < 2:
-                    raise ValueError(
-                        f"{metadata}, line {line}: expected `id|raw|normalized`, got {'|'.join(record)!r}."
-                    )
-                key = record[0].strip()
-                text = record[2] if len(record) > 2 and record[2].strip() else record[1]
-                rows.append(
-                    {
-                        "id": key,
-                        "path": os.path.join(self.folder, "wavs", f"{key}.wav"),
-                        "text": text.strip(),
-                        "speaker": "",
-                        "split": "",
-                    }
+        records = csv.reader(io.StringIO(content, newline=""), delimiter="|", quoting=csv.QUOTE_NONE)
+        for line, record in enumerate(records, start=1):
+            if not any(column.strip() for column in record):
+                continue
+            if not 2 <= len(record) <= 3:
+                raise ValueError(
+                    f"{metadata}, line {line}: expected 2 or 3 `|`-separated columns `id|raw|normalized`, "
+                    f"got {len(record)}: {'|'.join(record)!r}."
                 )
+            key = record[0].strip()
+            if not key:
+                raise ValueError(
+                    f"{metadata}, line {line}: expected a non-empty id in the first column of "
+                    f"`id|raw|normalized`, got {'|'.join(record)!r}."
+                )
+            text = record[2] if len(record) > 2 and record[2].strip() else record[1]
+            rows.append(
+                {
+                    "id": key,
+                    "path": os.path.join(self.folder, "wavs", f"{key}.wav"),
+                    "text": text.strip(),
+                    "speaker": "",
+                    "split": "",
+                    "origin": f"{METADATA}, line {line}",
+                }
+            )
         return rows

@@ -33,6 +33,7 @@ VALIDATION_VARIANTS = ("m3", "f3", "m8")
 
 SYNTHESIS_CHUNK = 500  # utterances per synthesis subprocess
 TEXTS = ("shakespeare", "digits")
+MIN_SAMPLE_RATE = 8000  # Hz: telephone speech; lower rates lose the speech band
 _TRIM_THRESHOLD = 300  # int16 amplitude, about -40 dBFS
 _TRIM_MARGIN_S = 0.05
 
@@ -81,11 +82,13 @@ class SyntheticSpeechParams:
             if f.name in ("text", "channel"):
                 continue
             value = getattr(self, f.name)
-            minimum = 0 if f.name == "seed" else 1
+            minimum = {"seed": 0, "sample_rate": MIN_SAMPLE_RATE}.get(f.name, 1)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                # Below 8000 Hz (telephone speech) the audio loses the speech band.
+                unit = " (Hz, the telephone band's rate)" if f.name == "sample_rate" else ""
                 raise ValueError(
                     f"Received an invalid value for synthetic speech field `{f.name}`, expected an "
-                    f"integer >= {minimum}, got {value!r}."
+                    f"integer >= {minimum}{unit}, got {value!r}."
                 )
         if isinstance(self.channel, bool) or self.channel not in (0, 1):
             raise ValueError(

@@ -11,6 +11,13 @@ FEATURES_FILE = "features.f32"
 INDEX_FILE = "index.json"
 
 
+def _damaged(directory, reason):
+    return ValueError(
+        f"Feature cache {directory} is damaged ({reason}): delete {directory} and run again "
+        "to compute its features afresh."
+    )
+
+
 class FeatureCacheWriter:
     """Append utterance features, then publish the split atomically.
 
@@ -25,6 +32,10 @@ class FeatureCacheWriter:
     def __init__(self, directory, n_features):
         self.directory = directory
         self.n_features = n_features
+        if os.path.lexists(directory) and not FeatureCacheReader.exists(directory):
+            # `commit` publishes the index with the directory, so this is not a
+            # split being written; stop before computing features it cannot replace.
+            raise _damaged(directory, f"it exists without {INDEX_FILE}")
         parent = os.path.dirname(os.path.abspath(directory))
         os.makedirs(parent, exist_ok=True)
         self._tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
@@ -56,12 +67,18 @@ class FeatureCacheWriter:
             json.dump(index, f)
         try:
             os.rename(self._tmp, self.directory)
-        except OSError:
-            if not os.path.isfile(os.path.join(self.directory, INDEX_FILE)):
-                raise
-            # A concurrent run with the same key finished first: its split is
-            # identical, and may be in use, so keep it.
+        except OSError as error:
             shutil.rmtree(self._tmp, ignore_errors=True)
+            if os.path.isfile(os.path.join(self.directory, INDEX_FILE)):
+                # A concurrent run with the same key finished first: its split
+                # is identical, and may be in use, so keep it.
+                return
+            if os.path.lexists(self.directory):
+                raise _damaged(self.directory, f"it exists without {INDEX_FILE}") from error
+            raise ValueError(
+                f"Could not move the feature cache into {self.directory} ({error.strerror or error}); "
+                "its temporary copy was removed: fix the cause and run again."
+            ) from error
 
     def abort(self):
         """Remove the partial output."""
@@ -77,14 +94,31 @@ class FeatureCacheReader:
     """
 
     def __init__(self, directory):
-        with open(os.path.join(directory, INDEX_FILE), encoding="utf-8") as f:
-            self.index = json.load(f)
-        self.n_features = self.index["n_features"]
-        self.entries = self.index["entries"]
+        self.index = index = _read_index(directory)
+        self.n_features = index["n_features"]
+        self.entries = index["entries"]
         self.offsets = np.array([e["offset"] for e in self.entries], dtype=np.int64)
         self.frames = np.array([e["frames"] for e in self.entries], dtype=np.int64)
-        total = self.index["total_frames"]
+        total = index["total_frames"]
+        if len(self.entries) and (self.offsets + self.frames).max() > total:
+            i = int(np.argmax(self.offsets + self.frames > total))
+            raise _damaged(
+                directory,
+                f"{INDEX_FILE} entry {i} ends at frame {self.offsets[i] + self.frames[i]}, "
+                f"expected at most its total_frames {total}",
+            )
         path = os.path.join(directory, FEATURES_FILE)
+        try:
+            size = os.path.getsize(path)
+        except OSError as error:
+            raise _damaged(directory, f"{FEATURES_FILE}: {error.strerror or error}") from error
+        expected = total * self.n_features * 4
+        if size != expected:
+            raise _damaged(
+                directory,
+                f"{FEATURES_FILE} holds {size} bytes, expected {expected} "
+                f"({total} frames of {self.n_features} float32 features)",
+            )
         self._features = (
             np.memmap(path, dtype=np.float32, mode="r", shape=(total, self.n_features))
             if total
@@ -111,3 +145,42 @@ class FeatureCacheReader:
         """`(frames, n_features)` float32 features of utterance `i`."""
         start = self.offsets[i]
         return np.array(self._features[start:start + self.frames[i]])
+
+
+def _is_count(value, minimum=0):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _read_index(directory):
+    """The parsed `index.json` of `directory`, its fields checked, or a ValueError."""
+    path = os.path.join(directory, INDEX_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            index = json.load(f)
+    except OSError as error:
+        raise _damaged(directory, f"{INDEX_FILE}: {error.strerror or error}") from error
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise _damaged(directory, f"{INDEX_FILE} is not valid JSON: {error}") from error
+    if not isinstance(index, dict):
+        raise _damaged(directory, f"{INDEX_FILE} holds {type(index).__name__}, expected an object")
+    for field, check, expected in (
+        ("n_features", lambda v: _is_count(v, 1), "a positive integer"),
+        ("total_frames", _is_count, "a non-negative integer"),
+        ("entries", lambda v: isinstance(v, list), "a list"),
+    ):
+        if field not in index:
+            raise _damaged(directory, f"{INDEX_FILE} has no `{field}`")
+        if not check(index[field]):
+            raise _damaged(directory, f"{INDEX_FILE} `{field}` is {index[field]!r}, expected {expected}")
+    for i, entry in enumerate(index["entries"]):
+        if not isinstance(entry, dict):
+            raise _damaged(directory, f"{INDEX_FILE} entry {i} is {entry!r}, expected an object")
+        for field in ("key", "text", "source", "offset", "frames"):
+            if field not in entry:
+                raise _damaged(directory, f"{INDEX_FILE} entry {i} has no `{field}`")
+        for field in ("offset", "frames"):
+            if not _is_count(entry[field]):
+                raise _damaged(
+                    directory, f"{INDEX_FILE} entry {i} `{field}` is {entry[field]!r}, expected a non-negative integer"
+                )
+    return index

@@ -193,7 +193,7 @@ def test_librispeech_root_with_subsets(tmp_path):
     # A key repeated in a transcript file: named, with the count of index files (four here).
     trans = root / "dev-clean" / "84" / "10" / "84-10.trans.txt"
     trans.write_text(trans.read_text() + "84-10-0000 HELLO AGAIN\n")
-    with pytest.raises(ValueError, match=r"utterance '84-10-0000' is listed twice in its 4 index files \(dev-clean"):
+    with pytest.raises(ValueError, match=r"utterance '84-10-0000' is listed twice in dev-clean/84/10/84-10.trans.txt, line 1 and dev-clean/84/10/84-10.trans.txt, line 3"):
         _prepare(LibriSpeechFolder(folder=root, data_dir=tmp_path / "tfds2"))
 
 

@@ -503,3 +503,13 @@ def test_worker_threads_only_for_long_clips_and_the_same_cache(tmp_path, monkeyp
         speech_dataset._build_split_cache(
             str(tmp_path / "strict"), "train", iter(utterances), **{**kwargs, "strict": True}
         )
+
+
+def test_damaged_feature_cache_is_reported_not_rebuilt_over(tmp_path):
+    folder = _corpus(tmp_path / "corpus", bad=False)
+    _build(folder, tmp_path / "cache")
+    (train,) = [p for p in (tmp_path / "cache" / "features").glob("*/train") if p.is_dir()]
+    os.remove(train / "index.json")
+    with pytest.raises(ValueError, match=rf"Feature cache {train} is damaged \(it exists without index.json\): delete {train}"):
+        _build(folder, tmp_path / "cache")
+    assert not [p for p in train.parent.iterdir() if p.name.startswith(".tmp-")]  # no copy left behind
