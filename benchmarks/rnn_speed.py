@@ -36,7 +36,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -304,23 +303,11 @@ def output_error(output):
 
 
 def write_json(path, report):
-    """Write `report` as JSON to `path` through a temporary file, making missing parents:
-    a failed write leaves an existing `path` as it was."""
-    path = os.path.realpath(path)
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with open(handle, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as open(path, "w") would make it, not mkstemp's 0o600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write `report` as JSON to `path` (`training.cli.write_text`: a failed
+    write leaves an existing `path` as it was)."""
+    from training.cli import write_text
+
+    write_text(path, json.dumps(report, indent=2))
 
 
 def main(argv=None):

@@ -31,7 +31,6 @@ reads a line break as the end of a sentence, which is what
 import argparse
 import os
 import sys
-import tempfile
 
 FORMATS = ("lines", "ljspeech")
 
@@ -141,23 +140,11 @@ def check_output(output, *, inputs=(), transcripts=None):
 
 
 def write_lines(path, lines):
-    """Write `lines` to `path`, one a line, through a temporary file: a failed
-    write leaves an existing `path` as it was."""
-    path = os.path.realpath(path)  # an existing link is written through, as open(path, "w") does
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    try:
-        with open(handle, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as open(path, "w") would make it, not mkstemp's 0o600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write `lines` to `path`, one a line (`training.cli.write_text`: a
+    failed write leaves an existing `path` as it was)."""
+    from training.cli import write_text
+
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def main(argv=None):

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import os
+import tempfile
 import types
 import typing
 
@@ -185,11 +186,27 @@ def check_run_directory(directory, config, *, what="run", config_file="config.js
     return True
 
 
+def write_text(path, text):
+    """Write `text` to `path` through a temporary file beside it, making missing
+    parents: a failed write leaves an existing `path` as it was. An existing
+    link is written through, and the file gets the mode `open(path, "w")` gives."""
+    path = os.path.realpath(path)
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    try:
+        with open(handle, "w", encoding="utf-8") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # not mkstemp's 0o600
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def write_json(path, payload):
-    """Write `payload` as JSON to `path` atomically (temp file, then rename)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True, ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    """Write `payload` as JSON to `path` atomically (`write_text`)."""
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
