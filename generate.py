@@ -43,7 +43,7 @@ from models.language_model_io import RUN_MODEL_FILES, load_language_model_run  #
 from models.text_generation import build_step_model, default_prompt, generate_text  # noqa: E402
 from pipelines.vocabulary import Vocabulary  # noqa: E402
 from serving.language_model_export import SEEDED_SIGNATURE  # noqa: E402
-from serving.model_store import version_directories, with_export_hint  # noqa: E402
+from serving.model_store import export_base_error, export_task, with_export_hint  # noqa: E402
 
 # Upper bounds of --length and of the samples generated at once (prompts x --num-samples): the
 # run directory keeps every generated id of every sample in memory (and an export's int32
@@ -109,44 +109,19 @@ def load_generator(model_dir):
             "`train.py --task language_model` or an export version such as DIR/export/language_model/1."
         )
     if os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
-        if _export_task(model_dir) == "transcription":
+        if export_task(model_dir) == "transcription":
             raise ValueError(
                 f"{model_dir} is a speech transcription export, not a language model: "
                 f"use transcribe.py --model-dir {model_dir}"
             )
         return ExportedGenerator(model_dir)
-    versions = version_directories(model_dir)
-    if versions and not any(os.path.isfile(os.path.join(model_dir, name)) for name in RUN_MODEL_FILES):
-        raise FileNotFoundError(_export_base_message(model_dir, versions))
+    base_error = export_base_error(model_dir, "language_model", run_files=RUN_MODEL_FILES)
+    if base_error is not None:
+        raise base_error
     try:
         return RunGenerator(model_dir)
     except FileNotFoundError as error:
         raise with_export_hint(error, model_dir, "language_model") from None
-
-
-def _export_task(version_dir):
-    """The `task` an export's metadata names, or None when it cannot be read."""
-    from serving.export import read_metadata
-
-    try:
-        return read_metadata(version_dir).get("task")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _export_base_message(model_dir, versions):
-    """What to say of `model_dir` when it is an export base directory (its `versions`: `{N: path}`)."""
-    newest = versions[max(versions)]
-    listed = ", ".join(str(version) for version in sorted(versions))
-    if _export_task(newest) == "transcription":
-        return (
-            f"{model_dir} is a base directory of speech transcription exports (versions {listed}), not a "
-            f"language model: use transcribe.py --model-dir {newest}"
-        )
-    return (
-        f"{model_dir} is an export base directory (SavedModel versions {listed} in numbered subdirectories), "
-        f"not a run or a version: use --model-dir {newest} (its highest version)."
-    )
 
 
 def check_prompts(prompts, vocabulary):

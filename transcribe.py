@@ -49,8 +49,8 @@ from models.language_model_io import is_transcription_run  # noqa: E402
 from pipelines.audio_loading import UNREADABLE, AudioError  # noqa: E402
 from pipelines.speech_dataset import load_features  # noqa: E402
 from serving.evaluate_export import read_candidates_file  # noqa: E402
-from serving.model_store import version_directories, with_export_hint  # noqa: E402
-from training.transcription import load_transcriber  # noqa: E402
+from serving.model_store import export_base_error, with_export_hint  # noqa: E402
+from training.transcription import MODEL_FILE, load_transcriber  # noqa: E402
 
 
 class ExportedTranscriber:
@@ -82,31 +82,6 @@ class ExportedTranscriber:
         outputs = {key: value.numpy() for key, value in outputs.items()}
         outputs["text"] = [text.decode("utf-8") for text in outputs["text"]]
         return outputs
-
-
-def export_base_error(model_dir):
-    """A FileNotFoundError when `model_dir` is an export base directory (numbered SavedModel
-    versions, no run of its own), naming its highest version; else None."""
-    versions = version_directories(model_dir)
-    if not versions or os.path.exists(os.path.join(model_dir, "model.keras")):
-        return None
-    from serving.export import read_metadata
-
-    newest = versions[max(versions)]
-    listed = ", ".join(str(version) for version in sorted(versions))
-    try:
-        task = read_metadata(newest).get("task")
-    except (OSError, ValueError, AttributeError):
-        task = None
-    if task == "language_model":
-        return FileNotFoundError(
-            f"{model_dir} is a base directory of language model exports (versions {listed}), not a "
-            f"transcriber: use generate.py --model-dir {newest}"
-        )
-    return FileNotFoundError(
-        f"{model_dir} is an export base directory (SavedModel versions {listed} in numbered subdirectories), "
-        f"not a run or a version: use --model-dir {newest} (its highest version)."
-    )
 
 
 def load_scorer(run_dir, vocabulary):
@@ -260,17 +235,17 @@ def main(argv=None):
             model = ExportedTranscriber(args.model_dir)
             vocabulary, feature_config = model.vocabulary, model.feature_config
         else:
-            base_error = export_base_error(args.model_dir)
+            base_error = export_base_error(args.model_dir, "transcription", run_files=(MODEL_FILE,))
             if base_error is not None:
                 raise base_error
             try:
                 model, vocabulary, feature_config = load_transcriber(args.model_dir)
             except FileNotFoundError as error:
                 raise with_export_hint(error, args.model_dir, "transcriber") from None
-        if candidate_warps is not None and feature_config.kind != "log_mel":
-            parser.error(f"argument --candidate-warps: {args.model_dir} reads {feature_config.kind} features "
-                         f"(cepstra have no mel axis to warp); expected no --candidate-warps with it, "
-                         f"got {args.candidate_warps!r}")
+        try:
+            check_candidate_warps(candidate_warps, args.candidates, feature_kind=feature_config.kind)
+        except ValueError as error:
+            parser.error(f"argument --candidate-warps: {args.model_dir}: {error} (got {args.candidate_warps!r})")
         # Checked before any audio is read.
         candidates = None if args.candidates is None else read_candidates_file(args.candidates, vocabulary)
         scorer = None if args.lm is None else load_scorer(args.lm, vocabulary)

@@ -159,6 +159,46 @@ def newest_export(run_dir, model_name):
     return versions[max(versions)] if versions else None
 
 
+def export_task(version_dir):
+    """The `task` an export version's metadata names (`transcription`,
+    `language_model`), or None when it cannot be read."""
+    from serving.export import read_metadata
+
+    try:
+        return read_metadata(version_dir).get("task")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+# Each task's exports as the messages name them, what a tool wanting it calls it, and that tool.
+_EXPORTS_OF = {"transcription": "speech transcription", "language_model": "language model"}
+_WANTED = {"transcription": "transcriber", "language_model": "language model"}
+_TOOL_OF = {"transcription": "transcribe.py", "language_model": "generate.py"}
+
+
+def export_base_error(model_dir, task, *, run_files):
+    """A FileNotFoundError when `model_dir`, given to the tool of `task` as
+    `--model-dir`, is an export base directory: numbered SavedModel versions
+    and none of `run_files` (the files a run directory holds its model in).
+    It names the highest version, or the other tool when the exports are of
+    the other task. None for any other directory."""
+    versions = version_directories(model_dir)
+    if not versions or any(os.path.isfile(os.path.join(model_dir, name)) for name in run_files):
+        return None
+    newest = versions[max(versions)]
+    listed = ", ".join(str(version) for version in sorted(versions))
+    other = export_task(newest)
+    if other in _TOOL_OF and other != task:
+        return FileNotFoundError(
+            f"{model_dir} is a base directory of {_EXPORTS_OF[other]} exports (versions {listed}), not a "
+            f"{_WANTED[task]}: use {_TOOL_OF[other]} --model-dir {newest}"
+        )
+    return FileNotFoundError(
+        f"{model_dir} is an export base directory (SavedModel versions {listed} in numbered subdirectories), "
+        f"not a run or a version: use --model-dir {newest} (its highest version)."
+    )
+
+
 def with_export_hint(error, run_dir, model_name, *, flag="--model-dir", exports=True):
     """`error` (a run directory without its model files), pointing at the models it does hold.
 
