@@ -79,15 +79,21 @@ def check_candidates(candidates, *, vocabulary):
     return candidates
 
 
-def check_candidate_warps(candidate_warps, candidates):
+def check_candidate_warps(candidate_warps, candidates, *, feature_kind="log_mel"):
     """`candidate_warps` as a tuple of floats; a ValueError naming the argument otherwise.
 
     The factors of test-time warping for closed-vocabulary decoding
     (`serving.transcription_export.export_transcriber`, `transcribe.py
-    --candidate-warps`): distinct, in [0.5, 1.5], and only with candidates.
+    --candidate-warps`): distinct, in [0.5, 1.5], only with candidates, and
+    only for features with a mel axis to warp (`feature_kind` log_mel).
     """
     if candidate_warps is None:
         return None
+    if feature_kind != "log_mel":
+        raise ValueError(
+            f"Received `candidate_warps` for {feature_kind} features: cepstra have no mel axis to warp; "
+            "expected no warps with them."
+        )
     if candidates is None:
         raise ValueError(
             "Received `candidate_warps` without `candidates`: the warps average the likelihood of "

@@ -261,14 +261,11 @@ def main(argv=None):
                          f"0.92,0.96,1,1.04,1.08, got {args.candidate_warps!r}")
         from models.ctc_decoding import check_candidate_warps
 
-        try:
-            check_candidate_warps(candidate_warps, candidates)
-        except ValueError as error:
-            parser.error(f"--candidate_warps {args.candidate_warps}: {error}")
         kind = (_read_run(members[0]).feature_config or {}).get("kind", "log_mel")
-        if kind != "log_mel":
-            parser.error(f"--candidate_warps {args.candidate_warps}: {members[0]} reads {kind} features "
-                         "(cepstra have no mel axis to warp); expected no --candidate_warps with it.")
+        try:
+            check_candidate_warps(candidate_warps, candidates, feature_kind=kind)
+        except ValueError as error:
+            parser.error(f"--candidate_warps {args.candidate_warps}: {error} ({members[0]})")
     print(export_run(args.run_dir, args.export_base, candidates, candidate_warps))
     return 0
 

@@ -259,7 +259,7 @@ def export_transcriber(
         candidate_labels, candidate_nll, check_candidate_warps, check_candidates, mean_over_warps,
     )
 
-    candidate_warps = check_candidate_warps(candidate_warps, candidates)
+    candidate_warps = check_candidate_warps(candidate_warps, candidates, feature_kind=feature_config.kind)
     tables = VocabularyTables(vocabulary)
     log_mel = LogMel(feature_config, name="log_mel")
     if candidates is not None:

@@ -213,6 +213,15 @@ def test_bad_warps_are_refused(warps, candidates, needle):
     assert needle in str(error.value)
 
 
+def test_warps_are_refused_for_cepstra():
+    """The export itself refuses warps its features cannot take (transcribe.py and export_run ask it)."""
+    from models.ctc_decoding import check_candidate_warps
+
+    assert check_candidate_warps([0.9, 1.0], CANDIDATES, feature_kind="log_mel") == (0.9, 1.0)
+    with pytest.raises(ValueError, match="for mfcc features: cepstra have no mel axis to warp"):
+        check_candidate_warps([0.9, 1.0], CANDIDATES, feature_kind="mfcc")
+
+
 def test_command_line_candidate_warps(runs, tmp_path, capsys):
     words = tmp_path / "words.txt"
     words.write_text("bead\ncab\n", encoding="utf-8")
