@@ -151,8 +151,8 @@ def check_run_directory(directory, config, *, what="run", config_file="config.js
         ignore: Field names not compared (`config_differences`).
 
     Returns:
-        Whether `directory` holds a run with these settings (finished or
-        killed), False when it holds none.
+        The saved configuration (a dict) when `directory` holds a run with
+        these settings (finished or killed), None when it holds none.
 
     Raises:
         ValueError: naming the file and each differing field (its value
@@ -163,7 +163,7 @@ def check_run_directory(directory, config, *, what="run", config_file="config.js
         raise ValueError(f"--output-dir {directory} is a file: expected a directory for the {what}'s files.")
     path = os.path.join(directory, config_file)
     if not os.path.exists(path):
-        return False
+        return None
     try:
         with open(path, encoding="utf-8") as f:
             saved = json.load(f)
@@ -183,7 +183,7 @@ def check_run_directory(directory, config, *, what="run", config_file="config.js
             f"{differing}. Its files are left as they are: run the command that made it (a killed "
             f"run resumes), give another --output-dir, or remove {directory} to start again."
         )
-    return True
+    return saved
 
 
 def write_text(path, text):

@@ -318,13 +318,12 @@ def run(config, *, callbacks=()):
     history and its best checkpoint is kept unless a later epoch beats it.
     `callbacks` are extra Keras callbacks, run after the run's own (tests).
     """
-    extra_callbacks = callbacks  # for tests: after the run's own
     # An earlier run there with other settings stops this one before it writes anything.
     earlier_run = check_run_directory(config.output_dir, config, ignore=RUN_DIRECTORY_IGNORED)
     resuming = os.path.exists(os.path.join(config.output_dir, BACKUP_STATE_FILE))
     if resuming:
         print(f"Resuming the interrupted run backed up in {os.path.join(config.output_dir, BACKUP_DIR)}")
-    elif earlier_run:
+    elif earlier_run is not None:
         print(f"{config.output_dir} holds a run with these settings: training it again (its files are replaced)")
     keras.utils.set_random_seed(config.seed)
 
@@ -356,7 +355,7 @@ def run(config, *, callbacks=()):
     earlier = _read_history(history_path) if resuming else {}
     max_seconds = None if config.max_train_minutes is None else 60.0 * config.max_train_minutes
     budget = TimeBudgetCallback(max_seconds)
-    callbacks = [
+    own_callbacks = [
         keras.callbacks.ModelCheckpoint(
             best_path, monitor="val_loss", save_best_only=True, verbose=0,
             initial_value_threshold=min(earlier["val_loss"]) if earlier.get("val_loss") else None,
@@ -367,26 +366,26 @@ def run(config, *, callbacks=()):
         NonFiniteLossCallback("Try a lower --learning-rate or --clipnorm."),
     ]
     if config.lr_schedule == "cosine":
-        callbacks.append(
+        own_callbacks.append(
             CosineAnnealingCallback(
                 config.learning_rate, config.epochs * steps_per_epoch, max_seconds=max_seconds
             )
         )
     elif config.lr_schedule == "plateau":
-        callbacks.append(
+        own_callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
                 monitor="val_loss", factor=0.5, patience=1, min_lr=1e-5, verbose=config.verbose
             )
         )
     # Last: when a backup of epoch N exists, so do its checkpoint and history row.
-    callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True))
+    own_callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True))
     start = time.monotonic()
     model.fit(
         repeated,
         steps_per_epoch=steps_per_epoch,
         validation_data=validation,
         epochs=config.epochs,
-        callbacks=[*callbacks, *extra_callbacks],
+        callbacks=[*own_callbacks, *callbacks],  # the extra ones after the run's own
         shuffle=False,  # the window dataset reshuffles itself every epoch
         verbose=config.verbose,
     )

@@ -881,7 +881,7 @@ def run(config, *, callbacks=(), model_builder=None):
     resuming = os.path.exists(os.path.join(out, BACKUP_STATE_FILE))
     if resuming:
         print(f"Resuming the interrupted run backed up in {os.path.join(out, BACKUP_DIR)}")
-    elif earlier:
+    elif earlier is not None:
         print(f"{out} holds a run with these settings: training it again (its files are replaced)")
 
     prepared = prepare_data(config)  # bad data stops the run before it writes anything

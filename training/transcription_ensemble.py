@@ -156,14 +156,14 @@ def run_ensemble(config, *, callbacks=(), model_builder=None):
     candidates = transcription.read_candidates(config)  # a bad file stops the run before it starts
     out = config.output_dir
     # Another ensemble of these settings (of any size: raising N adds members) or nothing.
-    config_path = os.path.join(out, transcription.CONFIG_FILE)
-    if check_run_directory(out, config, what="ensemble run", config_file=transcription.CONFIG_FILE,
-                           ignore=NON_LEARNING_FIELDS | {"ensemble"}):
-        if _read_json(config_path).get("ensemble", 1) < 2:
-            raise ValueError(
-                f"{config_path}: {out} holds a single run (train.py without --ensemble), not an "
-                f"ensemble. Its files are left as they are: give another --output-dir, or remove {out}."
-            )
+    earlier = check_run_directory(out, config, what="ensemble run", config_file=transcription.CONFIG_FILE,
+                                  ignore=NON_LEARNING_FIELDS | {"ensemble"})
+    if earlier is not None and earlier.get("ensemble", 1) < 2:
+        raise ValueError(
+            f"{os.path.join(out, transcription.CONFIG_FILE)}: {out} holds a single run (train.py without "
+            f"--ensemble), not an ensemble. Its files are left as they are: give another --output-dir, or "
+            f"remove {out}."
+        )
     members = member_configs(config)
     for member in members:  # all of them before anything is trained
         _check_member(member)
