@@ -106,27 +106,30 @@ def check_known_characters(text, ids, unk_id, name):
     """
     unknown = tf.equal(ids, unk_id)
     bad_rows = tf.reduce_any(unknown, axis=1)
-    # One row of padding, so an empty batch has a row to index.
-    unknown = tf.pad(unknown, [[0, 1], [0, 0]])
-    row = tf.argmax(tf.cast(tf.reduce_any(unknown, axis=1), tf.int32), output_type=tf.int32)
-    # The same split as the table's (`unicode_split`, invalid bytes replaced), so columns match.
-    codepoints = tf.strings.unicode_decode(text, "UTF-8").to_tensor(default_value=-1)
-    codepoints = tf.pad(codepoints, [[0, 1], [0, 0]], constant_values=-1)
-    found = tf.sort(tf.unique(tf.boolean_mask(codepoints[row], unknown[row])).y)
-    characters = tf.strings.unicode_encode(found[:, None], "UTF-8")
-    listed = tf.strings.reduce_join(
-        tf.strings.join([characters, " (U+", _hex(found), ")"]), separator=", "
+    any_bad = tf.reduce_any(bad_rows)
+
+    def message():  # built only for a request that fails
+        row = tf.argmax(tf.cast(bad_rows, tf.int32), output_type=tf.int32)
+        # The same split as the table's (`unicode_split`, invalid bytes replaced), so columns match.
+        codepoints = tf.strings.unicode_decode(text[row], "UTF-8")
+        found = tf.sort(tf.unique(tf.boolean_mask(codepoints, unknown[row][: tf.size(codepoints)])).y)
+        characters = tf.strings.unicode_encode(found[:, None], "UTF-8")
+        listed = tf.strings.reduce_join(
+            tf.strings.join([characters, " (U+", _hex(found), ")"]), separator=", "
+        )
+        others = tf.reduce_sum(tf.cast(bad_rows, tf.int32)) - 1
+        return tf.strings.join([
+            f"every `{name}` character must be in the vocabulary of the model: `{name}`[",
+            tf.strings.as_string(row), "] holds characters ", listed, " the model was not trained on",
+            tf.where(others > 0, tf.strings.join([
+                " (and ", tf.strings.as_string(others), tf.where(others == 1, " more row does)", " more rows do)"),
+            ]), ""),
+            f"; {_VOCABULARY_HINT}",
+        ])
+
+    return tf.debugging.Assert(
+        tf.logical_not(any_bad), [tf.cond(any_bad, message, lambda: tf.constant(""))]
     )
-    others = tf.reduce_sum(tf.cast(bad_rows, tf.int32)) - 1
-    message = tf.strings.join([
-        f"every `{name}` character must be in the vocabulary of the model: `{name}`[",
-        tf.strings.as_string(row), "] holds characters ", listed, " the model was not trained on",
-        tf.where(others > 0, tf.strings.join([
-            " (and ", tf.strings.as_string(others), tf.where(others == 1, " more row does)", " more rows do)"),
-        ]), ""),
-        f"; {_VOCABULARY_HINT}",
-    ])
-    return tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad_rows)), [message])
 
 
 def check_temperature(temperature):
