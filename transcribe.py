@@ -42,13 +42,13 @@ from models.ctc_decoding import (  # noqa: E402
     check_candidate_warps,
     ctc_choose_text,
     ctc_decode_text,
+    read_candidates_file,
 )
 from models.ctc_lm_decoding import CharacterLanguageModelScorer, Lexicon, ctc_beam_search_with_lm  # noqa: E402
 from models.transcription_evaluation import closed_vocabulary_texts  # noqa: E402
 from models.language_model_io import is_transcription_run  # noqa: E402
 from pipelines.audio_loading import UNREADABLE, AudioError  # noqa: E402
 from pipelines.speech_dataset import load_features  # noqa: E402
-from serving.evaluate_export import read_candidates_file  # noqa: E402
 from serving.model_store import export_base_error, with_export_hint  # noqa: E402
 from training.transcription import MODEL_FILE, load_transcriber  # noqa: E402
 

@@ -221,3 +221,23 @@ def load_candidates(path):
     if not candidates:
         raise ValueError(f"Candidates file {path!r} has no text; expected one candidate per line.")
     return candidates
+
+
+def read_candidates_file(path, vocabulary):
+    """The candidate texts of the file `path` (`load_candidates`), checked against `vocabulary`.
+
+    A ValueError names the file, and the line of the first text with
+    characters outside the vocabulary.
+    """
+    from pipelines.vocabulary import normalize_transcript
+
+    candidates = load_candidates(path)
+    try:
+        return check_candidates(candidates, vocabulary=vocabulary)
+    except ValueError as error:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f.read().splitlines(), 1):
+                text = normalize_transcript(line)
+                if text and vocabulary.unknown_characters(text):
+                    raise ValueError(f"Candidates file {path!r}, line {number}: {error}") from error
+        raise ValueError(f"Candidates file {path!r}: {error}") from error

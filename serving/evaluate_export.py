@@ -53,27 +53,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 
-def read_candidates_file(path, vocabulary):
-    """The candidate texts of the file `path` (`load_candidates`), checked against `vocabulary`.
-
-    A ValueError names the file, and the line of the first text with
-    characters outside the vocabulary.
-    """
-    from models.ctc_decoding import check_candidates, load_candidates
-    from pipelines.vocabulary import normalize_transcript
-
-    candidates = load_candidates(path)
-    try:
-        return check_candidates(candidates, vocabulary=vocabulary)
-    except ValueError as error:
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f.read().splitlines(), 1):
-                text = normalize_transcript(line)
-                if text and vocabulary.unknown_characters(text):
-                    raise ValueError(f"Candidates file {path!r}, line {number}: {error}") from error
-        raise ValueError(f"Candidates file {path!r}: {error}") from error
-
-
 def evaluate_export(
     export_dir, dataset, *, split="validation", batch_size=16, cache_dir=None, data_dir=None, limit=0, examples=10,
     candidates=None, lm_run=None, lm_weights=(0.5,), lm_bonuses=(0.0,), lm_beam_width=16, lexicon_file=None,
@@ -307,6 +286,7 @@ def main(argv=None):
         parser.error(f"--export {args.export!r} is not a SavedModel version directory (no saved_model.pb).")
     candidates = None
     if args.candidates is not None:
+        from models.ctc_decoding import read_candidates_file
         from pipelines.vocabulary import Vocabulary
         from serving.export import read_metadata
 

@@ -239,7 +239,7 @@ def main(argv=None):
     candidates = None
     if args.candidates is not None:
         from models.ctc_decoding import load_candidates
-        from serving.evaluate_export import read_candidates_file
+        from models.ctc_decoding import read_candidates_file
 
         try:
             candidates = load_candidates(args.candidates)
