@@ -18,6 +18,31 @@ def _damaged(directory, reason):
     )
 
 
+def file_stamp(path):
+    """`[size, mtime_ns]` of the file at `path`, or None when it cannot be read.
+
+    Kept in a split's index for every audio file whose features were
+    computed (or that failed to load), so that a file replaced or fixed in
+    place under an unchanged manifest is noticed (`changed_files`).
+    """
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def changed_files(index):
+    """Audio files of a split's `index` whose size or modification time changed.
+
+    Indexes written before the stamps were kept hold none: nothing is found.
+    """
+    files = index.get("files")
+    if not isinstance(files, dict):
+        return []
+    return [path for path, stamp in files.items() if file_stamp(path) != stamp]
+
+
 class FeatureCacheWriter:
     """Append utterance features, then publish the split atomically.
 

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ import tensorflow as tf
 from data.speech_sources import resolve_speech_source
 from pipelines.audio_features import FeatureConfig, compute_features
 from pipelines.audio_loading import AudioError, load_audio, prepare_waveform
-from pipelines.feature_cache import FeatureCacheReader, FeatureCacheWriter
+from pipelines.feature_cache import FeatureCacheReader, FeatureCacheWriter, changed_files, file_stamp
 from pipelines.spec_augment import spec_augment
 from pipelines.vocabulary import Vocabulary, normalize_transcript
 
@@ -206,6 +207,7 @@ def _build_split_cache(directory, split, utterances, *, feature_config, vocabula
     """Compute and store the features of one split; returns nothing."""
     writer = FeatureCacheWriter(directory, feature_config.n_features)
     skipped = []
+    files = {}  # path -> file_stamp, for every file read (see feature_cache.changed_files)
     audio_seconds = 0.0
     started = time.perf_counter()
 
@@ -241,6 +243,8 @@ def _build_split_cache(directory, split, utterances, *, feature_config, vocabula
                 if problem:
                     skip(utterance, *problem)
                     continue
+                if utterance.path is not None:
+                    files[utterance.path] = file_stamp(utterance.path)
                 if (
                     pool is None and workers > 1 and len(probed) >= _PROBE_UTTERANCES
                     and sum(probed) / len(probed) >= THREADED_MIN_SECONDS
@@ -269,6 +273,7 @@ def _build_split_cache(directory, split, utterances, *, feature_config, vocabula
             "split": split,
             "skipped": skipped,
             "skipped_by_reason": dict(sorted(reasons.items())),
+            "files": files,
             "audio_seconds": audio_seconds,
             "compute_seconds": elapsed,
         }
@@ -277,6 +282,33 @@ def _build_split_cache(directory, split, utterances, *, feature_config, vocabula
         "%s: featurised %d utterances (%.0f s of audio) in %.1f s (%.0fx real time), skipped %d",
         split, len(writer), audio_seconds, elapsed, audio_seconds / max(elapsed, 1e-9), len(skipped),
     )
+
+
+def _build_or_refresh_split(directory, split, read, **kwargs):
+    """Compute a split's features unless another run just did (call under its lock).
+
+    A split whose audio files changed since their features were computed
+    (same manifest, a file replaced or fixed in place) is computed afresh:
+    the stale copy is moved aside first and removed once the new one is in
+    place, so a failure leaves no cache and the next run computes it again.
+    """
+    stale = None
+    if FeatureCacheReader.exists(directory):
+        changed = changed_files(FeatureCacheReader(directory).index)
+        if not changed:
+            return  # built (or refreshed) by a concurrent run meanwhile
+        logger.warning(
+            "%s: %d audio file(s) changed since their features were cached (%s%s): computing the "
+            "split's features afresh in %s",
+            split, len(changed), ", ".join(changed[:3]), ", ..." if len(changed) > 3 else "", directory,
+        )
+        stale = f"{directory}.stale-{os.getpid()}-{time.time_ns()}"
+        os.rename(directory, stale)
+    try:
+        _build_split_cache(directory, split, read(), **kwargs)
+    finally:
+        if stale is not None:
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _bucket_boundaries(frames):
@@ -506,15 +538,15 @@ def build_speech_datasets(
     readers = {}
     for split, read in source.splits.items():
         directory = os.path.join(root, split)
-        if not FeatureCacheReader.exists(directory):
+        reader = FeatureCacheReader(directory) if FeatureCacheReader.exists(directory) else None
+        if reader is None or changed_files(reader.index):
             with _exclusive(f"{directory}.lock"):  # concurrent runs compute a split once
-                if not FeatureCacheReader.exists(directory):
-                    _build_split_cache(
-                        directory, split, read(),
-                        feature_config=feature_config, vocabulary=vocabulary,
-                        max_duration_s=float(max_duration_s), strict=strict,
-                    )
-        reader = FeatureCacheReader(directory)
+                _build_or_refresh_split(
+                    directory, split, read,
+                    feature_config=feature_config, vocabulary=vocabulary,
+                    max_duration_s=float(max_duration_s), strict=strict,
+                )
+            reader = FeatureCacheReader(directory)
         if strict and reader.index["skipped"]:
             # Found when the cache was built by a run without --strict; caches
             # older than the detail hold (file, reason) only.

@@ -1,5 +1,6 @@
 """build_speech_datasets: shapes, labels, caching, bucketing, masking, bad input."""
 
+import logging
 import os
 
 import numpy as np
@@ -513,3 +514,31 @@ def test_damaged_feature_cache_is_reported_not_rebuilt_over(tmp_path):
     with pytest.raises(ValueError, match=rf"Feature cache {train} is damaged \(it exists without index.json\): delete {train}"):
         _build(folder, tmp_path / "cache")
     assert not [p for p in train.parent.iterdir() if p.name.startswith(".tmp-")]  # no copy left behind
+
+
+def test_audio_changed_in_place_is_featurised_afresh(tmp_path, counted, caplog):
+    # The manifest is unchanged, so the dataset's identity is too: only the
+    # files' stamps in the cache index tell that d1.wav was replaced and that
+    # garbage.wav (skipped as unreadable) was fixed.
+    folder = _corpus(tmp_path / "corpus")
+    first = _build(folder, tmp_path / "cache")
+    assert "garbage.wav" in {os.path.basename(f) for f, _ in first.skipped}
+    computed = len(counted)
+    louder = 3.0 * _speech_like(0.7, 16000, 0)  # same length, other samples
+    sf.write(folder / "d1.wav", np.clip(louder, -1, 1), 16000)
+    os.utime(folder / "d1.wav", ns=(1, 1))  # a copy that kept an old date still differs in its stamp
+    sf.write(folder / "garbage.wav", _speech_like(0.5, 16000, 42), 16000)
+    with caplog.at_level(logging.WARNING, logger="pipelines.speech_dataset"):
+        again = _build(folder, tmp_path / "cache")
+    assert "audio file(s) changed since their features were cached" in caplog.text
+    assert str(folder / "d1.wav") in caplog.text
+    got = {VOCABULARY.decode(l): f[:n] for f, n, l in _collect(again.validation)}
+    np.testing.assert_allclose(got["maybe so"], compute_features(load_audio(folder / "d1.wav", 16000), CONFIG), atol=1e-6)
+    assert "garbage.wav" not in {os.path.basename(f) for f, _ in again.skipped}
+    assert again.counts["train"]["used"] == first.counts["train"]["used"] + 1
+    assert len(counted) > computed
+    # no stale copy left, and an unchanged folder computes nothing more
+    assert not [p for p in (tmp_path / "cache" / "features").glob("*/*.stale-*")]
+    computed = len(counted)
+    _build(folder, tmp_path / "cache")
+    assert len(counted) == computed
