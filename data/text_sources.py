@@ -37,8 +37,9 @@ def read_text_file(path):
 
     Raises:
         FileNotFoundError: `path` does not exist or is a directory.
-        ValueError: the file is empty, or is not UTF-8 (the message names the
-            file, the byte offset and the line of the first bad byte).
+        ValueError: the file is empty, is not UTF-8 or holds NUL bytes (the
+            message names the file, the byte offset and the line of the first
+            bad byte).
     """
     if not os.path.exists(path):
         raise FileNotFoundError(
@@ -63,6 +64,16 @@ def read_text_file(path):
             f"(line {line}) holds {data[error.start:error.start + 1]!r} ({error.reason}); "
             "expected UTF-8 text. Convert it first, e.g. `iconv -f latin1 -t utf-8`."
         ) from None
+    if "\0" in text:
+        # Valid UTF-8, but no text holds NUL: UTF-16 without a byte-order
+        # mark (every other byte NUL) or a binary file given by mistake.
+        start = data.index(b"\0")
+        line = data.count(b"\n", 0, start) + 1
+        raise ValueError(
+            f"Text file {path!r} holds NUL bytes (the first at byte offset {start}, line {line}); "
+            "expected UTF-8 text, not UTF-16 or a binary file. Convert UTF-16 first, e.g. "
+            "`iconv -f utf-16le -t utf-8`."
+        )
     text = text.replace("\r\n", "\n")
     if not text:
         raise ValueError(

@@ -56,6 +56,21 @@ def test_empty_file(tmp_path):
         read_text_file(str(path))
 
 
+def test_nul_bytes_are_refused_naming_offset_and_line(tmp_path):
+    # UTF-16 without a byte-order mark is valid UTF-8 with a NUL after every ASCII character.
+    path = tmp_path / "utf16.txt"
+    path.write_bytes("ROMEO:\nO, she doth teach\n".encode("utf-16-le"))
+    with pytest.raises(ValueError) as error:
+        read_text_file(str(path))
+    assert str(error.value) == (
+        f"Text file {str(path)!r} holds NUL bytes (the first at byte offset 1, line 1); expected "
+        "UTF-8 text, not UTF-16 or a binary file. Convert UTF-16 first, e.g. `iconv -f utf-16le -t utf-8`."
+    )
+    path.write_bytes(b"line one\nline two\0\n")
+    with pytest.raises(ValueError, match=r"the first at byte offset 17, line 2\)"):
+        read_text_file(str(path))
+
+
 def test_undecodable_bytes_name_the_file_and_offset(tmp_path):
     path = tmp_path / "latin1.txt"
     path.write_bytes("first line\ncaf".encode() + b"\xe9 au lait\n")
