@@ -109,12 +109,34 @@ RUN_MODEL_FILES = ("best.keras", "model.keras")
 TRANSCRIPTION_FEATURE_CONFIG = "feature_config.json"
 
 
-def is_transcription_run(run_dir):
-    """True when `run_dir` is a speech transcription run directory: it holds a
-    feature_config.json, or its model file is a CTCModel."""
+def run_kind(run_dir):
+    """What `run_dir` is: `"transcription"`, `"language_model"` or None (neither, or unknown).
+
+    A speech transcription run (`train.py --task transcription`) holds a
+    feature_config.json, or a model file that is a CTCModel; a character
+    language model run holds a model file that is not, or, without a readable
+    one, a config.json with that task's fields.
+    """
     if os.path.isfile(os.path.join(run_dir, TRANSCRIPTION_FEATURE_CONFIG)):
-        return True
-    return any(keras_model_class(os.path.join(run_dir, name)) == "CTCModel" for name in RUN_MODEL_FILES)
+        return "transcription"
+    classes = {keras_model_class(os.path.join(run_dir, name)) for name in RUN_MODEL_FILES} - {None}
+    if "CTCModel" in classes:
+        return "transcription"
+    if classes:
+        return "language_model"
+    try:
+        with open(os.path.join(run_dir, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if isinstance(config, dict) and {"embedding_dim", "sequence_length"} <= set(config):
+        return "language_model"
+    return None
+
+
+def is_transcription_run(run_dir):
+    """True when `run_dir` is a speech transcription run directory (`run_kind`)."""
+    return run_kind(run_dir) == "transcription"
 
 
 def load_language_model_run(run_dir):

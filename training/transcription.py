@@ -733,25 +733,6 @@ def save_transcriber(model_dir, model, vocabulary, feature_config):
     write_json(os.path.join(model_dir, FEATURE_CONFIG_FILE), feature_config.to_dict())
 
 
-def _is_language_model_run(model_dir):
-    """True when `model_dir` is a character language model run (`train.py --task language_model`):
-    no feature_config.json, and a best.keras or model.keras that is no CTCModel (or, without
-    a readable one, a config.json of that task)."""
-    from models.language_model_io import RUN_MODEL_FILES, keras_model_class
-
-    if os.path.exists(os.path.join(model_dir, FEATURE_CONFIG_FILE)):
-        return False
-    classes = {keras_model_class(os.path.join(model_dir, name)) for name in RUN_MODEL_FILES} - {None}
-    if classes:
-        return "CTCModel" not in classes
-    try:
-        with open(os.path.join(model_dir, CONFIG_FILE), encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and {"embedding_dim", "sequence_length"} <= set(config)
-
-
 def _read_feature_config(path):
     """The `FeatureConfig` in `path`; anything wrong with the file is a ValueError naming it."""
     try:
@@ -774,11 +755,11 @@ def load_transcriber(model_dir):
     a language model run); a file that cannot be read (not JSON, a corrupt or
     truncated model.keras) is a ValueError naming it.
     """
-    from models.language_model_io import load_vocabulary_file, unreadable_model_error
+    from models.language_model_io import load_vocabulary_file, run_kind, unreadable_model_error
 
     paths = _run_files(model_dir)
     missing = [path for path in paths.values() if not os.path.exists(path)]
-    if missing and _is_language_model_run(model_dir):
+    if missing and run_kind(model_dir) == "language_model":
         raise FileNotFoundError(
             f"Model directory {model_dir} is a character language model run (train.py --task "
             f"language_model), not a speech transcription run: use generate.py --model-dir {model_dir}, "
