@@ -129,6 +129,9 @@ def test_interrupted_run_resumes_at_the_next_epoch(tmp_path, fake_data):
     assert (out / "backup" / "training_metadata.json").exists()
     assert json.loads((out / "backup" / "best.json").read_text())["epoch"] == 1
     backed_up = keras.models.load_model  # noqa: F841 (the weights live in the backup)
+    # The training time of epoch 1 is backed up with it (the budget and decay go on from it).
+    killed_seconds = json.loads((out / "backup" / "training_clock.json").read_text())["seconds_by_epoch"]["1"]
+    assert killed_seconds > 0
 
     # Other settings would resume a model that is not this one: refused before any data is read
     # or any file is touched, naming the field.

@@ -1,9 +1,10 @@
 """`CosineAnnealingCallback`: a cosine learning-rate decay over steps or time."""
 
 import math
-import time
 
 import keras
+
+from training.training_clock import TrainingClock
 
 
 class CosineAnnealingCallback(keras.callbacks.Callback):
@@ -36,10 +37,15 @@ class CosineAnnealingCallback(keras.callbacks.Callback):
             is needed.
         final_fraction: `f`, float in [0, 1], the rate's floor relative to
             `lr0`. Default 0.02.
+        clock: Optional `training.training_clock.TrainingClock` shared with
+            a `ClockedBackupAndRestore`, so that a resumed run's time share
+            counts the killed run's training; None: a clock of its own,
+            started when training begins.
     """
 
     def __init__(
-        self, initial_learning_rate, total_steps, *, epochs=None, max_seconds=None, final_fraction=0.02
+        self, initial_learning_rate, total_steps, *, epochs=None, max_seconds=None, final_fraction=0.02,
+        clock=None,
     ):
         super().__init__()
         if not initial_learning_rate > 0:
@@ -86,7 +92,8 @@ class CosineAnnealingCallback(keras.callbacks.Callback):
         self.epochs = epochs
         self.max_seconds = max_seconds
         self.final_fraction = final_fraction
-        self._start = None
+        self._own_clock = clock is None
+        self.clock = clock
         self._step = 0
         self._epoch_start_step = None
         self._epoch = 0
@@ -101,7 +108,8 @@ class CosineAnnealingCallback(keras.callbacks.Callback):
         return self.initial_learning_rate * (f + (1.0 - f) * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
     def on_train_begin(self, logs=None):
-        self._start = time.monotonic()
+        if self._own_clock:
+            self.clock = TrainingClock()
         self._step = None
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -113,7 +121,7 @@ class CosineAnnealingCallback(keras.callbacks.Callback):
             if self.total_steps is None and self.epochs is not None and self._epoch > 0 and self._step > 0:
                 # A resumed run (`initial_epoch` > 0): the epochs done give the length.
                 self.total_steps = self.epochs * max(1, round(self._step / self._epoch))
-        rate = self.learning_rate(self._step, time.monotonic() - self._start)
+        rate = self.learning_rate(self._step, self.clock.seconds())
         self.model.optimizer.learning_rate.assign(rate)
 
     def on_train_batch_end(self, batch, logs=None):

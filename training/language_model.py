@@ -11,7 +11,6 @@ import csv
 import dataclasses
 import math
 import os
-import time
 import typing
 
 import keras
@@ -30,6 +29,7 @@ from training.cosine_annealing_callback import CosineAnnealingCallback
 from training.distribute import DISTRIBUTE, build_distributed
 from training.non_finite_loss_callback import NonFiniteLossCallback
 from training.time_budget_callback import TimeBudgetCallback
+from training.training_clock import ClockedBackupAndRestore, TrainingClock
 
 
 def _field(default, help_text, **metadata):
@@ -354,7 +354,8 @@ def run(config, *, callbacks=()):
     # overwritten by a worse epoch's checkpoint after the restart.
     earlier = _read_history(history_path) if resuming else {}
     max_seconds = None if config.max_train_minutes is None else 60.0 * config.max_train_minutes
-    budget = TimeBudgetCallback(max_seconds)
+    clock = TrainingClock()  # training time, a killed run's included once its backup is restored
+    budget = TimeBudgetCallback(max_seconds, clock)
     own_callbacks = [
         keras.callbacks.ModelCheckpoint(
             best_path, monitor="val_loss", save_best_only=True, verbose=0,
@@ -368,7 +369,7 @@ def run(config, *, callbacks=()):
     if config.lr_schedule == "cosine":
         own_callbacks.append(
             CosineAnnealingCallback(
-                config.learning_rate, config.epochs * steps_per_epoch, max_seconds=max_seconds
+                config.learning_rate, config.epochs * steps_per_epoch, max_seconds=max_seconds, clock=clock
             )
         )
     elif config.lr_schedule == "plateau":
@@ -378,8 +379,8 @@ def run(config, *, callbacks=()):
             )
         )
     # Last: when a backup of epoch N exists, so do its checkpoint and history row.
-    own_callbacks.append(keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True))
-    start = time.monotonic()
+    # It keeps the clock too: a resumed run's budget and decay go on where they stopped.
+    own_callbacks.append(ClockedBackupAndRestore(backup_dir, clock, double_checkpoint=True))
     model.fit(
         repeated,
         steps_per_epoch=steps_per_epoch,
@@ -389,7 +390,7 @@ def run(config, *, callbacks=()):
         shuffle=False,  # the window dataset reshuffles itself every epoch
         verbose=config.verbose,
     )
-    train_seconds = time.monotonic() - start
+    train_seconds = clock.seconds()
     losses = _read_history(history_path)  # every epoch, the killed run's too
 
     # The final model is the checkpoint with the best validation loss.

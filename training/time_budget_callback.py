@@ -1,8 +1,8 @@
 """`TimeBudgetCallback`: stop training when the time budget is spent."""
 
-import time
-
 import keras
+
+from training.training_clock import TrainingClock
 
 
 class TimeBudgetCallback(keras.callbacks.Callback):
@@ -15,20 +15,26 @@ class TimeBudgetCallback(keras.callbacks.Callback):
 
     Args:
         max_seconds: The budget in seconds, or None for no budget.
+        clock: Optional `training.training_clock.TrainingClock` shared with
+            a `ClockedBackupAndRestore`, so that a resumed run counts the
+            killed run's training; None: a clock of its own, started when
+            training begins.
     """
 
-    def __init__(self, max_seconds):
+    def __init__(self, max_seconds, clock=None):
         super().__init__()
         self.max_seconds = max_seconds
         self.stopped_early = False
-        self._start = None
+        self._own_clock = clock is None
+        self.clock = clock
         self._epochs = 0
 
     def _elapsed(self):
-        return time.monotonic() - self._start
+        return self.clock.seconds()
 
     def on_train_begin(self, logs=None):
-        self._start = time.monotonic()
+        if self._own_clock:
+            self.clock = TrainingClock()
         self._epochs = 0
         self.stopped_early = False
 
@@ -41,9 +47,10 @@ class TimeBudgetCallback(keras.callbacks.Callback):
         if self.max_seconds is None or self.model.stop_training:
             return
         elapsed = self._elapsed()
-        if elapsed + elapsed / self._epochs > self.max_seconds:
+        mean = elapsed / (self.clock.earlier_epochs + self._epochs)
+        if elapsed + mean > self.max_seconds:
             self._stop(
-                f"another epoch (~{elapsed / self._epochs:.0f} s) would overrun "
+                f"another epoch (~{mean:.0f} s) would overrun "
                 f"the time budget of {self.max_seconds:.0f} s"
             )
 

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import shutil
-import time
 import typing
 import warnings
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from training.distribute import DISTRIBUTE, build_distributed
 from training.error_rate_callback import ErrorRateCallback
 from training.non_finite_loss_callback import NonFiniteLossCallback
 from training.time_budget_callback import TimeBudgetCallback
+from training.training_clock import ClockedBackupAndRestore, TrainingClock
 
 # File names inside `output_dir`.
 CONFIG_FILE = "config.json"
@@ -489,8 +489,9 @@ class _RememberBest(keras.callbacks.Callback):
             write_json(self.path, {"val_cer": cer, "epoch": epoch + 1})
 
 
-def _callbacks(config, data, vocabulary, resuming):
+def _callbacks(config, data, vocabulary, resuming, clock=None):
     out = config.output_dir
+    clock = TrainingClock() if clock is None else clock  # read by the budget, the decay and the backup
     best = _best_so_far(out) if resuming else None
     patience_monitor = dict(monitor="val_cer", mode="min")
     max_seconds = None if config.max_train_minutes is None else config.max_train_minutes * 60
@@ -505,6 +506,7 @@ def _callbacks(config, data, vocabulary, resuming):
                 # times --epochs, and the time budget, set the pace.
                 epochs=None if steps_per_epoch > 0 else config.epochs,
                 max_seconds=max_seconds,
+                clock=clock,
             )
         )
     averaging = []
@@ -530,13 +532,12 @@ def _callbacks(config, data, vocabulary, resuming):
         ),
         # After the checkpoint it describes, before the backup that resumes it.
         _RememberBest(out, best),
-        keras.callbacks.BackupAndRestore(
-            os.path.join(out, BACKUP_DIR), double_checkpoint=True
-        ),
+        # It keeps the clock too: a resumed run's budget and decay go on where they stopped.
+        ClockedBackupAndRestore(os.path.join(out, BACKUP_DIR), clock, double_checkpoint=True),
         keras.callbacks.EarlyStopping(
             patience=config.early_stopping_patience, **patience_monitor
         ),
-        TimeBudgetCallback(max_seconds),
+        TimeBudgetCallback(max_seconds, clock),
         NonFiniteLossCallback(
             "Check the training data (features are cached under --cache-dir "
             f"{config.cache_dir or '<project>/runs/cache'}: a damaged cache is computed afresh once deleted) "
@@ -891,7 +892,7 @@ def run(config, *, callbacks=(), model_builder=None):
     if not resuming and os.path.exists(os.path.join(out, BEST_WEIGHTS_FILE)):
         os.remove(os.path.join(out, BEST_WEIGHTS_FILE))  # from the earlier, finished run
 
-    started = time.monotonic()
+    clock = TrainingClock()  # training time, a killed run's included once its backup is restored
     with warnings.catch_warnings():
         # A training set of unknown length (none of train.py's own; a custom
         # `prepare_data` may make one): Keras learns it by running out of
@@ -903,11 +904,11 @@ def run(config, *, callbacks=(), model_builder=None):
             steps_per_epoch=steps_per_epoch,
             validation_data=data.validation,
             epochs=config.epochs,
-            callbacks=[*_callbacks(config, data, vocabulary, resuming), *callbacks],
+            callbacks=[*_callbacks(config, data, vocabulary, resuming, clock), *callbacks],
             shuffle=False,  # the training dataset shuffles itself
             verbose="auto",
         )
-    train_seconds = time.monotonic() - started
+    train_seconds = clock.seconds()
     epochs_done = (history.epoch[-1] + 1) if history.epoch else 0
 
     best_weights = os.path.join(out, BEST_WEIGHTS_FILE)

@@ -1,0 +1,110 @@
+"""A resumed run's time budget and time-paced decay go on where the killed run stopped."""
+
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from training.cosine_annealing_callback import CosineAnnealingCallback
+from training.time_budget_callback import TimeBudgetCallback
+from training.training_clock import CLOCK_FILE, ClockedBackupAndRestore, TrainingClock
+
+SECONDS_PER_BATCH = 10.0
+BATCHES_PER_EPOCH = 4
+BUDGET = 130.0  # 3.25 epochs of 40 s
+EPOCHS = 10
+LR = 0.1
+
+
+class _FakeTime:
+    def __init__(self, now):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+class _Tick(keras.callbacks.Callback):
+    """Each batch takes SECONDS_PER_BATCH of fake time; records the rate it was given."""
+
+    def __init__(self, time):
+        super().__init__()
+        self.time = time
+        self.rates = []
+        self.epochs = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.time.now += SECONDS_PER_BATCH
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+class _Kill(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+
+def _fit(model, backup_dir, time, extra=()):
+    clock = TrainingClock(time_fn=time)
+    tick = _Tick(time)
+    callbacks = [
+        CosineAnnealingCallback(LR, EPOCHS * BATCHES_PER_EPOCH, max_seconds=BUDGET, final_fraction=0.0, clock=clock),
+        tick,
+        ClockedBackupAndRestore(str(backup_dir), clock, double_checkpoint=True),
+        TimeBudgetCallback(BUDGET, clock),
+        *extra,
+    ]
+    x = np.ones((BATCHES_PER_EPOCH * 2, 2), "float32")
+    model.fit(x, x[:, :1], batch_size=2, epochs=EPOCHS, verbose=0, callbacks=callbacks)
+    return clock, tick
+
+
+def _model():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(keras.optimizers.SGD(LR), "mse")
+    return model
+
+
+def _cosine(progress):
+    return LR * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def test_a_resumed_run_counts_the_killed_runs_training_time(tmp_path, capsys):
+    backup = tmp_path / "backup"
+    with pytest.raises(KeyboardInterrupt):
+        _fit(_model(), backup, _FakeTime(0.0), extra=[_Kill()])
+    record = json.loads((backup / CLOCK_FILE).read_text())
+    assert record == {"seconds_by_epoch": {"1": 40.0, "2": 80.0}}
+
+    # Another process: its monotonic time has nothing to do with the first one's.
+    clock, tick = _fit(_model(), backup, _FakeTime(5000.0))
+    assert "Resumed after epoch 2: 1.3 min of training so far" in capsys.readouterr().out
+    assert clock.earlier_epochs == 2 and clock.earlier_seconds == 80.0
+    # The decay goes on from 80 s of 130 (step 8 of 40 is less far): not from the top.
+    assert tick.rates[0] == pytest.approx(_cosine(80.0 / BUDGET), rel=1e-6)
+    # The budget: epoch 3 ends at 120 s, and another 40 s epoch would overrun 130 s.
+    assert tick.epochs == [2]
+    assert clock.seconds() == pytest.approx(120.0)
+    assert not backup.exists()  # Keras removes the backup (the clock's record with it) at the end
+
+
+def test_a_fresh_run_and_a_backup_without_a_clock_record_start_at_zero(tmp_path):
+    backup = tmp_path / "backup"
+    clock, tick = _fit(_model(), backup, _FakeTime(300.0))
+    assert clock.earlier_seconds == 0.0 and clock.earlier_epochs == 0
+    assert tick.rates[0] == pytest.approx(LR)
+    assert tick.epochs == [0, 1, 2]  # 120 s, then another epoch would overrun
+    # A backup written before the clock was kept (no record): the budget starts afresh.
+    with pytest.raises(KeyboardInterrupt):
+        _fit(_model(), backup, _FakeTime(0.0), extra=[_Kill()])
+    (backup / CLOCK_FILE).unlink()
+    clock, tick = _fit(_model(), backup, _FakeTime(0.0))
+    assert clock.earlier_seconds == 0.0 and clock.earlier_epochs == 0
+    assert tick.epochs == [2, 3, 4]
