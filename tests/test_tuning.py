@@ -220,6 +220,35 @@ def test_search_writes_outputs_and_resumes_without_repeating_trials(tmp_path, ca
         run_search(TOY_TASK, config, TuningConfig(tuner="bayesian", max_trials=2, max_epochs=1))
 
 
+def test_a_search_resumed_on_other_data_is_refused(tmp_path, monkeypatch, capsys):
+    import tests.tuning_toy_task as toy
+
+    output_dir = str(tmp_path / "run")
+    run_search(TOY_TASK, ToyConfig(output_dir=output_dir), TuningConfig(tuner="random", max_trials=1, max_epochs=1))
+    identity_path = os.path.join(output_dir, "tuning", "search.json")
+    with open(identity_path, encoding="utf-8") as f:
+        saved = json.load(f)
+    assert saved["data"] == {"vocabulary": "".join(sorted(set(toy.TEXT))), "characters": len(toy.TEXT)}
+    # The text edited in place: one more character in the vocabulary, so every
+    # earlier trial's model has another output size.
+    monkeypatch.setattr(toy, "TEXT", toy.TEXT + " Zounds!")
+    with pytest.raises(ValueError) as error:
+        run_search(TOY_TASK, ToyConfig(output_dir=output_dir), TuningConfig(tuner="random", max_trials=2, max_epochs=1))
+    message = str(error.value)
+    assert f"The tuning project in {os.path.join(output_dir, 'tuning')} was searched on other data" in message
+    assert f"characters (was {len(toy.TEXT) - 8}, now {len(toy.TEXT)})" in message
+    assert "vocabulary (was " in message and "see `data` in" in message
+    assert len(_rows(output_dir)) == 1  # no trial ran
+    # A project whose search.json has no `data` (made before it was kept) takes the current one.
+    monkeypatch.setattr(toy, "TEXT", toy.TEXT[:-8])
+    del saved["data"]
+    with open(identity_path, "w", encoding="utf-8") as f:
+        json.dump(saved, f)
+    capsys.readouterr()
+    run_search(TOY_TASK, ToyConfig(output_dir=output_dir), TuningConfig(tuner="random", max_trials=1, max_epochs=1))
+    assert "data" in json.load(open(identity_path, encoding="utf-8"))
+
+
 def test_hyperband_continues_the_best_trial_of_a_bracket(tmp_path):
     output_dir = str(tmp_path / "run")
     tuning = TuningConfig(tuner="hyperband", max_trials=3, max_epochs=2, hyperband_factor=2)

@@ -66,7 +66,7 @@ def prepare(config):
     return (
         train.batch(config.batch_size),
         validation.batch(config.batch_size),
-        {"vocabulary": vocabulary},
+        {"vocabulary": vocabulary, "data_identity": {"vocabulary": "".join(vocabulary.characters), "characters": len(TEXT)}},
     )
 
 

@@ -64,7 +64,7 @@ def _check_same_search(path, identity, config):
     changed = [
         f"{key} (was {previous.get(key)!r}, now {identity.get(key)!r})"
         for key in sorted(set(previous) | set(identity))
-        if key != "task_config" and previous.get(key) != identity.get(key)
+        if key not in ("task_config", "data") and previous.get(key) != identity.get(key)  # data: _check_same_data
     ]
     task_fields = config_differences(
         previous.get("task_config", {}), config, ignore=NON_LEARNING_FIELDS | set(TUNED_HYPERPARAMETERS)
@@ -78,6 +78,30 @@ def _check_same_search(path, identity, config):
             "ranges to resume it (only --max-trials, --time-budget-minutes and "
             "options that do not change training, such as --distribute, may "
             "change); use another --output-dir for a new search."
+        )
+
+
+def _check_same_data(path, data_identity):
+    """Refuse to resume a project searched on other data (`TuningTask.prepare`'s
+    `data_identity`); a project without one (older, or stopped before its data
+    was read) takes this one."""
+    with open(path, encoding="utf-8") as f:
+        identity = json.load(f)
+    previous = identity.get("data")
+    if previous is None:
+        identity["data"] = data_identity
+        write_json(path, identity)
+        return
+    if previous != data_identity:
+        changed = [
+            f"{key} (was {previous.get(key)!r}, now {data_identity.get(key)!r})"
+            for key in sorted(set(previous) | set(data_identity))
+            if previous.get(key) != data_identity.get(key)
+        ]
+        raise ValueError(
+            f"The tuning project in {os.path.dirname(path)} was searched on other data ({'; '.join(changed)}; "
+            f"see `data` in {path}): its trials would not compare with new ones. Expected the same "
+            "data to resume it; use another --output-dir for a search on this data."
         )
 
 
@@ -180,6 +204,8 @@ def run_search(task, config, tuning, *, output_dir=None):
         _check_same_search(os.path.join(tuning_dir, "search.json"), identity, config)
 
     train, validation, context = task.prepare(config)
+    if role != "worker" and "data_identity" in context:
+        _check_same_data(os.path.join(tuning_dir, "search.json"), _jsonable(context["data_identity"]))
     distribute = getattr(config, "distribute", "none")
     strategy = None if distribute == "none" else distribution_strategy(distribute)
     if strategy is not None:

@@ -6,6 +6,7 @@ search space in `tuning.search_spaces`, so a tuned model is trained,
 scored and exported like one from `train.py` without `--tune`.
 """
 
+import hashlib
 import math
 
 from tuning.search_spaces import (
@@ -30,7 +31,14 @@ def _language_model_prepare(config):
         f"{len(data.validation_text):,} validation characters, "
         f"vocabulary of {data.vocabulary.size} ids."
     )
-    return data.train, data.validation, {"vocabulary": data.vocabulary, "source": data.source}
+    digest = hashlib.sha256(f"{data.train_text}\0{data.validation_text}".encode()).hexdigest()[:16]
+    identity = {
+        "vocabulary": "".join(data.vocabulary.characters),
+        "train_characters": len(data.train_text),
+        "validation_characters": len(data.validation_text),
+        "text_sha256": digest,
+    }
+    return data.train, data.validation, {"vocabulary": data.vocabulary, "source": data.source, "data_identity": identity}
 
 
 def _untuned(kwargs):
@@ -98,6 +106,9 @@ def _transcription_prepare(config):
         "vocabulary": prepared.vocabulary,
         "feature_config": prepared.feature_config,
         "data": data,
+        # What was used and skipped per split, with its seconds of audio: files
+        # changed in place change it (the feature cache notices them too).
+        "data_identity": {"vocabulary": "".join(prepared.vocabulary.characters), "utterances": data.counts},
     }
     return data.train, data.validation, context
 

@@ -23,6 +23,9 @@ class TuningTask:
         prepare: `prepare(config) -> (train, validation, context)`: the
             batched training and validation `tf.data.Dataset`s and any
             object the other callables need (vocabulary, feature size...).
+            A `context["data_identity"]` (a JSON-able dict: vocabulary,
+            sizes, a digest of the data) is kept in the project's
+            search.json, and a resumed search on other data is refused.
         build_model: `build_model(hp, ranges, config, context) -> keras.Model`,
             a compiled model: calls the task's search space in
             `tuning.search_spaces`.
