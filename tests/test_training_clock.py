@@ -85,7 +85,7 @@ def test_a_resumed_run_counts_the_killed_runs_training_time(tmp_path, capsys):
 
     # Another process: its monotonic time has nothing to do with the first one's.
     clock, tick = _fit(_model(), backup, _FakeTime(5000.0))
-    assert "Resumed after epoch 2: 1.3 min of training so far" in capsys.readouterr().out
+    assert "Resumed after epoch 2 (1.3 min of training so far)." in capsys.readouterr().out
     assert clock.earlier_epochs == 2 and clock.earlier_seconds == 80.0
     # The decay goes on from 80 s of 130 (step 8 of 40 is less far): not from the top.
     assert tick.rates[0] == pytest.approx(_cosine(80.0 / BUDGET), rel=1e-6)

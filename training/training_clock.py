@@ -79,7 +79,7 @@ class ClockedBackupAndRestore(keras.callbacks.BackupAndRestore):
         self.clock.earlier_epochs = restored if seconds is not None else 0
         self.clock.earlier_seconds = seconds if seconds is not None else 0.0
         if restored and seconds is not None:
-            print(f"Resumed after epoch {restored}: {seconds / 60:.1f} min of training so far count against the budget.")
+            print(f"Resumed after epoch {restored} ({seconds / 60:.1f} min of training so far).")
         self.clock.start()
 
     def on_epoch_end(self, epoch, logs=None):
