@@ -51,6 +51,14 @@ def port_error(host, port):
     return None
 
 
+class PortError(ValueError):
+    """`launch_search` cannot serve the oracle on its port: `reason` says why (`port_error`)."""
+
+    def __init__(self, reason):
+        super().__init__(f"Received an invalid value for argument `port`: {reason}.")
+        self.reason = reason
+
+
 def _stop(processes):
     for process in processes:
         if process.poll() is None:
@@ -85,7 +93,8 @@ def launch_search(command, *, workers, port, host="127.0.0.1", timeout=None, log
         `{tuner_id: exit code}` for the chief and every worker.
 
     Raises:
-        ValueError: for a bad `workers` or `port`.
+        ValueError: for a bad `workers` or `port` (`PortError` when the port
+            cannot be bound).
         TimeoutError: when `timeout` passes first (all processes stopped).
         RuntimeError: when the chief exits before it listens.
     """
@@ -101,7 +110,7 @@ def launch_search(command, *, workers, port, host="127.0.0.1", timeout=None, log
                          f"seconds, got {timeout!r}.")
     error = port_error(host, port)
     if error is not None:
-        raise ValueError(f"Received an invalid value for argument `port`: {error}.")
+        raise PortError(error)
     base = dict(os.environ if env is None else env)
     base.update(KERASTUNER_ORACLE_IP=host, KERASTUNER_ORACLE_PORT=str(port))
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -180,9 +189,6 @@ def main(argv=None):
         parser.error(f"argument --port: expected an integer in 1..65535, got {args.port}")
     if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
         parser.error(f"argument --timeout: expected a positive number of seconds, got {args.timeout:g}")
-    error = port_error(args.host, args.port)
-    if error is not None:
-        parser.error(f"argument --port: {error}, got {args.port}")
     chief_output = (os.path.join(args.log_dir, "chief.log") if args.log_dir
                     else "this terminal, above")
     try:
@@ -194,6 +200,8 @@ def main(argv=None):
             timeout=args.timeout,
             log_dir=args.log_dir,
         )
+    except PortError as error:  # checked once, by launch_search, before anything starts
+        parser.error(f"argument --port: {error.reason}, got {args.port}")
     except ValueError as error:
         parser.error(str(error))
     except (RuntimeError, TimeoutError) as error:  # TimeoutError before OSError, its base class
