@@ -47,6 +47,15 @@ def _jsonable(value):
     return json.loads(json.dumps(value, default=_plain))
 
 
+def _changed_fields(previous, current, skip=()):
+    """`"key (was A, now B)"` for each top-level key of two saved dicts that differs."""
+    return [
+        f"{key} (was {previous.get(key)!r}, now {current.get(key)!r})"
+        for key in sorted(set(previous) | set(current))
+        if key not in skip and previous.get(key) != current.get(key)
+    ]
+
+
 def _check_same_search(path, identity, config):
     """Refuse to resume a project made with different settings.
 
@@ -61,11 +70,7 @@ def _check_same_search(path, identity, config):
         return
     with open(path, encoding="utf-8") as f:
         previous = json.load(f)
-    changed = [
-        f"{key} (was {previous.get(key)!r}, now {identity.get(key)!r})"
-        for key in sorted(set(previous) | set(identity))
-        if key not in ("task_config", "data") and previous.get(key) != identity.get(key)  # data: _check_same_data
-    ]
+    changed = _changed_fields(previous, identity, skip=("task_config", "data"))  # data: _check_same_data
     task_fields = config_differences(
         previous.get("task_config", {}), config, ignore=NON_LEARNING_FIELDS | set(TUNED_HYPERPARAMETERS)
     )
@@ -93,11 +98,7 @@ def _check_same_data(path, data_identity):
         write_json(path, identity)
         return
     if previous != data_identity:
-        changed = [
-            f"{key} (was {previous.get(key)!r}, now {data_identity.get(key)!r})"
-            for key in sorted(set(previous) | set(data_identity))
-            if previous.get(key) != data_identity.get(key)
-        ]
+        changed = _changed_fields(previous, data_identity)
         raise ValueError(
             f"The tuning project in {os.path.dirname(path)} was searched on other data ({'; '.join(changed)}; "
             f"see `data` in {path}): its trials would not compare with new ones. Expected the same "
