@@ -108,3 +108,29 @@ def test_a_fresh_run_and_a_backup_without_a_clock_record_start_at_zero(tmp_path)
     clock, tick = _fit(_model(), backup, _FakeTime(0.0))
     assert clock.earlier_seconds == 0.0 and clock.earlier_epochs == 0
     assert tick.epochs == [2, 3, 4]
+
+
+def test_a_kill_right_after_kerass_backup_keeps_the_clock(tmp_path, monkeypatch):
+    """The clock's record is written before Keras' backup of the same epoch.
+
+    Killed after the backup of epoch 2 is written and before anything else
+    happens: the resumed run counts 80 s, not zero (with the record written
+    after the backup, this kill left a backup without its seconds).
+    """
+    backup = tmp_path / "backup"
+    keras_backup = keras.callbacks.BackupAndRestore.on_epoch_end
+
+    def backup_then_kill(self, epoch, logs=None):
+        keras_backup(self, epoch, logs)
+        if epoch + 1 == 2:
+            raise KeyboardInterrupt("killed right after the backup")
+
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", backup_then_kill)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(_model(), backup, _FakeTime(0.0))
+    monkeypatch.setattr(keras.callbacks.BackupAndRestore, "on_epoch_end", keras_backup)
+
+    clock, tick = _fit(_model(), backup, _FakeTime(7000.0))
+    assert clock.earlier_epochs == 2 and clock.earlier_seconds == 80.0
+    assert tick.epochs == [2]
+    assert tick.rates[0] == pytest.approx(_cosine(80.0 / BUDGET), rel=1e-6)

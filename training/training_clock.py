@@ -50,8 +50,10 @@ class ClockedBackupAndRestore(keras.callbacks.BackupAndRestore):
     Each epoch's backup records the clock's seconds at that epoch's end (the
     last two, as Keras keeps two backups with `double_checkpoint`); a restored
     backup of epoch N sets the clock to N epochs and the seconds recorded for
-    N, then starts it. A backup made without the record resumes with the
-    clock at zero, as plain `BackupAndRestore` did.
+    N, then starts it. The record is written before the backup, so a kill
+    between the two finds the previous backup's seconds. A backup made
+    without the record (before this class existed) resumes with the clock at
+    zero, as plain `BackupAndRestore` did.
 
     Args:
         backup_dir: As for `BackupAndRestore`.
@@ -83,9 +85,13 @@ class ClockedBackupAndRestore(keras.callbacks.BackupAndRestore):
         self.clock.start()
 
     def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)  # writes the backup of epoch + 1
+        # The record first, then Keras' backup of epoch + 1: a run killed
+        # between the two resumes from the backup of `epoch`, whose seconds
+        # the record still holds (it keeps the last two epochs). The other
+        # order lost the record of a backup written just before a kill.
         if self.save_freq == "epoch":
             records = self._records()
             records[epoch + 1] = round(self.clock.seconds(), 3)
             latest = sorted(records)[-2:]
             write_json(self._clock_path, {"seconds_by_epoch": {str(e): records[e] for e in latest}})
+        super().on_epoch_end(epoch, logs)  # writes the backup of epoch + 1
