@@ -134,3 +134,41 @@ def test_a_kill_right_after_kerass_backup_keeps_the_clock(tmp_path, monkeypatch)
     assert clock.earlier_epochs == 2 and clock.earlier_seconds == 80.0
     assert tick.epochs == [2]
     assert tick.rates[0] == pytest.approx(_cosine(80.0 / BUDGET), rel=1e-6)
+
+
+class _SlowingTick(keras.callbacks.Callback):
+    """Batches of 10 s in the first epoch and 20 s after it; each epoch's end
+    (its validation, say) takes 15 s before the budget sees it."""
+
+    def __init__(self, time):
+        super().__init__()
+        self.time = time
+        self.batches = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.time.now += 10.0 if len(self.batches) < BATCHES_PER_EPOCH else 20.0
+        self.batches.append(self.time.now)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.time.now += 15.0
+
+
+def test_the_budget_cuts_a_slow_epoch_leaving_room_for_its_validation(capsys):
+    time = _FakeTime(0.0)
+    clock = TrainingClock(time_fn=time)
+    tick = _SlowingTick(time)
+    budget = TimeBudgetCallback(120.0, clock)
+    x = np.ones((BATCHES_PER_EPOCH * 2, 2), "float32")
+    history = _model().fit(
+        x, x[:, :1], batch_size=2, epochs=EPOCHS, verbose=0, callbacks=[tick, budget]
+    )
+    # Epoch 1 ends at 55 s (4 x 10 s + 15 s), and another 55 s fits in 120 s.
+    # Epoch 2: after its second batch (95 s), a third (20 s) and the epoch's
+    # end (15 s) would reach 130 s: it stops there, and ends at 110 s.
+    assert tick.batches == [10.0, 20.0, 30.0, 40.0, 75.0, 95.0]
+    assert len(history.epoch) == 2
+    assert clock.seconds() == pytest.approx(110.0) and budget.stopped_early
+    assert (
+        "Stopping: another batch (~20.0 s) and this epoch's validation (~15 s) "
+        "would overrun the time budget of 120 s." in capsys.readouterr().out
+    )

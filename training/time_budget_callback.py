@@ -9,9 +9,12 @@ class TimeBudgetCallback(keras.callbacks.Callback):
     """Stop `fit` before it overruns `max_seconds` of training time.
 
     At each epoch end it stops when another epoch as long as the mean one so
-    far would overrun the budget; within an epoch it stops after the batch
-    that overruns it (Keras still validates that epoch). `stopped_early`
-    tells whether the budget ended the run.
+    far would overrun the budget. Within an epoch it stops after a batch when
+    another batch as long as that one, and then the epoch's end, would
+    overrun it: Keras still validates an epoch cut short, so the time the
+    previous epoch took from its last batch to its end (validation and the
+    end-of-epoch callbacks before this one) is kept free.
+    `stopped_early` tells whether the budget ended the run.
 
     Args:
         max_seconds: The budget in seconds, or None for no budget.
@@ -28,6 +31,8 @@ class TimeBudgetCallback(keras.callbacks.Callback):
         self._own_clock = clock is None
         self.clock = clock
         self._epochs = 0
+        self._last_batch_end = None
+        self._tail = 0.0  # last batch -> epoch end, in the previous epoch
 
     def _elapsed(self):
         return self.clock.seconds()
@@ -36,17 +41,38 @@ class TimeBudgetCallback(keras.callbacks.Callback):
         if self._own_clock:
             self.clock = TrainingClock()
         self._epochs = 0
+        self._last_batch_end = None
+        self._tail = 0.0
         self.stopped_early = False
 
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.max_seconds is not None:
+            self._last_batch_end = self._elapsed()
+
     def on_train_batch_end(self, batch, logs=None):
-        if self.max_seconds is not None and self._elapsed() > self.max_seconds:
+        if self.max_seconds is None:
+            return
+        elapsed = self._elapsed()
+        batch_seconds = elapsed - (self._last_batch_end if self._last_batch_end is not None else elapsed)
+        self._last_batch_end = elapsed
+        if elapsed > self.max_seconds:
             self._stop(f"the time budget of {self.max_seconds:.0f} s is spent")
+        elif elapsed + batch_seconds + self._tail > self.max_seconds:
+            self._stop(
+                f"another batch (~{batch_seconds:.1f} s) and this epoch's "
+                f"validation (~{self._tail:.0f} s) would overrun the time "
+                f"budget of {self.max_seconds:.0f} s"
+            )
 
     def on_epoch_end(self, epoch, logs=None):
         self._epochs += 1
-        if self.max_seconds is None or self.model.stop_training:
+        if self.max_seconds is None:
             return
         elapsed = self._elapsed()
+        if self._last_batch_end is not None:
+            self._tail = max(0.0, elapsed - self._last_batch_end)
+        if self.model.stop_training:
+            return
         mean = elapsed / (self.clock.earlier_epochs + self._epochs)
         if elapsed + mean > self.max_seconds:
             self._stop(
