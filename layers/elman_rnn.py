@@ -33,9 +33,12 @@ class ElmanRNN(keras.layers.RNN):
     The layer falls back to Keras' step loop (`keras.layers.RNN.inner_loop`)
     when the fused path cannot reproduce it: a backend other than
     TensorFlow, `unroll=True`, an activation other than tanh, relu, sigmoid
-    or linear, mixed precision, or `recurrent_dropout > 0` in a training
-    call. `fused_reason` says why (None when fused). Input `dropout` stays
-    fused: one mask per sequence applied to `x`, as Keras does.
+    or linear, or `recurrent_dropout > 0` in a training call. `fused_reason`
+    says why (None when fused). Input `dropout` stays fused: one mask per
+    sequence applied to `x`, as Keras does. Mixed precision (a
+    `mixed_bfloat16` or `mixed_float16` dtype policy) is fused too: the loops
+    compute in the policy's compute dtype, the weights stay float32 (see
+    `layers.fused_elman` for where its loops run).
 
     Args:
         cell: An `ElmanCell`.
@@ -85,12 +88,6 @@ class ElmanRNN(keras.layers.RNN):
             return (
                 f"activation {self.cell.activation!r} has no fused "
                 "derivative (supported: tanh, relu, sigmoid, linear)"
-            )
-        if self.cell.compute_dtype != self.cell.variable_dtype:
-            return (
-                "mixed precision (compute dtype "
-                f"{self.cell.compute_dtype}, variables "
-                f"{self.cell.variable_dtype}) runs on the step loop"
             )
         return None
 

@@ -103,13 +103,17 @@ def batch_shards(count):
 # 21.2 ms as one product per step, 14.9 ms as four of 128 columns (one loop
 # alone: 9.4 -> 13.6 ms, so only sharded loops are split); (16 x 256) and
 # (32 x 256) products are single-threaded already and are left whole.
+# Loops without XLA (low precision on CPU, `xla_disabled`) run TensorFlow's
+# own matmul, for which one product is faster: the char LM shape's training
+# step 39.1 against 42.7 ms in bfloat16, 67.0 against 71.1 ms in float32
+# (inference 15.0 / 16.5 and 21.6 / 23.4 ms; one process, 30 rounds).
 STEP_BLOCK_COLUMNS = 128
 SPLIT_MIN_UNITS = 512
 
 
-def _column_blocks(units, shards):
+def _column_blocks(units, shards, xla=True):
     """How many column blocks the loop's per-step product is split into."""
-    if shards < 2 or units is None or units < SPLIT_MIN_UNITS:
+    if not xla or shards < 2 or units is None or units < SPLIT_MIN_UNITS:
         return 1
     return -(-units // STEP_BLOCK_COLUMNS)
 
@@ -362,15 +366,31 @@ def _check_activation(activation):
         )
 
 
+# Low-precision loops on CPU (a `mixed_bfloat16` or `mixed_float16` policy)
+# run as plain TensorFlow loops: XLA:CPU has no fast 16-bit dot (its
+# bfloat16 products ran 3-6x slower than the float32 builtin, measured on the
+# benchmark's shapes), while TensorFlow's own matmul (oneDNN) uses the CPU's
+# bfloat16 units where it has them (AMX here: a 2048 x 2048 product at 1230
+# GFLOP/s against 310 in float32). GPUs keep XLA.
+LOW_PRECISION = (tf.bfloat16, tf.float16)
+
+
+def _use_xla(dtype):
+    if not _xla_enabled():
+        return False
+    return not (tf.as_dtype(dtype) in LOW_PRECISION and _cpu_only())
+
+
 def _configuration(u, recurrent_kernel, keep, activation, reverse):
     """`(shards, static)`: the batch shards of a call and the static part of
     its kernels' key (`_kernel`'s arguments after the name)."""
     _check_activation(activation)
     units = recurrent_kernel.shape[-1]
     shards = _shard_count(units)
+    xla = _use_xla(u.dtype)
     static = (
-        activation, reverse, keep is not None, _xla_enabled(), u.dtype,
-        _column_blocks(units, shards),
+        activation, reverse, keep is not None, xla, u.dtype,
+        _column_blocks(units, shards, xla),
     )
     return shards, static
 

@@ -45,6 +45,24 @@ def test_rnn_speed_uses_the_rounds_and_warmup_given(monkeypatch, tmp_path):
     assert output.is_file()
 
 
+def test_rnn_speed_builds_the_variants_under_the_dtype_policy_given(monkeypatch, capsys):
+    import keras
+
+    seen = []
+    monkeypatch.setattr(rnn_speed, "measure_matmul_peak", lambda: 1e9)
+    monkeypatch.setattr(rnn_speed, "benchmark_shape",
+                        lambda name, shape, variants, warmup, rounds, log: seen.append(
+                            keras.config.dtype_policy().name) or {
+                            mode: {v: 1.0 for v in variants} for mode in ("train", "infer")})
+    before = keras.config.dtype_policy().name
+    report = rnn_speed.main(["--rounds", "1", "--shapes", sorted(rnn_speed.SHAPES)[0],
+                             "--dtype-policy", "mixed_bfloat16"])
+    assert seen == ["mixed_bfloat16"] and report["dtype_policy"] == "mixed_bfloat16"
+    assert keras.config.dtype_policy().name == before == "float32"  # restored
+    assert "under the mixed_bfloat16 dtype policy" in capsys.readouterr().out
+    assert "invalid choice: 'bfloat16'" in _usage_error(rnn_speed.main, capsys, "--dtype-policy", "bfloat16")
+
+
 def test_rnn_speed_checks_the_output_before_running(tmp_path, no_benchmark, capsys):
     message = _usage_error(rnn_speed.main, capsys, "--output", tmp_path)
     assert f"--output {tmp_path} is a directory" in message

@@ -423,14 +423,18 @@ def test_column_blocks_split_only_wide_sharded_products():
     assert fused_elman._column_blocks(512, 1) == 1  # one loop: Eigen may use every core
     assert fused_elman._column_blocks(256, 2) == 1  # single-threaded already
     assert fused_elman._column_blocks(None, 2) == 1
+    assert fused_elman._column_blocks(512, 2, xla=False) == 1  # TensorFlow's matmul: one product
 
 
 @pytest.mark.parametrize("xla", [True, False])
 def test_column_blocks_give_the_same_numbers(monkeypatch, xla):
-    # UNITS columns in uneven blocks of 2 (e.g. 5 -> 2 + 2 + 1), in both loops.
+    # UNITS columns in uneven blocks of 2 (e.g. 5 -> 2 + 2 + 1), in both loops
+    # (the automatic choice splits XLA loops only; forced here for both).
     monkeypatch.setattr(fused_elman, "STEP_BLOCK_COLUMNS", 2)
     monkeypatch.setattr(fused_elman, "SPLIT_MIN_UNITS", UNITS)
     assert fused_elman._column_blocks(UNITS, 2) == -(-UNITS // 2) > 1
+    automatic = fused_elman._column_blocks
+    monkeypatch.setattr(fused_elman, "_column_blocks", lambda units, shards, xla=True: automatic(units, shards))
     x = _inputs(4)
     for rnn_kwargs in ({"return_sequences": True, "go_backwards": True}, {}):
         for training in (True, False):
@@ -588,3 +592,54 @@ def test_keras_case_masking(factory):
         _constant_layer(factory, go_backwards=True)(sequence, mask=mask),
         np.repeat([[0.07376196], [0.43645123]], 4, axis=1), atol=1e-6,
     )
+
+
+@pytest.mark.parametrize(
+    "policy, epsilon", [("mixed_bfloat16", 2.0**-7), ("mixed_float16", 2.0**-10)]
+)
+@pytest.mark.parametrize(
+    "rnn_kwargs",
+    [{"return_sequences": True}, {"return_sequences": True, "go_backwards": True},
+     {"return_state": True}],
+    ids=["sequences", "backwards", "state"],
+)
+def test_mixed_precision_is_fused_within_its_rounding(policy, epsilon, rnn_kwargs):
+    """Under a mixed policy the fused path computes in the 16-bit dtype (on
+    CPU as plain TensorFlow loops), keeps float32 weights, and its outputs and
+    gradients are as close to the float32 layer's as Keras' step loop under
+    the same policy is: within two machine epsilons of the 16-bit type
+    (relative, in norm), where a wrong gradient would be off by its size."""
+    fused = ElmanRNN(ElmanCell(UNITS, dtype=policy), dtype=policy, **rnn_kwargs)
+    step = keras.layers.RNN(ElmanCell(UNITS, dtype=policy), dtype=policy, **rnn_kwargs)
+    exact = ElmanRNN(ElmanCell(UNITS), **rnn_kwargs)
+    for layer in (fused, step, exact):
+        layer.build((None, TIME, FEATURES))
+    weights = [
+        np.random.default_rng(i + 10).normal(size=w.shape).astype("float32") * 0.5
+        for i, w in enumerate(exact.get_weights())
+    ]
+    for layer in (fused, step, exact):
+        layer.set_weights(weights)
+    assert fused.fused_reason is None
+    compute = tf.as_dtype(policy.split("_")[1])
+    assert all(w.dtype == "float32" for w in fused.weights)
+
+    fused_elman._KERNELS.clear()
+    runs = [_run(fused, _inputs(), mask=RIGHT_PADDED)]
+    assert {key[5] for key in fused_elman._KERNELS} == {compute}
+    # XLA on GPUs only: XLA:CPU's 16-bit dots are slow (fused_elman._use_xla).
+    assert {key[4] for key in fused_elman._KERNELS} == {not fused_elman._cpu_only()}
+    assert runs[0][0][0].dtype == compute.as_numpy_dtype
+    runs += [_run(layer, _inputs(), mask=RIGHT_PADDED) for layer in (step, exact)]
+
+    def relative_errors(run):
+        ours = [*run[0], *run[1]]
+        theirs = [*runs[2][0], *runs[2][1]]
+        return [
+            np.linalg.norm(a.astype("float64") - b) / np.linalg.norm(b)
+            for a, b in zip(ours, theirs)
+        ]
+
+    for name, run in (("fused", runs[0]), ("step loop", runs[1])):
+        errors = relative_errors(run)
+        assert max(errors) <= 2 * epsilon, (name, errors)
