@@ -52,6 +52,7 @@ import tensorflow as tf  # noqa: E402
 
 from layers import ElmanCell, ElmanRNN  # noqa: E402
 from layers.fused_elman import batch_shards  # noqa: E402
+from models.dtype_policy import DTYPE_POLICIES, dtype_policy  # noqa: E402
 
 VARIANTS = ("elman_rnn", "simple_rnn", "simple_rnn_no_remap", "rnn_elman_cell")
 BASELINE = "simple_rnn"
@@ -82,18 +83,6 @@ TARGETS = {
 }
 REMAP_TARGET = 0.75
 
-DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
-
-
-@contextlib.contextmanager
-def dtype_policy(name):
-    """Within this block new layers take the Keras dtype policy `name`."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 @contextlib.contextmanager

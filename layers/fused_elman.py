@@ -366,19 +366,47 @@ def _check_activation(activation):
         )
 
 
-# Low-precision loops on CPU (a `mixed_bfloat16` or `mixed_float16` policy)
-# run as plain TensorFlow loops: XLA:CPU has no fast 16-bit dot (its
-# bfloat16 products ran 3-6x slower than the float32 builtin, measured on the
-# benchmark's shapes), while TensorFlow's own matmul (oneDNN) uses the CPU's
-# bfloat16 units where it has them (AMX here: a 2048 x 2048 product at 1230
-# GFLOP/s against 310 in float32). GPUs keep XLA.
+# Low-precision loops on CPU (a `mixed_bfloat16` or `mixed_float16` policy).
+# XLA:CPU has no fast 16-bit dot (its bfloat16 loops ran 3-6x slower than the
+# float32 builtin on the benchmark's shapes), while TensorFlow's own matmul
+# (oneDNN) uses the CPU's bfloat16 units where it has them (AMX here: a
+# 2048 x 2048 product at 1230 GFLOP/s against 310 in float32). So layers of
+# `LOW_PRECISION_MIN_UNITS` or more run their 16-bit loops as plain
+# TensorFlow loops (the char LM shape's training step 42 ms against 64 with
+# the loop in float32), and narrower ones run the loop in float32 under XLA,
+# cast in and out, as their small per-step products do not pay for the
+# 16-bit units (speech 32 x 200 x 256: 41 against 49 ms; bidirectional
+# inference 34 against 44 ms; one process, 20 rounds). GPUs keep XLA and the
+# policy's dtype.
 LOW_PRECISION = (tf.bfloat16, tf.float16)
+LOW_PRECISION_MIN_UNITS = 512
 
 
 def _use_xla(dtype):
     if not _xla_enabled():
         return False
     return not (tf.as_dtype(dtype) in LOW_PRECISION and _cpu_only())
+
+
+def _loop_dtype(dtype, units):
+    """The dtype the loop computes in for inputs of `dtype` (see above)."""
+    dtype = tf.as_dtype(dtype)
+    if (
+        dtype in LOW_PRECISION and _cpu_only() and _xla_enabled()
+        and (units is None or units < LOW_PRECISION_MIN_UNITS)
+    ):
+        return tf.float32
+    return dtype
+
+
+def _in_loop_dtype(fn, u, h0, recurrent_kernel, *args):
+    """`fn(u, h0, W, ...)` computed in `_loop_dtype`, its result cast back to
+    `u`'s dtype; None when the loop runs in `u`'s dtype already."""
+    loop_dtype = _loop_dtype(u.dtype, recurrent_kernel.shape[-1])
+    if loop_dtype == u.dtype:
+        return None
+    cast = [tf.cast(t, loop_dtype) for t in (u, h0, recurrent_kernel)]
+    return tf.cast(fn(*cast, *args), u.dtype)
 
 
 def _configuration(u, recurrent_kernel, keep, activation, reverse):
@@ -417,6 +445,9 @@ def elman_recurrence(
         On CPU, narrow layers run as one loop per core over parts of the
         batch (`batch_shards`); the numbers are the same.
     """
+    cast = _in_loop_dtype(elman_recurrence, u, h0, recurrent_kernel, keep, activation, reverse)
+    if cast is not None:
+        return cast
     shards, static = _configuration(u, recurrent_kernel, keep, activation, reverse)
     mask = () if keep is None else (keep,)
     forward = _kernel("forward", *static)
@@ -463,6 +494,9 @@ def elman_last_state(
     Keeps no per-step states, so it suits inference; its gradient re-runs the
     full forward loop first (through `elman_recurrence`).
     """
+    cast = _in_loop_dtype(elman_last_state, u, h0, recurrent_kernel, keep, activation, reverse)
+    if cast is not None:
+        return cast
     shards, static = _configuration(u, recurrent_kernel, keep, activation, reverse)
     mask = () if keep is None else (keep,)
     last_kernel = _kernel("forward_last", *static)

@@ -6,6 +6,7 @@ import keras
 
 from layers.elman_cell import ElmanCell
 from layers.elman_rnn import ElmanRNN
+from models.dtype_policy import check_dtype_policy, dtype_policy as policy_scope
 
 
 def _check_positive_int(name, value):
@@ -26,6 +27,7 @@ def build_language_model(
     activation="tanh",
     output_hidden_size=0,
     seed=None,
+    dtype_policy="float32",
     name="language_model",
 ):
     """A character language model built from `ElmanCell` layers.
@@ -53,6 +55,10 @@ def build_language_model(
             output", Pascanu et al. 2014: costs no sequential work). 0 (the
             default) maps the state straight to the logits.
         seed: Optional integer seed for the dropout layers.
+        dtype_policy: "float32" (default), or "mixed_bfloat16" /
+            "mixed_float16": every layer but the logits computes in 16 bits
+            with float32 weights (`models.dtype_policy`); the logits stay
+            float32.
         name: The model's name.
 
     Returns:
@@ -90,15 +96,20 @@ def build_language_model(
             f"expected a non-negative integer, got {output_hidden_size!r}."
         )
 
-    ids = keras.Input((None,), dtype="int32", name="ids")
-    x = keras.layers.Embedding(vocabulary_size, embedding_dim, name="embedding")(ids)
-    x = keras.layers.Dropout(dropout, seed=seed, name="embedding_dropout")(x)
-    for layer in range(1, num_layers + 1):
-        cell = ElmanCell(hidden_size, activation=activation, seed=seed, name=f"rnn_{layer}_cell")
-        x = ElmanRNN(cell, return_sequences=True, name=f"rnn_{layer}")(x)
-        x = keras.layers.Dropout(dropout, seed=seed, name=f"rnn_{layer}_dropout")(x)
-    if output_hidden_size:
-        x = keras.layers.Dense(output_hidden_size, activation="relu", name="output_hidden")(x)
-        x = keras.layers.Dropout(dropout, seed=seed, name="output_hidden_dropout")(x)
-    logits = keras.layers.Dense(vocabulary_size, name="logits")(x)
-    return keras.Model(ids, logits, name=name)
+    check_dtype_policy(dtype_policy)
+    # Built under the policy, the model carries it too (Keras' compile then
+    # scales the loss for mixed_float16).
+    with policy_scope(dtype_policy):
+        ids = keras.Input((None,), dtype="int32", name="ids")
+        x = keras.layers.Embedding(vocabulary_size, embedding_dim, name="embedding")(ids)
+        x = keras.layers.Dropout(dropout, seed=seed, name="embedding_dropout")(x)
+        for layer in range(1, num_layers + 1):
+            cell = ElmanCell(hidden_size, activation=activation, seed=seed, name=f"rnn_{layer}_cell")
+            x = ElmanRNN(cell, return_sequences=True, name=f"rnn_{layer}")(x)
+            x = keras.layers.Dropout(dropout, seed=seed, name=f"rnn_{layer}_dropout")(x)
+        if output_hidden_size:
+            x = keras.layers.Dense(output_hidden_size, activation="relu", name="output_hidden")(x)
+            x = keras.layers.Dropout(dropout, seed=seed, name="output_hidden_dropout")(x)
+        # float32 logits: the softmax and the loss read them at full precision.
+        logits = keras.layers.Dense(vocabulary_size, dtype="float32", name="logits")(x)
+        return keras.Model(ids, logits, name=name)

@@ -60,10 +60,12 @@ def build_step_model(model):
     new_states = []
     for rnn, state in zip(rnns, states):
         stepper = ElmanRNN(
-            rnn.cell, return_sequences=True, return_state=True, name=f"{rnn.name}_step"
+            rnn.cell, return_sequences=True, return_state=True, name=f"{rnn.name}_step",
+            dtype=rnn.dtype_policy,
         )
         x, new_state = stepper(x, initial_state=[state], mask=mask)
-        new_states.append(new_state)
+        # float32 between steps whatever the policy (the state inputs are float32).
+        new_states.append(keras.ops.cast(new_state, "float32"))
     # The last Elman layer's final state is its output at the last real
     # character; the per-step layers after it (Dense; Dropout is skipped at
     # inference) turn it into the logits.

@@ -603,19 +603,22 @@ def test_keras_case_masking(factory):
      {"return_state": True}],
     ids=["sequences", "backwards", "state"],
 )
-def test_mixed_precision_is_fused_within_its_rounding(policy, epsilon, rnn_kwargs):
-    """Under a mixed policy the fused path computes in the 16-bit dtype (on
-    CPU as plain TensorFlow loops), keeps float32 weights, and its outputs and
+@pytest.mark.parametrize("units", [UNITS, fused_elman.LOW_PRECISION_MIN_UNITS])
+def test_mixed_precision_is_fused_within_its_rounding(policy, epsilon, rnn_kwargs, units):
+    """Under a mixed policy the fused path keeps float32 weights and returns
+    the 16-bit compute dtype; on CPU wide layers loop in 16 bits as plain
+    TensorFlow loops and narrow ones in float32 under XLA. Its outputs and
     gradients are as close to the float32 layer's as Keras' step loop under
     the same policy is: within two machine epsilons of the 16-bit type
     (relative, in norm), where a wrong gradient would be off by its size."""
-    fused = ElmanRNN(ElmanCell(UNITS, dtype=policy), dtype=policy, **rnn_kwargs)
-    step = keras.layers.RNN(ElmanCell(UNITS, dtype=policy), dtype=policy, **rnn_kwargs)
-    exact = ElmanRNN(ElmanCell(UNITS), **rnn_kwargs)
+    fused = ElmanRNN(ElmanCell(units, dtype=policy), dtype=policy, **rnn_kwargs)
+    step = keras.layers.RNN(ElmanCell(units, dtype=policy), dtype=policy, **rnn_kwargs)
+    exact = ElmanRNN(ElmanCell(units), **rnn_kwargs)
     for layer in (fused, step, exact):
         layer.build((None, TIME, FEATURES))
     weights = [
         np.random.default_rng(i + 10).normal(size=w.shape).astype("float32") * 0.5
+        / np.sqrt(max(1, w.shape[0] if w.ndim == 2 else 1))
         for i, w in enumerate(exact.get_weights())
     ]
     for layer in (fused, step, exact):
@@ -626,10 +629,13 @@ def test_mixed_precision_is_fused_within_its_rounding(policy, epsilon, rnn_kwarg
 
     fused_elman._KERNELS.clear()
     runs = [_run(fused, _inputs(), mask=RIGHT_PADDED)]
-    assert {key[5] for key in fused_elman._KERNELS} == {compute}
-    # XLA on GPUs only: XLA:CPU's 16-bit dots are slow (fused_elman._use_xla).
-    assert {key[4] for key in fused_elman._KERNELS} == {not fused_elman._cpu_only()}
     assert runs[0][0][0].dtype == compute.as_numpy_dtype
+    if fused_elman._cpu_only():
+        wide = units >= fused_elman.LOW_PRECISION_MIN_UNITS
+        loop_dtype, xla = (compute, False) if wide else (tf.float32, True)
+    else:
+        loop_dtype, xla = compute, True
+    assert {(key[4], key[5]) for key in fused_elman._KERNELS} == {(xla, loop_dtype)}
     runs += [_run(layer, _inputs(), mask=RIGHT_PADDED) for layer in (step, exact)]
 
     def relative_errors(run):

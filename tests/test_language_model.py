@@ -49,6 +49,8 @@ def test_build_shapes_names_and_parameter_count():
         ({"vocabulary_size": 5, "num_layers": 0}, "argument `num_layers`, expected a positive integer, got 0"),
         ({"vocabulary_size": 5, "dropout": 1.0}, "argument `dropout`, expected a float in [0, 1), got 1.0"),
         ({"vocabulary_size": 5, "output_hidden_size": -1}, "argument `output_hidden_size`, expected a non-negative integer, got -1"),
+        ({"vocabulary_size": 5, "dtype_policy": "bfloat16"},
+         "`dtype_policy`, expected one of ('float32', 'mixed_bfloat16', 'mixed_float16'), got 'bfloat16'"),
     ],
 )
 def test_build_errors(kwargs, message):
@@ -192,6 +194,8 @@ def test_save_and_load_carry_the_vocabulary(trained, tmp_path):
         ("validation_fraction", 0.0, "expected a float in (0, 1), got 0.0"),
         ("output_hidden_size", -3, "expected a non-negative integer, got -3"),
         ("lr_schedule", "linear", "expected 'cosine', 'plateau' or 'constant', got 'linear'"),
+        ("dtype_policy", "float16",
+         "expected one of ('float32', 'mixed_bfloat16', 'mixed_float16'), got 'float16'"),
     ],
 )
 def test_config_errors_name_the_field(field, value, expected):
@@ -369,3 +373,40 @@ def test_train_py_reports_bad_data_as_one_line_naming_the_file(tmp_path, capsys)
     err = capsys.readouterr().err
     assert err.startswith("train.py: error: ") and str(missing) in err and "does not exist" in err
     assert "Traceback" not in err
+
+
+def test_a_mixed_bfloat16_run_trains_saves_generates_and_exports(tmp_path, capsys):
+    """`--dtype-policy mixed_bfloat16`: 16-bit compute on the fused path,
+    float32 weights and logits; the saved model and the export keep the
+    policy, and both generate the same greedy text."""
+    out = tmp_path / "run"
+    argv = [
+        "--task", "language_model", "--dataset", _tiny_corpus(tmp_path), "--epochs", "2",
+        "--hidden-size", "16", "--embedding-dim", "8", "--sequence-length", "20",
+        "--batch-size", "8", "--output-dir", str(out), "--sample-length", "10",
+        "--verbose", "0", "--dtype-policy", "mixed_bfloat16", "--learning-rate", "0.01",
+    ]
+    assert train.main(argv) == 0
+    assert json.loads((out / "config.json").read_text())["dtype_policy"] == "mixed_bfloat16"
+    metrics = json.loads((out / "metrics.json").read_text())
+    losses = metrics["history"]["loss"]
+    assert all(math.isfinite(v) for v in losses) and losses[1] < losses[0]
+    assert 0 < metrics["val_loss_nats"] < math.log(metrics["vocabulary_size"])
+
+    model, vocab = load_language_model(str(out / "model.keras"))
+    assert model.get_layer("rnn_1").dtype_policy.name == "mixed_bfloat16"
+    assert model.get_layer("rnn_1").fused_reason is None
+    assert model.get_layer("logits").dtype_policy.name == "float32"
+    assert all(w.dtype == "float32" for w in model.weights)
+    logits = model(np.array([vocab.encode("First Cit")], "int32"))
+    assert logits.dtype == "float32"
+
+    import generate
+
+    capsys.readouterr()
+    texts = []
+    for source in (out, out / "export" / "language_model" / "1"):
+        assert generate.main(["--model-dir", str(source), "--prompt", "First", "--length", "12",
+                              "--temperature", "0"]) == 0
+        texts.append(capsys.readouterr().out)
+    assert texts[0] == texts[1] and len(texts[0]) == len("First") + 12 + 1

@@ -18,6 +18,7 @@ import keras
 from data.text_sources import DEFAULT_TEXT_SOURCE, TextSource, load_text_source
 from models.language_model import build_language_model
 from models.language_model_evaluation import long_context_loss
+from models.dtype_policy import DTYPE_POLICIES
 from models.language_model_io import save_language_model
 from models.text_generation import build_step_model, default_prompt, generate_text
 from pipelines.epochs import repeat_epochs
@@ -69,6 +70,13 @@ class Config:
     )
     dropout: float = _field(  # after the embedding, each Elman layer and the output layer
         0.2, "dropout rate after the embedding, each Elman layer and the output layer"
+    )
+    dtype_policy: str = _field(  # float32; mixed_bfloat16: CPUs with AMX; mixed_float16: GPUs
+        "float32",
+        "Keras dtype policy: 'float32', or mixed precision (16-bit compute, float32 weights): "
+        "'mixed_bfloat16' (CPUs with bfloat16 matrix units, e.g. Intel AMX; TPUs) or "
+        "'mixed_float16' (GPUs)",
+        choices=DTYPE_POLICIES,
     )
     # Training
     sequence_length: int = _field(100, "characters per training window (BPTT length)")  # 100
@@ -146,6 +154,8 @@ class Config:
             _invalid("distribute", f"one of {DISTRIBUTE}", self.distribute)
         if self.activation not in ("tanh", "relu"):
             _invalid("activation", "'tanh' or 'relu'", self.activation)
+        if self.dtype_policy not in DTYPE_POLICIES:
+            _invalid("dtype_policy", f"one of {DTYPE_POLICIES}", self.dtype_policy)
         if self.verbose not in (0, 1, 2):
             _invalid("verbose", "0, 1 or 2", self.verbose)
         for name in ("dataset", "output_dir"):
@@ -261,6 +271,7 @@ def builder_kwargs(config):
         activation=config.activation,
         output_hidden_size=config.output_hidden_size,
         seed=config.seed,
+        dtype_policy=config.dtype_policy,
     )
 
 

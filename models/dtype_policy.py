@@ -1,0 +1,38 @@
+"""Keras dtype policies a run may train under: float32, or mixed precision.
+
+`mixed_bfloat16` computes in bfloat16 with float32 weights: on CPUs with
+bfloat16 matrix units (Intel AMX, Sapphire Rapids and later) TensorFlow's
+matmuls run several times faster than in float32, and the fused Elman loops
+follow (`layers.fused_elman`). `mixed_float16` is the GPU choice (tensor
+cores; Keras scales the loss against float16 underflow). Measured gains are
+in the README ("Mixed precision").
+"""
+
+import contextlib
+
+import keras
+
+DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def check_dtype_policy(name, field="dtype_policy"):
+    """`name` if it is one of `DTYPE_POLICIES`; else a ValueError naming `field`."""
+    if name not in DTYPE_POLICIES:
+        raise ValueError(
+            f"Received an invalid value for `{field}`, expected one of "
+            f"{DTYPE_POLICIES}, got {name!r}."
+        )
+    return name
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Within this block new layers and models take the Keras dtype policy
+    `name` (`keras.config.set_dtype_policy`); the previous one comes back after."""
+    check_dtype_policy(name)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
