@@ -11,8 +11,9 @@ done by the caller). Its gradient is written by hand (backpropagation through
 time): the backward loop carries only `dH`, and `dW_hh` is one large matmul
 after the loop; `du` comes out of the loop as a whole tensor, so the caller's
 `dW_xh`, `db` and `dx` are big matmuls too (ordinary autodiff of `x W + b`).
-Both loops are compiled with XLA by default; TensorFlow's automatic gradient
-through a `tf.while_loop` is avoided because under XLA it is much slower.
+Both loops are compiled with XLA by default (16-bit loops on CPU excepted:
+see `LOW_PRECISION`); TensorFlow's automatic gradient through a
+`tf.while_loop` is avoided because under XLA it is much slower.
 
 `xla_disabled()` turns the XLA compilation off (the loops then run as plain
 TensorFlow while-loops, same numbers), e.g. when tracing a SavedModel for a
@@ -443,7 +444,9 @@ def elman_recurrence(
         shape `(batch, time, units)`; `H[:, -1]` is the final state.
         Differentiable with respect to `u`, `h0` and `recurrent_kernel`.
         On CPU, narrow layers run as one loop per core over parts of the
-        batch (`batch_shards`); the numbers are the same.
+        batch (`batch_shards`); the numbers are the same. 16-bit inputs
+        (mixed precision) give 16-bit states; on CPU the loop of a layer
+        narrower than `LOW_PRECISION_MIN_UNITS` computes in float32.
     """
     cast = _in_loop_dtype(elman_recurrence, u, h0, recurrent_kernel, keep, activation, reverse)
     if cast is not None:

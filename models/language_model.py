@@ -1,5 +1,6 @@
 """The character language model: Embedding -> Elman RNN layers -> logits."""
 
+import contextlib
 import numbers
 
 import keras
@@ -27,7 +28,7 @@ def build_language_model(
     activation="tanh",
     output_hidden_size=0,
     seed=None,
-    dtype_policy="float32",
+    dtype_policy=None,
     name="language_model",
 ):
     """A character language model built from `ElmanCell` layers.
@@ -55,10 +56,10 @@ def build_language_model(
             output", Pascanu et al. 2014: costs no sequential work). 0 (the
             default) maps the state straight to the logits.
         seed: Optional integer seed for the dropout layers.
-        dtype_policy: "float32" (default), or "mixed_bfloat16" /
-            "mixed_float16": every layer but the logits computes in 16 bits
-            with float32 weights (`models.dtype_policy`); the logits stay
-            float32.
+        dtype_policy: "float32", or "mixed_bfloat16" / "mixed_float16":
+            every layer but the logits computes in 16 bits with float32
+            weights (`models.dtype_policy`); None (default): Keras' global
+            policy. The logits are float32 in every case.
         name: The model's name.
 
     Returns:
@@ -96,10 +97,11 @@ def build_language_model(
             f"expected a non-negative integer, got {output_hidden_size!r}."
         )
 
-    check_dtype_policy(dtype_policy)
+    if dtype_policy is not None:
+        check_dtype_policy(dtype_policy)
     # Built under the policy, the model carries it too (Keras' compile then
     # scales the loss for mixed_float16).
-    with policy_scope(dtype_policy):
+    with policy_scope(dtype_policy) if dtype_policy is not None else contextlib.nullcontext():
         ids = keras.Input((None,), dtype="int32", name="ids")
         x = keras.layers.Embedding(vocabulary_size, embedding_dim, name="embedding")(ids)
         x = keras.layers.Dropout(dropout, seed=seed, name="embedding_dropout")(x)
