@@ -16,7 +16,7 @@ from models.language_model_io import load_language_model, save_language_model
 from models.text_generation import build_step_model, generate_text
 from pipelines.text_dataset import text_window_dataset
 from pipelines.vocabulary import Vocabulary
-from training.language_model import Config, run
+from training.language_model import Config, compile_model, run
 
 
 def _tiny_model(vocabulary_size=10, **kwargs):
@@ -375,26 +375,27 @@ def test_train_py_reports_bad_data_as_one_line_naming_the_file(tmp_path, capsys)
     assert "Traceback" not in err
 
 
-def test_a_mixed_bfloat16_run_trains_saves_generates_and_exports(tmp_path, capsys):
-    """`--dtype-policy mixed_bfloat16`: 16-bit compute on the fused path,
-    float32 weights and logits; the saved model and the export keep the
-    policy, and both generate the same greedy text."""
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_a_mixed_precision_run_trains_saves_generates_and_exports(tmp_path, capsys, policy):
+    """`--dtype-policy mixed_*`: 16-bit compute on the fused path, float32
+    weights and logits; the saved model and the export keep the policy, and
+    both generate the same greedy text."""
     out = tmp_path / "run"
     argv = [
         "--task", "language_model", "--dataset", _tiny_corpus(tmp_path), "--epochs", "2",
         "--hidden-size", "16", "--embedding-dim", "8", "--sequence-length", "20",
         "--batch-size", "8", "--output-dir", str(out), "--sample-length", "10",
-        "--verbose", "0", "--dtype-policy", "mixed_bfloat16", "--learning-rate", "0.01",
+        "--verbose", "0", "--dtype-policy", policy, "--learning-rate", "0.01",
     ]
     assert train.main(argv) == 0
-    assert json.loads((out / "config.json").read_text())["dtype_policy"] == "mixed_bfloat16"
+    assert json.loads((out / "config.json").read_text())["dtype_policy"] == policy
     metrics = json.loads((out / "metrics.json").read_text())
     losses = metrics["history"]["loss"]
     assert all(math.isfinite(v) for v in losses) and losses[1] < losses[0]
     assert 0 < metrics["val_loss_nats"] < math.log(metrics["vocabulary_size"])
 
     model, vocab = load_language_model(str(out / "model.keras"))
-    assert model.get_layer("rnn_1").dtype_policy.name == "mixed_bfloat16"
+    assert model.get_layer("rnn_1").dtype_policy.name == policy
     assert model.get_layer("rnn_1").fused_reason is None
     assert model.get_layer("logits").dtype_policy.name == "float32"
     assert all(w.dtype == "float32" for w in model.weights)
@@ -410,3 +411,13 @@ def test_a_mixed_bfloat16_run_trains_saves_generates_and_exports(tmp_path, capsy
                               "--temperature", "0"]) == 0
         texts.append(capsys.readouterr().out)
     assert texts[0] == texts[1] and len(texts[0]) == len("First") + 12 + 1
+
+
+def test_a_float16_model_trains_with_loss_scaling():
+    """Keras scales the loss of a mixed_float16 model (float16 gradients
+    underflow); the other policies keep the plain optimizer."""
+    for policy, expected in (("mixed_float16", "LossScaleOptimizer"), ("mixed_bfloat16", "Adam"), ("float32", "Adam")):
+        _, config = train.parse_args(["--task", "language_model", "--dtype-policy", policy])
+        model = build_language_model(vocabulary_size=10, hidden_size=8, embedding_dim=4, dtype_policy=policy)
+        compile_model(model, config)
+        assert type(model.optimizer).__name__ == expected, policy
