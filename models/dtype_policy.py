@@ -30,7 +30,11 @@ def check_dtype_policy(name, field="dtype_policy"):
 @contextlib.contextmanager
 def dtype_policy(name):
     """Within this block new layers and models take the Keras dtype policy
-    `name` (`keras.config.set_dtype_policy`); the previous one comes back after."""
+    `name` (`keras.config.set_dtype_policy`); the previous one comes back
+    after. None leaves Keras' global policy as it is."""
+    if name is None:
+        yield
+        return
     check_dtype_policy(name)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(name)

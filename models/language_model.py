@@ -1,13 +1,12 @@
 """The character language model: Embedding -> Elman RNN layers -> logits."""
 
-import contextlib
 import numbers
 
 import keras
 
 from layers.elman_cell import ElmanCell
 from layers.elman_rnn import ElmanRNN
-from models.dtype_policy import check_dtype_policy, dtype_policy as policy_scope
+from models.dtype_policy import dtype_policy as policy_scope
 
 
 def _check_positive_int(name, value):
@@ -97,11 +96,9 @@ def build_language_model(
             f"expected a non-negative integer, got {output_hidden_size!r}."
         )
 
-    if dtype_policy is not None:
-        check_dtype_policy(dtype_policy)
     # Built under the policy, the model carries it too (Keras' compile then
     # scales the loss for mixed_float16).
-    with policy_scope(dtype_policy) if dtype_policy is not None else contextlib.nullcontext():
+    with policy_scope(dtype_policy):
         ids = keras.Input((None,), dtype="int32", name="ids")
         x = keras.layers.Embedding(vocabulary_size, embedding_dim, name="embedding")(ids)
         x = keras.layers.Dropout(dropout, seed=seed, name="embedding_dropout")(x)
