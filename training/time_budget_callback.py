@@ -31,7 +31,7 @@ class TimeBudgetCallback(keras.callbacks.Callback):
         self._own_clock = clock is None
         self.clock = clock
         self._epochs = 0
-        self._last_batch_end = None
+        self._last_batch_end = 0.0  # or the epoch's start; set by on_epoch_begin
         self._tail = 0.0  # last batch -> epoch end, in the previous epoch
 
     def _elapsed(self):
@@ -41,7 +41,6 @@ class TimeBudgetCallback(keras.callbacks.Callback):
         if self._own_clock:
             self.clock = TrainingClock()
         self._epochs = 0
-        self._last_batch_end = None
         self._tail = 0.0
         self.stopped_early = False
 
@@ -53,7 +52,7 @@ class TimeBudgetCallback(keras.callbacks.Callback):
         if self.max_seconds is None:
             return
         elapsed = self._elapsed()
-        batch_seconds = elapsed - (self._last_batch_end if self._last_batch_end is not None else elapsed)
+        batch_seconds = elapsed - self._last_batch_end
         self._last_batch_end = elapsed
         if elapsed > self.max_seconds:
             self._stop(f"the time budget of {self.max_seconds:.0f} s is spent")
@@ -69,8 +68,7 @@ class TimeBudgetCallback(keras.callbacks.Callback):
         if self.max_seconds is None:
             return
         elapsed = self._elapsed()
-        if self._last_batch_end is not None:
-            self._tail = max(0.0, elapsed - self._last_batch_end)
+        self._tail = max(0.0, elapsed - self._last_batch_end)
         if self.model.stop_training:
             return
         mean = elapsed / (self.clock.earlier_epochs + self._epochs)
