@@ -31,7 +31,8 @@ from models.log_probabilities import LogProbabilities  # noqa: E402
 
 # Config fields that shape the project's model but have no place in the
 # baseline: they must be off, so the run's config.json describes what ran.
-_OFF = {"num_dense_layers": 0, "dropout": 0.0, "frequency_warp": 0.0, "ema_momentum": None}
+_OFF = {"num_dense_layers": 0, "dropout": 0.0, "frequency_warp": 0.0, "ema_momentum": None,
+        "dtype_policy": "float32"}
 
 
 def check_config(config):
@@ -41,7 +42,8 @@ def check_config(config):
         raise ValueError(
             f"The plain baseline has no {', '.join(sorted(wrong))}; pass "
             + " ".join(
-                f"--{name.replace('_', '-')} {_OFF[name]:g}" if _OFF[name] is not None
+                f"--{name.replace('_', '-')} {_OFF[name]:g}" if isinstance(_OFF[name], (int, float))
+                else f"--{name.replace('_', '-')} {_OFF[name]}" if _OFF[name] is not None
                 else f"no --{name.replace('_', '-')}"
                 for name in sorted(wrong)
             )

@@ -5,9 +5,10 @@ bfloat16 matrix units (Intel AMX, Sapphire Rapids and later) TensorFlow's
 large matmuls run several times faster than in float32, and the fused Elman
 loops of wide layers gain too (`layers.fused_elman`). `mixed_float16` is the
 GPU choice (tensor cores; Keras scales the loss against float16 underflow).
+Both tasks take it (`--dtype-policy`); their logits and losses stay float32.
 What it gained and cost here is in the README ("Mixed precision" under
-"Speed", and the language model's section): faster steps, but a worse model
-in the same time for the character language model.
+"Speed", and each task's section): faster steps, but a worse model in the
+same time for the character language model.
 """
 
 import contextlib

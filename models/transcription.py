@@ -6,6 +6,7 @@ import keras
 
 from layers import ElmanCell, ElmanRNN
 from models.ctc_model import CTCModel
+from models.dtype_policy import check_dtype_policy, dtype_policy as policy_scope
 from models.frame_stacking import FrameStacking
 from models.frequency_warp import FrequencyWarp
 from models.random_eq import RandomEQ
@@ -44,6 +45,7 @@ def build_transcription_model(
     learning_rate=1e-3,
     clipnorm=5.0,
     ema_momentum=None,
+    dtype_policy=None,
     name="transcription",
 ):
     """Build and compile the CTC transcription model on `ElmanRNN(ElmanCell)`.
@@ -60,8 +62,8 @@ def build_transcription_model(
         -> num_dense_layers x [dense_i: Dense(hidden_size, relu), dense_dropout_i]
         -> num_layers x [rnn_i: (Bidirectional) ElmanRNN(ElmanCell(hidden_size)),
                          dropout_i]
-        -> logits: Dense(vocabulary_size)
-        -> log_probs: LogProbabilities (log-softmax; the mask stops here)
+        -> logits: Dense(vocabulary_size), float32
+        -> log_probs: LogProbabilities (log-softmax; the mask stops here), float32
 
     Outputs are a dict: `"log_probs"` float32 `(batch, frames, vocabulary_size)`
     with `frames = ceil(time / frame_stack)`, class `Vocabulary.blank_id`
@@ -99,6 +101,11 @@ def build_transcription_model(
             of the weights (`use_ema=True`, Polyak averaging) with this
             momentum; `keras.callbacks.SwapEMAWeights` evaluates and saves
             the averaged weights. None for none.
+        dtype_policy: "float32", or "mixed_bfloat16" / "mixed_float16": the
+            dense and recurrent layers compute in 16 bits with float32
+            weights (`models.dtype_policy`); the front end (warp, EQ,
+            stacking), the logits and the CTC loss stay float32. None
+            (default): Keras' global policy.
         name: The model's name.
 
     Returns:
@@ -154,50 +161,59 @@ def build_transcription_model(
             f"None or a float in (0, 1), got {ema_momentum!r}."
         )
 
+    if dtype_policy is not None:
+        check_dtype_policy(dtype_policy)
+
+    # The front end stays float32: the warp's interpolation, the EQ and the
+    # stacking are cheap, and they then see the features as they are.
     features = keras.Input((None, num_features), name="features")
     feature_length = keras.Input((), dtype="int32", name="feature_length")
     x = features
     if frequency_warp:
-        x = FrequencyWarp(frequency_warp, name="frequency_warp")(x)
+        x = FrequencyWarp(frequency_warp, dtype="float32", name="frequency_warp")(x)
     if random_eq:
-        x = RandomEQ(random_eq, name="random_eq")(x)
-    x, frame_length, mask = FrameStacking(frame_stack, name="frame_stacking")(
+        x = RandomEQ(random_eq, dtype="float32", name="random_eq")(x)
+    x, frame_length, mask = FrameStacking(frame_stack, dtype="float32", name="frame_stacking")(
         [x, feature_length]
     )
-    if dropout:
-        x = keras.layers.Dropout(dropout, name="input_dropout")(x)
-    for index in range(num_dense_layers):
-        x = keras.layers.Dense(hidden_size, activation="relu", name=f"dense_{index}")(x)
+    # Built under the policy, the model carries it too (Keras' compile then
+    # scales the loss for mixed_float16).
+    with policy_scope(dtype_policy):
         if dropout:
-            x = keras.layers.Dropout(dropout, name=f"dense_dropout_{index}")(x)
-    for index in range(num_layers):
-        rnn = ElmanRNN(
-            ElmanCell(
-                hidden_size,
-                activation=activation,
-                recurrent_initializer="identity" if activation == "relu" else "orthogonal",
-            ),
-            return_sequences=True,
-            name=f"elman_{index}" if bidirectional else f"rnn_{index}",
+            x = keras.layers.Dropout(dropout, name="input_dropout")(x)
+        for index in range(num_dense_layers):
+            x = keras.layers.Dense(hidden_size, activation="relu", name=f"dense_{index}")(x)
+            if dropout:
+                x = keras.layers.Dropout(dropout, name=f"dense_dropout_{index}")(x)
+        for index in range(num_layers):
+            rnn = ElmanRNN(
+                ElmanCell(
+                    hidden_size,
+                    activation=activation,
+                    recurrent_initializer="identity" if activation == "relu" else "orthogonal",
+                ),
+                return_sequences=True,
+                name=f"elman_{index}" if bidirectional else f"rnn_{index}",
+            )
+            if bidirectional:
+                rnn = keras.layers.Bidirectional(rnn, name=f"rnn_{index}")
+            x = rnn(x, mask=mask)
+            if dropout:
+                x = keras.layers.Dropout(dropout, name=f"dropout_{index}")(x)
+        # float32 logits: the log-softmax and the CTC loss read them at full precision.
+        logits = keras.layers.Dense(vocabulary_size, dtype="float32", name="logits")(x)
+        log_probs = LogProbabilities(dtype="float32", name="log_probs")(logits)
+        model = CTCModel(
+            inputs={"features": features, "feature_length": feature_length},
+            outputs={"log_probs": log_probs, "frame_length": frame_length},
+            name=name,
         )
-        if bidirectional:
-            rnn = keras.layers.Bidirectional(rnn, name=f"rnn_{index}")
-        x = rnn(x, mask=mask)
-        if dropout:
-            x = keras.layers.Dropout(dropout, name=f"dropout_{index}")(x)
-    logits = keras.layers.Dense(vocabulary_size, name="logits")(x)
-    log_probs = LogProbabilities(name="log_probs")(logits)
-    model = CTCModel(
-        inputs={"features": features, "feature_length": feature_length},
-        outputs={"log_probs": log_probs, "frame_length": frame_length},
-        name=name,
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(
-            learning_rate=learning_rate,
-            clipnorm=clipnorm,
-            use_ema=ema_momentum is not None,
-            ema_momentum=0.99 if ema_momentum is None else ema_momentum,
+        model.compile(
+            optimizer=keras.optimizers.Adam(
+                learning_rate=learning_rate,
+                clipnorm=clipnorm,
+                use_ema=ema_momentum is not None,
+                ema_momentum=0.99 if ema_momentum is None else ema_momentum,
+            )
         )
-    )
     return model

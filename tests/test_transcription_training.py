@@ -419,6 +419,7 @@ def test_time_budget_stops_training():
         ("fmin", 8000.0, r"a frequency in \[0, 8000.0\) Hz"),
         ("normalisation", "global", r"one of \('utterance', 'utterance_scalar', 'none'\)"),
         ("ema_momentum", 1.0, r"None or a float in \(0, 1\)"),
+        ("dtype_policy", "bfloat16", r"one of \('float32', 'mixed_bfloat16', 'mixed_float16'\)"),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(field, value, expected):
@@ -494,6 +495,10 @@ def test_cli_flags_map_onto_the_config(capsys):
         train.parse_args(["--task", "transcription", "--hidden-size", "0"])
     assert "`hidden_size` (--hidden-size), expected a positive integer, got 0" in capsys.readouterr().err
     assert train.parse_args(["--task", "transcription", "--init-from", "runs/pre"])[1].init_from == "runs/pre"
+    assert train.parse_args(["--task", "transcription", "--dtype-policy", "mixed_bfloat16"])[1].dtype_policy == "mixed_bfloat16"
+    with pytest.raises(SystemExit):
+        train.parse_args(["--task", "transcription", "--dtype-policy", "bfloat16"])
+    assert "invalid choice: 'bfloat16'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train.parse_args(["--task", "transcription", "--init-from", "runs/pre", "--tune"])
     assert "--init-from starts one run from another's weights; --tune" in capsys.readouterr().err
@@ -540,6 +545,8 @@ def test_plain_baseline_rejects_flags_its_model_lacks():
         main(["--dropout", "0.1", "--frequency-warp", "0"])
     with pytest.raises(SystemExit, match=r"no ema_momentum; pass no --ema-momentum"):
         main(["--dropout", "0", "--frequency-warp", "0", "--num-dense-layers", "0", "--ema-momentum", "0.9"])
+    with pytest.raises(SystemExit, match=r"no dtype_policy; pass --dtype-policy float32"):
+        main(["--dropout", "0", "--frequency-warp", "0", "--num-dense-layers", "0", "--dtype-policy", "mixed_bfloat16"])
 
 
 class _WeightsEachStep(keras.callbacks.Callback):
@@ -945,3 +952,57 @@ def test_train_py_ends_with_the_commands_that_use_the_run(tmp_path):
     ensemble = dataclasses.replace(single, ensemble=2)
     assert train.next_steps("transcription", ensemble, {"export_dir": export}).splitlines() == [
         "Next:", f"  python transcribe.py --model-dir '{export}' FILE.wav", serve]
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_a_mixed_precision_run_trains_saves_and_exports(tmp_path, fake_data, policy):
+    """`--dtype-policy mixed_*`: the dense and recurrent layers compute in 16
+    bits on the fused path with float32 weights; the front end, the logits
+    and the CTC loss stay float32; the saved model keeps the policy and the
+    export serves what the saved model decodes."""
+    import tensorflow as tf
+
+    from models.ctc_decoding import ctc_decode_text
+
+    out = tmp_path / "run"
+    config = transcription.Config(output_dir=str(out), epochs=3, dtype_policy=policy, **{**TINY, "export": True})
+    recorder = _EpochRecorder()
+    metrics = transcription.run(config, callbacks=[recorder])
+    assert json.loads((out / "config.json").read_text())["dtype_policy"] == policy
+    losses = [logs["loss"] for logs in recorder.logs]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+
+    model = keras.models.load_model(out / "model.keras", compile=False)
+    assert model.get_layer("dense_0").dtype_policy.name == policy
+    rnn = model.get_layer("rnn_0")
+    assert rnn.dtype_policy.name == policy and rnn.forward_layer.fused_reason is None
+    for name in ("frequency_warp", "frame_stacking", "logits", "log_probs"):
+        assert model.get_layer(name).dtype_policy.name == "float32", name
+    assert all(w.dtype == "float32" for w in model.weights)
+
+    serve = tf.saved_model.load(metrics["export_dir"]).signatures["from_features"]
+    data = make_speech_data(train=16, validation=8, test=8)
+    for inputs, _ in data.validation:
+        outputs = model.predict_on_batch(inputs)
+        assert outputs["log_probs"].dtype == np.float32
+        served = serve(**inputs)
+        assert served["log_probs"].dtype == tf.float32
+        np.testing.assert_array_equal(served["frame_length"], outputs["frame_length"])
+        # The two graphs round the same model apart by float32 ulps, which a
+        # 16-bit cast can turn into one 16-bit ulp of a layer's output
+        # (measured: 0.16 of the 16-bit epsilon, relative, in both policies).
+        epsilon = {"mixed_bfloat16": 2.0**-7, "mixed_float16": 2.0**-10}[policy]
+        difference = np.abs(served["log_probs"].numpy() - outputs["log_probs"]).max()
+        assert difference <= epsilon * np.abs(outputs["log_probs"]).max(), difference
+        texts = ctc_decode_text(served["log_probs"], served["frame_length"], vocabulary=VOCABULARY)
+        assert [t.decode() for t in served["text"].numpy()] == texts
+
+
+def test_a_float16_transcription_model_trains_with_loss_scaling():
+    """Keras scales the CTC loss of a mixed_float16 model (float16 gradients
+    underflow); the other policies keep the plain optimizer."""
+    for policy, expected in (("mixed_float16", "LossScaleOptimizer"), ("mixed_bfloat16", "Adam"), ("float32", "Adam")):
+        model = transcription.build_model(transcription.Config(dtype_policy=policy, **TINY),
+                                          num_features=NUM_FEATURES, vocabulary_size=VOCABULARY.size)
+        assert type(model.optimizer).__name__ == expected, policy
+        assert model.dtype_policy.name == policy

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from data.speech_sources import is_synthetic_spec
 from models.ctc_decoding import check_candidate_warps
+from models.dtype_policy import DTYPE_POLICIES
 from models.transcription import build_transcription_model
 from models.transcription_evaluation import evaluate_closed_vocabulary, evaluate_transcription, outputs_function
 from pipelines.audio_features import KINDS, NORMALISATIONS, FeatureConfig
@@ -185,6 +186,15 @@ class Config:
         default=0.0,  # after the stacking and after each recurrent layer; the default corpus is
         # learned faster than it is overfitted in 12 minutes (0.1 -> 16.2% CER, 0 -> 14.4%)
         metadata={"help": "Dropout rate."},
+    )
+    dtype_policy: str = field(
+        default="float32",  # mixed_bfloat16: CPUs with bfloat16 matrix units (AMX); mixed_float16: GPUs
+        metadata={
+            "help": "Keras dtype policy: 'float32', or mixed precision (16-bit compute, float32 weights, "
+            "logits and CTC loss): 'mixed_bfloat16' (CPUs with bfloat16 matrix units, e.g. Intel AMX; "
+            "TPUs) or 'mixed_float16' (GPUs).",
+            "choices": DTYPE_POLICIES,
+        },
     )
     init_from: str | None = field(
         default=None,  # random initialisation
@@ -367,6 +377,8 @@ class Config:
             fail("learning_rate", "a positive float")
         if self.lr_schedule not in ("cosine", "constant"):
             fail("lr_schedule", "'cosine' or 'constant'")
+        if self.dtype_policy not in DTYPE_POLICIES:
+            fail("dtype_policy", f"one of {DTYPE_POLICIES}")
         if not is_number(self.max_duration_s) or not self.max_duration_s > 0:
             fail("max_duration_s", "a positive number of seconds")
         if not is_number(self.fmin) or not 0 <= self.fmin < self.sample_rate / 2:
@@ -692,6 +704,7 @@ def builder_kwargs(config):
         random_eq=config.random_eq if config.feature_kind == "log_mel" else 0.0,
         learning_rate=config.learning_rate,
         ema_momentum=config.ema_momentum,
+        dtype_policy=config.dtype_policy,
     )
 
 
