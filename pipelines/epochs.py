@@ -17,6 +17,14 @@ def repeat_epochs(dataset):
     On the short FSDD clips (73 steps of ~30 ms an epoch) this is a quarter
     of the epoch time; see `benchmarks.feature_speed`.
 
+    The repeated dataset runs without tf.data's autotuning: when `fit`
+    returned, freeing that one iterator waited 25-49 s for tf.data's
+    autotuning thread in three of four 12-minute default jobs (`py-spy`:
+    `RootDataset::Iterator::~Iterator`), time counted as training. Without it
+    the parallel `map`s keep tf.data's initial parallelism; two default
+    jobs returned at once (`train_seconds` 699.7 and 707.3 of 720) and their
+    steps took as long (87-94 ms against 88-93).
+
     Args:
         dataset: A `tf.data.Dataset`.
 
@@ -30,4 +38,6 @@ def repeat_epochs(dataset):
     batches = int(dataset.cardinality())
     if batches <= 0:  # unknown (-2), infinite (-1) or empty (0)
         return dataset, None
-    return dataset.repeat().prefetch(tf.data.AUTOTUNE), batches
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.repeat().prefetch(tf.data.AUTOTUNE).with_options(options), batches

@@ -21,6 +21,14 @@ def test_epochs_are_whole_passes_reshuffled():
     assert len({tuple(epoch) for epoch in epochs}) > 1  # a new order each epoch
 
 
+def test_the_repeated_dataset_runs_without_autotuning():
+    """Freeing the iterator of an autotuned pipeline waited for tf.data's
+    autotuning thread after long runs; the repeated dataset turns it off."""
+    repeated, _ = repeat_epochs(tf.data.Dataset.range(7).map(lambda x: x + 1, num_parallel_calls=tf.data.AUTOTUNE))
+    assert repeated.options().autotune.enabled is False
+    assert _take(repeated, 8) == [1, 2, 3, 4, 5, 6, 7, 1]
+
+
 def test_unknown_or_infinite_length_is_left_to_keras():
     unknown = tf.data.Dataset.range(10).filter(lambda x: x % 2 == 0)
     assert repeat_epochs(unknown) == (unknown, None)
