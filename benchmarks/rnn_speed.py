@@ -84,7 +84,6 @@ TARGETS = {
 REMAP_TARGET = 0.75
 
 
-
 @contextlib.contextmanager
 def _remapper_off():
     tf.config.optimizer.set_experimental_options({"remapping": False})

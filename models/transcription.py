@@ -6,7 +6,7 @@ import keras
 
 from layers import ElmanCell, ElmanRNN
 from models.ctc_model import CTCModel
-from models.dtype_policy import check_dtype_policy, dtype_policy as policy_scope
+from models.dtype_policy import dtype_policy as policy_scope
 from models.frame_stacking import FrameStacking
 from models.frequency_warp import FrequencyWarp
 from models.random_eq import RandomEQ
@@ -160,9 +160,6 @@ def build_transcription_model(
             "Received an invalid value for argument `ema_momentum`, expected "
             f"None or a float in (0, 1), got {ema_momentum!r}."
         )
-
-    if dtype_policy is not None:
-        check_dtype_policy(dtype_policy)
 
     # The front end stays float32: the warp's interpolation, the EQ and the
     # stacking are cheap, and they then see the features as they are.

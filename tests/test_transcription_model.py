@@ -266,6 +266,8 @@ def test_save_and_load_round_trip(tmp_path):
         ("num_dense_layers", -1, "`num_dense_layers`, expected a non-negative integer"),
         ("frequency_warp", 0.5, r"`max_warp`, expected a float in \[0, 0.5\)"),
         ("random_eq", -1.0, r"`max_gain`, expected a finite float >= 0"),
+        ("dtype_policy", "bfloat16", r"`dtype_policy`, expected one of \('float32', 'mixed_bfloat16', "
+                                     r"'mixed_float16'\), got 'bfloat16'"),
     ],
 )
 def test_builder_rejects_bad_arguments(name, value, message):
