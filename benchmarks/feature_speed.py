@@ -73,7 +73,9 @@ def main(argv=None):
     cache_dir = os.path.abspath(args.cache_dir or speech_dataset.DEFAULT_CACHE_DIR)
     config = FeatureConfig()
     vocabulary = Vocabulary(SPEECH_ALPHABET)
-    print(f"machine: {os.cpu_count()} CPU cores; load average {os.getloadavg()[0]:.1f} at start")
+    from benchmarks.machine import describe
+
+    print(f"machine: {describe()}; load average {os.getloadavg()[0]:.1f} at start")
     print(f"features: {config}")
 
     started = time.perf_counter()

@@ -50,6 +50,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks.machine import cpu_model, describe  # noqa: E402
 from layers import ElmanCell, ElmanRNN  # noqa: E402
 from layers.fused_elman import batch_shards  # noqa: E402
 from models.dtype_policy import DTYPE_POLICIES, dtype_policy  # noqa: E402
@@ -375,8 +376,7 @@ def main(argv=None):
     # The peak is re-measured around every shape and the best kept: on a
     # busy machine a single measurement can land in a bad moment.
     peaks = [measure_matmul_peak()]
-    log(f"float32 matmul peak: {peaks[-1] / 1e9:.1f} GFLOP/s "
-        f"({os.cpu_count()} logical CPUs)")
+    log(f"float32 matmul peak: {peaks[-1] / 1e9:.1f} GFLOP/s ({describe()})")
     all_results = {}
     log(f"dtype policy: {args.dtype_policy}")
     for name in args.shapes:
@@ -397,6 +397,7 @@ def main(argv=None):
         }
     peak = max(peaks)
     variants = list(args.variants)
+    print(f"machine: {describe()}")
     print(f"float32 matmul peak (best of {len(peaks)} measurements): "
           f"{peak / 1e9:.1f} GFLOP/s; every variant built under the "
           f"{args.dtype_policy} dtype policy")
@@ -418,6 +419,7 @@ def main(argv=None):
         "warmup": warmup,
         "matmul_peak_flops": peak,
         "matmul_peak_measurements": peaks,
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from benchmarks import feature_speed, plain_baseline, rnn_speed
+from benchmarks import feature_speed, machine, plain_baseline, rnn_speed
 
 
 def _usage_error(main, capsys, *argv):
@@ -43,6 +43,20 @@ def test_rnn_speed_uses_the_rounds_and_warmup_given(monkeypatch, tmp_path):
                              "--output", str(output)])
     assert calls == [(0, 2)] and (report["warmup"], report["rounds"]) == (0, 2)
     assert output.is_file()
+    assert report["cpu"] == machine.cpu_model() and report["cpu_count"] == os.cpu_count()
+
+
+def test_the_cpu_model_comes_from_cpuinfo_else_the_platform(tmp_path, monkeypatch):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B45\n"
+                       "processor\t: 1\nmodel name\t: AMD EPYC 9B45\n")
+    assert machine.cpu_model(cpuinfo) == "AMD EPYC 9B45"
+    monkeypatch.setattr(machine.platform, "processor", lambda: "x86_64")
+    assert machine.cpu_model(tmp_path / "missing") == "x86_64"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t:\n")  # an empty name is no name
+    assert machine.cpu_model(cpuinfo) == "x86_64"
+    monkeypatch.setattr(machine.platform, "processor", lambda: "")
+    assert machine.cpu_model(tmp_path / "missing") == "unknown"
 
 
 def test_rnn_speed_builds_the_variants_under_the_dtype_policy_given(monkeypatch, capsys):
