@@ -353,6 +353,51 @@ def _bucket_shapes(frames, label_lengths, reference=None):
     return buckets, frames_cap, labels_cap, boundaries
 
 
+def _index_batches(buckets, batch_size, num_batches, seed):
+    """The utterance indices of each batch of one epoch, a dataset of 1-D int64.
+
+    Every batch holds utterances of one length bucket, at most `batch_size`
+    of them (each bucket's last batch the rest), and every utterance is in
+    one batch an epoch. With a `seed` (training) the utterances are shuffled
+    before they are cut into batches and the batches are shuffled too, anew
+    each time the dataset is iterated (each epoch of a repeated dataset);
+    without one, batches follow the buckets and the utterances' order.
+
+    One vectorised computation an epoch, then a slice a batch: grouping the
+    shuffled utterances one by one (`Dataset.shuffle` then `group_by_window`)
+    cost about 1 ms of CPU a batch on 2 cores, 7-8% of a 14 ms FSDD training
+    step that the pipeline runs beside (2026-12-05).
+    """
+    n = len(buckets)
+    buckets_t = tf.constant(np.asarray(buckets, np.int64))
+
+    def epoch(seeds):
+        order = tf.range(n, dtype=tf.int64)
+        if seed is not None:
+            order = tf.random.experimental.stateless_shuffle(order, seed=seeds[0])
+        # Stable: each bucket keeps the (shuffled) order of its utterances.
+        order = tf.gather(order, tf.argsort(tf.gather(buckets_t, order), stable=True))
+        sorted_buckets = tf.gather(buckets_t, order)
+        position = tf.range(n, dtype=tf.int64)
+        # Each utterance's rank within its bucket decides its batch.
+        first = tf.searchsorted(sorted_buckets, sorted_buckets, side="left", out_type=tf.int64)
+        starts_batch = (position - first) % batch_size == 0
+        splits = tf.concat([tf.boolean_mask(position, starts_batch), [n]], axis=0)
+        batches = tf.range(num_batches, dtype=tf.int64)
+        if seed is not None:
+            batches = tf.random.experimental.stateless_shuffle(batches, seed=seeds[1])
+        return tf.data.Dataset.from_tensor_slices(batches).map(
+            lambda k: order[splits[k]:splits[k + 1]]
+        )
+
+    if seed is None:
+        seeds = tf.data.Dataset.from_tensors(tf.zeros([2, 2], tf.int64))
+    else:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(4).take(1)
+        seeds = seeds.map(lambda s: tf.reshape(s, [2, 2]))
+    return seeds.flat_map(epoch)
+
+
 def _make_dataset(
     reader, vocabulary, *, batch_size, training, spec_augment_enabled, seed, reference=None,
     spec_augment_max_frequency=SPEC_AUGMENT_MAX_FREQUENCY,
@@ -414,13 +459,11 @@ def _make_dataset(
         }
         return inputs, labels
 
-    dataset = tf.data.Dataset.range(n)
-    if training:
-        dataset = dataset.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.group_by_window(
-        key_func=lambda i: buckets_t[i], reduce_func=lambda _, window: window.batch(batch_size),
-        window_size=batch_size,
-    )
+    # Every bucket's utterances are fixed, so the number of batches is known:
+    # Keras shows it in the progress bar from the first epoch.
+    per_bucket = np.bincount(buckets, minlength=len(frames_cap))
+    num_batches = int(np.sum(-(-per_bucket // batch_size)))
+    dataset = _index_batches(buckets, batch_size, num_batches, seed if training else None)
     if training and spec_augment_enabled:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
@@ -437,10 +480,6 @@ def _make_dataset(
         )
     else:
         dataset = dataset.map(load_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    # Every bucket's utterances are fixed, so the number of batches is known:
-    # Keras shows it in the progress bar from the first epoch.
-    per_bucket = np.bincount(buckets, minlength=len(frames_cap))
-    num_batches = int(np.sum(-(-per_bucket // batch_size)))
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
     return dataset.prefetch(tf.data.AUTOTUNE), (boundaries, frames_cap)
 

@@ -223,6 +223,38 @@ def test_cached_features_match_direct_computation(tmp_path, monkeypatch, in_memo
     np.testing.assert_allclose(got["it's fine"], expected, atol=1e-6)
 
 
+def _epochs_of(dataset, num_batches, epochs):
+    batches = [b.numpy() for b in dataset.repeat(epochs)]
+    assert len(batches) == num_batches * epochs
+    return [batches[e * num_batches:(e + 1) * num_batches] for e in range(epochs)]
+
+
+@pytest.mark.parametrize("seed", [None, 3])
+def test_index_batches_cover_each_utterance_once_an_epoch_by_bucket(seed):
+    buckets = np.random.default_rng(0).integers(0, 5, 103)
+    buckets[buckets == 4] = 3  # a bucket left empty
+    per_bucket = np.bincount(buckets, minlength=6)
+    num_batches = int(np.sum(-(-per_bucket // 8)))  # 3 + 4 + 3 + 6 here
+    epochs = _epochs_of(speech_dataset._index_batches(buckets, 8, num_batches, seed), num_batches, 3)
+    for batches in epochs:
+        assert sorted(np.concatenate(batches).tolist()) == list(range(103))
+        assert all(len(set(buckets[b].tolist())) == 1 and 1 <= len(b) <= 8 for b in batches)
+        # full batches but for each bucket's last
+        assert sorted(len(b) for b in batches) == sorted(
+            [8] * int(np.sum(per_bucket // 8)) + [int(r) for r in per_bucket % 8 if r]
+        )
+    if seed is None:  # in order: bucket by bucket, utterances ascending
+        flat = [np.concatenate(e).tolist() for e in epochs]
+        assert flat[0] == flat[1] == flat[2] == np.argsort(buckets, kind="stable").tolist()
+    else:  # reshuffled every epoch, the same epochs again from the same seed
+        flat = [np.concatenate(e).tolist() for e in epochs]
+        assert flat[0] != flat[1] and flat[1] != flat[2]
+        again = _epochs_of(speech_dataset._index_batches(buckets, 8, num_batches, seed), num_batches, 3)
+        assert flat == [np.concatenate(e).tolist() for e in again]
+        other = _epochs_of(speech_dataset._index_batches(buckets, 8, num_batches, seed + 1), num_batches, 1)
+        assert np.concatenate(other[0]).tolist() != flat[0]
+
+
 def test_length_buckets_limit_padding(tmp_path):
     folder = tmp_path / "corpus"
     os.makedirs(folder)
