@@ -34,6 +34,8 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from benchmarks.machine import describe  # noqa: E402  (no TensorFlow: --help stays fast)
+
 
 def _real_time(audio_seconds, wall_seconds):
     return audio_seconds / max(wall_seconds, 1e-9)
@@ -73,8 +75,6 @@ def main(argv=None):
     cache_dir = os.path.abspath(args.cache_dir or speech_dataset.DEFAULT_CACHE_DIR)
     config = FeatureConfig()
     vocabulary = Vocabulary(SPEECH_ALPHABET)
-    from benchmarks.machine import describe
-
     print(f"machine: {describe()}; load average {os.getloadavg()[0]:.1f} at start")
     print(f"features: {config}")
 

@@ -353,8 +353,9 @@ def _bucket_shapes(frames, label_lengths, reference=None):
     return buckets, frames_cap, labels_cap, boundaries
 
 
-def _index_batches(buckets, batch_size, num_batches, seed):
-    """The utterance indices of each batch of one epoch, a dataset of 1-D int64.
+def _index_batches(buckets, batch_size, seed):
+    """`(dataset, num_batches)`: the utterance indices of each batch of one
+    epoch, a dataset of 1-D int64, and how many batches an epoch has.
 
     Every batch holds utterances of one length bucket, at most `batch_size`
     of them (each bucket's last batch the rest), and every utterance is in
@@ -369,7 +370,9 @@ def _index_batches(buckets, batch_size, num_batches, seed):
     step that the pipeline runs beside (2026-12-05).
     """
     n = len(buckets)
-    buckets_t = tf.constant(np.asarray(buckets, np.int64))
+    buckets = np.asarray(buckets, np.int64)
+    num_batches = int(np.sum(-(-np.bincount(buckets) // batch_size)))
+    buckets_t = tf.constant(buckets)
 
     def epoch(seeds):
         order = tf.range(n, dtype=tf.int64)
@@ -395,7 +398,7 @@ def _index_batches(buckets, batch_size, num_batches, seed):
     else:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(4).take(1)
         seeds = seeds.map(lambda s: tf.reshape(s, [2, 2]))
-    return seeds.flat_map(epoch)
+    return seeds.flat_map(epoch), num_batches
 
 
 def _make_dataset(
@@ -459,11 +462,7 @@ def _make_dataset(
         }
         return inputs, labels
 
-    # Every bucket's utterances are fixed, so the number of batches is known:
-    # Keras shows it in the progress bar from the first epoch.
-    per_bucket = np.bincount(buckets, minlength=len(frames_cap))
-    num_batches = int(np.sum(-(-per_bucket // batch_size)))
-    dataset = _index_batches(buckets, batch_size, num_batches, seed if training else None)
+    dataset, num_batches = _index_batches(buckets, batch_size, seed if training else None)
     if training and spec_augment_enabled:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
@@ -480,6 +479,8 @@ def _make_dataset(
         )
     else:
         dataset = dataset.map(load_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    # Every bucket's utterances are fixed, so the number of batches is known:
+    # Keras shows it in the progress bar from the first epoch.
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
     return dataset.prefetch(tf.data.AUTOTUNE), (boundaries, frames_cap)
 

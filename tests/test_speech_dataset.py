@@ -223,7 +223,8 @@ def test_cached_features_match_direct_computation(tmp_path, monkeypatch, in_memo
     np.testing.assert_allclose(got["it's fine"], expected, atol=1e-6)
 
 
-def _epochs_of(dataset, num_batches, epochs):
+def _epochs_of(index_batches, epochs):
+    dataset, num_batches = index_batches
     batches = [b.numpy() for b in dataset.repeat(epochs)]
     assert len(batches) == num_batches * epochs
     return [batches[e * num_batches:(e + 1) * num_batches] for e in range(epochs)]
@@ -232,10 +233,11 @@ def _epochs_of(dataset, num_batches, epochs):
 @pytest.mark.parametrize("seed", [None, 3])
 def test_index_batches_cover_each_utterance_once_an_epoch_by_bucket(seed):
     buckets = np.random.default_rng(0).integers(0, 5, 103)
-    buckets[buckets == 4] = 3  # a bucket left empty
-    per_bucket = np.bincount(buckets, minlength=6)
-    num_batches = int(np.sum(-(-per_bucket // 8)))  # 3 + 4 + 3 + 6 here
-    epochs = _epochs_of(speech_dataset._index_batches(buckets, 8, num_batches, seed), num_batches, 3)
+    buckets[buckets == 2] = 4  # bucket 2 left empty: no batch of it
+    per_bucket = np.bincount(buckets)
+    assert per_bucket.tolist() == [18, 21, 0, 24, 40]
+    assert speech_dataset._index_batches(buckets, 8, seed)[1] == 3 + 3 + 0 + 3 + 5
+    epochs = _epochs_of(speech_dataset._index_batches(buckets, 8, seed), 3)
     for batches in epochs:
         assert sorted(np.concatenate(batches).tolist()) == list(range(103))
         assert all(len(set(buckets[b].tolist())) == 1 and 1 <= len(b) <= 8 for b in batches)
@@ -249,9 +251,9 @@ def test_index_batches_cover_each_utterance_once_an_epoch_by_bucket(seed):
     else:  # reshuffled every epoch, the same epochs again from the same seed
         flat = [np.concatenate(e).tolist() for e in epochs]
         assert flat[0] != flat[1] and flat[1] != flat[2]
-        again = _epochs_of(speech_dataset._index_batches(buckets, 8, num_batches, seed), num_batches, 3)
+        again = _epochs_of(speech_dataset._index_batches(buckets, 8, seed), 3)
         assert flat == [np.concatenate(e).tolist() for e in again]
-        other = _epochs_of(speech_dataset._index_batches(buckets, 8, num_batches, seed + 1), num_batches, 1)
+        other = _epochs_of(speech_dataset._index_batches(buckets, 8, seed + 1), 1)
         assert np.concatenate(other[0]).tolist() != flat[0]
 
 
