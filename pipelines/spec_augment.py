@@ -56,17 +56,17 @@ def spec_augment(
         inside = (positions >= start[..., tf.newaxis]) & (positions < (start + width)[..., tf.newaxis])
         return tf.reduce_any(inside, axis=1)  # (batch, size)
 
-    masked = tf.zeros([batch, time, n_features], tf.bool)
+    # Two small keep masks multiplied in: no (batch, time, n_features) mask is built.
     if frequency_masks:
         frequency = bands(
             draws[0, :, :frequency_masks], draws[1, :, :frequency_masks], max_frequency,
             tf.cast(n_features, tf.float32), tf.range(n_features, dtype=tf.float32),
         )
-        masked |= frequency[:, tf.newaxis, :]
+        features = features * tf.cast(~frequency, tf.float32)[:, tf.newaxis, :]
     if time_masks:
         timeline = bands(
             draws[2, :, :time_masks], draws[3, :, :time_masks], max_time[:, tf.newaxis],
             lengths[:, tf.newaxis], tf.range(time, dtype=tf.float32),
         )
-        masked |= timeline[:, :, tf.newaxis]
-    return tf.where(masked, tf.zeros_like(features), features)
+        features = features * tf.cast(~timeline, tf.float32)[:, :, tf.newaxis]
+    return features
