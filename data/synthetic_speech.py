@@ -60,6 +60,10 @@ class SyntheticSpeechParams:
             (`data.recording_channel`: band limits, background noise, mains
             hum, noise-only lead-in and tail), drawn from the seed; 0 keeps
             espeak's clean output.
+        min_rate, max_rate: Speaking rate of each utterance, drawn uniformly
+            from this range, words a minute (espeak-ng: 80-450).
+        min_pitch, max_pitch: Base pitch of each utterance, drawn uniformly
+            from this range (espeak-ng's 0-99 scale; 50 is the voice's own).
     """
 
     seed: int = field(default=0, metadata={"help": "Seed of the synthetic corpus."})
@@ -71,6 +75,10 @@ class SyntheticSpeechParams:
     sample_rate: int = field(default=16000, metadata={"help": "Stored sample rate, Hz."})
     text: str = field(default="shakespeare", metadata={"help": "Sentence source.", "choices": TEXTS})
     channel: int = field(default=0, metadata={"help": "1: a random recording channel per utterance."})
+    min_rate: int = field(default=140, metadata={"help": "Slowest speaking rate, words a minute."})
+    max_rate: int = field(default=200, metadata={"help": "Fastest speaking rate, words a minute."})
+    min_pitch: int = field(default=25, metadata={"help": "Lowest base pitch (espeak-ng's 0-99)."})
+    max_pitch: int = field(default=75, metadata={"help": "Highest base pitch (espeak-ng's 0-99)."})
 
     def __post_init__(self):
         if self.text not in TEXTS:
@@ -82,7 +90,7 @@ class SyntheticSpeechParams:
             if f.name in ("text", "channel"):
                 continue
             value = getattr(self, f.name)
-            minimum = {"seed": 0, "sample_rate": MIN_SAMPLE_RATE}.get(f.name, 1)
+            minimum = {"seed": 0, "sample_rate": MIN_SAMPLE_RATE, "min_pitch": 0, "max_pitch": 0}.get(f.name, 1)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 # Below 8000 Hz (telephone speech) the audio loses the speech band.
                 unit = " (Hz, the telephone band's rate)" if f.name == "sample_rate" else ""
@@ -95,6 +103,19 @@ class SyntheticSpeechParams:
                 f"Received an invalid value for synthetic speech field `channel`, expected 0 or 1, "
                 f"got {self.channel!r}."
             )
+        for name, (low, high) in _VOICE_RANGES.items():
+            for end in ("min", "max"):
+                value = getattr(self, f"{end}_{name}")
+                if not low <= value <= high:
+                    raise ValueError(
+                        f"Received an invalid value for synthetic speech field `{end}_{name}`, expected an "
+                        f"integer in [{low}, {high}] (espeak-ng's range), got {value}."
+                    )
+            if getattr(self, f"min_{name}") > getattr(self, f"max_{name}"):
+                raise ValueError(
+                    f"Received an invalid value for synthetic speech field `min_{name}`, expected at most "
+                    f"max_{name}={getattr(self, f'max_{name}')}, got {getattr(self, f'min_{name}')}."
+                )
         if self.min_words > self.max_words:
             raise ValueError(
                 f"Received an invalid value for synthetic speech field `min_words`, expected at most "
@@ -130,10 +151,17 @@ class SyntheticSpeechParams:
 
     def config_name(self, corpus_digest):
         values = dataclasses.asdict(self)
-        if not self.channel:
-            del values["channel"]  # the names (and caches) from before the field existed
+        # Fields at their defaults stay out of the name: the names (and
+        # caches) from before those fields existed stay valid.
+        for name in ("channel", "min_rate", "max_rate", "min_pitch", "max_pitch"):
+            if values[name] == _DEFAULTS[name]:
+                del values[name]
         fields = "_".join(f"{k}{v}" for k, v in values.items())
         return f"{fields}_corpus{corpus_digest[:8]}".replace("-", "m")
+
+
+_VOICE_RANGES = {"rate": (80, 450), "pitch": (0, 99)}  # espeak-ng's accepted values
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SyntheticSpeechParams)}
 
 
 def _corpus_text(path):
@@ -233,7 +261,7 @@ class SyntheticSpeech(tfds.core.GeneratorBasedBuilder):
 
     Sentences of a few words from the shipped text corpus
     (`data/tinyshakespeare.txt`), each spoken once by a voice drawn from
-    `ACCENTS` x variants, at a random rate (140-200 words a minute), pitch
+    `ACCENTS` x variants, at a random rate (by default 140-200 words a minute), pitch
     and pitch range, all from `params.seed` (with `params.channel`, through a
     random recording channel too). The `validation` split's
     sentences and voice variants (`VALIDATION_VARIANTS`) never occur in
@@ -323,8 +351,8 @@ class SyntheticSpeech(tfds.core.GeneratorBasedBuilder):
                 {
                     "text": sentence,
                     "voice": f"{accent}+{variant}" if variant else accent,
-                    "rate": int(rng.integers(140, 201)),
-                    "pitch": int(rng.integers(25, 76)),
+                    "rate": int(rng.integers(self._params.min_rate, self._params.max_rate + 1)),
+                    "pitch": int(rng.integers(self._params.min_pitch, self._params.max_pitch + 1)),
                     "pitch_range": int(rng.integers(20, 81)),
                 }
             )

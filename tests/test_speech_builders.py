@@ -410,3 +410,19 @@ def test_synthetic_channel_option(tmp_path):
         x, y = np.frombuffer(e["pcm16"], "<i2"), np.frombuffer(f["pcm16"], "<i2")
         assert len(y) >= len(x) and not np.array_equal(x[: len(y)], y[: len(x)])
         assert np.abs(y).max() == round(0.9 * 32767)  # rescaled to the channel's peak
+
+
+def test_synthetic_rate_and_pitch_ranges_reach_espeak(tmp_path):
+    common = dict(num_train=4, num_validation=2, text="digits", min_words=3, max_words=3, sample_rate=8000)
+    slow = SyntheticSpeechParams(min_rate=80, max_rate=80, **common)
+    fast = SyntheticSpeechParams(min_rate=450, max_rate=450, **common)
+    low = SyntheticSpeechParams(min_rate=80, max_rate=80, min_pitch=0, max_pitch=0, **common)
+    slow_e, fast_e, low_e = (
+        _examples(_prepare(SyntheticSpeech(params=p, data_dir=tmp_path / name)), "train")
+        for p, name in ((slow, "slow"), (fast, "fast"), (low, "low"))
+    )
+    for s, f, lo in zip(slow_e, fast_e, low_e):
+        assert s["text"] == f["text"] == lo["text"] and s["speaker"] == f["speaker"] == lo["speaker"]
+        # The same three digits by the same voice: far longer at 80 words a minute than at 450.
+        assert len(s["pcm16"]) > 2 * len(f["pcm16"])
+        assert s["pcm16"] != lo["pcm16"]  # the pitch reaches the synthesiser too

@@ -16,3 +16,31 @@ def test_sample_rate_below_telephone_band_refused(spec):
 def test_telephone_sample_rate_still_valid():
     assert MIN_SAMPLE_RATE == 8000
     assert SyntheticSpeechParams.from_spec("synthetic:sample_rate=8000").sample_rate == 8000
+
+
+def test_rate_and_pitch_ranges_parse_and_keep_default_names():
+    default = SyntheticSpeechParams()
+    assert (default.min_rate, default.max_rate, default.min_pitch, default.max_pitch) == (140, 200, 25, 75)
+    slow = SyntheticSpeechParams.from_spec("synthetic:text=digits,min_rate=90,min_pitch=0,max_pitch=60")
+    assert (slow.min_rate, slow.max_rate, slow.min_pitch, slow.max_pitch) == (90, 200, 0, 60)
+    # Fields at their defaults stay out of the corpus name, so existing caches keep theirs.
+    assert default.config_name("0" * 8) == (
+        "seed0_num_train16000_num_validation300_min_words2_max_words5_min_word_count30_sample_rate16000_"
+        "textshakespeare_corpus00000000"
+    )
+    assert SyntheticSpeechParams(min_rate=140, max_pitch=75).config_name("0" * 8) == default.config_name("0" * 8)
+    assert slow.config_name("0" * 8).endswith("_min_rate90_min_pitch0_max_pitch60_corpus00000000")
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    (dict(min_rate=79), r"field `min_rate`, expected an integer in \[80, 450\] \(espeak-ng's range\), got 79"),
+    (dict(max_rate=451), r"field `max_rate`, expected an integer in \[80, 450\] \(espeak-ng's range\), got 451"),
+    (dict(min_pitch=-1), r"field `min_pitch`, expected an integer >= 0, got -1"),
+    (dict(max_pitch=100), r"field `max_pitch`, expected an integer in \[0, 99\] \(espeak-ng's range\), got 100"),
+    (dict(min_rate=180, max_rate=150), r"field `min_rate`, expected at most max_rate=150, got 180"),
+    (dict(min_pitch=60, max_pitch=40), r"field `min_pitch`, expected at most max_pitch=40, got 60"),
+    (dict(min_pitch=1.5), r"field `min_pitch`, expected an integer >= 0, got 1.5"),
+])
+def test_rate_and_pitch_ranges_out_of_range_refused(kwargs, needle):
+    with pytest.raises(ValueError, match=needle):
+        SyntheticSpeechParams(**kwargs)
