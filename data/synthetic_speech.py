@@ -87,10 +87,10 @@ class SyntheticSpeechParams:
                 f"{TEXTS}, got {self.text!r}."
             )
         for f in dataclasses.fields(self):
-            if f.name in ("text", "channel"):
-                continue
+            if f.name in ("text", "channel") or f.name in _VOICE_RANGE_FIELDS:
+                continue  # checked below, each against its own range
             value = getattr(self, f.name)
-            minimum = {"seed": 0, "sample_rate": MIN_SAMPLE_RATE, "min_pitch": 0, "max_pitch": 0}.get(f.name, 1)
+            minimum = {"seed": 0, "sample_rate": MIN_SAMPLE_RATE}.get(f.name, 1)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 # Below 8000 Hz (telephone speech) the audio loses the speech band.
                 unit = " (Hz, the telephone band's rate)" if f.name == "sample_rate" else ""
@@ -106,10 +106,10 @@ class SyntheticSpeechParams:
         for name, (low, high) in _VOICE_RANGES.items():
             for end in ("min", "max"):
                 value = getattr(self, f"{end}_{name}")
-                if not low <= value <= high:
+                if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                     raise ValueError(
                         f"Received an invalid value for synthetic speech field `{end}_{name}`, expected an "
-                        f"integer in [{low}, {high}] (espeak-ng's range), got {value}."
+                        f"integer in [{low}, {high}] (espeak-ng's range), got {value!r}."
                     )
             if getattr(self, f"min_{name}") > getattr(self, f"max_{name}"):
                 raise ValueError(
@@ -153,7 +153,7 @@ class SyntheticSpeechParams:
         values = dataclasses.asdict(self)
         # Fields at their defaults stay out of the name: the names (and
         # caches) from before those fields existed stay valid.
-        for name in ("channel", "min_rate", "max_rate", "min_pitch", "max_pitch"):
+        for name in ("channel", *sorted(_VOICE_RANGE_FIELDS)):
             if values[name] == _DEFAULTS[name]:
                 del values[name]
         fields = "_".join(f"{k}{v}" for k, v in values.items())
@@ -161,6 +161,7 @@ class SyntheticSpeechParams:
 
 
 _VOICE_RANGES = {"rate": (80, 450), "pitch": (0, 99)}  # espeak-ng's accepted values
+_VOICE_RANGE_FIELDS = {f"{end}_{name}" for name in _VOICE_RANGES for end in ("min", "max")}
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(SyntheticSpeechParams)}
 
 

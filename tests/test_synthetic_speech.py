@@ -35,11 +35,13 @@ def test_rate_and_pitch_ranges_parse_and_keep_default_names():
 @pytest.mark.parametrize("kwargs, needle", [
     (dict(min_rate=79), r"field `min_rate`, expected an integer in \[80, 450\] \(espeak-ng's range\), got 79"),
     (dict(max_rate=451), r"field `max_rate`, expected an integer in \[80, 450\] \(espeak-ng's range\), got 451"),
-    (dict(min_pitch=-1), r"field `min_pitch`, expected an integer >= 0, got -1"),
+    (dict(min_pitch=-1), r"field `min_pitch`, expected an integer in \[0, 99\] \(espeak-ng's range\), got -1"),
     (dict(max_pitch=100), r"field `max_pitch`, expected an integer in \[0, 99\] \(espeak-ng's range\), got 100"),
     (dict(min_rate=180, max_rate=150), r"field `min_rate`, expected at most max_rate=150, got 180"),
     (dict(min_pitch=60, max_pitch=40), r"field `min_pitch`, expected at most max_pitch=40, got 60"),
-    (dict(min_pitch=1.5), r"field `min_pitch`, expected an integer >= 0, got 1.5"),
+    (dict(min_pitch=1.5), r"field `min_pitch`, expected an integer in \[0, 99\] \(espeak-ng's range\), got 1.5"),
+    (dict(max_rate=True), r"field `max_rate`, expected an integer in \[80, 450\] \(espeak-ng's range\), got True"),
+    (dict(min_words=0), r"field `min_words`, expected an integer >= 1, got 0"),  # the other fields' check still runs
 ])
 def test_rate_and_pitch_ranges_out_of_range_refused(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
