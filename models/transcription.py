@@ -1,5 +1,6 @@
 """`build_transcription_model`: the Elman RNN CTC speech recogniser."""
 
+import math
 import numbers
 
 import keras
@@ -42,6 +43,7 @@ def build_transcription_model(
     activation="tanh",
     frequency_warp=0.0,
     random_eq=0.0,
+    input_noise=0.0,
     learning_rate=1e-3,
     clipnorm=5.0,
     ema_momentum=None,
@@ -59,6 +61,8 @@ def build_transcription_model(
            when random_eq > 0)
         -> frame_stacking: FrameStacking(frame_stack), giving the length mask
            passed to every recurrent layer
+        -> input_noise: GaussianNoise(input_noise), training only (present
+           only when input_noise > 0)
         -> num_dense_layers x [dense_i: Dense(hidden_size, relu), dense_dropout_i]
         -> num_layers x [rnn_i: (Bidirectional) ElmanRNN(ElmanCell(hidden_size)),
                          dropout_i]
@@ -95,6 +99,9 @@ def build_transcription_model(
             channel, for speakers recorded on other equipment); 0 for
             none. Only meaningful for mel-band features without per-band
             normalisation.
+        input_noise: Standard deviation of the Gaussian noise added to every
+            stacked feature in training (`keras.layers.GaussianNoise`, in
+            the units of the normalised features); 0 for none.
         learning_rate: Adam's learning rate.
         clipnorm: Gradient norm clip (recurrent nets need one); None for none.
         ema_momentum: When set, Adam also keeps an exponential moving average
@@ -153,6 +160,12 @@ def build_transcription_model(
             f"a positive float, got {learning_rate!r}."
         )
 
+    if isinstance(input_noise, bool) or not isinstance(input_noise, numbers.Real) or not 0 <= input_noise < math.inf:
+        raise ValueError(
+            "Received an invalid value for argument `input_noise`, expected "
+            f"a finite float >= 0, got {input_noise!r}."
+        )
+
     if ema_momentum is not None and (
         isinstance(ema_momentum, bool) or not isinstance(ema_momentum, numbers.Real) or not 0 < ema_momentum < 1
     ):
@@ -173,6 +186,8 @@ def build_transcription_model(
     x, frame_length, mask = FrameStacking(frame_stack, dtype="float32", name="frame_stacking")(
         [x, feature_length]
     )
+    if input_noise:
+        x = keras.layers.GaussianNoise(input_noise, dtype="float32", name="input_noise")(x)
     # Built under the policy, the model carries it too (Keras' compile then
     # scales the loss for mixed_float16).
     with policy_scope(dtype_policy):

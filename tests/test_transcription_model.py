@@ -165,6 +165,29 @@ def test_random_eq_in_the_model_trains_saves_and_serves_as_identity(tmp_path):
     np.testing.assert_allclose(loaded(inputs)["log_probs"], model(inputs)["log_probs"], atol=1e-6)
 
 
+def test_input_noise_in_the_model_is_training_only_and_saves(tmp_path):
+    model = build_transcription_model(frame_stack=2, input_noise=0.5, **SMALL)
+    layer = model.get_layer("input_noise")
+    assert isinstance(layer, keras.layers.GaussianNoise) and layer.stddev == 0.5
+    # After the stacking, on every stacked feature, with the standard deviation asked for.
+    stacked = np.zeros((4, 300, 2 * SMALL["num_features"]), "float32")
+    noise = np.asarray(layer(stacked, training=True))
+    assert abs(noise.std() - 0.5) < 0.01 and abs(noise.mean()) < 0.01
+    np.testing.assert_array_equal(layer(stacked, training=False), stacked)
+    inputs = _inputs([9, 5], 9)
+    plain = build_transcription_model(frame_stack=2, **SMALL)
+    plain.set_weights(model.get_weights())  # the layer has no weights
+    np.testing.assert_allclose(model(inputs)["log_probs"], plain(inputs)["log_probs"], atol=1e-6)
+    trained = np.asarray(model(inputs, training=True)["log_probs"])
+    assert np.abs(trained - np.asarray(plain(inputs)["log_probs"])).max() > 1e-3
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert loaded.get_layer("input_noise").stddev == 0.5
+    np.testing.assert_allclose(loaded(inputs)["log_probs"], model(inputs)["log_probs"], atol=1e-6)
+    # Off by default: no layer, the graph as before.
+    assert "input_noise" not in [layer.name for layer in plain.layers]
+
+
 # ---- the model -------------------------------------------------------------
 
 
@@ -266,6 +289,9 @@ def test_save_and_load_round_trip(tmp_path):
         ("num_dense_layers", -1, "`num_dense_layers`, expected a non-negative integer"),
         ("frequency_warp", 0.5, r"`max_warp`, expected a float in \[0, 0.5\)"),
         ("random_eq", -1.0, r"`max_gain`, expected a finite float >= 0"),
+        ("input_noise", -0.1, r"`input_noise`, expected a finite float >= 0, got -0.1"),
+        ("input_noise", float("inf"), r"`input_noise`, expected a finite float >= 0, got inf"),
+        ("input_noise", True, r"`input_noise`, expected a finite float >= 0, got True"),
         ("dtype_policy", "bfloat16", r"`dtype_policy`, expected one of \('float32', 'mixed_bfloat16', "
                                      r"'mixed_float16'\), got 'bfloat16'"),
     ],

@@ -363,6 +363,15 @@ def test_run_trains_on_stretched_batches_with_frequency_warp_and_random_eq(tmp_p
     assert (mfcc["random_eq"], mfcc["frequency_warp"]) == (0.0, 0.0)
 
 
+def test_run_trains_with_input_noise(tmp_path, fake_data):
+    config = transcription.Config(output_dir=str(tmp_path / "run"), epochs=1, input_noise=0.2, **TINY)
+    metrics = transcription.run(config)
+    assert metrics["epochs"] == 1 and np.isfinite(metrics["val_cer"])
+    saved = keras.models.load_model(tmp_path / "run" / "model.keras", compile=False)
+    assert saved.get_layer("input_noise").stddev == 0.2
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["input_noise"] == 0.2
+
+
 def test_error_rate_callback_puts_rates_in_logs():
     data = make_speech_data(train=8, validation=8)
     model = build_transcription_model(
@@ -409,6 +418,8 @@ def test_time_budget_stops_training():
         ("mix_fraction", 1.0, r"a float in \(0, 1\)"),
         ("frequency_warp", 0.7, r"a float in \[0, 0.5\)"),
         ("random_eq", -0.3, "a finite float >= 0"),
+        ("input_noise", -0.2, "a finite float >= 0"),
+        ("input_noise", float("nan"), "a finite float >= 0"),
         ("lr_schedule", "linear", "'cosine' or 'constant'"),
         ("mix_dataset", "", "a path or None"),
         ("top_db", -10.0, "a positive number of decibels or None"),

@@ -156,10 +156,15 @@ class Config:
         metadata={"help": "Largest random stretch of the mel axis in training (log_mel only; 0: off)."},
     )
     random_eq: float = field(
-        default=0.0,  # off; the FSDD command uses 0.3 (a new speaker on other equipment)
+        default=0.0,  # off (tried on FSDD at 0.3: no change)
         metadata={"help": "Largest amplitude of the random smooth gain curve (tilt, bowl, S) added over the "
                           "mel axis in training, in normalised units (log_mel with --normalisation "
                           "utterance_scalar or none; 0: off)."},
+    )
+    input_noise: float = field(
+        default=0.0,  # off
+        metadata={"help": "Standard deviation of the Gaussian noise added to the (normalised, stacked) "
+                          "features in training (0: off)."},
     )
     # model
     hidden_size: int = field(
@@ -365,6 +370,8 @@ class Config:
             fail("frequency_warp", "a float in [0, 0.5)")
         if not is_number(self.random_eq) or not 0.0 <= self.random_eq < math.inf:
             fail("random_eq", "a finite float >= 0")
+        if not is_number(self.input_noise) or not 0.0 <= self.input_noise < math.inf:
+            fail("input_noise", "a finite float >= 0")
         if not is_number(self.spec_augment_max_frequency) or not 0.0 < self.spec_augment_max_frequency <= 1.0:
             fail("spec_augment_max_frequency", "a fraction of the features in (0, 1]")
         if not is_number(self.time_stretch) or not 0.0 <= self.time_stretch <= 1.0:
@@ -702,6 +709,7 @@ def builder_kwargs(config):
         # Warping the axis of cepstral coefficients would be meaningless.
         frequency_warp=config.frequency_warp if config.feature_kind == "log_mel" else 0.0,
         random_eq=config.random_eq if config.feature_kind == "log_mel" else 0.0,
+        input_noise=config.input_noise,
         learning_rate=config.learning_rate,
         ema_momentum=config.ema_momentum,
         dtype_policy=config.dtype_policy,
