@@ -150,42 +150,39 @@ def test_random_eq_rejects_bad_arguments(kwargs, message):
         RandomEQ(**kwargs)
 
 
-def test_random_eq_in_the_model_trains_saves_and_serves_as_identity(tmp_path):
-    model = build_transcription_model(frame_stack=2, random_eq=0.3, **SMALL)
-    assert model.get_layer("random_eq").get_config()["max_gain"] == 0.3
+def _check_training_only_layer(model, name, attribute, value, tmp_path, **builder):
+    """`model`'s layer `name` (no weights, `attribute` == value) changes the
+    outputs in training only, and survives a save and load."""
+    assert getattr(model.get_layer(name), attribute) == value
     inputs = _inputs([9, 5], 9)
-    plain = build_transcription_model(frame_stack=2, **SMALL)
+    plain = build_transcription_model(**builder, **SMALL)
+    assert name not in [layer.name for layer in plain.layers]  # off: the graph as before
     plain.set_weights(model.get_weights())  # the layer has no weights
     np.testing.assert_allclose(model(inputs)["log_probs"], plain(inputs)["log_probs"], atol=1e-6)
     trained = np.asarray(model(inputs, training=True)["log_probs"])
     assert np.abs(trained - np.asarray(plain(inputs)["log_probs"])).max() > 1e-3
     model.save(tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras")
-    assert loaded.get_layer("random_eq").max_gain == 0.3
+    assert getattr(loaded.get_layer(name), attribute) == value
     np.testing.assert_allclose(loaded(inputs)["log_probs"], model(inputs)["log_probs"], atol=1e-6)
+
+
+def test_random_eq_in_the_model_trains_saves_and_serves_as_identity(tmp_path):
+    model = build_transcription_model(frame_stack=2, random_eq=0.3, **SMALL)
+    assert model.get_layer("random_eq").get_config()["max_gain"] == 0.3
+    _check_training_only_layer(model, "random_eq", "max_gain", 0.3, tmp_path, frame_stack=2)
 
 
 def test_input_noise_in_the_model_is_training_only_and_saves(tmp_path):
     model = build_transcription_model(frame_stack=2, input_noise=0.5, **SMALL)
     layer = model.get_layer("input_noise")
-    assert isinstance(layer, keras.layers.GaussianNoise) and layer.stddev == 0.5
+    assert isinstance(layer, keras.layers.GaussianNoise)
     # After the stacking, on every stacked feature, with the standard deviation asked for.
     stacked = np.zeros((4, 300, 2 * SMALL["num_features"]), "float32")
     noise = np.asarray(layer(stacked, training=True))
     assert abs(noise.std() - 0.5) < 0.01 and abs(noise.mean()) < 0.01
     np.testing.assert_array_equal(layer(stacked, training=False), stacked)
-    inputs = _inputs([9, 5], 9)
-    plain = build_transcription_model(frame_stack=2, **SMALL)
-    plain.set_weights(model.get_weights())  # the layer has no weights
-    np.testing.assert_allclose(model(inputs)["log_probs"], plain(inputs)["log_probs"], atol=1e-6)
-    trained = np.asarray(model(inputs, training=True)["log_probs"])
-    assert np.abs(trained - np.asarray(plain(inputs)["log_probs"])).max() > 1e-3
-    model.save(tmp_path / "model.keras")
-    loaded = keras.models.load_model(tmp_path / "model.keras")
-    assert loaded.get_layer("input_noise").stddev == 0.5
-    np.testing.assert_allclose(loaded(inputs)["log_probs"], model(inputs)["log_probs"], atol=1e-6)
-    # Off by default: no layer, the graph as before.
-    assert "input_noise" not in [layer.name for layer in plain.layers]
+    _check_training_only_layer(model, "input_noise", "stddev", 0.5, tmp_path, frame_stack=2)
 
 
 # ---- the model -------------------------------------------------------------
