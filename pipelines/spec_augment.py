@@ -62,11 +62,11 @@ def spec_augment(
             draws[0, :, :frequency_masks], draws[1, :, :frequency_masks], max_frequency,
             tf.cast(n_features, tf.float32), tf.range(n_features, dtype=tf.float32),
         )
-        features = features * tf.cast(~frequency, tf.float32)[:, tf.newaxis, :]
+        features = features * tf.cast(~frequency, features.dtype)[:, tf.newaxis, :]
     if time_masks:
         timeline = bands(
             draws[2, :, :time_masks], draws[3, :, :time_masks], max_time[:, tf.newaxis],
             lengths[:, tf.newaxis], tf.range(time, dtype=tf.float32),
         )
-        features = features * tf.cast(~timeline, tf.float32)[:, :, tf.newaxis]
+        features = features * tf.cast(~timeline, features.dtype)[:, :, tf.newaxis]
     return features
