@@ -1,6 +1,7 @@
 """`CTCModel`: a functional Keras model trained with CTC on its own lengths."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from keras.src.losses.loss import scale_loss_for_distribution
@@ -30,6 +31,35 @@ class CTCModel(keras.Model):
     outputs = model.predict(batch_inputs)  # {"log_probs", "frame_length"}
     ```
     """
+
+    weight_noise = 0.0
+    weight_noise_seed = 0
+
+    def weight_noises(self, step):
+        """The noise `train_step` adds to each trainable variable at `step`."""
+        step = tf.cast(step, tf.int64)
+        return [
+            tf.random.stateless_normal(
+                variable.shape,
+                seed=tf.stack([tf.constant(self.weight_noise_seed + index, tf.int64), step]),
+                stddev=self.weight_noise,
+                dtype=variable.dtype,
+            )
+            for index, variable in enumerate(self.trainable_variables)
+        ]
+
+    def train_step(self, data):
+        if not self.weight_noise:
+            return super().train_step(data)
+        # Automatic control dependencies keep the order: noise on, the step
+        # (forward, gradients, update), noise off.
+        noises = self.weight_noises(self.optimizer.iterations)
+        for variable, noise in zip(self.trainable_variables, noises):
+            variable.assign_add(noise)
+        logs = super().train_step(data)
+        for variable, noise in zip(self.trainable_variables, noises):
+            variable.assign_sub(noise)
+        return logs
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True

@@ -2,6 +2,7 @@
 
 import math
 import numbers
+import random
 
 import keras
 
@@ -44,6 +45,8 @@ def build_transcription_model(
     frequency_warp=0.0,
     random_eq=0.0,
     input_noise=0.0,
+    weight_noise=0.0,
+    weight_noise_seed=None,
     learning_rate=1e-3,
     clipnorm=5.0,
     ema_momentum=None,
@@ -102,6 +105,13 @@ def build_transcription_model(
         input_noise: Standard deviation of the Gaussian noise added to every
             stacked feature in training (`keras.layers.GaussianNoise`, in
             the units of the normalised features); 0 for none.
+        weight_noise: Standard deviation of the Gaussian noise added to
+            every trainable weight for each training step and taken off
+            after its update (`CTCModel.weight_noise`); 0 for none. Not
+            with `ema_momentum`: the average would read the noisy weights.
+        weight_noise_seed: Seed of that noise (an integer); None draws one
+            from Python's `random` (which `keras.utils.set_random_seed`
+            seeds).
         learning_rate: Adam's learning rate.
         clipnorm: Gradient norm clip (recurrent nets need one); None for none.
         ema_momentum: When set, Adam also keeps an exponential moving average
@@ -166,6 +176,24 @@ def build_transcription_model(
             f"a finite float >= 0, got {input_noise!r}."
         )
 
+    if isinstance(weight_noise, bool) or not isinstance(weight_noise, numbers.Real) or not 0 <= weight_noise < math.inf:
+        raise ValueError(
+            "Received an invalid value for argument `weight_noise`, expected "
+            f"a finite float >= 0, got {weight_noise!r}."
+        )
+    if weight_noise_seed is not None and (
+        isinstance(weight_noise_seed, bool) or not isinstance(weight_noise_seed, numbers.Integral)
+    ):
+        raise ValueError(
+            "Received an invalid value for argument `weight_noise_seed`, expected "
+            f"None or an integer, got {weight_noise_seed!r}."
+        )
+    if weight_noise and ema_momentum is not None:
+        raise ValueError(
+            "Received `weight_noise` and `ema_momentum` together: the moving average "
+            "would average the noisy weights; pass one of them."
+        )
+
     if ema_momentum is not None and (
         isinstance(ema_momentum, bool) or not isinstance(ema_momentum, numbers.Real) or not 0 < ema_momentum < 1
     ):
@@ -227,5 +255,10 @@ def build_transcription_model(
                 use_ema=ema_momentum is not None,
                 ema_momentum=0.99 if ema_momentum is None else ema_momentum,
             )
+        )
+    if weight_noise:
+        model.weight_noise = float(weight_noise)
+        model.weight_noise_seed = (
+            random.randrange(2**31) if weight_noise_seed is None else int(weight_noise_seed)
         )
     return model

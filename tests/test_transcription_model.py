@@ -185,6 +185,46 @@ def test_input_noise_in_the_model_is_training_only_and_saves(tmp_path):
     _check_training_only_layer(model, "input_noise", "stddev", 0.5, tmp_path, frame_stack=2)
 
 
+def test_weight_noise_moves_the_step_and_leaves_only_the_update(tmp_path):
+    # One Adam step with weight noise equals a step taken from the noisy
+    # weights, with the noise taken off afterwards; it differs from a step
+    # without noise, and the noise has the standard deviation asked for.
+    inputs = _inputs([9, 5], 9)
+    labels = np.array([[2, 3, 3], [4, 2, 0]], "int32")
+    builder = dict(frame_stack=2, learning_rate=0.01, **{**SMALL, "hidden_size": 16})
+    noisy = build_transcription_model(weight_noise=0.2, weight_noise_seed=7, **builder)
+    start = noisy.get_weights()
+    noises = [np.asarray(noise) for noise in noisy.weight_noises(0)]
+    flat = np.concatenate([noise.ravel() for noise in noises])
+    assert flat.size > 2000 and abs(flat.std() - 0.2) < 0.01 and abs(flat.mean()) < 0.01
+    assert not np.allclose(noises[0], np.asarray(noisy.weight_noises(1)[0]))  # fresh each step
+
+    from_noisy = build_transcription_model(**builder)
+    from_noisy.set_weights([weight + noise for weight, noise in zip(start, noises)])
+    plain = build_transcription_model(**builder)
+    plain.set_weights(start)
+    for model in (noisy, from_noisy, plain):
+        model.train_on_batch(inputs, labels)
+    expected = [weight - noise for weight, noise in zip(from_noisy.get_weights(), noises)]
+    for got, want in zip(noisy.get_weights(), expected):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    moved = max(np.abs(a - b).max() for a, b in zip(noisy.get_weights(), plain.get_weights()))
+    assert moved > 5e-3  # Adam's first step is about 0.01 * sign(gradient): some signs flipped
+    # A plain attribute: the saved model has the same weights and trains without noise.
+    noisy.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert loaded.weight_noise == 0.0
+    np.testing.assert_allclose(loaded(inputs)["log_probs"], noisy(inputs)["log_probs"], atol=1e-6)
+
+
+def test_weight_noise_seed_is_drawn_from_pythons_random():
+    keras.utils.set_random_seed(3)
+    first = build_transcription_model(weight_noise=0.1, **SMALL).weight_noise_seed
+    keras.utils.set_random_seed(3)
+    assert build_transcription_model(weight_noise=0.1, **SMALL).weight_noise_seed == first
+    assert build_transcription_model(**SMALL).weight_noise == 0.0
+
+
 # ---- the model -------------------------------------------------------------
 
 
@@ -289,6 +329,9 @@ def test_save_and_load_round_trip(tmp_path):
         ("input_noise", -0.1, r"`input_noise`, expected a finite float >= 0, got -0.1"),
         ("input_noise", float("inf"), r"`input_noise`, expected a finite float >= 0, got inf"),
         ("input_noise", True, r"`input_noise`, expected a finite float >= 0, got True"),
+        ("weight_noise", -0.1, r"`weight_noise`, expected a finite float >= 0, got -0.1"),
+        ("weight_noise", float("nan"), r"`weight_noise`, expected a finite float >= 0, got nan"),
+        ("weight_noise_seed", 1.5, r"`weight_noise_seed`, expected None or an integer, got 1.5"),
         ("dtype_policy", "bfloat16", r"`dtype_policy`, expected one of \('float32', 'mixed_bfloat16', "
                                      r"'mixed_float16'\), got 'bfloat16'"),
     ],
@@ -296,6 +339,11 @@ def test_save_and_load_round_trip(tmp_path):
 def test_builder_rejects_bad_arguments(name, value, message):
     with pytest.raises(ValueError, match=message):
         build_transcription_model(**{**SMALL, name: value})
+
+
+def test_builder_refuses_weight_noise_with_a_moving_average():
+    with pytest.raises(ValueError, match="`weight_noise` and `ema_momentum` together"):
+        build_transcription_model(weight_noise=0.1, ema_momentum=0.99, **SMALL)
 
 
 def test_builder_rejects_non_bool_bidirectional():

@@ -372,6 +372,15 @@ def test_run_trains_with_input_noise(tmp_path, fake_data):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["input_noise"] == 0.2
 
 
+def test_run_trains_with_weight_noise(tmp_path, fake_data):
+    config = transcription.Config(output_dir=str(tmp_path / "run"), epochs=1, weight_noise=0.05, **TINY)
+    metrics = transcription.run(config)
+    assert metrics["epochs"] == 1 and np.isfinite(metrics["val_cer"])
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["weight_noise"] == 0.05
+    built = transcription.build_model(config, num_features=NUM_FEATURES, vocabulary_size=VOCABULARY.size)
+    assert built.weight_noise == 0.05
+
+
 def test_error_rate_callback_puts_rates_in_logs():
     data = make_speech_data(train=8, validation=8)
     model = build_transcription_model(
@@ -420,6 +429,8 @@ def test_time_budget_stops_training():
         ("random_eq", -0.3, "a finite float >= 0"),
         ("input_noise", -0.2, "a finite float >= 0"),
         ("input_noise", float("nan"), "a finite float >= 0"),
+        ("weight_noise", -0.05, "a finite float >= 0"),
+        ("weight_noise", True, "a finite float >= 0"),
         ("lr_schedule", "linear", "'cosine' or 'constant'"),
         ("mix_dataset", "", "a path or None"),
         ("top_db", -10.0, "a positive number of decibels or None"),
@@ -437,6 +448,13 @@ def test_config_rejects_bad_values_naming_the_field(field, value, expected):
     flag = "--" + field.replace("_", "-")
     with pytest.raises(ValueError, match=rf"`{field}` \({flag}\), expected {expected}, got {value!r}"):
         transcription.Config(**{field: value})
+
+
+def test_config_refuses_weight_noise_with_a_moving_average_or_replicas():
+    with pytest.raises(ValueError, match=r"`ema_momentum` \(--ema-momentum\), expected None with --weight-noise"):
+        transcription.Config(weight_noise=0.1, ema_momentum=0.99)
+    with pytest.raises(ValueError, match=r"`weight_noise` \(--weight-noise\), expected 0 with --distribute mirrored"):
+        transcription.Config(weight_noise=0.1, distribute="mirrored")
 
 
 def test_config_rejects_a_spec_augment_fraction_below_one_band():

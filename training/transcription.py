@@ -166,6 +166,12 @@ class Config:
         metadata={"help": "Standard deviation of the Gaussian noise added to the (normalised, stacked) "
                           "features in training (0: off)."},
     )
+    weight_noise: float = field(
+        default=0.0,  # off
+        metadata={"help": "Standard deviation of the Gaussian noise added to every weight for each training "
+                          "step and taken off after its update (weight noise; not with --ema-momentum or "
+                          "--distribute mirrored; 0: off)."},
+    )
     # model
     hidden_size: int = field(
         default=256,  # units per direction
@@ -372,6 +378,8 @@ class Config:
             fail("random_eq", "a finite float >= 0")
         if not is_number(self.input_noise) or not 0.0 <= self.input_noise < math.inf:
             fail("input_noise", "a finite float >= 0")
+        if not is_number(self.weight_noise) or not 0.0 <= self.weight_noise < math.inf:
+            fail("weight_noise", "a finite float >= 0")
         if not is_number(self.spec_augment_max_frequency) or not 0.0 < self.spec_augment_max_frequency <= 1.0:
             fail("spec_augment_max_frequency", "a fraction of the features in (0, 1]")
         if not is_number(self.time_stretch) or not 0.0 <= self.time_stretch <= 1.0:
@@ -380,6 +388,10 @@ class Config:
             fail("mix_fraction", "a float in (0, 1)")
         if self.ema_momentum is not None and (not is_number(self.ema_momentum) or not 0.0 < self.ema_momentum < 1.0):
             fail("ema_momentum", "None or a float in (0, 1)")
+        if self.weight_noise and self.ema_momentum is not None:
+            fail("ema_momentum", "None with --weight-noise (the average would read the noisy weights)")
+        if self.weight_noise and self.distribute != "none":
+            fail("weight_noise", "0 with --distribute mirrored (weight noise is not implemented across replicas)")
         if not is_number(self.learning_rate) or not self.learning_rate > 0:
             fail("learning_rate", "a positive float")
         if self.lr_schedule not in ("cosine", "constant"):
@@ -710,6 +722,7 @@ def builder_kwargs(config):
         frequency_warp=config.frequency_warp if config.feature_kind == "log_mel" else 0.0,
         random_eq=config.random_eq if config.feature_kind == "log_mel" else 0.0,
         input_noise=config.input_noise,
+        weight_noise=config.weight_noise,
         learning_rate=config.learning_rate,
         ema_momentum=config.ema_momentum,
         dtype_policy=config.dtype_policy,
