@@ -31,6 +31,14 @@ def _check_rate(name, value):
         )
 
 
+def _check_finite_non_negative(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+        raise ValueError(
+            f"Received an invalid value for argument `{name}`, expected a "
+            f"finite float >= 0, got {value!r}."
+        )
+
+
 def build_transcription_model(
     *,
     num_features,
@@ -170,17 +178,8 @@ def build_transcription_model(
             f"a positive float, got {learning_rate!r}."
         )
 
-    if isinstance(input_noise, bool) or not isinstance(input_noise, numbers.Real) or not 0 <= input_noise < math.inf:
-        raise ValueError(
-            "Received an invalid value for argument `input_noise`, expected "
-            f"a finite float >= 0, got {input_noise!r}."
-        )
-
-    if isinstance(weight_noise, bool) or not isinstance(weight_noise, numbers.Real) or not 0 <= weight_noise < math.inf:
-        raise ValueError(
-            "Received an invalid value for argument `weight_noise`, expected "
-            f"a finite float >= 0, got {weight_noise!r}."
-        )
+    _check_finite_non_negative("input_noise", input_noise)
+    _check_finite_non_negative("weight_noise", weight_noise)
     if weight_noise_seed is not None and (
         isinstance(weight_noise_seed, bool) or not isinstance(weight_noise_seed, numbers.Integral)
     ):
