@@ -32,6 +32,7 @@ A spec is one of:
 import dataclasses
 import glob
 import os
+import random
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
@@ -116,9 +117,19 @@ def _prepare(make_builder):
             pass
         builder = make_builder()  # another process may have finished meanwhile
         if not builder.is_prepared():
-            builder.download_and_prepare(
-                download_config=tfds.download.DownloadConfig(try_download_gcs=False)
-            )
+            # TFDS names its temporary directory with Python's global `random`
+            # (`incomplete.XXXXXX`): without the restore, the first run after
+            # the cache is built (a new dataset, or a moved or touched folder)
+            # would start from other initial weights and dropout seeds than
+            # every later run with the same --seed (Keras draws its default
+            # seeds from that stream after `keras.utils.set_random_seed`).
+            state = random.getstate()
+            try:
+                builder.download_and_prepare(
+                    download_config=tfds.download.DownloadConfig(try_download_gcs=False)
+                )
+            finally:
+                random.setstate(state)
     return builder
 
 

@@ -1,6 +1,7 @@
 """The speech TFDS builders on dummy corpora, split rules and spec resolution."""
 
 import os
+import random
 
 import numpy as np
 import pytest
@@ -264,6 +265,20 @@ def test_synthetic_spec_parsing():
         SyntheticSpeechParams.from_spec("synthetic:num_train=many")
     with pytest.raises(ValueError, match="field `min_words`, expected at most max_words=2"):
         SyntheticSpeechParams(min_words=3, max_words=2)
+
+
+def test_building_a_dataset_leaves_the_seeded_random_stream_alone(tmp_path):
+    # TFDS draws its temporary directory's name from Python's global `random`;
+    # Keras draws default seeds (initial weights, dropout) from the same stream,
+    # so a run that builds the cache must leave it where a run that reads it does.
+    manifest = tmp_path / "m"
+    _manifest(manifest, [("1.wav", "", "train", "one"), ("2.wav", "", "test", "two")])
+    random.seed(1234)
+    state = random.getstate()
+    source = resolve_speech_source(str(manifest), cache_dir=str(tmp_path / "cache"))
+    assert os.listdir(tmp_path / "cache" / "tfds" / "manifest_speech")  # built now, not read
+    assert random.getstate() == state
+    assert [u.text for u in source.splits["train"]()] == ["one"]
 
 
 def test_resolve_folders_and_errors(tmp_path):
