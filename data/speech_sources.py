@@ -12,6 +12,11 @@ A spec is one of:
   trained on nor used to choose the model: an unseen-speaker evaluation.
   Training and validation are the folder's splits without those speakers
   (validation = its validation split, else its test split).
+  `FOLDER:validation_speakers=george` makes every training or validation
+  utterance of those speakers the validation split (never trained on: the
+  checkpoint is chosen on voices the model never heard, as the held-out
+  speakers' will be); the split that validated before, no longer needed,
+  joins training. Combines with `held_out_speakers`.
   `FOLDER:test_fraction=0.1` carves a test split out of the training split
   of a folder that has none, by transcript (a sentence is in one split
   only): prompts never trained on nor used to choose the model, e.g. for a
@@ -169,7 +174,10 @@ def _final_splits(splits, origin):
     return out, note
 
 
-def _folder_source(folder, cache_dir, held_out_speakers=(), test_fraction=None, text_column=None, spell_out=False):
+def _folder_source(
+    folder, cache_dir, held_out_speakers=(), validation_speakers=(), test_fraction=None, text_column=None,
+    spell_out=False,
+):
     from data.librispeech_folder import LibriSpeechFolder
     from data.ljspeech_folder import LjSpeechFolder
     from data.manifest_speech import MANIFEST, ManifestSpeech
@@ -224,6 +232,10 @@ def _folder_source(folder, cache_dir, held_out_speakers=(), test_fraction=None, 
         )
     else:
         splits, note = _final_splits(builder_splits, folder)
+    if validation_speakers:
+        splits, validation_note = _speaker_validation_splits(splits, validation_speakers, held_out_speakers, folder)
+        identity += f"/validation_speakers={';'.join(validation_speakers)}"  # part of the feature-cache key
+        note += validation_note
     if test_fraction is not None:
         splits, test_note = _transcript_test_split(splits, test_fraction, folder)
         identity += f"/test_fraction={test_fraction}"  # part of the feature-cache key
@@ -265,6 +277,50 @@ def _speaker_held_out_splits(splits, speakers, folder):
     return {"train": without(splits["train"]), "validation": without(splits[others]), "test": test}
 
 
+def _speaker_validation_splits(splits, speakers, held_out_speakers, folder):
+    """`(splits, note)` whose validation split is every training or
+    validation utterance of `speakers`; the rest of both splits trains.
+
+    The test split is left as it is (the held-out speakers', or the
+    folder's own), so test data stays out of both training and choosing.
+    """
+    chosen = set(speakers)
+    clash = sorted(chosen & set(held_out_speakers))
+    if clash:
+        raise ValueError(
+            f"Received an invalid value for argument `dataset`: speakers {clash} are both "
+            "held_out_speakers and validation_speakers; a speaker is either the test or the validation."
+        )
+    train, validation = splits["train"], splits["validation"]
+    known = {u.speaker for read in (train, validation) for u in read()}
+    missing = sorted(chosen - known)
+    if missing:
+        raise ValueError(
+            f"Received an invalid value for argument `dataset`: validation_speakers {missing} do not "
+            f"occur in the training or validation split of {folder}; its speakers there are "
+            f"{sorted(known - {''})}."
+        )
+    if not known - chosen:
+        raise ValueError(
+            f"Received an invalid value for argument `dataset`: validation_speakers {sorted(chosen)} "
+            f"leave no speaker to train on in {folder}."
+        )
+
+    def new_train():
+        for read in (train, validation):
+            yield from (u for u in read() if u.speaker not in chosen)
+
+    def new_validation():
+        for read in (train, validation):
+            yield from (u for u in read() if u.speaker in chosen)
+
+    note = (
+        f"; validation: every training or validation utterance of speakers {';'.join(speakers)}, "
+        "never trained on (the other speakers' validation utterances train)"
+    )
+    return {**splits, "train": new_train, "validation": new_validation}, note
+
+
 def _transcript_test_split(splits, fraction, folder):
     """`(splits, note)` with a test split carved out of `splits["train"]`.
 
@@ -293,14 +349,16 @@ def _transcript_test_split(splits, fraction, folder):
 
 
 def _folder_options(spec, options):
-    """Parse `held_out_speakers=a;b`, `test_fraction=F`, `text_column=NAME` and
-    `spell_out=true|false` (joined by commas) into keyword arguments."""
+    """Parse `held_out_speakers=a;b`, `validation_speakers=a;b`,
+    `test_fraction=F`, `text_column=NAME` and `spell_out=true|false` (joined
+    by commas) into keyword arguments."""
 
     def fail(item):
         raise ValueError(
             f"Received an invalid value for argument `dataset`: {spec!r}; expected 'FOLDER' or "
             "'FOLDER:OPTION[,OPTION...]' with options held_out_speakers=NAME[;NAME...] or "
-            "test_fraction=F (0 < F < 1, not both), text_column=NAME, spell_out=true|false; "
+            "test_fraction=F (0 < F < 1, not both), validation_speakers=NAME[;NAME...], "
+            "text_column=NAME, spell_out=true|false; "
             f"got {item!r}."
         )
 
@@ -309,7 +367,7 @@ def _folder_options(spec, options):
         key, sep, value = (part.strip() for part in item.partition("="))
         if not sep or key in kwargs:
             fail(item)
-        if key == "held_out_speakers":
+        if key in ("held_out_speakers", "validation_speakers"):
             names = tuple(name.strip() for name in value.split(";") if name.strip())
             if not names:
                 fail(item)

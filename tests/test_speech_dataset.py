@@ -393,8 +393,39 @@ def test_held_out_speakers_are_a_test_split_never_trained_or_validated_on(tmp_pa
 
     with pytest.raises(ValueError, match=r"held_out_speakers \['zed'\] do not occur in .*speakers are \['ann', 'bob', 'cy', 'dee'\]"):
         resolve_speech_source(f"{folder}:held_out_speakers=zed", cache_dir=str(tmp_path / "cache"))
-    with pytest.raises(ValueError, match=r"expected 'FOLDER' or 'FOLDER:OPTION\[,OPTION...\]' with options held_out_speakers=NAME\[;NAME...\] or test_fraction=F \(0 < F < 1, not both\), text_column=NAME, spell_out=true\|false; got 'speakers=bob'"):
+    with pytest.raises(ValueError, match=r"expected 'FOLDER' or 'FOLDER:OPTION\[,OPTION...\]' with options held_out_speakers=NAME\[;NAME...\] or test_fraction=F \(0 < F < 1, not both\), validation_speakers=NAME\[;NAME...\], text_column=NAME, spell_out=true\|false; got 'speakers=bob'"):
         resolve_speech_source(f"{folder}:speakers=bob", cache_dir=str(tmp_path / "cache"))
+
+
+def test_validation_speakers_choose_the_checkpoint_on_voices_never_trained_on(tmp_path):
+    from data.speech_sources import resolve_speech_source
+
+    folder = _corpus(tmp_path / "corpus", bad=False)
+    cache = str(tmp_path / "cache")
+    keys = lambda source: {name: sorted(u.key for u in read()) for name, read in source.splits.items()}  # noqa: E731
+    speakers = lambda source: {name: sorted(u.speaker for u in read()) for name, read in source.splits.items()}  # noqa: E731
+    held = resolve_speech_source(f"{folder}:held_out_speakers=bob", cache_dir=cache)
+    assert speakers(held) == {"train": ["ann", "ann", "cy", "cy"], "validation": ["dee", "dee"], "test": ["bob", "bob"]}
+    # cy validates instead of dee's test clips, which, no longer needed to
+    # choose the checkpoint, train; the test split is untouched.
+    both = resolve_speech_source(f"{folder}:held_out_speakers=bob,validation_speakers=cy", cache_dir=cache)
+    assert speakers(both) == {"train": ["ann", "ann", "dee", "dee"], "validation": ["cy", "cy"], "test": ["bob", "bob"]}
+    assert keys(both)["test"] == keys(held)["test"]
+    assert sorted(sum(keys(both).values(), [])) == sorted(sum(keys(held).values(), []))  # nothing lost
+    assert "validation: every training or validation utterance of speakers cy, never trained on" in both.description
+    assert len({held.identity, both.identity}) == 2 and "validation_speakers=cy" in both.identity  # separate caches
+    # Alone: the manifest's test split (dee) validated before and now trains.
+    alone = resolve_speech_source(f"{folder}:validation_speakers=ann;cy", cache_dir=cache)
+    assert speakers(alone) == {"train": ["bob", "bob", "dee", "dee"], "validation": ["ann", "ann", "cy", "cy"]}
+
+    with pytest.raises(ValueError, match=r"validation_speakers \['zed'\] do not occur in the training or validation split of .*corpus; its speakers there are \['ann', 'cy', 'dee'\]"):
+        resolve_speech_source(f"{folder}:held_out_speakers=bob,validation_speakers=zed", cache_dir=cache)
+    with pytest.raises(ValueError, match=r"speakers \['bob'\] are both held_out_speakers and validation_speakers"):
+        resolve_speech_source(f"{folder}:held_out_speakers=bob,validation_speakers=bob;cy", cache_dir=cache)
+    with pytest.raises(ValueError, match=r"validation_speakers \['ann', 'cy', 'dee'\] leave no speaker to train on in .*corpus"):
+        resolve_speech_source(f"{folder}:held_out_speakers=bob,validation_speakers=ann;cy;dee", cache_dir=cache)
+    with pytest.raises(ValueError, match=r"validation_speakers=NAME\[;NAME...\], .*; got 'validation_speakers='"):
+        resolve_speech_source(f"{folder}:validation_speakers=", cache_dir=cache)
 
 
 def test_test_fraction_carves_unseen_transcripts_out_of_training(tmp_path):
