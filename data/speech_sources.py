@@ -224,14 +224,14 @@ def _folder_source(
         # Part of every feature-cache key: a change in what each split holds
         # must change it.
         identity += f"/held_out_speakers={speakers}/as_test"
-        note = (
-            f"; test: every utterance of speakers {speakers}, never heard in training; "
-            "validation: the other speakers' "
-            + ("validation" if "validation" in builder_splits else "test")
-            + " split"
-        )
+        note = f"; test: every utterance of speakers {speakers}, never heard in training"
+        if not validation_speakers:  # else the validation note below says what validates
+            others = "validation" if "validation" in builder_splits else "test"
+            note += f"; validation: the other speakers' {others} split"
     else:
         splits, note = _final_splits(builder_splits, folder)
+        if validation_speakers:
+            note = ""  # the validation note below replaces "(validation = the data's test split)"
     if validation_speakers:
         splits, validation_note = _speaker_validation_splits(splits, validation_speakers, held_out_speakers, folder)
         identity += f"/validation_speakers={';'.join(validation_speakers)}"  # part of the feature-cache key
@@ -316,7 +316,7 @@ def _speaker_validation_splits(splits, speakers, held_out_speakers, folder):
 
     note = (
         f"; validation: every training or validation utterance of speakers {';'.join(speakers)}, "
-        "never trained on (the other speakers' validation utterances train)"
+        "never trained on (the other speakers' utterances of the split that validated before train)"
     )
     return {**splits, "train": new_train, "validation": new_validation}, note
 

@@ -412,11 +412,18 @@ def test_validation_speakers_choose_the_checkpoint_on_voices_never_trained_on(tm
     assert speakers(both) == {"train": ["ann", "ann", "dee", "dee"], "validation": ["cy", "cy"], "test": ["bob", "bob"]}
     assert keys(both)["test"] == keys(held)["test"]
     assert sorted(sum(keys(both).values(), [])) == sorted(sum(keys(held).values(), []))  # nothing lost
-    assert "validation: every training or validation utterance of speakers cy, never trained on" in both.description
+    assert both.description.endswith(
+        "test: every utterance of speakers bob, never heard in training; validation: every training or validation "
+        "utterance of speakers cy, never trained on (the other speakers' utterances of the split that validated "
+        "before train)"
+    )
     assert len({held.identity, both.identity}) == 2 and "validation_speakers=cy" in both.identity  # separate caches
     # Alone: the manifest's test split (dee) validated before and now trains.
     alone = resolve_speech_source(f"{folder}:validation_speakers=ann;cy", cache_dir=cache)
     assert speakers(alone) == {"train": ["bob", "bob", "dee", "dee"], "validation": ["ann", "ann", "cy", "cy"]}
+    assert alone.description.endswith("corpus (train 6, test 2); validation: every training or validation utterance of "
+                                      "speakers ann;cy, never trained on (the other speakers' utterances of the "
+                                      "split that validated before train)")
 
     with pytest.raises(ValueError, match=r"validation_speakers \['zed'\] do not occur in the training or validation split of .*corpus; its speakers there are \['ann', 'cy', 'dee'\]"):
         resolve_speech_source(f"{folder}:held_out_speakers=bob,validation_speakers=zed", cache_dir=cache)
