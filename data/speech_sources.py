@@ -306,14 +306,11 @@ def _speaker_validation_splits(splits, speakers, held_out_speakers, folder):
             f"leave no speaker to train on in {folder}."
         )
 
-    def new_train():
-        for read in (train, validation):
-            yield from (u for u in read() if u.speaker not in chosen)
+    def both():
+        yield from train()
+        yield from validation()
 
-    def new_validation():
-        for read in (train, validation):
-            yield from (u for u in read() if u.speaker in chosen)
-
+    new_train, new_validation = _carve(both, lambda u: u.speaker, chosen)
     note = (
         f"; validation: every training or validation utterance of speakers {';'.join(speakers)}, "
         "never trained on (the other speakers' utterances of the split that validated before train)"
