@@ -7,12 +7,13 @@ import re
 
 import tensorflow_datasets as tfds
 
+from data.offline_builder import OfflineBuilder
 from data.split_assignment import assign_splits
 
 VALIDATION_FRACTION = 0.1
 
 
-class FolderSpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class FolderSpeechBuilder(OfflineBuilder, skip_registration=True):
     """A TFDS builder that indexes a local speech folder; audio stays in place.
 
     Examples hold the audio's absolute path, not its samples: a folder of
@@ -66,13 +67,6 @@ class FolderSpeechBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             name=f"{slug}_{digest.hexdigest()[:12]}", description=f"Speech folder {folder}"
         )
         super().__init__(data_dir=data_dir, config=config, **kwargs)
-
-    @tfds.core.utils.classproperty
-    @classmethod
-    def url_infos(cls):
-        # Nothing is downloaded. TFDS would otherwise look for a checksums file
-        # beside the module, which needs the optional `importlib_resources`.
-        return None
 
     @property
     def folder(self):

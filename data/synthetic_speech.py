@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from data.espeak_synthesizer import synthesize_in_subprocess
+from data.offline_builder import OfflineBuilder
 from data.recording_channel import apply_channel, draw_channel
 from pipelines.vocabulary import DIGIT_WORDS, normalize_transcript
 
@@ -257,7 +258,7 @@ def _trim(pcm, sample_rate):
     return pcm[max(0, loud[0] - margin): loud[-1] + margin + 1]
 
 
-class SyntheticSpeech(tfds.core.GeneratorBasedBuilder):
+class SyntheticSpeech(OfflineBuilder):
     """English speech synthesised offline with espeak-ng, several voices.
 
     Sentences of a few words from the shipped text corpus
@@ -304,13 +305,6 @@ class SyntheticSpeech(tfds.core.GeneratorBasedBuilder):
             description=f"espeak-ng speech, {self._params}",
         )
         super().__init__(data_dir=data_dir, config=config, **kwargs)
-
-    @tfds.core.utils.classproperty
-    @classmethod
-    def url_infos(cls):
-        # Nothing is downloaded. TFDS would otherwise look for a checksums file
-        # beside the module, which needs the optional `importlib_resources`.
-        return None
 
     @property
     def params(self):
