@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from tests.fresh_process import clean_env
 from training import transcription
 from training.distribute import distribution_strategy
 
@@ -14,11 +15,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_two_replicas_take_the_step_of_one_device_and_runs_train_evaluate_and_export(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
     process = subprocess.run(
         [sys.executable, os.path.join(ROOT, "tests", "distributed_run.py"), str(tmp_path / "run")],
-        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300,
+        capture_output=True, text=True, cwd=ROOT, env=clean_env(PYTHONPATH=ROOT), timeout=300,
     )
     assert process.returncode == 0, process.stderr[-3000:]
     result = json.loads(process.stdout.strip().splitlines()[-1])

@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -18,16 +17,10 @@ from pipelines.vocabulary import Vocabulary
 from serving.export import pinned_devices, read_metadata, write_saved_model_version, xla_compiled_functions
 from serving.export_run import export_run
 from serving.language_model_export import SEEDED_SIGNATURE, export_language_model
+from tests.fresh_process import PROJECT_PACKAGES, run_side_by_side
 
 TEXT = "to be, or not to be: that is the question.\nwhether 'tis nobler in the mind\n"
 PROMPTS = ["to be", "w", "the question"]
-PROJECT_PACKAGES = ("layers", "models", "pipelines", "serving", "training", "tuning", "benchmarks")
-
-
-def _clean_env():
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -338,13 +331,7 @@ def processes(export_path, tmp_path_factory):
         "run": [cli, "run", "--dir", export_path, "--tag_set", "serve", "--signature_def",
                 "score", "--input_exprs", 'text=["to be or not", "w"]'],
     }
-    running = {name: subprocess.Popen(command, cwd=workdir, env=_clean_env(), text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-               for name, command in commands.items()}
-    results = {}
-    for name, process in running.items():
-        stdout, stderr = process.communicate(timeout=300)
-        results[name] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    results = run_side_by_side(commands, workdir)
     return results
 
 

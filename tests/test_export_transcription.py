@@ -3,7 +3,6 @@
 import json
 import os
 import re
-import subprocess
 import sys
 import textwrap
 
@@ -18,16 +17,10 @@ from pipelines.audio_features import FeatureConfig, compute_features
 from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
 from serving.export import pinned_devices, read_metadata, xla_compiled_functions
 from serving.transcription_export import SILENT_LOG_PROB, export_transcriber
+from tests.fresh_process import PROJECT_PACKAGES, run_side_by_side
 from tests.test_log_mel import padded_batch, synthetic_utterance
 
 CONFIG = FeatureConfig(n_mels=40)
-PROJECT_PACKAGES = ("layers", "models", "pipelines", "serving", "training", "tuning", "benchmarks")
-
-
-def _clean_env():
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -229,13 +222,7 @@ def processes(export_path, utterances, tmp_path_factory):
         "fresh": [sys.executable, "-c", _fresh_process_script(export_path)],
         "show": [cli, "show", "--dir", export_path, "--all"],
     }
-    running = {name: subprocess.Popen(command, cwd=workdir, env=_clean_env(), text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-               for name, command in commands.items()}
-    results = {}
-    for name, process in running.items():
-        stdout, stderr = process.communicate(timeout=300)
-        results[name] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    results = run_side_by_side(commands, workdir)
     return workdir, results
 
 
