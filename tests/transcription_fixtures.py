@@ -5,27 +5,14 @@ characters' prototypes, each held for 2-3 frames, with noise and a
 silence gap, so a small CTC model can learn it in a few seconds.
 """
 
-import dataclasses
-
 import numpy as np
 import tensorflow as tf
 
+from pipelines.speech_dataset import SpeechData
 from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
 
 NUM_FEATURES = 8
 WORDS = ("ab", "ba", "cab", "bad", "dab", "cad")
-
-
-@dataclasses.dataclass
-class FakeSpeechData:
-    """The shape of `pipelines.speech_dataset.SpeechData`."""
-
-    train: tf.data.Dataset
-    validation: tf.data.Dataset
-    test: tf.data.Dataset | None
-    counts: dict
-    skipped: list
-    description: str
 
 
 def make_utterances(count, *, seed=0, num_features=NUM_FEATURES, noise=0.1):
@@ -80,8 +67,8 @@ def make_dataset(utterances, batch_size, vocabulary=None, max_frames=32, max_lab
 
 
 def make_speech_data(train=24, validation=8, test=0, batch_size=8, **kwargs):
-    """A `FakeSpeechData` with the structure `build_speech_datasets` returns."""
-    return FakeSpeechData(
+    """A `SpeechData` as `build_speech_datasets` returns it, of made-up features."""
+    return SpeechData(
         train=make_dataset(make_utterances(train, seed=1, **kwargs), batch_size),
         validation=make_dataset(make_utterances(validation, seed=2, **kwargs), batch_size),
         test=make_dataset(make_utterances(test, seed=3, **kwargs), batch_size) if test else None,
