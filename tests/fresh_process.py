@@ -8,7 +8,8 @@ PROJECT_PACKAGES = ("layers", "models", "pipelines", "serving", "training", "tun
 
 
 def clean_env(**extra):
-    """The environment without the project on PYTHONPATH, on CPU, with TensorFlow's log quiet."""
+    """The environment without the inherited PYTHONPATH, on CPU, with TensorFlow's log quiet;
+    `extra` sets more variables (e.g. `PYTHONPATH=ROOT` for a script that runs project code)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2", **extra)
     return env
