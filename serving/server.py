@@ -167,10 +167,16 @@ def _call_merged(signature, requests):
             bounds = np.cumsum([0, *rows])
             return [{n: v[bounds[i]:bounds[i + 1]] for n, v in outputs.items()}
                     for i in range(len(requests))]
+    return _each_alone(lambda arrays: _call(signature, arrays), requests)
+
+
+def _each_alone(call, items):
+    """`call(item)` for each item, an exception standing as that item's
+    result (the `Batcher` raises it to that item's caller alone)."""
     results = []
-    for arrays in requests:
+    for item in items:
         try:
-            results.append(_call(signature, arrays))
+            results.append(call(item))
         except Exception as error:
             results.append(error)
     return results
@@ -321,13 +327,23 @@ def create_app(
             if batcher is None:
                 signature = loaded.signature("serving_default")
 
-                def run_batch(waveforms):
+                def transcribe_batch(waveforms):
                     lengths = np.array([len(w) for w in waveforms], np.int32)
                     batch = np.zeros((len(waveforms), lengths.max()), np.float32)
                     for row, waveform in enumerate(waveforms):
                         batch[row, : len(waveform)] = waveform
                     outputs = _call(signature, {"waveform": batch, "waveform_length": lengths})
                     return [text.decode("utf-8", "replace") for text in outputs["text"]]
+
+                def run_batch(waveforms):
+                    # As for :predict: if the merged call fails (say, out of
+                    # memory), each upload is run alone, so one fails alone.
+                    if len(waveforms) > 1:
+                        try:
+                            return transcribe_batch(waveforms)
+                        except Exception:
+                            pass
+                    return _each_alone(lambda waveform: transcribe_batch([waveform])[0], waveforms)
 
                 batcher = Batcher(run_batch, max_batch_size=max_batch_size, timeout_s=batch_timeout_s)
                 loaded.extras["batcher"] = batcher

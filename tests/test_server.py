@@ -440,6 +440,51 @@ def test_concurrent_transcriptions_are_batched_and_correct(exports, asr_saved):
     assert batcher.items_run == 6 and batcher.batches_run < 6  # some shared a call
 
 
+def test_a_failed_merged_transcription_is_run_again_alone(exports, asr_saved, monkeypatch):
+    # A merged :transcribe call that fails (here: a model call holding the
+    # marked upload, as an out-of-memory batch would) is run again upload by
+    # upload, so only the marked upload fails and the others are transcribed.
+    import serving.server
+
+    marker = np.float32(0.4375)
+    waveforms = [synthetic_utterance(40 + i, 16000, 0.3 + 0.1 * i) for i in range(5)]
+    assert not any(np.any(w == marker) for w in waveforms)
+    poisoned = waveforms[2].copy()
+    poisoned[100] = marker
+    expected = [asr_saved.signatures["serving_default"](
+        waveform=tf.constant(w[None]), waveform_length=tf.constant([len(w)]))["text"].numpy()[0].decode()
+        for w in waveforms]
+    calls = []
+    real_call = serving.server._call
+
+    def failing_call(signature, arrays):
+        calls.append(arrays["waveform"].shape[0])
+        if np.any(arrays["waveform"] == marker):
+            raise tf.errors.InvalidArgumentError(None, None, "the marked upload")
+        return real_call(signature, arrays)
+
+    monkeypatch.setattr(serving.server, "_call", failing_call)
+    app = create_app("asr", os.path.dirname(exports["asr"]), batch_timeout_s=0.05)
+    uploads = [*waveforms[:2], poisoned, *waveforms[3:]]
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                return await asyncio.gather(*(
+                    client.post("/v1/models/asr:transcribe",
+                                files={"file": ("a.wav", _wav_bytes(w, 16000, subtype="FLOAT"))})
+                    for w in uploads))
+
+    responses = asyncio.run(main())
+    assert max(calls) > 1 and calls.count(1) >= 2  # a merged call failed, then ran alone
+    for index, response in enumerate(responses):
+        if index == 2:
+            assert response.status_code == 400 and "the marked upload" in response.json()["error"]
+        else:
+            assert response.status_code == 200 and response.json()["text"] == expected[index]
+
+
 def test_concurrent_predicts_are_merged_and_a_bad_one_fails_alone(exports, lm_saved):
     app = create_app("lm", os.path.dirname(exports["lm"]), batch_timeout_s=0.05)
     prompts = ["abc", "k", "hij", "", "ga", "ab\nc"]

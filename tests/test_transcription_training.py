@@ -695,7 +695,8 @@ def test_an_ensemble_run_trains_its_members_scores_them_together_and_exports_the
     assert export == str(out / "export" / "transcriber" / "1")
     metadata = read_metadata(export, task="transcription")
     assert metadata["ensemble_members"] == 2 and metadata["metrics"]["val_cer"] == saved["val_cer"]
-    assert metadata["trained_on"]["ensemble"] == [str(member) for member in members]
+    assert metadata["trained_on"]["ensemble"] == [
+        {"dataset": saved["dataset"], "run_dir": str(member)} for member in members]
     from_features = tf.saved_model.load(export).signatures["from_features"]
     data = make_speech_data(train=16, validation=8, test=8)
     models = [keras.models.load_model(member / "model.keras", compile=False) for member in members]

@@ -626,8 +626,10 @@ def export_for_serving(config, model, vocabulary, feature_config, data, metrics,
     if config.ensemble > 1:  # `model` is the list of its members
         from training.transcription_ensemble import member_dir
 
+        # As `serving.export_run` records the members it packs.
         trained_on["ensemble"] = [
-            os.path.abspath(member_dir(config.output_dir, config.seed + k)) for k in range(config.ensemble)
+            {"dataset": config.dataset, "run_dir": os.path.abspath(member_dir(config.output_dir, config.seed + k))}
+            for k in range(config.ensemble)
         ]
     return export_transcriber(
         model,
