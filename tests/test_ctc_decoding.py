@@ -89,7 +89,7 @@ def test_choose_text_scores_candidates_by_ctc_likelihood():
     }
     np.testing.assert_allclose(scores[0, :3], [-np.log(expected[t]) for t in ("a", "b", "ab")], rtol=1e-4)
     assert np.isinf(scores[0, 3]) and np.isinf(scores[0, 4])  # cannot fit in 2 frames
-    assert texts == ["a"]  # 0.49 + 0.35 + 0.02 against "ab"'s 0.28
+    assert texts == ["a"]  # 0.07 + 0.35 + 0.02 = 0.44 against "ab"'s 0.28
 
 
 def test_choose_text_fixes_greedy_spelling_and_respects_lengths():

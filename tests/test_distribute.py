@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_two_replicas_take_the_step_of_one_device_and_runs_train_evaluate_and_export(tmp_path):
     process = subprocess.run(
         [sys.executable, os.path.join(ROOT, "tests", "distributed_run.py"), str(tmp_path / "run")],
-        capture_output=True, text=True, cwd=ROOT, env=clean_env(PYTHONPATH=ROOT), timeout=300,
+        capture_output=True, text=True, cwd=ROOT, env=clean_env(PYTHONPATH=ROOT), timeout=600,
     )
     assert process.returncode == 0, process.stderr[-3000:]
     result = json.loads(process.stdout.strip().splitlines()[-1])

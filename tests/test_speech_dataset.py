@@ -145,7 +145,7 @@ def test_elements_labels_and_counts(tmp_path, counted):
     assert skipped[str(folder / "digits.wav")] == "out_of_vocabulary"
     assert skipped[str(folder / "blank.wav")] == "empty_transcript"
     import json
-    json.dumps(data.counts)
+    assert json.loads(json.dumps(data.counts)) == data.counts
     assert len(counted) == 8  # bad files never reach the feature computation
 
 

@@ -39,7 +39,7 @@ def test_split_errors_name_the_source_and_the_lengths():
         "or a smaller --sequence-length."
     )
     # The advertised minimum is exact: one character less fails.
-    split_text("x" * 151, sequence_length=15)
+    assert tuple(map(len, split_text("x" * 151, sequence_length=15))) == (135, 16)
     with pytest.raises(ValueError, match="too short"):
         split_text("x" * 150, sequence_length=15)
     # A training split too short (validation_fraction large).

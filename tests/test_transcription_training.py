@@ -105,6 +105,7 @@ class _Interrupt(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch + 1 == self.after:
+            self.weights = [w.copy() for w in self.model.get_weights()]
             raise KeyboardInterrupt("simulated kill")
 
 
@@ -113,9 +114,12 @@ class _EpochRecorder(keras.callbacks.Callback):
         super().__init__()
         self.epochs = []
         self.logs = []
+        self.first_weights = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epochs.append(epoch)
+        if self.first_weights is None:
+            self.first_weights = [w.copy() for w in self.model.get_weights()]
 
     def on_epoch_end(self, epoch, logs=None):
         self.logs.append(dict(logs))
@@ -124,11 +128,11 @@ class _EpochRecorder(keras.callbacks.Callback):
 def test_interrupted_run_resumes_at_the_next_epoch(tmp_path, fake_data):
     out = tmp_path / "run"
     config = transcription.Config(output_dir=str(out), epochs=2, **TINY)
+    killed = _Interrupt(after=1)
     with pytest.raises(KeyboardInterrupt):
-        transcription.run(config, callbacks=[_Interrupt(after=1)])
+        transcription.run(config, callbacks=[killed])
     assert (out / "backup" / "training_metadata.json").exists()
     assert json.loads((out / "backup" / "best.json").read_text())["epoch"] == 1
-    backed_up = keras.models.load_model  # noqa: F841 (the weights live in the backup)
     # The training time of epoch 1 is backed up with it (the budget and decay go on from it).
     killed_seconds = json.loads((out / "backup" / "training_clock.json").read_text())["seconds_by_epoch"]["1"]
     assert killed_seconds > 0
@@ -147,6 +151,10 @@ def test_interrupted_run_resumes_at_the_next_epoch(tmp_path, fake_data):
     recorder = _EpochRecorder()
     metrics = transcription.run(dataclasses.replace(config, epochs=3, beam_width=1), callbacks=[recorder])
     assert recorder.epochs == [1, 2]  # epochs 2 and 3 of 3 only
+    # ... from the weights the killed run had at the end of its epoch 1.
+    assert len(recorder.first_weights) == len(killed.weights)
+    for resumed, backed_up in zip(recorder.first_weights, killed.weights):
+        np.testing.assert_array_equal(resumed, backed_up)
     assert metrics["epochs"] == 3
     assert json.loads((out / "config.json").read_text())["epochs"] == 3
     assert "val_cer" in recorder.logs[0] and "val_wer" in recorder.logs[0]

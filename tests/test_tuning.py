@@ -270,12 +270,17 @@ def test_hyperband_continues_the_best_trial_of_a_bracket(tmp_path):
     }
 
 
-def test_time_budget_stops_new_trials(tmp_path, capsys):
+def test_time_budget_stops_new_trials(tmp_path, capsys, monkeypatch):
+    import types
+
+    import tuning.build_tuner as build_tuner
+
     output_dir = str(tmp_path / "run")
-    # A budget of ~0.01 s is spent before the oracle hands out its first
-    # trial: nothing completes, which is a clear error; the project stays
-    # resumable (the oracle does not save its "stopped" answer).
-    tuning = TuningConfig(tuner="random", max_trials=3, max_epochs=1, time_budget_minutes=1e-4)
+    # The oracle's clock says the budget is spent before it hands out its
+    # first trial: nothing completes, which is a clear error; the project
+    # stays resumable (the oracle does not save its "stopped" answer).
+    monkeypatch.setattr(build_tuner, "time", types.SimpleNamespace(time=lambda: float("inf")))
+    tuning = TuningConfig(tuner="random", max_trials=3, max_epochs=1, time_budget_minutes=10)
     with pytest.raises(RuntimeError, match="No trial of the search .* completed"):
         run_search(TOY_TASK, ToyConfig(output_dir=output_dir), tuning)
     assert "time budget spent: no new trials" in capsys.readouterr().out

@@ -19,12 +19,14 @@ def test_killed_search_resumes_without_repeating_finished_trials(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3")
     project = output_dir / "tuning" / "search"
 
-    first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    hold = tmp_path / "holding"
+    first = subprocess.Popen(command, cwd=ROOT, env=dict(env, TOY_TASK_HOLD_FILE=str(hold)),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        # trial_1 appears when the oracle hands out the second trial, i.e.
-        # after the first one completed: kill the run in the middle of it.
-        deadline = time.monotonic() + 120
-        while not (project / "trial_1" / "trial.json").exists():
+        # The toy task holds when it builds the second trial's model (after
+        # the first trial completed): kill the run there, in the middle of it.
+        deadline = time.monotonic() + 240
+        while not hold.exists():
             assert first.poll() is None, "the search ended before it could be interrupted"
             assert time.monotonic() < deadline, "the search did not reach its second trial"
             time.sleep(0.1)
@@ -35,7 +37,7 @@ def test_killed_search_resumes_without_repeating_finished_trials(tmp_path):
     assert done["status"] == "COMPLETED"
     assert json.loads((project / "trial_1" / "trial.json").read_text())["status"] == "RUNNING"
 
-    second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=150)
+    second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     out = second.stdout
     assert "resuming: 1 trial(s) already completed" in out

@@ -4,12 +4,16 @@ It goes through the real search space (`tuning.search_spaces
 .language_model_space`, hence `build_language_model` and the Elman layers)
 with a few hundred characters of text, so a trial takes a second or two.
 The subprocess tests run `python -m tests.tuning_toy_task OUTPUT_DIR
-[tuning flags]` from the project root.
+[tuning flags]` from the project root; with `TOY_TASK_HOLD_FILE=PATH` in the
+environment, the search writes PATH and waits, never to finish, when it
+builds the model of its second trial (the resume test kills it there).
 """
 
 import argparse
 import dataclasses
+import os
 import sys
+import time
 
 import keras
 import numpy as np
@@ -78,6 +82,14 @@ def compile_model(model, *, learning_rate):
 
 
 def build_model(hp, ranges, config, context):
+    hold = os.environ.get("TOY_TASK_HOLD_FILE")
+    if hold and os.path.exists(os.path.join(config.output_dir, "tuning", "search", "trial_1", "trial.json")):
+        # The resume test kills the search here, in the middle of its second
+        # trial, which therefore never completes before the kill.
+        with open(hold, "w"):
+            pass
+        while True:
+            time.sleep(1)
     return language_model_space(
         hp,
         ranges=ranges,
