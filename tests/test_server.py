@@ -81,6 +81,29 @@ def _wav_bytes(samples, rate, subtype="PCM_16", format="WAV"):
     return buffer.getvalue()
 
 
+def _transcribed_alone(asr_saved, waveform):
+    """The export's own `text` for one 16 kHz waveform, called directly."""
+    return asr_saved.signatures["serving_default"](
+        waveform=tf.constant(waveform[None]), waveform_length=tf.constant([len(waveform)])
+    )["text"].numpy()[0].decode()
+
+
+def _post_concurrently(app, path, requests):
+    """POST each request's keyword arguments to `path` at once (in-process,
+    through the app's lifespan); the responses in order."""
+    async def main():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                return await asyncio.gather(*(client.post(path, **request) for request in requests))
+
+    return asyncio.run(main())
+
+
+def _upload(waveform):
+    return {"files": {"file": ("a.wav", _wav_bytes(waveform, 16000, subtype="FLOAT"))}}
+
+
 def test_model_status(lm_client):
     expected = {"model_version_status": [
         {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}
@@ -267,17 +290,9 @@ def test_requests_with_rows_that_disagree_are_never_merged(exports, asr_saved):
     good = {"waveform": [speech.tolist()], "waveform_length": [len(speech)]}
     bad = [{"waveform": [speech.tolist()], "waveform_length": [len(speech)] * 2},
            {"waveform": [speech.tolist()] * 2, "waveform_length": [len(speech)]}]
-    expected = asr_saved.signatures["serving_default"](
-        waveform=tf.constant(speech[None]), waveform_length=tf.constant([len(speech)]))["text"].numpy()[0].decode()
+    expected = _transcribed_alone(asr_saved, speech)
 
-    async def main():
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                return await asyncio.gather(*(
-                    client.post("/v1/models/asr:predict", json={"inputs": inputs}) for inputs in [*bad, good]))
-
-    responses = asyncio.run(main())
+    responses = _post_concurrently(app, "/v1/models/asr:predict", [{"json": {"inputs": i}} for i in [*bad, good]])
     assert [r.status_code for r in responses] == [400, 400, 200]
     assert "`waveform_length` has 2 rows but `waveform` has 1" in responses[0].json()["error"]
     assert "`waveform_length` has 1 row but `waveform` has 2" in responses[1].json()["error"]
@@ -423,21 +438,10 @@ def test_concurrent_transcriptions_are_batched_and_correct(exports, asr_saved):
     # machine decodes the uploads), never on the timeout.
     app = create_app("asr", os.path.dirname(exports["asr"]), max_batch_size=6, batch_timeout_s=60)
     waveforms = [synthetic_utterance(20 + i, 16000, 0.3 + 0.1 * i) for i in range(6)]
-    expected = [asr_saved.signatures["serving_default"](
-        waveform=tf.constant(w[None]), waveform_length=tf.constant([len(w)]))["text"].numpy()[0].decode()
-        for w in waveforms]
+    expected = [_transcribed_alone(asr_saved, w) for w in waveforms]
 
-    async def main():
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                responses = await asyncio.gather(*(
-                    client.post("/v1/models/asr:transcribe",
-                                files={"file": ("a.wav", _wav_bytes(w, 16000, subtype="FLOAT"))})
-                    for w in waveforms))
-        return responses, app.state.store.current.extras["batcher"]
-
-    responses, batcher = asyncio.run(main())
+    responses = _post_concurrently(app, "/v1/models/asr:transcribe", [_upload(w) for w in waveforms])
+    batcher = app.state.store.current.extras["batcher"]
     assert [r.status_code for r in responses] == [200] * 6
     assert [r.json()["text"] for r in responses] == expected
     assert batcher.items_run == 6 and batcher.batches_run == 1  # one call for all six
@@ -454,9 +458,7 @@ def test_a_failed_merged_transcription_is_run_again_alone(exports, asr_saved, mo
     assert not any(np.any(w == marker) for w in waveforms)
     poisoned = waveforms[2].copy()
     poisoned[100] = marker
-    expected = [asr_saved.signatures["serving_default"](
-        waveform=tf.constant(w[None]), waveform_length=tf.constant([len(w)]))["text"].numpy()[0].decode()
-        for w in waveforms]
+    expected = [_transcribed_alone(asr_saved, w) for w in waveforms]
     calls = []
     real_call = serving.server._call
 
@@ -470,16 +472,7 @@ def test_a_failed_merged_transcription_is_run_again_alone(exports, asr_saved, mo
     app = create_app("asr", os.path.dirname(exports["asr"]), max_batch_size=5, batch_timeout_s=60)
     uploads = [*waveforms[:2], poisoned, *waveforms[3:]]
 
-    async def main():
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                return await asyncio.gather(*(
-                    client.post("/v1/models/asr:transcribe",
-                                files={"file": ("a.wav", _wav_bytes(w, 16000, subtype="FLOAT"))})
-                    for w in uploads))
-
-    responses = asyncio.run(main())
+    responses = _post_concurrently(app, "/v1/models/asr:transcribe", [_upload(w) for w in uploads])
     assert calls == [5, 1, 1, 1, 1, 1]  # the merged call failed, then each upload ran alone
     for index, response in enumerate(responses):
         if index == 2:
@@ -495,17 +488,9 @@ def test_concurrent_predicts_are_merged_and_a_bad_one_fails_alone(exports, lm_sa
         prompt=tf.constant([p]), max_new_chars=tf.constant(9), temperature=tf.constant(0.0)
     )["text"].numpy()[0].decode() for p in prompts if p}
 
-    async def main():
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                responses = await asyncio.gather(*(
-                    client.post("/v1/models/lm:predict", json={"inputs": {
-                        "prompt": [p], "max_new_chars": 9, "temperature": 0.0}})
-                    for p in prompts))
-        return responses, app.state.store.current.extras["predict_batchers"]
-
-    responses, batchers = asyncio.run(main())
+    responses = _post_concurrently(app, "/v1/models/lm:predict", [
+        {"json": {"inputs": {"prompt": [p], "max_new_chars": 9, "temperature": 0.0}}} for p in prompts])
+    batchers = app.state.store.current.extras["predict_batchers"]
     for prompt, response in zip(prompts, responses):
         if prompt:
             assert response.status_code == 200 and response.json() == {"outputs": [expected[prompt]]}
@@ -525,15 +510,8 @@ def test_seeded_generation_repeats_and_is_never_merged(exports, lm_saved):
         prompt=tf.constant(["ab", "ab"]), max_new_chars=tf.constant(15), temperature=tf.constant(1.0),
         seed=tf.constant(4, tf.int64))["text"].numpy()]
 
-    async def main():
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-                responses = await asyncio.gather(*(
-                    client.post("/v1/models/lm:predict", json=request) for request in requests))
-        return responses, app.state.store.current.extras.get("predict_batchers", {})
-
-    responses, batchers = asyncio.run(main())
+    responses = _post_concurrently(app, "/v1/models/lm:predict", [{"json": r} for r in requests])
+    batchers = app.state.store.current.extras.get("predict_batchers", {})
     outputs = [response.json()["outputs"] for response in responses]
     assert outputs[0] == outputs[1] == outputs[2] == alone
     assert alone[0] != alone[1] and outputs[3] != alone
@@ -600,15 +578,13 @@ def test_real_server_process_on_localhost(exports, asr_saved):
             time.sleep(0.5)
         assert httpx.get(url).json()["model_version_status"][0]["state"] == "AVAILABLE"
         speech = synthetic_utterance(9, 16000, 0.8)
-        expected = asr_saved.signatures["serving_default"](
-            waveform=tf.constant(speech[None]), waveform_length=tf.constant([len(speech)]))
-        response = httpx.post(url + ":transcribe", timeout=60,
-                              files={"file": ("a.wav", _wav_bytes(speech, 16000, subtype="FLOAT"))})
-        assert response.json()["text"] == expected["text"].numpy()[0].decode()
+        expected = _transcribed_alone(asr_saved, speech)
+        response = httpx.post(url + ":transcribe", timeout=60, **_upload(speech))
+        assert response.json()["text"] == expected
         response = httpx.post(url + ":predict", timeout=60, json={
             "signature_name": "serving_default",
             "inputs": {"waveform": [speech.tolist()], "waveform_length": [len(speech)]}})
-        assert response.json()["outputs"]["text"] == [expected["text"].numpy()[0].decode()]
+        assert response.json()["outputs"]["text"] == [expected]
         assert httpx.post(url + ":predict", content=b"{").status_code == 400
     finally:
         process.terminate()
