@@ -9,11 +9,14 @@ import csv
 import json
 import os
 import re
+import signal
 import socket
 import sys
+import time
 
 import pytest
 
+from tests.fresh_process import clean_env
 from tuning.distributed import launch_search
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,16 +28,6 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _env():
-    env = dict(os.environ)
-    env.update(
-        PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""),
-        CUDA_VISIBLE_DEVICES="",
-        TF_CPP_MIN_LOG_LEVEL="3",
-    )
-    return env
-
-
 def test_chief_and_two_workers_run_every_trial_once_and_exit(tmp_path):
     output_dir = tmp_path / "run"
     logs = tmp_path / "logs"
@@ -43,7 +36,7 @@ def test_chief_and_two_workers_run_every_trial_once_and_exit(tmp_path):
         "--tuner", "random", "--max-trials", "3", "--max-epochs", "1",
     ]
     codes = launch_search(
-        command, workers=2, port=_free_port(), timeout=170, log_dir=str(logs), env=_env()
+        command, workers=2, port=_free_port(), timeout=170, log_dir=str(logs), env=clean_env(PYTHONPATH=ROOT)
     )
     text = {name: (logs / f"{name}.log").read_text() for name in ("chief", "tuner1", "tuner2")}
     assert codes == {"chief": 0, "tuner1": 0, "tuner2": 0}, text
@@ -142,3 +135,46 @@ def test_workers_are_stopped_when_the_chief_fails_after_listening(tmp_path, caps
                           sys.executable, "-c", script)
     assert "the chief exited with code 4 (the workers were stopped)" in message
     assert str(tmp_path / "chief.log") in message
+
+
+
+def _chief_done_script(port, chief_code):
+    """A chief that listens for a second and exits with `chief_code`, a tuner1
+    that exits at once and a tuner2 that sleeps: the race of a small search,
+    where tuner1 runs every trial before tuner2 first asks the oracle."""
+    return (
+        "import os, socket, sys, time\n"
+        "role = os.environ['KERASTUNER_TUNER_ID']\n"
+        "if role == 'chief':\n"
+        "    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        f"    s.bind(('127.0.0.1', {port})); s.listen(); time.sleep(1); sys.exit({chief_code})\n"
+        "if role == 'tuner2':\n"
+        "    time.sleep(120)\n"
+    )
+
+
+def test_a_worker_that_got_no_trial_is_stopped_once_the_chief_has_finished(capsys):
+    port = _free_port()
+    started = time.monotonic()
+    codes = launch_search([sys.executable, "-c", _chief_done_script(port, 0)], workers=2, port=port,
+                          timeout=60, worker_grace=2)
+    assert codes == {"chief": 0, "tuner1": 0, "tuner2": None}
+    assert time.monotonic() - started < 30  # stopped after the grace, not at the timeout
+
+    from tuning.distributed import main
+
+    port = _free_port()
+    assert main(["--workers", "2", "--port", str(port), "--timeout", "60", "--worker-grace", "2", "--",
+                 sys.executable, "-c", _chief_done_script(port, 0)]) == 0
+    out = capsys.readouterr().out
+    assert "[tuning] exit codes: chief=0, tuner1=0, tuner2=stopped" in out
+    assert ("[tuning] tuner2 got no trial: the other workers had run every trial and the chief had finished; "
+            "still waiting for the oracle 2 s later, it was stopped.") in out
+
+
+def test_a_failing_chief_stops_its_workers_and_the_codes_say_so():
+    port = _free_port()
+    codes = launch_search([sys.executable, "-c", _chief_done_script(port, 4)], workers=2, port=port,
+                          timeout=60, worker_grace=2)
+    assert codes["chief"] == 4 and codes["tuner1"] == 0
+    assert codes["tuner2"] == -signal.SIGTERM  # stopped, not reported as a worker without a trial

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+from tests.fresh_process import clean_env
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -16,7 +18,7 @@ def test_killed_search_resumes_without_repeating_finished_trials(tmp_path):
         sys.executable, "-m", "tests.tuning_toy_task", str(output_dir),
         "--tuner", "random", "--max-trials", "3", "--max-epochs", "1",
     ]
-    env = dict(os.environ, PYTHONPATH=ROOT, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3")
+    env = clean_env(PYTHONPATH=ROOT)
     project = output_dir / "tuning" / "search"
 
     hold = tmp_path / "holding"

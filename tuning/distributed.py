@@ -9,6 +9,12 @@ every trial is done, writes the trials table, the best model and its export),
 then, once the chief listens, `tuner1` .. `tunerN` (each asks the chief for
 trials until there are none left). Every process exits by itself; this
 launcher waits for all of them and fails if one fails or `--timeout` passes.
+One case does not end by itself: when the other workers have run every trial
+before a worker first asks (a small search, a slow start), the chief
+finishes without it and keras-tuner's client would wait up to an hour for
+an oracle that is gone. Such a worker is stopped `--worker-grace` seconds
+(60) after the chief has finished and reported as having had no trial; it
+is not a failure.
 
 On several machines, run the same `train.py` command on each with the
 variables set by hand (see the README): the chief's `KERASTUNER_ORACLE_IP`
@@ -74,7 +80,13 @@ def _stop(processes):
             process.wait()
 
 
-def launch_search(command, *, workers, port, host="127.0.0.1", timeout=None, log_dir=None, env=None):
+# Seconds a worker may take to exit after the chief has finished; a worker
+# still running then never got a trial (see the module's docstring).
+WORKER_GRACE_SECONDS = 60.0
+
+
+def launch_search(command, *, workers, port, host="127.0.0.1", timeout=None, log_dir=None, env=None,
+                  worker_grace=WORKER_GRACE_SECONDS):
     """Run `command` as a keras-tuner chief and `workers` workers; wait for all.
 
     Args:
@@ -88,9 +100,14 @@ def launch_search(command, *, workers, port, host="127.0.0.1", timeout=None, log
         log_dir: Optional folder for `chief.log`, `tuner1.log`, ...; by
             default the processes write to this process's stdout/stderr.
         env: Optional base environment (default `os.environ`).
+        worker_grace: Seconds a worker may still run after the chief has
+            exited with code 0 (every trial done and every worker that had
+            one told to stop); a worker still running then is waiting for an
+            oracle that is gone, and is stopped.
 
     Returns:
-        `{tuner_id: exit code}` for the chief and every worker.
+        `{tuner_id: exit code}` for the chief and every worker; `None` for a
+        worker stopped because the chief finished before it got a trial.
 
     Raises:
         ValueError: for a bad `workers` or `port` (`PortError` when the port
@@ -104,6 +121,9 @@ def launch_search(command, *, workers, port, host="127.0.0.1", timeout=None, log
         raise ValueError(f"Received an invalid value for argument `port`, expected an integer in 1..65535, got {port!r}.")
     if not command:
         raise ValueError("Received an empty `command`; expected the search command's argv.")
+    if isinstance(worker_grace, bool) or not isinstance(worker_grace, (int, float)) or not worker_grace >= 0:
+        raise ValueError(f"Received an invalid value for argument `worker_grace`, expected a non-negative number "
+                         f"of seconds, got {worker_grace!r}.")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                 or not math.isfinite(timeout) or timeout <= 0):
         raise ValueError(f"Received an invalid value for argument `timeout`, expected a positive number of "
@@ -148,6 +168,7 @@ def launch_search(command, *, workers, port, host="127.0.0.1", timeout=None, log
         for index in range(1, workers + 1):
             start(f"tuner{index}")
         # A chief that fails stops the workers: they would wait for its oracle forever.
+        chief_done = None  # when the chief exited with code 0
         while processes["chief"].poll() is None or (
             processes["chief"].returncode == 0 and any(p.poll() is None for p in processes.values())
         ):
@@ -157,9 +178,16 @@ def launch_search(command, *, workers, port, host="127.0.0.1", timeout=None, log
                     f"The distributed search did not finish within {timeout} s "
                     f"({running} still running); every process was stopped."
                 )
+            if processes["chief"].returncode == 0:
+                chief_done = chief_done or time.monotonic()
+                if time.monotonic() - chief_done > worker_grace:
+                    break
             time.sleep(0.2)
+        idle = [tuner_id for tuner_id, p in processes.items()
+                if p.poll() is None and processes["chief"].returncode == 0]
         _stop(list(processes.values()))
-        return {tuner_id: process.returncode for tuner_id, process in processes.items()}
+        return {tuner_id: None if tuner_id in idle else process.returncode
+                for tuner_id, process in processes.items()}
     finally:
         _stop(list(processes.values()))
         for output in logs:
@@ -178,6 +206,9 @@ def main(argv=None):
     parser.add_argument("--host", default="127.0.0.1", help="the oracle's address (default: 127.0.0.1)")
     parser.add_argument("--timeout", type=float, default=None, help="stop everything after this many seconds")
     parser.add_argument("--log-dir", default=None, help="write chief.log, tuner1.log, ... here")
+    parser.add_argument("--worker-grace", type=float, default=WORKER_GRACE_SECONDS,
+                        help="seconds a worker may still run after the chief has finished; one still running "
+                             "then never got a trial and is stopped (default: %(default)g)")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the search command, after --")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -189,6 +220,8 @@ def main(argv=None):
         parser.error(f"argument --port: expected an integer in 1..65535, got {args.port}")
     if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
         parser.error(f"argument --timeout: expected a positive number of seconds, got {args.timeout:g}")
+    if not (math.isfinite(args.worker_grace) and args.worker_grace >= 0):
+        parser.error(f"argument --worker-grace: expected a non-negative number of seconds, got {args.worker_grace:g}")
     chief_output = (os.path.join(args.log_dir, "chief.log") if args.log_dir
                     else "this terminal, above")
     try:
@@ -199,6 +232,7 @@ def main(argv=None):
             host=args.host,
             timeout=args.timeout,
             log_dir=args.log_dir,
+            worker_grace=args.worker_grace,
         )
     except PortError as error:  # checked once, by launch_search, before anything starts
         parser.error(f"argument --port: {error.reason}, got {args.port}")
@@ -212,11 +246,15 @@ def main(argv=None):
             parser.error(f"the search command {command[0]!r} cannot be run: {error.strerror or error}; "
                          "expected an executable program after --")
         parser.error(f"argument --log-dir {args.log_dir}: {error.strerror or error}; expected a directory to write")
-    print("[tuning] exit codes: " + ", ".join(f"{k}={v}" for k, v in codes.items()), flush=True)
+    print("[tuning] exit codes: " + ", ".join(f"{k}={'stopped' if v is None else v}" for k, v in codes.items()),
+          flush=True)
+    for tuner_id in (k for k, v in codes.items() if v is None):
+        print(f"[tuning] {tuner_id} got no trial: the other workers had run every trial and the chief had "
+              f"finished; still waiting for the oracle {args.worker_grace:g} s later, it was stopped.", flush=True)
     if codes["chief"] != 0:
         print(f"{parser.prog}: error: the chief exited with code {codes['chief']} (the workers were stopped). "
               f"The chief's output: {chief_output}.", file=sys.stderr, flush=True)
-    return 0 if all(code == 0 for code in codes.values()) else 1
+    return 0 if all(code in (0, None) for code in codes.values()) else 1
 
 
 if __name__ == "__main__":
