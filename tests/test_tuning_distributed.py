@@ -36,7 +36,9 @@ def test_chief_and_two_workers_run_every_trial_once_and_exit(tmp_path):
         "--tuner", "random", "--max-trials", "3", "--max-epochs", "1",
     ]
     codes = launch_search(
-        command, workers=2, port=_free_port(), timeout=170, log_dir=str(logs), env=clean_env(PYTHONPATH=ROOT)
+        command, workers=2, port=_free_port(), timeout=170, log_dir=str(logs),
+        # Each worker's first trial waits for the other's: both get one.
+        env=clean_env(PYTHONPATH=ROOT, TOY_TASK_MEET_DIR=str(tmp_path / "meet"), TOY_TASK_MEET_COUNT="2"),
     )
     text = {name: (logs / f"{name}.log").read_text() for name in ("chief", "tuner1", "tuner2")}
     assert codes == {"chief": 0, "tuner1": 0, "tuner2": 0}, text
@@ -48,8 +50,9 @@ def test_chief_and_two_workers_run_every_trial_once_and_exit(tmp_path):
     }
     assert sorted(finished["tuner1"] + finished["tuner2"]) == ["1", "2", "3"], finished
     for name in ("tuner1", "tuner2"):
-        # Both asked the chief's oracle (which of them ran more trials
-        # depends on start-up times) and left when it had none left.
+        # Both asked the chief's oracle and had a trial (which of them ran
+        # the third depends on timing), and left when it had none left.
+        assert finished[name], finished
         assert f"worker {name} of a distributed random search, oracle at 127.0.0.1:" in text[name]
         assert f"worker {name}: the oracle has no more trials; exiting" in text[name]
 

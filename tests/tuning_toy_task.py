@@ -7,6 +7,10 @@ The subprocess tests run `python -m tests.tuning_toy_task OUTPUT_DIR
 [tuning flags]` from the project root; with `TOY_TASK_HOLD_FILE=PATH` in the
 environment, the search writes PATH and waits, never to finish, when it
 builds the model of its second trial (the resume test kills it there).
+With `TOY_TASK_MEET_DIR=DIR` and `TOY_TASK_MEET_COUNT=N`, a distributed
+worker's first trial writes `DIR/<tuner id>` and waits until N workers have,
+so every worker gets a trial (the distributed test: otherwise one worker
+could run them all before another first asks).
 """
 
 import argparse
@@ -100,6 +104,32 @@ def build_model(hp, ranges, config, context):
     )
 
 
+class _MeetOtherWorkers(keras.callbacks.Callback):
+    """Holds a worker's first trial until `TOY_TASK_MEET_COUNT` workers have one."""
+
+    met = False  # per process: only the first trial waits
+
+    def on_train_begin(self, logs=None):
+        meet_dir = os.environ.get("TOY_TASK_MEET_DIR")
+        tuner_id = os.environ.get("KERASTUNER_TUNER_ID", "")
+        if not meet_dir or not tuner_id.startswith("tuner") or _MeetOtherWorkers.met:
+            return
+        os.makedirs(meet_dir, exist_ok=True)
+        with open(os.path.join(meet_dir, tuner_id), "w"):
+            pass
+        count = int(os.environ["TOY_TASK_MEET_COUNT"])
+        deadline = time.monotonic() + 150
+        while len(os.listdir(meet_dir)) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{tuner_id}: fewer than {count} workers in {meet_dir} after 150 s")
+            time.sleep(0.1)
+        _MeetOtherWorkers.met = True
+
+
+def make_callbacks(config, context, validation):
+    return [_MeetOtherWorkers()]
+
+
 def evaluate(model, config, context, validation):
     return {"val_loss": float(model.evaluate(validation, verbose=0))}
 
@@ -114,6 +144,7 @@ TOY_TASK = TuningTask(
     default_ranges=TOY_RANGES,
     prepare=prepare,
     build_model=build_model,
+    make_callbacks=make_callbacks,
     evaluate=evaluate,
     export=export,
 )
