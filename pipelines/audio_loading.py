@@ -1,5 +1,6 @@
 """Read, validate and resample audio: every bad file gets a named reason."""
 
+import io
 import os
 import struct
 
@@ -39,35 +40,38 @@ class AudioError(ValueError):
         super().__init__(f"{self.source}: {reason}: {detail}")
 
 
-def _wav_shortfall(path):
-    """Bytes a RIFF/WAV file's `data` chunk declares but does not contain."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        header = f.read(12)
-        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
-            return 0
-        position = 12
-        while position + 8 <= size:
-            f.seek(position)
-            chunk_id, chunk_size = struct.unpack("<4sI", f.read(8))
-            if chunk_id == b"data":
-                if chunk_size in (0, 0xFFFFFFFF):  # streamed WAV: size unknown
-                    return 0
-                return max(0, position + 8 + chunk_size - size)
-            position += 8 + chunk_size + (chunk_size & 1)
+def _wav_shortfall(stream):
+    """Bytes a RIFF/WAV file's `data` chunk declares but does not contain
+    (`stream`: a binary file object)."""
+    size = stream.seek(0, io.SEEK_END)
+    stream.seek(0)
+    header = stream.read(12)
+    if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+        return 0
+    position = 12
+    while position + 8 <= size:
+        stream.seek(position)
+        chunk_id, chunk_size = struct.unpack("<4sI", stream.read(8))
+        if chunk_id == b"data":
+            if chunk_size in (0, 0xFFFFFFFF):  # streamed WAV: size unknown
+                return 0
+            return max(0, position + 8 + chunk_size - size)
+        position += 8 + chunk_size + (chunk_size & 1)
     return 0
 
 
-def _read(source, max_duration_s):
-    """(samples, rate) of a file, opened once; AudioError on any problem."""
+def _read(source, max_duration_s, data=None, limit_name="max_duration_s"):
+    """(samples, rate) of a file, opened once; AudioError on any problem.
+    `data`: the file's bytes (an upload), when `source` only names it."""
+    stream = source if data is None else io.BytesIO(data)
     try:
-        handle = sf.SoundFile(source)
+        handle = sf.SoundFile(stream)
     except Exception as error:  # libsndfile raises several types for bad files
-        if not os.path.exists(source):
+        if data is None and not os.path.exists(source):
             raise AudioError(source, UNREADABLE, "file does not exist") from None
-        if os.path.getsize(source) == 0:
+        if (len(data) if data is not None else os.path.getsize(source)) == 0:
             raise AudioError(source, EMPTY, "file has 0 bytes") from None
-        raise AudioError(source, UNREADABLE, f"not a readable audio file ({error})") from None
+        raise AudioError(source, UNREADABLE, f"not a readable audio file (wav, flac, ogg): {error}") from None
     with handle:
         frames, rate = handle.frames, handle.samplerate
         if frames == 0:
@@ -76,25 +80,30 @@ def _read(source, max_duration_s):
             raise AudioError(source, UNREADABLE, f"invalid sample rate {rate}")
         if max_duration_s is not None and frames / rate > max_duration_s:
             raise AudioError(
-                source, TOO_LONG, f"{frames / rate:.1f} s is longer than max_duration_s={max_duration_s:g}"
+                source, TOO_LONG, f"{frames / rate:.1f} s is longer than {limit_name}={max_duration_s:g}"
             )
         if handle.format == "WAV":
-            shortfall = _wav_shortfall(source)
+            if data is None:
+                with open(source, "rb") as f:
+                    shortfall = _wav_shortfall(f)
+            else:
+                shortfall = _wav_shortfall(io.BytesIO(data))
             if shortfall:
                 raise AudioError(
                     source, TRUNCATED, f"WAV data chunk is {shortfall} bytes shorter than its header declares"
                 )
         try:
-            data = handle.read(dtype="float32", always_2d=True)
+            samples = handle.read(dtype="float32", always_2d=True)
         except Exception as error:
             raise AudioError(source, TRUNCATED, f"decoding stopped part way ({error})") from None
-    if data.shape[0] < frames:
-        raise AudioError(source, TRUNCATED, f"read {data.shape[0]} of the {frames} frames its header declares")
-    return (data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]), rate
+    if samples.shape[0] < frames:
+        raise AudioError(source, TRUNCATED, f"read {samples.shape[0]} of the {frames} frames its header declares")
+    return (samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]), rate
 
 
 def prepare_waveform(
-    samples, source_rate, sample_rate, *, source="<waveform>", max_duration_s=None, min_samples=1
+    samples, source_rate, sample_rate, *, source="<waveform>", max_duration_s=None, min_samples=1,
+    allow_silence=False, limit_name="max_duration_s",
 ):
     """Validate and resample decoded audio to mono float32 at `sample_rate`.
 
@@ -106,6 +115,10 @@ def prepare_waveform(
         source: Name used in error messages (the file or example id).
         max_duration_s: Longest accepted duration in seconds, or `None`.
         min_samples: Fewest samples accepted after resampling.
+        allow_silence: Accept silence (the server transcribes it as "")
+            instead of raising `SILENT`.
+        limit_name: How the too-long message names `max_duration_s`
+            (the caller's flag).
 
     Returns:
         `(samples,)` float32 waveform at `sample_rate`.
@@ -130,12 +143,12 @@ def prepare_waveform(
     duration = samples.shape[0] / source_rate
     if max_duration_s is not None and duration > max_duration_s:
         raise AudioError(
-            source, TOO_LONG, f"{duration:.1f} s is longer than max_duration_s={max_duration_s:g}"
+            source, TOO_LONG, f"{duration:.1f} s is longer than {limit_name}={max_duration_s:g}"
         )
     if not np.all(np.isfinite(samples)):
         raise AudioError(source, UNREADABLE, "samples contain NaN or infinity")
     peak = float(np.max(np.abs(samples)))
-    if peak < SILENCE_PEAK:
+    if peak < SILENCE_PEAK and not allow_silence:
         raise AudioError(source, SILENT, f"peak amplitude {peak:.2g} is below {SILENCE_PEAK:g} (silence)")
     if source_rate != sample_rate:
         samples = librosa.resample(
@@ -150,7 +163,8 @@ def prepare_waveform(
     return np.clip(samples, -1.0, 1.0)
 
 
-def load_audio(path, sample_rate, *, max_duration_s=None, min_samples=1):
+def load_audio(path, sample_rate, *, max_duration_s=None, min_samples=1, data=None, allow_silence=False,
+               limit_name="max_duration_s"):
     """Load an audio file (wav, flac, ogg, any rate) as mono float32.
 
     Multi-channel audio is averaged to mono and resampled with soxr
@@ -161,6 +175,10 @@ def load_audio(path, sample_rate, *, max_duration_s=None, min_samples=1):
         sample_rate: Wanted rate in Hz.
         max_duration_s: Longest accepted duration in seconds, or `None`.
         min_samples: Fewest samples accepted after resampling.
+        data: Optional bytes of the file (an upload); `path` then only
+            names it in messages. Checked exactly as a file on disk.
+        allow_silence: Accept silence instead of raising `SILENT`.
+        limit_name: How the too-long message names `max_duration_s`.
 
     Returns:
         `(samples,)` float32 waveform at `sample_rate`, in [-1, 1].
@@ -170,7 +188,8 @@ def load_audio(path, sample_rate, *, max_duration_s=None, min_samples=1):
             unreadable, empty, truncated, silent, too long or too short.
     """
     source = os.fspath(path)
-    samples, rate = _read(source, max_duration_s)
+    samples, rate = _read(source, max_duration_s, data=data, limit_name=limit_name)
     return prepare_waveform(
-        samples, rate, sample_rate, source=source, max_duration_s=max_duration_s, min_samples=min_samples
+        samples, rate, sample_rate, source=source, max_duration_s=max_duration_s, min_samples=min_samples,
+        allow_silence=allow_silence, limit_name=limit_name,
     )

@@ -1,21 +1,18 @@
 """The local model server: TF Serving's REST API on FastAPI, plus `:transcribe`."""
 
 import contextlib
-import io
 import logging
 import re
 
 import anyio.to_thread
-import librosa
 import numpy as np
-import soundfile as sf
 import tensorflow as tf
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pipelines.audio_loading import RESAMPLE_TYPE, SILENT, TOO_LONG, AudioError, prepare_waveform
+from pipelines.audio_loading import TOO_LONG, AudioError, load_audio
 from serving.batcher import Batcher
 from serving.model_store import ModelStore, NotFoundError
 from serving.rest_json import RequestError, dumps, format_predict_response, parse_json_body, parse_predict_request
@@ -91,11 +88,16 @@ _BOILERPLATE = ("Graph execution error", "Detected at node", "<stack traces", "S
 def _invalid_argument_message(error):
     """The useful line of a TensorFlow InvalidArgumentError."""
     text = getattr(error, "message", str(error))
-    # The first data item of the assertion: it may hold "]" (e.g. a character
-    # named in the message), so it ends at the next item or the line's end.
-    match = re.search(r"assertion failed: \[(.*?)\](?= \[|\n|$)", text)
+    # The assertion's data items; the first is the message. An item may hold
+    # "]" (e.g. a character named in the message), so it ends at the next
+    # item or the line's end.
+    match = re.search(r"assertion failed: (\[.*)", text)
     if match:
-        return match.group(1)
+        items = re.findall(r"\[(.*?)\](?= \[|$)", match.group(1))
+        message = items[0].replace("\\'", "'").rstrip(" .")
+        # tf.debugging.assert_* add "x (name) = ", [values], "y (...) = ", [values].
+        values = [items[i + 1] for i in range(1, len(items) - 1) if re.fullmatch(r"[xy] \(.*\) = ", items[i])]
+        return message + (f" (got {' against '.join(values)})" if values else "")
     lines = [line.strip() for line in text.splitlines()]
     lines = [line for line in lines if line and not line.startswith(_BOILERPLATE)]
     message = lines[0] if lines else text
@@ -361,7 +363,7 @@ def create_app(
             raise RequestError(
                 "Expected a multipart/form-data upload with one audio file "
                 f"(e.g. curl -F file=@speech.wav), could not parse it: {error}.") from None
-        uploads = [value for value in form.values() if hasattr(value, "read")]
+        uploads = [value for _, value in form.multi_items() if hasattr(value, "read")]
         if len(uploads) != 1:
             raise RequestError(
                 f"Expected exactly one uploaded audio file in the form, got {len(uploads)} "
@@ -431,35 +433,12 @@ def create_app(
 
 
 def _decode_audio(data, name, sample_rate, min_samples, max_seconds):
-    """Bytes of an audio file -> mono float32 at `sample_rate`; AudioError if bad."""
+    """Bytes of an audio file -> mono float32 at `sample_rate`; AudioError if bad.
+
+    Checked as training checks a file (`load_audio`: unreadable, empty,
+    truncated, non-finite, too long or too short), except that silence is a
+    valid request: the export's serving_default gives it the text ""."""
     if not data:
         raise AudioError(name, "empty", "the uploaded file has 0 bytes")
-    try:
-        with sf.SoundFile(io.BytesIO(data)) as audio:
-            if audio.samplerate > 0 and audio.frames / audio.samplerate > max_seconds:
-                raise AudioError(
-                    name, TOO_LONG,
-                    f"{audio.frames / audio.samplerate:.1f} s is longer than the limit of "
-                    f"{max_seconds:g} s (--max_audio_seconds)")
-            samples = audio.read(dtype="float32", always_2d=True)
-            rate = audio.samplerate
-    except AudioError:
-        raise
-    except Exception as error:  # libsndfile raises several types for non-audio
-        reason = re.sub(r"^Error opening <[^>]*>: ", "", str(error))
-        raise AudioError(name, "unreadable", f"not a readable audio file (wav, flac, ogg): {reason}") from None
-    try:
-        return prepare_waveform(samples, rate, sample_rate, source=name,
-                                max_duration_s=max_seconds, min_samples=min_samples)
-    except AudioError as error:
-        if error.reason != SILENT:
-            raise
-    # Silence is a valid request: resample it the way the loader does instead
-    # of rejecting it; the export's serving_default gives it the text "".
-    mono = samples.mean(axis=1)
-    if rate != sample_rate:
-        mono = librosa.resample(mono, orig_sr=rate, target_sr=sample_rate, res_type=RESAMPLE_TYPE)
-    if len(mono) < min_samples:
-        raise AudioError(name, "too_short", f"{len(mono)} samples at {sample_rate} Hz, fewer than the "
-                         f"{min_samples} one frame needs")
-    return mono.astype(np.float32)
+    return load_audio(name, sample_rate, max_duration_s=max_seconds, min_samples=min_samples, data=data,
+                      allow_silence=True, limit_name="--max_audio_seconds")

@@ -86,6 +86,18 @@ def check_batch_sizes(values, value_name, lengths, lengths_name, what):
     return tf.debugging.Assert(tf.equal(rows, count), [message])
 
 
+def check_finite(values, name, what):
+    """An assertion (InvalidArgument) that every entry of `values` is finite, naming
+    the first row that is not: a NaN or infinity would come back as NaN
+    `log_probs` and an empty `text`, where training refuses such audio."""
+    finite = tf.reduce_all(tf.math.is_finite(tf.reshape(values, [tf.shape(values)[0], -1])), axis=1)
+    first = tf.reduce_min(tf.where(tf.logical_not(finite))[:, 0])  # only read when one row is not finite
+    message = tf.strings.join([
+        f"every `{name}` {what} must be finite (no NaN or infinity); row ", tf.strings.as_string(first), " is not",
+    ])
+    return tf.debugging.Assert(tf.reduce_all(finite), [message])
+
+
 def greedy_ids(log_probs, frame_length, vocabulary):
     """Greedy CTC hypothesis ids `(batch, length)` int32, -1 past each one (`keras.ops.ctc_decode`)."""
     decoded, _ = keras.ops.ctc_decode(
@@ -324,6 +336,7 @@ def export_transcriber(
         ):
             waveform, waveform_length = tf.identity(waveform), tf.identity(waveform_length)
         checks = [
+            check_finite(waveform, "waveform", "sample"),
             tf.debugging.assert_greater_equal(
                 waveform_length,
                 feature_config.n_fft,
@@ -358,6 +371,7 @@ def export_transcriber(
         ):
             features, feature_length = tf.identity(features), tf.identity(feature_length)
         checks = [
+            check_finite(features, "features", "value"),
             tf.debugging.assert_non_negative(
                 feature_length, message="every `feature_length` must be >= 0"
             ),

@@ -152,6 +152,21 @@ def test_bad_lengths_are_invalid_argument(loaded):
             loaded.signatures["from_features"](features=features, feature_length=tf.constant(lengths))
 
 
+def test_non_finite_inputs_are_invalid_argument_naming_the_row(loaded):
+    # Training refuses such audio; the export must not answer NaN log_probs and "".
+    waveform = np.full((3, 1000), 0.1, np.float32)
+    waveform[1, 500] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"every `waveform` sample must be finite \(no NaN or infinity\); row 1 is not"):
+        loaded.signatures["serving_default"](waveform=tf.constant(waveform),
+                                             waveform_length=tf.constant([1000, 1000, 1000]))
+    features = np.zeros((2, 5, CONFIG.n_features), np.float32)
+    features[0, 2, 3] = -np.inf
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"every `features` value must be finite \(no NaN or infinity\); row 0 is not"):
+        loaded.signatures["from_features"](features=tf.constant(features), feature_length=tf.constant([5, 5]))
+
+
 BATCH_MISMATCHES = [
     # (signature, inputs, message): never broadcast, never TensorFlow's shape errors.
     ("serving_default", {"waveform": (1, 1000), "waveform_length": [1000, 1000, 1000]},

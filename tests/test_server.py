@@ -204,6 +204,9 @@ BAD_PREDICTS = [
     ('{"signature_name": "generate_seeded", "inputs": {"prompt": ["a"], "max_new_chars": 5, "seed": 1, '
      '"temperature": Infinity}}', 400, "`temperature` must be a finite number >= 0 (0 is greedy), got inf"),
     ('{"inputs": {"prompt": ["a"], "max_new_chars": 101, "temperature": 0}}', 413, "limit of 100"),
+    # The assertion's own values, and no padding or escapes from TensorFlow's formatting.
+    ('{"inputs": {"prompt": ["a"], "max_new_chars": -5, "temperature": 0}}', 400,
+     '{"error":"`max_new_chars` must be >= 0 (got -5)"}'),
     ('{"inputs": ["a"]}', 400, "3 inputs"),
     ('{"signature_name": "score", "inputs": []}', 400, "empty batch"),
     ('{"signature_name": "score", "inputs": ["a\u00e9"]}', 400, "every `text` character must be in the vocabulary"),
@@ -222,7 +225,10 @@ BAD_PREDICTS = [
 def test_bad_predict_requests_are_4xx_with_a_message(lm_client, body, status, message):
     response = lm_client.post("/v1/models/lm:predict", content=body)
     assert response.status_code == status
-    assert message in response.json()["error"]
+    if message.startswith('{"error"'):
+        assert response.text == message
+    else:
+        assert message in response.json()["error"]
 
 
 def test_unknown_models_versions_routes_and_methods(lm_client):
@@ -382,12 +388,20 @@ def test_transcribe_uploads_of_any_rate_and_channels(asr_client, asr_saved):
 
 def test_bad_uploads_are_4xx_with_a_message(asr_client, lm_client):
     too_long = _wav_bytes(np.full(8000 * 4, 0.1, np.float32), 8000)
+    speech = _wav_bytes(synthetic_utterance(1, 16000, 1.0), 16000)
     cases = [
         ({"file": ("a.wav", b"RIFF not really a wave file")}, 400, "not a readable audio file"),
         ({"file": ("a.wav", b"")}, 400, "0 bytes"),
         ({"file": ("a.wav", _wav_bytes(np.full(100, 0.1, np.float32), 16000))}, 400, "too_short"),
-        ({"file": ("a.wav", too_long)}, 413, "longer than the limit of 3 s"),
+        ({"file": ("a.wav", too_long)}, 413, "a.wav: too_long: 4.0 s is longer than --max_audio_seconds=3"),
         ({"file": ("a.wav", too_long), "other": ("b.wav", too_long)}, 400, "exactly one"),
+        # Two files under one field name: neither is dropped in silence.
+        ([("file", ("a.wav", speech)), ("file", ("b.wav", speech))], 400, "exactly one uploaded audio file "
+         "in the form, got 2"),
+        # Cut short, as in training: the data chunk is shorter than its header says.
+        ({"file": ("cut.wav", speech[: len(speech) // 2])}, 400, "cut.wav: truncated: WAV data chunk is"),
+        ({"file": ("nan.wav", _wav_bytes(np.full(8000, np.nan, np.float32), 8000, "FLOAT"))}, 400,
+         "nan.wav: unreadable: samples contain NaN or infinity"),
         ({}, 400, "exactly one uploaded audio file"),
     ]
     for files, status, message in cases:
@@ -398,6 +412,15 @@ def test_bad_uploads_are_4xx_with_a_message(asr_client, lm_client):
     response = asr_client.post("/v1/models/asr:transcribe", content=b"{}",
                                headers={"content-type": "multipart/form-data; boundary=zz"})
     assert response.status_code == 400
+    response = asr_client.post("/v1/models/asr:predict",
+                               json={"inputs": {"waveform": [[0.1] * 800], "waveform_length": [900]}})
+    assert response.status_code == 400
+    assert response.json()["error"] == "`waveform_length` must not exceed the waveform's padded length (got 900 against 800)"
+    samples = ", ".join(["0.1"] * 400 + ["NaN"] + ["0.1"] * 399)  # TF Serving's JSON allows NaN
+    nan_waveform = '{"inputs": {"waveform": [[' + samples + ']], "waveform_length": [800]}}'
+    response = asr_client.post("/v1/models/asr:predict", content=nan_waveform)
+    assert response.status_code == 400
+    assert "every `waveform` sample must be finite (no NaN or infinity); row 0 is not" in response.json()["error"]
     long_waveform = {"inputs": {"waveform": [[0.0] * 64_000], "waveform_length": [64_000]}}
     response = asr_client.post("/v1/models/asr:predict", json=long_waveform)
     assert response.status_code == 413 and "limit of 3 s" in response.json()["error"]
