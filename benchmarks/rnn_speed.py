@@ -51,6 +51,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks.machine import cpu_model, describe  # noqa: E402
+from training.cli import output_file_error  # noqa: E402
 from layers import ElmanCell, ElmanRNN  # noqa: E402
 from layers.fused_elman import batch_shards  # noqa: E402
 from models.dtype_policy import DTYPE_POLICIES, dtype_policy  # noqa: E402
@@ -290,25 +291,6 @@ def _verdicts(all_results):
     return verdicts
 
 
-def output_error(output):
-    """Why the JSON report cannot be written to `output`, or None when it can.
-
-    Checked before the benchmark runs, so that its results are not lost at
-    the end: `output` must not be a directory, and its nearest existing
-    ancestor must be a writable directory (missing parents are made).
-    """
-    if os.path.isdir(output):
-        return f"--output {output} is a directory; expected the path of a JSON file to write."
-    parent = os.path.dirname(os.path.abspath(output))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        return f"--output {output}: {parent} is a file, not a directory; expected a path whose parent is a directory."
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return f"--output {output}: directory {parent} is not writable; expected a path that can be written."
-    return None
-
-
 def write_json(path, report):
     """Write `report` as JSON to `path` (`training.cli.write_text`: a failed
     write leaves an existing `path` as it was)."""
@@ -353,7 +335,7 @@ def main(argv=None):
     if warmup < 0:
         parser.error(f"--warmup must be an integer >= 0, got {warmup}")
     if args.output is not None:
-        error = output_error(args.output)
+        error = output_file_error(args.output)
         if error is not None:
             parser.error(error)
     shards = None

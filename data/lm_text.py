@@ -120,8 +120,10 @@ def check_output(output, *, inputs=(), transcripts=None):
     to the dataset). Its parent directory is made when missing, so a parent
     that is a file is refused too.
     """
+    from training.cli import output_file_error
+
     if os.path.isdir(output):
-        return f"output {output} is a directory; expected the path of a text file to write."
+        return output_file_error(output, name="output", kind="text file")
     for source in inputs:
         if _same_file(output, source):
             return (f"output {output} is the input file {source}; expected a new file "
@@ -131,12 +133,7 @@ def check_output(output, *, inputs=(), transcripts=None):
         if os.path.commonpath([real, folder]) == folder:
             return (f"output {output} is inside the --transcripts dataset folder {folder}; "
                     "expected a path outside it (writing there would change the dataset).")
-    parent = os.path.dirname(os.path.abspath(output))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        return f"output {output}: {parent} is a file, not a directory; expected a path whose parent is a directory."
-    return None
+    return output_file_error(output, name="output", kind="text file")
 
 
 def write_lines(path, lines):

@@ -282,8 +282,16 @@ def main(argv=None):
         parser.error(f"--lm-weight must be finite numbers >= 0, got {','.join(map(str, args.lm_weight))}.")
     if any(not math.isfinite(b) for b in args.lm_bonus):
         parser.error(f"--lm-bonus must be finite numbers, got {','.join(map(str, args.lm_bonus))}.")
+    if args.limit < 0:
+        parser.error(f"--limit must be 0 (all) or a positive integer, got {args.limit}.")
     if not os.path.isfile(os.path.join(args.export, "saved_model.pb")):
         parser.error(f"--export {args.export!r} is not a SavedModel version directory (no saved_model.pb).")
+    if args.output is not None:
+        from training.cli import output_file_error
+
+        error = output_file_error(args.output)  # before the evaluation, not after it
+        if error is not None:
+            parser.error(error)
     candidates = None
     if args.candidates is not None:
         from models.ctc_decoding import read_candidates_file
@@ -311,8 +319,14 @@ def main(argv=None):
     text = json.dumps(report, indent=2)
     print(text)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
+        from training.cli import write_text
+
+        try:
+            write_text(args.output, text + "\n")
+        except OSError as error:
+            print(f"evaluate_export: error: --output {args.output}: {error.strerror or error} "
+                  "(the report is printed above).", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -360,6 +360,27 @@ def test_evaluate_export_skips_and_counts_transcripts_outside_the_vocabulary(
     assert all(e["reference"] != "press 1" for e in report["examples"])
 
 
+def test_evaluate_export_refuses_a_bad_output_or_limit_before_evaluating(export_path, tmp_path, capsys,
+                                                                         monkeypatch):
+    import serving.evaluate_export as evaluate_module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the evaluation ran")
+
+    monkeypatch.setattr(evaluate_module, "evaluate_export", refuse)
+    (tmp_path / "a_file").write_text("")
+    for flags, message in (
+        (["--output", str(tmp_path)], f"--output {tmp_path} is a directory; expected the path of a JSON file"),
+        (["--output", str(tmp_path / "a_file" / "r.json")],
+         f"{tmp_path / 'a_file'} is a file, not a directory; expected a path whose parent is a directory"),
+        (["--limit", "-1"], "--limit must be 0 (all) or a positive integer, got -1"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate_module.main(["--export", str(export_path), "--dataset", str(tmp_path), *flags])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err
+
+
 def test_evaluate_export_decodes_with_a_language_model_grid(export_path, model, vocabulary, utterances, tmp_path,
                                                             capsys):
     import soundfile as sf

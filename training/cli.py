@@ -186,6 +186,26 @@ def check_run_directory(directory, config, *, what="run", config_file="config.js
     return saved
 
 
+def output_file_error(output, *, name="--output", kind="JSON file"):
+    """Why a file cannot be written at `output`, or None when it can.
+
+    Checked before a long job runs, so that its results are not lost at the
+    end: `output` must not be a directory, and its nearest existing ancestor
+    must be a writable directory (`write_text` makes missing parents). `name`
+    and `kind` word the message ("--output", "JSON file").
+    """
+    if os.path.isdir(output):
+        return f"{name} {output} is a directory; expected the path of a {kind} to write."
+    parent = os.path.dirname(os.path.abspath(output))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"{name} {output}: {parent} is a file, not a directory; expected a path whose parent is a directory."
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"{name} {output}: directory {parent} is not writable; expected a path that can be written."
+    return None
+
+
 def write_text(path, text):
     """Write `text` to `path` through a temporary file beside it, making missing
     parents: a failed write leaves an existing `path` as it was. An existing
