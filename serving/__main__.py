@@ -48,6 +48,8 @@ def main(argv=None):
     for name in ("rest_api_port", "max_request_bytes", "max_batch_size"):
         if getattr(args, name) <= 0:
             _parser().error(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    if args.rest_api_port > 65535:
+        _parser().error(f"--rest_api_port must be a port number in 1..65535, got {args.rest_api_port}")
     if not os.path.isdir(args.model_base_path):
         _parser().error(f"--model_base_path {args.model_base_path} is not a directory")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

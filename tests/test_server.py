@@ -363,6 +363,10 @@ def test_command_line_refuses_a_version_directory_as_base_path(exports, capsys, 
     assert (f"python -m serving: error: No servable version of model 'lm' under --model_base_path {version_dir}: "
             f"expected {version_dir}/<N>/saved_model.pb with N a number") in err
     assert f"serve its parent: --model_base_path={os.path.dirname(version_dir)}" in err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model_name=lm", f"--model_base_path={os.path.dirname(version_dir)}", "--rest_api_port=99999"])
+    assert exit_info.value.code == 2
+    assert "--rest_api_port must be a port number in 1..65535, got 99999" in capsys.readouterr().err
 
 
 def test_transcribe_uploads_of_any_rate_and_channels(asr_client, asr_saved):

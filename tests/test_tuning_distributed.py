@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 
@@ -181,3 +182,48 @@ def test_a_failing_chief_stops_its_workers_and_the_codes_say_so():
                           timeout=60, worker_grace=2)
     assert codes["chief"] == 4 and codes["tuner1"] == 0
     assert codes["tuner2"] == -signal.SIGTERM  # stopped, not reported as a worker without a trial
+
+
+def test_train_py_without_tune_is_refused(capsys):
+    # It would train one model as the "chief" and never serve an oracle.
+    message = _main_error(capsys, 2, "--port", _free_port(), "--", sys.executable, "train.py", "--task",
+                          "language_model")
+    assert "the search command runs train.py without --tune; expected a search" in message
+
+
+def test_a_terminated_launcher_stops_its_processes(tmp_path):
+    # The processes run in sessions of their own: SIGTERM to the launcher must reach them.
+    port = _free_port()
+    pids = tmp_path / "pids"
+    script = (
+        "import os, socket, time\n"
+        f"open({str(pids)!r} + os.environ['KERASTUNER_TUNER_ID'], 'w').write(str(os.getpid()))\n"
+        "if os.environ['KERASTUNER_TUNER_ID'] == 'chief':\n"
+        "    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        f"    s.bind(('127.0.0.1', {port})); s.listen()\n"
+        "time.sleep(120)\n"
+    )
+    launcher = subprocess.Popen([sys.executable, "-m", "tuning.distributed", "--workers", "1", "--port", str(port),
+                                 "--", sys.executable, "-c", script], cwd=ROOT, env=clean_env(PYTHONPATH=ROOT))
+    files = [tmp_path / "pidschief", tmp_path / "pidstuner1"]
+    deadline = time.monotonic() + 60
+    while not all(f.exists() and f.read_text() for f in files):
+        assert time.monotonic() < deadline and launcher.poll() is None, "the processes did not start"
+        time.sleep(0.1)
+    launcher.terminate()
+    assert launcher.wait(timeout=30) == 128 + signal.SIGTERM
+    for f in files:
+        pid = int(f.read_text())
+        deadline = time.monotonic() + 15
+        while _alive(pid):
+            assert time.monotonic() < deadline, f"{f.name[4:]} (pid {pid}) outlived its launcher"
+            time.sleep(0.1)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie has exited
+        return f.read().split(") ")[-1][0] != "Z"

@@ -214,6 +214,10 @@ def main(argv=None):
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("expected the search command after --, e.g. -- python train.py --task language_model --tune")
+    if any(os.path.basename(arg) == "train.py" for arg in command) and "--tune" not in command:
+        # Without it the "chief" trains one model and never serves an oracle.
+        parser.error("the search command runs train.py without --tune; expected a search, "
+                     "e.g. -- python train.py --task language_model --tune")
     if args.workers < 1:
         parser.error(f"argument --workers: expected a positive integer, got {args.workers}")
     if not 0 < args.port < 65536:
@@ -224,6 +228,9 @@ def main(argv=None):
         parser.error(f"argument --worker-grace: expected a non-negative number of seconds, got {args.worker_grace:g}")
     chief_output = (os.path.join(args.log_dir, "chief.log") if args.log_dir
                     else "this terminal, above")
+    # The processes run in sessions of their own (so a timeout can stop their
+    # children): a SIGTERM to this launcher stops them too, as Ctrl-C does.
+    previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         codes = launch_search(
             command,
@@ -246,6 +253,8 @@ def main(argv=None):
             parser.error(f"the search command {command[0]!r} cannot be run: {error.strerror or error}; "
                          "expected an executable program after --")
         parser.error(f"argument --log-dir {args.log_dir}: {error.strerror or error}; expected a directory to write")
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
     print("[tuning] exit codes: " + ", ".join(f"{k}={'stopped' if v is None else v}" for k, v in codes.items()),
           flush=True)
     for tuner_id in (k for k, v in codes.items() if v is None):
