@@ -62,12 +62,12 @@ class ExportedGenerator:
     def __init__(self, export_dir):
         import tensorflow as tf
 
-        from serving.export import read_metadata
+        from serving.export import load_version, read_metadata
 
         metadata = read_metadata(export_dir, task="language_model")
         self.vocabulary = Vocabulary.from_config(metadata["vocabulary"])
         self._tf = tf
-        self._signatures = tf.saved_model.load(export_dir).signatures
+        self._signatures = load_version(export_dir).signatures
 
     @property
     def can_seed(self):

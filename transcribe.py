@@ -66,13 +66,13 @@ class ExportedTranscriber:
 
         from pipelines.audio_features import FeatureConfig
         from pipelines.vocabulary import Vocabulary
-        from serving.export import read_metadata
+        from serving.export import load_version, read_metadata
 
         metadata = read_metadata(export_dir, task="transcription")
         self.vocabulary = Vocabulary.from_config(metadata["vocabulary"])
         self.feature_config = FeatureConfig.from_dict(metadata["feature_config"])
         self._tf = tf
-        self._signature = tf.saved_model.load(export_dir).signatures["from_features"]
+        self._signature = load_version(export_dir).signatures["from_features"]
 
     def predict_on_batch(self, inputs):
         outputs = self._signature(

@@ -77,7 +77,7 @@ def evaluate_export(
     from pipelines.speech_dataset import DEFAULT_CACHE_DIR, EMPTY_TRANSCRIPT, OUT_OF_VOCABULARY, utterance_waveform
     from pipelines.vocabulary import Vocabulary, normalize_transcript
 
-    from serving.export import read_metadata
+    from serving.export import load_version, read_metadata
 
     metadata = read_metadata(export_dir, task="transcription")
     vocabulary = Vocabulary.from_config(metadata["vocabulary"])
@@ -91,7 +91,7 @@ def evaluate_export(
             f"Received an invalid value for argument `split`: {dataset!r} has splits "
             f"{sorted(source.splits)}, got {split!r}."
         )
-    serve = tf.saved_model.load(export_dir).signatures["serving_default"]
+    serve = load_version(export_dir).signatures["serving_default"]
     if candidates is not None:
         from models.ctc_decoding import check_candidates, ctc_choose_text
 

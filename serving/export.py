@@ -205,3 +205,17 @@ def read_metadata(version_dir, task=None):
             f"{metadata.get('task')!r}, expected {task!r}."
         )
     return metadata
+
+
+def load_version(version_dir):
+    """`tf.saved_model.load(version_dir)`, with a ValueError naming the directory
+    when the SavedModel cannot be read (a corrupt or partly copied export)."""
+    try:
+        return tf.saved_model.load(os.fspath(version_dir))
+    except (OSError, ValueError, tf.errors.OpError) as error:
+        reason = str(getattr(error, "message", error)).strip().splitlines()[0]
+        raise ValueError(
+            f"Export {version_dir} cannot be loaded as a SavedModel ({reason}); expected a version "
+            "directory written by serving.export, copied whole (write it again with "
+            "python -m serving.export_run RUN_DIR)."
+        ) from None

@@ -56,12 +56,12 @@ def main(argv=None):
     from layers.log_mel import LogMel
     from pipelines.audio_features import FeatureConfig, compute_features
     from pipelines.audio_loading import AudioError, load_audio
-    from serving.export import read_metadata
+    from serving.export import load_version, read_metadata
 
     loaded, config = None, FeatureConfig()
     if args.export:
         config = FeatureConfig.from_dict(read_metadata(args.export)["feature_config"])
-        loaded = tf.saved_model.load(args.export)
+        loaded = load_version(args.export)
     layer = LogMel(config)
     rows = _rows(args.manifest, args.limit)
     started = time.perf_counter()

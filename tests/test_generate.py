@@ -223,6 +223,14 @@ def test_a_corrupt_model_or_vocabulary_names_the_file(run_dir, tmp_path, capsys)
     assert err.endswith("expected the vocabulary.json saved with the model.")
     (broken / "vocabulary.json").write_text('["a", "b"]', encoding="utf-8")
     assert f"error: Vocabulary file {broken / 'vocabulary.json'}: " in _usage_error(capsys, "--model-dir", broken)
+    # A corrupt export: the same, naming the version directory.
+    _, export, _, _ = run_dir
+    version = tmp_path / "export" / "language_model" / "1"
+    shutil.copytree(export, version)
+    (version / "saved_model.pb").write_bytes(b"garbage\n")
+    err = _usage_error(capsys, "--model-dir", version)
+    assert f"error: Export {version} cannot be loaded as a SavedModel (" in err
+    assert err.endswith("write it again with python -m serving.export_run RUN_DIR).")
 
 
 def test_command_line(run_dir):
