@@ -2,10 +2,14 @@
 
 import glob
 import os
+import re
 
 from data.folder_speech import FolderSpeechBuilder
+from data.text_sources import decode_utf8
 
 SUBSET_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
+# An utterance id: speaker, chapter and utterance joined by "-" (LibriSpeech's `19-198-0001`).
+_UTTERANCE_ID = re.compile(r"[^\s-]+(?:-[^\s-]+){2}")
 
 
 class LibriSpeechFolder(FolderSpeechBuilder):
@@ -42,28 +46,29 @@ class LibriSpeechFolder(FolderSpeechBuilder):
         for transcript_file in self._transcript_files():
             directory = os.path.dirname(transcript_file)
             split = self._split_of(transcript_file)
-            with open(transcript_file, encoding="utf-8") as f:
-                for line_number, line in enumerate(f, start=1):
-                    line = line.strip()
-                    if not line:
-                        continue
-                    key, _, text = line.partition(" ")
-                    if any(c.isspace() for c in key):
-                        # A tab or other blank would otherwise end up in the
-                        # audio's file name, reported later as a missing file.
-                        raise ValueError(
-                            f"{transcript_file}, line {line_number}: expected `ID TRANSCRIPT`, separated "
-                            f"by a space, got {line!r}."
-                        )
-                    speaker = key.split("-")[0]
-                    rows.append(
-                        {
-                            "id": key,
-                            "path": os.path.join(directory, f"{key}.flac"),
-                            "text": text.strip(),
-                            "speaker": speaker,
-                            "split": split,
-                            "origin": f"{os.path.relpath(transcript_file, self.folder)}, line {line_number}",
-                        }
+            with open(transcript_file, "rb") as f:
+                content = decode_utf8(f.read(), transcript_file)
+            for line_number, line in enumerate(content.split("\n"), start=1):
+                line = line.strip()
+                if not line:
+                    continue
+                key, _, text = line.partition(" ")
+                if not _UTTERANCE_ID.fullmatch(key):
+                    # A tab, or a line that is not an utterance, would otherwise
+                    # end up as an audio file name, reported later as missing.
+                    raise ValueError(
+                        f"{transcript_file}, line {line_number}: expected `SPEAKER-CHAPTER-UTTERANCE "
+                        f"TRANSCRIPT` (e.g. `19-198-0001 NORTHANGER ABBEY`), got {line!r}."
                     )
+                speaker = key.split("-")[0]
+                rows.append(
+                    {
+                        "id": key,
+                        "path": os.path.join(directory, f"{key}.flac"),
+                        "text": text.strip(),
+                        "speaker": speaker,
+                        "split": split,
+                        "origin": f"{os.path.relpath(transcript_file, self.folder)}, line {line_number}",
+                    }
+                )
         return rows

@@ -5,6 +5,7 @@ import io
 import os
 
 from data.folder_speech import FolderSpeechBuilder
+from data.text_sources import decode_utf8
 
 METADATA = "metadata.csv"
 
@@ -28,15 +29,7 @@ class LjSpeechFolder(FolderSpeechBuilder):
         metadata = os.path.join(self.folder, METADATA)
         with open(metadata, "rb") as f:
             data = f.read()
-        try:
-            content = data.decode("utf-8")
-        except UnicodeDecodeError as error:
-            line = data[: error.start].count(b"\n") + 1
-            column = error.start - data.rfind(b"\n", 0, error.start)
-            raise ValueError(
-                f"{metadata}, line {line}: expected UTF-8 text, got byte 0x{data[error.start]:02x} "
-                f"at column {column}."
-            ) from error
+        content = decode_utf8(data, metadata)
         rows = []
         records = csv.reader(io.StringIO(content, newline=""), delimiter="|", quoting=csv.QUOTE_NONE)
         for line, record in enumerate(records, start=1):

@@ -29,6 +29,7 @@ reads a line break as the end of a sentence, which is what
 """
 
 import argparse
+import io
 import os
 import sys
 
@@ -160,11 +161,20 @@ def main(argv=None):
     problem = check_output(args.output, inputs=[args.input], transcripts=args.transcripts)
     if problem:  # before anything is read or written
         parser.error(problem)
+    from data.text_sources import decode_utf8
+
+    if os.path.isdir(args.input):
+        print(f"lm_text: error: {args.input} is a directory; expected a text file.", file=sys.stderr)
+        return 2
     try:
-        with open(args.input, encoding="utf-8-sig") as f:
-            sentences, dropped = normalised_lines(f, fmt=args.format, source=args.input)
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        print(f"lm_text: error: {args.input}: {error}", file=sys.stderr)
+        with open(args.input, "rb") as f:
+            content = decode_utf8(f.read(), args.input)
+        sentences, dropped = normalised_lines(io.StringIO(content, newline=None), fmt=args.format, source=args.input)
+    except OSError as error:
+        print(f"lm_text: error: {args.input}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # decode_utf8's and normalised_lines' messages name the file
+        print(f"lm_text: error: {error}", file=sys.stderr)
         return 2
     if not sentences:
         print(f"lm_text: error: {args.input} has no line left after normalising ({dropped} dropped).", file=sys.stderr)

@@ -1,10 +1,12 @@
 """TFDS builder for a folder with a `manifest.tsv` (path, text, speaker, split)."""
 
 import csv
+import io
 import os
 
 from data.folder_speech import FolderSpeechBuilder
 from data.split_assignment import canonical_split
+from data.text_sources import decode_utf8
 
 MANIFEST = "manifest.tsv"
 
@@ -56,35 +58,43 @@ class ManifestSpeech(FolderSpeechBuilder):
 
     def _read_rows(self):
         manifest = os.path.join(self.folder, MANIFEST)
-        with open(manifest, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            column = self._text_column
-            missing = {"path", column} - set(reader.fieldnames or ())
-            if missing:
+        with open(manifest, "rb") as f:
+            content = decode_utf8(f.read(), manifest)
+        reader = csv.DictReader(io.StringIO(content, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+        column = self._text_column
+        missing = {"path", column} - set(reader.fieldnames or ())
+        if missing:
+            raise ValueError(
+                f"{manifest}: missing columns {sorted(missing)}; expected a header with at "
+                f"least `path` and `{column}`, got {reader.fieldnames}."
+            )
+        rows = []
+        first_line = {}  # normalised path -> the line that listed it first
+        for record in reader:
+            line = reader.line_num  # blank lines are skipped, not counted out
+            if None in record:  # cells past the header's columns (a tab inside a transcript?)
                 raise ValueError(
-                    f"{manifest}: missing columns {sorted(missing)}; expected a header with at "
-                    f"least `path` and `{column}`, got {reader.fieldnames}."
+                    f"{manifest}, line {line}: {len(reader.fieldnames) + len(record[None])} tab-separated "
+                    f"cells, expected at most {len(reader.fieldnames)} (the header's columns); a tab inside "
+                    f"a cell would cut it: got extra cells {record[None]!r}."
                 )
-            rows = []
-            first_line = {}  # normalised path -> the line that listed it first
-            for line, record in enumerate(reader, start=2):
-                relative = (record.get("path") or "").strip()
-                if not relative:
-                    raise ValueError(f"{manifest}, line {line}: empty `path`.")
-                key = os.path.normpath(relative)
-                if key in first_line:
-                    raise ValueError(
-                        f"{manifest}, line {line}: `path` {relative!r} is already listed on line "
-                        f"{first_line[key]}; expected each recording once (one transcript per file)."
-                    )
-                first_line[key] = line
-                rows.append(
-                    {
-                        "id": relative,
-                        "path": os.path.normpath(os.path.join(self.folder, relative)),
-                        "text": (record.get(column) or "").strip(),
-                        "speaker": (record.get("speaker") or "").strip(),
-                        "split": canonical_split(record.get("split"), source=f"{manifest}, line {line}"),
-                    }
+            relative = (record.get("path") or "").strip()
+            if not relative:
+                raise ValueError(f"{manifest}, line {line}: empty `path`.")
+            key = os.path.normpath(relative)
+            if key in first_line:
+                raise ValueError(
+                    f"{manifest}, line {line}: `path` {relative!r} is already listed on line "
+                    f"{first_line[key]}; expected each recording once (one transcript per file)."
                 )
+            first_line[key] = line
+            rows.append(
+                {
+                    "id": relative,
+                    "path": os.path.normpath(os.path.join(self.folder, relative)),
+                    "text": (record.get(column) or "").strip(),
+                    "speaker": (record.get("speaker") or "").strip(),
+                    "split": canonical_split(record.get("split"), source=f"{manifest}, line {line}"),
+                }
+            )
         return rows

@@ -1,5 +1,6 @@
 """Where the language model's text comes from: a file, the shipped corpus, or TFDS."""
 
+import codecs
 import dataclasses
 import os
 
@@ -30,6 +31,23 @@ class TextSource:
     name: str
     location: str
     text: str
+
+
+def decode_utf8(data, source):
+    """`data`, the bytes of the file `source`, as text (a leading byte-order
+    mark dropped, as spreadsheets write one); a ValueError naming the file, the
+    line and the column of the first byte that is not UTF-8."""
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - data.rfind(b"\n", 0, error.start)
+        raise ValueError(
+            f"{source}, line {line}: expected UTF-8 text, got byte 0x{data[error.start]:02x} at column {column}. "
+            "Convert it first, e.g. `iconv -f latin1 -t utf-8`."
+        ) from None
 
 
 def read_text_file(path):

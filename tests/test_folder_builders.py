@@ -84,7 +84,21 @@ def test_librispeech_tab_separated_line_names_file_and_line(tmp_path):
     root = tmp_path / "LibriSpeech"
     builder = _librispeech(root, {"19/198/19-198.trans.txt": ["19-198-0000 ONE", "19-198-0001\tFOUR"]})
     path = re.escape(str(root / "19" / "198" / "19-198.trans.txt"))
-    with pytest.raises(
-        ValueError, match=rf"{path}, line 2: expected `ID TRANSCRIPT`, separated by a space, got '19-198-0001\\tFOUR'\."
-    ):
+    expected = r"expected `SPEAKER-CHAPTER-UTTERANCE TRANSCRIPT` \(e.g. `19-198-0001 NORTHANGER ABBEY`\)"
+    with pytest.raises(ValueError, match=rf"{path}, line 2: {expected}, got '19-198-0001\\tFOUR'\."):
+        builder._read_rows()
+    # A line that is no utterance is not read as the audio file `garbage.flac`.
+    builder = _librispeech(root, {"19/198/19-198.trans.txt": ["19-198-0000 ONE", "", "garbage line"]})
+    with pytest.raises(ValueError, match=rf"{path}, line 3: {expected}, got 'garbage line'\."):
+        builder._read_rows()
+
+
+def test_librispeech_not_utf8_names_file_and_line(tmp_path):
+    root = tmp_path / "LibriSpeech"
+    path = root / "19" / "198" / "19-198.trans.txt"
+    os.makedirs(path.parent)
+    path.write_bytes("19-198-0000 ONE\n19-198-0001 CAF\u00c9\n".encode("latin-1"))
+    builder = LibriSpeechFolder(folder=root, data_dir=tmp_path / "tfds")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(path))}, line 2: expected UTF-8 text, got byte 0xc9 at "
+                                         r"column 16\."):
         builder._read_rows()

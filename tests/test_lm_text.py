@@ -145,3 +145,20 @@ def test_a_failed_write_keeps_the_previous_output(tmp_path, capsys, monkeypatch)
     )
     assert out.read_text(encoding="utf-8") == "previous\n"
     assert sorted(os.listdir(tmp_path)) == ["in.txt", "out.txt"]  # no temporary file left behind
+
+
+def test_an_input_that_is_not_utf8_or_a_directory_is_named(tmp_path, capsys):
+    source = tmp_path / "in.txt"
+    source.write_bytes("one\r\ncaf\u00e9\n".encode("latin-1"))
+    out = tmp_path / "out.txt"
+    assert main([str(source), str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"lm_text: error: {source}, line 2: expected UTF-8 text, got byte 0xe9 at column 4. "
+        "Convert it first, e.g. `iconv -f latin1 -t utf-8`.")
+    assert main([str(tmp_path), str(out)]) == 2
+    assert capsys.readouterr().err.strip() == f"lm_text: error: {tmp_path} is a directory; expected a text file."
+    assert not out.exists()
+    # A byte-order mark and Windows line ends read as plain UTF-8 text.
+    source.write_bytes("\ufeffOne\r\nTwo\r\n".encode("utf-8"))
+    assert main([str(source), str(out)]) == 0
+    assert out.read_text(encoding="utf-8") == "one\ntwo\n"

@@ -96,6 +96,30 @@ def test_manifest_errors(tmp_path):
     (folder / "manifest.tsv").write_text("path\ttext\nx.wav\thi\ny.wav\tyes\n./x.wav\thello\n")
     with pytest.raises(ValueError, match=r"manifest.tsv, line 4: `path` './x.wav' is already listed on line 2"):
         _prepare(ManifestSpeech(folder=folder, data_dir=tmp_path / "tfds3"))
+    # A blank line does not shift the line numbers.
+    (folder / "manifest.tsv").write_text("path\ttext\nx.wav\thi\n\n./x.wav\thello\n")
+    with pytest.raises(ValueError, match=r"manifest.tsv, line 4: `path` './x.wav' is already listed on line 2"):
+        _prepare(ManifestSpeech(folder=folder, data_dir=tmp_path / "tfds4"))
+    # More cells than the header has columns (a tab in a transcript): not cut in silence.
+    (folder / "manifest.tsv").write_text("path\ttext\nx.wav\thi\ny.wav\tsix\tseven\n")
+    with pytest.raises(ValueError, match=r"manifest.tsv, line 3: 3 tab-separated cells, expected at most 2 "
+                                         r"\(the header's columns\); a tab inside a cell would cut it: got extra "
+                                         r"cells \['seven'\]\."):
+        _prepare(ManifestSpeech(folder=folder, data_dir=tmp_path / "tfds5"))
+    # Not UTF-8: the file, line and column, and how to convert it.
+    (folder / "manifest.tsv").write_bytes("path\ttext\nx.wav\tcaf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"manifest.tsv, line 2: expected UTF-8 text, got byte 0xe9 at column 10\. "
+                                         r"Convert it first, e.g. `iconv -f latin1 -t utf-8`\."):
+        _prepare(ManifestSpeech(folder=folder, data_dir=tmp_path / "tfds6"))
+
+
+def test_a_manifest_saved_with_a_byte_order_mark_reads_as_without(tmp_path):
+    folder = tmp_path / "corpus"
+    os.makedirs(folder)
+    _wav(str(folder / "x.wav"))
+    (folder / "manifest.tsv").write_bytes("\ufeffpath\ttext\tsplit\nx.wav\thi\ttrain\n".encode("utf-8"))
+    builder = _prepare(ManifestSpeech(folder=folder, data_dir=tmp_path / "tfds"))
+    assert [(e["id"], e["text"]) for e in _examples(builder, "train")] == [("x.wav", "hi")]
 
 
 def test_manifest_text_column_and_spelled_out_prompts(tmp_path):
