@@ -43,7 +43,7 @@ from models.language_model_io import RUN_MODEL_FILES, load_language_model_run  #
 from models.text_generation import build_step_model, default_prompt, generate_text  # noqa: E402
 from pipelines.vocabulary import Vocabulary  # noqa: E402
 from serving.language_model_export import SEEDED_SIGNATURE  # noqa: E402
-from serving.model_store import export_base_error, export_task, with_export_hint  # noqa: E402
+from serving.model_store import export_base_error, export_task, model_dir_error, with_export_hint  # noqa: E402
 
 # Upper bounds of --length and of the samples generated at once (prompts x --num-samples): the
 # run directory keeps every generated id of every sample in memory (and an export's int32
@@ -103,11 +103,9 @@ class RunGenerator:
 
 def load_generator(model_dir):
     """A `RunGenerator` or, for an exported version directory, an `ExportedGenerator`."""
-    if not os.path.isdir(model_dir):
-        raise FileNotFoundError(
-            f"Model directory {model_dir!r} does not exist; expected the --output-dir of "
-            "`train.py --task language_model` or an export version such as DIR/export/language_model/1."
-        )
+    dir_error = model_dir_error(model_dir, "language_model")
+    if dir_error is not None:
+        raise dir_error
     if os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
         if export_task(model_dir) == "transcription":
             raise ValueError(

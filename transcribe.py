@@ -49,7 +49,7 @@ from models.transcription_evaluation import closed_vocabulary_texts  # noqa: E40
 from models.language_model_io import is_transcription_run  # noqa: E402
 from pipelines.audio_loading import UNREADABLE, AudioError  # noqa: E402
 from pipelines.speech_dataset import load_features  # noqa: E402
-from serving.model_store import export_base_error, with_export_hint  # noqa: E402
+from serving.model_store import export_base_error, model_dir_error, with_export_hint  # noqa: E402
 from training.transcription import MODEL_FILE, load_transcriber  # noqa: E402
 
 
@@ -231,6 +231,9 @@ def main(argv=None):
     if not math.isfinite(args.lm_bonus):
         parser.error(f"argument --lm-bonus: expected a finite number, got {args.lm_bonus}")
     try:
+        dir_error = model_dir_error(args.model_dir, "transcription")
+        if dir_error is not None:
+            raise dir_error
         if os.path.isfile(os.path.join(args.model_dir, "saved_model.pb")):
             model = ExportedTranscriber(args.model_dir)
             vocabulary, feature_config = model.vocabulary, model.feature_config

@@ -170,7 +170,12 @@ def _final_splits(splits, origin):
         out["validation"] = splits["test"]
         note = " (validation = the data's test split)"
     else:
-        raise ValueError(f"{origin} has no validation or test split; it has {sorted(splits)}.")
+        raise ValueError(
+            f"{origin} has no validation or test split; it has {sorted(splits)}. Where the data names no split, "
+            "one is held out by speaker (two or more speakers) or else by transcript (two or more distinct "
+            "transcripts); expected data with a validation or test split (a `split` column in manifest.tsv, "
+            "a dev-* or test-* LibriSpeech subset) or enough speakers or transcripts to hold one out."
+        )
     return out, note
 
 

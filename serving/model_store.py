@@ -176,6 +176,21 @@ _WANTED = {"transcription": "transcriber", "language_model": "language model"}
 _TOOL_OF = {"transcription": "transcribe.py", "language_model": "generate.py"}
 
 
+_EXPORT_NAME = {"transcription": "transcriber", "language_model": "language_model"}
+
+
+def model_dir_error(model_dir, task):
+    """A FileNotFoundError when `model_dir`, given to the tool of `task` as
+    `--model-dir`, does not exist or is not a directory; None when it is one."""
+    if os.path.isdir(model_dir):
+        return None
+    problem = "is a file, not a directory" if os.path.exists(model_dir) else "does not exist"
+    return FileNotFoundError(
+        f"Model directory {model_dir!r} {problem}; expected the --output-dir of `train.py --task {task}` "
+        f"or an export version such as DIR/export/{_EXPORT_NAME[task]}/1."
+    )
+
+
 def export_base_error(model_dir, task, *, run_files):
     """A FileNotFoundError when `model_dir`, given to the tool of `task` as
     `--model-dir`, is an export base directory: numbered SavedModel versions

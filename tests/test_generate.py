@@ -129,6 +129,8 @@ def test_missing_model_and_seeded_export_are_refused(run_dir, tmp_path, capsys):
     shutil.copytree(export, tmp_path / "tuned" / "export" / "language_model" / "1")
     for argv, message in (
         (["--model-dir", str(tmp_path / "nowhere")], "nowhere' does not exist; expected the --output-dir"),
+        (["--model-dir", str(tmp_path / "tuned" / "export" / "language_model" / "1" / "saved_model.pb")],
+         "saved_model.pb' is a file, not a directory; expected the --output-dir of `train.py --task language_model`"),
         (["--model-dir", str(tmp_path)], "has neither best.keras nor model.keras"),
         (["--model-dir", str(tmp_path / "tuned")], r"has neither best.keras .* It has an export: use "
          r"--model-dir .*tuned/export/language_model/1$"),

@@ -320,6 +320,13 @@ def test_resolve_folders_and_errors(tmp_path):
     assert resolve_speech_source(str(librispeech), cache_dir=str(tmp_path / "cache")).identity.startswith(
         "libri_speech_folder/"
     )
+    # One speaker and one transcript: nothing to hold out, and the message says why.
+    single = tmp_path / "single"
+    _manifest(single, [("1.wav", "ann", "", "one"), ("2.wav", "ann", "", "one")])
+    with pytest.raises(ValueError, match=r"single has no validation or test split; it has \['train'\]\. Where the "
+                                         r"data names no split, one is held out by speaker \(two or more speakers\) "
+                                         r"or else by transcript"):
+        resolve_speech_source(str(single), cache_dir=str(tmp_path / "cache"))
     os.makedirs(tmp_path / "plain")
     (tmp_path / "plain" / "x.wav").write_bytes(b"")
     with pytest.raises(ValueError, match="has no manifest.tsv, no LJSpeech"):

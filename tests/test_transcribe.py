@@ -111,10 +111,14 @@ def test_bad_files_are_named_and_fail_the_exit_status(tmp_path, model_dir, capsy
 
 
 def test_missing_model_dir_is_a_usage_error(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        transcribe.main(["--model-dir", str(tmp_path / "nothing"), "x.wav"])
-    assert exit_info.value.code == 2
-    assert "lacks" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    for name, problem in (("nothing", "does not exist"), ("a_file", "is a file, not a directory")):
+        with pytest.raises(SystemExit) as exit_info:
+            transcribe.main(["--model-dir", str(tmp_path / name), "x.wav"])
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err.strip().endswith(
+            f"error: Model directory {str(tmp_path / name)!r} {problem}; expected the --output-dir of "
+            "`train.py --task transcription` or an export version such as DIR/export/transcriber/1.")
 
 
 def test_a_tuning_run_directory_points_at_its_export(tmp_path, capsys):

@@ -375,7 +375,8 @@ def run(config, *, callbacks=()):
         # Every epoch's losses, kept across a restart (the metrics' history).
         keras.callbacks.CSVLogger(history_path, append=resuming),
         budget,
-        NonFiniteLossCallback("Try a lower --learning-rate or --clipnorm."),
+        NonFiniteLossCallback(f"Try a lower --learning-rate or --clipnorm, with another --output-dir (or remove "
+                              f"{config.output_dir}: its config.json keeps this run's settings)."),
     ]
     if config.lr_schedule == "cosine":
         own_callbacks.append(

@@ -392,8 +392,8 @@ class Config:
             fail("ema_momentum", "None with --weight-noise (the average would read the noisy weights)")
         if self.weight_noise and self.distribute != "none":
             fail("weight_noise", "0 with --distribute mirrored (weight noise is not implemented across replicas)")
-        if not is_number(self.learning_rate) or not self.learning_rate > 0:
-            fail("learning_rate", "a positive float")
+        if not is_number(self.learning_rate) or not 0 < self.learning_rate < math.inf:
+            fail("learning_rate", "a finite positive float")
         if self.lr_schedule not in ("cosine", "constant"):
             fail("lr_schedule", "'cosine' or 'constant'")
         if self.dtype_policy not in DTYPE_POLICIES:
@@ -404,14 +404,14 @@ class Config:
             fail("fmin", f"a frequency in [0, {self.sample_rate / 2}) Hz")
         if self.fmax is not None and (not is_number(self.fmax) or not self.fmin < self.fmax <= self.sample_rate / 2):
             fail("fmax", f"None or a frequency in ({self.fmin}, {self.sample_rate / 2}] Hz")
-        if self.top_db is not None and (not is_number(self.top_db) or not self.top_db > 0):
-            fail("top_db", "a positive number of decibels or None")
-        if self.trim_db is not None and (not is_number(self.trim_db) or not self.trim_db > 0):
-            fail("trim_db", "a positive number of decibels or None")
+        if self.top_db is not None and (not is_number(self.top_db) or not 0 < self.top_db < math.inf):
+            fail("top_db", "a finite positive number of decibels or None")
+        if self.trim_db is not None and (not is_number(self.trim_db) or not 0 < self.trim_db < math.inf):
+            fail("trim_db", "a finite positive number of decibels or None")
         if self.max_train_minutes is not None and (
-            not is_number(self.max_train_minutes) or not self.max_train_minutes > 0
+            not is_number(self.max_train_minutes) or not 0 < self.max_train_minutes < math.inf
         ):
-            fail("max_train_minutes", "a positive number of minutes or None")
+            fail("max_train_minutes", "a finite positive number of minutes or None")
         if self.candidate_warps is not None:
             expected = "comma-separated distinct factors in [0.5, 1.5] such as 0.92,0.96,1,1.04,1.08"
             if self.candidates is None:
@@ -572,7 +572,8 @@ def _callbacks(config, data, vocabulary, resuming, clock=None):
         NonFiniteLossCallback(
             "Check the training data (features are cached under --cache-dir "
             f"{config.cache_dir or '<project>/runs/cache'}: a damaged cache is computed afresh once deleted) "
-            "and try a lower --learning-rate."
+            f"and try a lower --learning-rate, with another --output-dir (or remove {out}: its config.json "
+            "keeps this run's settings)."
         ),
         keras.callbacks.TensorBoard(
             os.path.join(out, LOG_DIR), write_graph=False, profile_batch=0
