@@ -34,6 +34,8 @@ def _parser():
                         help="Longest audio accepted, in seconds (default 60).")
     parser.add_argument("--max_new_chars", type=int, default=2000,
                         help="Largest max_new_chars accepted for generation (default 2000).")
+    parser.add_argument("--max_text_chars", type=int, default=10000,
+                        help="Longest prompt (generation) or scored text accepted, in characters (default 10000).")
     parser.add_argument("--max_batch_size", type=int, default=32,
                         help="Most requests merged into one model call (default 32; 1 turns batching off).")
     parser.add_argument("--batch_timeout_micros", type=int, default=0,
@@ -45,7 +47,7 @@ def _parser():
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    for name in ("rest_api_port", "max_request_bytes", "max_batch_size"):
+    for name in ("rest_api_port", "max_request_bytes", "max_batch_size", "max_text_chars"):
         if getattr(args, name) <= 0:
             _parser().error(f"--{name} must be a positive integer, got {getattr(args, name)}")
     if args.rest_api_port > 65535:
@@ -74,6 +76,7 @@ def main(argv=None):
         max_request_bytes=args.max_request_bytes,
         max_audio_seconds=args.max_audio_seconds,
         max_new_chars=args.max_new_chars,
+        max_text_chars=args.max_text_chars,
         max_batch_size=args.max_batch_size,
         batch_timeout_s=args.batch_timeout_micros / 1e6,
     )

@@ -192,6 +192,7 @@ def create_app(
     max_request_bytes=32 * 1024 * 1024,
     max_audio_seconds=60.0,
     max_new_chars=2000,
+    max_text_chars=10000,
     max_batch_size=32,
     batch_timeout_s=0.0,
 ):
@@ -214,7 +215,7 @@ def create_app(
     Every error is `{"error": message}`: 400 for malformed requests (JSON,
     dtype, shape, missing inputs, unknown signature, unreadable audio), 404 for
     unknown models, versions and routes, 405 for a wrong method, 413 above the
-    body or duration limits.
+    body, duration, `max_new_chars` or text length limits.
 
     Args:
         model_name: The NAME in the URLs.
@@ -225,6 +226,9 @@ def create_app(
             `:predict` on a transcriber's waveform signature.
         max_new_chars: Largest `max_new_chars` accepted by a language
             model's generation signature.
+        max_text_chars: Longest `prompt` (generation) or `text` (`score`)
+            accepted by a language model, in characters: the model reads
+            them one character a step, so a long one holds the model.
         max_batch_size: Most requests merged into one model call (1 turns
             batching off). `:predict` requests are merged as TF Serving's
             batcher does: same signature, same trailing input shapes, equal
@@ -301,6 +305,15 @@ def create_app(
                 raise RequestError(
                     f"max_new_chars={int(np.max(wanted))} is above the limit of "
                     f"{max_new_chars} (--max_new_chars).", status=413)
+        if task == "language_model":
+            for name in ("prompt", "text"):
+                if name in arrays and arrays[name].size:
+                    longest = max(len(value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value))
+                                  for value in arrays[name].ravel())
+                    if longest > max_text_chars:
+                        raise RequestError(
+                            f"A `{name}` of {longest} characters is longer than the limit of "
+                            f"{max_text_chars} (--max_text_chars).", status=413)
 
     async def predict(loaded, request):
         body = await request.body()

@@ -52,7 +52,7 @@ def exports(tmp_path_factory):
 @pytest.fixture(scope="module")
 def lm_client(exports):
     app = create_app("lm", os.path.dirname(exports["lm"]), max_request_bytes=200_000,
-                     max_new_chars=100)
+                     max_new_chars=100, max_text_chars=1000)
     with TestClient(app) as client:
         yield client
 
@@ -204,6 +204,12 @@ BAD_PREDICTS = [
     ('{"signature_name": "generate_seeded", "inputs": {"prompt": ["a"], "max_new_chars": 5, "seed": 1, '
      '"temperature": Infinity}}', 400, "`temperature` must be a finite number >= 0 (0 is greedy), got inf"),
     ('{"inputs": {"prompt": ["a"], "max_new_chars": 101, "temperature": 0}}', 413, "limit of 100"),
+    # Texts the model would read one character a step: bounded, in characters (not bytes).
+    ('{"inputs": {"prompt": ["a", "' + "\u00e9" * 1001 + '"], "max_new_chars": 1, "temperature": 0}}', 413,
+     '{"error":"A `prompt` of 1001 characters is longer than the limit of 1000 (--max_text_chars)."}'),
+    ('{"signature_name": "score", "inputs": ["' + "a" * 1001 + '"]}', 413,
+     '{"error":"A `text` of 1001 characters is longer than the limit of 1000 (--max_text_chars)."}'),
+    ('{"signature_name": "score", "inputs": ["' + "\u00e9" * 1000 + '", "a"]}', 400, "the model was not trained on"),
     # The assertion's own values, and no padding or escapes from TensorFlow's formatting.
     ('{"inputs": {"prompt": ["a"], "max_new_chars": -5, "temperature": 0}}', 400,
      '{"error":"`max_new_chars` must be >= 0 (got -5)"}'),
