@@ -364,6 +364,15 @@ def test_a_run_leaves_an_earlier_run_in_its_directory_intact_unless_it_starts(tm
         run(earlier)
     with pytest.raises(ValueError, match=f"--output-dir {out / 'model.keras'} is a file: expected a directory"):
         run(dataclasses.replace(earlier, output_dir=str(out / "model.keras")))
+    # A folder named backup/ that no run made: a run would delete it when it ends.
+    other = tmp_path / "other"
+    (other / "backup").mkdir(parents=True)
+    (other / "backup" / "notes.txt").write_text("precious")
+    with pytest.raises(ValueError, match=rf"--output-dir {other} holds backup/ but no config.json, so it is not a run "
+                                         rf"of this project, and a run deletes its backup/ when it ends\. Nothing "
+                                         rf"was written"):
+        run(dataclasses.replace(earlier, output_dir=str(other)))
+    assert sorted(p.relative_to(other).as_posix() for p in other.rglob("*")) == ["backup", "backup/notes.txt"]
 
 
 def test_train_py_reports_bad_data_as_one_line_naming_the_file(tmp_path, capsys):

@@ -560,6 +560,16 @@ def test_plain_baseline_trains_keras_simple_rnn_through_the_same_run(tmp_path, f
     assert [type(layer) for layer in recurrent] == [keras.layers.SimpleRNN]
     assert recurrent[0].units == TINY["hidden_size"]
     assert not any(isinstance(layer, keras.layers.Dense) and layer.name.startswith("dense_") for layer in model.layers)
+    # train.py's own model is not trained into the baseline's directory, nor the other way round.
+    files = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    with pytest.raises(ValueError, match=r"this run's model was built by benchmarks.plain_baseline.build_plain_model, "
+                                         r"this one's by train.py's own model \(models.transcription.build_model\)"):
+        transcription.run(config)
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == files
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(config)))  # as train.py writes it
+    with pytest.raises(ValueError, match=r"this run's model was built by train.py's own model \(models.transcription"
+                                         r".build_model\), this one's by benchmarks.plain_baseline.build_plain_model"):
+        transcription.run(config, model_builder=build_plain_model)
 
 
 def test_config_differences_compare_only_what_changes_training():

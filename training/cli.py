@@ -134,6 +134,12 @@ def config_differences(saved, config, *, ignore=NON_LEARNING_FIELDS):
     }
 
 
+# Folders a run makes in its directory and deletes when it ends (Keras'
+# BackupAndRestore state): one already there, in a directory without a run's
+# configuration, is somebody else's.
+RUN_DELETED_DIRS = ("backup",)
+
+
 def check_run_directory(directory, config, *, what="run", config_file="config.json",
                         ignore=NON_LEARNING_FIELDS):
     """Refuse to write a run into `directory` if it holds one made with other settings.
@@ -163,6 +169,14 @@ def check_run_directory(directory, config, *, what="run", config_file="config.js
         raise ValueError(f"--output-dir {directory} is a file: expected a directory for the {what}'s files.")
     path = os.path.join(directory, config_file)
     if not os.path.exists(path):
+        for name in RUN_DELETED_DIRS:
+            # Not a run's: the run would delete it when it ends.
+            if os.path.exists(os.path.join(directory, name)):
+                raise ValueError(
+                    f"--output-dir {directory} holds {name}/ but no {config_file}, so it is not a {what} of this "
+                    f"project, and a {what} deletes its {name}/ when it ends. Nothing was written: give another "
+                    f"--output-dir, or move {os.path.join(directory, name)} away."
+                )
         return None
     try:
         with open(path, encoding="utf-8") as f:

@@ -40,6 +40,7 @@ from training.training_clock import ClockedBackupAndRestore, TrainingClock
 
 # File names inside `output_dir`.
 CONFIG_FILE = "config.json"
+MODEL_BUILDER_KEY = "model_builder"  # in config.json when `run` was given another builder than build_model
 METRICS_FILE = "metrics.json"
 MODEL_FILE = "model.keras"
 VOCABULARY_FILE = "vocabulary.json"
@@ -894,8 +895,18 @@ def run(config, *, callbacks=(), model_builder=None):
     warps = candidate_warp_factors(config)
     closed_warps = f", mean over warps {list(warps)}" if warps else ""
     out = config.output_dir
-    # An earlier run there with other settings stops this one before it writes anything.
-    earlier = check_run_directory(out, config, config_file=CONFIG_FILE, ignore=RUN_DIRECTORY_IGNORED)
+    # An earlier run there with other settings stops this one before it writes anything,
+    # and so does one whose model another builder made (e.g. benchmarks.plain_baseline's).
+    builder = None if model_builder is None else f"{model_builder.__module__}.{model_builder.__qualname__}"
+    earlier = check_run_directory(out, config, config_file=CONFIG_FILE,
+                                  ignore=RUN_DIRECTORY_IGNORED | {MODEL_BUILDER_KEY})
+    if earlier is not None and earlier.get(MODEL_BUILDER_KEY) != builder:
+        default = "train.py's own model (models.transcription.build_model)"
+        raise ValueError(
+            f"{os.path.join(out, CONFIG_FILE)}: this run's model was built by "
+            f"{earlier.get(MODEL_BUILDER_KEY) or default}, this one's by {builder or default}. Its files are "
+            f"left as they are: give another --output-dir, or remove {out} to start again."
+        )
     keras.utils.set_random_seed(config.seed)
     resuming = os.path.exists(os.path.join(out, BACKUP_STATE_FILE))
     if resuming:
@@ -925,7 +936,7 @@ def run(config, *, callbacks=(), model_builder=None):
 
     # Data, model and warm start checked: the run is this directory's from here on.
     os.makedirs(out, exist_ok=True)
-    write_json(os.path.join(out, CONFIG_FILE), config_to_dict(config))
+    write_json(os.path.join(out, CONFIG_FILE), {**config_to_dict(config), **({MODEL_BUILDER_KEY: builder} if builder else {})})
     if not resuming and os.path.exists(os.path.join(out, BEST_WEIGHTS_FILE)):
         os.remove(os.path.join(out, BEST_WEIGHTS_FILE))  # from the earlier, finished run
 
