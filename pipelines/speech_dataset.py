@@ -76,6 +76,9 @@ class SpeechData:
         description: What the data is.
         feature_config: The `FeatureConfig` used.
         vocabulary: The `Vocabulary` the labels use.
+        transcripts_sha256: A digest of every used utterance's split, id and
+            transcript: the same for the same data wherever its folder is,
+            different once a transcript is edited.
     """
 
     train: tf.data.Dataset
@@ -86,6 +89,7 @@ class SpeechData:
     description: str
     feature_config: FeatureConfig = field(repr=False, default=None)
     vocabulary: Vocabulary = field(repr=False, default=None)
+    transcripts_sha256: str = field(repr=False, default=None)
 
 
 def load_features(path, feature_config, *, max_duration_s=None):
@@ -623,6 +627,11 @@ def build_speech_datasets(
             spec_augment_max_frequency=spec_augment_max_frequency,
         )
 
+    transcripts = hashlib.sha256()
+    for split in sorted(readers):
+        for entry in readers[split].entries:
+            transcripts.update(f"{split}\0{entry['key']}\0{entry['text']}\n".encode("utf-8"))
+
     train, reference = make("train")
     validation, _ = make("validation", reference)
     test = make("test", reference)[0] if "test" in readers else None
@@ -635,4 +644,5 @@ def build_speech_datasets(
         description=source.description,
         feature_config=feature_config,
         vocabulary=vocabulary,
+        transcripts_sha256=transcripts.hexdigest(),
     )

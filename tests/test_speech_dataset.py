@@ -2,6 +2,8 @@
 
 import logging
 import os
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -614,3 +616,21 @@ def test_audio_changed_in_place_is_featurised_afresh(tmp_path, counted, caplog):
     computed = len(counted)
     _build(folder, tmp_path / "cache")
     assert len(counted) == computed
+
+
+def test_the_transcripts_digest_follows_the_transcripts_not_the_folder(tmp_path):
+    folder = _corpus(tmp_path / "corpus", bad=False)
+    digest = _build(folder, tmp_path / "cache").transcripts_sha256
+    assert re.fullmatch(r"[0-9a-f]{64}", digest)
+    moved = tmp_path / "moved"
+    shutil.copytree(folder, moved)
+    assert _build(moved, tmp_path / "cache").transcripts_sha256 == digest
+    # One transcript edited in place, the counts and the audio unchanged: another digest.
+    manifest = moved / "manifest.tsv"
+    rows = manifest.read_text().split("\n")
+    name, speaker, split, text = rows[1].split("\t")
+    rows[1] = "\t".join([name, speaker, split, text + "s" if not text.endswith("s") else text[:-1]])
+    manifest.write_text("\n".join(rows))
+    edited = _build(moved, tmp_path / "cache")
+    assert edited.transcripts_sha256 != digest
+    assert edited.counts["used"] == _build(folder, tmp_path / "cache").counts["used"]

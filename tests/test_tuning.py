@@ -247,6 +247,13 @@ def test_a_search_resumed_on_other_data_is_refused(tmp_path, monkeypatch, capsys
     capsys.readouterr()
     run_search(TOY_TASK, ToyConfig(output_dir=output_dir), TuningConfig(tuner="random", max_trials=1, max_epochs=1))
     assert "data" in json.load(open(identity_path, encoding="utf-8"))
+    # One made before a field of `data` was kept (here `characters`) takes that field and resumes.
+    saved = json.load(open(identity_path, encoding="utf-8"))
+    del saved["data"]["characters"]
+    with open(identity_path, "w", encoding="utf-8") as f:
+        json.dump(saved, f)
+    run_search(TOY_TASK, ToyConfig(output_dir=output_dir), TuningConfig(tuner="random", max_trials=1, max_epochs=1))
+    assert json.load(open(identity_path, encoding="utf-8"))["data"]["characters"] == len(toy.TEXT)
 
 
 def test_hyperband_continues_the_best_trial_of_a_bracket(tmp_path):

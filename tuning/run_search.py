@@ -89,7 +89,7 @@ def _check_same_search(path, identity, config):
 def _check_same_data(path, data_identity):
     """Refuse to resume a project searched on other data (`TuningTask.prepare`'s
     `data_identity`); a project without one (older, or stopped before its data
-    was read) takes this one."""
+    was read) takes this one, and one without some of its fields takes those."""
     with open(path, encoding="utf-8") as f:
         identity = json.load(f)
     previous = identity.get("data")
@@ -97,13 +97,18 @@ def _check_same_data(path, data_identity):
         identity["data"] = data_identity
         write_json(path, identity)
         return
-    if previous != data_identity:
-        changed = _changed_fields(previous, data_identity)
+    # A field recorded only since a later version (e.g. `transcripts_sha256`) is taken from this run.
+    comparable = {key: value for key, value in data_identity.items() if key in previous}
+    if previous != comparable:
+        changed = _changed_fields(previous, comparable)
         raise ValueError(
             f"The tuning project in {os.path.dirname(path)} was searched on other data ({'; '.join(changed)}; "
             f"see `data` in {path}): its trials would not compare with new ones. Expected the same "
             "data to resume it; use another --output-dir for a search on this data."
         )
+    if comparable != data_identity:
+        identity["data"] = {**previous, **data_identity}
+        write_json(path, identity)
 
 
 def _tuned(values):

@@ -107,8 +107,10 @@ def _transcription_prepare(config):
         "feature_config": prepared.feature_config,
         "data": data,
         # What was used and skipped per split, with its seconds of audio: files
-        # changed in place change it (the feature cache notices them too).
-        "data_identity": {"vocabulary": "".join(prepared.vocabulary.characters), "utterances": data.counts},
+        # changed in place change it (the feature cache notices them too); and
+        # the transcripts themselves, which an edit can change at equal counts.
+        "data_identity": {"vocabulary": "".join(prepared.vocabulary.characters), "utterances": data.counts,
+                          "transcripts_sha256": data.transcripts_sha256},
     }
     return data.train, data.validation, context
 
