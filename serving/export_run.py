@@ -49,8 +49,11 @@ def _read_json(path, required=True):
         if required:
             raise SystemExit(f"{path} does not exist; expected a file written by train.py.")
         return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"{path} cannot be read as JSON ({error}); expected the file train.py wrote there.") from None
 
 
 class _Run(typing.NamedTuple):
@@ -69,20 +72,33 @@ class _Run(typing.NamedTuple):
         import models.language_model  # noqa: F401
         import models.transcription  # noqa: F401
 
-        return keras.saving.load_model(os.path.join(self.run_dir, "model.keras"))
+        from models.language_model_io import unreadable_model_error
+
+        path = os.path.join(self.run_dir, "model.keras")
+        try:
+            return keras.saving.load_model(path)
+        except Exception as error:  # Keras raises several types for a damaged file
+            raise SystemExit(str(unreadable_model_error(path, error))) from None
 
 
 def _read_run(run_dir):
     """The `_Run` of `run_dir`; a SystemExit when it has no model.keras."""
-    from pipelines.vocabulary import Vocabulary
-
     model_path = os.path.join(run_dir, "model.keras")
     if not os.path.isfile(model_path):
         raise SystemExit(f"{model_path} does not exist; expected the directory of a finished train.py run.")
+    from models.language_model_io import load_vocabulary_file
+
     metrics = _read_json(os.path.join(run_dir, "metrics.json"), required=False) or {}
+    vocabulary_path = os.path.join(run_dir, "vocabulary.json")
+    try:
+        vocabulary = load_vocabulary_file(vocabulary_path)
+    except FileNotFoundError:
+        raise SystemExit(f"{vocabulary_path} does not exist; expected the directory of a finished train.py run.") from None
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
     return _Run(
         run_dir=run_dir,
-        vocabulary=Vocabulary.load(os.path.join(run_dir, "vocabulary.json")),
+        vocabulary=vocabulary,
         feature_config=_read_json(os.path.join(run_dir, "feature_config.json"), required=False),
         config=_read_json(os.path.join(run_dir, "config.json"), required=False) or {},
         metrics={k: v for k, v in metrics.items() if k not in ("history", "skipped_files", "sample")},
@@ -266,7 +282,12 @@ def main(argv=None):
             check_candidate_warps(candidate_warps, candidates, feature_kind=kind)
         except ValueError as error:
             parser.error(f"--candidate_warps {args.candidate_warps}: {error} ({members[0]})")
-    print(export_run(args.run_dir, args.export_base, candidates, candidate_warps))
+    try:
+        print(export_run(args.run_dir, args.export_base, candidates, candidate_warps))
+    except OSError as error:  # e.g. a file where the export's model directory goes
+        where = error.filename or args.export_base or "the export base"
+        parser.error(f"cannot write the export at {where}: {error.strerror or error}; expected a directory "
+                     "for numbered SavedModel versions (or a path where one can be made)")
     return 0
 
 

@@ -52,3 +52,34 @@ def test_a_candidate_outside_the_vocabulary_names_its_line(run, tmp_path, capsys
     words.write_text("bead\n\ntwo 2\n", encoding="utf-8")
     message = _usage_error(capsys, run, "--candidates", words, "--export_base", tmp_path / "out")
     assert f"{str(words)!r}, line 3" in message and "got 'two 2'" in message
+
+
+def _exit_message(*argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(a) for a in argv])
+    return str(exit_info.value.code)
+
+
+def test_damaged_run_files_are_named_not_a_traceback(run, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(run, broken)
+    (broken / "metrics.json").write_text('{"val_cer": 0.1')  # cut short
+    message = _exit_message(broken, "--export_base", tmp_path / "out")
+    assert message.startswith(f"{broken / 'metrics.json'} cannot be read as JSON (")
+    (broken / "metrics.json").write_text("{}")
+    (broken / "vocabulary.json").unlink()
+    assert _exit_message(broken, "--export_base", tmp_path / "out") == (
+        f"{broken / 'vocabulary.json'} does not exist; expected the directory of a finished train.py run.")
+    shutil.copy(os.path.join(run, "vocabulary.json"), broken)
+    (broken / "model.keras").write_bytes((broken / "model.keras").read_bytes()[:3000])  # truncated
+    message = _exit_message(broken, "--export_base", tmp_path / "out")
+    assert message.startswith(f"Model file {str(broken / 'model.keras')!r} exists but cannot be read as a Keras "
+                              "model (corrupt or truncated?)")
+    # A file where the export's model directory goes: a usage error, the file kept.
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "transcriber").write_text("keep me\n")
+    message = _usage_error(capsys, run, "--export_base", tmp_path / "base")
+    assert f"cannot write the export at {tmp_path / 'base' / 'transcriber'}" in message
+    assert (tmp_path / "base" / "transcriber").read_text() == "keep me\n"
