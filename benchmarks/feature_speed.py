@@ -116,7 +116,10 @@ def main(argv=None):
     print(f"features: {config}")
 
     started = time.perf_counter()
-    source = resolve_speech_source(args.dataset, cache_dir=cache_dir)
+    try:
+        source = resolve_speech_source(args.dataset, cache_dir=cache_dir)
+    except (OSError, ValueError) as error:
+        parser.error(f"--dataset {args.dataset}: {getattr(error, 'strerror', None) or error}")
     print(f"data: {source.description} (resolved/prepared in {time.perf_counter() - started:.1f} s)")
     if args.split not in source.splits:
         parser.error(f"--split {args.split!r} not in {sorted(source.splits)}")

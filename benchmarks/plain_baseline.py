@@ -97,7 +97,10 @@ def main(argv=None):
         check_config(config)  # before any data work
     except ValueError as error:
         raise SystemExit(f"plain_baseline: {error}") from None
-    transcription.run(config, model_builder=build_plain_model)
+    try:
+        transcription.run(config, model_builder=build_plain_model)
+    except (OSError, ValueError) as error:  # as train.py: bad data, a run directory of other settings
+        raise SystemExit(f"plain_baseline: error: {error}") from None
     return 0
 
 

@@ -49,6 +49,14 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=0, help="Check only the first N utterances (0: all).")
     parser.add_argument("--batch_size", type=int, default=32, help="Utterances per TensorFlow call.")
     args = parser.parse_args(argv)
+    if args.limit < 0:
+        parser.error(f"--limit must be 0 (all) or a positive integer, got {args.limit}")
+    if args.batch_size < 1:
+        parser.error(f"--batch_size must be a positive integer, got {args.batch_size}")
+    if not os.path.isfile(args.manifest):
+        parser.error(f"--manifest {args.manifest} is not a file; expected a manifest.tsv with a `path` column")
+    if args.export and not os.path.isfile(os.path.join(args.export, "saved_model.pb")):
+        parser.error(f"--export {args.export} is not a SavedModel version directory (no saved_model.pb)")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     import tensorflow as tf
@@ -60,8 +68,11 @@ def main(argv=None):
 
     loaded, config = None, FeatureConfig()
     if args.export:
-        config = FeatureConfig.from_dict(read_metadata(args.export)["feature_config"])
-        loaded = load_version(args.export)
+        try:
+            config = FeatureConfig.from_dict(read_metadata(args.export, task="transcription")["feature_config"])
+            loaded = load_version(args.export)
+        except (OSError, ValueError) as error:
+            parser.error(f"--export {args.export}: {error}")
     layer = LogMel(config)
     rows = _rows(args.manifest, args.limit)
     started = time.perf_counter()

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import io
 import json
+import os
 import sys
 import time
 
@@ -143,7 +144,23 @@ def main(argv=None):
     for name in ("clients", "requests"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
-    report = asyncio.run(_run(args))
+    for name in ("seconds", "timeout"):
+        if not 0 < getattr(args, name) < float("inf"):
+            parser.error(f"--{name} must be a positive number of seconds, got {getattr(args, name)}")
+    if args.max_new_chars < 0:
+        parser.error(f"--max_new_chars must be >= 0, got {args.max_new_chars}")
+    if args.audio is not None and not os.path.isfile(args.audio):
+        parser.error(f"--audio {args.audio} is not a file; expected an audio file to upload")
+    if not args.url.startswith(("http://", "https://")):
+        parser.error(f"--url must start with http:// or https://, got {args.url!r}")
+    import httpx
+
+    try:
+        report = asyncio.run(_run(args))
+    except httpx.HTTPError as error:  # the warm-up request: no server there, or it timed out
+        print(f"load_test: error: no answer from {args.url} ({type(error).__name__}: {error}); expected a running "
+              f"server (python -m serving ...) with model {args.model_name!r}.", file=sys.stderr)
+        return 2
     print(json.dumps(report, indent=2, ensure_ascii=False))
     return 0 if report["failures"] == 0 else 1
 

@@ -138,3 +138,45 @@ def test_in_memory_feed_gives_back_the_batches_in_order_without_python():
 def test_in_memory_feed_of_no_batches_is_an_error():
     with pytest.raises(ValueError, match="at least one batch"):
         feature_speed.in_memory_feed([], None)
+
+
+def test_load_test_and_feature_fidelity_refuse_bad_flags_before_any_work(tmp_path, capsys):
+    from serving import feature_fidelity, load_test
+
+    manifest = tmp_path / "manifest.tsv"
+    manifest.write_text("path\ttext\n")
+    for main, argv, needle in (
+        (load_test.main, ["--model_name", "m", "--kind", "transcribe", "--seconds", "-1"],
+         "--seconds must be a positive number of seconds, got -1.0"),
+        (load_test.main, ["--model_name", "m", "--kind", "transcribe", "--audio", tmp_path / "none.wav"],
+         f"--audio {tmp_path / 'none.wav'} is not a file"),
+        (load_test.main, ["--model_name", "m", "--kind", "generate", "--max_new_chars", "-3"],
+         "--max_new_chars must be >= 0, got -3"),
+        (load_test.main, ["--model_name", "m", "--kind", "generate", "--url", "127.0.0.1:8501"],
+         "--url must start with http:// or https://"),
+        (feature_fidelity.main, ["--manifest", tmp_path], f"--manifest {tmp_path} is not a file"),
+        (feature_fidelity.main, ["--manifest", manifest, "--limit", "-1"], "--limit must be 0 (all)"),
+        (feature_fidelity.main, ["--manifest", manifest, "--batch_size", "0"], "--batch_size must be a positive"),
+        (feature_fidelity.main, ["--manifest", manifest, "--export", tmp_path],
+         f"--export {tmp_path} is not a SavedModel version directory"),
+    ):
+        assert needle in _usage_error(main, capsys, *argv), argv
+
+
+def test_load_test_without_a_server_is_one_line(capsys):
+    from serving import load_test
+
+    port = _free_port()
+    assert load_test.main(["--model_name", "m", "--kind", "generate", "--url", f"http://127.0.0.1:{port}",
+                           "--timeout", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"load_test: error: no answer from http://127.0.0.1:{port} (ConnectError")
+    assert "Traceback" not in err
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
