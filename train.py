@@ -12,6 +12,7 @@ import importlib
 import logging
 import os
 import shlex
+import signal
 import sys
 import traceback
 
@@ -97,6 +98,10 @@ def next_steps(task, config, result):
     return "Next:\n" + "\n".join(lines) if lines else ""
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv=None):
     # The project's own progress messages; TFDS' routine absl notices about
     # the project's local builders ("custom data configuration") are noise.
@@ -106,6 +111,9 @@ def main(argv=None):
     logging.getLogger("absl").setLevel(logging.ERROR)
     module, config, tuning = parse_command(argv)
     task = {path: name for name, path in TASKS.items()}[module.__name__]
+    # SIGTERM (a scheduler, `kill`, the distributed launcher) ends the run as
+    # Ctrl-C does, so that half-written exports and caches are removed.
+    previous_handler = signal.signal(signal.SIGTERM, _interrupt)
     try:
         if tuning.tune:
             from tuning.run_search import run_search
@@ -121,6 +129,14 @@ def main(argv=None):
             traceback.print_exc()
         print(f"train.py: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if os.environ.get("TRAIN_TRACEBACK"):
+            traceback.print_exc()
+        print(f"train.py: interrupted. What {config.output_dir} holds is kept: run the same command again to "
+              "resume from the last finished epoch (or trial).", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
     if isinstance(result, dict) and result.get("role") != "worker":  # a search's workers export nothing
         steps = next_steps(task, config, result)
         if steps:

@@ -384,6 +384,28 @@ def test_train_py_reports_bad_data_as_one_line_naming_the_file(tmp_path, capsys)
     assert "Traceback" not in err
 
 
+def test_train_py_interrupted_or_terminated_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    import signal
+    import time
+
+    import training.language_model
+
+    def terminated(config):
+        os.kill(os.getpid(), signal.SIGTERM)  # as `kill` or a scheduler sends it
+        time.sleep(10)
+        raise AssertionError("SIGTERM did not stop the run")
+
+    before = signal.getsignal(signal.SIGTERM)
+    argv = ["--task", "language_model", "--dataset", _tiny_corpus(tmp_path), "--output-dir", str(tmp_path / "run")]
+    for run in (terminated, lambda config: (_ for _ in ()).throw(KeyboardInterrupt())):
+        monkeypatch.setattr(training.language_model, "run", run)
+        assert train.main(argv) == 130
+        err = capsys.readouterr().err
+        assert err == (f"train.py: interrupted. What {tmp_path / 'run'} holds is kept: run the same command again "
+                       "to resume from the last finished epoch (or trial).\n")
+        assert signal.getsignal(signal.SIGTERM) is before  # the handler is train.py's only while it runs
+
+
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_a_mixed_precision_run_trains_saves_generates_and_exports(tmp_path, capsys, policy):
     """`--dtype-policy mixed_*`: 16-bit compute on the fused path, float32
