@@ -53,6 +53,20 @@ def parse_command(argv=None):
                     "--ensemble trains several runs of one configuration; --tune searches configurations. "
                     "Tune first, then train an ensemble of the best one's flags."
                 )
+            # What the search chooses or bounds itself: a value given here would be ignored.
+            searched = {"hidden_size": "--min-hidden-size/--max-hidden-size",
+                        "num_layers": "--min-num-layers/--max-num-layers",
+                        "learning_rate": "--min-learning-rate/--max-learning-rate",
+                        "dropout": "--min-dropout/--max-dropout",
+                        "epochs": "--max-epochs (a trial's epochs)",
+                        "max_train_minutes": "--time-budget-minutes (the whole search's)"}
+            given = [name for name in searched if hasattr(args, name) and getattr(args, name) != parser.get_default(name)]
+            if given:
+                raise ValueError(
+                    "with --tune, " + "; ".join(f"--{name.replace('_', '-')} is set by the search: give {searched[name]}"
+                                                for name in given)
+                    + " instead (the value given would be ignored)."
+                )
             if getattr(config, "init_from", None) is not None:
                 raise ValueError(
                     "--init-from starts one run from another's weights; --tune trains models of "

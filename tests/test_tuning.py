@@ -322,10 +322,10 @@ def test_train_py_parses_the_tuning_flags_as_a_second_group():
     import train
 
     module, config, tuning = train.parse_command(
-        ["--task", "language_model", "--hidden-size", "64", "--tune", "--tuner", "random",
+        ["--task", "language_model", "--embedding-dim", "24", "--tune", "--tuner", "random",
          "--max-trials", "3", "--max-epochs", "2", "--max-hidden-size", "256"]
     )
-    assert module.__name__ == "training.language_model" and config.hidden_size == 64
+    assert module.__name__ == "training.language_model" and config.embedding_dim == 24
     assert tuning == TuningConfig(
         tune=True, tuner="random", max_trials=3, max_epochs=2, max_hidden_size=256
     )
@@ -340,6 +340,11 @@ def test_train_py_parses_the_tuning_flags_as_a_second_group():
         (["--tune", "--tuner", "grid"], "invalid choice: 'grid'"),
         (["--tune", "--min-hidden-size", "600"], "Empty search range for `hidden_size`: min 600 > max 512"),
         (["--max-trials", "3"], "--max-trials take effect only with --tune"),
+        # What the search sets would be ignored: refused, naming the flags that bound it instead.
+        (["--tune", "--hidden-size", "64", "--max-train-minutes", "3"],
+         "with --tune, --hidden-size is set by the search: give --min-hidden-size/--max-hidden-size; "
+         "--max-train-minutes is set by the search: give --time-budget-minutes (the whole search's) instead"),
+        (["--tune", "--dropout", "0.2"], "--dropout is set by the search: give --min-dropout/--max-dropout"),
     ],
 )
 def test_train_py_rejects_bad_tuning_flags(argv, message, capsys):
