@@ -44,6 +44,11 @@ def parse_command(argv=None):
     try:
         config = config_from_namespace(module.Config, args)
         tuning = TuningConfig.from_flags(args)
+        init_from = getattr(config, "init_from", None)
+        if init_from is not None and not os.path.isdir(init_from):  # checked before the data is prepared
+            problem = "is a file, not a directory" if os.path.exists(init_from) else "does not exist"
+            raise ValueError(f"--init-from {init_from} {problem}; expected the --output-dir of an earlier "
+                             "train.py run of this task.")
         if getattr(config, "candidates", None) is not None:
             module.read_candidates(config)  # a bad file is refused now, not after a search or a training
         if tuning.tune:

@@ -359,6 +359,10 @@ def test_a_run_leaves_an_earlier_run_in_its_directory_intact_unless_it_starts(tm
     with pytest.raises(ValueError, match="config field `sample_prompt`"):
         run(dataclasses.replace(earlier, sample_length=50))  # a sampling option may differ
     assert {p.name: p.read_text() for p in out.iterdir()} == files
+    (out / "config.json").write_text('{"foo": 1}')  # some other program's file: not read as a run's
+    with pytest.raises(ValueError, match=r"config.json holds none of a run's settings \(keys \['foo'\]\): expected "
+                                         r"the config.json of an earlier run"):
+        run(earlier)
     (out / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match=r"config.json cannot be read as JSON .*expected the config.json of an earlier run"):
         run(earlier)

@@ -520,7 +520,7 @@ def test_config_rejects_more_mfcc_than_mel_bands():
         transcription.Config(feature_kind="mfcc", n_mels=40, n_mfcc=41)
 
 
-def test_cli_flags_map_onto_the_config(capsys):
+def test_cli_flags_map_onto_the_config(capsys, tmp_path):
     module, config = train.parse_args(
         ["--task", "transcription", "--hidden-size", "64", "--epochs", "3",
          "--dataset", "/data/fsdd", "--no-bidirectional", "--strict",
@@ -534,13 +534,22 @@ def test_cli_flags_map_onto_the_config(capsys):
     with pytest.raises(SystemExit):
         train.parse_args(["--task", "transcription", "--hidden-size", "0"])
     assert "`hidden_size` (--hidden-size), expected a positive integer, got 0" in capsys.readouterr().err
-    assert train.parse_args(["--task", "transcription", "--init-from", "runs/pre"])[1].init_from == "runs/pre"
+    pre = str(tmp_path / "pre")
+    os.makedirs(pre)
+    assert train.parse_args(["--task", "transcription", "--init-from", pre])[1].init_from == pre
+    # A missing path or a file is refused before any data is prepared.
+    (tmp_path / "a_file").write_text("")
+    for path, problem in ((tmp_path / "missing", "does not exist"), (tmp_path / "a_file", "is a file, not a directory")):
+        with pytest.raises(SystemExit):
+            train.parse_args(["--task", "transcription", "--init-from", str(path)])
+        assert (f"--init-from {path} {problem}; expected the --output-dir of an earlier train.py run of this task."
+                in capsys.readouterr().err)
     assert train.parse_args(["--task", "transcription", "--dtype-policy", "mixed_bfloat16"])[1].dtype_policy == "mixed_bfloat16"
     with pytest.raises(SystemExit):
         train.parse_args(["--task", "transcription", "--dtype-policy", "bfloat16"])
     assert "invalid choice: 'bfloat16'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        train.parse_args(["--task", "transcription", "--init-from", "runs/pre", "--tune"])
+        train.parse_args(["--task", "transcription", "--init-from", pre, "--tune"])
     assert "--init-from starts one run from another's weights; --tune" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train.parse_args(["--task", "transcription", "--hiden-size", "3"])

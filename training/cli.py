@@ -185,6 +185,8 @@ def check_run_directory(directory, config, *, what="run", config_file="config.js
         saved, problem = None, f"cannot be read as JSON ({error})"
     else:
         problem = None if isinstance(saved, dict) else f"holds a JSON {type(saved).__name__}, not an object"
+        if problem is None and not set(saved) & {field.name for field in dataclasses.fields(config)}:
+            problem = f"holds none of a {what}'s settings (keys {sorted(saved)[:5]})"
     if problem is not None:
         raise ValueError(
             f"{path} {problem}: expected the config.json of an earlier {what}. Nothing was written: "
