@@ -97,8 +97,12 @@ def main(argv=None):
         check_config(config)  # before any data work
     except ValueError as error:
         raise SystemExit(f"plain_baseline: {error}") from None
+    # The builder by its importable name (under `python -m` this module is
+    # `__main__`): config.json records it, and runs compare it.
+    from benchmarks import plain_baseline
+
     try:
-        transcription.run(config, model_builder=build_plain_model)
+        transcription.run(config, model_builder=plain_baseline.build_plain_model)
     except (OSError, ValueError) as error:  # as train.py: bad data, a run directory of other settings
         raise SystemExit(f"plain_baseline: error: {error}") from None
     return 0
