@@ -218,6 +218,9 @@ def test_search_writes_outputs_and_resumes_without_repeating_trials(tmp_path, ca
         run_search(TOY_TASK, ToyConfig(output_dir=moved, embedding_dim=4), TuningConfig(tuner="random", max_trials=2, max_epochs=1))
     with pytest.raises(ValueError, match=r"different settings \(tuner \(was 'random', now 'bayesian'\) differ"):
         run_search(TOY_TASK, config, TuningConfig(tuner="bayesian", max_trials=2, max_epochs=1))
+    # A narrowed range: the bound that changed, not both whole range dicts.
+    with pytest.raises(ValueError, match=r"different settings \(ranges.max_hidden_size \(was 32, now 16\) differ"):
+        run_search(TOY_TASK, config, TuningConfig(tuner="random", max_trials=2, max_epochs=1, max_hidden_size=16))
 
 
 def test_a_search_resumed_on_other_data_is_refused(tmp_path, monkeypatch, capsys):

@@ -47,13 +47,19 @@ def _jsonable(value):
     return json.loads(json.dumps(value, default=_plain))
 
 
-def _changed_fields(previous, current, skip=()):
-    """`"key (was A, now B)"` for each top-level key of two saved dicts that differs."""
-    return [
-        f"{key} (was {previous.get(key)!r}, now {current.get(key)!r})"
-        for key in sorted(set(previous) | set(current))
-        if key not in skip and previous.get(key) != current.get(key)
-    ]
+def _changed_fields(previous, current, skip=(), prefix=""):
+    """`"key (was A, now B)"` for each key of two saved dicts that differs; in
+    nested dicts (a search's ranges) the inner key that differs, as `key.inner`."""
+    changed = []
+    for key in sorted(set(previous) | set(current)):
+        was, now = previous.get(key), current.get(key)
+        if key in skip or was == now:
+            continue
+        if isinstance(was, dict) and isinstance(now, dict):
+            changed += _changed_fields(was, now, prefix=f"{prefix}{key}.")
+        else:
+            changed.append(f"{prefix}{key} (was {was!r}, now {now!r})")
+    return changed
 
 
 def _check_same_search(path, identity, config):
