@@ -138,8 +138,12 @@ def test_members_must_agree(runs, vocabulary, tmp_path):
     with pytest.raises(SystemExit, match=r"mfcc: feature_config.json field 'n_mels' is 32, but 40"):
         export_run([runs[0], other], str(tmp_path / "out"))
     letters = _write_run(str(tmp_path / "letters"), 5, Vocabulary("abc "))
-    with pytest.raises(SystemExit, match=r"letters: its vocabulary.json differs from .*seed1's"):
+    with pytest.raises(SystemExit, match=r"letters: its vocabulary.json differs from .*seed1's \(characters "
+                                         r"\"'defghijklmnopqrstuvwxyz\" only in the first's\); an ensemble's members need one vocabulary"):
         export_run([runs[0], letters], str(tmp_path / "out"))
+    reordered = _write_run(str(tmp_path / "reordered"), 6, Vocabulary("".join(reversed(vocabulary.characters))))
+    with pytest.raises(SystemExit, match=r"reordered: .* \(the same characters in another order"):
+        export_run([runs[0], reordered], str(tmp_path / "out"))
     stacked = _write_run(str(tmp_path / "stack2"), 4, vocabulary, frame_stack=2)
     with pytest.raises(SystemExit, match=r"stack2: config.json field 'frame_stack' is 2, but 3"):
         export_run([runs[0], stacked], str(tmp_path / "out"))
