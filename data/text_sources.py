@@ -55,9 +55,9 @@ def read_text_file(path):
 
     Raises:
         FileNotFoundError: `path` does not exist or is a directory.
-        ValueError: the file is empty, is not UTF-8 or holds NUL bytes (the
-            message names the file, the byte offset and the line of the first
-            bad byte).
+        ValueError: the file is empty, is not UTF-8 (`decode_utf8`: the
+            line and column of the first bad byte) or holds NUL bytes (the byte
+            offset and line of the first).
     """
     if not os.path.exists(path):
         raise FileNotFoundError(
@@ -73,15 +73,7 @@ def read_text_file(path):
         data = f.read()
     if not data:
         raise ValueError(f"Text file {path!r} is empty (0 bytes); expected UTF-8 text.")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise ValueError(
-            f"Text file {path!r} is not valid UTF-8: byte offset {error.start} "
-            f"(line {line}) holds {data[error.start:error.start + 1]!r} ({error.reason}); "
-            "expected UTF-8 text. Convert it first, e.g. `iconv -f latin1 -t utf-8`."
-        ) from None
+    text = decode_utf8(data, f"Text file {path!r}")
     if "\0" in text:
         # Valid UTF-8, but no text holds NUL: UTF-16 without a byte-order
         # mark (every other byte NUL) or a binary file given by mistake.

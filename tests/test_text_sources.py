@@ -71,14 +71,13 @@ def test_nul_bytes_are_refused_naming_offset_and_line(tmp_path):
         read_text_file(str(path))
 
 
-def test_undecodable_bytes_name_the_file_and_offset(tmp_path):
+def test_undecodable_bytes_name_the_file_line_and_column(tmp_path):
     path = tmp_path / "latin1.txt"
     path.write_bytes("first line\ncaf".encode() + b"\xe9 au lait\n")
     with pytest.raises(ValueError) as error:
         read_text_file(str(path))
     assert str(error.value) == (
-        f"Text file {str(path)!r} is not valid UTF-8: byte offset 14 (line 2) holds "
-        "b'\\xe9' (invalid continuation byte); expected UTF-8 text. Convert it "
+        f"Text file {str(path)!r}, line 2: expected UTF-8 text, got byte 0xe9 at column 4. Convert it "
         "first, e.g. `iconv -f latin1 -t utf-8`."
     )
 
