@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from training import TASKS  # noqa: E402
 from training.cli import add_config_flags, config_from_namespace  # noqa: E402
 from tuning.config import TuningConfig  # noqa: E402
+from tuning.search_spaces import TUNED_HYPERPARAMETERS  # noqa: E402
 from tuning.tasks import tuning_task  # noqa: E402
 
 
@@ -59,12 +60,9 @@ def parse_command(argv=None):
                     "Tune first, then train an ensemble of the best one's flags."
                 )
             # What the search chooses or bounds itself: a value given here would be ignored.
-            searched = {"hidden_size": "--min-hidden-size/--max-hidden-size",
-                        "num_layers": "--min-num-layers/--max-num-layers",
-                        "learning_rate": "--min-learning-rate/--max-learning-rate",
-                        "dropout": "--min-dropout/--max-dropout",
-                        "epochs": "--max-epochs (a trial's epochs)",
-                        "max_train_minutes": "--time-budget-minutes (the whole search's)"}
+            searched = {name: "--min-{0}/--max-{0}".format(name.replace("_", "-")) for name in TUNED_HYPERPARAMETERS}
+            searched.update(epochs="--max-epochs (a trial's epochs)",
+                            max_train_minutes="--time-budget-minutes (the whole search's)")
             given = [name for name in searched if hasattr(args, name) and getattr(args, name) != parser.get_default(name)]
             if given:
                 raise ValueError(
