@@ -156,11 +156,10 @@ def export_ensemble(run_dirs, export_base, candidates=None, candidate_warps=None
     for run in runs[1:]:
         if run.vocabulary != first.vocabulary:
             ours, theirs = "".join(run.vocabulary.characters), "".join(first.vocabulary.characters)
-            extra, missing = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
-            how = ("characters " + "; ".join(part for part in (
-                f"{''.join(extra)!r} not in the first's" if extra else "",
-                f"{''.join(missing)!r} only in the first's" if missing else "") if part)
-                if extra or missing else f"the same characters in another order ({ours!r} against {theirs!r})")
+            extra, missing = "".join(sorted(set(ours) - set(theirs))), "".join(sorted(set(theirs) - set(ours)))
+            parts = [f"characters {extra!r} not in the first's"] if extra else []
+            parts += [f"characters {missing!r} only in the first's"] if missing else []
+            how = "; ".join(parts) or f"the same characters in another order ({ours!r} against {theirs!r})"
             raise SystemExit(f"{run.run_dir}: its vocabulary.json differs from {first.run_dir}'s ({how}); "
                              "an ensemble's members need one vocabulary.")
         for key in sorted(set(first.feature_config) | set(run.feature_config)):
