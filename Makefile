@@ -16,11 +16,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The default job: speech transcription on the synthetic corpus the project makes itself.
+# Each `make train` trains it again: --overwrite replaces a finished run in OUTPUT_DIR.
 train: $(STAMP)
-	$(PY) train.py --task transcription --output-dir $(OUTPUT_DIR)
+	$(PY) train.py --task transcription --output-dir $(OUTPUT_DIR) --overwrite
 
 train-lm: $(STAMP)
-	$(PY) train.py --task language_model --output-dir runs/language_model
+	$(PY) train.py --task language_model --output-dir runs/language_model --overwrite
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist worksteal

@@ -70,6 +70,11 @@ def parse_command(argv=None):
                                                 for name in given)
                     + " instead (the value given would be ignored)."
                 )
+            if config.overwrite:
+                raise ValueError(
+                    "--overwrite trains a finished run again; --tune resumes the search in --output-dir "
+                    "(its finished trials are kept): give another --output-dir to search again."
+                )
             if getattr(config, "init_from", None) is not None:
                 raise ValueError(
                     "--init-from starts one run from another's weights; --tune trains models of "

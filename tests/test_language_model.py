@@ -359,6 +359,24 @@ def test_a_run_leaves_an_earlier_run_in_its_directory_intact_unless_it_starts(tm
     with pytest.raises(ValueError, match="config field `sample_prompt`"):
         run(dataclasses.replace(earlier, sample_length=50))  # a sampling option may differ
     assert {p.name: p.read_text() for p in out.iterdir()} == files
+    # A finished run (its metrics.json) with the same settings: refused without --overwrite, naming it.
+    files["metrics.json"] = '{"epochs": 3, "val_bpc": 2.25}'
+    (out / "metrics.json").write_text(files["metrics.json"])
+    with pytest.raises(ValueError) as finished:
+        run(earlier)
+    assert str(finished.value) == (
+        f"{out} holds a finished run with these settings ({out / 'metrics.json'}: 3 epochs, val_bpc 2.25); training "
+        "it again would replace its model and files. Nothing was written: give --overwrite to train it again, or "
+        "another --output-dir."
+    )
+    # With --overwrite, or with the backup/ of a killed rerun beside it, the run gets past that check (to the prompt).
+    with pytest.raises(ValueError, match="config field `sample_prompt`"):
+        run(dataclasses.replace(earlier, overwrite=True))
+    (out / "backup").mkdir()  # a killed rerun's backup: the same command resumes it, --overwrite or not
+    with pytest.raises(ValueError, match="config field `sample_prompt`"):
+        run(earlier)
+    (out / "backup").rmdir()
+    assert {p.name: p.read_text() for p in out.iterdir()} == files
     (out / "config.json").write_text('{"foo": 1}')  # some other program's file: not read as a run's
     with pytest.raises(ValueError, match=r"config.json holds none of a run's settings \(keys \['foo'\]\): expected "
                                          r"the config.json of an earlier run"):

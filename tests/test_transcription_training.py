@@ -176,19 +176,28 @@ def test_a_run_into_a_finished_runs_directory(tmp_path, fake_data, capsys, monke
         transcription.run(dataclasses.replace(config, dropout=0.2))
     with pytest.raises(ValueError, match=r"holds a single run \(train.py without --ensemble\), not an ensemble"):
         transcription.run(dataclasses.replace(config, ensemble=2, export=True))
-    # Bad data with the same settings stops the run before it writes anything.
+    # Bad data with the same settings and --overwrite stops the run before it writes anything.
     def unreadable(**kwargs):
         raise ValueError("bad.wav: unreadable")
 
     with monkeypatch.context() as patch:
         patch.setattr(transcription, "build_speech_datasets", unreadable)
         with pytest.raises(ValueError, match="bad.wav: unreadable"):
-            transcription.run(config)
+            transcription.run(dataclasses.replace(config, overwrite=True))
+    # The same settings: refused too (the model would be replaced), naming what the run holds.
+    epochs = json.loads((out / "metrics.json").read_text())["epochs"]
+    with pytest.raises(ValueError) as refused:
+        transcription.run(config)
+    assert str(refused.value) == (
+        f"{out} holds a finished run with these settings ({out / 'metrics.json'}: {epochs} epochs, val_cer "
+        f"{json.loads((out / 'metrics.json').read_text())['val_cer']:.4g}); training it again would replace its "
+        "model and files. Nothing was written: give --overwrite to train it again, or another --output-dir."
+    )
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == files
-    # The same settings train it again.
+    # With --overwrite the same settings train it again.
     capsys.readouterr()
-    transcription.run(config)
-    assert f"{out} holds a run with these settings: training it again" in capsys.readouterr().out
+    transcription.run(dataclasses.replace(config, overwrite=True))
+    assert f"{out} holds a run with these settings: training it again (--overwrite" in capsys.readouterr().out
     assert (out / "model.keras").stat().st_mtime_ns > files[out / "model.keras"]
 
 
@@ -857,6 +866,9 @@ def test_ensemble_settings_are_checked(capsys):
         transcription.Config(ensemble=0)
     with pytest.raises(ValueError, match=r"expected 1 with --no-export .* got 2"):
         transcription.Config(ensemble=2, export=False)
+    with pytest.raises(ValueError, match=r"expected 1 with --overwrite \(an ensemble reuses its finished members: "
+                                         r"remove a member's directory, OUTPUT_DIR/members/seed_S, to train it again\), got 2"):
+        transcription.Config(ensemble=2, overwrite=True)
     assert train.parse_args(["--ensemble", "3"])[1].ensemble == 3
     with pytest.raises(SystemExit):
         train.parse_args(["--ensemble", "2", "--tune"])

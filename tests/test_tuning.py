@@ -348,6 +348,8 @@ def test_train_py_parses_the_tuning_flags_as_a_second_group():
          "with --tune, --hidden-size is set by the search: give --min-hidden-size/--max-hidden-size; "
          "--max-train-minutes is set by the search: give --time-budget-minutes (the whole search's) instead"),
         (["--tune", "--dropout", "0.2"], "--dropout is set by the search: give --min-dropout/--max-dropout"),
+        (["--tune", "--overwrite"], "--overwrite trains a finished run again; --tune resumes the search in "
+                                    "--output-dir (its finished trials are kept): give another --output-dir"),
     ],
 )
 def test_train_py_rejects_bad_tuning_flags(argv, message, capsys):

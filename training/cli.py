@@ -97,7 +97,7 @@ def config_to_dict(config):
 # other values of these (`--candidates` added later, the search moved to a
 # machine with GPUs and `--distribute mirrored`, the directory moved).
 NON_LEARNING_FIELDS = frozenset({
-    "output_dir", "cache_dir", "distribute", "export", "verbose",
+    "output_dir", "overwrite", "cache_dir", "distribute", "export", "verbose",
     "beam_width", "num_examples", "candidates", "candidate_warps",
     "sample_prompt", "sample_length", "temperature",
 })
@@ -146,7 +146,8 @@ def check_run_directory(directory, config, *, what="run", config_file="config.js
 
     Called before a run writes anything, so that a run with other flags
     (or a mistyped `--output-dir`) cannot overwrite, or resume from, a run it
-    is not: the files there are left as they are.
+    is not: the files there are left as they are. A finished run with these
+    settings is the caller's to refuse (`check_not_finished`).
 
     Args:
         directory: The run's output directory.
@@ -200,6 +201,44 @@ def check_run_directory(directory, config, *, what="run", config_file="config.js
             f"run resumes), give another --output-dir, or remove {directory} to start again."
         )
     return saved
+
+
+def check_not_finished(directory, *, overwrite, finished_file="metrics.json"):
+    """Refuse to train again a finished run in `directory` unless `overwrite`.
+
+    Called after `check_run_directory` has found a run with these settings
+    there: training would replace its model. A run is finished when it has
+    written `finished_file` (its metrics) and holds no `backup/` (a killed
+    run, including a killed `--overwrite` one, resumes without the flag).
+
+    Raises:
+        ValueError: naming the directory and what its metrics say.
+    """
+    if (overwrite or not os.path.isfile(os.path.join(directory, finished_file))
+            or any(os.path.exists(os.path.join(directory, name)) for name in RUN_DELETED_DIRS)):
+        return
+    raise ValueError(
+        f"{directory} holds a finished run with these settings ({_finished_summary(directory, finished_file)}); "
+        f"training it again would replace its model and files. Nothing was written: give --overwrite to "
+        f"train it again, or another --output-dir."
+    )
+
+
+def _finished_summary(directory, finished_file):
+    """What a finished run's metrics file says of it, for a message ("metrics.json: 27 epochs, ...")."""
+    path = os.path.join(directory, finished_file)
+    try:
+        with open(path, encoding="utf-8") as f:
+            metrics = json.load(f)
+    except (OSError, ValueError):
+        return path
+    if not isinstance(metrics, dict):
+        return path
+    parts = [f"{metrics['epochs']} epochs" if isinstance(metrics.get("epochs"), int) else None]
+    parts += [f"{name} {metrics[name]:.4g}" for name in ("val_cer", "val_bpc")
+              if isinstance(metrics.get(name), (int, float)) and not isinstance(metrics.get(name), bool)]
+    parts = [part for part in parts if part]
+    return f"{path}: {', '.join(parts)}" if parts else path
 
 
 def output_file_error(output, *, name="--output", kind="JSON file"):

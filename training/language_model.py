@@ -25,7 +25,7 @@ from pipelines.epochs import repeat_epochs
 from pipelines.text_dataset import text_window_dataset
 from pipelines.text_split import split_text
 from pipelines.vocabulary import Vocabulary
-from training.cli import RUN_DIRECTORY_IGNORED, check_run_directory, config_to_dict, write_json
+from training.cli import RUN_DIRECTORY_IGNORED, check_not_finished, check_run_directory, config_to_dict, write_json
 from training.cosine_annealing_callback import CosineAnnealingCallback
 from training.distribute import DISTRIBUTE, build_distributed
 from training.non_finite_loss_callback import NonFiniteLossCallback
@@ -57,6 +57,10 @@ class Config:
     )
     output_dir: str = _field(  # config.json, metrics.json, model.keras, ... go here
         "runs/language_model", "directory for the run's outputs", metavar="DIR"
+    )
+    overwrite: bool = _field(  # a finished run with these settings in DIR is refused, not replaced
+        False, "train again into an --output-dir that holds a finished run with these settings, replacing "
+        "its model and files (without it, such a directory is refused)"
     )
     # Model
     embedding_dim: int = _field(64, "size of the character embedding")  # 64
@@ -163,6 +167,8 @@ class Config:
                 _invalid(name, "a non-empty string", getattr(self, name))
         if not isinstance(self.sample_prompt, str):
             _invalid("sample_prompt", "a string", self.sample_prompt)
+        if not isinstance(self.overwrite, bool):
+            _invalid("overwrite", "a bool", self.overwrite)
 
 
 def _is_real(value):
@@ -319,7 +325,8 @@ def run(config, *, callbacks=()):
     """Train, evaluate and save a character language model; return its metrics.
 
     Writes to `config.output_dir` (refused when it holds a run made with other
-    settings: `training.cli.check_run_directory`): `config.json` (once the
+    settings, or a finished one without `config.overwrite`:
+    `training.cli.check_run_directory`): `config.json` (once the
     data is read), `vocabulary.json`, `history.csv` (every epoch's losses),
     `best.keras` (checkpoint, best validation loss),
     `model.keras` (the best weights), `metrics.json` (`val_loss_nats`,
@@ -331,11 +338,14 @@ def run(config, *, callbacks=()):
     """
     # An earlier run there with other settings stops this one before it writes anything.
     earlier_run = check_run_directory(config.output_dir, config, ignore=RUN_DIRECTORY_IGNORED)
+    if earlier_run is not None:
+        check_not_finished(config.output_dir, overwrite=config.overwrite)
     resuming = os.path.exists(os.path.join(config.output_dir, BACKUP_STATE_FILE))
     if resuming:
         print(f"Resuming the interrupted run backed up in {os.path.join(config.output_dir, BACKUP_DIR)}")
     elif earlier_run is not None:
-        print(f"{config.output_dir} holds a run with these settings: training it again (its files are replaced)")
+        print(f"{config.output_dir} holds a run with these settings: training it again "
+              "(--overwrite; its files are replaced)")
     keras.utils.set_random_seed(config.seed)
 
     data = prepare_data(config)

@@ -30,7 +30,7 @@ from pipelines.epochs import repeat_epochs
 from pipelines.speech_dataset import SPEC_AUGMENT_MAX_FREQUENCY, build_speech_datasets
 from pipelines.time_stretch import stretch_batches
 from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
-from training.cli import RUN_DIRECTORY_IGNORED, check_run_directory, config_to_dict, write_json
+from training.cli import RUN_DIRECTORY_IGNORED, check_not_finished, check_run_directory, config_to_dict, write_json
 from training.cosine_annealing_callback import CosineAnnealingCallback
 from training.distribute import DISTRIBUTE, build_distributed
 from training.error_rate_callback import ErrorRateCallback
@@ -306,6 +306,11 @@ class Config:
         default="runs/transcription",  # config, metrics, model, logs
         metadata={"help": "Directory for the config, metrics, model, checkpoints and logs."},
     )
+    overwrite: bool = field(
+        default=False,  # a finished run with these settings in OUTPUT_DIR is refused, not replaced
+        metadata={"help": "Train again into an OUTPUT_DIR that holds a finished run with these settings, "
+                          "replacing its model and files (without it, such a directory is refused)."},
+    )
     seed: int = field(
         default=1234,  # weights, dropout, shuffling, augmentation
         metadata={"help": "Random seed."},
@@ -357,12 +362,16 @@ class Config:
                 fail(name, "a non-negative integer")
         if not is_int(self.seed):
             fail("seed", "an integer")
-        for name in ("strict", "spec_augment", "bidirectional", "export"):
+        for name in ("strict", "spec_augment", "bidirectional", "export", "overwrite"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "a bool")
         if self.ensemble > 1 and not self.export:
             # The members are packed in the export only; without it there is no ensemble.
             fail("ensemble", "1 with --no-export (an ensemble is saved as its packed export)")
+        if self.ensemble > 1 and self.overwrite:
+            # Nothing of a finished ensemble is trained again: its members are reused.
+            fail("ensemble", "1 with --overwrite (an ensemble reuses its finished members: remove a member's "
+                 "directory, OUTPUT_DIR/members/seed_S, to train it again)")
         if self.feature_kind not in KINDS:
             fail("feature_kind", f"one of {KINDS}")
         if self.distribute not in DISTRIBUTE:
@@ -882,7 +891,8 @@ def run(config, *, callbacks=(), model_builder=None):
 
     `output_dir` may hold an earlier run with the same settings (other
     decoding flags, epochs or time budget allowed): a killed one resumes
-    from its backup, a finished one is trained again. One with other
+    from its backup; a finished one is refused, or trained again with
+    `config.overwrite`. One with other
     settings stops the run before it reads data or writes anything
     (`training.cli.check_run_directory`); nothing is written either until
     the data has been read and the model built (and warm-started).
@@ -907,12 +917,14 @@ def run(config, *, callbacks=(), model_builder=None):
             f"{earlier.get(MODEL_BUILDER_KEY) or default}, this one's by {builder or default}. Its files are "
             f"left as they are: give another --output-dir, or remove {out} to start again."
         )
+    if earlier is not None:
+        check_not_finished(out, overwrite=config.overwrite, finished_file=METRICS_FILE)
     keras.utils.set_random_seed(config.seed)
     resuming = os.path.exists(os.path.join(out, BACKUP_STATE_FILE))
     if resuming:
         print(f"Resuming the interrupted run backed up in {os.path.join(out, BACKUP_DIR)}")
     elif earlier is not None:
-        print(f"{out} holds a run with these settings: training it again (its files are replaced)")
+        print(f"{out} holds a run with these settings: training it again (--overwrite; its files are replaced)")
 
     prepared = prepare_data(config)  # bad data stops the run before it writes anything
     vocabulary, feature_config, data = prepared.vocabulary, prepared.feature_config, prepared.data
