@@ -3,7 +3,9 @@
 import json
 import os
 import platform
+import re
 import shutil
+import socket
 import tempfile
 import time
 
@@ -25,6 +27,42 @@ def _versions(model_dir):
         for name in os.listdir(model_dir)
         if name.isdigit() and os.path.isdir(os.path.join(model_dir, name))
     )
+
+
+# A version is written into `.staging-PID@HOST-XXXXXXXX` beside the versions
+# and renamed into place; a process killed meanwhile (SIGKILL, power) leaves it.
+_STAGING = re.compile(r"^\.staging-(\d+)@(.+)-[^-]+$")
+
+
+def _staging_prefix():
+    return f".staging-{os.getpid()}@{socket.gethostname()}-"
+
+
+def remove_stale_staging(model_dir):
+    """Delete the staging folders of killed exports on this machine from `model_dir`.
+
+    A staging folder names the exporting process and host; it is stale when
+    that process no longer runs on this host. Folders of other hosts (a shared
+    file system), of running processes and of older exports (no process in
+    the name) are left alone. Returns the removed folders' paths.
+    """
+    removed = []
+    host = socket.gethostname()
+    for name in sorted(os.listdir(model_dir)) if os.path.isdir(model_dir) else []:
+        match = _STAGING.match(name)
+        if not match or match.group(2) != host or int(match.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+            continue  # running (or a process reusing its number): maybe still writing
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):
+            continue
+        path = os.path.join(model_dir, name)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 def _json_ready(value, where):
@@ -119,7 +157,9 @@ def write_saved_model_version(archive, export_base, model_name, metadata):
     for the first). The SavedModel and `assets/metadata.json` are written to a
     hidden temporary directory beside the versions and then renamed into
     place, so a server polling the directory sees a version whole or not at
-    all (TF Serving and `python -m serving` ignore non-integer names).
+    all (TF Serving and `python -m serving` ignore non-integer names). One
+    left by a killed export on this machine is removed first
+    (`remove_stale_staging`).
 
     Args:
         archive: A `keras.export.ExportArchive` with its endpoints added.
@@ -144,7 +184,9 @@ def write_saved_model_version(archive, export_base, model_name, metadata):
     metadata = _json_ready(metadata, "metadata")
     model_dir = os.path.join(os.fspath(export_base), model_name)
     os.makedirs(model_dir, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".staging-", dir=model_dir)
+    for path in remove_stale_staging(model_dir):
+        print(f"Removed {path}, left by an export that was killed while writing it")
+    staging = tempfile.mkdtemp(prefix=_staging_prefix(), dir=model_dir)
     try:
         # TF Serving's builds cannot run XLA-compiled functions (GPU images
         # fail with "Could not find compiler for platform CUDA", CPU ones need

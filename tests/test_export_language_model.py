@@ -267,6 +267,36 @@ def test_a_failed_write_leaves_no_version(tmp_path):
     assert os.listdir(tmp_path / "m") == []
 
 
+def test_a_killed_exports_staging_folder_is_removed_by_the_next_export(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    class Failing:
+        def write_out(self, path, verbose=False):
+            raise OSError("disk full")
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    host = socket.gethostname()
+    folders = {
+        "killed": f".staging-{int(gone.stdout)}@{host}-abc12_yz",  # its process has exited: removed
+        "running": f".staging-{alive.pid}@{host}-abc12_yz",  # its process runs: maybe still writing
+        "elsewhere": f".staging-{int(gone.stdout)}@not-{host}-abc12_yz",  # another host's (shared storage)
+        "older": ".staging-abc12_yz",  # written before staging folders named their process
+    }
+    try:
+        for name in folders.values():
+            (tmp_path / "m" / name).mkdir(parents=True)
+            (tmp_path / "m" / name / "saved_model.pb").write_bytes(b"partial")
+        with pytest.raises(OSError, match="disk full"):
+            write_saved_model_version(Failing(), tmp_path, "m", {"task": "x"})
+    finally:
+        alive.kill()
+        alive.wait()
+    assert sorted(os.listdir(tmp_path / "m")) == sorted(folders[k] for k in ("running", "elsewhere", "older"))
+
+
 def test_an_xla_compiled_endpoint_is_refused(tmp_path):
     archive = keras.export.ExportArchive()
     archive.add_endpoint(
