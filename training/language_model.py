@@ -326,7 +326,7 @@ def run(config, *, callbacks=()):
 
     Writes to `config.output_dir` (refused when it holds a run made with other
     settings, or a finished one without `config.overwrite`:
-    `training.cli.check_run_directory`): `config.json` (once the
+    `training.cli.check_run_directory`, `check_not_finished`): `config.json` (once the
     data is read), `vocabulary.json`, `history.csv` (every epoch's losses),
     `best.keras` (checkpoint, best validation loss),
     `model.keras` (the best weights), `metrics.json` (`val_loss_nats`,
@@ -344,8 +344,8 @@ def run(config, *, callbacks=()):
     if resuming:
         print(f"Resuming the interrupted run backed up in {os.path.join(config.output_dir, BACKUP_DIR)}")
     elif earlier_run is not None:
-        print(f"{config.output_dir} holds a run with these settings: training it again "
-              "(--overwrite; its files are replaced)")
+        why = "--overwrite" if config.overwrite else "unfinished, no backup to resume from"
+        print(f"{config.output_dir} holds a run with these settings: training it again ({why}; its files are replaced)")
     keras.utils.set_random_seed(config.seed)
 
     data = prepare_data(config)

@@ -924,7 +924,8 @@ def run(config, *, callbacks=(), model_builder=None):
     if resuming:
         print(f"Resuming the interrupted run backed up in {os.path.join(out, BACKUP_DIR)}")
     elif earlier is not None:
-        print(f"{out} holds a run with these settings: training it again (--overwrite; its files are replaced)")
+        why = "--overwrite" if config.overwrite else "unfinished, no backup to resume from"
+        print(f"{out} holds a run with these settings: training it again ({why}; its files are replaced)")
 
     prepared = prepare_data(config)  # bad data stops the run before it writes anything
     vocabulary, feature_config, data = prepared.vocabulary, prepared.feature_config, prepared.data
