@@ -6,6 +6,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+# Under pytest-xdist (`make test`: one worker per core), TensorFlow's thread
+# pools default to one thread per core in every worker, and the workers (and
+# the processes some tests start) then fight over the cores: the slowest tests
+# took 4-12 times their time alone. The cores are shared out instead; set in
+# the environment before TensorFlow starts, so the tests' subprocesses get it
+# too (docs/experiments.md, "Timings of make train and make test").
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)))
+    for _name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(_name, _threads)
+
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
