@@ -395,6 +395,17 @@ def test_a_run_leaves_an_earlier_run_in_its_directory_intact_unless_it_starts(tm
                                          rf"was written"):
         run(dataclasses.replace(earlier, output_dir=str(other)))
     assert sorted(p.relative_to(other).as_posix() for p in other.rglob("*")) == ["backup", "backup/notes.txt"]
+    # A hyperparameter search's directory (train.py --tune): a run would export beside its best model.
+    search = tmp_path / "search"
+    (search / "tuning").mkdir(parents=True)
+    with pytest.raises(ValueError) as searched:
+        run(dataclasses.replace(earlier, output_dir=str(search)))
+    assert str(searched.value) == (
+        f"--output-dir {search} holds a hyperparameter search ({search / 'tuning'}), whose best model is exported "
+        f"to {search / 'export'}; a run there would add its export beside it, and a server of that directory would "
+        "serve the newer. Nothing was written: give another --output-dir."
+    )
+    assert [p.name for p in search.iterdir()] == ["tuning"]
 
 
 def test_train_py_reports_bad_data_as_one_line_naming_the_file(tmp_path, capsys):

@@ -223,6 +223,20 @@ def test_search_writes_outputs_and_resumes_without_repeating_trials(tmp_path, ca
         run_search(TOY_TASK, config, TuningConfig(tuner="random", max_trials=2, max_epochs=1, max_hidden_size=16))
 
 
+def test_a_search_into_a_training_runs_directory_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text('{"hidden_size": 16}')  # as train.py leaves a run
+    with pytest.raises(ValueError) as refused:
+        run_search(TOY_TASK, ToyConfig(output_dir=str(run_dir)), TuningConfig(tuner="random", max_trials=1, max_epochs=1))
+    assert str(refused.value) == (
+        f"--output-dir {run_dir} holds a training run ({run_dir / 'config.json'}); a search there would export its "
+        f"best model beside the run's in {run_dir / 'export'}, and a server of that directory would serve the "
+        "newer. Nothing was written: give another --output-dir."
+    )
+    assert [p.name for p in run_dir.iterdir()] == ["config.json"]
+
+
 def test_a_search_resumed_on_other_data_is_refused(tmp_path, monkeypatch, capsys):
     import tests.tuning_toy_task as toy
 

@@ -139,6 +139,9 @@ def config_differences(saved, config, *, ignore=NON_LEARNING_FIELDS):
 # configuration, is somebody else's.
 RUN_DELETED_DIRS = ("backup",)
 
+# The folder of a hyperparameter search (`train.py --tune`) in its --output-dir.
+SEARCH_DIR = "tuning"
+
 
 def check_run_directory(directory, config, *, what="run", config_file="config.json",
                         ignore=NON_LEARNING_FIELDS):
@@ -168,6 +171,14 @@ def check_run_directory(directory, config, *, what="run", config_file="config.js
     """
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise ValueError(f"--output-dir {directory} is a file: expected a directory for the {what}'s files.")
+    if os.path.isdir(os.path.join(directory, SEARCH_DIR)):
+        # `train.py --tune` made it: its best model is exported to directory/export, where this would go too.
+        raise ValueError(
+            f"--output-dir {directory} holds a hyperparameter search ({os.path.join(directory, SEARCH_DIR)}), "
+            f"whose best model is exported to {os.path.join(directory, 'export')}; a {what} there would add its "
+            f"export beside it, and a server of that directory would serve the newer. Nothing was written: give "
+            f"another --output-dir."
+        )
     path = os.path.join(directory, config_file)
     if not os.path.exists(path):
         for name in RUN_DELETED_DIRS:

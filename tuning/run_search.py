@@ -11,7 +11,7 @@ import keras
 import keras_tuner
 
 from pipelines.epochs import repeat_epochs
-from training.cli import NON_LEARNING_FIELDS, config_differences, config_to_dict, write_json
+from training.cli import NON_LEARNING_FIELDS, SEARCH_DIR, config_differences, config_to_dict, write_json
 from training.distribute import clip_after_summing, distribution_strategy
 from tuning.build_tuner import build_tuner
 from tuning.search_spaces import TUNED_HYPERPARAMETERS
@@ -185,13 +185,20 @@ def run_search(task, config, tuning, *, output_dir=None):
         `best.json`) and `trials` (the rows of `trials.csv`).
 
     Raises:
-        ValueError: an empty search range, or an existing project started
-            with different settings.
+        ValueError: an empty search range, an existing project started
+            with different settings, or a training run's directory.
         RuntimeError: when no trial completed.
     """
     output_dir = output_dir or config.output_dir
-    tuning_dir = os.path.join(output_dir, "tuning")
+    tuning_dir = os.path.join(output_dir, SEARCH_DIR)
     role = _role()
+    if role != "worker" and os.path.isfile(os.path.join(output_dir, "config.json")):
+        # A training run's directory: the search's export would go beside the run's.
+        raise ValueError(
+            f"--output-dir {output_dir} holds a training run ({os.path.join(output_dir, 'config.json')}); a "
+            f"search there would export its best model beside the run's in {os.path.join(output_dir, 'export')}, "
+            f"and a server of that directory would serve the newer. Nothing was written: give another --output-dir."
+        )
     ranges = task.search_ranges(tuning)
     deadline = time.time() + 60 * tuning.time_budget_minutes if tuning.time_budget_minutes else None
     verbose = 1 if sys.stdout.isatty() else 2
