@@ -245,7 +245,8 @@ def _finished_summary(directory, finished_file):
         return path
     if not isinstance(metrics, dict):
         return path
-    parts = [f"{metrics['epochs']} epochs" if isinstance(metrics.get("epochs"), int) else None]
+    epochs = metrics.get("epochs")
+    parts = [f"{epochs} epoch{'' if epochs == 1 else 's'}" if isinstance(epochs, int) else None]
     parts += [f"{name} {metrics[name]:.4g}" for name in ("val_cer", "val_bpc")
               if isinstance(metrics.get(name), (int, float)) and not isinstance(metrics.get(name), bool)]
     parts = [part for part in parts if part]
