@@ -395,6 +395,18 @@ def test_a_run_leaves_an_earlier_run_in_its_directory_intact_unless_it_starts(tm
                                          rf"was written"):
         run(dataclasses.replace(earlier, output_dir=str(other)))
     assert sorted(p.relative_to(other).as_posix() for p in other.rglob("*")) == ["backup", "backup/notes.txt"]
+    # A model.keras (or another file a run writes) without a run's config.json: someone else's, kept.
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "model.keras").write_text("another project's model")
+    with pytest.raises(ValueError) as not_ours:
+        run(dataclasses.replace(earlier, output_dir=str(foreign)))
+    assert str(not_ours.value) == (
+        f"--output-dir {foreign} holds model.keras but no config.json, so it is not a run of this project, and a run "
+        f"would replace its model.keras. Nothing was written: give another --output-dir, or move "
+        f"{foreign / 'model.keras'} away."
+    )
+    assert [(p.name, p.read_text()) for p in foreign.iterdir()] == [("model.keras", "another project's model")]
     # A hyperparameter search's directory (train.py --tune): a run would export beside its best model.
     search = tmp_path / "search"
     (search / "tuning").mkdir(parents=True)

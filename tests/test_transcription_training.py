@@ -590,6 +590,14 @@ def test_plain_baseline_trains_keras_simple_rnn_through_the_same_run(tmp_path, f
         transcription.run(config, model_builder=build_plain_model)
 
 
+def test_the_files_a_run_writes_are_the_ones_a_directory_without_config_is_checked_for():
+    from training.cli import RUN_FILES
+
+    written = {transcription.METRICS_FILE, transcription.MODEL_FILE, transcription.VOCABULARY_FILE,
+               transcription.FEATURE_CONFIG_FILE, transcription.BEST_WEIGHTS_FILE}
+    assert written <= set(RUN_FILES)
+
+
 def test_config_differences_compare_only_what_changes_training():
     config = transcription.Config(output_dir="runs/a", hidden_size=24)
     saved = json.loads(json.dumps(dataclasses.asdict(config)))

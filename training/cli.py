@@ -139,6 +139,12 @@ def config_differences(saved, config, *, ignore=NON_LEARNING_FIELDS):
 # configuration, is somebody else's.
 RUN_DELETED_DIRS = ("backup",)
 
+# Files a run writes into its --output-dir (both tasks), always after its
+# config.json: found without one, they are not a run's, and a run would
+# replace them.
+RUN_FILES = ("metrics.json", "model.keras", "best.keras", "vocabulary.json", "feature_config.json",
+             "history.csv", os.path.join("checkpoints", "best.weights.h5"))
+
 # The folder of a hyperparameter search (`train.py --tune`) in its --output-dir.
 SEARCH_DIR = "tuning"
 
@@ -187,6 +193,13 @@ def check_run_directory(directory, config, *, what="run", config_file="config.js
                 raise ValueError(
                     f"--output-dir {directory} holds {name}/ but no {config_file}, so it is not a {what} of this "
                     f"project, and a {what} deletes its {name}/ when it ends. Nothing was written: give another "
+                    f"--output-dir, or move {os.path.join(directory, name)} away."
+                )
+        for name in RUN_FILES:
+            if os.path.exists(os.path.join(directory, name)):
+                raise ValueError(
+                    f"--output-dir {directory} holds {name} but no {config_file}, so it is not a {what} of this "
+                    f"project, and a {what} would replace its {name}. Nothing was written: give another "
                     f"--output-dir, or move {os.path.join(directory, name)} away."
                 )
         return None
