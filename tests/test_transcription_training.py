@@ -798,6 +798,30 @@ class _InterruptSecondMember(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated kill")
 
 
+def test_an_ensemble_reuses_only_members_its_own_builder_made(tmp_path, fake_data):
+    from benchmarks.plain_baseline import build_plain_model
+    from training.transcription_ensemble import member_configs
+
+    config = transcription.Config(output_dir=str(tmp_path / "ensemble"), ensemble=2, num_dense_layers=0,
+                                  frequency_warp=0.0, **{**ENSEMBLE, "export": True})
+    first, second = member_configs(config)
+    # As benchmarks.plain_baseline --ensemble leaves its first member (finished), and a second of other settings.
+    os.makedirs(first.output_dir)
+    with open(os.path.join(first.output_dir, "config.json"), "w") as f:
+        json.dump({**dataclasses.asdict(first), "model_builder": "benchmarks.plain_baseline.build_plain_model"}, f)
+    os.makedirs(second.output_dir)
+    with open(os.path.join(second.output_dir, "config.json"), "w") as f:
+        json.dump(dataclasses.asdict(dataclasses.replace(second, hidden_size=8)), f)
+    # train.py's own model does not reuse the baseline's member ...
+    with pytest.raises(ValueError, match=r"seed_1234/config.json: this ensemble member's model was built by "
+                                         r"benchmarks.plain_baseline.build_plain_model, this one's by train.py's own"):
+        transcription.run(config)
+    # ... the baseline's does (checked before anything is trained: the second member's settings stop it).
+    with pytest.raises(ValueError, match=r"seed_1235/config.json: this ensemble member was made with other settings "
+                                         r".*'hidden_size': \(8, "):
+        transcription.run(config, model_builder=build_plain_model)
+
+
 def test_a_killed_ensemble_run_resumes_reusing_its_finished_members(tmp_path, fake_data, capsys):
     out = tmp_path / "ensemble"
     texts, path = _closed_texts(tmp_path)

@@ -871,6 +871,24 @@ def warm_start(model, run_dir, *, feature_config, vocabulary):
     print(f"Initialised from {paths[MODEL_FILE]} ({len(ours)} weights).")
 
 
+def builder_name(model_builder):
+    """How config.json records `model_builder` (None: train.py's own `build_model`)."""
+    return None if model_builder is None else f"{model_builder.__module__}.{model_builder.__qualname__}"
+
+
+def check_same_builder(out, earlier, model_builder, what="run"):
+    """A ValueError when the run in `out` (its config dict `earlier`, or None)
+    was built by another builder than `model_builder`: its files are kept."""
+    builder = builder_name(model_builder)
+    if earlier is not None and earlier.get(MODEL_BUILDER_KEY) != builder:
+        default = "train.py's own model (models.transcription.build_model)"
+        raise ValueError(
+            f"{os.path.join(out, CONFIG_FILE)}: this {what}'s model was built by "
+            f"{earlier.get(MODEL_BUILDER_KEY) or default}, this one's by {builder or default}. Its files are "
+            f"left as they are: give another --output-dir, or remove {out} to start again."
+        )
+
+
 def run(config, *, callbacks=(), model_builder=None):
     """Train, evaluate and save a transcription model as `config` says.
 
@@ -907,16 +925,10 @@ def run(config, *, callbacks=(), model_builder=None):
     out = config.output_dir
     # An earlier run there with other settings stops this one before it writes anything,
     # and so does one whose model another builder made (e.g. benchmarks.plain_baseline's).
-    builder = None if model_builder is None else f"{model_builder.__module__}.{model_builder.__qualname__}"
+    builder = builder_name(model_builder)
     earlier = check_run_directory(out, config, config_file=CONFIG_FILE,
                                   ignore=RUN_DIRECTORY_IGNORED | {MODEL_BUILDER_KEY})
-    if earlier is not None and earlier.get(MODEL_BUILDER_KEY) != builder:
-        default = "train.py's own model (models.transcription.build_model)"
-        raise ValueError(
-            f"{os.path.join(out, CONFIG_FILE)}: this run's model was built by "
-            f"{earlier.get(MODEL_BUILDER_KEY) or default}, this one's by {builder or default}. Its files are "
-            f"left as they are: give another --output-dir, or remove {out} to start again."
-        )
+    check_same_builder(out, earlier, model_builder)
     if earlier is not None:
         check_not_finished(out, overwrite=config.overwrite, finished_file=METRICS_FILE)
     keras.utils.set_random_seed(config.seed)

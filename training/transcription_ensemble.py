@@ -75,8 +75,9 @@ def _read_json(path):
         return json.load(f)
 
 
-def _check_member(member):
-    """A ValueError when `member.output_dir` holds a run made with other settings.
+def _check_member(member, model_builder=None):
+    """A ValueError when `member.output_dir` holds a run made with other settings,
+    or by another model builder than `model_builder` (`transcription.check_same_builder`).
 
     `training.cli.check_run_directory`: fields that do not change what a run
     learns (decoding, scoring, where it runs and where its files are) are not
@@ -84,7 +85,11 @@ def _check_member(member):
     command; a field the saved config lacks (written before the field
     existed) counts as its default.
     """
-    check_run_directory(member.output_dir, member, what="ensemble member", config_file=transcription.CONFIG_FILE)
+    earlier = check_run_directory(member.output_dir, member, what="ensemble member",
+                                  config_file=transcription.CONFIG_FILE,
+                                  ignore=NON_LEARNING_FIELDS | {transcription.MODEL_BUILDER_KEY})
+    # A finished member is reused: it must be this builder's model.
+    transcription.check_same_builder(member.output_dir, earlier, model_builder, what="ensemble member")
 
 
 def _finished(member):
@@ -166,7 +171,7 @@ def run_ensemble(config, *, callbacks=(), model_builder=None):
         )
     members = member_configs(config)
     for member in members:  # all of them before anything is trained
-        _check_member(member)
+        _check_member(member, model_builder)
     os.makedirs(out, exist_ok=True)
     write_json(os.path.join(out, transcription.CONFIG_FILE), config_to_dict(config))
 
