@@ -187,21 +187,18 @@ def check_run_directory(directory, config, *, what="run", config_file="config.js
         )
     path = os.path.join(directory, config_file)
     if not os.path.exists(path):
-        for name in RUN_DELETED_DIRS:
-            # Not a run's: the run would delete it when it ends.
-            if os.path.exists(os.path.join(directory, name)):
-                raise ValueError(
-                    f"--output-dir {directory} holds {name}/ but no {config_file}, so it is not a {what} of this "
-                    f"project, and a {what} deletes its {name}/ when it ends. Nothing was written: give another "
-                    f"--output-dir, or move {os.path.join(directory, name)} away."
-                )
-        for name in RUN_FILES:
-            if os.path.exists(os.path.join(directory, name)):
-                raise ValueError(
-                    f"--output-dir {directory} holds {name} but no {config_file}, so it is not a {what} of this "
-                    f"project, and a {what} would replace its {name}. Nothing was written: give another "
-                    f"--output-dir, or move {os.path.join(directory, name)} away."
-                )
+        # Not a run's (a run writes its config first): the run would delete or replace it.
+        found = [(f"{name}/", f"deletes its {name}/ when it ends") for name in RUN_DELETED_DIRS
+                 if os.path.exists(os.path.join(directory, name))]
+        found += [(name, f"would replace its {name}") for name in RUN_FILES
+                  if os.path.exists(os.path.join(directory, name))]
+        if found:
+            shown, fate = found[0]
+            raise ValueError(
+                f"--output-dir {directory} holds {shown} but no {config_file}, so it is not a {what} of this "
+                f"project, and a {what} {fate}. Nothing was written: give another --output-dir, or move "
+                f"{os.path.join(directory, shown.rstrip('/'))} away."
+            )
         return None
     try:
         with open(path, encoding="utf-8") as f:
