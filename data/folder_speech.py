@@ -39,8 +39,11 @@ class FolderSpeechBuilder(OfflineBuilder, skip_registration=True):
             are assigned, so a prompt and its spoken form are one group.
     """
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release.",
+        "1.1.0": "Transcripts that differ only in case or punctuation are one group when splits are drawn.",
+    }
 
     def __init__(self, *, folder, data_dir=None, spell_out=False, **kwargs):
         if not isinstance(spell_out, bool):

@@ -48,7 +48,11 @@ class LibriSpeechFolder(FolderSpeechBuilder):
             split = self._split_of(transcript_file)
             with open(transcript_file, "rb") as f:
                 content = decode_utf8(f.read(), transcript_file)
-            for line_number, line in enumerate(content.split("\n"), start=1):
+            # Lines end in "\n", "\r\n" or a lone "\r" (as the csv module reads a
+            # manifest): split on "\n" alone, a "\r"-only file would be one line,
+            # every utterance after the first glued to its transcript.
+            lines = content.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+            for line_number, line in enumerate(lines, start=1):
                 line = line.strip()
                 if not line:
                     continue

@@ -68,6 +68,13 @@ class ManifestSpeech(FolderSpeechBuilder):
                 f"{manifest}: missing columns {sorted(missing)}; expected a header with at "
                 f"least `path` and `{column}`, got {reader.fieldnames}."
             )
+        for name in ("path", column, "speaker", "split"):
+            positions = [i + 1 for i, field in enumerate(reader.fieldnames) if field == name]
+            if len(positions) > 1:  # csv.DictReader would keep the last one's cells, silently
+                raise ValueError(
+                    f"{manifest}, line 1: column `{name}` is in the header {len(positions)} times (columns "
+                    f"{', '.join(map(str, positions))}); expected each column once, got {reader.fieldnames}."
+                )
         rows = []
         first_line = {}  # normalised path -> the line that listed it first
         for record in reader:
@@ -81,7 +88,8 @@ class ManifestSpeech(FolderSpeechBuilder):
             relative = (record.get("path") or "").strip()
             if not relative:
                 raise ValueError(f"{manifest}, line {line}: empty `path`.")
-            key = os.path.normpath(relative)
+            # One file however written: "x.wav", "./x.wav", "/abs/folder/x.wav".
+            key = os.path.normpath(os.path.join(self.folder, relative))
             if key in first_line:
                 raise ValueError(
                     f"{manifest}, line {line}: `path` {relative!r} is already listed on line "
@@ -91,7 +99,7 @@ class ManifestSpeech(FolderSpeechBuilder):
             rows.append(
                 {
                     "id": relative,
-                    "path": os.path.normpath(os.path.join(self.folder, relative)),
+                    "path": key,
                     "text": (record.get(column) or "").strip(),
                     "speaker": (record.get("speaker") or "").strip(),
                     "split": canonical_split(record.get("split"), source=f"{manifest}, line {line}"),

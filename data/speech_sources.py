@@ -44,7 +44,7 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 
 from data.split_assignment import choose_validation_groups, stable_hash
-from pipelines.vocabulary import DIGIT_WORDS
+from pipelines.vocabulary import DIGIT_WORDS, normalize_transcript
 
 CATALOG = ("librispeech", "ljspeech", "spoken_digit")
 CATALOG_VALIDATION_FRACTION = 0.1
@@ -224,7 +224,9 @@ def _folder_source(
     identity = f"{builder.name}/{builder.builder_config.name}/{builder.version}"
     sizes = ", ".join(f"{k} {builder.info.splits[k].num_examples}" for k in builder.info.splits.keys())
     if held_out_speakers:
-        splits = _speaker_held_out_splits(builder_splits, held_out_speakers, folder)
+        splits = _speaker_held_out_splits(
+            builder_splits, held_out_speakers, folder, pooled=bool(validation_speakers)
+        )
         speakers = ";".join(held_out_speakers)
         # Part of every feature-cache key: a change in what each split holds
         # must change it.
@@ -253,8 +255,14 @@ def _folder_source(
     )
 
 
-def _speaker_held_out_splits(splits, speakers, folder):
-    """Test: every utterance of `speakers`; train and validation: the others'."""
+def _speaker_held_out_splits(splits, speakers, folder, pooled=False):
+    """Test: every utterance of `speakers`; train and validation: the others'.
+
+    Unless `pooled` (validation_speakers then choose the validation from
+    both), each of train and validation must keep an utterance: where the
+    folder names no split, the one speaker held out for validation may be
+    a held-out speaker, which would leave nothing to validate on.
+    """
     held_out = set(speakers)
     if "train" not in splits:
         raise ValueError(f"{folder} has no training split; it has {sorted(splits)}.")
@@ -272,13 +280,22 @@ def _speaker_held_out_splits(splits, speakers, folder):
         for name in sorted(splits):
             yield from (u for u in splits[name]() if u.speaker in held_out)
 
-    known = {u.speaker for name in sorted(splits) for u in splits[name]()}
+    speakers_in = {name: {u.speaker for u in splits[name]()} for name in sorted(splits)}
+    known = set().union(*speakers_in.values())
     missing = sorted(held_out - known)
     if missing:
         raise ValueError(
             f"Received an invalid value for argument `dataset`: held_out_speakers {missing} do not "
             f"occur in {folder}; its speakers are {sorted(known - {''})}."
         )
+    for name, role in (("train", "train on"), (others, "validate on")):
+        if not pooled and not speakers_in[name] - held_out:
+            raise ValueError(
+                f"Received an invalid value for argument `dataset`: held_out_speakers {sorted(held_out)} "
+                f"leave nothing to {role} in {folder}: its {name} split holds only their utterances "
+                f"(speakers {sorted(speakers_in[name] - {''})}). Add validation_speakers=NAME[;NAME...] "
+                "to choose the speakers that validate among the others."
+            )
     return {"train": without(splits["train"]), "validation": without(splits[others]), "test": test}
 
 
@@ -329,20 +346,22 @@ def _transcript_test_split(splits, fraction, folder):
     A share `fraction` of the training transcripts (at least one) is chosen
     by a stable hash of the text, so the choice depends only on the data;
     every utterance of a chosen transcript is test, never training.
+    Transcripts are compared as the speech pipeline reads them
+    (`normalize_transcript`: "Goodbye." and "goodbye" are one transcript).
     """
     if "test" in splits:
         raise ValueError(
             f"Received an invalid value for argument `dataset`: {folder} already has a test split; "
             "test_fraction only carves one out of a folder that has none."
         )
-    texts = sorted({u.text for u in splits["train"]() if u.text})
+    texts = sorted({normalize_transcript(u.text) for u in splits["train"]()} - {""})
     held_out = choose_validation_groups(texts, fraction)
     if not held_out:
         raise ValueError(
             f"Received an invalid value for argument `dataset`: {folder} has {len(texts)} distinct "
             "training transcript(s); test_fraction needs at least 2."
         )
-    train, test = _carve(splits["train"], lambda u: u.text, held_out)
+    train, test = _carve(splits["train"], lambda u: normalize_transcript(u.text), held_out)
     note = (
         f"; test: the utterances of {len(held_out)} of {len(texts)} training transcripts "
         f"(test_fraction={fraction}), never trained on nor used to choose the model"

@@ -3,6 +3,8 @@
 import hashlib
 import math
 
+from pipelines.vocabulary import normalize_transcript
+
 SPLIT_ALIASES = {
     "train": "train",
     "training": "train",
@@ -54,7 +56,9 @@ def assign_splits(rows, *, validation_fraction=0.1):
     Rows carrying a split keep it. Unassigned rows are divided between
     train and validation: by speaker when at least two speakers are known (no
     speaker appears in both), else by transcript (the same sentence never
-    appears in both). Rows without a transcript stay in train.
+    appears in both; transcripts are compared as the speech pipeline reads
+    them, `normalize_transcript`, so "Goodbye." and "goodbye" are one
+    sentence). Rows without a transcript stay in train.
 
     Args:
         rows: Dicts with keys `path`, `text`, `speaker` and `split` (already
@@ -73,12 +77,14 @@ def assign_splits(rows, *, validation_fraction=0.1):
     if len(speakers) >= 2:
         group_of = lambda row: "speaker:" + (row["speaker"] or row["path"])  # noqa: E731
     else:
-        group_of = lambda row: "text:" + row["text"]  # noqa: E731
-    # Rows without a transcript are skipped later; they do not take up
-    # validation groups (they stay in train, where they are counted).
+        group_of = lambda row: "text:" + normalize_transcript(row["text"])  # noqa: E731
+    # Rows without a transcript (nothing left once normalised) are skipped
+    # later; they do not take up validation groups (they stay in train, where
+    # they are counted).
+    has_text = lambda row: bool(normalize_transcript(row["text"]))  # noqa: E731
     held_out = choose_validation_groups(
-        [group_of(r) for r in unassigned if r["text"]], validation_fraction
+        [group_of(r) for r in unassigned if has_text(r)], validation_fraction
     )
     for row in unassigned:
-        out["validation" if row["text"] and group_of(row) in held_out else "train"].append(row)
+        out["validation" if has_text(row) and group_of(row) in held_out else "train"].append(row)
     return {name: split_rows for name, split_rows in out.items() if split_rows}

@@ -102,3 +102,19 @@ def test_librispeech_not_utf8_names_file_and_line(tmp_path):
     with pytest.raises(ValueError, match=rf"{re.escape(str(path))}, line 2: expected UTF-8 text, got byte 0xc9 at "
                                          r"column 16\."):
         builder._read_rows()
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_librispeech_line_ends_of_every_kind_give_one_utterance_a_line(tmp_path, newline):
+    # A "\r"-only transcript file (old Mac editors) used to read as one line: the
+    # first utterance's transcript swallowed the others, which were lost unnamed.
+    root = tmp_path / "LibriSpeech"
+    path = root / "19" / "198" / "19-198.trans.txt"
+    os.makedirs(path.parent)
+    path.write_bytes(newline.join(["19-198-0000 ONE", "", "19-198-0001 TWO THREE", ""]).encode())
+    rows = LibriSpeechFolder(folder=root, data_dir=tmp_path / "tfds")._read_rows()
+    origin = os.path.join("19", "198", "19-198.trans.txt")
+    assert [(r["id"], r["text"], r["origin"]) for r in rows] == [
+        ("19-198-0000", "ONE", f"{origin}, line 1"),
+        ("19-198-0001", "TWO THREE", f"{origin}, line 3"),
+    ]

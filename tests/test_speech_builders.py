@@ -2,6 +2,7 @@
 
 import os
 import random
+import re
 
 import numpy as np
 import pytest
@@ -111,6 +112,33 @@ def test_manifest_errors(tmp_path):
     with pytest.raises(ValueError, match=r"manifest.tsv, line 2: expected UTF-8 text, got byte 0xe9 at column 10\. "
                                          r"Convert it first, e.g. `iconv -f latin1 -t utf-8`\."):
         _prepare(ManifestSpeech(folder=folder, data_dir=tmp_path / "tfds6"))
+
+
+def test_manifest_header_naming_a_column_twice_is_refused(tmp_path):
+    # csv.DictReader keeps the last of two same-named columns: every transcript
+    # came from the second `text` (here empty), each row later skipped as empty.
+    folder = tmp_path / "corpus"
+    os.makedirs(folder)
+    (folder / "manifest.tsv").write_text("path\ttext\tspeaker\ttext\nx.wav\thello\tann\t\n")
+    with pytest.raises(ValueError, match=r"manifest.tsv, line 1: column `text` is in the header 2 times \(columns "
+                                         r"2, 4\); expected each column once, got \['path', 'text', 'speaker', "
+                                         r"'text'\]\.$"):
+        _prepare(ManifestSpeech(folder=folder, data_dir=tmp_path / "tfds"))
+    # A column the reader does not use may repeat.
+    (folder / "manifest.tsv").write_text("path\ttext\tnotes\tnotes\nx.wav\thello\ta\tb\n")
+    rows = ManifestSpeech(folder=folder, data_dir=tmp_path / "tfds")._read_rows()
+    assert [(r["id"], r["text"]) for r in rows] == [("x.wav", "hello")]
+
+
+def test_manifest_recording_listed_by_relative_and_absolute_path_is_refused(tmp_path):
+    folder = tmp_path / "corpus"
+    os.makedirs(folder)
+    absolute = str(folder / "a" / "x.wav")
+    (folder / "manifest.tsv").write_text(f"path\ttext\na/x.wav\thi\ny.wav\tyes\n{absolute}\thello\n")
+    with pytest.raises(ValueError, match=rf"manifest.tsv, line 4: `path` {re.escape(repr(absolute))} is already "
+                                         r"listed on line 2; expected each recording once \(one transcript per "
+                                         r"file\)\.$"):
+        _prepare(ManifestSpeech(folder=folder, data_dir=tmp_path / "tfds"))
 
 
 def test_a_manifest_saved_with_a_byte_order_mark_reads_as_without(tmp_path):
@@ -242,6 +270,35 @@ def test_assign_splits_rules():
     assert len(choose_validation_groups([str(i) for i in range(100)], 0.1)) == 10
 
 
+def test_transcripts_differing_in_case_or_punctuation_stay_in_one_split(tmp_path):
+    # A script as written ("Goodbye." beside "goodbye", asterisk_en's text_raw):
+    # the speech pipeline reads both as "goodbye", so they are one sentence
+    # and must not be trained on and then validated or tested.
+    rows = [
+        {"path": f"{i}{v}.wav", "text": text, "speaker": "", "split": ""}
+        for i in range(10)
+        for v, text in (("a", f"Prompt number {i}."), ("b", f"prompt number {i}"), ("c", f"...PROMPT number {i}!"))
+    ]
+    splits = assign_splits(rows, validation_fraction=0.2)
+    assert [r["path"] for r in splits["validation"]] == ["1a.wav", "1b.wav", "1c.wav", "4a.wav", "4b.wav", "4c.wav"]
+    assert len(splits["train"]) == 24
+    # Nothing left once normalised ("...") is no transcript: it takes no validation group.
+    rows.append({"path": "dots.wav", "text": "...", "speaker": "", "split": ""})
+    assert [r["path"] for r in assign_splits(rows, validation_fraction=0.14)["validation"]] == [
+        "4a.wav", "4b.wav", "4c.wav"
+    ]
+
+    # test_fraction carves the test split by the same rule.
+    folder = tmp_path / "prompts"
+    _manifest(folder, [(r["path"], "", "", r["text"]) for r in rows[:30]])
+    source = resolve_speech_source(f"{folder}:test_fraction=0.2", cache_dir=str(tmp_path / "cache"))
+    ids = {split: sorted(u.key for u in read()) for split, read in source.splits.items()}
+    assert ids["validation"] == ["4a.wav", "4b.wav", "4c.wav"]
+    assert ids["test"] == ["6a.wav", "6b.wav", "6c.wav", "7a.wav", "7b.wav", "7c.wav"]
+    assert len(ids["train"]) == 21
+    assert "test: the utterances of 2 of 9 training transcripts" in source.description
+
+
 def test_synthetic_sentences_disjoint_and_deterministic():
     text = "\n".join(["First Citizen:", "we know the way to go home now", "the way we go is home"] * 20)
     params = SyntheticSpeechParams(num_train=10, num_validation=4, min_words=2, max_words=4, min_word_count=5)
@@ -338,6 +395,34 @@ def test_resolve_folders_and_errors(tmp_path):
     message = str(info.value)
     assert "not prepared in" in message and str(tmp_path / "tfds_home") in message
     assert "tfds build spoken_digit" in message and "never downloads" in message
+
+
+def test_held_out_speaker_that_the_folder_validated_with_is_refused_not_an_empty_validation(tmp_path):
+    # No split column: one of the three speakers (ann, by the stable hash) validates;
+    # holding ann out as the test used to leave an empty validation split, found
+    # only after every training feature was computed ("No usable utterances left").
+    folder = tmp_path / "voices"
+    _manifest(folder, [(f"{s}{i}.wav", s, "", f"word {i}") for s in ("ann", "bob", "cy") for i in range(2)])
+    cache = str(tmp_path / "cache")
+    source = resolve_speech_source(f"{folder}:held_out_speakers=bob", cache_dir=cache)
+    assert {split: sorted(u.key for u in read()) for split, read in source.splits.items()} == {
+        "train": ["cy0.wav", "cy1.wav"], "validation": ["ann0.wav", "ann1.wav"], "test": ["bob0.wav", "bob1.wav"]
+    }
+    with pytest.raises(ValueError, match=(
+        r"^Received an invalid value for argument `dataset`: held_out_speakers \['ann'\] leave nothing to "
+        rf"validate on in {re.escape(str(folder))}: its validation split holds only their utterances "
+        r"\(speakers \['ann'\]\)\. Add validation_speakers=NAME\[;NAME\.\.\.\] to choose the speakers that "
+        r"validate among the others\.$"
+    )):
+        resolve_speech_source(f"{folder}:held_out_speakers=ann", cache_dir=cache)
+    with pytest.raises(ValueError, match=r"held_out_speakers \['bob', 'cy'\] leave nothing to train on in .*: its "
+                                         r"train split holds only their utterances \(speakers \['bob', 'cy'\]\)\."):
+        resolve_speech_source(f"{folder}:held_out_speakers=bob;cy", cache_dir=cache)
+    # Choosing who validates among the others works.
+    source = resolve_speech_source(f"{folder}:held_out_speakers=ann,validation_speakers=bob", cache_dir=cache)
+    assert {split: sorted(u.key for u in read()) for split, read in source.splits.items()} == {
+        "train": ["cy0.wav", "cy1.wav"], "validation": ["bob0.wav", "bob1.wav"], "test": ["ann0.wav", "ann1.wav"]
+    }
 
 
 def _fake_catalog_builder(base, name, splits):
