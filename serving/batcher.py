@@ -38,6 +38,7 @@ class Batcher:
         self._queue = None
         self._collector = None
         self._loop = None
+        self._closed = False
         self.batches_run = 0  # statistics: model calls made and items they held
         self.items_run = 0
 
@@ -46,13 +47,18 @@ class Batcher:
         self._queue = asyncio.Queue()
         self._slots = asyncio.Semaphore(self._max_concurrent)
         self._collector = self._loop.create_task(self._collect())
+        if self._closed:  # a late request: run it, then stop again
+            self._queue.put_nowait((_CLOSE, None))
 
     def close(self):
-        """Stop the collector after the requests already queued (thread-safe).
+        """Stop the collector once no request is queued (thread-safe).
 
         Called when the model version it serves is replaced, so the old
-        version can be freed; a later `submit` starts a new collector.
+        version can be freed. Requests submitted before the collector
+        stops (also after this call) are still run; a later `submit`
+        starts a collector that stops again once it has run it.
         """
+        self._closed = True
         if self._collector is not None and not self._collector.done():
             self._loop.call_soon_threadsafe(self._queue.put_nowait, (_CLOSE, None))
 
@@ -71,10 +77,16 @@ class Batcher:
 
     async def _collect(self):
         closing = False
-        while not closing:
+        while True:
+            # After close(), the requests queued behind it (they held this
+            # batcher before it was closed) are still run; the collector
+            # ends once none is left, so none waits forever.
+            if closing and self._queue.empty():
+                return
             first = await self._queue.get()
             if first[0] is _CLOSE:
-                return
+                closing = True
+                continue
             await self._slots.acquire()
             batch = [first]
             deadline = asyncio.get_running_loop().time() + self.timeout_s
@@ -89,7 +101,7 @@ class Batcher:
                     break
                 if entry[0] is _CLOSE:
                     closing = True
-                    break
+                    continue
                 batch.append(entry)
             asyncio.get_running_loop().create_task(self._run(batch))
 

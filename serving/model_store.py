@@ -102,7 +102,7 @@ def version_directories(base_path):
     found = {}
     for name in os.listdir(base_path):
         path = os.path.join(base_path, name)
-        if name.isdigit() and os.path.isfile(os.path.join(path, "saved_model.pb")):
+        if name.isascii() and name.isdigit() and os.path.isfile(os.path.join(path, "saved_model.pb")):
             found[int(name)] = path
     return found
 
@@ -254,8 +254,10 @@ class ModelStore:
     TF Serving's default version policy: only the latest version is
     available. `refresh()` loads a newer version when one appears (the old
     one keeps serving until the new one has loaded, and requests already
-    holding it finish on it); `start()` calls it every `poll_seconds` in a
-    daemon thread, as TF Serving's `--file_system_poll_wait_seconds` does.
+    holding it finish on it), and when the served version's directory is
+    removed, the highest remaining one (none if none loads); `start()`
+    calls it every `poll_seconds` in a daemon thread, as TF Serving's
+    `--file_system_poll_wait_seconds` does.
     A version that fails to load is logged and skipped until its directory
     changes; the previous version stays available. While nothing is served,
     `refresh()` logs a warning (at the first scan, then every
@@ -289,10 +291,17 @@ class ModelStore:
         return self._current
 
     def refresh(self):
-        """Load the highest complete version if it is newer; True if loaded."""
+        """Load the highest complete version if it is newer, or if the served
+        version's directory was removed; True if loaded."""
         with self._refresh_lock:
             versions = version_directories(self.base_path)
             current = self._current.version if self._current else None
+            # The served version's directory was removed (a rollback): as TF
+            # Serving's latest policy does, serve the highest remaining
+            # version, or none (a missing base path changes nothing).
+            removed = current is not None and current not in versions and os.path.isdir(self.base_path)
+            if removed:
+                current = None
             for version in sorted(versions, reverse=True):
                 if current is not None and version <= current:
                     return False
@@ -313,6 +322,12 @@ class ModelStore:
                     for callback in self.on_unload:
                         callback(previous)
                 return True
+            if removed:
+                previous, self._current = self._current, None
+                logger.warning("version %d of %s was removed from %s and no other version could be loaded; "
+                               "nothing is served", previous.version, self.model_name, self.base_path)
+                for callback in self.on_unload:
+                    callback(previous)
             if self._current is None:
                 self._warn_nothing_served(versions)
             return False

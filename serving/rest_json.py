@@ -16,6 +16,7 @@ written as JSON tokens, as TF Serving does.
 import base64
 import binascii
 import json
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -60,8 +61,13 @@ def _string_leaves(value, name):
                 f'Input "{name}" holds a string that is not valid Unicode (a lone surrogate).'
             ) from None
     if isinstance(value, dict) and set(value) == {"b64"} and isinstance(value["b64"], str):
+        # As TF Serving's decoder (absl::Base64Unescape): whitespace (line
+        # breaks of MIME-style base64) is skipped, the padding is optional.
+        text = re.sub(r"[ \t\n\v\f\r]", "", value["b64"])
+        if not text.endswith("="):
+            text += "=" * (-len(text) % 4)
         try:
-            return base64.b64decode(value["b64"], validate=True)
+            return base64.b64decode(text, validate=True)
         except (binascii.Error, ValueError):
             raise RequestError(
                 f'Input "{name}" holds an invalid base64 value in {{"b64": ...}}.'
@@ -104,6 +110,9 @@ def to_array(value, spec, name):
         except ValueError:
             raise RequestError(f'Input "{name}" is ragged: its nested lists have different lengths.') from None
         kind = array.dtype.kind
+        if kind == "O" and np.dtype(dtype.as_numpy_dtype).kind in "iu" and all(
+                type(v) is int for v in array.ravel()):  # beyond 64 bits, which numpy keeps as objects
+            raise RequestError(f'Input "{name}" holds integers outside the range of {dtype_name(dtype)}.')
         accepted = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}[np.dtype(dtype.as_numpy_dtype).kind]
         if array.size and kind not in accepted:
             got = {"U": "strings", "O": "mixed or nested values", "b": "booleans", "f": "non-integer numbers"}.get(kind, array.dtype.name)
@@ -166,7 +175,7 @@ def parse_predict_request(request, signatures, default="serving_default"):
     Args:
         request: The parsed JSON object of the request body.
         signatures: `{name: Signature}` of the served version.
-        default: The signature used when `signature_name` is absent.
+        default: The signature used when `signature_name` is absent or "".
 
     Returns:
         `(signature, {input name: numpy array}, row_format)`.
@@ -177,6 +186,7 @@ def parse_predict_request(request, signatures, default="serving_default"):
     name = request.get("signature_name", default)
     if not isinstance(name, str):
         raise RequestError(f"`signature_name` must be a string, got {json.dumps(name)}.")
+    name = name or default  # "" is the default signature, as in TF Serving
     if name not in signatures:
         raise RequestError(
             f'Serving signature name: "{name}" not found in signature def; '

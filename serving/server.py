@@ -285,7 +285,7 @@ def create_app(
             )
         version = match["version"]
         if version is not None:
-            if not version.isdigit():
+            if not (version.isascii() and version.isdigit()):  # not "²", which int() refuses
                 raise RequestError(f"Version must be a non-negative integer, got {version!r}.")
             version = int(version)
         return match, version

@@ -155,6 +155,48 @@ def test_predict_row_and_columnar_scores(lm_client, lm_saved):
     np.testing.assert_allclose(columns.json()["outputs"]["nll"], nll, rtol=1e-6)
 
 
+def test_predict_takes_an_empty_signature_name_as_the_default(lm_client, lm_saved):
+    # TF Serving reads "signature_name": "" as serving_default (the metadata's
+    # model_spec shows it so).
+    expected = lm_saved.signatures["serving_default"](
+        prompt=tf.constant(["abc"]), max_new_chars=tf.constant(7), temperature=tf.constant(0.0))
+    response = lm_client.post("/v1/models/lm:predict", json={
+        "signature_name": "", "inputs": {"prompt": ["abc"], "max_new_chars": 7, "temperature": 0.0}})
+    assert response.status_code == 200
+    assert response.json() == {"outputs": [expected["text"].numpy()[0].decode()]}
+
+
+def test_predict_reads_base64_as_tf_serving_does(lm_client, lm_saved):
+    # absl::Base64Unescape, TF Serving's decoder: the padding is optional and
+    # whitespace is skipped (the line breaks of `base64` or encodebytes()).
+    text = "abc hij abc hij abc hij abc hij abc hij abc hij abc hij abc hij abc hij"
+    wrapped = base64.encodebytes(text.encode()).decode()
+    assert "\n" in wrapped.rstrip("\n")
+    expected = lm_saved.signatures["score"](text=tf.constant([text, "ab", "abc"]))
+    response = lm_client.post("/v1/models/lm:predict", json={"signature_name": "score", "inputs": [
+        {"b64": wrapped}, {"b64": "YWI"}, {"b64": "YWJj"}]})
+    assert response.status_code == 200
+    assert response.json()["outputs"]["char_count"] == expected["char_count"].numpy().tolist() == [70, 1, 2]
+    np.testing.assert_allclose(response.json()["outputs"]["nll"], expected["nll"].numpy(), rtol=1e-6)
+    for bad in ("YWJjZ", "YQ=", "YW=I", "YW-_"):  # still refused: a stray character, wrong padding, web-safe
+        response = lm_client.post("/v1/models/lm:predict", json={"signature_name": "score", "inputs": [{"b64": bad}]})
+        assert response.status_code == 400
+        assert response.json() == {"error": 'Input "text" holds an invalid base64 value in {"b64": ...}.'}
+
+
+def test_a_version_that_is_not_an_ascii_number_is_400_not_a_crash(exports, tmp_path):
+    base = tmp_path / "lm"
+    shutil.copytree(exports["lm"], base / "1")
+    shutil.copytree(exports["lm"], base / "\u00b2")  # "²".isdigit(), but int("²") fails: not a version
+    app = create_app("lm", base, poll_seconds=3600)
+    with TestClient(app) as client:
+        assert client.get("/v1/models/lm").json()["model_version_status"][0]["version"] == "1"
+        for url in ("/v1/models/lm/versions/\u00b2", "/v1/models/lm/versions/\u0661"):
+            response = client.get(url)
+            assert response.status_code == 400
+            assert response.json() == {"error": f"Version must be a non-negative integer, got {url[-1]!r}."}
+
+
 def test_predict_transcriber_row_format(asr_client, asr_saved):
     waveforms = [synthetic_utterance(1, 16000, 0.5), synthetic_utterance(2, 16000, 0.3)]
     width = max(map(len, waveforms))
@@ -191,6 +233,11 @@ BAD_PREDICTS = [
     ('{"inputs": {"prompt": ["a"], "max_new_chars": "5", "temperature": 0}}', 400, "DT_INT32"),
     ('{"inputs": {"prompt": ["a"], "max_new_chars": 99999999999, "temperature": 0}}', 400, "outside the range"),
     ('{"inputs": {"prompt": ["a"], "max_new_chars": [5], "temperature": 0}}', 400, "shape ()"),
+    # Beyond 64 bits: out of range too, not "mixed or nested values".
+    ('{"signature_name": "generate_seeded", "inputs": {"prompt": ["a"], "max_new_chars": 5, "temperature": 0, '
+     '"seed": 99999999999999999999}}', 400, '{"error":"Input \\"seed\\" holds integers outside the range of DT_INT64."}'),
+    ('{"signature_name": "generate_seeded", "inputs": {"prompt": ["a"], "max_new_chars": 5, "temperature": 0, '
+     '"seed": -9223372036854775809}}', 400, '{"error":"Input \\"seed\\" holds integers outside the range of DT_INT64."}'),
     ('{"instances": [{"prompt": "a", "max_new_chars": 5, "temperature": 0}]}', 400, "columnar"),
     ('{"inputs": {"prompt": ["a", ""], "max_new_chars": 5, "temperature": 0}}', 400, "at least one character"),
     ('{"inputs": {"prompt": ["a", "a\u00e9"], "max_new_chars": 5, "temperature": 0}}', 400,
@@ -466,6 +513,37 @@ def test_batcher_groups_concurrent_requests_and_propagates_errors():
     assert isinstance(failed[0], ValueError)
 
 
+def test_requests_queued_behind_a_close_are_still_run_and_the_batcher_stops():
+    # A new version replaces the old one (close()) while the old batcher's
+    # collector waits for a free slot; a request that got the old version just
+    # before is queued behind the close and must be answered, not left waiting.
+    def run_batch(items):
+        time.sleep(0.2)
+        return [item * 2 for item in items]
+
+    async def main():
+        batcher = Batcher(run_batch, max_batch_size=8, max_concurrent_batches=1)
+        first = asyncio.ensure_future(batcher.submit(1))  # holds the only slot
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(batcher.submit(2))  # the collector waits for the slot with it
+        await asyncio.sleep(0.01)
+        batcher.close()
+        await asyncio.sleep(0.01)
+        third = asyncio.ensure_future(batcher.submit(3))  # queued behind the close
+        results = await asyncio.wait_for(asyncio.gather(first, second, third), 10)
+        await asyncio.sleep(0.01)
+        stopped = not batcher.running
+        late = await asyncio.wait_for(batcher.submit(4), 10)  # after the collector stopped
+        await asyncio.sleep(0.01)
+        # It is run, and the collector it started stops again: left running,
+        # it would hold the replaced version's model for good.
+        return results, stopped, late, batcher.running
+
+    results, stopped, late, running = asyncio.run(main())
+    assert results == [2, 4, 6] and late == 8
+    assert stopped and not running
+
+
 def test_concurrent_transcriptions_are_batched_and_correct(exports, asr_saved):
     # The batch closes once all six are queued (however slowly a loaded
     # machine decodes the uploads), never on the timeout.
@@ -581,6 +659,40 @@ def test_new_versions_are_picked_up_without_restart(exports, tmp_path):
         os.makedirs(base / "3")  # incomplete (no saved_model.pb): ignored
         assert app.state.store.refresh() is False
         assert client.get("/v1/models/lm").json()["model_version_status"][0]["version"] == "2"
+
+
+def test_removing_the_served_version_rolls_back_to_the_highest_remaining(exports, tmp_path, caplog):
+    # TF Serving's latest policy: the served version is the highest one on
+    # disk, so deleting a bad version serves the previous one again, and
+    # deleting every version serves none.
+    base = tmp_path / "lm"
+    shutil.copytree(exports["lm"], base / "1")
+    shutil.copytree(exports["lm"], base / "2")
+    app = create_app("lm", base, poll_seconds=3600)
+    with TestClient(app) as client:
+        assert client.get("/v1/models/lm").json()["model_version_status"][0]["version"] == "2"
+        client.post("/v1/models/lm:predict", json={"signature_name": "score", "inputs": ["abc"]})
+        (old_batcher,) = app.state.store.current.extras["predict_batchers"].values()
+        shutil.rmtree(base / "2")
+        assert app.state.store.refresh() is True
+        assert client.get("/v1/models/lm").json()["model_version_status"][0]["version"] == "1"
+        assert client.get("/v1/models/lm/versions/2").json() == {
+            "error": "Servable not found for request: Specific(lm, 2)"}
+        response = client.post("/v1/models/lm/versions/1:predict", json={"signature_name": "score", "inputs": ["abc"]})
+        assert response.status_code == 200 and response.json()["outputs"]["char_count"] == [2]
+        deadline = time.monotonic() + 60
+        while old_batcher.running and time.monotonic() < deadline:  # version 2 can be freed
+            time.sleep(0.05)
+        assert not old_batcher.running
+        shutil.rmtree(base / "1")
+        with caplog.at_level("WARNING", logger="serving"):
+            assert app.state.store.refresh() is False
+        assert f"version 1 of lm was removed from {base} and no other version could be loaded; nothing is served" \
+            in caplog.text
+        assert client.get("/v1/models/lm").json() == {"error": "Servable not found for request: Latest(lm)"}
+        shutil.copytree(exports["lm"], base / "1")  # and a version that appears again is served
+        assert app.state.store.refresh() is True
+        assert client.get("/v1/models/lm").json()["model_version_status"][0]["version"] == "1"
 
 
 def _free_port():
