@@ -39,6 +39,13 @@ def decode_utf8(data, source):
     line and the column of the first byte that is not UTF-8."""
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
+    for bom in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        # Spreadsheets' "Unicode text": not latin1, as the message below would guess.
+        if data.startswith(bom):
+            raise ValueError(
+                f"{source}: the file is UTF-16 (it starts with the byte-order mark 0x{bom.hex()}); expected "
+                f"UTF-8 text. Convert it first, e.g. `iconv -f utf-16 -t utf-8`."
+            )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:

@@ -71,6 +71,22 @@ def test_nul_bytes_are_refused_naming_offset_and_line(tmp_path):
         read_text_file(str(path))
 
 
+@pytest.mark.parametrize("encoding, bom", [("utf-16", None), ("utf-16-le", "fffe"), ("utf-16-be", "feff")])
+def test_utf16_with_a_byte_order_mark_is_named_as_such(tmp_path, encoding, bom):
+    # Was "line 1: expected UTF-8 text, got byte 0xff at column 1. Convert it first, e.g. `iconv -f latin1 ...`".
+    path = tmp_path / "unicode.txt"
+    data = "ROMEO:\n".encode(encoding)
+    if bom is not None:
+        data = bytes.fromhex(bom) + data
+    path.write_bytes(data)
+    with pytest.raises(ValueError) as error:
+        read_text_file(str(path))
+    assert str(error.value) == (
+        f"Text file {str(path)!r}: the file is UTF-16 (it starts with the byte-order mark 0x{data[:2].hex()}); "
+        "expected UTF-8 text. Convert it first, e.g. `iconv -f utf-16 -t utf-8`."
+    )
+
+
 def test_undecodable_bytes_name_the_file_line_and_column(tmp_path):
     path = tmp_path / "latin1.txt"
     path.write_bytes("first line\ncaf".encode() + b"\xe9 au lait\n")
