@@ -44,6 +44,7 @@ from models.text_generation import build_step_model, default_prompt, generate_te
 from pipelines.vocabulary import Vocabulary  # noqa: E402
 from serving.language_model_export import SEEDED_SIGNATURE  # noqa: E402
 from serving.model_store import export_base_error, export_task, model_dir_error, with_export_hint  # noqa: E402
+from training.cli import print_lines  # noqa: E402
 
 # Upper bounds of --length and of the samples generated at once (prompts x --num-samples): the
 # run directory keeps every generated id of every sample in memory (and an export's int32
@@ -53,6 +54,7 @@ MAX_LENGTH = 100_000
 MAX_SAMPLES = 1000
 # --seed is an int64 of the export's `generate_seeded` signature (and must be non-negative for numpy).
 MAX_SEED = 2**63 - 1
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 class ExportedGenerator:
@@ -78,7 +80,9 @@ class ExportedGenerator:
         inputs = dict(
             prompt=tf.constant(prompts, tf.string),
             max_new_chars=tf.constant(length, tf.int32),
-            temperature=tf.constant(temperature, tf.float32),
+            # Above float32's largest value (3.4e38) the constant would be inf, which the export
+            # refuses; there the logits / temperature are 0 already (uniform sampling, as the run's).
+            temperature=tf.constant(min(temperature, FLOAT32_MAX), tf.float32),
         )
         if seed is None:
             outputs = self._signatures["serving_default"](**inputs)
@@ -197,13 +201,15 @@ def main(argv=None):
 
     batch = [prompt for prompt in prompts for _ in range(args.num_samples)]
     texts = generator.generate(batch, length=args.length, temperature=args.temperature, seed=args.seed)
+    lines = []
     for index, (prompt, text) in enumerate(zip(batch, texts), start=1):
         if args.json:
-            print(json.dumps({"prompt": prompt, "text": text}))
+            lines.append(json.dumps({"prompt": prompt, "text": text}))
             continue
         if len(batch) > 1:
-            print(f"=== sample {index} ===")
-        print(prompt + text)
+            lines.append(f"=== sample {index} ===")
+        lines.append(prompt + text)
+    print_lines(lines)  # `generate.py ... | head`: no traceback when the reader has what it wanted
     return 0
 
 

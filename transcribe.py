@@ -50,6 +50,7 @@ from models.language_model_io import is_transcription_run  # noqa: E402
 from pipelines.audio_loading import UNREADABLE, AudioError  # noqa: E402
 from pipelines.speech_dataset import load_features  # noqa: E402
 from serving.model_store import export_base_error, model_dir_error, with_export_hint  # noqa: E402
+from training.cli import print_lines  # noqa: E402
 from training.transcription import MODEL_FILE, load_transcriber  # noqa: E402
 
 
@@ -104,7 +105,7 @@ def audio_features(path, feature_config, *, max_duration_s=None):
     """`load_features` of one file; a directory is an `AudioError` saying so."""
     if os.path.isdir(path):
         raise AudioError(path, UNREADABLE, "is a directory; expected an audio file (wav, flac, ...)")
-    return load_features(path, feature_config, max_duration_s=max_duration_s)
+    return load_features(path, feature_config, max_duration_s=max_duration_s, limit_name="--max-duration-s")
 
 
 def transcribe_features(
@@ -230,6 +231,9 @@ def main(argv=None):
         parser.error(f"argument --lm-weight: expected a finite number >= 0, got {args.lm_weight}")
     if not math.isfinite(args.lm_bonus):
         parser.error(f"argument --lm-bonus: expected a finite number, got {args.lm_bonus}")
+    # NaN compared false with every duration (no limit at all); 0 or less refused every file.
+    if args.max_duration_s is not None and not 0 < args.max_duration_s < float("inf"):
+        parser.error(f"argument --max-duration-s: expected a finite number of seconds > 0, got {args.max_duration_s}")
     try:
         dir_error = model_dir_error(args.model_dir, "transcription")
         if dir_error is not None:
@@ -270,8 +274,10 @@ def main(argv=None):
             candidates=candidates, scorer=scorer, lm_weight=args.lm_weight, lm_bonus=args.lm_bonus, lexicon=lexicon,
             candidate_warps=candidate_warps,
         )
-        for name, text in zip(names, texts):
-            print(f"{name}\t{text}")
+        # `transcribe.py ... | head`: no traceback when the reader has what it wanted.
+        # A file name that is not UTF-8 is printed as the bytes it was given as.
+        sys.stdout.reconfigure(errors="surrogateescape")
+        print_lines(f"{name}\t{text}" for name, text in zip(names, texts))
     return 1 if failed else 0
 
 

@@ -63,7 +63,9 @@ def _wav_shortfall(stream):
 def _read(source, max_duration_s, data=None, limit_name="max_duration_s"):
     """(samples, rate) of a file, opened once; AudioError on any problem.
     `data`: the file's bytes (an upload), when `source` only names it."""
-    stream = source if data is None else io.BytesIO(data)
+    # A file name as bytes: libsndfile opens a name that is not UTF-8 (Python holds "caf\xe9.wav"
+    # as "caf\udce9.wav", which soundfile cannot encode back).
+    stream = os.fsencode(source) if data is None else io.BytesIO(data)
     try:
         handle = sf.SoundFile(stream)
     except Exception as error:  # libsndfile raises several types for bad files

@@ -92,8 +92,9 @@ class SpeechData:
     transcripts_sha256: str = field(repr=False, default=None)
 
 
-def load_features(path, feature_config, *, max_duration_s=None):
-    """Features of one audio file (wav, flac, any rate), as in training.
+def load_features(path, feature_config, *, max_duration_s=None, limit_name="max_duration_s"):
+    """Features of one audio file (wav, flac, any rate), as in training
+    (`limit_name`: how the too-long message names `max_duration_s`, say a flag).
 
     Returns:
         `(frames, n_features)` float32 array.
@@ -102,7 +103,8 @@ def load_features(path, feature_config, *, max_duration_s=None):
         AudioError: (a `ValueError`) naming the file and what is wrong.
     """
     waveform = load_audio(
-        path, feature_config.sample_rate, max_duration_s=max_duration_s, min_samples=feature_config.n_fft
+        path, feature_config.sample_rate, max_duration_s=max_duration_s, min_samples=feature_config.n_fft,
+        limit_name=limit_name,
     )
     return compute_features(waveform, feature_config)
 

@@ -254,7 +254,8 @@ def load_version(version_dir):
     when the SavedModel cannot be read (a corrupt or partly copied export)."""
     try:
         return tf.saved_model.load(os.fspath(version_dir))
-    except (OSError, ValueError, tf.errors.OpError) as error:
+    except (OSError, ValueError, IndexError, tf.errors.OpError) as error:
+        # IndexError: a truncated variables/variables.data-* ("Read less bytes than requested").
         reason = str(getattr(error, "message", error)).strip().splitlines()[0]
         raise ValueError(
             f"Export {version_dir} cannot be loaded as a SavedModel ({reason}); expected a version "

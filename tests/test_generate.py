@@ -73,6 +73,18 @@ def test_seeded_samples_from_an_export_repeat(run_dir, capsys):
     assert unseeded != first
 
 
+def test_an_export_takes_a_temperature_above_float32s_range(run_dir, capsys):
+    # 1e39 is a finite temperature (the run directory samples uniformly with it), but as the export's
+    # float32 input it was inf, which the export refused with an InvalidArgumentError traceback.
+    _, export, _, _ = run_dir
+    argv = ("--model-dir", export, "--prompt", "to", "--num-samples", "2", "--length", "20", "--seed", "5", "--json")
+    huge = [json.loads(line)["text"] for line in _run(capsys, *argv, "--temperature", "1e39").splitlines()]
+    largest = [json.loads(line)["text"] for line in _run(capsys, *argv, "--temperature", "3.4028234663852886e38")
+               .splitlines()]
+    assert huge == largest
+    assert [len(text) for text in huge] == [20, 20]
+
+
 def test_an_export_without_the_seeded_signature_refuses_a_seed(run_dir, tmp_path, capsys):
     # An export made before `generate_seeded` existed: its serving_default only.
     import tensorflow as tf
@@ -233,6 +245,14 @@ def test_a_corrupt_model_or_vocabulary_names_the_file(run_dir, tmp_path, capsys)
     err = _usage_error(capsys, "--model-dir", version)
     assert f"error: Export {version} cannot be loaded as a SavedModel (" in err
     assert err.endswith("write it again with python -m serving.export_run RUN_DIR).")
+    # A partly copied export: saved_model.pb whole, the variables' data cut short (was an IndexError traceback).
+    shutil.rmtree(version)
+    shutil.copytree(export, version)
+    (data,) = (version / "variables").glob("variables.data-*")
+    data.write_bytes(data.read_bytes()[:1000])
+    err = _usage_error(capsys, "--model-dir", version)
+    assert f"error: Export {version} cannot be loaded as a SavedModel (" in err
+    assert err.endswith("write it again with python -m serving.export_run RUN_DIR).")
 
 
 def test_command_line(run_dir):
@@ -245,6 +265,22 @@ def test_command_line(run_dir):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("to") and len(result.stdout) == len("to") + 5 + 1
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(run_dir):
+    # `generate.py ... | head -1`: the reader is gone before the samples are printed (closed here
+    # at once, seconds before the process has imported TensorFlow), so every write fails (EPIPE).
+    directory = run_dir[0]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(root, "generate.py"), "--model-dir", str(directory), "--prompt", "to",
+         "--num-samples", "2", "--length", "20", "--seed", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root,
+    )
+    process.stdout.close()
+    err = process.stderr.read()
+    assert process.wait(timeout=120) == 0, err[-2000:]
+    assert "Traceback" not in err and "BrokenPipeError" not in err
 
 
 def test_a_tuning_runs_best_model_is_a_run_directory(tmp_path, capsys):

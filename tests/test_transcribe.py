@@ -144,6 +144,31 @@ def test_command_line_in_a_fresh_process(tmp_path, model_dir):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == f"{audio}\ta"
+    # A file name that is not UTF-8 (latin1 "caf\xe9"): read, and printed as given (was "unreadable").
+    latin1 = os.fsencode(tmp_path) + b"/caf\xe9.flac"
+    os.rename(audio, latin1)
+    result = subprocess.run(
+        [sys.executable, os.path.join(root, "transcribe.py"), "--model-dir", str(model_dir), latin1],
+        capture_output=True, cwd=root, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout == latin1 + b"\ta\n"
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path, model_dir):
+    # `transcribe.py ... | head -1`: the reader is gone before the lines are printed (closed here
+    # at once, seconds before the process has imported TensorFlow), so every write fails (EPIPE).
+    audio = tmp_path / "tone.wav"
+    sf.write(audio, _tone(0.5, 16000), 16000)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(root, "transcribe.py"), "--model-dir", str(model_dir), str(audio), str(audio)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root,
+    )
+    process.stdout.close()
+    err = process.stderr.read()
+    assert process.wait(timeout=120) == 0, err[-2000:]
+    assert "Traceback" not in err and "BrokenPipeError" not in err
 
 
 def _language_model_run(directory, characters):
@@ -386,6 +411,18 @@ def test_candidate_warps_are_refused_for_an_mfcc_run(tmp_path, capsys):
     message = _usage_error(capsys, "--model-dir", directory, "--candidates", words, "--candidate-warps", "0.9,1",
                            tmp_path / "missing.wav")
     assert "--candidate-warps" in message and "no mel axis to warp" in message and "'0.9,1'" in message
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "0", "-1"])
+def test_a_bad_max_duration_is_a_usage_error(tmp_path, model_dir, capsys, value):
+    # NaN used to lift the limit silently, and 0 or -1 to refuse every file as "too_long".
+    audio = tmp_path / "a.wav"
+    sf.write(audio, _tone(0.5, 16000), 16000)
+    assert _usage_error(capsys, "--model-dir", model_dir, "--max-duration-s", value, audio).endswith(
+        f"error: argument --max-duration-s: expected a finite number of seconds > 0, got {float(value)}"
+    )
+    assert transcribe.main(["--model-dir", str(model_dir), "--max-duration-s", "0.4", str(audio)]) == 1
+    assert capsys.readouterr().err == f"error: {audio}: too_long: 0.5 s is longer than --max-duration-s=0.4\n"
 
 
 def test_a_candidate_outside_the_vocabulary_names_the_file_and_line(tmp_path, model_dir, capsys):

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 import tempfile
 import types
 import typing
@@ -307,3 +308,15 @@ def write_text(path, text):
 def write_json(path, payload):
     """Write `payload` as JSON to `path` atomically (`write_text`)."""
     write_text(path, json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def print_lines(lines):
+    """Print `lines` to stdout. A reader that has gone (`transcribe.py ... | head -1`)
+    ends the output quietly: the rest of stdout goes to /dev/null, so neither these
+    prints nor Python's flush at exit end in a BrokenPipeError traceback."""
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
