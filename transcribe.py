@@ -202,8 +202,13 @@ def main(argv=None):
         "--lexicon", default=None, metavar="FILE",
         help="word list, or any text (its words): the beam search spells only these words",
     )
-    parser.add_argument("--lm-weight", type=float, default=0.5, help="weight of the language model (default: 0.5)")
-    parser.add_argument("--lm-bonus", type=float, default=0.0, help="score bonus per character (default: 0)")
+    parser.add_argument(
+        "--lm-weight", type=float, default=None, help="with --lm: weight of the language model (default: 0.5)"
+    )
+    parser.add_argument(
+        "--lm-bonus", type=float, default=None,
+        help="with --lm or --lexicon: score bonus per character of the beam search (default: 0)",
+    )
     parser.add_argument(
         "--max-duration-s", type=float, default=None,
         help="refuse files longer than this many seconds (default: no limit)",
@@ -227,6 +232,13 @@ def main(argv=None):
         except ValueError:
             parser.error(f"argument --candidate-warps: expected comma-separated distinct factors in "
                          f"[0.5, 1.5] such as 0.92,0.96,1,1.04,1.08, got {args.candidate_warps!r}")
+    # Given without the search they tune, they would change nothing: say so rather than ignore them.
+    if args.lm_weight is not None and args.lm is None:
+        parser.error("--lm-weight weighs the language model of --lm; give --lm too")
+    if args.lm_bonus is not None and args.lm is None and args.lexicon is None:
+        parser.error("--lm-bonus is a bonus of the beam search with --lm or --lexicon; give one of them too")
+    args.lm_weight = 0.5 if args.lm_weight is None else args.lm_weight
+    args.lm_bonus = 0.0 if args.lm_bonus is None else args.lm_bonus
     if not 0 <= args.lm_weight < float("inf"):
         parser.error(f"argument --lm-weight: expected a finite number >= 0, got {args.lm_weight}")
     if not math.isfinite(args.lm_bonus):

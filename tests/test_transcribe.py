@@ -207,6 +207,26 @@ def test_language_model_fused_decoding_and_its_usage_errors(tmp_path, model_dir,
     assert "argument --lm-bonus: expected a finite number, got nan" in capsys.readouterr().err
 
 
+def test_language_model_flags_without_the_search_they_tune_are_refused(tmp_path, model_dir, capsys):
+    # They were ignored: --lm-weight 0.3 without --lm decoded greedily as if it were not given.
+    audio = tmp_path / "a.wav"
+    sf.write(audio, _tone(0.5, 16000), 16000)
+    assert _usage_error(capsys, "--model-dir", model_dir, "--lm-weight", "0.3", audio).endswith(
+        "error: --lm-weight weighs the language model of --lm; give --lm too"
+    )
+    for extra in ((), ("--beam-width", "4")):
+        assert _usage_error(capsys, "--model-dir", model_dir, "--lm-bonus", "1", *extra, audio).endswith(
+            "error: --lm-bonus is a bonus of the beam search with --lm or --lexicon; give one of them too"
+        )
+    words = tmp_path / "words.txt"
+    words.write_text("a\n", encoding="utf-8")
+    assert transcribe.main(["--model-dir", str(model_dir), "--lexicon", str(words), "--lm-bonus", "1", str(audio)]) == 0
+    assert capsys.readouterr().out == f"{audio}\ta\n"
+    assert _usage_error(capsys, "--model-dir", model_dir, "--lexicon", words, "--lm-weight", "1", audio).endswith(
+        "error: --lm-weight weighs the language model of --lm; give --lm too"
+    )
+
+
 def test_lexicon_decoding_spells_only_its_words(tmp_path, model_dir, capsys):
     audio = tmp_path / "a.wav"
     sf.write(audio, _tone(0.5, 16000), 16000)
