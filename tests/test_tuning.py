@@ -41,6 +41,8 @@ def _best(output_dir):
         ({"tuner": "grid"}, "`tuner` expects one of hyperband, bayesian, random, got 'grid'"),
         ({"time_budget_minutes": -5.0}, "`time_budget_minutes` expects a number >= 0"),
         ({"hyperband_factor": 1}, "`hyperband_factor` expects an integer of at least 2, got 1"),
+        ({"tuning_seed": -1}, "`tuning_seed` expects an integer in 0..4294967295 (2**32 - 1), got -1."),
+        ({"tuning_seed": 2**32}, "`tuning_seed` expects an integer in 0..4294967295 (2**32 - 1), got 4294967296."),
         (
             {"min_hidden_size": 512, "max_hidden_size": 64},
             "Empty search range for `hidden_size`: TuningConfig field `min_hidden_size` (512) "
@@ -77,6 +79,49 @@ def test_search_ranges_override_that_empties_a_range_is_an_error():
     with pytest.raises(ValueError, match="Unknown search range bound"):
         TRANSCRIPTION_RANGES.with_overrides(hidden=3)
     assert LANGUAGE_MODEL_RANGES.with_overrides(max_num_layers=3).max_num_layers == 3
+
+
+@pytest.mark.parametrize(
+    "bounds, message",
+    [
+        (
+            {"min_hidden_size": 100},
+            "Search range for `hidden_size` 100..512 would never try 512: hidden sizes go in factors of 2 "
+            "from the minimum (100, 200, 400). Expected the maximum to be the minimum times a power of 2; "
+            "set --max-hidden-size 400 or 800.",
+        ),
+        (
+            {"max_dropout": 0.12},
+            "Search range for `dropout` 0..0.12 would never try 0.12: dropout goes in steps of 0.05 from "
+            "the minimum (0, 0.05, 0.1). Expected the maximum to be the minimum plus a multiple of 0.05; "
+            "set --max-dropout 0.1 or 0.15.",
+        ),
+        (
+            {"min_dropout": 0.1, "max_dropout": 0.97},
+            "Search range for `dropout` 0.1..0.97 would never try 0.97: dropout goes in steps of 0.05 from "
+            "the minimum (0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, "
+            "0.85, 0.9, 0.95). Expected the maximum to be the minimum plus a multiple of 0.05; set "
+            "--max-dropout 0.95.",
+        ),
+    ],
+)
+def test_search_range_whose_maximum_is_off_its_grid_is_an_error(bounds, message):
+    with pytest.raises(ValueError) as error:
+        TRANSCRIPTION_RANGES.with_overrides(**bounds)
+    assert str(error.value) == message
+
+
+def test_every_maximum_on_the_grid_is_searched():
+    # keras-tuner's floor division of (0.3 - 0.0) / 0.05 gives 5 steps, not 6.
+    hp = keras_tuner.HyperParameters()
+    transcription_space(hp, ranges=TRANSCRIPTION_RANGES, num_features=4, vocabulary_size=6)
+    spaces = {p.name: [round(v, 10) for v in p.values] for p in hp.space if p.name in ("hidden_size", "dropout")}
+    assert spaces == {"hidden_size": [64, 128, 256, 512], "dropout": [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]}
+    hp = keras_tuner.HyperParameters()
+    ranges = TRANSCRIPTION_RANGES.with_overrides(min_dropout=0.1, max_dropout=0.15)
+    transcription_space(hp, ranges=ranges, num_features=4, vocabulary_size=6)
+    (dropout,) = [p for p in hp.space if p.name == "dropout"]
+    assert [round(v, 10) for v in dropout.values] == [0.1, 0.15]
 
 
 # --- search spaces ------------------------------------------------------------------
@@ -223,6 +268,38 @@ def test_search_writes_outputs_and_resumes_without_repeating_trials(tmp_path, ca
         run_search(TOY_TASK, config, TuningConfig(tuner="random", max_trials=2, max_epochs=1, max_hidden_size=16))
 
 
+def test_a_project_left_by_a_distributed_search_resumes_without_repeating_trials(tmp_path, capsys):
+    output_dir = str(tmp_path / "run")
+    config = ToyConfig(output_dir=output_dir)
+    run_search(TOY_TASK, config, TuningConfig(tuner="random", max_trials=1, max_epochs=1))
+    rows = _rows(output_dir)
+    project = os.path.join(output_dir, "tuning", "search")
+    # A distributed search leaves chief.json (and tuner1.json, ...), a local
+    # one tuner0.json: resumed either way, the oracle must be reloaded.
+    os.rename(os.path.join(project, "tuner0.json"), os.path.join(project, "chief.json"))
+    capsys.readouterr()
+    run_search(TOY_TASK, config, TuningConfig(tuner="random", max_trials=2, max_epochs=1))
+    out = capsys.readouterr().out
+    assert "resuming: 1 trial(s) already completed" in out
+    assert out.count(" starts: ") == 1 and "trial 2 of 2 starts" in out
+    resumed = _rows(output_dir)
+    assert [r["trial_id"] for r in resumed] == ["0", "1"]
+    assert resumed[0] == rows[0]  # kept, not run again over its files
+
+    # A chief's oracle.json still lists the trial that ended last as ongoing
+    # (keras-tuner saves before it forgets it): it is not run again either.
+    with open(os.path.join(project, "oracle.json"), encoding="utf-8") as f:
+        state = json.load(f)
+    state["ongoing_trials"] = {"tuner1": "1"}
+    with open(os.path.join(project, "oracle.json"), "w", encoding="utf-8") as f:
+        json.dump(state, f)
+    run_search(TOY_TASK, config, TuningConfig(tuner="random", max_trials=3, max_epochs=1))
+    out = capsys.readouterr().out
+    assert "resuming: 2 trial(s) already completed" in out
+    assert out.count(" starts: ") == 1 and "trial 3 of 3 starts" in out
+    assert _rows(output_dir)[:2] == resumed
+
+
 def test_a_search_into_a_training_runs_directory_is_refused(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -314,6 +391,39 @@ def test_time_budget_stops_new_trials(tmp_path, capsys, monkeypatch):
     ]
 
 
+def test_trials_that_keep_failing_end_the_search_with_a_one_line_error(tmp_path):
+    import dataclasses
+
+    from tests.tuning_toy_task import build_model
+
+    builds = []
+
+    def failing(hp, ranges, config, context):
+        builds.append(1)
+        if len(builds) > 1:  # the first build only declares the space
+            raise ValueError(f"simulated out of memory in build {len(builds)}")
+        return build_model(hp, ranges, config, context)
+
+    output_dir = str(tmp_path / "run")
+    project = os.path.join(output_dir, "tuning", "search")
+    table = os.path.join(output_dir, "tuning", "trials.csv")
+    # A ValueError too: train.py reports it in one line, not as a traceback.
+    with pytest.raises(ValueError) as error:
+        run_search(dataclasses.replace(TOY_TASK, build_model=failing), ToyConfig(output_dir=output_dir),
+                   TuningConfig(tuner="random", max_trials=5, max_epochs=1))
+    assert isinstance(error.value, RuntimeError)
+    assert str(error.value) == (
+        f"The search in {project} stopped: Number of consecutive failures exceeded the limit of 3. The last "
+        f"failed trial's error: ValueError: simulated out of memory in build 4. See {table} and the `message` "
+        "in each trial.json; check the task options (a model too large for memory fails: lower "
+        "--max-hidden-size or --max-num-layers); running the same command again retries the last failed trial."
+    )
+    # keras-tuner raises before it saves the third as failed: it is retried on resuming.
+    assert [(r["trial_id"], r["status"]) for r in _rows(output_dir)] == [
+        ("0", "FAILED"), ("1", "FAILED"), ("2", "RUNNING")
+    ]
+
+
 def test_a_trial_cut_by_the_budget_says_so_on_the_console_and_in_the_table(tmp_path, capsys, monkeypatch):
     import time
     import types
@@ -330,6 +440,34 @@ def test_a_trial_cut_by_the_budget_says_so_on_the_console_and_in_the_table(tmp_p
     assert [r["status"] for r in _rows(output_dir)] == ["COMPLETED_CUT_BY_BUDGET"]
     out = capsys.readouterr().out
     assert "trial 1 of 1 completed (cut short by the time budget, mid-epoch): val_loss=" in out
+
+
+def test_a_trial_of_several_executions_sums_their_seconds_and_is_cut_if_one_was(tmp_path, capsys, monkeypatch):
+    import itertools
+    import types
+
+    import tuning.task_hypermodel
+
+    # The budget is spent during the second execution only (the toy's epoch
+    # is 3 batches): keras-tuner averages the executions' metrics.
+    # Each fit reads the perf_counter twice, 10 s apart: 10 s per execution.
+    checks, ticks = [], itertools.count(0.0, 10.0)
+    clock = types.SimpleNamespace(
+        time=lambda: checks.append(1) or (0.0 if len(checks) <= 3 else float("inf")),
+        perf_counter=lambda: next(ticks),
+    )
+    monkeypatch.setattr(tuning.task_hypermodel, "time", clock)
+    output_dir = str(tmp_path / "run")
+    run_search(TOY_TASK, ToyConfig(output_dir=output_dir),
+               TuningConfig(tuner="random", max_trials=1, max_epochs=1, executions_per_trial=2,
+                            time_budget_minutes=10))
+    (row,) = _rows(output_dir)
+    assert row["status"] == "COMPLETED_CUT_BY_BUDGET"
+    assert row["seconds"] == "20.00"  # the trial's, not the mean of its executions'
+    trial = keras_tuner.engine.trial.Trial.load(
+        os.path.join(output_dir, "tuning", "search", "trial_0", "trial.json"))
+    assert trial.metrics.get_last_value("trial_cut_by_budget") == 1.0
+    assert "trial 1 of 1 completed (cut short by the time budget, mid-epoch)" in capsys.readouterr().out
 
 
 # --- train.py flags -----------------------------------------------------------------------
@@ -356,6 +494,8 @@ def test_train_py_parses_the_tuning_flags_as_a_second_group():
         (["--tune", "--max-trials", "0"], "`max_trials` expects a positive integer, got 0"),
         (["--tune", "--tuner", "grid"], "invalid choice: 'grid'"),
         (["--tune", "--min-hidden-size", "600"], "Empty search range for `hidden_size`: min 600 > max 512"),
+        (["--tune", "--max-dropout", "0.12"], "Search range for `dropout` 0..0.12 would never try 0.12"),
+        (["--tune", "--min-hidden-size", "100"], "set --max-hidden-size 400 or 800."),
         (["--max-trials", "3"], "--max-trials take effect only with --tune"),
         # What the search sets would be ignored: refused, naming the flags that bound it instead.
         (["--tune", "--hidden-size", "64", "--max-train-minutes", "3"],

@@ -1,6 +1,7 @@
 """`build_tuner`: a keras-tuner tuner with a time budget and per-trial progress."""
 
 import json
+import os
 import time
 
 import keras_tuner
@@ -13,6 +14,7 @@ class _TimeBudget:
     The oracle answers "STOPPED" (keras-tuner's own end-of-search signal, so
     workers and the chief of a distributed search exit normally) and does not
     save that answer: running the same command again resumes the search.
+    Reloaded, it runs again only the trials that had not ended.
     """
 
     deadline = None
@@ -22,6 +24,16 @@ class _TimeBudget:
             print("[tuning] time budget spent: no new trials. Run the same command again to continue.")
             return {"status": keras_tuner.engine.trial.TrialStatus.STOPPED, "values": None}
         return super().populate_space(trial_id)
+
+    def reload(self):
+        super().reload()
+        # keras-tuner runs the trials that were ongoing when the project was
+        # saved again; but `end_trial` saves before it forgets the trial it
+        # ended, and a distributed chief saves nothing after that: the last
+        # finished trial would run again, over its own files. Only trials
+        # that did not end (interrupted ones) are run again.
+        ended = (keras_tuner.engine.trial.TrialStatus.COMPLETED, keras_tuner.engine.trial.TrialStatus.FAILED)
+        self._retry_queue = [i for i in self._retry_queue if self.trials[i].status not in ended]
 
 
 class _BudgetedRandomSearchOracle(_TimeBudget, RandomSearchOracle):
@@ -54,6 +66,15 @@ class _Progress:
 
     after_trial = None  # optional callable(), run after each finished trial
 
+    def _populate_initial_space(self):
+        # keras-tuner reloads a project's oracle only when this tuner id saved
+        # the project (`tuner0.json` locally, `chief.json` for a distributed
+        # chief): a local search resumed as a distributed one, or the reverse,
+        # would start afresh and run its finished trials again, over their files.
+        if not self._is_worker() and os.path.exists(os.path.join(self.project_dir, "oracle.json")):
+            self.oracle.reload()
+        super()._populate_initial_space()
+
     def _label(self, trial):
         total = self.oracle.max_trials
         try:
@@ -61,6 +82,17 @@ class _Progress:
         except ValueError:
             number = trial.trial_id
         return f"[tuning {self.tuner_id}] trial {number} of {total if total else '?'}"
+
+    def run_trial(self, trial, *args, **kwargs):
+        results = super().run_trial(trial, *args, **kwargs)
+        # keras-tuner averages the executions' metrics (one per execution,
+        # `TaskHyperModel.fit`'s): the trial took the sum of their seconds, and
+        # was cut short by the budget if one of them was.
+        if isinstance(results, list) and all(isinstance(r, dict) and "trial_seconds" in r for r in results):
+            seconds = sum(r["trial_seconds"] for r in results)
+            cut = max(r.get("trial_cut_by_budget", 0.0) for r in results)
+            results = [dict(r, trial_seconds=seconds, trial_cut_by_budget=cut) for r in results]
+        return results
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)

@@ -84,9 +84,11 @@ class TuningConfig:
                 "TuningConfig field `hyperband_factor` expects an integer of at "
                 f"least 2, got {self.hyperband_factor!r}."
             )
-        if not _is_int(self.tuning_seed):
+        if not _is_int(self.tuning_seed) or not 0 <= self.tuning_seed < 2**32:
+            # The range of keras.utils.set_random_seed, which the search calls with it.
             raise ValueError(
-                f"TuningConfig field `tuning_seed` expects an integer, got {self.tuning_seed!r}."
+                "TuningConfig field `tuning_seed` expects an integer in 0..4294967295 (2**32 - 1), "
+                f"got {self.tuning_seed!r}."
             )
         budget = self.time_budget_minutes
         if not _is_real(budget) or not math.isfinite(budget) or budget < 0:

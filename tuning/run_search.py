@@ -22,6 +22,12 @@ PROJECT_NAME = "search"
 BEST_RUN_DIR = "best"  # DIR/tuning/best: the best model as a run directory
 
 
+class SearchError(RuntimeError, ValueError):
+    """The search has no best model: no trial completed, or keras-tuner gave
+    up after consecutive failed trials. A `ValueError` too, so that `train.py`
+    reports it in one line, as it does bad settings, not as a traceback."""
+
+
 def _role():
     """'local', 'chief' or 'worker', from keras-tuner's distribution variables."""
     if "KERASTUNER_ORACLE_IP" not in os.environ:
@@ -187,7 +193,8 @@ def run_search(task, config, tuning, *, output_dir=None):
     Raises:
         ValueError: an empty search range, an existing project started
             with different settings, or a training run's directory.
-        RuntimeError: when no trial completed.
+        SearchError: (a RuntimeError and a ValueError) when no trial
+            completed, or keras-tuner stopped after 3 failed trials in a row.
     """
     output_dir = output_dir or config.output_dir
     tuning_dir = os.path.join(output_dir, SEARCH_DIR)
@@ -277,14 +284,28 @@ def run_search(task, config, tuning, *, output_dir=None):
         # A training set of unknown length (a task's own): Keras learns it by
         # running out of data in the first epoch, and warns each time. Harmless.
         warnings.filterwarnings("ignore", message="Your input ran out of data")
-        tuner.search(
-            train,
-            steps_per_epoch=steps_per_epoch,
-            validation_data=validation,
-            epochs=tuning.max_epochs,
-            shuffle=False,  # the task's datasets shuffle themselves
-            verbose=verbose,
-        )
+        try:
+            tuner.search(
+                train,
+                steps_per_epoch=steps_per_epoch,
+                validation_data=validation,
+                epochs=tuning.max_epochs,
+                shuffle=False,  # the task's datasets shuffle themselves
+                verbose=verbose,
+            )
+        except RuntimeError as error:
+            # keras-tuner's limit (3) of failed trials in a row; its message
+            # ends with the last trial's traceback.
+            if role != "local" or not str(error).startswith("Number of consecutive failures"):
+                raise
+            write_trials_table(project_dir, table_path)
+            raise SearchError(
+                f"The search in {project_dir} stopped: {str(error).splitlines()[0]} The last failed trial's "
+                f"error: {str(error).strip().splitlines()[-1]}. See {table_path} and the `message` in each "
+                "trial.json; check the task options (a model too large for memory fails: lower "
+                "--max-hidden-size or --max-num-layers); running the same command again retries the last "
+                "failed trial."
+            ) from error
     if role == "worker":
         print(f"[tuning] worker {tuner.tuner_id}: the oracle has no more trials; exiting.", flush=True)
         return {"role": role}
@@ -292,7 +313,7 @@ def run_search(task, config, tuning, *, output_dir=None):
     rows = write_trials_table(project_dir, table_path)
     best_trials = tuner.oracle.get_best_trials(1)
     if not best_trials or best_trials[0].status != "COMPLETED":
-        raise RuntimeError(
+        raise SearchError(
             f"No trial of the search in {project_dir} completed ({len(rows)} trial(s); "
             f"see {table_path} and the messages in each trial.json). Check the task "
             "options, or give the search more time (--time-budget-minutes)."

@@ -1,7 +1,13 @@
 """`SearchRanges`: the bounds of one task's hyperparameter search space."""
 
 import dataclasses
+import math
 import numbers
+
+# The grids of the two stepped hyperparameters (`tuning.search_spaces`):
+# hidden sizes go in factors of 2 from the minimum, dropout in steps of 0.05.
+HIDDEN_SIZE_FACTOR = 2
+DROPOUT_STEP = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -15,8 +21,10 @@ class SearchRanges:
     uniformly, the learning rate log-uniformly, dropout in steps of 0.05.
 
     Raises:
-        ValueError: naming the bound, when a bound is out of its domain or
-            a range is empty (minimum above maximum).
+        ValueError: naming the bound, when a bound is out of its domain,
+            a range is empty (minimum above maximum), or a maximum is off
+            its grid (hidden sizes: the minimum times a power of 2; dropout:
+            the minimum plus a multiple of 0.05), so it would never be tried.
     """
 
     # Units of every recurrent layer (per direction for bidirectional layers).
@@ -60,6 +68,28 @@ class SearchRanges:
                     f"Expected min <= max; set both --min-{quantity.replace('_', '-')} "
                     f"and --max-{quantity.replace('_', '-')}."
                 )
+        low, high = self.min_hidden_size, self.max_hidden_size
+        sizes = [low]
+        while sizes[-1] * HIDDEN_SIZE_FACTOR <= high:
+            sizes.append(sizes[-1] * HIDDEN_SIZE_FACTOR)
+        if sizes[-1] != high:
+            raise ValueError(
+                f"Search range for `hidden_size` {low}..{high} would never try {high}: hidden sizes go in "
+                f"factors of {HIDDEN_SIZE_FACTOR} from the minimum ({', '.join(map(str, sizes))}). Expected "
+                f"the maximum to be the minimum times a power of {HIDDEN_SIZE_FACTOR}; set --max-hidden-size "
+                f"{sizes[-1]} or {sizes[-1] * HIDDEN_SIZE_FACTOR}."
+            )
+        low, high = self.min_dropout, self.max_dropout
+        steps = (high - low) / DROPOUT_STEP
+        if abs(steps - round(steps)) > 1e-6:
+            grid = [round(low + i * DROPOUT_STEP, 10) for i in range(math.floor(steps) + 1)]
+            below, above = grid[-1], round(grid[-1] + DROPOUT_STEP, 10)
+            raise ValueError(
+                f"Search range for `dropout` {low:g}..{high:g} would never try {high:g}: dropout goes in "
+                f"steps of {DROPOUT_STEP:g} from the minimum ({', '.join(f'{v:g}' for v in grid)}). "
+                f"Expected the maximum to be the minimum plus a multiple of {DROPOUT_STEP:g}; set --max-dropout "
+                f"{below:g}" + (f" or {above:g}." if above < 1 else ".")
+            )
 
     def with_overrides(self, **bounds):
         """A copy with the given bounds replaced (`min_hidden_size=128`, ...), validated."""

@@ -9,7 +9,7 @@ default ranges sit beside its function.
 
 from models.language_model import build_language_model
 from models.transcription import build_transcription_model
-from tuning.search_ranges import SearchRanges
+from tuning.search_ranges import DROPOUT_STEP, HIDDEN_SIZE_FACTOR, SearchRanges
 
 # The hyperparameters every space samples; a task config's fields of these
 # names are overridden by the search.
@@ -48,7 +48,7 @@ def _sample(hp, ranges):
             "hidden_size",
             ranges.min_hidden_size,
             ranges.max_hidden_size,
-            step=2,
+            step=HIDDEN_SIZE_FACTOR,
             sampling="log",
         ),
         num_layers=hp.Int("num_layers", ranges.min_num_layers, ranges.max_num_layers),
@@ -58,7 +58,10 @@ def _sample(hp, ranges):
             ranges.max_learning_rate,
             sampling="log",
         ),
-        dropout=hp.Float("dropout", ranges.min_dropout, ranges.max_dropout, step=0.05),
+        # keras-tuner counts the steps with a floor division, which float
+        # rounding drops the maximum from (0..0.3 would end at 0.25): a margin
+        # far below a step keeps it.
+        dropout=hp.Float("dropout", ranges.min_dropout, ranges.max_dropout + 1e-9, step=DROPOUT_STEP),
     )
 
 
