@@ -40,19 +40,32 @@ class AudioError(ValueError):
         super().__init__(f"{self.source}: {reason}: {detail}")
 
 
-def _wav_shortfall(stream):
-    """Bytes a RIFF/WAV file's `data` chunk declares but does not contain
-    (`stream`: a binary file object)."""
+# Container formats whose header declares the size of the sample data, and
+# where: (magic, form type, byte order, sample data chunk id, name in messages).
+# libsndfile reads such a file cut short as a shorter recording, so the
+# shortfall is measured here. WAVEX is WAV with an extensible format chunk.
+_DECLARED_SIZE_FORMATS = {
+    "WAV": (b"RIFF", (b"WAVE",), "<", b"data", "WAV data chunk"),
+    "WAVEX": (b"RIFF", (b"WAVE",), "<", b"data", "WAV data chunk"),
+    "AIFF": (b"FORM", (b"AIFF", b"AIFC"), ">", b"SSND", "AIFF sound data chunk"),
+}
+
+
+def _wav_shortfall(stream, container="WAV"):
+    """Bytes a RIFF/WAV file's `data` chunk (or an AIFF file's `SSND` chunk,
+    `container="AIFF"`) declares but does not contain (`stream`: a binary
+    file object)."""
+    magic, form_types, order, data_id, _ = _DECLARED_SIZE_FORMATS[container]
     size = stream.seek(0, io.SEEK_END)
     stream.seek(0)
     header = stream.read(12)
-    if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+    if len(header) < 12 or header[:4] != magic or header[8:12] not in form_types:
         return 0
     position = 12
     while position + 8 <= size:
         stream.seek(position)
-        chunk_id, chunk_size = struct.unpack("<4sI", stream.read(8))
-        if chunk_id == b"data":
+        chunk_id, chunk_size = struct.unpack(f"{order}4sI", stream.read(8))
+        if chunk_id == data_id:
             if chunk_size in (0, 0xFFFFFFFF):  # streamed WAV: size unknown
                 return 0
             return max(0, position + 8 + chunk_size - size)
@@ -84,15 +97,16 @@ def _read(source, max_duration_s, data=None, limit_name="max_duration_s"):
             raise AudioError(
                 source, TOO_LONG, f"{frames / rate:.1f} s is longer than {limit_name}={max_duration_s:g}"
             )
-        if handle.format == "WAV":
+        if handle.format in _DECLARED_SIZE_FORMATS:
             if data is None:
                 with open(source, "rb") as f:
-                    shortfall = _wav_shortfall(f)
+                    shortfall = _wav_shortfall(f, handle.format)
             else:
-                shortfall = _wav_shortfall(io.BytesIO(data))
+                shortfall = _wav_shortfall(io.BytesIO(data), handle.format)
             if shortfall:
+                chunk = _DECLARED_SIZE_FORMATS[handle.format][-1]
                 raise AudioError(
-                    source, TRUNCATED, f"WAV data chunk is {shortfall} bytes shorter than its header declares"
+                    source, TRUNCATED, f"{chunk} is {shortfall} bytes shorter than its header declares"
                 )
         try:
             samples = handle.read(dtype="float32", always_2d=True)
@@ -111,7 +125,8 @@ def prepare_waveform(
 
     Args:
         samples: `(samples,)` or `(samples, channels)` array; integer PCM is
-            scaled to [-1, 1].
+            scaled to [-1, 1], float audio that goes beyond it is scaled
+            down to a peak of 1.
         source_rate: Rate of `samples` in Hz.
         sample_rate: Wanted rate in Hz.
         source: Name used in error messages (the file or example id).
@@ -152,6 +167,11 @@ def prepare_waveform(
     peak = float(np.max(np.abs(samples)))
     if peak < SILENCE_PEAK and not allow_silence:
         raise AudioError(source, SILENT, f"peak amplitude {peak:.2g} is below {SILENCE_PEAK:g} (silence)")
+    if peak > 1.0:
+        # Float audio beyond full scale (PCM values stored as float, a mix
+        # never normalised): scaled down to a peak of 1, not clipped into a
+        # square wave by the final clip (which only trims resampling overshoot).
+        samples = samples / np.float32(peak)
     if source_rate != sample_rate:
         samples = librosa.resample(
             samples, orig_sr=source_rate, target_sr=sample_rate, res_type=RESAMPLE_TYPE
@@ -170,7 +190,8 @@ def load_audio(path, sample_rate, *, max_duration_s=None, min_samples=1, data=No
     """Load an audio file (wav, flac, ogg, any rate) as mono float32.
 
     Multi-channel audio is averaged to mono and resampled with soxr
-    (`librosa.resample(res_type="soxr_hq")`).
+    (`librosa.resample(res_type="soxr_hq")`); float audio beyond [-1, 1]
+    is scaled down to a peak of 1 (see `prepare_waveform`).
 
     Args:
         path: Audio file path.

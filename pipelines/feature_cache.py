@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 
 import numpy as np
 
@@ -43,6 +44,37 @@ def changed_files(index):
     return [path for path, stamp in files.items() if file_stamp(path) != stamp]
 
 
+def _tmp_prefix(directory):
+    return f".tmp-{os.path.basename(os.path.abspath(directory))}-"
+
+
+def stale_name(directory):
+    """A fresh name beside `directory` to move it to while it is computed afresh."""
+    return f"{directory}.stale-{os.getpid()}-{time.time_ns()}"
+
+
+def remove_leftovers(directory):
+    """Delete what runs killed while writing `directory` left beside it, and
+    return their names: temporary copies (`FeatureCacheWriter`) and copies
+    moved aside to be replaced (`stale_name`).
+
+    Call only while no other writer of `directory` can run (under the lock
+    every writer of the split holds): any such copy is then a dead run's.
+    """
+    parent = os.path.dirname(os.path.abspath(directory))
+    name = os.path.basename(os.path.abspath(directory))
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return []
+    leftovers = sorted(
+        entry for entry in names if entry.startswith(_tmp_prefix(directory)) or entry.startswith(f"{name}.stale-")
+    )
+    for entry in leftovers:
+        shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+    return leftovers
+
+
 class FeatureCacheWriter:
     """Append utterance features, then publish the split atomically.
 
@@ -63,7 +95,8 @@ class FeatureCacheWriter:
             raise _damaged(directory, f"it exists without {INDEX_FILE}")
         parent = os.path.dirname(os.path.abspath(directory))
         os.makedirs(parent, exist_ok=True)
-        self._tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+        # Named after the split, so that `remove_leftovers` finds a killed run's copy.
+        self._tmp = tempfile.mkdtemp(prefix=_tmp_prefix(directory), dir=parent)
         self._file = open(os.path.join(self._tmp, FEATURES_FILE), "wb")
         self._entries = []
         self._offset = 0

@@ -18,14 +18,18 @@ import tensorflow as tf
 from data.speech_sources import resolve_speech_source
 from pipelines.audio_features import FeatureConfig, compute_features
 from pipelines.audio_loading import AudioError, load_audio, prepare_waveform
-from pipelines.feature_cache import FeatureCacheReader, FeatureCacheWriter, changed_files, file_stamp
+from pipelines.feature_cache import (
+    FeatureCacheReader, FeatureCacheWriter, changed_files, file_stamp, remove_leftovers, stale_name,
+)
 from pipelines.spec_augment import spec_augment
 from pipelines.vocabulary import Vocabulary, normalize_transcript
 
 logger = logging.getLogger(__name__)
 
 # Bump when what the cache holds changes; part of every cache key.
-PIPELINE_VERSION = 1
+# 2: float audio beyond [-1, 1] scaled to a peak of 1 (was clipped); truncated
+# WAVEX and AIFF files skipped as truncated (were read as shorter recordings).
+PIPELINE_VERSION = 2
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_CACHE_DIR = os.path.join(PROJECT_ROOT, "runs", "cache")
@@ -297,7 +301,16 @@ def _build_or_refresh_split(directory, split, read, **kwargs):
     (same manifest, a file replaced or fixed in place) is computed afresh:
     the stale copy is moved aside first and removed once the new one is in
     place, so a failure leaves no cache and the next run computes it again.
+    What a run killed meanwhile (SIGKILL, a power cut) left beside the split,
+    a temporary or a stale copy, is removed first: it is never read, and
+    would otherwise keep its disk space for good.
     """
+    leftovers = remove_leftovers(directory)
+    if leftovers:
+        logger.warning(
+            "%s: removed %s, left by a run killed while computing the split's features",
+            split, ", ".join(os.path.join(os.path.dirname(directory), name) for name in leftovers),
+        )
     stale = None
     if FeatureCacheReader.exists(directory):
         changed = changed_files(FeatureCacheReader(directory).index)
@@ -308,7 +321,7 @@ def _build_or_refresh_split(directory, split, read, **kwargs):
             "split's features afresh in %s",
             split, len(changed), ", ".join(changed[:3]), ", ..." if len(changed) > 3 else "", directory,
         )
-        stale = f"{directory}.stale-{os.getpid()}-{time.time_ns()}"
+        stale = stale_name(directory)
         os.rename(directory, stale)
     try:
         _build_split_cache(directory, split, read(), **kwargs)
@@ -584,7 +597,15 @@ def build_speech_datasets(
     readers = {}
     for split, read in source.splits.items():
         directory = os.path.join(root, split)
-        reader = FeatureCacheReader(directory) if FeatureCacheReader.exists(directory) else None
+        reader = None
+        if FeatureCacheReader.exists(directory):
+            try:
+                reader = FeatureCacheReader(directory)
+            except ValueError:
+                # Damaged, or moved aside meanwhile by a concurrent run that
+                # computes it afresh: looked at again under the lock, where a
+                # damaged split is reported.
+                reader = None
         if reader is None or changed_files(reader.index):
             with _exclusive(f"{directory}.lock"):  # concurrent runs compute a split once
                 _build_or_refresh_split(

@@ -267,3 +267,37 @@ def test_prepare_waveform_scales_integer_pcm():
     np.testing.assert_allclose(waveform, pcm / 32768.0, atol=1e-6)
     with pytest.raises(AudioError, match="utt-7: silent"):
         prepare_waveform(np.zeros(800, np.int16), 8000, 16000, source="utt-7")
+
+
+def test_float_audio_beyond_full_scale_is_scaled_not_clipped(tmp_path):
+    # PCM values stored as float (peak ~9830): clipping to [-1, 1] left a square wave.
+    tone = _tone(0.5, 16000, freqs=(300.0,))
+    path = tmp_path / "float_pcm_scale.wav"
+    sf.write(path, tone * 32768.0, 16000, subtype="FLOAT")
+    waveform = load_audio(path, 16000)
+    np.testing.assert_allclose(waveform, tone / np.abs(tone).max(), atol=1e-6)
+    assert np.abs(waveform).max() == 1.0
+    resampled = prepare_waveform(np.stack([tone, tone], axis=1) * 5.0, 16000, 8000)  # peak 1.65
+    np.testing.assert_allclose(resampled, prepare_waveform(tone / np.abs(tone).max(), 16000, 8000), atol=1e-6)
+    # within full scale nothing changes
+    np.testing.assert_array_equal(prepare_waveform(tone, 16000, 16000), tone)
+
+
+@pytest.mark.parametrize(
+    "name, subtype, fmt, message",
+    [
+        ("cut_wavex.wav", "PCM_24", "WAVEX", "WAV data chunk is 48040 bytes shorter than its header declares"),
+        ("cut.aiff", "PCM_16", "AIFF", "AIFF sound data chunk is 32027 bytes shorter than its header declares"),
+    ],
+)
+def test_truncated_wavex_and_aiff_are_truncated_not_shorter(tmp_path, name, subtype, fmt, message):
+    # libsndfile reads these cut short as a shorter recording, as it does a WAV.
+    whole = tmp_path / f"whole_{name}"
+    tone = _tone(1.0, 16000)
+    sf.write(whole, np.stack([tone, tone], axis=1), 16000, subtype=subtype, format=fmt)
+    np.testing.assert_allclose(load_audio(whole, 16000), tone, atol=1e-4)  # whole: read as it is
+    cut = tmp_path / name
+    cut.write_bytes(whole.read_bytes()[: os.path.getsize(whole) // 2])
+    with pytest.raises(AudioError) as info:
+        load_audio(cut, 16000)
+    assert str(info.value) == f"{cut}: truncated: {message}"

@@ -634,3 +634,69 @@ def test_the_transcripts_digest_follows_the_transcripts_not_the_folder(tmp_path)
     edited = _build(moved, tmp_path / "cache")
     assert edited.transcripts_sha256 != digest
     assert edited.counts["used"] == _build(folder, tmp_path / "cache").counts["used"]
+
+
+def test_copies_left_by_a_killed_run_are_removed_by_the_next_build(tmp_path, caplog):
+    import signal
+    import subprocess
+    import sys
+
+    from pipelines.feature_cache import FeatureCacheWriter
+
+    folder = _corpus(tmp_path / "corpus", bad=False)
+    _build(folder, tmp_path / "cache")
+    (train,) = [p for p in (tmp_path / "cache" / "features").glob("*/train") if p.is_dir()]
+    root = train.parent
+    shutil.rmtree(train)  # as if the first run had been killed while computing it
+    # A run SIGKILLed part way through writing the split (features written, no index) ...
+    script = (
+        "import os, signal, sys; import numpy as np; from pipelines.feature_cache import FeatureCacheWriter; "
+        "w = FeatureCacheWriter(sys.argv[1], 16); w.append('k', 'text', 'u.wav', np.ones((50, 16))); "
+        "w._file.flush(); os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    killed = subprocess.run([sys.executable, "-c", script, str(train)], cwd=speech_dataset.PROJECT_ROOT)
+    assert killed.returncode == -signal.SIGKILL
+    (tmp,) = [p.name for p in root.iterdir() if p.name.startswith(".tmp-")]
+    # ... and one killed while refreshing it, after moving the old copy aside.
+    (root / "train.stale-123-456").mkdir()
+    (root / "train.stale-123-456" / "features.f32").write_bytes(b"\0" * 64)
+    # Another split's copy, being written by a live run (it holds that split's lock), is left alone.
+    before = {p.name for p in root.iterdir()}
+    writing = FeatureCacheWriter(str(root / "validation"), 16)
+    (live,) = {p.name for p in root.iterdir()} - before
+    with caplog.at_level(logging.WARNING, logger="pipelines.speech_dataset"):
+        data = _build(folder, tmp_path / "cache")
+    assert f"train: removed {root / tmp}, {root / 'train.stale-123-456'}, left by a run killed" in caplog.text
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        ["train", "train.lock", "validation", "validation.lock", live]
+    )
+    assert data.counts["train"]["used"] == 6
+    writing.abort()
+    assert sorted(p.name for p in root.iterdir()) == ["train", "train.lock", "validation", "validation.lock"]
+
+
+def test_a_split_moved_aside_by_a_concurrent_run_while_read_is_not_called_damaged(tmp_path, monkeypatch, counted):
+    import pipelines.feature_cache as feature_cache
+
+    folder = _corpus(tmp_path / "corpus", bad=False)
+    first = _build(folder, tmp_path / "cache")
+    assert len(counted) == 8
+    read_index = feature_cache._read_index
+    moved = []
+
+    def read_while_another_run_refreshes(directory):
+        index = read_index(directory)
+        if os.path.basename(directory) == "validation" and not moved:
+            # Between this run's reading the index and opening the features, another
+            # run (its audio changed) moves the split aside to compute it afresh.
+            moved.append(f"{directory}.stale-1-1")
+            os.rename(directory, moved[0])
+        return index
+
+    monkeypatch.setattr(feature_cache, "_read_index", read_while_another_run_refreshes)
+    again = _build(folder, tmp_path / "cache")  # was: "Feature cache .../validation is damaged (features.f32: ..."
+    assert moved and not os.path.exists(moved[0])
+    assert len(counted) == 8 + 2  # the split was computed under the lock, as the other run would have
+    assert again.counts == first.counts
+    got = {VOCABULARY.decode(l): f[:n] for f, n, l in _collect(again.validation)}
+    np.testing.assert_allclose(got["maybe so"], compute_features(load_audio(folder / "d1.wav", 16000), CONFIG), atol=1e-6)
