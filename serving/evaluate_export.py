@@ -12,7 +12,10 @@ as in training; utterances without a usable transcript (empty, or with
 characters outside the export's vocabulary, which the model cannot spell:
 each printed to stderr with its file and characters, as training skips
 them) or with unreadable audio are skipped and counted by reason
-(`skipped_by_reason`; listed with `--verbose`). Prints a JSON report
+(`skipped_by_reason`; listed with `--verbose`), and so are utterances longer
+than the training run's `max_duration_s` (from the export's metadata), which
+training skipped too, so the figures are those of the run's metrics.json
+for the same split. Prints a JSON report
 with corpus-level CER and WER (jiwer) and a few reference/hypothesis pairs;
 `--output FILE` also writes it.
 
@@ -83,6 +86,7 @@ def evaluate_export(
     vocabulary = Vocabulary.from_config(metadata["vocabulary"])
     sample_rate = int(metadata["sample_rate"])
     min_samples = int(metadata["feature_config"]["n_fft"])  # one FFT frame
+    max_duration_s = training_max_duration(metadata)
     source = resolve_speech_source(
         dataset, cache_dir=os.path.abspath(os.path.expanduser(cache_dir or DEFAULT_CACHE_DIR)), data_dir=data_dir
     )
@@ -121,7 +125,7 @@ def evaluate_export(
             batch[row, : len(waveform)] = waveform
         lengths = np.array([len(w) for _, _, w, _ in pending], np.int32)
         outputs = serve(waveform=tf.constant(batch), waveform_length=tf.constant(lengths))
-        texts = outputs["text"].numpy()
+        texts = [text.decode("utf-8") for text in outputs["text"].numpy()]
         if searched:
             log_probs, frame_length = outputs["log_probs"].numpy(), outputs["frame_length"].numpy()
             outputs_kept.extend((log_probs[row, : frame_length[row]], frame_length[row]) for row in range(len(pending)))
@@ -133,7 +137,7 @@ def evaluate_export(
             keys.append(key)
             speakers.append(speaker)
             references.append(reference)
-            hypotheses.append(text.decode("utf-8"))
+            hypotheses.append(text)
         pending.clear()
 
     started = time.monotonic()
@@ -155,7 +159,8 @@ def evaluate_export(
             reasons[OUT_OF_VOCABULARY] += 1
             continue
         try:
-            waveform = utterance_waveform(utterance, sample_rate, min_samples=min_samples)
+            waveform = utterance_waveform(utterance, sample_rate, max_duration_s=max_duration_s,
+                                          min_samples=min_samples)
         except AudioError as error:
             skipped.append((utterance.source, str(error)))
             reasons[error.reason] += 1
@@ -196,6 +201,7 @@ def evaluate_export(
         "split": split,
         "utterances": len(references),
         "audio_seconds": round(audio_seconds, 1),
+        "max_duration_s": max_duration_s,
         "skipped": len(skipped),
         "skipped_by_reason": dict(sorted(reasons.items())),
         "skipped_files": [[str(s), r] for s, r in skipped],
@@ -233,6 +239,22 @@ def evaluate_export(
             "settings": settings,
         }
     return report
+
+
+def training_max_duration(metadata):
+    """The `max_duration_s` the export's training run skipped longer utterances by, or None.
+
+    Read from the metadata's `config` (an ensemble packed by
+    `serving.export_run`: its first member's); None when it records none.
+    """
+    config = metadata.get("config") or {}
+    members = config.get("members")
+    if isinstance(members, list) and members and isinstance(members[0], dict):
+        config = members[0]
+    value = config.get("max_duration_s")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        return None
+    return float(value)
 
 
 def _numbers(text):

@@ -51,9 +51,13 @@ def _read_json(path, required=True):
         return None
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            value = json.load(f)
     except (OSError, ValueError) as error:
         raise SystemExit(f"{path} cannot be read as JSON ({error}); expected the file train.py wrote there.") from None
+    if not isinstance(value, dict):
+        raise SystemExit(f"{path} holds a JSON {type(value).__name__}, not an object; "
+                         "expected the file train.py wrote there.")
+    return value
 
 
 class _Run(typing.NamedTuple):
@@ -96,10 +100,19 @@ def _read_run(run_dir):
         raise SystemExit(f"{vocabulary_path} does not exist; expected the directory of a finished train.py run.") from None
     except ValueError as error:
         raise SystemExit(str(error)) from None
+    feature_config_path = os.path.join(run_dir, "feature_config.json")
+    feature_config = _read_json(feature_config_path, required=False)
+    if feature_config is not None:
+        from pipelines.audio_features import FeatureConfig
+
+        try:
+            FeatureConfig.from_dict(feature_config)  # a field of another version, a value out of range
+        except (TypeError, ValueError) as error:
+            raise SystemExit(f"{feature_config_path}: {error}") from None
     return _Run(
         run_dir=run_dir,
         vocabulary=vocabulary,
-        feature_config=_read_json(os.path.join(run_dir, "feature_config.json"), required=False),
+        feature_config=feature_config,
         config=_read_json(os.path.join(run_dir, "config.json"), required=False) or {},
         metrics={k: v for k, v in metrics.items() if k not in ("history", "skipped_files", "sample")},
     )
@@ -257,6 +270,17 @@ def main(argv=None):
         if not os.path.isdir(existing):
             parser.error(f"--export_base {args.export_base}: {existing} is not a directory; expected a directory "
                          "(existing or to be created) to export into.")
+        # A model's folder of versions (a server's --model_base_path) or one of its versions: the
+        # export would go to <it>/transcriber/1, which no server watching that folder sees.
+        base = os.path.abspath(args.export_base)
+        versions = sorted(name for name in (os.listdir(base) if os.path.isdir(base) else [])
+                          if name.isdigit() and os.path.isfile(os.path.join(base, name, "saved_model.pb")))
+        if versions or os.path.isfile(os.path.join(base, "saved_model.pb")):
+            what = (f"holds SavedModel versions ({', '.join(versions)}): it is a model's folder"
+                    if versions else "is a SavedModel version directory")
+            parser.error(f"--export_base {args.export_base} {what}; expected the folder that holds the model "
+                         "folders (it writes <export_base>/transcriber/N or <export_base>/language_model/N), "
+                         f"e.g. {os.path.dirname(base) if versions else os.path.dirname(os.path.dirname(base))}")
     candidates = None
     if args.candidates is not None:
         from models.ctc_decoding import load_candidates

@@ -331,6 +331,9 @@ def export_language_model(
         # would be a meaningless (and large) number, so it is refused.
         with tf.control_dependencies([check_known_characters(text, ids, vocabulary.unk_id, "text")]):
             ids = tf.identity(ids)
+        # At least one step: the model's loop cannot run over none (a request of
+        # empty texts only); a padding step is never scored.
+        ids = tf.pad(ids, [[0, 0], [0, tf.maximum(1 - tf.shape(ids)[1], 0)]], constant_values=vocabulary.pad_id)
         logits = tf.cast(model(ids, training=False), tf.float32)
         log_probs = tf.nn.log_softmax(logits[:, :-1])
         targets = ids[:, 1:]

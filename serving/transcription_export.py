@@ -350,10 +350,13 @@ def export_transcriber(
         ]
         with tf.control_dependencies(checks):
             waveform, waveform_length = tf.identity(waveform), tf.identity(waveform_length)
-        features, feature_length = log_mel([waveform, waveform_length])
-        outputs = transcribe(features, feature_length)
         valid = tf.sequence_mask(waveform_length, tf.shape(waveform)[1])
         peak = tf.reduce_max(tf.where(valid, tf.abs(waveform), 0.0), axis=1)
+        # As the training loader (`prepare_waveform`): a row beyond full scale is
+        # scaled down to a peak of 1; rows within [-1, 1] are left as they are.
+        waveform = waveform / tf.maximum(peak, 1.0)[:, None]
+        features, feature_length = log_mel([waveform, waveform_length])
+        outputs = transcribe(features, feature_length)
         silent = peak < SILENCE_PEAK
         outputs["text"] = tf.where(silent, "", outputs["text"])
         # Blank at every frame, as CTC says "nothing": a client decoding the
@@ -383,6 +386,9 @@ def export_transcriber(
         ]
         with tf.control_dependencies(checks):
             features, feature_length = tf.identity(features), tf.identity(feature_length)
+        # At least one frame: the model's loop cannot run over none (features of
+        # clips shorter than one FFT frame only); their rows read "", as in a longer batch.
+        features = tf.pad(features, [[0, 0], [0, tf.maximum(1 - tf.shape(features)[1], 0)], [0, 0]])
         return transcribe(features, feature_length)
 
     archive = keras.export.ExportArchive()

@@ -218,6 +218,15 @@ def test_score_matches_keras(loaded, model, vocabulary):
     np.testing.assert_allclose(out["nll"].numpy(), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_score_of_empty_texts_only(loaded):
+    # As in a batch with longer texts: nothing to score, not TensorFlow's "Tried to stack elements of an
+    # empty list" from the model's loop over no step.
+    for texts in ([""], ["", ""], []):
+        out = loaded.signatures["score"](text=tf.constant(texts, tf.string))
+        assert out["nll"].numpy().tolist() == [0.0] * len(texts)
+        assert out["char_count"].numpy().tolist() == [0] * len(texts)
+
+
 def test_score_refuses_characters_outside_the_vocabulary(loaded):
     with pytest.raises(tf.errors.InvalidArgumentError, match="every `text` character must be in the vocabulary"):
         loaded.signatures["score"](text=tf.constant(["to be", "to bé"]))  # é is unknown

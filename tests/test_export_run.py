@@ -83,3 +83,43 @@ def test_damaged_run_files_are_named_not_a_traceback(run, tmp_path, capsys):
     message = _usage_error(capsys, run, "--export_base", tmp_path / "base")
     assert f"cannot write the export at {tmp_path / 'base' / 'transcriber'}" in message
     assert (tmp_path / "base" / "transcriber").read_text() == "keep me\n"
+
+
+def test_run_files_of_the_wrong_shape_are_named_not_a_traceback(run, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(run, broken)
+    (broken / "feature_config.json").write_text('{"n_mels": 40, "warp": 1}')  # a field of another version
+    fields = sorted(field.name for field in dataclasses.fields(CONFIG))
+    assert _exit_message(broken, "--export_base", tmp_path / "out") == (
+        f"{broken / 'feature_config.json'}: FeatureConfig has no fields ['warp']; expected keys among {fields}.")
+    (broken / "feature_config.json").write_text('{"n_mels": 0}')
+    assert _exit_message(broken, "--export_base", tmp_path / "out") == (
+        f"{broken / 'feature_config.json'}: Received an invalid value for FeatureConfig field `n_mels`, expected a "
+        "positive integer, got 0.")
+    shutil.copy(os.path.join(run, "feature_config.json"), broken)
+    for name in ("config.json", "metrics.json"):
+        (broken / name).write_text("[1, 2]")
+        assert _exit_message(broken, "--export_base", tmp_path / "out") == (
+            f"{broken / name} holds a JSON list, not an object; expected the file train.py wrote there.")
+        shutil.copy(os.path.join(run, name), broken)
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_an_export_base_holding_versions_is_refused(run, tmp_path, capsys):
+    # A server's --model_base_path (or one of its versions) as --export_base: the export went to
+    # <it>/transcriber/1, which no server watching that folder sees.
+    from serving.export_run import export_run
+
+    version = export_run(run, str(tmp_path / "export"))
+    model_dir = os.path.dirname(version)
+    message = _usage_error(capsys, run, "--export_base", model_dir)
+    assert (f"--export_base {model_dir} holds SavedModel versions (1): it is a model's folder; expected the folder "
+            "that holds the model folders (it writes <export_base>/transcriber/N or <export_base>/language_model/N), "
+            f"e.g. {tmp_path / 'export'}") in message
+    message = _usage_error(capsys, run, "--export_base", version)
+    assert (f"--export_base {version} is a SavedModel version directory; expected the folder that holds the model "
+            f"folders (it writes <export_base>/transcriber/N or <export_base>/language_model/N), "
+            f"e.g. {tmp_path / 'export'}") in message
+    assert sorted(os.listdir(model_dir)) == ["1"] and "transcriber" not in os.listdir(version)

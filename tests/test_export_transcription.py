@@ -103,6 +103,20 @@ def test_waveform_signature_matches_librosa_and_keras(loaded, model, vocabulary,
     assert any(len(t) > 3 for t in text)  # the comparison is not between empty strings
 
 
+def test_waveform_beyond_full_scale_is_read_as_training_reads_it(loaded, model, vocabulary, utterances):
+    # Float audio past [-1, 1] (PCM values stored as float): the loader scales it to a peak of 1.
+    from pipelines.audio_loading import prepare_waveform
+
+    loud = utterances[0] * np.float32(3000.0)
+    prepared = prepare_waveform(loud, CONFIG.sample_rate, CONFIG.sample_rate)
+    np.testing.assert_allclose(np.max(np.abs(prepared)), 1.0, rtol=1e-6)
+    _, _, log_probs, frame_length, text = _keras_reference(model, vocabulary, [prepared])
+    served = _serve(loaded, [loud])
+    n = frame_length[0]
+    np.testing.assert_allclose(served["log_probs"][0, :n], log_probs[0, :n], atol=2e-3)
+    assert served["text"][0].decode() == text[0] and len(text[0]) > 3
+
+
 def test_from_features_matches_keras(loaded, model, vocabulary, utterances):
     batch, lengths, log_probs, frame_length, text = _keras_reference(model, vocabulary, utterances[:5])
     out = loaded.signatures["from_features"](
@@ -150,6 +164,16 @@ def test_bad_lengths_are_invalid_argument(loaded):
     for lengths, message in (([5, -1], ">= 0"), ([5, 6], "padded length")):
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             loaded.signatures["from_features"](features=features, feature_length=tf.constant(lengths))
+
+
+def test_features_without_frames_read_empty_text(loaded, vocabulary):
+    # As a row of length 0 in a longer batch does; not "Tried to stack elements of an empty list" from the
+    # model's loop over no frame.
+    out = loaded.signatures["from_features"](features=tf.zeros((2, 0, CONFIG.n_features)),
+                                             feature_length=tf.constant([0, 0]))
+    assert [t.decode() for t in out["text"].numpy()] == ["", ""]
+    assert out["frame_length"].numpy().tolist() == [0, 0]
+    assert out["log_probs"].shape[0] == 2 and out["log_probs"].shape[2] == vocabulary.size
 
 
 def test_non_finite_inputs_are_invalid_argument_naming_the_row(loaded):
@@ -466,3 +490,36 @@ def test_evaluate_export_names_the_line_of_a_candidate_outside_the_vocabulary(ex
     assert exit_info.value.code == 2
     message = capsys.readouterr().err
     assert f"Candidates file {str(listed)!r}, line 3" in message and "got 'two 2'" in message
+
+
+def test_evaluate_export_skips_utterances_longer_than_training_did(model, vocabulary, tmp_path, capsys):
+    # train.py skips utterances longer than --max-duration-s (12 s by default) in every split; the
+    # export's figures are those of its metrics.json only when evaluate_export skips them too.
+    import soundfile as sf
+
+    from models.error_rates import error_rates
+    from pipelines.audio_loading import load_audio
+    from serving.evaluate_export import evaluate_export, training_max_duration
+
+    path = export_transcriber(model, vocabulary, CONFIG, tmp_path / "export", trained_on="t", metrics={},
+                              config={"max_duration_s": 2.0})
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    rows = ["path\tspeaker\tsplit\ttext"]
+    for i, (split, text, seconds) in enumerate([("train", "yes", 1.0), ("train", "hello there", 2.5),
+                                                 ("train", "no", 1.5), ("test", "maybe", 1.0)]):
+        sf.write(folder / f"u{i}.wav", synthetic_utterance(400 + i, CONFIG.sample_rate, seconds), CONFIG.sample_rate)
+        rows.append(f"u{i}.wav\tann\t{split}\t{text}")
+    (folder / "manifest.tsv").write_text("\n".join(rows) + "\n")
+    report = evaluate_export(str(path), str(folder), split="train", cache_dir=str(tmp_path / "cache"))
+    assert (report["utterances"], report["skipped"], report["max_duration_s"]) == (2, 1, 2.0)
+    assert report["skipped_by_reason"] == {"too_long": 1}
+    assert report["skipped_files"] == [
+        [str(folder / "u1.wav"), f"{folder / 'u1.wav'}: too_long: 2.5 s is longer than max_duration_s=2"]]
+    waveforms = [load_audio(folder / f"u{i}.wav", CONFIG.sample_rate) for i in (0, 2)]
+    expected = _keras_reference(model, vocabulary, waveforms)[-1]
+    assert report["cer"] == pytest.approx(error_rates(["yes", "no"], expected)["cer"])
+    # An ensemble packed by export_run records its members' configurations; no limit recorded, none applied.
+    assert training_max_duration({"config": {"members": [{"max_duration_s": 12.0}, {"max_duration_s": 12.0}]}}) == 12.0
+    assert training_max_duration({"config": {"hidden_size": 32}}) is None
+    assert training_max_duration({"config": None}) is None
