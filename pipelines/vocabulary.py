@@ -146,16 +146,21 @@ class Vocabulary:
         return cls.from_config(config)
 
 
+_APOSTROPHES = str.maketrans("\u2019\u2018\u02bc", "'''")
+
+
 def normalize_transcript(text):
     """Lowercase a-z, apostrophe and single spaces: the speech alphabet.
 
     Accents are stripped (é -> e), other punctuation becomes a space, runs of
-    spaces collapse. Digits are kept so callers can detect and reject them:
-    they have no single spelling.
+    spaces collapse. The typographic apostrophes (’, ‘ and the modifier
+    letter ʼ) become "'". Digits are kept so callers can detect and reject
+    them: they have no single spelling.
     """
-    text = unicodedata.normalize("NFKD", text.lower())
+    # Lowercase again after NFKD: compatibility forms decompose to capitals (℃ -> °C, ℍ -> H).
+    text = unicodedata.normalize("NFKD", text.lower()).lower()
     text = "".join(c for c in text if not unicodedata.combining(c))
-    text = text.replace("\u2019", "'")
+    text = text.translate(_APOSTROPHES)
     out = "".join(c if (c.isalnum() or c == "'") else " " for c in text)
     return " ".join(out.split())
 

@@ -98,3 +98,14 @@ def test_spell_out_transcript_known_values():
     assert spell_out_transcript("a 28.8 kilobit modem, extension 1234") == "a 28 8 kilobit modem extension 1234"
     # Text without digits or symbols is normalize_transcript's.
     assert spell_out_transcript("Don\u2019t STOP!") == normalize_transcript("Don\u2019t STOP!") == "don't stop"
+
+
+def test_normalize_transcript_lowercases_compatibility_forms_and_keeps_every_apostrophe():
+    # NFKD turns some lowercase-less forms into capitals: they are lowercased too.
+    assert normalize_transcript("\u210dello 20\u2103 5 \u3392") == "hello 20 c 5 mhz"
+    assert normalize_transcript("\u1d2cB") == "ab"
+    # The left quotation mark and the modifier letter apostrophe are apostrophes, as ’ is.
+    assert normalize_transcript("don\u2018t") == normalize_transcript("don\u02bct") == "don't"
+    assert normalize_transcript("\u2018quoted\u2019") == "'quoted'"
+    for text in ("\u3392", "\u210dello", "don\u02bct", "Stra\u00dfe"):
+        assert normalize_transcript(normalize_transcript(text)) == normalize_transcript(text)
