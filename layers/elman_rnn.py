@@ -2,6 +2,7 @@
 
 import keras
 from keras import activations
+from keras.src.backend import AutocastScope
 
 from layers.elman_cell import ElmanCell
 
@@ -115,7 +116,12 @@ class ElmanRNN(keras.layers.RNN):
             return super().inner_loop(
                 sequences, initial_state, mask, training=training
             )
-        return self._fused_loop(sequences, initial_state, mask, training)
+        # The step loop computes in the cell's dtype (its `__call__` casts
+        # the inputs and reads the weights in the cell's compute dtype), which
+        # may differ from this layer's (`ElmanRNN(ElmanCell(n), dtype=...)`):
+        # the fused loop reads the weights as the cell would.
+        with AutocastScope(self.cell.compute_dtype):
+            return self._fused_loop(sequences, initial_state, mask, training)
 
     def _fused_loop(self, sequences, initial_state, mask, training):
         import tensorflow as tf
@@ -125,11 +131,13 @@ class ElmanRNN(keras.layers.RNN):
         cell = self.cell
         activation = _ACTIVATION_NAMES[cell.activation]
         dtype = cell.compute_dtype
-        x = tf.convert_to_tensor(sequences, dtype=dtype)
-        h0 = tf.convert_to_tensor(initial_state[0], dtype=dtype)
+        x = tf.cast(sequences, dtype)
+        h0 = tf.cast(initial_state[0], dtype)
         if training and cell.dropout > 0:
-            # The mask RNN.call prepared for this sequence (one per call).
-            x = x * cell.get_dropout_mask(x[:, 0, :])[:, None, :]
+            # The mask RNN.call prepared for this sequence (one per call,
+            # in this layer's dtype).
+            dropout_mask = tf.cast(cell.get_dropout_mask(x[:, 0, :]), dtype)
+            x = x * dropout_mask[:, None, :]
         # One 2-D matmul for all steps (a 3-D matmul would be a broadcast
         # batch matmul, whose kernel gradient is one small matmul per step).
         batch, steps = tf.shape(x)[0], tf.shape(x)[1]

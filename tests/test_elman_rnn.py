@@ -350,8 +350,10 @@ def test_save_load_and_weights_interchange(tmp_path):
     assert isinstance(layer.forward_layer, ElmanRNN)
     assert layer.backward_layer.go_backwards and layer.backward_layer.fused_reason is None
     np.testing.assert_allclose(loaded(x), expected, atol=1e-6)
-    # The same variables as keras.layers.RNN(ElmanCell): weights files load
-    # across the two.
+    # The same variables as keras.layers.RNN(ElmanCell): inside Bidirectional
+    # (whose class names the group in the file) weights files load across the
+    # two; a bare layer's group is named after its class, as in Keras' own
+    # SimpleRNN and RNN(SimpleRNNCell).
     weights = tmp_path / "model.weights.h5"
     model.save_weights(weights)
     step = _stack(keras.layers.RNN, bidirectional=True)
@@ -649,3 +651,31 @@ def test_mixed_precision_is_fused_within_its_rounding(policy, epsilon, rnn_kwarg
     for name, run in (("fused", runs[0]), ("step loop", runs[1])):
         errors = relative_errors(run)
         assert max(errors) <= 2 * epsilon, (name, errors)
+
+
+@pytest.mark.parametrize(
+    "cell_dtype, layer_dtype",
+    [("float32", "mixed_bfloat16"), ("float32", "float64"), ("mixed_bfloat16", "float32")],
+)
+def test_cell_dtype_other_than_the_layers_matches_step_loop(cell_dtype, layer_dtype):
+    """`ElmanRNN(ElmanCell(n), dtype=policy)`: the dtype given to the layer
+    only (or to the cell only). Keras' step loop computes in the cell's
+    dtype (the cell casts its inputs and reads its weights in it) and
+    returns the layer's; the fused path used to fail on the dtype mismatch."""
+    rnn_kwargs = {"return_sequences": True, "return_state": True, "go_backwards": True}
+    cell_kwargs = {"output_units": OUTPUTS, "dtype": cell_dtype}
+    fused, reference = _twins(cell_kwargs, {"dtype": layer_dtype, **rnn_kwargs})
+    assert fused.fused_reason is None
+    x, h0 = _inputs(), _inputs(1, (BATCH, UNITS))
+    if cell_dtype == "float32":
+        # The recurrence runs in float32 on both paths: float32 tolerance.
+        ours = _assert_same(fused, reference, x, initial_state=[h0], mask=SCATTERED)
+        assert ours[0].dtype == tf.as_dtype(fused.compute_dtype).as_numpy_dtype
+        return
+    # A 16-bit recurrence in a float32 layer: within two bfloat16 epsilons of
+    # the step loop (relative, in norm), returned as float32.
+    ours = _run(fused, x, initial_state=[h0], mask=SCATTERED)
+    theirs = _run(reference, x, initial_state=[h0], mask=SCATTERED)
+    assert ours[0][0].dtype == np.float32
+    for a, b in zip([*ours[0], *ours[1]], [*theirs[0], *theirs[1]]):
+        assert np.linalg.norm(a - b) <= 2 * 2.0**-7 * np.linalg.norm(b)
