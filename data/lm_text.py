@@ -6,8 +6,9 @@
 Each line (for `--format ljspeech`, the normalised third field of
 `id|raw|normalized`) is normalised as transcripts are (lowercase a-z,
 apostrophe, single spaces; `pipelines.vocabulary.normalize_transcript`).
-Lines that still hold digits (no single spelling) or nothing are dropped and
-counted.
+Lines that still hold digits (no single spelling), other characters outside
+the transcription alphabet (letters without a-z spelling: ß, æ, ø, ł, Greek...)
+or nothing are dropped and counted.
 
 `--transcripts SPEC` also mixes in the transcripts of the TRAINING split of a
 speech dataset (any `train.py --dataset` spec), so the language model knows
@@ -37,8 +38,9 @@ FORMATS = ("lines", "ljspeech")
 
 
 def normalised_lines(lines, *, fmt="lines", source="input"):
-    """`(sentences, dropped)`: the normalised non-empty lines and how many were dropped."""
-    from pipelines.vocabulary import normalize_transcript
+    """`(sentences, dropped)`: the normalised non-empty lines and how many were dropped
+    (empty, or holding a character outside `SPEECH_ALPHABET`: a digit, ß, æ, ...)."""
+    from pipelines.vocabulary import SPEECH_ALPHABET, normalize_transcript
 
     if fmt not in FORMATS:
         raise ValueError(f"Received an invalid value for argument `fmt`, expected one of {FORMATS}, got {fmt!r}.")
@@ -54,7 +56,7 @@ def normalised_lines(lines, *, fmt="lines", source="input"):
                 )
             line = fields[2]
         text = normalize_transcript(line)
-        if not text or any(c.isdigit() for c in text):
+        if not text or any(c not in SPEECH_ALPHABET for c in text):  # digits, ß, æ, ...
             dropped += 1
             continue
         sentences.append(text)

@@ -326,6 +326,32 @@ def test_a_killed_run_resumes_and_keeps_its_best_checkpoint(tmp_path):
     assert not (out / "backup").exists()
 
 
+def test_a_killed_run_whose_text_changed_is_not_resumed(tmp_path):
+    import hashlib
+
+    corpus = _tiny_corpus(tmp_path)
+    out = tmp_path / "run"
+    config = Config(dataset=corpus, hidden_size=16, embedding_dim=8, sequence_length=20, batch_size=8, epochs=2,
+                    sample_length=5, sample_prompt="First", verbose=0, output_dir=str(out))
+    with pytest.raises(KeyboardInterrupt):
+        run(config, callbacks=[_KillAfterFirstEpoch()])
+    kept = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    # The same length, other characters (a regenerated file): another vocabulary and split under the backup's weights.
+    changed = TINY_TEXT.replace("e", "E")
+    with open(corpus, "w", encoding="utf-8") as f:
+        f.write(changed)
+    with pytest.raises(ValueError) as error:
+        run(config)
+    then, now = (hashlib.sha256(text.encode()).hexdigest()[:12] for text in (TINY_TEXT, changed))
+    assert str(error.value) == (
+        f"Text {corpus} has changed since the killed run in {out} was backed up (1860 characters then, 1860 now, "
+        f"sha256 {then}... then, {now}... now): resuming would train and validate on another vocabulary and 90/10 "
+        f"split. Nothing was written: restore that text to resume, or remove {out / 'backup'} to train on this one "
+        "from the start."
+    )
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == kept
+
+
 def test_run_rejects_bad_input_before_training(tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("x" * 100, encoding="utf-8")

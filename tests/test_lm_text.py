@@ -10,6 +10,18 @@ def test_lines_are_normalised_and_digits_dropped():
     assert normalised_lines(lines) == (["hello world", "cafe au lait"], 2)
 
 
+def test_lines_the_transcription_alphabet_cannot_spell_are_dropped(tmp_path, capsys):
+    # Letters that keep no a-z spelling after accents are stripped (ß, ø, ł, Greek) would put
+    # characters into the language model that no transcription holds.
+    lines = ["Straße is long\n", "The Øresund bridge\n", "Łódź too\n", "π is pi\n", "Naïve café\n"]
+    assert normalised_lines(lines) == (["naive cafe"], 4)
+    source, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    source.write_text("".join(lines), encoding="utf-8")
+    assert main([str(source), str(out)]) == 0
+    assert out.read_text(encoding="utf-8") == "naive cafe\n"
+    assert "1 sentences, 10 characters (4 lines dropped)" in capsys.readouterr().out
+
+
 def test_ljspeech_takes_the_normalised_field_and_names_a_bad_line():
     lines = ["LJ1|Volume 2.|Volume two.\n", "LJ2|Dr. Smith|Doctor Smith\n"]
     assert normalised_lines(lines, fmt="ljspeech") == (["volume two", "doctor smith"], 0)

@@ -9,6 +9,8 @@ with its vocabulary, write metrics.json and print a generated sample.
 
 import csv
 import dataclasses
+import hashlib
+import json
 import math
 import os
 import typing
@@ -306,6 +308,32 @@ def build_model(config, vocabulary_size):
 BACKUP_DIR = "backup"  # BackupAndRestore's state; deleted (by Keras) when a run ends
 BACKUP_STATE_FILE = os.path.join(BACKUP_DIR, "training_metadata.json")  # Keras' name
 HISTORY_FILE = "history.csv"  # every epoch's losses (keras.callbacks.CSVLogger), across restarts
+# What the backed-up run trained on: a resumed run must read the same text (same vocabulary and split).
+BACKUP_TEXT_FILE = os.path.join(BACKUP_DIR, "text.json")
+
+
+def _text_fingerprint(text):
+    return {"characters": len(text), "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
+
+
+def _check_resumed_text(config, source):
+    """Refuse to resume a killed run whose text has changed since (other vocabulary, other split)."""
+    path = os.path.join(config.output_dir, BACKUP_TEXT_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            before = json.load(f)
+    except (OSError, ValueError):
+        return  # a backup made before the text was recorded
+    now = _text_fingerprint(source.text)
+    if not isinstance(before, dict) or before == now:
+        return
+    raise ValueError(
+        f"Text {source.location} has changed since the killed run in {config.output_dir} was backed up "
+        f"({before.get('characters')} characters then, {now['characters']} now, sha256 "
+        f"{str(before.get('sha256'))[:12]}... then, {now['sha256'][:12]}... now): resuming would train and "
+        f"validate on another vocabulary and 90/10 split. Nothing was written: restore that text to resume, or "
+        f"remove {os.path.join(config.output_dir, BACKUP_DIR)} to train on this one from the start."
+    )
 
 
 def _read_history(path):
@@ -353,6 +381,8 @@ def run(config, *, callbacks=()):
     train_text, validation_text = data.train_text, data.validation_text
     train, validation = data.train, data.validation
     prompt = _sample_prompt(config, vocabulary, source.location)  # checked before anything is written
+    if resuming:
+        _check_resumed_text(config, source)
     os.makedirs(config.output_dir, exist_ok=True)
     write_json(os.path.join(config.output_dir, "config.json"), config_to_dict(config))
     vocabulary.save(os.path.join(config.output_dir, "vocabulary.json"))
@@ -403,6 +433,8 @@ def run(config, *, callbacks=()):
     # Last: when a backup of epoch N exists, so do its checkpoint and history row.
     # It keeps the clock too: a resumed run's budget and decay go on where they stopped.
     own_callbacks.append(ClockedBackupAndRestore(backup_dir, clock, double_checkpoint=True))
+    if not resuming:  # deleted with the backup when the run ends
+        write_json(os.path.join(config.output_dir, BACKUP_TEXT_FILE), _text_fingerprint(source.text))
     model.fit(
         repeated,
         steps_per_epoch=steps_per_epoch,
