@@ -132,6 +132,11 @@ class SyntheticSpeechParams:
         for item in filter(None, (part.strip() for part in options.split(","))):
             key, sep, value = item.partition("=")
             key = key.strip()
+            if key in values:
+                raise ValueError(
+                    f"Received an invalid value for argument `dataset`: {spec!r}; the synthetic speech "
+                    f"field `{key}` is given twice."
+                )
             if not sep or key not in names:
                 raise ValueError(
                     f"Received an invalid value for argument `dataset`: {spec!r}; expected "
@@ -181,7 +186,7 @@ def choose_sentences(text, params):
     Sentences are runs of `min_words`..`max_words` consecutive words of one
     line of `text` (speaker-name lines ending in ':' left out), normalised to
     a-z, apostrophe and space, using only words that occur at least
-    `min_word_count` times in `text` and contain no digit.
+    `min_word_count` times in `text` and contain a letter and no digit.
 
     With `params.text == "digits"`, sentences are random sequences of digit
     words instead, and may repeat (there are too few to keep apart).
@@ -205,7 +210,12 @@ def choose_sentences(text, params):
     for words in lines:
         for word in words:
             counts[word] = counts.get(word, 0) + 1
-    usable = {w for w, c in counts.items() if c >= params.min_word_count and not any(ch.isdigit() for ch in w)}
+    # A word needs a letter: a quotation mark left alone by the normalisation
+    # ("friends,' quoth he" -> "friends ' quoth he") is not spoken.
+    usable = {
+        w for w, c in counts.items()
+        if c >= params.min_word_count and any(ch.isalpha() for ch in w) and not any(ch.isdigit() for ch in w)
+    }
     runs = []  # maximal runs of usable words long enough for a sentence
     for words in lines:
         run = []
@@ -288,11 +298,12 @@ class SyntheticSpeech(OfflineBuilder):
     ```
     """
 
-    VERSION = tfds.core.Version("1.2.0")
+    VERSION = tfds.core.Version("1.3.0")
     RELEASE_NOTES = {
         "1.0.0": "Initial release.",
         "1.1.0": "Audio stored as raw PCM16 bytes.",
         "1.2.0": "50 training voice variants (was 10); validation variants unchanged.",
+        "1.3.0": "No lone quotation marks (\"'\") as words of the sentences: espeak does not speak them.",
     }
 
     def __init__(self, *, params=None, data_dir=None, text_corpus=TEXT_CORPUS, **kwargs):

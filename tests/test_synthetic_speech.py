@@ -1,8 +1,17 @@
 """SyntheticSpeechParams: options outside what the pipeline can use are refused."""
 
+import dataclasses
+
 import pytest
 
-from data.synthetic_speech import MIN_SAMPLE_RATE, SyntheticSpeechParams
+from data.synthetic_speech import (
+    MIN_SAMPLE_RATE,
+    TEXT_CORPUS,
+    SyntheticSpeech,
+    SyntheticSpeechParams,
+    _corpus_text,
+    choose_sentences,
+)
 
 
 @pytest.mark.parametrize("spec", ["synthetic:sample_rate=1000", "synthetic:sample_rate=7999"])
@@ -46,3 +55,27 @@ def test_rate_and_pitch_ranges_parse_and_keep_default_names():
 def test_rate_and_pitch_ranges_out_of_range_refused(kwargs, needle):
     with pytest.raises(ValueError, match=needle):
         SyntheticSpeechParams(**kwargs)
+
+
+def test_lone_quotation_marks_are_not_words():
+    # "home,' quoth he" normalises to "home ' quoth he": espeak says nothing for the "'".
+    text = "\n".join(["we go home,' quoth he"] * 20)
+    params = SyntheticSpeechParams(num_train=3, num_validation=1, min_words=2, max_words=5, min_word_count=5)
+    train, validation = choose_sentences(text, params)
+    assert sorted(train + validation) == ["go home", "quoth he", "we go", "we go home"]
+    with pytest.raises(ValueError, match=r"yields only 4 distinct sentences of 2-5 words; asked for 5\."):
+        choose_sentences(text, dataclasses.replace(params, num_train=4))
+    # The shipped corpus's quotations gave 69 of the default 16,300 sentences such a word.
+    train, validation = choose_sentences(_corpus_text(TEXT_CORPUS), SyntheticSpeechParams())
+    assert (len(train), len(validation)) == (16000, 300)
+    assert [s for s in train + validation if "'" in s.split()] == []
+    assert SyntheticSpeech.VERSION == "1.3.0"  # the default corpus changed: caches are rebuilt
+
+
+def test_option_given_twice_refused():
+    with pytest.raises(
+        ValueError,
+        match=r"^Received an invalid value for argument `dataset`: 'synthetic:seed=1,num_train=50,seed=2'; "
+        r"the synthetic speech field `seed` is given twice\.$",
+    ):
+        SyntheticSpeechParams.from_spec("synthetic:seed=1,num_train=50,seed=2")
