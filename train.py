@@ -19,7 +19,7 @@ import traceback
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from training import TASKS  # noqa: E402
-from training.cli import add_config_flags, config_from_namespace  # noqa: E402
+from training.cli import add_config_flags, config_from_namespace, unrecognized_arguments  # noqa: E402
 from tuning.config import TuningConfig  # noqa: E402
 from tuning.search_spaces import TUNED_HYPERPARAMETERS  # noqa: E402
 from tuning.tasks import tuning_task  # noqa: E402
@@ -41,7 +41,9 @@ def parse_command(argv=None):
     )
     add_config_flags(parser, module.Config, group_title=f"{known.task} options")
     add_config_flags(parser, TuningConfig, group_title="hyperparameter search (with --tune)")
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        parser.error(unrecognized_arguments(parser, sys.argv[1:] if argv is None else list(argv), extras))
     try:
         config = config_from_namespace(module.Config, args)
         tuning = TuningConfig.from_flags(args)

@@ -220,6 +220,59 @@ def test_config_fields_all_have_help_and_flags():
     assert (config.hidden_size, config.max_train_minutes, config.dataset) == (7, None, "tinyshakespeare")
 
 
+def _parse_error(capsys, argv):
+    """The message of the `prog: error: ...` line train.py's parser exits with."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as error:
+        train.parse_command(["--task", "language_model", *argv])
+    assert error.value.code == 2
+    return capsys.readouterr().err.splitlines()[-1].split(": error: ", 1)[1]
+
+
+def test_flag_values_that_would_be_misread_are_refused_or_read_as_meant(capsys, monkeypatch, tmp_path):
+    # A value after an on/off flag names the flag (it was "unrecognized arguments: false").
+    assert _parse_error(capsys, ["--overwrite", "false"]) == (
+        "argument --overwrite/--no-overwrite: takes no value, got 'false': give --overwrite for true or "
+        "--no-overwrite for false"
+    )
+    assert _parse_error(capsys, ["--hiden-size", "3"]) == "unrecognized arguments: --hiden-size 3"
+    # An empty value (an unset shell variable) is not "none": it lifted the time budget.
+    assert _parse_error(capsys, ["--max-train-minutes", ""]) == (
+        "argument --max-train-minutes: expected a value or 'none', got an empty string"
+    )
+    assert train.parse_args(["--task", "language_model", "--max-train-minutes", "None"])[1].max_train_minutes is None
+    # `--output-dir=~/x` reaches the program unexpanded: the run wrote into a folder named `~`.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert train.parse_args(["--task", "language_model", "--output-dir=~/runs/x"])[1].output_dir == str(
+        tmp_path / "runs" / "x"
+    )
+
+
+def test_an_output_dir_that_cannot_be_written_is_refused_before_the_data_is_read(tmp_path, capsys, monkeypatch):
+    # The dataset does not exist: the error is the directory's, so it came before the data was read.
+    missing = str(tmp_path / "missing.txt")
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a directory")
+    argv = ["--task", "language_model", "--dataset", missing, "--output-dir"]
+    capsys.readouterr()
+    assert train.main([*argv, str(a_file / "runs" / "x")]) == 2
+    assert capsys.readouterr().err == (
+        f"train.py: error: --output-dir {a_file / 'runs' / 'x'}: {a_file} is a file, not a directory; expected a "
+        "directory for the run's files. Nothing was written: give another --output-dir.\n"
+    )
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: path != str(locked) and real_access(path, mode))
+    assert train.main([*argv, str(locked / "run")]) == 2
+    assert capsys.readouterr().err == (
+        f"train.py: error: --output-dir {locked / 'run'}: directory {locked} is not writable; expected a directory "
+        "for the run's files. Nothing was written: give another --output-dir.\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["locked", "notes.txt"]
+    assert not any(locked.iterdir())
+
+
 TINY_TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 30  # 1860 chars
 
 

@@ -38,12 +38,31 @@ def _field_type(field):
 
 def _parse_optional(kind):
     def parse(text):
-        if text.lower() in ("none", ""):
+        if text == "":
+            # An empty value (`--max-train-minutes "$UNSET"`) is not None's "none": it would
+            # silently lift the time budget, drop --init-from, --candidates, ...
+            raise argparse.ArgumentTypeError("expected a value or 'none', got an empty string")
+        if text.lower() == "none":
             return None
         return kind(text)
 
     parse.__name__ = kind.__name__
     return parse
+
+
+# Paths whose `~` is expanded as the shell would: unquoted `--output-dir=~/runs/x` reaches
+# the program as it is (the shell expands `~` only at a word's start), and a run
+# would write into a folder named `~` in the working directory.
+EXPANDED_PATH_FIELDS = frozenset({"output_dir", "init_from", "candidates"})
+
+
+def _expand_user(parse):
+    def expand(text):
+        value = parse(text)
+        return os.path.expanduser(value) if isinstance(value, str) else value
+
+    expand.__name__ = parse.__name__
+    return expand
 
 
 def add_config_flags(parser, config_cls, *, group_title=None):
@@ -70,15 +89,34 @@ def add_config_flags(parser, config_cls, *, group_title=None):
             )
             continue
         choices = field.metadata.get("choices")
+        parse = _parse_optional(kind) if optional else kind
+        if field.name in EXPANDED_PATH_FIELDS:
+            parse = _expand_user(parse)
         group.add_argument(
             _flag(field.name),
             dest=field.name,
-            type=_parse_optional(kind) if optional else kind,
+            type=parse,
             choices=choices,
             default=argparse.SUPPRESS,
             metavar=field.metadata.get("metavar"),
             help=help_text,
         )
+
+
+def unrecognized_arguments(parser, argv, extras):
+    """The error message for `extras`, the words of `argv` that no flag of `parser` took.
+
+    A word right after an on/off flag (`--strict false`) is a value it does
+    not take: the message names that flag, as argparse's own does for
+    `--strict=false`, rather than only the word.
+    """
+    switches = {option: action for action in parser._actions
+                if isinstance(action, argparse.BooleanOptionalAction) for option in action.option_strings}
+    for before, word in zip(argv, argv[1:]):
+        if before in switches and word in extras:
+            on, off = switches[before].option_strings
+            return f"argument {on}/{off}: takes no value, got {word!r}: give {on} for true or {off} for false"
+    return "unrecognized arguments: " + " ".join(extras)
 
 
 def config_from_namespace(config_cls, namespace):
@@ -178,6 +216,11 @@ def check_run_directory(directory, config, *, what="run", config_file="config.js
     """
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise ValueError(f"--output-dir {directory} is a file: expected a directory for the {what}'s files.")
+    # Found now, not with an errno after the data is read and the model built.
+    unwritable = _directory_error(directory)
+    if unwritable is not None:
+        raise ValueError(f"--output-dir {directory}: {unwritable}; expected a directory for the {what}'s files. "
+                         f"Nothing was written: give another --output-dir.")
     if os.path.isdir(os.path.join(directory, SEARCH_DIR)):
         # `train.py --tune` made it: its best model is exported to directory/export, where this would go too.
         raise ValueError(
@@ -223,6 +266,18 @@ def check_run_directory(directory, config, *, what="run", config_file="config.js
             f"run resumes), give another --output-dir, or remove {directory} to start again."
         )
     return saved
+
+
+def _directory_error(directory):
+    """Why `directory` (made with its missing parents if need be) cannot hold a run's files, or None."""
+    existing = os.path.abspath(directory)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is a file, not a directory"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"directory {existing} is not writable"
+    return None
 
 
 def check_not_finished(directory, *, overwrite, finished_file="metrics.json"):
