@@ -161,6 +161,80 @@ def test_interrupted_run_resumes_at_the_next_epoch(tmp_path, fake_data):
     assert not (out / "backup").exists()
 
 
+def test_a_run_killed_after_training_resumes_with_its_trained_weights(tmp_path, fake_data, monkeypatch, capsys):
+    # Killed in the final evaluation (or the export): the same command evaluates and saves
+    # what the run had trained, instead of training it again from scratch.
+    out = tmp_path / "run"
+    config = transcription.Config(output_dir=str(out), epochs=2, **TINY)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("simulated kill in the final evaluation")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(transcription, "evaluate_transcription", killed)
+        with pytest.raises(KeyboardInterrupt):
+            transcription.run(config)
+    trained = json.loads((out / "backup" / "trained.json").read_text())
+    assert trained["epochs"] == 2 and trained["train_seconds"] > 0
+    assert not (out / "metrics.json").exists()
+    best = transcription.build_model(config, num_features=NUM_FEATURES, vocabulary_size=VOCABULARY.size)
+    best.load_weights(out / "checkpoints" / "best.weights.h5")
+
+    capsys.readouterr()
+    recorder = _EpochRecorder()
+    metrics = transcription.run(config, callbacks=[recorder])
+    assert recorder.epochs == []  # nothing trained again
+    assert (f"The interrupted run backed up in {out / 'backup'} had finished training (2 epochs): "
+            "evaluating and saving it") in capsys.readouterr().out
+    assert metrics["epochs"] == 2 and metrics["train_seconds"] == round(trained["train_seconds"], 1)
+    saved = keras.models.load_model(out / "model.keras", compile=False)
+    for restored, checkpointed in zip(saved.get_weights(), best.get_weights()):
+        np.testing.assert_array_equal(restored, checkpointed)
+    rates = evaluate_transcription(best, make_speech_data(train=16, validation=8, test=8).validation,
+                                   vocabulary=VOCABULARY)
+    assert metrics["val_cer"] == pytest.approx(rates["cer"])
+    assert not (out / "backup").exists()
+
+
+def test_a_killed_run_resumed_with_fewer_epochs_counts_the_epochs_it_trained(tmp_path, fake_data):
+    out = tmp_path / "run"
+    config = transcription.Config(output_dir=str(out), epochs=3, **TINY)
+    with pytest.raises(KeyboardInterrupt):
+        transcription.run(config, callbacks=[_Interrupt(after=2)])
+    recorder = _EpochRecorder()
+    metrics = transcription.run(dataclasses.replace(config, epochs=1), callbacks=[recorder])
+    assert recorder.epochs == []  # nothing left to train
+    assert metrics["epochs"] == 2
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
+
+
+class _ScriptedErrorRates(keras.callbacks.Callback):
+    """Stands in for ErrorRateCallback: each epoch's val_cer from `CER`."""
+
+    CER = [0.5, 0.4, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_cer"], logs["val_wer"] = self.CER[epoch], 1.0
+
+
+def test_a_resumed_run_keeps_its_early_stopping_patience(tmp_path, fake_data, monkeypatch):
+    # Best at epoch 2, patience 2: the run stops after epoch 4, killed after epoch 3 or not.
+    monkeypatch.setattr(transcription, "ErrorRateCallback", _ScriptedErrorRates)
+    config = transcription.Config(output_dir=str(tmp_path / "whole"), epochs=8, early_stopping_patience=2, **TINY)
+    assert transcription.run(config)["epochs"] == 4
+
+    config = dataclasses.replace(config, output_dir=str(tmp_path / "killed"))
+    with pytest.raises(KeyboardInterrupt):
+        transcription.run(config, callbacks=[_Interrupt(after=3)])
+    recorder = _EpochRecorder()
+    metrics = transcription.run(config, callbacks=[recorder])
+    assert recorder.epochs == [3]
+    assert metrics["epochs"] == 4
+
+
 class _WeightsAtStart(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self.weights = [np.array(w) for w in self.model.get_weights()]
@@ -325,6 +399,28 @@ def test_run_mixes_a_second_dataset_into_training(tmp_path, fake_data):
     assert metrics["mix_dataset"] == "synthetic:num_train=10"
     assert metrics["mix_utterances"]["train"] == 16
     assert metrics["skipped"] == 2  # one skipped file in each dataset
+
+
+def test_the_mix_datasets_skipped_files_are_printed_as_counted(tmp_path, monkeypatch, capsys):
+    def build(**kwargs):
+        data = make_speech_data(train=16, validation=8, test=8)
+        if kwargs["dataset"] == "synthetic":
+            return data
+        return dataclasses.replace(data, skipped=[("mix/a.wav", "truncated"), ("mix/b.wav", "out_of_vocabulary")])
+
+    monkeypatch.setattr(transcription, "build_speech_datasets", build)
+    monkeypatch.setattr(
+        transcription.Config, "feature_config", lambda self: transcription.FeatureConfig(n_mels=NUM_FEATURES)
+    )
+    config = transcription.Config(output_dir=str(tmp_path / "run"), epochs=1, mix_dataset="mix", **TINY)
+    metrics = transcription.run(config)
+    assert metrics["skipped"] == 3
+    assert metrics["skipped_files"] == [["bad.wav", "silent"], ["mix/a.wav", "truncated"],
+                                        ["mix/b.wav", "out_of_vocabulary"]]
+    printed = capsys.readouterr().out
+    assert "Utterances of --mix-dataset: {'train': 16, 'validation': 8, 'test': 8}; skipped: 2\n" in printed
+    assert ("  skipped bad.wav: silent\n  skipped mix/a.wav: truncated\n"
+            "  skipped mix/b.wav: out_of_vocabulary\n") in printed
 
 
 def test_a_bad_mix_dataset_is_named_as_such(tmp_path, monkeypatch):

@@ -49,6 +49,10 @@ BACKUP_DIR = "backup"  # BackupAndRestore's state; deleted when a run ends
 BACKUP_STATE_FILE = os.path.join(BACKUP_DIR, "training_metadata.json")  # Keras' name
 BEST_WEIGHTS_FILE = os.path.join("checkpoints", "best.weights.h5")
 BEST_STATE_FILE = os.path.join(BACKUP_DIR, "best.json")  # best val_cer so far
+# Written when training ends, deleted with the backup once metrics.json is: a run
+# killed in its evaluation or export resumes there, with the weights it had trained.
+TRAINED_STATE_FILE = os.path.join(BACKUP_DIR, "trained.json")  # epochs and train_seconds
+TRAINED_WEIGHTS_FILE = os.path.join(BACKUP_DIR, "trained.weights.h5")  # the weights evaluated
 LOG_DIR = "logs"  # TensorBoard
 EXPORT_DIR = "export"  # TF Serving layout: export/transcriber/<version>
 
@@ -514,6 +518,16 @@ def _best_so_far(output_dir):
         return None
 
 
+def _trained_so_far(output_dir):
+    """`{"epochs", "train_seconds"}` of a run whose training ended before it was killed, or None."""
+    try:
+        with open(os.path.join(output_dir, TRAINED_STATE_FILE), encoding="utf-8") as f:
+            state = json.load(f)
+        return {"epochs": int(state["epochs"]), "train_seconds": float(state["train_seconds"])}
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
 class _RememberBest(keras.callbacks.Callback):
     """Record the best `val_cer` beside the backup, so a resumed run's
     checkpoint does not overwrite better weights with worse ones."""
@@ -528,6 +542,30 @@ class _RememberBest(keras.callbacks.Callback):
         if cer is not None and (self.best is None or cer < self.best):
             self.best = cer
             write_json(self.path, {"val_cer": cer, "epoch": epoch + 1})
+
+
+class _ResumedEarlyStopping(keras.callbacks.EarlyStopping):
+    """`EarlyStopping` that goes on where a killed run stopped: a resumed run
+    starts from the best `val_cer` and the epochs waited since, as recorded
+    beside the backup (`BEST_STATE_FILE`), not with its patience afresh."""
+
+    def __init__(self, output_dir, **kwargs):
+        super().__init__(**kwargs)
+        self.path = os.path.join(output_dir, BEST_STATE_FILE)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        restored = getattr(self.model, "_initial_epoch", 0) or 0  # BackupAndRestore's, which runs first
+        if not restored:
+            return
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                state = json.load(f)
+            best, epoch = float(state["val_cer"]), int(state["epoch"])
+        except (OSError, KeyError, ValueError, TypeError):
+            return
+        self.best = best
+        self.wait = max(0, restored - epoch)
 
 
 def _callbacks(config, data, vocabulary, resuming, clock=None):
@@ -575,9 +613,8 @@ def _callbacks(config, data, vocabulary, resuming, clock=None):
         _RememberBest(out, best),
         # It keeps the clock too: a resumed run's budget and decay go on where they stopped.
         ClockedBackupAndRestore(os.path.join(out, BACKUP_DIR), clock, double_checkpoint=True),
-        keras.callbacks.EarlyStopping(
-            patience=config.early_stopping_patience, **patience_monitor
-        ),
+        # After the backup, whose restored epoch it reads.
+        _ResumedEarlyStopping(out, patience=config.early_stopping_patience, **patience_monitor),
         TimeBudgetCallback(max_seconds, clock),
         NonFiniteLossCallback(
             "Check the training data (features are cached under --cache-dir "
@@ -889,6 +926,46 @@ def check_same_builder(out, earlier, model_builder, what="run"):
         )
 
 
+def _train(config, model, data, vocabulary, resuming, callbacks):
+    """Fit `model` as `run` does; `(epochs, train_seconds)`, the model holding its best weights.
+
+    When it returns, the backup holds the weights and figures to evaluate
+    (`TRAINED_WEIGHTS_FILE`, `TRAINED_STATE_FILE`) until `run` has written metrics.json.
+    """
+    out = config.output_dir
+    clock = TrainingClock()  # training time, a killed run's included once its backup is restored
+    with warnings.catch_warnings():
+        # A training set of unknown length (none of train.py's own; a custom
+        # `prepare_data` may make one): Keras learns it by running out of
+        # data in the first epoch, and warns each time. Harmless here.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        train, steps_per_epoch = repeat_epochs(data.train)  # one iterator for the whole run
+        history = model.fit(
+            train,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=data.validation,
+            epochs=config.epochs,
+            callbacks=[*_callbacks(config, data, vocabulary, resuming, clock), *callbacks],
+            shuffle=False,  # the training dataset shuffles itself
+            verbose="auto",
+        )
+    train_seconds = clock.seconds()
+    # No epoch left to train (a killed run resumed with fewer --epochs): the backup's count.
+    epochs_done = (history.epoch[-1] + 1) if history.epoch else (getattr(model, "_initial_epoch", 0) or 0)
+
+    best_weights = os.path.join(out, BEST_WEIGHTS_FILE)
+    if os.path.exists(best_weights):
+        model.load_weights(best_weights)
+    # The backup's work is done (BackupAndRestore removed its own files). Until
+    # metrics.json is written, the backup keeps the trained weights instead: a run
+    # killed in its evaluation or export resumes from them, not from scratch.
+    shutil.rmtree(os.path.join(out, BACKUP_DIR), ignore_errors=True)
+    os.makedirs(os.path.join(out, BACKUP_DIR))
+    model.save_weights(os.path.join(out, TRAINED_WEIGHTS_FILE))
+    write_json(os.path.join(out, TRAINED_STATE_FILE), {"epochs": epochs_done, "train_seconds": train_seconds})
+    return epochs_done, train_seconds
+
+
 def run(config, *, callbacks=(), model_builder=None):
     """Train, evaluate and save a transcription model as `config` says.
 
@@ -932,8 +1009,12 @@ def run(config, *, callbacks=(), model_builder=None):
     if earlier is not None:
         check_not_finished(out, overwrite=config.overwrite, finished_file=METRICS_FILE)
     keras.utils.set_random_seed(config.seed)
-    resuming = os.path.exists(os.path.join(out, BACKUP_STATE_FILE))
-    if resuming:
+    trained = _trained_so_far(out) if earlier is not None else None
+    resuming = trained is None and os.path.exists(os.path.join(out, BACKUP_STATE_FILE))
+    if trained is not None:
+        print(f"The interrupted run backed up in {os.path.join(out, BACKUP_DIR)} had finished training "
+              f"({trained['epochs']} epochs): evaluating and saving it")
+    elif resuming:
         print(f"Resuming the interrupted run backed up in {os.path.join(out, BACKUP_DIR)}")
     elif earlier is not None:
         why = "--overwrite" if config.overwrite else "unfinished, no backup to resume from"
@@ -943,10 +1024,14 @@ def run(config, *, callbacks=(), model_builder=None):
     vocabulary, feature_config, data = prepared.vocabulary, prepared.feature_config, prepared.data
     print(f"Data: {data.description}")
     print(f"Utterances: {data.counts}; skipped: {len(data.skipped)}")
-    for source, reason in data.skipped[:10]:
+    skipped = list(data.skipped)
+    if prepared.mix is not None:  # counted in metrics.json too
+        print(f"Utterances of --mix-dataset: {prepared.mix.counts}; skipped: {len(prepared.mix.skipped)}")
+        skipped += prepared.mix.skipped
+    for source, reason in skipped[:10]:
         print(f"  skipped {source}: {reason}")
-    if len(data.skipped) > 10:
-        print(f"  ... and {len(data.skipped) - 10} more (all listed in {METRICS_FILE})")
+    if len(skipped) > 10:
+        print(f"  ... and {len(skipped) - 10} more (all listed in {METRICS_FILE})")
 
     model = build_distributed(
         config.distribute,
@@ -956,39 +1041,20 @@ def run(config, *, callbacks=(), model_builder=None):
         batch_size=config.batch_size,
     )
     model.summary()
-    if config.init_from is not None and not resuming:  # a resumed run restores its own weights
+    if config.init_from is not None and not resuming and trained is None:  # a resumed run restores its own weights
         warm_start(model, config.init_from, feature_config=feature_config, vocabulary=vocabulary)
 
     # Data, model and warm start checked: the run is this directory's from here on.
     os.makedirs(out, exist_ok=True)
     write_json(os.path.join(out, CONFIG_FILE), {**config_to_dict(config), **({MODEL_BUILDER_KEY: builder} if builder else {})})
-    if not resuming and os.path.exists(os.path.join(out, BEST_WEIGHTS_FILE)):
+    if not resuming and trained is None and os.path.exists(os.path.join(out, BEST_WEIGHTS_FILE)):
         os.remove(os.path.join(out, BEST_WEIGHTS_FILE))  # from the earlier, finished run
 
-    clock = TrainingClock()  # training time, a killed run's included once its backup is restored
-    with warnings.catch_warnings():
-        # A training set of unknown length (none of train.py's own; a custom
-        # `prepare_data` may make one): Keras learns it by running out of
-        # data in the first epoch, and warns each time. Harmless here.
-        warnings.filterwarnings("ignore", message="Your input ran out of data")
-        train, steps_per_epoch = repeat_epochs(data.train)  # one iterator for the whole run
-        history = model.fit(
-            train,
-            steps_per_epoch=steps_per_epoch,
-            validation_data=data.validation,
-            epochs=config.epochs,
-            callbacks=[*_callbacks(config, data, vocabulary, resuming, clock), *callbacks],
-            shuffle=False,  # the training dataset shuffles itself
-            verbose="auto",
-        )
-    train_seconds = clock.seconds()
-    epochs_done = (history.epoch[-1] + 1) if history.epoch else 0
-
-    best_weights = os.path.join(out, BEST_WEIGHTS_FILE)
-    if os.path.exists(best_weights):
-        model.load_weights(best_weights)
-    # The backup's work is done (BackupAndRestore removed its own files).
-    shutil.rmtree(os.path.join(out, BACKUP_DIR), ignore_errors=True)
+    if trained is None:
+        epochs_done, train_seconds = _train(config, model, data, vocabulary, resuming, callbacks)
+    else:
+        model.load_weights(os.path.join(out, TRAINED_WEIGHTS_FILE))
+        epochs_done, train_seconds = trained["epochs"], trained["train_seconds"]
 
     metrics = {
         **data_metrics(config, prepared),
@@ -1044,5 +1110,6 @@ def run(config, *, callbacks=(), model_builder=None):
         {k: v for k, v in metrics.items() if k != "skipped_files"}, candidates,
     )
     write_json(os.path.join(out, METRICS_FILE), metrics)
+    shutil.rmtree(os.path.join(out, BACKUP_DIR), ignore_errors=True)  # the run is finished
     print(f"Saved the model, vocabulary, feature config and metrics in {out}")
     return metrics
