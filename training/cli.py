@@ -269,7 +269,9 @@ def check_run_directory(directory, config, *, what="run", config_file="config.js
 
 
 def _directory_error(directory):
-    """Why `directory` (made with its missing parents if need be) cannot hold a run's files, or None."""
+    """Why `directory` (made with its missing parents if need be) cannot hold
+    files, or None: its nearest existing ancestor is a file, or a directory
+    that cannot be written."""
     existing = os.path.abspath(directory)
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
@@ -329,14 +331,12 @@ def output_file_error(output, *, name="--output", kind="JSON file"):
     """
     if os.path.isdir(output):
         return f"{name} {output} is a directory; expected the path of a {kind} to write."
-    parent = os.path.dirname(os.path.abspath(output))
-    while not os.path.exists(parent):
-        parent = os.path.dirname(parent)
-    if not os.path.isdir(parent):
-        return f"{name} {output}: {parent} is a file, not a directory; expected a path whose parent is a directory."
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return f"{name} {output}: directory {parent} is not writable; expected a path that can be written."
-    return None
+    problem = _directory_error(os.path.dirname(os.path.abspath(output)))
+    if problem is None:
+        return None
+    if problem.endswith("is a file, not a directory"):
+        return f"{name} {output}: {problem}; expected a path whose parent is a directory."
+    return f"{name} {output}: {problem}; expected a path that can be written."
 
 
 def write_text(path, text):
