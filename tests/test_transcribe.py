@@ -137,22 +137,17 @@ def test_command_line_in_a_fresh_process(tmp_path, model_dir):
     # A new interpreter has registered nothing: loading must import it all.
     audio = tmp_path / "tone.flac"
     sf.write(audio, _tone(0.5, 44100), 44100)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    result = subprocess.run(
-        [sys.executable, os.path.join(root, "transcribe.py"), "--model-dir", str(model_dir), str(audio)],
-        capture_output=True, text=True, cwd=root, timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == f"{audio}\ta"
     # A file name that is not UTF-8 (latin1 "caf\xe9"): read, and printed as given (was "unreadable").
     latin1 = os.fsencode(tmp_path) + b"/caf\xe9.flac"
-    os.rename(audio, latin1)
+    sf.write(str(tmp_path / "other.flac"), _tone(0.5, 44100), 44100)
+    os.rename(tmp_path / "other.flac", latin1)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     result = subprocess.run(
-        [sys.executable, os.path.join(root, "transcribe.py"), "--model-dir", str(model_dir), latin1],
+        [sys.executable, os.path.join(root, "transcribe.py"), "--model-dir", str(model_dir), str(audio), latin1],
         capture_output=True, cwd=root, timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout == latin1 + b"\ta\n"
+    assert result.stdout == os.fsencode(audio) + b"\ta\n" + latin1 + b"\ta\n"
 
 
 def test_a_reader_that_stops_early_gets_no_traceback(tmp_path, model_dir):
