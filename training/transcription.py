@@ -509,12 +509,15 @@ def mix_batches(main, extra, fraction, seed):
 
 
 def _best_so_far(output_dir):
-    """Best validation CER of the run being resumed, or None."""
+    """`(val_cer, epoch)`: the best validation CER of the run being resumed and
+    the epoch that reached it (None if not recorded), or None."""
     path = os.path.join(output_dir, BEST_STATE_FILE)
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)["val_cer"]
-    except (FileNotFoundError, KeyError, ValueError):
+            state = json.load(f)
+        epoch = state.get("epoch")
+        return float(state["val_cer"]), (int(epoch) if epoch is not None else None)
+    except (OSError, KeyError, ValueError, TypeError, AttributeError):
         return None
 
 
@@ -546,24 +549,19 @@ class _RememberBest(keras.callbacks.Callback):
 
 class _ResumedEarlyStopping(keras.callbacks.EarlyStopping):
     """`EarlyStopping` that goes on where a killed run stopped: a resumed run
-    starts from the best `val_cer` and the epochs waited since, as recorded
-    beside the backup (`BEST_STATE_FILE`), not with its patience afresh."""
+    starts from the best `val_cer` and the epochs waited since
+    (`resumed_best`, `_best_so_far`'s), not with its patience afresh."""
 
-    def __init__(self, output_dir, **kwargs):
+    def __init__(self, resumed_best=None, **kwargs):
         super().__init__(**kwargs)
-        self.path = os.path.join(output_dir, BEST_STATE_FILE)
+        self.resumed_best = resumed_best
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
         restored = getattr(self.model, "_initial_epoch", 0) or 0  # BackupAndRestore's, which runs first
-        if not restored:
+        if not restored or self.resumed_best is None or self.resumed_best[1] is None:
             return
-        try:
-            with open(self.path, encoding="utf-8") as f:
-                state = json.load(f)
-            best, epoch = float(state["val_cer"]), int(state["epoch"])
-        except (OSError, KeyError, ValueError, TypeError):
-            return
+        best, epoch = self.resumed_best
         self.best = best
         self.wait = max(0, restored - epoch)
 
@@ -571,7 +569,8 @@ class _ResumedEarlyStopping(keras.callbacks.EarlyStopping):
 def _callbacks(config, data, vocabulary, resuming, clock=None):
     out = config.output_dir
     clock = TrainingClock() if clock is None else clock  # read by the budget, the decay and the backup
-    best = _best_so_far(out) if resuming else None
+    resumed_best = _best_so_far(out) if resuming else None
+    best = None if resumed_best is None else resumed_best[0]
     patience_monitor = dict(monitor="val_cer", mode="min")
     max_seconds = None if config.max_train_minutes is None else config.max_train_minutes * 60
     schedule = []
@@ -614,7 +613,7 @@ def _callbacks(config, data, vocabulary, resuming, clock=None):
         # It keeps the clock too: a resumed run's budget and decay go on where they stopped.
         ClockedBackupAndRestore(os.path.join(out, BACKUP_DIR), clock, double_checkpoint=True),
         # After the backup, whose restored epoch it reads.
-        _ResumedEarlyStopping(out, patience=config.early_stopping_patience, **patience_monitor),
+        _ResumedEarlyStopping(resumed_best, patience=config.early_stopping_patience, **patience_monitor),
         TimeBudgetCallback(max_seconds, clock),
         NonFiniteLossCallback(
             "Check the training data (features are cached under --cache-dir "
