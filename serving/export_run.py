@@ -272,9 +272,10 @@ def main(argv=None):
                          "(existing or to be created) to export into.")
         # A model's folder of versions (a server's --model_base_path) or one of its versions: the
         # export would go to <it>/transcriber/1, which no server watching that folder sees.
+        from serving.model_store import version_directories
+
         base = os.path.abspath(args.export_base)
-        versions = sorted(name for name in (os.listdir(base) if os.path.isdir(base) else [])
-                          if name.isdigit() and os.path.isfile(os.path.join(base, name, "saved_model.pb")))
+        versions = [str(version) for version in sorted(version_directories(base))]
         if versions or os.path.isfile(os.path.join(base, "saved_model.pb")):
             what = (f"holds SavedModel versions ({', '.join(versions)}): it is a model's folder"
                     if versions else "is a SavedModel version directory")
