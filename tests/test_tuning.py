@@ -188,6 +188,20 @@ def test_single_value_range_is_allowed():
 # --- the runner -----------------------------------------------------------------------
 
 
+def _resume_with_one_more_trial(config, capsys, rows):
+    """Run the search in `config.output_dir` (trials.csv: `rows`) again with one more
+    trial allowed: exactly that one runs, the earlier rows stay as they were. The rows after."""
+    done = len(rows)
+    run_search(TOY_TASK, config, TuningConfig(tuner="random", max_trials=done + 1, max_epochs=1))
+    out = capsys.readouterr().out
+    assert f"resuming: {done} trial(s) already completed" in out
+    assert out.count(" starts: ") == 1 and f"trial {done + 1} of {done + 1} starts" in out
+    resumed = _rows(config.output_dir)
+    assert [r["trial_id"] for r in resumed] == [str(i) for i in range(done + 1)]
+    assert resumed[:done] == rows
+    return resumed
+
+
 def test_search_writes_outputs_and_resumes_without_repeating_trials(tmp_path, capsys):
     output_dir = str(tmp_path / "run")
     config = ToyConfig(output_dir=output_dir)
@@ -207,13 +221,7 @@ def test_search_writes_outputs_and_resumes_without_repeating_trials(tmp_path, ca
     assert "best so far val_loss=" in out
 
     # The same command with a larger budget runs exactly one new trial.
-    run_search(TOY_TASK, config, TuningConfig(tuner="random", max_trials=2, max_epochs=1))
-    out = capsys.readouterr().out
-    assert "resuming: 1 trial(s) already completed" in out
-    assert out.count(" starts: ") == 1 and "trial 2 of 2 starts" in out
-    resumed = _rows(output_dir)
-    assert [r["trial_id"] for r in resumed] == ["0", "1"]
-    assert resumed[0] == rows[0]  # the finished trial is untouched, not re-run
+    resumed = _resume_with_one_more_trial(config, capsys, rows)  # the finished trial untouched, not re-run
     assert {r["status"] for r in resumed} == {"COMPLETED"}
 
     best = _best(output_dir)
@@ -278,13 +286,7 @@ def test_a_project_left_by_a_distributed_search_resumes_without_repeating_trials
     # one tuner0.json: resumed either way, the oracle must be reloaded.
     os.rename(os.path.join(project, "tuner0.json"), os.path.join(project, "chief.json"))
     capsys.readouterr()
-    run_search(TOY_TASK, config, TuningConfig(tuner="random", max_trials=2, max_epochs=1))
-    out = capsys.readouterr().out
-    assert "resuming: 1 trial(s) already completed" in out
-    assert out.count(" starts: ") == 1 and "trial 2 of 2 starts" in out
-    resumed = _rows(output_dir)
-    assert [r["trial_id"] for r in resumed] == ["0", "1"]
-    assert resumed[0] == rows[0]  # kept, not run again over its files
+    resumed = _resume_with_one_more_trial(config, capsys, rows)  # kept, not run again over its files
 
     # A chief's oracle.json still lists the trial that ended last as ongoing
     # (keras-tuner saves before it forgets it): it is not run again either.
@@ -293,11 +295,7 @@ def test_a_project_left_by_a_distributed_search_resumes_without_repeating_trials
     state["ongoing_trials"] = {"tuner1": "1"}
     with open(os.path.join(project, "oracle.json"), "w", encoding="utf-8") as f:
         json.dump(state, f)
-    run_search(TOY_TASK, config, TuningConfig(tuner="random", max_trials=3, max_epochs=1))
-    out = capsys.readouterr().out
-    assert "resuming: 2 trial(s) already completed" in out
-    assert out.count(" starts: ") == 1 and "trial 3 of 3 starts" in out
-    assert _rows(output_dir)[:2] == resumed
+    _resume_with_one_more_trial(config, capsys, resumed)
 
 
 def test_a_search_into_a_training_runs_directory_is_refused(tmp_path):
