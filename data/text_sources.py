@@ -165,5 +165,7 @@ def load_text_source(dataset, *, tfds_data_dir=None):
         text = read_tfds_text(name, data_dir=tfds_data_dir)
         location = tfds_data_dir or "the default TFDS data directory"
         return TextSource(dataset, location, text)
-    path = SHIPPED_CORPORA.get(dataset, dataset)
+    # `~` as the shell would expand it: unquoted `--dataset=~/text.txt` reaches
+    # the program as it is (the shell expands `~` only at a word's start).
+    path = SHIPPED_CORPORA.get(dataset) or os.path.expanduser(dataset)
     return TextSource(dataset, path, read_text_file(path))

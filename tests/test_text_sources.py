@@ -21,6 +21,14 @@ def test_reads_utf8_dropping_bom_and_crlf(tmp_path):
     assert (source.name, source.location, source.text) == (str(path), str(path), "ROMEO:\nO, né!\n")
 
 
+def test_home_directory_tilde_is_expanded(tmp_path, monkeypatch):
+    # `--dataset=~/play.txt` reaches the program unexpanded (the shell expands `~` only at a word's start).
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "play.txt").write_text("ROMEO:\nO!\n", encoding="utf-8")
+    source = load_text_source("~/play.txt")
+    assert (source.name, source.location, source.text) == ("~/play.txt", str(tmp_path / "play.txt"), "ROMEO:\nO!\n")
+
+
 def test_shipped_corpus_is_the_default_and_is_tiny_shakespeare():
     assert DEFAULT_TEXT_SOURCE == "tinyshakespeare"
     source = load_text_source(DEFAULT_TEXT_SOURCE)
