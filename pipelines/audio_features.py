@@ -21,6 +21,8 @@ FEATURE_DEFINITION_VERSION = 1
 
 KINDS = ("log_mel", "mfcc")
 NORMALISATIONS = ("utterance", "utterance_scalar", "none")
+# The whole-number fields; the other numbers are floats (`cache_key`).
+_INTEGER_FIELDS = ("sample_rate", "n_mels", "n_mfcc", "n_fft", "hop_length", "win_length")
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ class FeatureConfig:
                 f"expected {expected}, got {getattr(self, name)!r}."
             )
 
-        for name in ("sample_rate", "n_mels", "n_mfcc", "n_fft", "hop_length", "win_length"):
+        for name in _INTEGER_FIELDS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
                 fail(name, "a positive integer")
@@ -194,8 +196,19 @@ class FeatureConfig:
         return cls(**values)
 
     def cache_key(self):
-        """Short stable hash of the definition and every field."""
-        fields = self.to_dict()
+        """Short stable hash of the definition and every field.
+
+        Equal configurations share a key however their numbers are written:
+        the whole-number fields enter it as ints, the other numbers as floats
+        (as the command line parses them), so `fmax=3800` and `fmax=3800.0`,
+        or a NumPy scalar, find the same cached features.
+        """
+        fields = {
+            name: int(value) if name in _INTEGER_FIELDS
+            else value if value is None or isinstance(value, str)
+            else float(value)
+            for name, value in self.to_dict().items()
+        }
         if fields["trim_db"] is None:
             # A field added later enters the key only when set, so the
             # features cached before it existed stay valid.

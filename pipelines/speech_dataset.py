@@ -229,12 +229,19 @@ def _build_split_cache(directory, split, utterances, *, feature_config, vocabula
         skipped.append([utterance.source, reason, str(detail)])
 
     workers = max(1, min(4, os.cpu_count() or 1))
-    pending = collections.deque()  # (utterance, text, future), in input order
+    # (utterance, text, future, problem) in input order. A bad transcript
+    # (its `problem`, no future) waits for the audio queued before it, so
+    # skips are listed in input order and `strict` names the split's first
+    # bad utterance, not the first one noticed.
+    pending = collections.deque()
     probed = []  # seconds of audio of the first utterances, featurised inline
 
     def finish_oldest():
         nonlocal audio_seconds
-        utterance, text, future = pending.popleft()
+        utterance, text, future, problem = pending.popleft()
+        if problem:
+            skip(utterance, *problem)
+            return
         try:
             features, seconds = future.result()
         except AudioError as error:
@@ -251,29 +258,30 @@ def _build_split_cache(directory, split, utterances, *, feature_config, vocabula
             for utterance in utterances:
                 text, problem = _check_transcript(utterance, vocabulary)
                 if problem:
-                    skip(utterance, *problem)
-                    continue
-                if utterance.path is not None:
-                    files[utterance.path] = file_stamp(utterance.path)
-                if (
-                    pool is None and workers > 1 and len(probed) >= _PROBE_UTTERANCES
-                    and sum(probed) / len(probed) >= THREADED_MIN_SECONDS
-                ):
-                    pool = stack.enter_context(concurrent.futures.ThreadPoolExecutor(workers))
-                if pool is not None:
-                    future = pool.submit(_featurise, utterance, feature_config, max_duration_s)
+                    future = None
                 else:
-                    future = _inline(_featurise, utterance, feature_config, max_duration_s)
-                    if len(probed) < _PROBE_UTTERANCES and future.exception() is None:
-                        probed.append(future.result()[1])
-                pending.append((utterance, text, future))
+                    if utterance.path is not None:
+                        files[utterance.path] = file_stamp(utterance.path)
+                    if (
+                        pool is None and workers > 1 and len(probed) >= _PROBE_UTTERANCES
+                        and sum(probed) / len(probed) >= THREADED_MIN_SECONDS
+                    ):
+                        pool = stack.enter_context(concurrent.futures.ThreadPoolExecutor(workers))
+                    if pool is not None:
+                        future = pool.submit(_featurise, utterance, feature_config, max_duration_s)
+                    else:
+                        future = _inline(_featurise, utterance, feature_config, max_duration_s)
+                        if len(probed) < _PROBE_UTTERANCES and future.exception() is None:
+                            probed.append(future.result()[1])
+                pending.append((utterance, text, future, problem))
                 if len(pending) >= _IN_FLIGHT:
                     finish_oldest()
             while pending:
                 finish_oldest()
     except BaseException:
-        for _, _, future in pending:
-            future.cancel()
+        for _, _, future, _ in pending:
+            if future is not None:
+                future.cancel()
         writer.abort()
         raise
     elapsed = time.perf_counter() - started
@@ -546,7 +554,8 @@ def build_speech_datasets(
         batch_size: Utterances per batch.
         cache_dir: Root of the TFDS and feature caches.
         max_duration_s: Longest utterance kept, seconds.
-        strict: Raise on the first bad utterance instead of skipping it.
+        strict: Raise on the first bad utterance (in the order the split is
+            read) instead of skipping it.
         spec_augment: Mask time and frequency bands of training features.
         spec_augment_max_frequency: Widest frequency mask (two per
             utterance) as a fraction of the features, in (0, 1].

@@ -166,6 +166,21 @@ def test_cache_key_and_round_trip():
         FeatureConfig.from_dict({**config.to_dict(), "hop": 1})
 
 
+def test_equal_configurations_written_with_ints_or_floats_share_a_cache_key():
+    # The command line parses --fmin/--fmax/--top-db/--trim-db as floats: the
+    # keys of those caches (the default's and the README's 8 kHz command's)
+    # stay as they were, and the same settings written as ints, or as NumPy
+    # scalars, find them instead of computing every feature again.
+    documented = FeatureConfig(fmax=3800.0, top_db=30.0, trim_db=30.0)
+    assert (FeatureConfig().cache_key(), documented.cache_key()) == ("32430ab05aa147ff", "f7d2accff75f70fc")
+    assert FeatureConfig(fmin=20, fmax=3800, top_db=30, trim_db=30).cache_key() == documented.cache_key()
+    assert FeatureConfig(fmax=np.float32(3800), top_db=np.float64(30), trim_db=30).cache_key() == documented.cache_key()
+    assert FeatureConfig(sample_rate=np.int64(16000), n_mels=np.int32(80), fmin=20).cache_key() == "32430ab05aa147ff"
+    ints, floats = FeatureConfig(log_offset=1, norm_epsilon=1), FeatureConfig(log_offset=1.0, norm_epsilon=1.0)
+    assert ints.cache_key() == floats.cache_key()
+    assert FeatureConfig(fmax=3800).cache_key() != FeatureConfig(fmax=3801).cache_key() != documented.cache_key()
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

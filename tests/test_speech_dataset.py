@@ -580,6 +580,32 @@ def test_worker_threads_only_for_long_clips_and_the_same_cache(tmp_path, monkeyp
         )
 
 
+@pytest.mark.parametrize("threaded", [False, True])
+def test_strict_names_the_first_bad_utterance_in_input_order(tmp_path, monkeypatch, threaded):
+    # A bad transcript is known before any audio is read, a bad file only once
+    # its features are computed (maybe on a worker thread): the file before the
+    # transcript is still named first, and skips are listed in input order.
+    from data.speech_sources import Utterance
+    from pipelines.feature_cache import FeatureCacheReader
+
+    monkeypatch.setattr(speech_dataset, "_PROBE_UTTERANCES", 1)
+    monkeypatch.setattr(speech_dataset, "THREADED_MIN_SECONDS", 0.0 if threaded else 1e9)
+    monkeypatch.setattr(speech_dataset.os, "cpu_count", lambda: 2)
+    utterances = [
+        Utterance(f"u{i}", "some words", audio=_speech_like(0.3, 16000, i), sample_rate=16000) for i in range(6)
+    ]
+    utterances[2] = Utterance("quiet", "some words", audio=np.zeros(8000, np.float32), sample_rate=16000)
+    utterances[4] = Utterance("unspoken", "", audio=_speech_like(0.3, 16000, 4), sample_rate=16000)
+    kwargs = dict(feature_config=CONFIG, vocabulary=VOCABULARY, max_duration_s=60.0)
+    with pytest.raises(ValueError, match=r"^Bad train utterance \(strict mode\): quiet: silent: "):
+        speech_dataset._build_split_cache(str(tmp_path / "strict"), "train", iter(utterances), strict=True, **kwargs)
+    assert not os.path.exists(tmp_path / "strict") and not os.listdir(tmp_path)  # nothing left behind
+    speech_dataset._build_split_cache(str(tmp_path / "split"), "train", iter(utterances), strict=False, **kwargs)
+    index = FeatureCacheReader(str(tmp_path / "split")).index
+    assert [entry[:2] for entry in index["skipped"]] == [["quiet", "silent"], ["unspoken", "empty_transcript"]]
+    assert [entry["key"] for entry in index["entries"]] == ["u0", "u1", "u3", "u5"]
+
+
 def test_damaged_feature_cache_is_reported_not_rebuilt_over(tmp_path):
     folder = _corpus(tmp_path / "corpus", bad=False)
     _build(folder, tmp_path / "cache")
