@@ -135,6 +135,9 @@ class FeatureConfig:
                 f"expected {expected}, got {getattr(self, name)!r}."
             )
 
+        for f in dataclasses.fields(self):  # NumPy scalars as Python numbers: `to_dict` is written as JSON
+            if isinstance(getattr(self, f.name), np.generic):
+                object.__setattr__(self, f.name, getattr(self, f.name).item())
         for name in _INTEGER_FIELDS:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:

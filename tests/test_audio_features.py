@@ -1,5 +1,6 @@
 """FeatureConfig, compute_features and load_audio: definition, errors, bad files."""
 
+import json
 import os
 
 import numpy as np
@@ -179,6 +180,18 @@ def test_equal_configurations_written_with_ints_or_floats_share_a_cache_key():
     ints, floats = FeatureConfig(log_offset=1, norm_epsilon=1), FeatureConfig(log_offset=1.0, norm_epsilon=1.0)
     assert ints.cache_key() == floats.cache_key()
     assert FeatureConfig(fmax=3800).cache_key() != FeatureConfig(fmax=3801).cache_key() != documented.cache_key()
+
+
+def test_numpy_scalars_are_read_as_python_numbers():
+    # A config built from NumPy values (say, read from an array of settings) is written as
+    # JSON with the run (feature_config.json, the export's metadata) and checked as numbers.
+    config = FeatureConfig(sample_rate=np.int64(8000), n_mels=np.int32(40), fmax=np.float32(3800),
+                           top_db=np.float32(30), trim_db=np.float16(30))
+    assert json.loads(json.dumps(config.to_dict())) == FeatureConfig(
+        sample_rate=8000, n_mels=40, fmax=3800.0, top_db=30.0, trim_db=30.0).to_dict()
+    assert type(config.sample_rate) is int and type(config.top_db) is float
+    with pytest.raises(ValueError, match="field `n_mels`, expected a positive integer, got True"):
+        FeatureConfig(n_mels=np.bool_(True))
 
 
 @pytest.mark.parametrize(
