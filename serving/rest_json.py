@@ -10,7 +10,9 @@ with `predictions` (a list of per-item values, or of objects when there are
 several outputs), columnar ones with `outputs` (the tensor, or an object of
 named tensors). Output strings that are not UTF-8, or whose output name ends
 in `_bytes`, come back as `{"b64": "..."}`. NaN and Infinity are accepted and
-written as JSON tokens, as TF Serving does.
+written as JSON tokens, as TF Serving does. JSON `true`/`false` are for DT_BOOL
+inputs only: among a float or int input's numbers they are refused, as TF
+Serving refuses them (numpy alone would read them as 1 and 0).
 """
 
 import base64
@@ -78,6 +80,17 @@ def _string_leaves(value, name):
     )
 
 
+def _holds_bool(value):
+    """Whether a JSON value (a number or nested lists of them) holds a true or false."""
+    if type(value) is bool:
+        return True
+    if not isinstance(value, list):
+        return False
+    if value and not isinstance(value[0], list):  # a rectangular array's innermost list
+        return bool in map(type, value)
+    return any(_holds_bool(v) for v in value)
+
+
 def _shape_of(value, name):
     """Shape of a rectangular nested list; RequestError when ragged."""
     if not isinstance(value, list):
@@ -114,6 +127,12 @@ def to_array(value, spec, name):
                 type(v) is int for v in array.ravel()):  # beyond 64 bits, which numpy keeps as objects
             raise RequestError(f'Input "{name}" holds integers outside the range of {dtype_name(dtype)}.')
         accepted = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}[np.dtype(dtype.as_numpy_dtype).kind]
+        if array.size and kind in "fiu" and accepted != "b" and _holds_bool(value):
+            # numpy reads [1.5, true] as [1.5, 1.0]; TF Serving refuses a JSON true or
+            # false for a numeric tensor ("is not of expected type"), as a number for DT_BOOL.
+            raise RequestError(
+                f'Input "{name}" must be a {expected}, got a boolean (JSON true or false) among its numbers.'
+            )
         if array.size and kind not in accepted:
             got = {"U": "strings", "O": "mixed or nested values", "b": "booleans", "f": "non-integer numbers"}.get(kind, array.dtype.name)
             raise RequestError(f'Input "{name}" must be a {expected}, got {got}.')

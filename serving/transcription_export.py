@@ -184,7 +184,7 @@ def export_transcriber(
     returning `text` string `(batch,)` (greedy CTC decoding, repeats merged,
     blanks dropped, spaces collapsed and stripped as `ctc_decode_text`
     does), `log_probs` float32 `(batch, frames, classes)` and `frame_length`
-    int32 `(batch,)`:
+    int32 `(batch,)` (an empty batch, 0 rows, gives outputs of 0 rows):
 
     - `serving_default`: `waveform` float32 `(batch, samples)`, mono at
       `feature_config.sample_rate`, padded at the end, and `waveform_length`
@@ -313,6 +313,22 @@ def export_transcriber(
         return text, log_probs, frame_length
 
     def transcribe(features, feature_length):
+        # The model's loop cannot run over no frame ("Tried to stack elements of an
+        # empty list"), nor the CTC decoders over no row ("inputs must not be
+        # empty"): features without frames (clips shorter than one FFT frame) get
+        # one zero frame, which no row's length reaches, and an empty batch one
+        # zero row of length 0, whose outputs are dropped. Either way the answer
+        # is that of the rows sent: "" for rows without frames, as in a longer
+        # batch, and no rows for an empty batch.
+        batch = tf.shape(features)[0]
+        features = tf.pad(
+            features, [[0, tf.maximum(1 - batch, 0)], [0, tf.maximum(1 - tf.shape(features)[1], 0)], [0, 0]]
+        )
+        feature_length = tf.pad(feature_length, [[0, tf.maximum(1 - batch, 0)]])
+        outputs = transcribe_rows(features, feature_length)
+        return {name: value[:batch] for name, value in outputs.items()}
+
+    def transcribe_rows(features, feature_length):
         if candidate_warps is not None:
             text, log_probs, frame_length = warped_closed_vocabulary(features, feature_length)
             return {"text": text, "log_probs": log_probs, "frame_length": frame_length}
@@ -386,9 +402,6 @@ def export_transcriber(
         ]
         with tf.control_dependencies(checks):
             features, feature_length = tf.identity(features), tf.identity(feature_length)
-        # At least one frame: the model's loop cannot run over none (features of
-        # clips shorter than one FFT frame only); their rows read "", as in a longer batch.
-        features = tf.pad(features, [[0, 0], [0, tf.maximum(1 - tf.shape(features)[1], 0)], [0, 0]])
         return transcribe(features, feature_length)
 
     archive = keras.export.ExportArchive()

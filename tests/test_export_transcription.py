@@ -176,6 +176,22 @@ def test_features_without_frames_read_empty_text(loaded, vocabulary):
     assert out["log_probs"].shape[0] == 2 and out["log_probs"].shape[2] == vocabulary.size
 
 
+@pytest.mark.parametrize("signature, inputs", [
+    ("serving_default", {"waveform": (0, 0)}),
+    ("serving_default", {"waveform": (0, 1000)}),
+    ("from_features", {"features": (0, 0, CONFIG.n_features)}),
+    ("from_features", {"features": (0, 5, CONFIG.n_features)}),
+])
+def test_an_empty_batch_reads_no_rows(loaded, vocabulary, signature, inputs):
+    # Not "inputs must not be empty" from the CTC decoder, nor the model's loop over no frame.
+    lengths = "waveform_length" if signature == "serving_default" else "feature_length"
+    out = loaded.signatures[signature](**{name: tf.zeros(shape) for name, shape in inputs.items()},
+                                       **{lengths: tf.zeros((0,), tf.int32)})
+    assert out["text"].shape == (0,) and out["text"].dtype == tf.string
+    assert out["frame_length"].shape == (0,) and out["frame_length"].dtype == tf.int32
+    assert out["log_probs"].shape[0] == 0 and out["log_probs"].shape[2] == vocabulary.size
+
+
 def test_non_finite_inputs_are_invalid_argument_naming_the_row(loaded):
     # Training refuses such audio; the export must not answer NaN log_probs and "".
     waveform = np.full((3, 1000), 0.1, np.float32)

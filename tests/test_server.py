@@ -332,6 +332,28 @@ def test_predict_with_a_length_per_row_mismatch_is_400(asr_client):
         assert response.json() == {"error": message}
 
 
+def test_json_booleans_among_numbers_are_400_as_in_tf_serving(asr_client):
+    # numpy would read [0.5, true] as [0.5, 1.0]; TF Serving's json_tensor refuses a JSON
+    # true/false for a float or int tensor ("... is not of expected type: float").
+    waveform = [0.0] * 500
+    cases = [
+        ({"inputs": {"waveform": [[True] + waveform], "waveform_length": [501]}}, "waveform", "DT_FLOAT"),
+        ({"inputs": {"waveform": [waveform, waveform[:-1] + [False]], "waveform_length": [500, 500]}},
+         "waveform", "DT_FLOAT"),
+        ({"inputs": {"waveform": [waveform], "waveform_length": [True]}}, "waveform_length", "DT_INT32"),
+        ({"inputs": {"waveform": [waveform] * 2, "waveform_length": [500, True]}}, "waveform_length", "DT_INT32"),
+        ({"instances": [{"waveform": waveform, "waveform_length": 500},
+                        {"waveform": waveform, "waveform_length": False}]}, "waveform_length", "DT_INT32"),
+        ({"signature_name": "from_features",
+          "inputs": {"features": [[[0.0] * 39 + [True]] * 5], "feature_length": [5]}}, "features", "DT_FLOAT"),
+    ]
+    for body, name, dtype in cases:
+        response = asr_client.post("/v1/models/asr:predict", json=body)
+        assert response.status_code == 400, body
+        error = response.json()["error"]
+        assert error.startswith(f'Input "{name}" must be a {dtype} of shape'), error
+        assert "boolean" in error, error
+
 def test_requests_with_rows_that_disagree_are_never_merged(exports, asr_saved):
     from serving.model_store import Signature
     from serving.server import _batch_key
