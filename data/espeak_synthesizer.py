@@ -1,6 +1,8 @@
 """Offline text to speech with libespeak-ng (from the `espeakng-loader` wheel), via ctypes."""
 
 import ctypes
+import functools
+import os
 import threading
 
 import numpy as np
@@ -26,7 +28,11 @@ class EspeakSynthesizer:
 
     Call arguments of `synthesize`:
         text: UTF-8 text.
-        voice: espeak voice name with an optional variant, e.g. `"en-us+f2"`.
+        voice: espeak voice name with an optional variant, e.g. `"en-us+f2"`
+            (`voice_variants()` lists the variants; a number n stands for
+            `m<n>` below 10 and `f<n-10>` from 10, as espeak-ng reads it).
+            An unknown variant is a ValueError: espeak-ng itself would
+            speak with the plain voice and report success.
         rate: Words per minute (80-450).
         pitch: Base pitch, 0-100.
         pitch_range: Pitch range, 0-100.
@@ -45,13 +51,7 @@ class EspeakSynthesizer:
     _instance_lock = threading.Lock()
 
     def __init__(self):
-        try:
-            import espeakng_loader
-        except ImportError as error:
-            raise ImportError(
-                "The synthetic speech corpus needs the `espeakng-loader` package "
-                "(`pip install espeakng-loader`), which ships libespeak-ng and its voices."
-            ) from error
+        espeakng_loader = _loader()
         self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
         self._lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
@@ -60,6 +60,7 @@ class EspeakSynthesizer:
             ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
             ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
         ]
+        self._variants = voice_variants()
         data_path = espeakng_loader.get_data_path().encode()
         self.sample_rate = self._lib.espeak_Initialize(
             _AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path, _INITIALIZE_DONT_EXIT
@@ -92,6 +93,7 @@ class EspeakSynthesizer:
                     f"Received an invalid value for argument `voice`, expected an espeak-ng "
                     f"voice such as 'en-us+m3', got {voice!r} (espeak error {status})."
                 )
+            check_voice_variant(voice, self._variants)
             for name, value in (("rate", rate), ("pitch", pitch), ("range", pitch_range)):
                 self._lib.espeak_SetParameter(_PARAMETERS[name], int(value), 0)
             encoded = text.encode("utf-8")
@@ -105,6 +107,78 @@ class EspeakSynthesizer:
         if not chunks:
             return np.zeros(0, np.int16)
         return np.concatenate(chunks).astype(np.int16, copy=False)
+
+
+def _loader():
+    try:
+        import espeakng_loader
+    except ImportError as error:
+        raise ImportError(
+            "The synthetic speech corpus needs the `espeakng-loader` package "
+            "(`pip install espeakng-loader`), which ships libespeak-ng and its voices."
+        ) from error
+    return espeakng_loader
+
+
+def _variant_directory():
+    # espeak-ng loads the variant of "voice+name" from voices/!v/name (ExtractVoiceVariantName).
+    return os.path.join(_loader().get_data_path(), "voices", "!v")
+
+
+@functools.lru_cache(maxsize=1)
+def voice_variants():
+    """The voice variant names of the installed espeak-ng data, sorted (e.g. `"Alex"`, `"f1"`, `"m3"`)."""
+    directory = _variant_directory()
+    return tuple(sorted(
+        name for name in os.listdir(directory) if os.path.isfile(os.path.join(directory, name))
+    ))
+
+
+def check_voice_variant(voice, variants=None):
+    """Raise a ValueError when `voice` names a variant (`"en+name"`) that espeak-ng does not have.
+
+    espeak_SetVoiceByName ignores a variant it cannot load (it returns
+    success and speaks with the plain voice), so the variant is checked here,
+    as espeak-ng reads it: the text after the first "+", where a leading
+    number n stands for `m<n>` (1-9) or `f<n-10>` (10 and up) and 0 for none.
+    """
+    _, plus, variant = voice.partition("+")
+    if not plus:
+        return
+    variants = voice_variants() if variants is None else variants
+    name = variant
+    if variant[:1].isdigit():
+        number = int(variant[:len(variant) - len(variant.lstrip("0123456789"))])
+        if number == 0:
+            return
+        name = f"m{number}" if number < 10 else f"f{number - 10}"
+    if name not in variants:
+        numbered = "" if name == variant else f" (espeak-ng reads {variant!r} as {name!r})"
+        raise ValueError(
+            f"Received an invalid value for argument `voice`, {voice!r}: espeak-ng has no voice variant "
+            f"{variant!r}{numbered}, and would silently speak with the plain voice {voice.partition('+')[0]!r}; "
+            f"expected one of the {len(variants)} variants of {_variant_directory()}: {', '.join(variants)}."
+        )
+
+
+def espeak_ng_version():
+    """`{"espeak_ng": library version, "espeakng_loader": wheel version}` of the installed
+    espeak-ng (e.g. `{"espeak_ng": "1.52.0", "espeakng_loader": "0.2.4"}`), or None without the wheel.
+
+    The wheel pins both the library and its voice data, which decide the audio.
+    """
+    import importlib.metadata
+
+    try:
+        import espeakng_loader
+
+        wheel = importlib.metadata.version("espeakng-loader")
+    except (ImportError, importlib.metadata.PackageNotFoundError):
+        return None
+    lib = ctypes.CDLL(espeakng_loader.get_library_path())
+    lib.espeak_Info.restype = ctypes.c_char_p  # the version string; no espeak_Initialize needed
+    lib.espeak_Info.argtypes = [ctypes.c_void_p]
+    return {"espeak_ng": lib.espeak_Info(None).decode("utf-8", "replace"), "espeakng_loader": wheel}
 
 
 def synthesize_in_subprocess(jobs, *, seed=0):
@@ -125,10 +199,11 @@ def synthesize_in_subprocess(jobs, *, seed=0):
     """
     import io
     import json
-    import os
     import subprocess
     import sys
 
+    for job in jobs:  # here, as a ValueError, rather than in the subprocess's stderr
+        check_voice_variant(job.get("voice", "en"))
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ)
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")

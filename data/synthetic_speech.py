@@ -3,6 +3,8 @@
 import concurrent.futures
 import dataclasses
 import hashlib
+import json
+import logging
 import os
 from dataclasses import dataclass, field
 
@@ -10,10 +12,12 @@ import librosa
 import numpy as np
 import tensorflow_datasets as tfds
 
-from data.espeak_synthesizer import synthesize_in_subprocess
+from data.espeak_synthesizer import espeak_ng_version, synthesize_in_subprocess
 from data.offline_builder import OfflineBuilder
 from data.recording_channel import apply_channel, draw_channel
 from pipelines.vocabulary import DIGIT_WORDS, normalize_transcript
+
+logger = logging.getLogger(__name__)
 
 TEXT_CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tinyshakespeare.txt")
 
@@ -286,6 +290,14 @@ class SyntheticSpeech(OfflineBuilder):
     `np.frombuffer(pcm16, "<i2")`), `sample_rate` (`params.sample_rate`),
     `text`, `speaker` (the espeak voice, e.g. `en-us+m3`).
 
+    The espeak-ng that made the audio is recorded in the corpus's
+    `metadata.json` (TFDS's `info.metadata`): `espeak_ng`, the library's
+    version, and `espeakng_loader`, the wheel's, which pins the library and
+    its voices. Corpora cached before that record have none and are not checked.
+    It is not part of the corpus's name: a corpus cached by another version is
+    still used (another wheel speaks slightly differently, so it would not be
+    drawn again sample for sample), with a warning naming both versions.
+
     Args:
         params: A `SyntheticSpeechParams`.
         data_dir: Where TFDS writes the corpus (under the cache dir).
@@ -316,10 +328,35 @@ class SyntheticSpeech(OfflineBuilder):
             description=f"espeak-ng speech, {self._params}",
         )
         super().__init__(data_dir=data_dir, config=config, **kwargs)
+        if self.is_prepared():
+            self._check_espeak_version()
 
     @property
     def params(self):
         return self._params
+
+    def _check_espeak_version(self):
+        """Warn when the cached corpus was made by another espeak-ng than the installed one."""
+        path = os.path.join(self.data_dir, "metadata.json")  # TFDS's file of `info.metadata`
+        try:
+            with open(path, encoding="utf-8") as f:
+                record = json.load(f)
+            made_by = {k: record.get(k) for k in ("espeak_ng", "espeakng_loader")}
+        except (OSError, ValueError, AttributeError):
+            made_by = {}
+        if not made_by.get("espeak_ng"):
+            return  # cached before the version was recorded: nothing to compare
+        installed = espeak_ng_version()
+        if installed is None or made_by == installed:
+            return  # reading the corpus needs no espeak-ng
+        logger.warning(
+            "The synthetic speech corpus %s was made by espeak-ng %s (espeakng-loader %s), but espeak-ng %s "
+            "(espeakng-loader %s) is installed: the cached audio is used as it is, and a corpus built with the "
+            "installed version would not be the same sample for sample (so neither would figures trained on it). "
+            "Delete that folder to build the corpus again with the installed version.",
+            self.data_dir, made_by["espeak_ng"], made_by["espeakng_loader"],
+            installed["espeak_ng"], installed["espeakng_loader"],
+        )
 
     def _info(self):
         return tfds.core.DatasetInfo(
@@ -337,6 +374,9 @@ class SyntheticSpeech(OfflineBuilder):
                 }
             ),
             supervised_keys=("pcm16", "text"),
+            # The espeak-ng making the audio, saved with the corpus as metadata.json
+            # (TFDS reads a cached corpus's file over it, when it has one).
+            metadata=tfds.core.MetadataDict(espeak_ng_version() or {}),
         )
 
     def _split_generators(self, dl_manager):

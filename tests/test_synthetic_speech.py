@@ -1,12 +1,19 @@
-"""SyntheticSpeechParams: options outside what the pipeline can use are refused."""
+"""SyntheticSpeechParams: options outside what the pipeline can use are refused; the espeak-ng behind the corpus."""
 
 import dataclasses
+import json
+import logging
+import pathlib
 
+import numpy as np
 import pytest
 
+from data.espeak_synthesizer import check_voice_variant, espeak_ng_version, synthesize_in_subprocess, voice_variants
 from data.synthetic_speech import (
     MIN_SAMPLE_RATE,
     TEXT_CORPUS,
+    TRAIN_VARIANTS,
+    VALIDATION_VARIANTS,
     SyntheticSpeech,
     SyntheticSpeechParams,
     _corpus_text,
@@ -79,3 +86,57 @@ def test_option_given_twice_refused():
         r"the synthetic speech field `seed` is given twice\.$",
     ):
         SyntheticSpeechParams.from_spec("synthetic:seed=1,num_train=50,seed=2")
+
+
+def test_an_unknown_voice_variant_is_refused_not_spoken_as_the_plain_voice():
+    # espeak_SetVoiceByName returns success for "en+nosuchvariant" and speaks plain "en".
+    with pytest.raises(ValueError, match=r"'en\+nosuchvariant': espeak-ng has no voice variant 'nosuchvariant', "
+                                         r"and would silently speak with the plain voice 'en'; expected one of the "
+                                         r"\d+ variants of .*!v: Alex, .*\bm3\b"):
+        synthesize_in_subprocess([{"text": "one", "voice": "en+nosuchvariant"}])
+    # Numbers as espeak-ng reads them: 3 is m3, 13 is f3, 25 would be f15 (none), 0 no variant.
+    for voice in ("en-us+m3", "en+3", "en+13", "en+0", "en+Alex", "en"):
+        check_voice_variant(voice)
+    with pytest.raises(ValueError, match=r"no voice variant '25' \(espeak-ng reads '25' as 'f15'\)"):
+        check_voice_variant("en+25")
+    with pytest.raises(ValueError, match="no voice variant 'alex'"):  # variant files are case-sensitive
+        check_voice_variant("en+alex")
+    # The corpus's own variants all exist: none is silently the plain voice.
+    assert set(TRAIN_VARIANTS + VALIDATION_VARIANTS) - {""} <= set(voice_variants())
+    (pcm,), _ = synthesize_in_subprocess([{"text": "one", "voice": "en+m3"}])
+    assert pcm.size > 1000
+
+
+def test_the_cached_corpus_records_its_espeak_version_and_warns_when_another_is_installed(tmp_path, caplog):
+    import tensorflow_datasets as tfds
+
+    params = SyntheticSpeechParams(num_train=1, num_validation=1, text="digits", min_words=1, max_words=1,
+                                   sample_rate=8000)
+    builder = SyntheticSpeech(params=params, data_dir=tmp_path)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    installed = espeak_ng_version()
+    assert installed["espeak_ng"] and installed["espeakng_loader"]
+    record = pathlib.Path(builder.data_dir) / "metadata.json"
+    assert json.loads(record.read_text()) == installed
+
+    def reopen():
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="data.synthetic_speech"):
+            opened = SyntheticSpeech(params=params, data_dir=tmp_path)
+        assert opened.is_prepared()
+        return [r.getMessage() for r in caplog.records if r.name == "data.synthetic_speech"]
+
+    audio = [np.frombuffer(e["pcm16"], "<i2") for e in tfds.as_numpy(builder.as_dataset(split="train"))]
+    assert reopen() == []
+    record.write_text(json.dumps({"espeak_ng": "1.51.1", "espeakng_loader": "0.1.9"}))
+    [message] = reopen()
+    assert (f"was made by espeak-ng 1.51.1 (espeakng-loader 0.1.9), but espeak-ng {installed['espeak_ng']} "
+            f"(espeakng-loader {installed['espeakng_loader']}) is installed") in message
+    assert builder.data_dir in message and "Delete that folder" in message
+    # Warned, not rebuilt: the same name and audio.
+    reopened = SyntheticSpeech(params=params, data_dir=tmp_path)
+    assert reopened.data_dir == builder.data_dir
+    again = [np.frombuffer(e["pcm16"], "<i2") for e in tfds.as_numpy(reopened.as_dataset(split="train"))]
+    assert all(np.array_equal(a, b) for a, b in zip(audio, again)) and len(audio) == len(again) == 1
+    record.unlink()  # a corpus cached before the record was kept: nothing to compare
+    assert reopen() == []
