@@ -19,7 +19,13 @@ import traceback
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from training import TASKS  # noqa: E402
-from training.cli import add_config_flags, config_from_namespace, unrecognized_arguments  # noqa: E402
+from training.cli import (  # noqa: E402
+    _directory_error,
+    add_config_flags,
+    config_from_namespace,
+    take_dash_values,
+    unrecognized_arguments,
+)
 from tuning.config import TuningConfig  # noqa: E402
 from tuning.search_spaces import TUNED_HYPERPARAMETERS  # noqa: E402
 from tuning.tasks import tuning_task  # noqa: E402
@@ -32,7 +38,7 @@ def parse_command(argv=None):
     known, _ = pre.parse_known_args(argv)
     module = importlib.import_module(TASKS[known.task])
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = take_dash_values(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument(
         "--task",
         choices=sorted(TASKS),
@@ -54,6 +60,8 @@ def parse_command(argv=None):
                              "train.py run of this task.")
         if getattr(config, "candidates", None) is not None:
             module.read_candidates(config)  # a bad file is refused now, not after a search or a training
+        check_effective_flags(args, config, tuning)
+        check_directories(config)
         if tuning.tune:
             tuning_task(known.task).search_ranges(tuning)  # an empty range fails here
             if getattr(config, "ensemble", 1) > 1:
@@ -85,6 +93,132 @@ def parse_command(argv=None):
     except (ValueError, TypeError) as error:
         parser.error(str(error))
     return module, config, tuning
+
+
+def _flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def check_effective_flags(args, config, tuning):
+    """A ValueError when a flag given in `args` would have no effect beside the others.
+
+    `args` holds only the flags given (their defaults are `argparse.SUPPRESS`);
+    `config` and `tuning` are what they make. A value that the run would ignore
+    is refused, naming the flag and why, rather than trained without.
+    """
+    given = vars(args)
+    if "mix_fraction" in given and getattr(config, "mix_dataset", None) is None:
+        raise ValueError("--mix-fraction is the share of training batches taken from --mix-dataset, and no "
+                         "--mix-dataset is given: the value would be ignored. Give --mix-dataset SPEC too, or "
+                         "drop --mix-fraction.")
+    if getattr(config, "feature_kind", None) == "mfcc":
+        for name, what in (("frequency_warp", "stretches the mel axis"),
+                           ("random_eq", "adds a gain curve over the mel axis")):
+            if given.get(name, 0) > 0:
+                raise ValueError(f"{_flag(name)} {given[name]} with --feature-kind mfcc: it {what} of log_mel "
+                                 "features, and MFCCs have none, so training would leave it out. Give "
+                                 f"{_flag(name)} 0, or drop it.")
+    if "n_mfcc" in given and getattr(config, "feature_kind", None) != "mfcc":
+        raise ValueError(f"--n-mfcc is the number of coefficients kept with --feature-kind mfcc; with "
+                         f"--feature-kind {config.feature_kind} the value would be ignored. Give --feature-kind "
+                         "mfcc too, or drop --n-mfcc.")
+    if "spec_augment_max_frequency" in given and getattr(config, "spec_augment", None) is False:
+        why = "--no-spec-augment" if "spec_augment" in given else "off by default when --dataset is only synthetic"
+        raise ValueError(f"--spec-augment-max-frequency is the widest SpecAugment frequency mask, and SpecAugment "
+                         f"is off ({why}): the value would be ignored. Give --spec-augment too, or drop "
+                         "--spec-augment-max-frequency.")
+    if given.get("data_dir") is not None:
+        from data.speech_sources import CATALOG
+
+        specs = [spec for spec in (config.dataset, config.mix_dataset) if spec is not None]
+        if not any(part.strip() in CATALOG for spec in specs for part in spec.split("+")):
+            raise ValueError(f"--data-dir is the TFDS data directory of the catalog datasets ({', '.join(CATALOG)}), "
+                             f"and neither --dataset nor --mix-dataset names one ({' and '.join(specs)}): the "
+                             "value would be ignored. Drop --data-dir.")
+    if given.get("tfds_data_dir") is not None:
+        from data.text_sources import TFDS_PREFIX
+
+        if not config.dataset.startswith(TFDS_PREFIX):
+            raise ValueError(f"--tfds-data-dir is the TFDS data directory of '{TFDS_PREFIX}NAME' datasets, and "
+                             f"--dataset {config.dataset} is not one: the value would be ignored. Drop "
+                             "--tfds-data-dir.")
+    if tuning.tune:
+        # Read by a training run only: a search's trials and its best model train without them.
+        unused = {
+            "lr_schedule": "the trials and the best model train at the sampled learning rate, without a schedule",
+            "early_stopping_patience": "the trials and the best model train up to --max-epochs epochs, without "
+                                       "early stopping",
+            "sample_prompt": "a search prints no sample (python generate.py --model-dir on its best model does)",
+            "sample_length": "a search prints no sample (python generate.py --model-dir on its best model does)",
+            "temperature": "a search prints no sample (python generate.py --model-dir on its best model does)",
+        }
+        ignored = [name for name in unused if name in given]
+        if ignored:
+            raise ValueError("with --tune, " + "; ".join(f"{_flag(name)} has no effect: {unused[name]}"
+                                                          for name in ignored)
+                             + (". Drop it." if len(ignored) == 1 else ". Drop them."))
+        if "hyperband_factor" in given and tuning.tuner != "hyperband":
+            raise ValueError(f"--hyperband-factor is Hyperband's reduction factor; --tuner {tuning.tuner} does not "
+                             "use it, so the value would be ignored. Give --tuner hyperband, or drop it.")
+    elif getattr(config, "sample_length", None) == 0:
+        ignored = [name for name in ("sample_prompt", "temperature") if name in given]
+        if ignored:
+            raise ValueError(f"--sample-length 0 prints no sample, so {' and '.join(map(_flag, ignored))} would "
+                             "be ignored. Give a --sample-length above 0, or drop them.")
+
+
+def _dataset_paths(config):
+    """The folders (transcription) or the text file (language model) that `config`'s
+    --dataset and --mix-dataset read, as `(flag, path)` pairs."""
+    if hasattr(config, "mix_dataset"):  # speech: folders, 'synthetic', catalog names, joined by '+'
+        from data.speech_sources import is_synthetic_spec
+
+        found = []
+        for flag, spec in (("--dataset", config.dataset), ("--mix-dataset", config.mix_dataset)):
+            if spec is None or not spec.strip():
+                continue
+            spec = spec.strip()
+            whole = os.path.isdir(os.path.expanduser(spec)) or "+" not in spec
+            for part in [spec] if whole else [part.strip() for part in spec.split("+")]:
+                if is_synthetic_spec(part):
+                    continue
+                for folder in (part, part.rpartition(":")[0]):  # FOLDER or FOLDER:OPTIONS
+                    if folder and os.path.isdir(os.path.expanduser(folder)):
+                        found.append((flag, os.path.expanduser(folder)))
+                        break
+        return found
+    from data.text_sources import SHIPPED_CORPORA, TFDS_PREFIX
+
+    if config.dataset.startswith(TFDS_PREFIX):
+        return []
+    return [("--dataset", SHIPPED_CORPORA.get(config.dataset) or os.path.expanduser(config.dataset))]
+
+
+def check_directories(config):
+    """A ValueError, naming the flag, for an --output-dir that holds the data or a --cache-dir
+    that cannot be made; checked before any data is read."""
+    out = os.path.realpath(config.output_dir)
+    for flag, path in _dataset_paths(config):
+        data = os.path.realpath(path)
+        if os.path.commonpath([out, data]) == out:
+            # A run writes config.json, metrics.json, model.keras, logs/, export/, ... there, and the
+            # messages of a later run offer to remove its --output-dir "to start again".
+            where = "holds" if out != data else "is the folder of" if os.path.isdir(data) else "is"
+            raise ValueError(
+                f"--output-dir {config.output_dir} {where} {flag} {path}: a run writes its "
+                "config.json, metrics.json, model, logs and export there, and removing an --output-dir to "
+                "start again would delete the data. Nothing was written: give an --output-dir outside it.")
+    if hasattr(config, "cache_dir"):
+        from pipelines.speech_dataset import DEFAULT_CACHE_DIR
+
+        cache = os.path.expanduser(config.cache_dir or DEFAULT_CACHE_DIR)
+        # An existing directory may hold every feature already (a shared, read-only cache): left to the run.
+        if not os.path.isdir(cache):
+            problem = "is a file, not a directory" if os.path.exists(cache) else _directory_error(cache)
+            if problem is not None:
+                given = "--cache-dir" if config.cache_dir else "the default --cache-dir"
+                raise ValueError(f"{given} {cache}: {problem}; expected a directory where corpora are generated "
+                                 "and features cached. Give another --cache-dir.")
 
 
 def parse_args(argv=None):
@@ -122,6 +256,21 @@ def next_steps(task, config, result):
     return "Next:\n" + "\n".join(lines) if lines else ""
 
 
+def _cache_note(config, error):
+    """What to add to the message of `error` when it is about a file of the cache
+    directory (an existing one that cannot be written): the flag that chose it."""
+    if (not isinstance(error, OSError) or not isinstance(error.filename, (str, bytes)) or not error.filename
+            or not hasattr(config, "cache_dir")):
+        return ""
+    from pipelines.speech_dataset import DEFAULT_CACHE_DIR
+
+    cache = os.path.realpath(os.path.expanduser(config.cache_dir or DEFAULT_CACHE_DIR))
+    path = os.path.realpath(os.fsdecode(error.filename))
+    if os.path.commonpath([cache, path]) != cache:
+        return ""
+    return f" (in --cache-dir {cache}: expected a directory this run can write corpora and features into)"
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -151,7 +300,7 @@ def main(argv=None):
         # field. The traceback is kept for bug reports with TRAIN_TRACEBACK=1.
         if os.environ.get("TRAIN_TRACEBACK"):
             traceback.print_exc()
-        print(f"train.py: error: {error}", file=sys.stderr)
+        print(f"train.py: error: {error}{_cache_note(config, error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if os.environ.get("TRAIN_TRACEBACK"):

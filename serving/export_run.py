@@ -240,7 +240,11 @@ def export_run(run_dir, export_base=None, candidates=None, candidate_warps=None)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m serving.export_run", description=__doc__.split("\n")[0])
+    from training.cli import take_dash_values
+
+    # `--candidate_warps -1,1` reaches the check of its factors, as `--candidate_warps=-1,1` does.
+    parser = take_dash_values(
+        argparse.ArgumentParser(prog="python -m serving.export_run", description=__doc__.split("\n")[0]))
     parser.add_argument("run_dir", nargs="+",
                         help="Output directory of a train.py run (an ensemble run stands for its members); several "
                              "transcription runs are packed "

@@ -1,6 +1,7 @@
 """Usage errors of `python -m serving.export_run` (bad run lists, export bases, warps, candidates)."""
 
 import dataclasses
+import json
 import os
 
 import pytest
@@ -123,3 +124,18 @@ def test_an_export_base_holding_versions_is_refused(run, tmp_path, capsys):
             f"folders (it writes <export_base>/transcriber/N or <export_base>/language_model/N), "
             f"e.g. {tmp_path / 'export'}") in message
     assert sorted(os.listdir(model_dir)) == ["1"] and "transcriber" not in os.listdir(version)
+
+
+def test_candidate_warps_that_start_with_a_dash_reach_their_check(tmp_path, capsys):
+    # A run's files as _read_run reads them; the checks come before any model is loaded.
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"")
+    Vocabulary(SPEECH_ALPHABET).save(str(run / "vocabulary.json"))
+    (run / "feature_config.json").write_text(json.dumps(CONFIG.to_dict()))
+    words = tmp_path / "words.txt"
+    words.write_text("bead\ncab\n", encoding="utf-8")
+    for warps in ("-1,1", "-0.9,1"):  # argparse took the first for a flag: "expected one argument"
+        message = _usage_error(capsys, run, "--candidates", words, "--candidate_warps", warps)
+        assert f"--candidate_warps {warps}: " in message and "distinct factors in [0.5, 1.5]" in message
+    assert not os.path.exists(run / "export")

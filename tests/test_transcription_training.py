@@ -670,6 +670,112 @@ def test_cli_flags_map_onto_the_config(capsys, tmp_path):
         train.parse_args(["--task", "transcription", "--hiden-size", "3"])
 
 
+def _usage_error(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_command([str(a) for a in argv])
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message, where_it_acts",
+    [
+        (["--mix-fraction", "0.5"], "--mix-fraction is the share of training batches taken from --mix-dataset, and "
+                                    "no --mix-dataset is given: the value would be ignored",
+         [["--mix-dataset", "synthetic", "--mix-fraction", "0.5"]]),
+        (["--feature-kind", "mfcc", "--frequency-warp", "0.15"],
+         "--frequency-warp 0.15 with --feature-kind mfcc: it stretches the mel axis of log_mel features",
+         # Its default (0.15) is left out for MFCCs; a 0 given says the same.
+         [["--feature-kind", "mfcc"], ["--feature-kind", "mfcc", "--frequency-warp", "0"]]),
+        (["--feature-kind", "mfcc", "--random-eq", "0.3"],
+         "--random-eq 0.3 with --feature-kind mfcc: it adds a gain curve over the mel axis of log_mel features",
+         # With per-band normalisation too: added after it, by the model, the curve reaches the layers.
+         [["--random-eq", "0.3"], ["--feature-kind", "mfcc", "--random-eq", "0"]]),
+        (["--n-mfcc", "13"], "--n-mfcc is the number of coefficients kept with --feature-kind mfcc; with "
+                             "--feature-kind log_mel the value would be ignored",
+         [["--feature-kind", "mfcc", "--n-mfcc", "13"]]),
+        (["--dataset", "librispeech", "--no-spec-augment", "--spec-augment-max-frequency", "0.25"],
+         "--spec-augment-max-frequency is the widest SpecAugment frequency mask, and SpecAugment is off "
+         "(--no-spec-augment)",
+         [["--dataset", "librispeech", "--spec-augment-max-frequency", "0.25"]]),
+        (["--dataset", "synthetic", "--spec-augment-max-frequency", "0.25"],
+         "SpecAugment is off (off by default when --dataset is only synthetic)",
+         [["--spec-augment", "--spec-augment-max-frequency", "0.25"]]),
+        (["--data-dir", "/srv/tfds"], "--data-dir is the TFDS data directory of the catalog datasets",
+         [["--mix-dataset", "spoken_digit", "--data-dir", "/srv/tfds"]]),
+        (["--tune", "--lr-schedule", "constant", "--early-stopping-patience", "3"],
+         "with --tune, --lr-schedule has no effect: the trials and the best model train at the sampled learning "
+         "rate, without a schedule; --early-stopping-patience has no effect",
+         [["--lr-schedule", "constant", "--early-stopping-patience", "3"]]),
+        (["--tune", "--tuner", "random", "--hyperband-factor", "4"],
+         "--hyperband-factor is Hyperband's reduction factor; --tuner random does not use it",
+         [["--tune", "--tuner", "hyperband", "--hyperband-factor", "4"]]),
+        (["--task", "language_model", "--tfds-data-dir", "/srv/tfds"],
+         "--tfds-data-dir is the TFDS data directory of 'tfds:NAME' datasets, and --dataset tinyshakespeare is not one",
+         [["--task", "language_model", "--dataset", "tfds:tiny_shakespeare", "--tfds-data-dir", "/srv/tfds"]]),
+        (["--task", "language_model", "--sample-length", "0", "--temperature", "0.5"],
+         "--sample-length 0 prints no sample, so --temperature would be ignored",
+         [["--task", "language_model", "--sample-length", "0"], ["--task", "language_model", "--temperature", "0.5"]]),
+        (["--task", "language_model", "--tune", "--temperature", "0.5"],
+         "with --tune, --temperature has no effect: a search prints no sample",
+         [["--task", "language_model", "--temperature", "0.5"]]),
+    ],
+)
+def test_train_py_refuses_a_flag_that_would_have_no_effect(argv, message, where_it_acts, capsys):
+    assert message in _usage_error(capsys, argv)
+    for acting in where_it_acts:
+        train.parse_command(acting)
+
+
+def test_train_py_refuses_an_output_dir_that_holds_the_dataset(tmp_path, capsys):
+    data = tmp_path / "shared" / "data"
+    fsdd = data / "fsdd"
+    fsdd.mkdir(parents=True)
+    (fsdd / "manifest.tsv").write_text("path\ttext\n")
+    for argv, shown in (
+        (["--dataset", fsdd, "--output-dir", fsdd], f"--output-dir {fsdd} is the folder of --dataset {fsdd}: "),
+        (["--dataset", fsdd, "--output-dir", data], f"--output-dir {data} holds --dataset {fsdd}: "),
+        (["--dataset", f"{fsdd}:held_out_speakers=lucas+synthetic", "--output-dir", fsdd / "." ],
+         f"is the folder of --dataset {fsdd}: "),
+        (["--mix-dataset", fsdd, "--output-dir", tmp_path], f"--output-dir {tmp_path} holds --mix-dataset {fsdd}: "),
+        (["--task", "language_model", "--dataset", fsdd / "manifest.tsv", "--output-dir", fsdd],
+         f"--output-dir {fsdd} holds --dataset {fsdd / 'manifest.tsv'}: "),
+    ):
+        message = _usage_error(capsys, argv)
+        assert shown in message and "removing an --output-dir to start again would delete the data" in message
+    assert sorted(os.listdir(fsdd)) == ["manifest.tsv"]
+    # Beside the data, or in a folder of its own inside it, no file of the data is at stake.
+    for out in (data / "runs" / "fsdd", fsdd / "runs" / "first"):
+        assert train.parse_args(["--dataset", str(fsdd), "--output-dir", str(out)])[1].output_dir == str(out)
+
+
+def test_train_py_names_a_cache_dir_it_cannot_make(tmp_path, capsys):
+    file = tmp_path / "a_file"
+    file.write_text("")
+    for cache, problem in ((file, "is a file, not a directory"), (file / "cache", f"{file} is a file, not a directory")):
+        message = _usage_error(capsys, ["--cache-dir", cache])
+        assert f"--cache-dir {cache}: {problem}; expected a directory where corpora are generated" in message
+    if os.path.isdir("/proc"):  # root may write any directory but not make one there
+        assert "--cache-dir /proc/x: no directory can be made in /proc" in _usage_error(capsys, ["--cache-dir", "/proc/x"])
+    # One that can be made is left to the run to make; an existing one may hold every feature already.
+    for cache in (tmp_path / "new" / "cache", tmp_path):
+        assert train.parse_args(["--cache-dir", str(cache)])[1].cache_dir == str(cache)
+    assert sorted(os.listdir(tmp_path)) == ["a_file"]
+    # An existing cache that cannot be written fails in the run, named as the flag that chose it.
+    config = transcription.Config(cache_dir=str(tmp_path))
+    denied = PermissionError(13, "Permission denied", str(tmp_path / "features" / "x.lock"))
+    assert f" (in --cache-dir {tmp_path}: expected a directory" in train._cache_note(config, denied)
+    assert train._cache_note(config, PermissionError(13, "Permission denied", "/elsewhere")) == ""
+
+
+def test_train_py_takes_candidate_warps_that_start_with_a_dash(tmp_path, capsys):
+    words = tmp_path / "words.txt"
+    words.write_text("one\ntwo\n", encoding="utf-8")
+    message = _usage_error(capsys, ["--candidates", words, "--candidate-warps", "-1,1"])
+    assert "(--candidate-warps), expected comma-separated distinct factors in [0.5, 1.5]" in message
+    assert "got '-1,1'" in message
+
+
 def test_plain_baseline_trains_keras_simple_rnn_through_the_same_run(tmp_path, fake_data):
     from benchmarks.plain_baseline import build_plain_model
 

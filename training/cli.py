@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import sys
 import tempfile
 import types
@@ -101,6 +102,18 @@ def add_config_flags(parser, config_cls, *, group_title=None):
             metavar=field.metadata.get("metavar"),
             help=help_text,
         )
+
+
+def take_dash_values(parser):
+    """Let `parser` read a word that starts with '-' and a digit as a value.
+
+    Python 3.11's argparse takes such a word for a flag unless it is one
+    number, so `--candidate-warps -1,1` ended in "expected one argument"
+    (only `--candidate-warps=-1,1` reached the check of its values). No flag
+    of this project starts so; the pattern is newer argparse's own.
+    """
+    parser._negative_number_matcher = re.compile(r"-\.?\d")
+    return parser
 
 
 def unrecognized_arguments(parser, argv, extras):
@@ -279,6 +292,13 @@ def _directory_error(directory):
         return f"{existing} is a file, not a directory"
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"directory {existing} is not writable"
+    if existing != os.path.abspath(directory):
+        # Its missing part is to be made there. os.access grants root every directory, and some
+        # file systems (/proc, /sys) refuse new entries whatever their mode: make (and remove) one.
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".writable-", dir=existing))
+        except OSError as error:
+            return f"no directory can be made in {existing} ({error.strerror or error})"
     return None
 
 
