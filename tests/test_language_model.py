@@ -405,6 +405,94 @@ def test_a_killed_run_whose_text_changed_is_not_resumed(tmp_path):
     assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == kept
 
 
+def test_a_run_killed_after_training_resumes_with_its_trained_weights(tmp_path, monkeypatch, capsys):
+    # Killed in the final evaluation (or the sample, or the export): the same command evaluates and saves
+    # what the run had trained, instead of training it again from scratch.
+    import training.language_model
+
+    corpus = _tiny_corpus(tmp_path)
+    out = tmp_path / "run"
+    config = Config(dataset=corpus, hidden_size=16, embedding_dim=8, sequence_length=20, batch_size=8, epochs=2,
+                    sample_length=5, sample_prompt="First", verbose=0, output_dir=str(out))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("simulated kill in the final evaluation")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training.language_model, "long_context_loss", killed)
+        with pytest.raises(KeyboardInterrupt):
+            run(config)
+    trained = json.loads((out / "backup" / "trained.json").read_text())
+    assert trained["epochs"] == 2 and trained["train_seconds"] > 0 and trained["stopped_by_time_budget"] is False
+    assert not (out / "metrics.json").exists()
+    best = keras.saving.load_model(out / "best.keras")
+    # The trained weights are kept with the text they were trained on: another text is refused.
+    with open(corpus, "w", encoding="utf-8") as f:
+        f.write(TINY_TEXT.replace("e", "E"))
+    with pytest.raises(ValueError, match="has changed since the killed run"):
+        run(config)
+    with open(corpus, "w", encoding="utf-8") as f:
+        f.write(TINY_TEXT)
+
+    capsys.readouterr()
+    spoil = _Spoil()  # records the epochs trained
+    metrics = run(config, callbacks=[spoil])
+    assert spoil.epochs == []  # nothing trained again
+    assert (f"The interrupted run backed up in {out / 'backup'} had finished training (2 epochs): "
+            "evaluating and saving it") in capsys.readouterr().out
+    assert metrics["epochs"] == 2 and metrics["train_seconds"] == trained["train_seconds"]
+    saved, _ = load_language_model(str(out / "model.keras"))
+    for restored, checkpointed in zip(saved.get_weights(), best.get_weights()):
+        np.testing.assert_array_equal(restored, checkpointed)
+    assert metrics["val_loss_nats"] == pytest.approx(min(metrics["history"]["val_loss"]), rel=1e-4)
+    assert not (out / "backup").exists()
+
+
+def _record_batches(monkeypatch, module):
+    """`(labels, steps)`: filled with the bytes of the labels of every training batch that
+    `module.run` feeds `fit`, in order, and the batches of an epoch."""
+    import tensorflow as tf
+
+    labels_seen, steps = [], []
+    real = module.repeat_epochs
+
+    def record(labels):
+        labels_seen.append(labels.numpy().tobytes())
+        return labels
+
+    def recording(dataset):
+        repeated, steps_per_epoch = real(dataset)
+        steps.append(steps_per_epoch)
+        return repeated.map(lambda x, y: (x, tf.ensure_shape(tf.py_function(record, [y], y.dtype), y.shape))), \
+            steps_per_epoch
+
+    monkeypatch.setattr(module, "repeat_epochs", recording)
+    return labels_seen, steps
+
+
+def test_a_resumed_run_does_not_replay_the_first_epochs_order(tmp_path, monkeypatch):
+    import training.language_model
+
+    seen, steps = _record_batches(monkeypatch, training.language_model)
+    config = Config(dataset=_tiny_corpus(tmp_path), hidden_size=16, embedding_dim=8, sequence_length=20,
+                    batch_size=8, epochs=2, sample_length=5, sample_prompt="First", verbose=0,
+                    output_dir=str(tmp_path / "run"))
+    with pytest.raises(KeyboardInterrupt):
+        run(config, callbacks=[_KillAfterFirstEpoch()])
+    first = seen[:steps[0]]
+    # A run from the start deals the windows as it always did: shuffled with --seed itself.
+    data = training.language_model.prepare_data(config)
+    keras.utils.set_random_seed(config.seed)  # as the run does
+    before = text_window_dataset(data.vocabulary.encode(data.train_text), sequence_length=20, batch_size=8,
+                                 shuffle=True, seed=config.seed, drop_remainder=True)
+    assert [y.numpy().tobytes() for _, y in before] == first
+    # The resumed run's epoch 2 deals the windows in another order, not epoch 1's again.
+    del seen[:]
+    run(config)
+    resumed = seen[:steps[1]]
+    assert len(resumed) == len(first) and resumed != first
+
+
 def test_run_rejects_bad_input_before_training(tmp_path):
     short = tmp_path / "short.txt"
     short.write_text("x" * 100, encoding="utf-8")

@@ -196,6 +196,58 @@ def test_a_run_killed_after_training_resumes_with_its_trained_weights(tmp_path, 
     assert not (out / "backup").exists()
 
 
+def test_a_resumed_run_does_not_replay_the_first_epochs_order(tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    from pipelines.epochs import repeat_epochs
+    from training.data_seed import data_seed
+
+    # The made-up batches come in an order drawn from the seed the run gives, anew each epoch,
+    # as the real training set's do (shuffle, SpecAugment masks).
+    seeds = []
+
+    def shuffled_data(**kwargs):
+        seeds.append(kwargs["seed"])
+        data = make_speech_data(train=16, validation=8, batch_size=2)
+        train = data.train.shuffle(8, seed=kwargs["seed"], reshuffle_each_iteration=True)
+        return dataclasses.replace(data, train=train.apply(tf.data.experimental.assert_cardinality(8)))
+
+    monkeypatch.setattr(transcription, "build_speech_datasets", shuffled_data)
+    monkeypatch.setattr(
+        transcription.Config, "feature_config", lambda self: transcription.FeatureConfig(n_mels=NUM_FEATURES)
+    )
+    seen = []  # the labels of every training batch fit reads, in order
+
+    def record(labels):
+        seen.append(labels.numpy().tobytes())
+        return labels
+
+    def recording(dataset):
+        repeated, steps = repeat_epochs(dataset)
+        return repeated.map(lambda x, y: (x, tf.ensure_shape(tf.py_function(record, [y], y.dtype), y.shape))), steps
+
+    monkeypatch.setattr(transcription, "repeat_epochs", recording)
+    config = transcription.Config(output_dir=str(tmp_path / "run"), epochs=2, **TINY)
+    with pytest.raises(KeyboardInterrupt):
+        transcription.run(config, callbacks=[_Interrupt(after=1)])
+    first = seen[:8]
+    assert seeds == [config.seed]  # a run from the start: seeded as it always was
+    del seen[:]
+    transcription.run(config)
+    # The resumed run's epoch 2: the same batches in another order, not epoch 1's again.
+    assert seeds[1] == data_seed(config.seed, 1) != config.seed
+    assert seen[:8] != first and sorted(seen[:8]) == sorted(first)
+    # Its mix and time stretch are drawn from that seed too (a run from the start: --seed's).
+    drawn = []
+    monkeypatch.setattr(transcription, "mix_batches", lambda main, extra, fraction, seed: drawn.append(seed) or main)
+    monkeypatch.setattr(transcription, "stretch_batches", lambda train, stretch, seed: drawn.append(seed) or train)
+    mixed = dataclasses.replace(config, mix_dataset="mix", time_stretch=0.1)
+    transcription.prepare_data(mixed)
+    transcription.prepare_data(mixed, resumed_epoch=1)
+    # (each prepare_data builds the data and the mix, then mixes and stretches)
+    assert seeds[2:] == drawn == [config.seed, config.seed, seeds[1], seeds[1]]
+
+
 def test_a_killed_run_resumed_with_fewer_epochs_counts_the_epochs_it_trained(tmp_path, fake_data):
     out = tmp_path / "run"
     config = transcription.Config(output_dir=str(out), epochs=3, **TINY)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import typing
 
 import keras
@@ -27,8 +28,10 @@ from pipelines.epochs import repeat_epochs
 from pipelines.text_dataset import text_window_dataset
 from pipelines.text_split import split_text
 from pipelines.vocabulary import Vocabulary
+from training import trained_weights
 from training.cli import RUN_DIRECTORY_IGNORED, check_not_finished, check_run_directory, config_to_dict, write_json
 from training.cosine_annealing_callback import CosineAnnealingCallback
+from training.data_seed import backup_epoch, data_seed
 from training.distribute import DISTRIBUTE, build_distributed
 from training.non_finite_loss_callback import NonFiniteLossCallback
 from training.time_budget_callback import TimeBudgetCallback
@@ -235,12 +238,15 @@ class LanguageModelData:
     validation: typing.Any  # the same, in text order
 
 
-def prepare_data(config):
+def prepare_data(config, *, resumed_epoch=0):
     """Resolve the text, build its vocabulary, split 90/10 and cut the windows.
 
     The vocabulary holds every character of the whole text. Training windows
     are shuffled and come in full batches (one compiled shape) unless the
-    text is too short for one; validation windows keep text order.
+    text is too short for one; validation windows keep text order. The
+    shuffle is seeded by `config.seed`, or, for a run resumed after
+    `resumed_epoch` > 0 epochs, by a seed made of both (`training.data_seed`):
+    rebuilt from `config.seed` it would deal epoch 1's order again.
     Raises the text source's and the split's errors (missing, empty,
     undecodable or too-short text), naming the file.
     """
@@ -258,7 +264,7 @@ def prepare_data(config):
         sequence_length=config.sequence_length,
         batch_size=config.batch_size,
         shuffle=True,
-        seed=config.seed,
+        seed=data_seed(config.seed, resumed_epoch),
         drop_remainder=len(train_ids) - 1 >= config.sequence_length * config.batch_size,
     )
     validation = text_window_dataset(
@@ -310,6 +316,10 @@ BACKUP_STATE_FILE = os.path.join(BACKUP_DIR, "training_metadata.json")  # Keras'
 HISTORY_FILE = "history.csv"  # every epoch's losses (keras.callbacks.CSVLogger), across restarts
 # What the backed-up run trained on: a resumed run must read the same text (same vocabulary and split).
 BACKUP_TEXT_FILE = os.path.join(BACKUP_DIR, "text.json")
+# Written when training ends, deleted with the backup once metrics.json is: a run killed
+# in its evaluation, sample or export resumes there, with the weights it had trained.
+TRAINED_STATE_FILE = os.path.join(BACKUP_DIR, trained_weights.STATE_FILE)  # epochs, train_seconds, ...
+TRAINED_WEIGHTS_FILE = os.path.join(BACKUP_DIR, trained_weights.WEIGHTS_FILE)  # the best weights, evaluated
 
 
 def _text_fingerprint(text):
@@ -349,55 +359,22 @@ def _read_history(path):
     return {name: [float(row[name]) for row in ordered] for name in names}
 
 
-def run(config, *, callbacks=()):
-    """Train, evaluate and save a character language model; return its metrics.
-
-    Writes to `config.output_dir` (refused when it holds a run made with other
-    settings, or a finished one without `config.overwrite`:
-    `training.cli.check_run_directory`, `check_not_finished`): `config.json` (once the
-    data is read), `vocabulary.json`, `history.csv` (every epoch's losses),
-    `best.keras` (checkpoint, best validation loss),
-    `model.keras` (the best weights), `metrics.json` (`val_loss_nats`,
-    `val_bpc`, `train_seconds`, `epochs`, ...), and prints a sample.
-    A killed run resumes from `backup/` (`keras.callbacks.BackupAndRestore`)
-    when run again with the same settings: its epochs so far stay in the
-    history and its best checkpoint is kept unless a later epoch beats it.
-    `callbacks` are extra Keras callbacks, run after the run's own (tests).
-    """
-    # An earlier run there with other settings stops this one before it writes anything.
-    earlier_run = check_run_directory(config.output_dir, config, ignore=RUN_DIRECTORY_IGNORED)
-    if earlier_run is not None:
-        check_not_finished(config.output_dir, overwrite=config.overwrite)
-    resuming = os.path.exists(os.path.join(config.output_dir, BACKUP_STATE_FILE))
-    if resuming:
-        print(f"Resuming the interrupted run backed up in {os.path.join(config.output_dir, BACKUP_DIR)}")
-    elif earlier_run is not None:
-        why = "--overwrite" if config.overwrite else "unfinished, no backup to resume from"
-        print(f"{config.output_dir} holds a run with these settings: training it again ({why}; its files are replaced)")
-    keras.utils.set_random_seed(config.seed)
-
-    data = prepare_data(config)
-    source, vocabulary = data.source, data.vocabulary
-    train_text, validation_text = data.train_text, data.validation_text
-    train, validation = data.train, data.validation
-    prompt = _sample_prompt(config, vocabulary, source.location)  # checked before anything is written
-    if resuming:
-        _check_resumed_text(config, source)
-    os.makedirs(config.output_dir, exist_ok=True)
-    write_json(os.path.join(config.output_dir, "config.json"), config_to_dict(config))
-    vocabulary.save(os.path.join(config.output_dir, "vocabulary.json"))
-    print(
-        f"Text {source.location}: {len(source.text):,} characters "
-        f"({len(train_text):,} train, {len(validation_text):,} validation), "
-        f"vocabulary of {vocabulary.size} ids."
+def _trained_so_far(output_dir):
+    """`{"epochs", "train_seconds", "stopped_by_time_budget"}` of a run whose training
+    ended before it was killed, or None."""
+    return trained_weights.trained_so_far(
+        os.path.join(output_dir, BACKUP_DIR), epochs=int, train_seconds=float, stopped_by_time_budget=bool
     )
 
-    model = build_distributed(config.distribute, lambda: build_model(config, vocabulary.size),
-                              batch_size=config.batch_size)
-    if config.verbose:
-        model.summary()
 
-    repeated, steps_per_epoch = repeat_epochs(train)  # one iterator for the whole run
+def _train(config, model, data, resuming, callbacks):
+    """Fit `model` as `run` does; return `_trained_so_far`'s figures, the model holding
+    the best checkpoint's weights.
+
+    When it returns, the backup holds those weights and figures (`TRAINED_WEIGHTS_FILE`,
+    `TRAINED_STATE_FILE`) and the text's fingerprint until `run` has written metrics.json.
+    """
+    repeated, steps_per_epoch = repeat_epochs(data.train)  # one iterator for the whole run
     best_path = os.path.join(config.output_dir, "best.keras")
     backup_dir = os.path.join(config.output_dir, BACKUP_DIR)
     history_path = os.path.join(config.output_dir, HISTORY_FILE)
@@ -433,23 +410,99 @@ def run(config, *, callbacks=()):
     # Last: when a backup of epoch N exists, so do its checkpoint and history row.
     # It keeps the clock too: a resumed run's budget and decay go on where they stopped.
     own_callbacks.append(ClockedBackupAndRestore(backup_dir, clock, double_checkpoint=True))
+    fingerprint = _text_fingerprint(data.source.text)
     if not resuming:  # deleted with the backup when the run ends
-        write_json(os.path.join(config.output_dir, BACKUP_TEXT_FILE), _text_fingerprint(source.text))
+        write_json(os.path.join(config.output_dir, BACKUP_TEXT_FILE), fingerprint)
     model.fit(
         repeated,
         steps_per_epoch=steps_per_epoch,
-        validation_data=validation,
+        validation_data=data.validation,
         epochs=config.epochs,
         callbacks=[*own_callbacks, *callbacks],  # the extra ones after the run's own
         shuffle=False,  # the window dataset reshuffles itself every epoch
         verbose=config.verbose,
     )
-    train_seconds = clock.seconds()
-    losses = _read_history(history_path)  # every epoch, the killed run's too
-
+    trained = {
+        "epochs": len(_read_history(history_path).get("loss", ())),  # the killed run's too
+        "train_seconds": clock.seconds(),
+        "stopped_by_time_budget": budget.stopped_early,
+    }
     # The final model is the checkpoint with the best validation loss.
     best = keras.saving.load_model(best_path)
     model.set_weights(best.get_weights())
+    # The backup's work is done (BackupAndRestore removed it, the text's fingerprint too).
+    # Until metrics.json is written, the backup keeps the weights to evaluate instead: a run
+    # killed in its evaluation, sample or export resumes from them, not from scratch.
+    trained_weights.keep_trained(
+        backup_dir, model, trained, beside={os.path.basename(BACKUP_TEXT_FILE): fingerprint}
+    )
+    return trained
+
+
+def run(config, *, callbacks=()):
+    """Train, evaluate and save a character language model; return its metrics.
+
+    Writes to `config.output_dir` (refused when it holds a run made with other
+    settings, or a finished one without `config.overwrite`:
+    `training.cli.check_run_directory`, `check_not_finished`): `config.json` (once the
+    data is read), `vocabulary.json`, `history.csv` (every epoch's losses),
+    `best.keras` (checkpoint, best validation loss),
+    `model.keras` (the best weights), `metrics.json` (`val_loss_nats`,
+    `val_bpc`, `train_seconds`, `epochs`, ...), and prints a sample.
+    A killed run resumes from `backup/` (`keras.callbacks.BackupAndRestore`)
+    when run again with the same settings: its epochs so far stay in the
+    history and its best checkpoint is kept unless a later epoch beats it.
+    One killed after its training ended (in its evaluation, sample or export)
+    evaluates and saves the weights it had trained, without training again.
+    `callbacks` are extra Keras callbacks, run after the run's own (tests).
+    """
+    # An earlier run there with other settings stops this one before it writes anything.
+    earlier_run = check_run_directory(config.output_dir, config, ignore=RUN_DIRECTORY_IGNORED)
+    if earlier_run is not None:
+        check_not_finished(config.output_dir, overwrite=config.overwrite)
+    backup_dir = os.path.join(config.output_dir, BACKUP_DIR)
+    trained = _trained_so_far(config.output_dir) if earlier_run is not None else None
+    resuming = trained is None and os.path.exists(os.path.join(config.output_dir, BACKUP_STATE_FILE))
+    if trained is not None:
+        print(f"The interrupted run backed up in {backup_dir} had finished training "
+              f"({trained['epochs']} epochs): evaluating and saving it")
+    elif resuming:
+        print(f"Resuming the interrupted run backed up in {backup_dir}")
+    elif earlier_run is not None:
+        why = "--overwrite" if config.overwrite else "unfinished, no backup to resume from"
+        print(f"{config.output_dir} holds a run with these settings: training it again ({why}; its files are replaced)")
+    keras.utils.set_random_seed(config.seed)
+
+    # A resumed run's windows are shuffled from the epoch it resumes at, so its first epoch
+    # does not replay epoch 1's order.
+    data = prepare_data(config, resumed_epoch=backup_epoch(backup_dir) if resuming else 0)
+    source, vocabulary = data.source, data.vocabulary
+    train_text, validation_text = data.train_text, data.validation_text
+    validation = data.validation
+    prompt = _sample_prompt(config, vocabulary, source.location)  # checked before anything is written
+    if resuming or trained is not None:
+        _check_resumed_text(config, source)
+    os.makedirs(config.output_dir, exist_ok=True)
+    write_json(os.path.join(config.output_dir, "config.json"), config_to_dict(config))
+    vocabulary.save(os.path.join(config.output_dir, "vocabulary.json"))
+    print(
+        f"Text {source.location}: {len(source.text):,} characters "
+        f"({len(train_text):,} train, {len(validation_text):,} validation), "
+        f"vocabulary of {vocabulary.size} ids."
+    )
+
+    model = build_distributed(config.distribute, lambda: build_model(config, vocabulary.size),
+                              batch_size=config.batch_size)
+    if config.verbose:
+        model.summary()
+
+    if trained is None:
+        trained = _train(config, model, data, resuming, callbacks)
+    else:
+        trained_weights.restore_trained(model, backup_dir)
+    train_seconds = trained["train_seconds"]
+    losses = _read_history(os.path.join(config.output_dir, HISTORY_FILE))  # every epoch, the killed run's too
+
     val_loss = float(model.evaluate(validation, verbose=0))
     long_loss = long_context_loss(
         model, vocabulary.encode(validation_text), num_chunks=min(16, len(validation_text) - 1)
@@ -466,7 +519,7 @@ def run(config, *, callbacks=()):
         "train_seconds": train_seconds,
         "epochs": len(losses["loss"]),
         "best_epoch": best_epoch,
-        "stopped_by_time_budget": budget.stopped_early,
+        "stopped_by_time_budget": trained["stopped_by_time_budget"],
         "history": {key: [float(v) for v in values] for key, values in losses.items()},
         "parameters": int(model.count_params()),
         "dataset": source.name,
@@ -494,6 +547,7 @@ def run(config, *, callbacks=()):
     )
     metrics["sample"] = prompt + sample
     write_json(os.path.join(config.output_dir, "metrics.json"), metrics)
+    shutil.rmtree(backup_dir, ignore_errors=True)  # the run is finished
     print(
         f"Validation: {metrics['val_loss_nats']:.4f} nats/char = "
         f"{metrics['val_bpc']:.4f} bits/char in windows of {config.sequence_length}, "

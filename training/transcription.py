@@ -30,8 +30,10 @@ from pipelines.epochs import repeat_epochs
 from pipelines.speech_dataset import SPEC_AUGMENT_MAX_FREQUENCY, build_speech_datasets
 from pipelines.time_stretch import stretch_batches
 from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
+from training import trained_weights
 from training.cli import RUN_DIRECTORY_IGNORED, check_not_finished, check_run_directory, config_to_dict, write_json
 from training.cosine_annealing_callback import CosineAnnealingCallback
+from training.data_seed import backup_epoch, data_seed
 from training.distribute import DISTRIBUTE, build_distributed
 from training.error_rate_callback import ErrorRateCallback
 from training.non_finite_loss_callback import NonFiniteLossCallback
@@ -50,9 +52,10 @@ BACKUP_STATE_FILE = os.path.join(BACKUP_DIR, "training_metadata.json")  # Keras'
 BEST_WEIGHTS_FILE = os.path.join("checkpoints", "best.weights.h5")
 BEST_STATE_FILE = os.path.join(BACKUP_DIR, "best.json")  # best val_cer so far
 # Written when training ends, deleted with the backup once metrics.json is: a run
-# killed in its evaluation or export resumes there, with the weights it had trained.
-TRAINED_STATE_FILE = os.path.join(BACKUP_DIR, "trained.json")  # epochs and train_seconds
-TRAINED_WEIGHTS_FILE = os.path.join(BACKUP_DIR, "trained.weights.h5")  # the weights evaluated
+# killed in its evaluation or export resumes there, with the weights it had trained
+# (`training.trained_weights`, shared with the language model's run).
+TRAINED_STATE_FILE = os.path.join(BACKUP_DIR, trained_weights.STATE_FILE)  # epochs and train_seconds
+TRAINED_WEIGHTS_FILE = os.path.join(BACKUP_DIR, trained_weights.WEIGHTS_FILE)  # the weights evaluated
 LOG_DIR = "logs"  # TensorBoard
 EXPORT_DIR = "export"  # TF Serving layout: export/transcriber/<version>
 
@@ -523,12 +526,7 @@ def _best_so_far(output_dir):
 
 def _trained_so_far(output_dir):
     """`{"epochs", "train_seconds"}` of a run whose training ended before it was killed, or None."""
-    try:
-        with open(os.path.join(output_dir, TRAINED_STATE_FILE), encoding="utf-8") as f:
-            state = json.load(f)
-        return {"epochs": int(state["epochs"]), "train_seconds": float(state["train_seconds"])}
-    except (OSError, KeyError, ValueError, TypeError):
-        return None
+    return trained_weights.trained_so_far(os.path.join(output_dir, BACKUP_DIR), epochs=int, train_seconds=float)
 
 
 class _RememberBest(keras.callbacks.Callback):
@@ -701,7 +699,7 @@ class TranscriptionData:
     mix: typing.Any = None  # the SpeechData of --mix-dataset, when given
 
 
-def prepare_data(config):
+def prepare_data(config, *, resumed_epoch=0):
     """The vocabulary, feature configuration and batched datasets of `config`.
 
     Builds (or reads from the cache) `config.dataset`, mixes in
@@ -709,9 +707,15 @@ def prepare_data(config):
     when `config.time_stretch` is set, and pads the time axis of every split to
     a multiple of `TIME_QUANTUM_STEPS * frame_stack` (fewer XLA compiles).
     Used by `run` and by the tuning task, so both see the same batches.
+
+    The training batches' order, SpecAugment masks, mix and stretch are drawn
+    from `config.seed`, or, for a run resumed after `resumed_epoch` > 0 epochs,
+    from a seed made of both (`training.data_seed`): rebuilt from `config.seed`
+    the data would start again from epoch 1's draws.
     """
     vocabulary = Vocabulary(SPEECH_ALPHABET)
     feature_config = config.feature_config()
+    seed = data_seed(config.seed, resumed_epoch)
 
     def speech_data(dataset):
         return build_speech_datasets(
@@ -724,7 +728,7 @@ def prepare_data(config):
             strict=config.strict,
             spec_augment=config.spec_augment,
             spec_augment_max_frequency=config.spec_augment_max_frequency,
-            seed=config.seed,
+            seed=seed,
             data_dir=config.data_dir,
         )
 
@@ -738,10 +742,10 @@ def prepare_data(config):
             raise ValueError(message) from error
         print(f"Mixed into training ({config.mix_fraction:.0%} of batches): {mix.description}")
         data = dataclasses.replace(
-            data, train=mix_batches(data.train, mix.train, config.mix_fraction, config.seed)
+            data, train=mix_batches(data.train, mix.train, config.mix_fraction, seed)
         )
     if config.time_stretch:
-        data = dataclasses.replace(data, train=stretch_batches(data.train, config.time_stretch, config.seed))
+        data = dataclasses.replace(data, train=stretch_batches(data.train, config.time_stretch, seed))
     quantum = TIME_QUANTUM_STEPS * config.frame_stack
     data = dataclasses.replace(
         data,
@@ -958,10 +962,9 @@ def _train(config, model, data, vocabulary, resuming, callbacks):
     # The backup's work is done (BackupAndRestore removed its own files). Until
     # metrics.json is written, the backup keeps the trained weights instead: a run
     # killed in its evaluation or export resumes from them, not from scratch.
-    shutil.rmtree(os.path.join(out, BACKUP_DIR), ignore_errors=True)
-    os.makedirs(os.path.join(out, BACKUP_DIR))
-    model.save_weights(os.path.join(out, TRAINED_WEIGHTS_FILE))
-    write_json(os.path.join(out, TRAINED_STATE_FILE), {"epochs": epochs_done, "train_seconds": train_seconds})
+    trained_weights.keep_trained(
+        os.path.join(out, BACKUP_DIR), model, {"epochs": epochs_done, "train_seconds": train_seconds}
+    )
     return epochs_done, train_seconds
 
 
@@ -1019,7 +1022,9 @@ def run(config, *, callbacks=(), model_builder=None):
         why = "--overwrite" if config.overwrite else "unfinished, no backup to resume from"
         print(f"{out} holds a run with these settings: training it again ({why}; its files are replaced)")
 
-    prepared = prepare_data(config)  # bad data stops the run before it writes anything
+    # Bad data stops the run before it writes anything. A resumed run's data are seeded
+    # from the epoch it resumes at too, so its first epoch does not replay epoch 1's order.
+    prepared = prepare_data(config, resumed_epoch=backup_epoch(os.path.join(out, BACKUP_DIR)) if resuming else 0)
     vocabulary, feature_config, data = prepared.vocabulary, prepared.feature_config, prepared.data
     print(f"Data: {data.description}")
     print(f"Utterances: {data.counts}; skipped: {len(data.skipped)}")
@@ -1052,7 +1057,7 @@ def run(config, *, callbacks=(), model_builder=None):
     if trained is None:
         epochs_done, train_seconds = _train(config, model, data, vocabulary, resuming, callbacks)
     else:
-        model.load_weights(os.path.join(out, TRAINED_WEIGHTS_FILE))
+        trained_weights.restore_trained(model, os.path.join(out, BACKUP_DIR))
         epochs_done, train_seconds = trained["epochs"], trained["train_seconds"]
 
     metrics = {

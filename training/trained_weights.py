@@ -1,0 +1,51 @@
+"""The weights a run has trained, kept until its metrics are written.
+
+`keras.callbacks.BackupAndRestore` deletes its backup when `fit` returns, so a
+run killed after that (in its final evaluation, sample or export) would train
+again from scratch. Both tasks' runs therefore write, once training has ended,
+the weights they go on to evaluate and the figures of the training
+(`keep_trained`) into the emptied backup directory, which they delete only once
+metrics.json is written; the same command run again finds them
+(`trained_so_far`), loads the weights (`restore_trained`) and evaluates and
+saves without training.
+"""
+
+import json
+import os
+import shutil
+
+from training.cli import write_json
+
+STATE_FILE = "trained.json"  # in the backup directory: the training's figures (epochs, train_seconds, ...)
+WEIGHTS_FILE = "trained.weights.h5"  # in the backup directory: the weights evaluated
+
+
+def keep_trained(backup_dir, model, state, *, beside=None):
+    """Empty `backup_dir` and keep `model`'s weights and the dict `state` in it.
+
+    `beside` maps other file names in `backup_dir` to JSON payloads, written
+    before the state (e.g. what the run trained on, to check on a rerun). The
+    state is written last: a run killed before it is trained again.
+    """
+    shutil.rmtree(backup_dir, ignore_errors=True)
+    os.makedirs(backup_dir)
+    model.save_weights(os.path.join(backup_dir, WEIGHTS_FILE))
+    for name, payload in (beside or {}).items():
+        write_json(os.path.join(backup_dir, name), payload)
+    write_json(os.path.join(backup_dir, STATE_FILE), state)
+
+
+def trained_so_far(backup_dir, **fields):
+    """The state `keep_trained` wrote, each of `fields` (name -> type, e.g. `epochs=int`)
+    converted by its type; None when there is none or it cannot be read."""
+    try:
+        with open(os.path.join(backup_dir, STATE_FILE), encoding="utf-8") as f:
+            state = json.load(f)
+        return {name: kind(state[name]) for name, kind in fields.items()}
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
+def restore_trained(model, backup_dir):
+    """Load the weights `keep_trained` kept into `model`."""
+    model.load_weights(os.path.join(backup_dir, WEIGHTS_FILE))
