@@ -172,3 +172,52 @@ def test_the_budget_cuts_a_slow_epoch_leaving_room_for_its_validation(capsys):
         "Stopping: another batch (~20.0 s) and this epoch's validation (~15 s) "
         "would overrun the time budget of 120 s." in capsys.readouterr().out
     )
+
+
+class _Masks(keras.callbacks.Callback):
+    """The dropout mask of each epoch's first batch (what the model's random layer drew)."""
+
+    def __init__(self):
+        super().__init__()
+        self.masks = {}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        dropout = self.model.get_layer("dropout")
+        self.masks[epoch] = keras.ops.convert_to_numpy(dropout(np.ones((1, 16), "float32"), training=True))
+
+
+def _dropout_model():
+    inputs = keras.Input((2,))
+    hidden = keras.layers.Dropout(0.5, seed=3, name="dropout")(keras.layers.Dense(16)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(1)(hidden))
+    model.compile(keras.optimizers.SGD(LR), "mse")
+    return model
+
+
+def test_a_resumed_run_does_not_replay_its_random_layers_first_draws(tmp_path):
+    # Keras' save_weights keeps no seed generator state: restored, dropout would draw epoch 1's
+    # masks again. The resumed run's generators start from a seed made of theirs and the epoch.
+    backup = tmp_path / "backup"
+    first = _Masks()
+    with pytest.raises(KeyboardInterrupt):
+        _fit(_dropout_model(), backup, _FakeTime(0.0), extra=[_Kill(), first])
+    resumed = _Masks()
+    _fit(_dropout_model(), backup, _FakeTime(0.0), extra=[resumed])
+    assert sorted(first.masks) == [0, 1] and sorted(resumed.masks) == [2]
+    assert not np.array_equal(first.masks[0], first.masks[1])
+    assert not np.array_equal(resumed.masks[2], first.masks[0])
+    # A run from the start keeps the layer's own seed (its draws are those of every fresh run).
+    fresh = _Masks()
+    _fit(_dropout_model(), tmp_path / "fresh", _FakeTime(0.0), extra=[fresh])
+    np.testing.assert_array_equal(fresh.masks[0], first.masks[0])
+
+
+def test_reseed_random_layers_only_when_resumed():
+    from training.data_seed import data_seed, reseed_random_layers
+
+    model = _dropout_model()
+    state = model.get_layer("dropout").seed_generator.state
+    assert reseed_random_layers(model, 0) == 0
+    assert keras.ops.convert_to_numpy(state.value).tolist() == [3, 0]
+    assert reseed_random_layers(model, 2) == 1
+    assert keras.ops.convert_to_numpy(state.value).tolist() == [data_seed(3, 2), 0]

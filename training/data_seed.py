@@ -8,11 +8,19 @@ run that resumes after epoch k > 0 (`keras.callbacks.BackupAndRestore`'s
 backup) seeds its data from `(seed, k)` instead; a run not resumed keeps
 `seed` itself, and so the order it always had. The resumed run's order is
 another draw, not the one the uninterrupted run would have seen.
+
+The model's own random layers (dropout, the mel-axis warp, random EQ, input
+noise) draw from Keras seed generators, whose state `save_weights` does not
+keep: restored from a backup, they too would start again from epoch 1's draws.
+`reseed_random_layers` gives each a seed made of its own and the epoch the
+run resumes at (`training.training_clock.ClockedBackupAndRestore` calls it).
 """
 
 import hashlib
 import json
 import os
+
+import keras
 
 BACKUP_STATE_FILE = "training_metadata.json"  # Keras' name, in the backup directory
 
@@ -36,3 +44,21 @@ def data_seed(seed, resumed_epoch=0):
         return seed
     digest = hashlib.sha256(f"{seed}:{resumed_epoch}".encode("ascii")).digest()
     return int.from_bytes(digest[:4], "big") >> 1
+
+
+SEED_STATE_NAME = "seed_generator_state"  # the variable of a keras.random.SeedGenerator
+
+
+def reseed_random_layers(model, resumed_epoch):
+    """Give each seed generator of `model` the seed `data_seed(its seed,
+    resumed_epoch)` and a fresh counter; nothing when `resumed_epoch` is 0.
+
+    Returns the number of generators reseeded.
+    """
+    if not resumed_epoch:
+        return 0
+    states = [v for v in model.variables if v.path.rsplit("/", 1)[-1] == SEED_STATE_NAME]
+    for state in states:
+        seed = int(keras.ops.convert_to_numpy(state.value)[0])
+        state.assign(keras.ops.convert_to_tensor([data_seed(seed, resumed_epoch), 0], dtype=state.dtype))
+    return len(states)

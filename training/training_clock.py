@@ -15,6 +15,7 @@ import time
 import keras
 
 from training.cli import write_json
+from training.data_seed import reseed_random_layers
 
 CLOCK_FILE = "training_clock.json"  # in the backup directory, beside Keras' own files
 
@@ -77,6 +78,8 @@ class ClockedBackupAndRestore(keras.callbacks.BackupAndRestore):
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)  # restores the weights and the epoch
         restored = getattr(self.model, "_initial_epoch", 0) or 0
+        # Dropout's and the augmentation layers' draws go on from another seed, not from epoch 1's.
+        reseed_random_layers(self.model, restored)
         seconds = self._records().get(restored) if restored else None
         self.clock.earlier_epochs = restored if seconds is not None else 0
         self.clock.earlier_seconds = seconds if seconds is not None else 0.0
