@@ -19,6 +19,7 @@ Every other flag is train.py's. An accuracy run, not a test:
 """
 
 import os
+import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -101,10 +102,20 @@ def main(argv=None):
     # `__main__`): config.json records it, and runs compare it.
     from benchmarks import plain_baseline
 
+    # As train.py: SIGTERM (`kill`, a scheduler) ends the run as Ctrl-C does,
+    # so that half-written exports and caches are removed, and either ends
+    # it with one line (exit 130), not a traceback.
+    previous_handler = signal.signal(signal.SIGTERM, train._interrupt)
     try:
         transcription.run(config, model_builder=plain_baseline.build_plain_model)
     except (OSError, ValueError) as error:  # as train.py: bad data, a run directory of other settings
         raise SystemExit(f"plain_baseline: error: {error}") from None
+    except KeyboardInterrupt:
+        print(f"plain_baseline: interrupted. What {config.output_dir} holds is kept: run the same command again "
+              "to resume from the last finished epoch.", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
     return 0
 
 

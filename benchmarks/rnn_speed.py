@@ -22,8 +22,9 @@ The remapper switch (`tf.config.optimizer.set_experimental_options`) is
 process-wide, but TensorFlow instantiates (and Grappler-optimizes) a
 `tf.function` per configuration at call time. So every call of the
 `simple_rnn_no_remap` functions, warm-up included, runs inside a block that
-turns the remapper off and back on again; the switch happens outside the
-timed region, and the other variants always run with the default setting.
+turns the remapper off and then back to the setting it had (the default);
+the switch happens outside the timed region, and the other variants always
+run with the default setting, the one they were warmed up under.
 
 The loss is a per-step softmax cross-entropy over a dense output layer (for
 speech a stand-in for the CTC head, whose cost is the same for every
@@ -88,11 +89,17 @@ REMAP_TARGET = 0.75
 
 @contextlib.contextmanager
 def _remapper_off():
+    # Back to the setting before, not to an explicit "on": a function is
+    # instantiated (and Grappler-optimized) again for every config it is
+    # called under, so an explicit "on" after the first such block made the
+    # first timed call of the variants warmed up before it pay that again.
+    # None, the setting when nothing was set, restores the default.
+    previous = tf.config.optimizer.get_experimental_options().get("remapping")
     tf.config.optimizer.set_experimental_options({"remapping": False})
     try:
         yield
     finally:
-        tf.config.optimizer.set_experimental_options({"remapping": True})
+        tf.config.optimizer.set_experimental_options({"remapping": previous})
 
 
 def _recurrent_layer(variant, units, name):

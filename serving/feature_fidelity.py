@@ -25,10 +25,17 @@ import numpy as np
 
 
 def _rows(manifest, limit):
+    """The manifest's rows (paths made absolute), the first `limit` (0: all);
+    ValueError when it has no `path` column or no rows."""
     with open(manifest, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    if not rows or "path" not in rows[0]:
-        raise SystemExit(f"Manifest {manifest} has no `path` column; expected a TSV with a header.")
+        reader = csv.DictReader(f, delimiter="\t")
+        rows = list(reader)
+    if "path" not in (reader.fieldnames or []):
+        raise ValueError(f"--manifest {manifest} has no `path` column in its header ({reader.fieldnames}); "
+                         "expected a TSV with a header naming `path` (and `text`)")
+    if not rows:
+        raise ValueError(f"--manifest {manifest} lists no utterances (a header and no rows); expected a "
+                         "manifest with at least one row")
     root = os.path.dirname(os.path.abspath(manifest))
     rows = [dict(row, path=os.path.join(root, row["path"])) for row in rows]
     return rows[:limit] if limit else rows
@@ -57,6 +64,14 @@ def main(argv=None):
         parser.error(f"--manifest {args.manifest} is not a file; expected a manifest.tsv with a `path` column")
     if args.export and not os.path.isfile(os.path.join(args.export, "saved_model.pb")):
         parser.error(f"--export {args.export} is not a SavedModel version directory (no saved_model.pb)")
+    try:
+        rows = _rows(args.manifest, args.limit)
+    except UnicodeDecodeError as error:  # a ValueError too
+        parser.error(f"--manifest {args.manifest}: {error}; expected a UTF-8 manifest.tsv")
+    except OSError as error:
+        parser.error(f"--manifest {args.manifest}: {error.strerror or error}; expected a readable manifest.tsv")
+    except ValueError as error:
+        parser.error(str(error))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     import tensorflow as tf
@@ -74,7 +89,6 @@ def main(argv=None):
         except (OSError, ValueError) as error:
             parser.error(f"--export {args.export}: {error}")
     layer = LogMel(config)
-    rows = _rows(args.manifest, args.limit)
     started = time.perf_counter()
     differences, max_differences, same_text, skipped, examples = [], [], [], [], []
     for start in range(0, len(rows), args.batch_size):

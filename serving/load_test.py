@@ -7,9 +7,12 @@
 
 A bounded asyncio load generator on 127.0.0.1 by default: one
 httpx.AsyncClient (one connection) per simulated client. Each client sends its requests one after another; the
-report gives the throughput over the whole run and the latency percentiles
-of every request (a failure is any non-200 answer or transport error). One
-request is sent and timed apart first, to warm the server up.
+report gives the throughput (successful requests a second over the whole run) and the latency percentiles
+(numpy's linear interpolation; `max` is the slowest) of the successful requests. A failure (any non-200
+answer or transport error) is counted, and a few are shown, but its time is no latency: a server that
+refuses at once would otherwise look fast. One request is sent and timed apart first, to warm the server
+up; when it fails or its answer is not JSON, nothing is measured (exit 2, as when no server answers).
+Exit 1 when any request of the run failed.
 """
 
 import argparse
@@ -67,6 +70,10 @@ def _request_factory(args):
     return base + ":predict", {"json": body}
 
 
+class WarmUpFailed(Exception):
+    """The warm-up request got an answer that is not a model's: nothing to measure."""
+
+
 async def _run(args):
     import httpx
 
@@ -81,7 +88,11 @@ async def _run(args):
         warm = await clients[0].post(path, **request)
         warmup_ms = 1000 * (time.perf_counter() - start)
         if warm.status_code != 200:
-            raise SystemExit(f"Warm-up request failed with {warm.status_code}: {warm.text[:500]}")
+            raise WarmUpFailed(f"answered {warm.status_code}: {warm.text[:500]}")
+        try:
+            example_response = warm.json()
+        except ValueError:
+            raise WarmUpFailed(f"answered 200 with a body that is not JSON: {warm.text[:500]}") from None
         latencies, failures = [], []
 
         async def one_client(client):
@@ -93,8 +104,9 @@ async def _run(args):
                     detail = None if ok else f"{response.status_code}: {response.text[:200]}"
                 except httpx.HTTPError as error:
                     ok, detail = False, f"{type(error).__name__}: {error}"
-                latencies.append(time.perf_counter() - began)
-                if not ok:
+                if ok:
+                    latencies.append(time.perf_counter() - began)
+                else:
                     failures.append(detail)
 
         began = time.perf_counter()
@@ -108,15 +120,16 @@ async def _run(args):
         "url": args.url + path,
         "clients": args.clients,
         "requests_per_client": args.requests,
-        "requests": len(latencies),
+        "requests": len(latencies) + len(failures),
         "failures": len(failures),
         "wall_seconds": round(wall, 3),
-        "throughput_rps": round(len(latencies) / wall, 2),
+        "throughput_rps": round(len(latencies) / wall, 2),  # successful requests a second
         "warmup_ms": round(warmup_ms, 1),
+        # of the successful requests; None when none succeeded
         "latency_ms": {p: round(float(np.percentile(latencies_ms, q)), 1)
-                       for p, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))},
+                       for p, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))} if latencies else None,
         "first_failures": failures[:3],
-        "example_response": warm.json(),
+        "example_response": example_response,
     }
     if args.kind == "transcribe":
         report["audio"] = args.audio or f"{args.seconds:g} s synthetic speech-like signal"
@@ -156,10 +169,21 @@ def main(argv=None):
     import httpx
 
     try:
+        httpx.URL(args.url)
+    except httpx.InvalidURL as error:
+        parser.error(f"--url {args.url!r} is not a URL ({error}); expected http://HOST:PORT")
+
+    try:
         report = asyncio.run(_run(args))
     except httpx.HTTPError as error:  # the warm-up request: no server there, or it timed out
         print(f"load_test: error: no answer from {args.url} ({type(error).__name__}: {error}); expected a running "
               f"server (python -m serving ...) with model {args.model_name!r}.", file=sys.stderr)
+        return 2
+    except WarmUpFailed as error:
+        url = args.url.rstrip("/") + f"/v1/models/{args.model_name}:" + (
+            "transcribe" if args.kind == "transcribe" else "predict")
+        print(f"load_test: error: the warm-up request to {url} {error}; nothing was measured: expected a server "
+              f"(python -m serving ...) serving model {args.model_name!r} of kind {args.kind}.", file=sys.stderr)
         return 2
     print(json.dumps(report, indent=2, ensure_ascii=False))
     return 0 if report["failures"] == 0 else 1
