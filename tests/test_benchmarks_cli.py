@@ -46,6 +46,31 @@ def test_rnn_speed_uses_the_rounds_and_warmup_given(monkeypatch, tmp_path):
     assert report["cpu"] == machine.cpu_model() and report["cpu_count"] == os.cpu_count()
 
 
+def test_rnn_speed_gives_verdicts_only_on_medians_of_twenty_rounds(monkeypatch, capsys):
+    # The issue judges the targets on medians of at least 20 steps: --quick's 3 give ratios only.
+    monkeypatch.setattr(rnn_speed, "measure_matmul_peak", lambda: 1e9)
+    monkeypatch.setattr(rnn_speed, "benchmark_shape",
+                        lambda name, shape, variants, warmup, rounds, log: {
+                            mode: {v: 1.0 for v in variants} for mode in ("train", "infer")})
+    shape = "speech"
+    report = rnn_speed.main(["--rounds", "3", "--shapes", shape])
+    out = capsys.readouterr().out
+    assert "3 timed rounds, fewer than the 20 the targets are judged on" in out
+    assert "= 1.00 (target <= 0.55) no verdict" in out and "NOT met" not in out
+    assert report["judged"] is False
+    report = rnn_speed.main(["--rounds", "20", "--shapes", shape])
+    out = capsys.readouterr().out
+    assert "= 1.00 (target <= 0.55) NOT met" in out and "no verdict" not in out and report["judged"] is True
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--shapes", "char_lm", "char_lm"], "--shapes names char_lm more than once"),
+    (["--variants", "elman_rnn", "simple_rnn", "elman_rnn"], "--variants names elman_rnn more than once"),
+])
+def test_rnn_speed_refuses_a_shape_or_variant_named_twice(argv, needle, no_benchmark, capsys):
+    assert needle in _usage_error(rnn_speed.main, capsys, *argv)
+
+
 def test_the_cpu_model_comes_from_cpuinfo_else_the_platform(tmp_path, monkeypatch):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9B45\n"
