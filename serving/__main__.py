@@ -3,13 +3,69 @@
     python -m serving --model_name=transcriber \\
         --model_base_path=runs/transcription/export/transcriber --rest_api_port=8501
 
-The flags are tensorflow_model_server's; the extra ones set limits.
+The flags are tensorflow_model_server's (its Docker entrypoint's --port is
+accepted with a warning: there is no gRPC API); the extra ones set limits.
+Its flags for what this server does not do (a model config file, a REST
+deadline, a batching parameters file, gRPC, monitoring...) are refused, named,
+rather than ignored.
 """
 
 import argparse
 import logging
 import os
 import sys
+
+_GRPC = "this server has no gRPC API (REST only, on --rest_api_port)"
+_ONE_MODEL = ("this server serves one model, --model_name from --model_base_path (no model config file, "
+              "version policy or version labels)")
+_BATCHING = "batching is set with --max_batch_size and --batch_timeout_micros"
+# tensorflow_model_server's flags (model_servers/main.cc) that this server does
+# not implement: refused, with why, since ignoring them would change what the
+# deployment asked for.
+_UNSUPPORTED_FLAGS = {
+    "model_config_file": _ONE_MODEL,
+    "model_config_file_poll_wait_seconds": _ONE_MODEL,
+    "allow_version_labels_for_unavailable_models": _ONE_MODEL,
+    "rest_api_timeout_in_ms": "requests have no deadline here (TF Serving answers 504 when it passes); "
+                              "set a timeout in the client instead",
+    "batching_parameters_file": _BATCHING,
+    "enable_per_model_batching_parameters": _BATCHING,
+    "rest_api_enable_cors_support": "no CORS headers are sent",
+    "grpc_socket_path": _GRPC,
+    "grpc_channel_arguments": _GRPC,
+    "grpc_max_threads": _GRPC,
+    "ssl_config_file": _GRPC,
+    "use_alts_credentials": _GRPC,
+    "saved_model_tags": "the exports have one meta graph (tag serve), which is loaded",
+    "platform_config_file": "TensorFlow SavedModels are the only platform",
+    "monitoring_config_file": "no Prometheus metrics are exported",
+    "enable_model_warmup": "there is no warmup replay",
+    "num_request_iterations_for_warmup": "there is no warmup replay",
+    "xla_cpu_compilation_enabled": "the exports hold no XLA-compiled functions",
+    "per_process_gpu_memory_fraction": "GPU memory is TensorFlow's default here",
+    "rest_api_num_threads": "requests run on uvicorn's event loop and a thread pool",
+    "tensorflow_session_parallelism": "thread pools are TensorFlow's default here",
+    "tensorflow_intra_op_parallelism": "thread pools are TensorFlow's default here",
+    "tensorflow_inter_op_parallelism": "thread pools are TensorFlow's default here",
+    "tensorflow_session_config_file": "the session configuration is TensorFlow's default here",
+    "num_load_threads": "versions load one at a time",
+    "num_unload_threads": "versions unload one at a time",
+    "max_num_load_retries": "a version that fails to load is retried when its directory changes",
+    "load_retry_interval_micros": "a version that fails to load is retried when its directory changes",
+    "flush_filesystem_caches": "no caches are flushed",
+    "remove_unused_fields_from_bundle_metagraph": "the SavedModel is loaded whole",
+    "prefer_tflite_model": "TensorFlow Lite models are not served",
+    "version": "this is not tensorflow_model_server",
+}
+
+
+def _flag_value_bool(text):
+    """tensorflow_model_server's bool flag syntax: --flag, --flag=true, --flag=false."""
+    if text.lower() in ("true", "1"):
+        return True
+    if text.lower() in ("false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def _parser():
@@ -24,10 +80,18 @@ def _parser():
                         help="Directory holding integer version directories (1/, 2/, ...), e.g. "
                         "runs/x/export/transcriber, not a version directory itself.")
     parser.add_argument("--rest_api_port", type=int, default=8501, help="HTTP port (default 8501).")
+    parser.add_argument("--port", type=int, default=None,
+                        help="tensorflow_model_server's gRPC port, accepted so its deployment scripts run; "
+                        "this server has no gRPC API and warns that nothing listens on it.")
+    parser.add_argument("--enable_batching", type=_flag_value_bool, nargs="?", const=True, default=None,
+                        metavar="true|false",
+                        help="As tensorflow_model_server's: false turns batching off (--max_batch_size=1); "
+                        "batching is on by default here (--max_batch_size).")
     parser.add_argument("--host", default="127.0.0.1",
                         help="Address to bind (default 127.0.0.1, this machine only; 0.0.0.0 for all).")
     parser.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
-                        help="Seconds between scans for new versions (default 1).")
+                        help="Seconds between scans for new versions (default 1; 0 or less: only the "
+                        "scan at start, as tensorflow_model_server's 0).")
     parser.add_argument("--max_request_bytes", type=int, default=32 * 1024 * 1024,
                         help="Largest request body accepted, in bytes (default 32 MiB).")
     parser.add_argument("--max_audio_seconds", type=float, default=60.0,
@@ -46,7 +110,15 @@ def _parser():
 
 
 def main(argv=None):
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    for arg in unknown:
+        name = arg.split("=", 1)[0]
+        if name.startswith("--") and name[2:] in _UNSUPPORTED_FLAGS:
+            parser.error(f"{name} is a tensorflow_model_server flag that this server does not implement: "
+                         f"{_UNSUPPORTED_FLAGS[name[2:]]}.")
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     for name in ("rest_api_port", "max_request_bytes", "max_batch_size", "max_text_chars"):
         if getattr(args, name) <= 0:
             _parser().error(f"--{name} must be a positive integer, got {getattr(args, name)}")
@@ -54,6 +126,12 @@ def main(argv=None):
         _parser().error(f"--rest_api_port must be a port number in 1..65535, got {args.rest_api_port}")
     if not os.path.isdir(args.model_base_path):
         _parser().error(f"--model_base_path {args.model_base_path} is not a directory")
+    if args.port is not None:
+        print(f"python -m serving: warning: --port={args.port} is tensorflow_model_server's gRPC port; this "
+              f"server has no gRPC API: nothing listens on it (REST on --rest_api_port={args.rest_api_port}).",
+              file=sys.stderr)
+    if args.enable_batching is False:
+        args.max_batch_size = 1
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if os.path.isfile(os.path.join(args.model_base_path, "saved_model.pb")):
         from serving.model_store import missing_versions_message, version_directories

@@ -268,7 +268,8 @@ class ModelStore:
     Args:
         model_name: The name clients use in `/v1/models/NAME`.
         base_path: Directory of integer version directories.
-        poll_seconds: Seconds between directory scans in `start()`.
+        poll_seconds: Seconds between directory scans in `start()`; 0 or
+            less: no scans after the first (TF Serving's 0).
         warn_seconds: Seconds between warnings while no version is served.
     """
 
@@ -357,8 +358,13 @@ class ModelStore:
         return current
 
     def start(self):
-        """Poll `base_path` every `poll_seconds` in a daemon thread."""
+        """Poll `base_path` every `poll_seconds` in a daemon thread. With
+        `poll_seconds` <= 0 there is no polling: as with TF Serving's
+        `--file_system_poll_wait_seconds=0`, the scan at start is the only one."""
         if self._thread is not None:
+            return
+        if self.poll_seconds <= 0:
+            logger.info("not polling %s for new versions (poll interval %g s)", self.base_path, self.poll_seconds)
             return
 
         def poll():

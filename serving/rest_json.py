@@ -8,7 +8,10 @@ tensors, or a bare tensor when the signature has one input). Strings are
 JSON strings; binary strings are `{"b64": "..."}`. Row requests are answered
 with `predictions` (a list of per-item values, or of objects when there are
 several outputs), columnar ones with `outputs` (the tensor, or an object of
-named tensors). Output strings that are not UTF-8, or whose output name ends
+named tensors). Other fields of the request are ignored, as TF Serving ignores
+them; named inputs the signature does not have are refused (TF Serving ignores
+those in `inputs`: a `seed` sent to a signature without one would be dropped
+silently). Output strings that are not UTF-8, or whose output name ends
 in `_bytes`, come back as `{"b64": "..."}`. NaN and Infinity are accepted and
 written as JSON tokens, as TF Serving does. JSON `true`/`false` are for DT_BOOL
 inputs only: among a float or int input's numbers they are refused, as TF
@@ -219,9 +222,7 @@ def parse_predict_request(request, signatures, default="serving_default"):
             'Request must hold exactly one of "instances" (row format) or '
             f'"inputs" (columnar format), got {sorted(k for k in request if k != "signature_name")}.'
         )
-    unknown = sorted(set(request) - {"signature_name", "instances", "inputs"})
-    if unknown:
-        raise RequestError(f"Request has unknown fields {unknown}; expected signature_name and instances or inputs.")
+    # Other fields are ignored, as TF Serving's json_tensor.cc ignores them.
 
     if has_rows:
         rows = request["instances"]

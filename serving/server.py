@@ -19,10 +19,25 @@ from serving.rest_json import RequestError, dumps, format_predict_response, pars
 
 logger = logging.getLogger("serving")
 
+# TF Serving's URL patterns (http_rest_api_util.cc), after "/v1/models/": a
+# version or a label, then `/metadata` (GET) or `:verb` (POST). Versions that
+# are not numbers get a message of their own.
 _PATH = re.compile(
-    r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?(?:/labels/(?P<label>[^/:]+))?"
-    r"(?:(?P<metadata>/metadata)|:(?P<verb>[A-Za-z_]+))?$"
+    r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
+    r"(?:(?P<metadata>/metadata)|:(?P<verb>[^/:]+))?$"
 )
+_VERBS = ("predict", "classify", "regress", "transcribe")
+_MAX_VERSION = 2**63 - 1  # an int64, as TF Serving parses it
+
+# TF Serving's HTTP status for each TensorFlow error code (http_server.cc).
+_HTTP_STATUS = {
+    tf.errors.CANCELLED: 499, tf.errors.UNKNOWN: 500, tf.errors.INVALID_ARGUMENT: 400,
+    tf.errors.DEADLINE_EXCEEDED: 504, tf.errors.NOT_FOUND: 404, tf.errors.ALREADY_EXISTS: 409,
+    tf.errors.PERMISSION_DENIED: 403, tf.errors.RESOURCE_EXHAUSTED: 429,
+    tf.errors.FAILED_PRECONDITION: 400, tf.errors.ABORTED: 409, tf.errors.OUT_OF_RANGE: 400,
+    tf.errors.UNIMPLEMENTED: 501, tf.errors.INTERNAL: 500, tf.errors.UNAVAILABLE: 503,
+    tf.errors.DATA_LOSS: 500, tf.errors.UNAUTHENTICATED: 401,
+}
 
 
 class JSONResponse(Response):
@@ -212,10 +227,17 @@ def create_app(
       Concurrent uploads are batched into one call of the model's
       `serving_default` signature, and so are compatible `:predict` requests.
 
-    Every error is `{"error": message}`: 400 for malformed requests (JSON,
-    dtype, shape, missing inputs, unknown signature, unreadable audio), 404 for
-    unknown models, versions and routes, 405 for a wrong method, 413 above the
-    body, duration, `max_new_chars` or text length limits.
+    `POST .../:classify` and `:regress` get TF Serving's answer for these
+    exports, whose signatures are all of method tensorflow/serving/predict
+    (400). Version labels (`/labels/L`) are not configurable: 400, as TF
+    Serving answers an unknown label.
+
+    Every error is `{"error": message}` with TF Serving's status: 400 for
+    malformed requests (a URL or method outside the routes above, JSON, dtype,
+    shape, missing inputs, unknown signature, unreadable audio), 404 for
+    models and versions that are not served, 413 above the body, duration,
+    `max_new_chars` or text length limits, and TF Serving's status for each
+    other TensorFlow error (e.g. 429 for ResourceExhausted, 500 for Internal).
 
     Args:
         model_name: The NAME in the URLs.
@@ -272,23 +294,79 @@ def create_app(
     async def validation_error(request, error):
         return _error(400, str(error))
 
-    def resolve(path, method):
-        match = _PATH.match(path)
-        if not match:
-            raise NotFoundError(f"Malformed request: {method} /v1/models/{path}")
-        if match["name"] != model_name:
-            raise NotFoundError(f"Servable not found for request: Latest({match['name']})")
-        if match["label"] is not None:
-            raise NotFoundError(
-                f"Servable not found for request: label {match['label']!r} (labels are "
-                "not configured on this server; use /versions/N or no version)."
-            )
+    def resolve(request, path):
+        """`(match, version)` of the URL path after "/v1/", or a RequestError
+        (400) as TF Serving's: "Malformed request: METHOD PATH" for a path or
+        method its URL patterns do not match (status and metadata take GET,
+        verbs POST), "Failed to convert version" for one beyond int64, and
+        "Unrecognized servable version label" for a label, since none is
+        configured here."""
+        method = request.method
+        if path == "models" and method == "GET":
+            raise RequestError("Missing model name in request.")
+        match = _PATH.match(path[len("models/"):]) if path.startswith("models/") else None
+        hint = ""
+        if match is not None:
+            verb = match["verb"]
+            if verb is not None and verb not in _VERBS:
+                match, hint = None, f" (unknown verb :{verb}; this server has :predict and :transcribe)"
+            elif method != ("POST" if verb else "GET"):
+                match, hint = None, f" (this URL takes {'POST' if verb else 'GET'})"
+        if match is None:
+            raise RequestError(f"Malformed request: {method} /v1/{path}{hint}")
         version = match["version"]
         if version is not None:
             if not (version.isascii() and version.isdigit()):  # not "²", which int() refuses
                 raise RequestError(f"Version must be a non-negative integer, got {version!r}.")
+            if int(version) > _MAX_VERSION:
+                raise RequestError(f"Failed to convert version: {version} to numeric.")
             version = int(version)
+        if match["label"] is not None:
+            raise RequestError(
+                f"Unrecognized servable version label: {match['label']} (this server has no "
+                "version labels; use /versions/N or no version).")
         return match, version
+
+    def servable(name, version):
+        """The served `LoadedVersion` for a request naming `name` and `version`."""
+        if name != model_name:
+            wanted = f"Latest({name})" if version is None else f"Specific({name}, {version})"
+            raise NotFoundError(f"Servable not found for request: {wanted}")
+        return store.get(version)
+
+    def model_status(name, version):
+        """TF Serving's GetModelStatus answer, or its NotFound messages."""
+        current = store.current if name == model_name else None
+        if version is None and current is None:
+            raise NotFoundError(f"Could not find any versions of model {name}")
+        if version is not None and (current is None or current.version != version):
+            raise NotFoundError(f"Could not find version {version} of model {name}")
+        return {"model_version_status": [{
+            "version": str(current.version),
+            "state": "AVAILABLE",
+            "status": {"error_code": "OK", "error_message": ""},
+        }]}
+
+    async def classify_or_regress(loaded, verb, request):
+        """What TF Serving answers to `:classify` and `:regress` on these
+        exports, whose signatures are all of method tensorflow/serving/predict:
+        InvalidArgument (400), in its words with
+        --enable_signature_method_name_check (without it, it names what the
+        signature lacks for the verb: a single `inputs` tensor, `scores`...)."""
+        payload = parse_json_body(await request.body())
+        name = payload.get("signature_name", "")
+        if not isinstance(name, str):
+            raise RequestError("'signature_name' key must be a string value.")
+        name = name or "serving_default"
+        if name not in loaded.signature_def:
+            raise RequestError(f"No signature was found with the name: {name}")
+        method_name = loaded.signature_def[name].get("method_name", "")
+        if method_name != f"tensorflow/serving/{verb}":
+            kind = {"classify": "classification", "regress": "regression"}[verb]
+            raise RequestError(
+                f"Expected {kind} signature method_name to be tensorflow/serving/{verb}. "
+                f"Was: {method_name} (use :predict).")
+        raise RequestError(f":{verb} is not implemented by this server; use :predict.", status=501)
 
     def check_limits(loaded, signature, arrays):
         task = loaded.metadata.get("task")
@@ -394,53 +472,42 @@ def create_app(
             "duration_seconds": round(len(waveform) / rate, 3),
         }
 
-    async def handle(request, path, method):
+    async def handle(request, path):
         try:
-            match, version = resolve(path, method)
-            verb = match["verb"]
+            match, version = resolve(request, path)
+            name, verb = match["name"], match["verb"]
             if verb is None:
-                if method != "GET":
-                    return _error(405, f"Method {method} not allowed on /v1/models/{path}; use GET.")
-                loaded = store.get(version)
-                if match["metadata"]:
-                    return JSONResponse({
-                        "model_spec": {"name": model_name, "signature_name": "",
-                                       "version": str(loaded.version)},
-                        "metadata": {"signature_def": {"signature_def": loaded.signature_def}},
-                    })
-                return JSONResponse({"model_version_status": [{
-                    "version": str(loaded.version),
-                    "state": "AVAILABLE",
-                    "status": {"error_code": "OK", "error_message": ""},
-                }]})
-            if method != "POST":
-                return _error(405, f"Method {method} not allowed on /v1/models/{path}; use POST.")
-            if verb not in ("predict", "transcribe"):
-                raise NotFoundError(
-                    f"Malformed request: POST /v1/models/{path}: unknown verb {verb!r} "
-                    "(this server has :predict and :transcribe).")
-            loaded = store.get(version)
+                if not match["metadata"]:
+                    return JSONResponse(model_status(name, version))
+                loaded = servable(name, version)
+                return JSONResponse({
+                    "model_spec": {"name": model_name, "signature_name": "",
+                                   "version": str(loaded.version)},
+                    "metadata": {"signature_def": {"signature_def": loaded.signature_def}},
+                })
+            loaded = servable(name, version)
             if verb == "predict":
                 return JSONResponse(await predict(loaded, request))
-            return JSONResponse(await transcribe(loaded, request))
+            if verb == "transcribe":
+                return JSONResponse(await transcribe(loaded, request))
+            return await classify_or_regress(loaded, verb, request)
         except NotFoundError as error:
             return _error(404, str(error))
         except RequestError as error:
             return _error(error.status, str(error))
         except AudioError as error:
             return _error(413 if error.reason == TOO_LONG else 400, str(error))
-        except tf.errors.InvalidArgumentError as error:
-            return _error(400, _invalid_argument_message(error))
-        except tf.errors.ResourceExhaustedError as error:
-            return _error(503, f"Server out of resources: {_invalid_argument_message(error)}")
+        except tf.errors.OpError as error:  # TF Serving's status for each code
+            return _error(_HTTP_STATUS.get(error.error_code, 500), _invalid_argument_message(error))
+        except Exception as error:  # still {"error": ...}, as TF Serving answers every error
+            logger.exception("%s %s failed", request.method, request.url.path)
+            return _error(500, f"Internal error: {type(error).__name__}: {error}")
 
-    @app.get("/v1/models/{path:path}")
-    async def get_route(request: Request, path: str):
-        return await handle(request, path, "GET")
-
-    @app.post("/v1/models/{path:path}")
-    async def post_route(request: Request, path: str):
-        return await handle(request, path, "POST")
+    # Every /v1/ path and method comes here, as in TF Serving, so a wrong one
+    # is answered as TF Serving answers it (400), not with a 404 or 405.
+    @app.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"])
+    async def v1_route(request: Request, path: str):
+        return await handle(request, path)
 
     return app
 

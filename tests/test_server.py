@@ -226,7 +226,6 @@ BAD_PREDICTS = [
     ('{"signature_name": "score", "inputs": [{"b64": "***"}]}', 400, "invalid base64"),
     ('{"signature_name": "nope", "inputs": ["a"]}', 400, '"nope" not found'),
     ('{"signature_name": 3, "inputs": ["a"]}', 400, "must be a string"),
-    ('{"signature_name": "score", "inputs": ["a"], "extra": 1}', 400, "unknown fields"),
     ('{"inputs": {"prompt": ["a"], "max_new_chars": 5}}', 400, "missing input(s) ['temperature']"),
     ('{"inputs": {"prompt": ["a"], "max_new_chars": 5, "temperature": 0, "seed": 1}}', 400, "unknown input(s) ['seed']"),
     ('{"inputs": {"prompt": ["a"], "max_new_chars": 2.5, "temperature": 0}}', 400, "DT_INT32"),
@@ -284,22 +283,77 @@ def test_bad_predict_requests_are_4xx_with_a_message(lm_client, body, status, me
         assert message in response.json()["error"]
 
 
-def test_unknown_models_versions_routes_and_methods(lm_client):
+def test_urls_and_methods_are_answered_as_tf_serving_does(lm_client):
+    # TF Serving's http_rest_api_handler: a path or method its URL patterns do not
+    # match is InvalidArgument "Malformed request: METHOD PATH" (HTTP 400), whatever
+    # is wrong (a trailing slash, a verb on GET, no verb on POST, an unknown verb,
+    # another method); 404 is for models and versions that are not served, and a
+    # label that is not configured is InvalidArgument (400).
+    malformed = [
+        ("GET", "/v1/models/lm/"), ("GET", "/v1/models/lm/metadata/"), ("GET", "/v1/models/lm:predict"),
+        ("POST", "/v1/models/lm"), ("POST", "/v1/models/lm/metadata"), ("POST", "/v1/models/lm:foo"),
+        ("POST", "/v1/models/lm:predict/"), ("PUT", "/v1/models/lm"), ("DELETE", "/v1/models/lm:predict"),
+        ("GET", "/v1/foo"), ("POST", "/v1/models"), ("GET", "/v1/models/lm/versions/1/labels/x"),
+    ]
+    for method, url in malformed:
+        response = lm_client.request(method, url)
+        assert response.status_code == 400, (method, url)
+        assert response.json()["error"].startswith(f"Malformed request: {method} {url}"), (method, url)
     cases = [
-        ("GET", "/v1/models/other", 404, "Servable not found for request: Latest(other)"),
-        ("GET", "/v1/models/lm/versions/2", 404, "Specific(lm, 2)"),
-        ("POST", "/v1/models/lm/versions/2:predict", 404, "Specific(lm, 2)"),
-        ("GET", "/v1/models/lm/versions/x", 400, "non-negative integer"),
-        ("GET", "/v1/models/lm/labels/stable", 404, "labels are not configured"),
-        ("POST", "/v1/models/lm:classify", 404, "unknown verb"),
-        ("GET", "/v1/models/lm:predict", 405, "use POST"),
-        ("POST", "/v1/models/lm", 405, "use GET"),
+        ("GET", "/v1/models", 400, "Missing model name in request."),
+        ("GET", "/v1/models/lm/versions/99999999999999999999", 400,
+         "Failed to convert version: 99999999999999999999 to numeric."),
+        ("GET", "/v1/models/lm/versions/x", 400, "Version must be a non-negative integer, got 'x'."),
+        ("POST", "/v1/models/lm/labels/stable:predict", 400, "Unrecognized servable version label: stable"),
+        ("GET", "/v1/models/lm/labels/stable", 400, "Unrecognized servable version label: stable"),
+        ("GET", "/v1/models/lm/labels/stable/metadata", 400, "Unrecognized servable version label: stable"),
+        # The status API's own words (get_model_status_impl), the others' ServerCore's.
+        ("GET", "/v1/models/other", 404, "Could not find any versions of model other"),
+        ("GET", "/v1/models/lm/versions/2", 404, "Could not find version 2 of model lm"),
+        ("GET", "/v1/models/other/versions/1", 404, "Could not find version 1 of model other"),
+        ("GET", "/v1/models/other/metadata", 404, "Servable not found for request: Latest(other)"),
+        ("GET", "/v1/models/lm/versions/2/metadata", 404, "Servable not found for request: Specific(lm, 2)"),
+        ("POST", "/v1/models/other:predict", 404, "Servable not found for request: Latest(other)"),
+        ("POST", "/v1/models/lm/versions/2:predict", 404, "Servable not found for request: Specific(lm, 2)"),
         ("GET", "/v2/anything", 404, "Not Found"),
     ]
     for method, url, status, message in cases:
         response = lm_client.request(method, url)
         assert response.status_code == status, url
-        assert message in response.json()["error"], url
+        assert response.json()["error"].startswith(message), (url, response.json())
+    assert lm_client.get("/v1/models/lm/versions/1/metadata").json()["model_spec"]["version"] == "1"
+
+
+def test_classify_and_regress_are_refused_as_tf_serving_refuses_a_predict_signature(lm_client):
+    # TF Serving runs :classify and :regress on a signature of that method; these
+    # exports' signatures are all tensorflow/serving/predict, so it answers 400.
+    body = {"examples": [{"text": "abc"}]}
+    for verb, kind in (("classify", "classification"), ("regress", "regression")):
+        response = lm_client.post(f"/v1/models/lm:{verb}", json=body)
+        assert response.status_code == 400, verb
+        assert response.json()["error"].startswith(
+            f"Expected {kind} signature method_name to be tensorflow/serving/{verb}. "
+            "Was: tensorflow/serving/predict"), response.json()
+        response = lm_client.post(f"/v1/models/lm:{verb}", json={**body, "signature_name": "nope"})
+        assert response.status_code == 400
+        assert response.json()["error"].startswith("No signature was found with the name: nope")
+        assert lm_client.post(f"/v1/models/other:{verb}", json=body).json() == {
+            "error": "Servable not found for request: Latest(other)"}
+
+
+def test_unknown_request_fields_are_ignored_as_in_tf_serving(lm_client, lm_saved):
+    # json_tensor.cc reads signature_name, instances and inputs and nothing else,
+    # so a client may send more (e.g. Vertex AI's "parameters").
+    expected = lm_saved.signatures["score"](text=tf.constant(["abc"]))["char_count"].numpy().tolist()
+    for extra in ({"parameters": {"x": 1}}, {"model_spec": {"name": "lm"}, "id": 7}):
+        for rows in (False, True):
+            request = {"signature_name": "score", **extra, **({"instances": ["abc"]} if rows else {"inputs": ["abc"]})}
+            response = lm_client.post("/v1/models/lm:predict", json=request)
+            assert response.status_code == 200, response.text
+            if rows:
+                assert [p["char_count"] for p in response.json()["predictions"]] == expected
+            else:
+                assert response.json()["outputs"]["char_count"] == expected
 
 
 def test_request_body_limit(lm_client):
@@ -407,7 +461,7 @@ def test_a_base_path_without_versions_is_logged_and_waited_on(exports, tmp_path,
     base.mkdir()
     app = create_app("lm", base, poll_seconds=0.1)
     with caplog.at_level("WARNING", logger="serving"), TestClient(app) as client:
-        assert client.get("/v1/models/lm").json() == {"error": "Servable not found for request: Latest(lm)"}
+        assert client.get("/v1/models/lm").json() == {"error": "Could not find any versions of model lm"}
         assert f"under --model_base_path {base}: expected {base}/<N>/saved_model.pb with N a number" in caplog.text
         assert "it is empty." in caplog.text
         shutil.copytree(version_dir, base / "3")
@@ -651,6 +705,103 @@ def test_seeded_generation_repeats_and_is_never_merged(exports, lm_saved):
     assert batchers == {}
 
 
+def test_model_errors_are_json_with_tf_servings_status_codes(exports, monkeypatch):
+    # http_server.cc maps every error code to an HTTP status and always answers
+    # {"error": ...}; a client reading response.json()["error"] must not get a
+    # text/plain "Internal Server Error" instead.
+    import serving.server
+
+    errors = [
+        (tf.errors.InternalError(None, None, "kernel broke"), 500),
+        (tf.errors.UnimplementedError(None, None, "no kernel"), 501),
+        (tf.errors.ResourceExhaustedError(None, None, "OOM when allocating"), 429),
+        (tf.errors.FailedPreconditionError(None, None, "not initialized"), 400),
+        (tf.errors.DeadlineExceededError(None, None, "too slow"), 504),
+        (tf.errors.UnavailableError(None, None, "later"), 503),
+        (RuntimeError("a bug"), 500),
+    ]
+    raised = []
+
+    def failing_call(signature, arrays):
+        raise raised[-1]
+
+    monkeypatch.setattr(serving.server, "_call", failing_call)
+    app = create_app("lm", os.path.dirname(exports["lm"]), poll_seconds=3600)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for error, status in errors:
+            raised.append(error)
+            response = client.post("/v1/models/lm:predict", json={"signature_name": "score", "inputs": ["abc"]})
+            assert response.status_code == status, error
+            assert response.headers["content-type"] == "application/json", error
+            message = response.json()["error"]
+            assert (error.message if isinstance(error, tf.errors.OpError) else str(error)) in message, message
+
+
+def test_poll_wait_zero_scans_once_as_in_tf_serving(exports, tmp_path):
+    # tensorflow_model_server --file_system_poll_wait_seconds=0 polls once (and a
+    # negative value never); a 0 s wait between scans would scan without pause.
+    from serving.model_store import ModelStore
+
+    base = tmp_path / "lm"
+    shutil.copytree(exports["lm"], base / "1")
+    for seconds in (0, -1):
+        store = ModelStore("lm", base, poll_seconds=seconds)
+        scans = []
+        store.refresh = lambda: scans.append(1)
+        store.start()
+        time.sleep(0.3)
+        store.stop()
+        assert scans == [], seconds
+    app = create_app("lm", base, poll_seconds=0)
+    with TestClient(app) as client:  # the one scan at start serves version 1
+        assert client.get("/v1/models/lm").json()["model_version_status"][0]["version"] == "1"
+        shutil.copytree(exports["lm"], base / "2")
+        time.sleep(0.3)
+        assert client.get("/v1/models/lm").json()["model_version_status"][0]["version"] == "1"
+
+
+def test_command_line_takes_tf_servings_deployment_flags(exports, capsys, monkeypatch):
+    # The flags of TF Serving's Docker entrypoint (--port, --rest_api_port,
+    # --model_name, --model_base_path) start this server; --enable_batching is
+    # accepted; its flags this server does not implement are refused, named.
+    import uvicorn
+
+    import serving.server
+    from serving.__main__ import main
+
+    started = {}
+    real_create_app = serving.server.create_app
+
+    def create_app_spy(*args, **kwargs):
+        started["create_app"] = (args, kwargs)
+        return real_create_app(*args, **kwargs)
+
+    monkeypatch.setattr(serving.server, "create_app", create_app_spy)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: started.setdefault("run", kwargs))
+    base = os.path.dirname(exports["lm"])
+    entrypoint = ["--port=8500", "--rest_api_port=8501", "--model_name=lm", f"--model_base_path={base}"]
+    assert main(entrypoint) == 0
+    assert started["run"]["port"] == 8501
+    assert "--port=8500 is tensorflow_model_server's gRPC port; this server has no gRPC API" in capsys.readouterr().err
+    for flag, batch_size in (("--enable_batching", 32), ("--enable_batching=true", 32), ("--enable_batching=false", 1)):
+        started.clear()
+        assert main([*entrypoint[1:], flag]) == 0
+        assert started["create_app"][1]["max_batch_size"] == batch_size, flag
+    for flag, reason in (
+        ("--model_config_file=/models/models.config", "serves one model"),
+        ("--rest_api_timeout_in_ms=5000", "no deadline"),
+        ("--batching_parameters_file=/b.txt", "--max_batch_size and --batch_timeout_micros"),
+        ("--enable_batching=maybe", "true or false"),
+        ("--monitoring_config_file=/m.txt", "flag that this server does not implement: no Prometheus metrics"),
+    ):
+        started.clear()
+        with pytest.raises(SystemExit) as exit_info:
+            main([*entrypoint[1:], flag])
+        assert exit_info.value.code == 2 and not started, flag
+        err = capsys.readouterr().err
+        assert "python -m serving: error: " in err and flag.split("=")[0] in err and reason in err, err
+
+
 def test_new_versions_are_picked_up_without_restart(exports, tmp_path):
     base = tmp_path / "lm"
     shutil.copytree(exports["lm"], base / "1")
@@ -699,7 +850,7 @@ def test_removing_the_served_version_rolls_back_to_the_highest_remaining(exports
         assert app.state.store.refresh() is True
         assert client.get("/v1/models/lm").json()["model_version_status"][0]["version"] == "1"
         assert client.get("/v1/models/lm/versions/2").json() == {
-            "error": "Servable not found for request: Specific(lm, 2)"}
+            "error": "Could not find version 2 of model lm"}
         response = client.post("/v1/models/lm/versions/1:predict", json={"signature_name": "score", "inputs": ["abc"]})
         assert response.status_code == 200 and response.json()["outputs"]["char_count"] == [2]
         deadline = time.monotonic() + 60
@@ -711,7 +862,7 @@ def test_removing_the_served_version_rolls_back_to_the_highest_remaining(exports
             assert app.state.store.refresh() is False
         assert f"version 1 of lm was removed from {base} and no other version could be loaded; nothing is served" \
             in caplog.text
-        assert client.get("/v1/models/lm").json() == {"error": "Servable not found for request: Latest(lm)"}
+        assert client.get("/v1/models/lm").json() == {"error": "Could not find any versions of model lm"}
         shutil.copytree(exports["lm"], base / "1")  # and a version that appears again is served
         assert app.state.store.refresh() is True
         assert client.get("/v1/models/lm").json()["model_version_status"][0]["version"] == "1"
