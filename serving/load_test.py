@@ -172,6 +172,7 @@ def main(argv=None):
         httpx.URL(args.url)
     except httpx.InvalidURL as error:
         parser.error(f"--url {args.url!r} is not a URL ({error}); expected http://HOST:PORT")
+    args.url = args.url.rstrip("/")  # the report's url: http://HOST:PORT/v1/..., not ...PORT//v1/...
 
     try:
         report = asyncio.run(_run(args))
@@ -179,13 +180,18 @@ def main(argv=None):
         print(f"load_test: error: no answer from {args.url} ({type(error).__name__}: {error}); expected a running "
               f"server (python -m serving ...) with model {args.model_name!r}.", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("load_test: interrupted; nothing was reported.", file=sys.stderr)
+        return 130
     except WarmUpFailed as error:
-        url = args.url.rstrip("/") + f"/v1/models/{args.model_name}:" + (
+        url = args.url + f"/v1/models/{args.model_name}:" + (
             "transcribe" if args.kind == "transcribe" else "predict")
         print(f"load_test: error: the warm-up request to {url} {error}; nothing was measured: expected a server "
               f"(python -m serving ...) serving model {args.model_name!r} of kind {args.kind}.", file=sys.stderr)
         return 2
-    print(json.dumps(report, indent=2, ensure_ascii=False))
+    from training.cli import print_lines
+
+    print_lines([json.dumps(report, indent=2, ensure_ascii=False)])  # `| head` ends it quietly
     return 0 if report["failures"] == 0 else 1
 
 

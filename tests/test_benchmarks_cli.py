@@ -342,6 +342,12 @@ def test_load_test_leaves_failed_requests_out_of_the_latencies_and_the_throughpu
     report = json.loads(capsys.readouterr().out)
     assert code == 1 and (report["requests"], report["failures"]) == (6, 6)
     assert report["latency_ms"] is None and report["throughput_rps"] == 0
+    assert report["url"] == f"{server.url}/v1/models/m:predict"
+
+    with _FakeServer(lambda n: (200, _OK, 0.0)) as server:  # a trailing slash makes no '//' in the report
+        load_test.main(["--model_name", "m", "--kind", "generate", "--url", server.url + "/",
+                        "--clients", "1", "--requests", "1"])
+    assert json.loads(capsys.readouterr().out)["url"] == f"{server.url}/v1/models/m:predict"
 
 
 def test_load_test_whose_warm_up_fails_measures_nothing_and_says_why(capsys):
