@@ -30,6 +30,7 @@ temporary directory, so "cold" is always cold.
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import time
 
@@ -143,6 +144,12 @@ def main(argv=None):
             )
             cold_walls.append(time.perf_counter() - started)
         reader = FeatureCacheReader(directory)
+        if not len(reader):  # nothing to time: every clip was skipped
+            skipped = reader.index.get("skipped", [])
+            print(f"feature_speed: error: --dataset {args.dataset} --split {args.split}: no usable utterance "
+                  f"({len(skipped)} skipped, e.g. {skipped[:3]}); expected a split with readable audio and "
+                  "transcripts", file=sys.stderr)
+            return 2
         audio_seconds = reader.index["audio_seconds"]
         print(
             f"cold (read + resample + features; {min(4, os.cpu_count() or 1)} worker threads if the first clips "
@@ -249,4 +256,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -121,6 +121,19 @@ def test_feature_speed_refuses_counts_below_one(flag, value, capsys, tmp_path):
     assert not os.path.exists(tmp_path / "cache")
 
 
+def test_feature_speed_on_a_split_without_usable_audio_says_so(capsys, tmp_path):
+    folder = tmp_path / "corpus"
+    (folder / "wavs").mkdir(parents=True)
+    (folder / "wavs" / "a.wav").write_bytes(b"RIFF not audio")
+    (folder / "wavs" / "b.wav").write_bytes(b"RIFF not audio either")
+    (folder / "manifest.tsv").write_text("path\ttext\tsplit\nwavs/a.wav\thello\ttrain\nwavs/b.wav\thi\tvalidation\n")
+    code = feature_speed.main(["--dataset", str(folder), "--cache-dir", str(tmp_path / "cache"),
+                               "--cold-repeats", "1", "--skip-training"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"feature_speed: error: --dataset {folder} --split train: no usable utterance (1 skipped, e.g." in err
+
+
 def test_plain_baseline_help_lists_only_the_flags_it_takes(capsys):
     with pytest.raises(SystemExit) as exit_info:
         plain_baseline.main(["--help"])
