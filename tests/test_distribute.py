@@ -62,3 +62,115 @@ def test_distribute_is_checked(capsys):
     assert distribution_strategy("none").num_replicas_in_sync == 1
     with pytest.raises(ValueError, match=r"`distribute` \(--distribute\), expected one of \('none', 'mirrored'\)"):
         transcription.Config(distribute="horovod")
+
+
+
+# Steps on two replicas against those on one device, each model made by `build_distributed` as
+# the runs make theirs: batches that `tf.distribute` splits unevenly (3 -> 2 + 1, 1 -> 1 + 0),
+# mixed_float16 (a LossScaleOptimizer around the clipped Adam), and the language model's
+# embedding (sparse gradients) under its clip.
+STEPS_ON_TWO_REPLICAS = r'''
+import json
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras
+import numpy as np
+
+from tests.transcription_fixtures import NUM_FEATURES, make_dataset, make_utterances
+from training import language_model, transcription
+from training.distribute import build_distributed
+
+VOCABULARY = transcription.Vocabulary(transcription.SPEECH_ALPHABET)
+
+
+def compare(build, data):
+    out = {}
+    for name in ("none", "mirrored"):
+        keras.utils.set_random_seed(5)
+        model = build_distributed(name, build, batch_size=3)
+        try:
+            before = model.evaluate(data, verbose=0)
+            loss = model.fit(data, epochs=1, verbose=0).history["loss"][0]
+        except Exception as error:
+            return {"error": f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300]}"}
+        out[name] = ([w.numpy().astype("float64") for w in model.weights], [before, loss])
+    return {
+        "step_difference": max(float(np.abs(a - b).max()) for a, b in zip(out["none"][0], out["mirrored"][0])),
+        "losses": [out["none"][1], out["mirrored"][1]],
+    }
+
+
+def transcriber(policy):
+    config = transcription.Config(hidden_size=24, num_layers=1, frame_stack=1, frequency_warp=0.0,
+                                  dtype_policy=policy)
+
+    def build():
+        model = transcription.build_model(config, num_features=NUM_FEATURES, vocabulary_size=VOCABULARY.size)
+        # A clip that acts on every step: it must see the replicas' summed gradient.
+        optimizer = keras.optimizers.Adam(0.01, clipnorm=0.05)
+        if policy == "mixed_float16":  # a loss scale whose first step does not overflow (and is skipped)
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer, initial_scale=4.0)
+        model.compile(optimizer=optimizer)
+        return model
+
+    return build
+
+
+def language_model_builder(clipnorm):
+    config = language_model.Config(hidden_size=16, embedding_dim=8, num_layers=1, sequence_length=10,
+                                   clipnorm=clipnorm, dropout=0.0)
+    return lambda: language_model.build_model(config, 12)
+
+
+utterances = make_utterances(4, seed=1)
+ids = np.random.default_rng(0).integers(0, 12, size=(4, 11)).astype("int32")
+windows = tf.data.Dataset.from_tensor_slices((ids[:, :-1], ids[:, 1:]))
+print(json.dumps({
+    "uneven_transcription": compare(
+        transcriber("float32"), make_dataset(utterances[:3], 3).concatenate(make_dataset(utterances[3:], 3))),
+    "mixed_float16_transcription": compare(transcriber("mixed_float16"), make_dataset(utterances, 4)),
+    "clipped_language_model": compare(language_model_builder(0.05), windows.batch(4)),
+    "uneven_language_model": compare(language_model_builder(0.0), windows.batch(3)),
+}))
+'''
+
+
+@pytest.fixture(scope="module")
+def steps_on_two_replicas():
+    process = subprocess.run(
+        [sys.executable, "-c", STEPS_ON_TWO_REPLICAS],
+        capture_output=True, text=True, cwd=ROOT, env=clean_env(PYTHONPATH=ROOT), timeout=600,
+    )
+    assert process.returncode == 0, process.stderr[-3000:]
+    return json.loads(process.stdout.strip().splitlines()[-1])
+
+
+def _assert_one_device_step(step, tolerance=1e-5):
+    assert "error" not in step, step
+    assert step["step_difference"] < tolerance, step
+    (evaluated, trained), (evaluated_mirrored, trained_mirrored) = step["losses"]
+    assert evaluated_mirrored == pytest.approx(evaluated, rel=1e-4)
+    assert trained_mirrored == pytest.approx(trained, rel=1e-4)
+
+
+def test_batches_that_split_unevenly_across_replicas_take_the_one_device_step(steps_on_two_replicas):
+    # Batches of 3 and 1 utterances (or windows). Keras builds the model from the first batch
+    # averaged across the replicas, which failed on shares of 2 and 1 ("AddN ... must have the same
+    # size"); the CTC loss failed on a share of none ("batch_size must not be 0"); and each
+    # replica's mean weighed a share of 1 as much as one of 2.
+    _assert_one_device_step(steps_on_two_replicas["uneven_transcription"])
+    _assert_one_device_step(steps_on_two_replicas["uneven_language_model"])
+
+
+def test_mixed_float16_clips_the_replicas_summed_gradient(steps_on_two_replicas):
+    # The LossScaleOptimizer has no clip of its own: the Adam it wraps clipped each replica's part.
+    _assert_one_device_step(steps_on_two_replicas["mixed_float16_transcription"], tolerance=3e-3)
+
+
+def test_the_language_models_clipped_step_is_the_one_device_step(steps_on_two_replicas):
+    # Its embedding's gradient is sparse: halved copies of its rows on each replica changed
+    # Adam's second moment, which squares rows before adding them up.
+    _assert_one_device_step(steps_on_two_replicas["clipped_language_model"])

@@ -12,7 +12,7 @@ import keras_tuner
 
 from pipelines.epochs import repeat_epochs
 from training.cli import NON_LEARNING_FIELDS, SEARCH_DIR, config_differences, config_to_dict, write_json
-from training.distribute import clip_after_summing, distribution_strategy
+from training.distribute import clip_after_summing, distribution_strategy, weigh_by_examples
 from tuning.build_tuner import build_tuner
 from tuning.search_spaces import TUNED_HYPERPARAMETERS
 from tuning.task_hypermodel import TaskHyperModel
@@ -242,6 +242,7 @@ def run_search(task, config, tuning, *, output_dir=None):
         model = task.build_model(hp, ranges, config, context)
         if strategy is not None:  # built in the strategy's scope by keras-tuner
             clip_after_summing(model.optimizer)
+            weigh_by_examples(model)  # uneven batches: each replica's loss by its examples
         return model
 
     hypermodel = TaskHyperModel(
