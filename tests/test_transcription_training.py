@@ -1374,3 +1374,63 @@ def test_a_float16_transcription_model_trains_with_loss_scaling():
                                           num_features=NUM_FEATURES, vocabulary_size=VOCABULARY.size)
         assert type(model.optimizer).__name__ == expected, policy
         assert model.dtype_policy.name == policy
+
+
+def _hand_made_member(member, metrics):
+    """A finished ensemble member in `member.output_dir` without training: an untrained model of
+    `member`'s settings, its config.json and the given metrics.json."""
+    from training.cli import write_json
+
+    keras.utils.set_random_seed(member.seed)
+    model = transcription.build_model(member, num_features=NUM_FEATURES, vocabulary_size=VOCABULARY.size)
+    transcription.save_transcriber(member.output_dir, model, VOCABULARY, FeatureConfig(n_mels=NUM_FEATURES))
+    write_json(os.path.join(member.output_dir, "config.json"), transcription.config_to_dict(member))
+    write_json(os.path.join(member.output_dir, "metrics.json"), {"epochs": 1, "train_seconds": 1.0, **metrics})
+    keras.backend.clear_session()
+
+
+def test_an_ensembles_member_figures_are_of_its_own_closed_vocabulary(tmp_path, fake_data):
+    from models.transcription_evaluation import evaluate_closed_vocabulary, outputs_function
+    from training.transcription_ensemble import member_configs
+
+    from tests.transcription_fixtures import WORDS
+
+    texts, path, other = list(WORDS), tmp_path / "texts.txt", tmp_path / "other.txt"
+    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    other.write_text("ab\nba\n", encoding="utf-8")
+    config = transcription.Config(output_dir=str(tmp_path / "ensemble"), ensemble=2, candidates=str(path), **ENSEMBLE)
+    members = member_configs(config)
+    # Finished by the same command with --candidates other.txt (a decoding flag: they are reused).
+    marked = {f"{split}_{rate}_closed": 0.125 for split in ("val", "test") for rate in ("cer", "wer")}
+    for member in members:
+        _hand_made_member(dataclasses.replace(member, candidates=str(other)),
+                          {"val_cer": 0.5, "val_wer": 0.5, "test_cer": 0.5, "test_wer": 0.5, **marked})
+    metrics = transcription.run(config)
+    data = make_speech_data(train=16, validation=8, test=8)
+    for entry, member in zip(metrics["members"], members):
+        model = keras.models.load_model(os.path.join(member.output_dir, "model.keras"), compile=False)
+        for split, dataset in (("val", data.validation), ("test", data.test)):
+            closed = evaluate_closed_vocabulary(outputs_function(model), dataset, texts, vocabulary=VOCABULARY)
+            assert entry[f"{split}_wer_closed"] == pytest.approx(closed["wer"]), (split, entry)
+            assert entry[f"{split}_cer_closed"] == pytest.approx(closed["cer"]), (split, entry)
+        assert entry["val_cer"] == 0.5  # the greedy figures are the member's own
+    # The same command without --candidates: no member figure of another command's texts.
+    again = transcription.run(dataclasses.replace(config, candidates=None))
+    assert [sorted(entry) for entry in again["members"]] == [
+        ["epochs", "run_dir", "seed", "test_cer", "test_wer", "train_seconds", "val_cer", "val_wer"]] * 2
+
+
+def test_an_ensemble_member_without_its_model_stops_the_run_before_anything_is_trained(tmp_path, fake_data):
+    from training.transcription_ensemble import member_configs
+
+    config = transcription.Config(output_dir=str(tmp_path / "ensemble"), ensemble=2, **ENSEMBLE)
+    first, second = member_configs(config)
+    _hand_made_member(second, {"val_cer": 0.5, "val_wer": 0.5})
+    os.remove(os.path.join(second.output_dir, "model.keras"))
+    with pytest.raises(ValueError) as error:
+        transcription.run(config)
+    message = str(error.value)
+    assert message.startswith(f"{second.output_dir} holds metrics.json but no model.keras")
+    assert f"remove {second.output_dir} to train this member again" in message
+    assert "--overwrite" not in message.replace("(--overwrite does not combine with --ensemble)", "")
+    assert not os.path.exists(first.output_dir)  # checked before anything was trained

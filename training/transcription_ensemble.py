@@ -22,14 +22,17 @@ loop over seeds and `serving.export_run RUN RUN ...` do by hand:
   probability is scored too (`val_wer_closed`, ...), and the export serves
   it as its `text`.
 - `OUTPUT_DIR` holds the ensemble's `config.json` and `metrics.json` (its own
-  `val_cer`/`val_wer`, the members' figures under `members`), and the
-  `vocabulary.json` and `feature_config.json` the members share.
+  `val_cer`/`val_wer`, the members' figures under `members`: their closed-
+  vocabulary figures those of this command's `--candidates`, scored again for
+  a reused member made with others), and the `vocabulary.json` and
+  `feature_config.json` the members share.
 
 A killed ensemble run resumes when the same command runs again: finished
 members are reused, the member in progress resumes from its own backup
 (`keras.callbacks.BackupAndRestore`). A member directory written with other
 flags stops the run before anything is trained, naming the file and the
-fields that differ; its files are never overwritten.
+fields that differ, and so does one holding a finished member's metrics but
+not its model; its files are never overwritten.
 """
 
 import dataclasses
@@ -39,7 +42,12 @@ import os
 import keras
 import tensorflow as tf
 
-from models.transcription_evaluation import closed_vocabulary_texts, score_decodings
+from models.transcription_evaluation import (
+    closed_vocabulary_texts,
+    evaluate_closed_vocabulary,
+    outputs_function,
+    score_decodings,
+)
 from training import transcription
 from training.cli import NON_LEARNING_FIELDS, check_run_directory, config_to_dict, write_json
 
@@ -77,7 +85,8 @@ def _read_json(path):
 
 def _check_member(member, model_builder=None):
     """A ValueError when `member.output_dir` holds a run made with other settings,
-    or by another model builder than `model_builder` (`transcription.check_same_builder`).
+    or by another model builder than `model_builder` (`transcription.check_same_builder`),
+    or a finished run's metrics without its model; else the saved config (a dict) or None.
 
     `training.cli.check_run_directory`: fields that do not change what a run
     learns (decoding, scoring, where it runs and where its files are) are not
@@ -90,6 +99,28 @@ def _check_member(member, model_builder=None):
                                   ignore=NON_LEARNING_FIELDS | {transcription.MODEL_BUILDER_KEY})
     # A finished member is reused: it must be this builder's model.
     transcription.check_same_builder(member.output_dir, earlier, model_builder, what="ensemble member")
+    has = {name: os.path.isfile(os.path.join(member.output_dir, name))
+           for name in (transcription.METRICS_FILE, transcription.MODEL_FILE)}
+    if (earlier is not None and has[transcription.METRICS_FILE] and not has[transcription.MODEL_FILE]
+            and not os.path.exists(os.path.join(member.output_dir, transcription.BACKUP_DIR))):
+        # Not reusable, and its run would refuse to train it again (check_not_finished).
+        raise ValueError(
+            f"{member.output_dir} holds {transcription.METRICS_FILE} but no {transcription.MODEL_FILE}: this "
+            f"finished ensemble member cannot be reused, and training it again would replace its files. "
+            f"Nothing was trained: remove {member.output_dir} to train this member again (--overwrite does "
+            f"not combine with --ensemble)."
+        )
+    return earlier
+
+
+# The fields of a member's config that its closed-vocabulary figures depend on.
+CLOSED_DECODING_FIELDS = ("candidates", "candidate_warps")
+
+
+def _closed_figures_reusable(saved, config):
+    """Whether a reused member's closed-vocabulary figures (its config dict `saved`) are those
+    the ensemble `config` would score: the same --candidates and --candidate-warps."""
+    return saved is not None and all(saved.get(name) == getattr(config, name) for name in CLOSED_DECODING_FIELDS)
 
 
 def _finished(member):
@@ -156,7 +187,8 @@ def run_ensemble(config, *, callbacks=(), model_builder=None):
         entries of a single run, `val_cer`/`val_wer` (and `test_*`) of the
         ensemble (greedy; `*_closed` too with `--candidates`), `epochs` and
         `train_seconds` summed over the members, `members` (each one's seed,
-        directory, epochs, training seconds and error rates) and `export_dir`.
+        directory, epochs, training seconds and error rates, closed-vocabulary
+        ones of `config.candidates` and `config.candidate_warps`) and `export_dir`.
     """
     candidates = transcription.read_candidates(config)  # a bad file stops the run before it starts
     out = config.output_dir
@@ -170,17 +202,22 @@ def run_ensemble(config, *, callbacks=(), model_builder=None):
             f"remove {out}."
         )
     members = member_configs(config)
-    for member in members:  # all of them before anything is trained
-        _check_member(member, model_builder)
+    saved_configs = [_check_member(member, model_builder) for member in members]  # before anything is trained
     os.makedirs(out, exist_ok=True)
     write_json(os.path.join(out, transcription.CONFIG_FILE), config_to_dict(config))
 
     member_metrics = []
-    for index, member in enumerate(members, 1):
+    rescored = []  # reused members whose closed-vocabulary figures are another command's
+    for index, (member, saved) in enumerate(zip(members, saved_configs), 1):
         label = f"Ensemble member {index}/{len(members)} (seed {member.seed}) in {member.output_dir}"
         if _finished(member):
             print(f"{label}: already trained, reused")
-            member_metrics.append(_read_json(os.path.join(member.output_dir, transcription.METRICS_FILE)))
+            reused = _read_json(os.path.join(member.output_dir, transcription.METRICS_FILE))
+            if not _closed_figures_reusable(saved, config):
+                # Scored with other --candidates or --candidate-warps: left out, scored again below.
+                reused = {key: value for key, value in reused.items() if not key.endswith("_closed")}
+                rescored.append(index - 1)
+            member_metrics.append(reused)
             continue
         print(f"{label}: training")
         keras.backend.clear_session()  # the same layer names in every member
@@ -192,28 +229,24 @@ def run_ensemble(config, *, callbacks=(), model_builder=None):
     models = [transcription.load_transcriber(member.output_dir)[0] for member in members]
     rate_keys = [f"{split}_{rate}{kind}" for split in ("val", "test") for kind in ("", "_closed")
                  for rate in ("cer", "wer")]
+    warps = transcription.candidate_warp_factors(config)
     metrics = {
         **transcription.data_metrics(config, prepared),
         "ensemble": len(members),
         "epochs": sum(m["epochs"] for m in member_metrics),
         "train_seconds": round(sum(m["train_seconds"] for m in member_metrics), 1),
-        "members": [
-            {
-                "seed": member.seed,
-                "run_dir": member.output_dir,
-                "epochs": m["epochs"],
-                "train_seconds": m["train_seconds"],
-                **{key: m[key] for key in rate_keys if key in m},
-            }
-            for member, m in zip(members, member_metrics)
-        ],
     }
     for prefix, dataset in {"val": data.validation, "test": getattr(data, "test", None)}.items():
         if dataset is None:
             continue
+        if candidates is not None:
+            for index in rescored:  # each member's closed-vocabulary figures of this command's texts
+                closed = evaluate_closed_vocabulary(outputs_function(models[index]), dataset, candidates,
+                                                    vocabulary=vocabulary, warps=warps)
+                member_metrics[index][f"{prefix}_cer_closed"] = closed["cer"]
+                member_metrics[index][f"{prefix}_wer_closed"] = closed["wer"]
         rates = evaluate_ensemble(
-            models, dataset, vocabulary=vocabulary, candidates=candidates,
-            warps=transcription.candidate_warp_factors(config),
+            models, dataset, vocabulary=vocabulary, candidates=candidates, warps=warps,
         )
         metrics[f"{prefix}_cer"] = rates["cer"]
         metrics[f"{prefix}_wer"] = rates["wer"]
@@ -233,6 +266,16 @@ def run_ensemble(config, *, callbacks=(), model_builder=None):
             )
         )
 
+    metrics["members"] = [
+        {
+            "seed": member.seed,
+            "run_dir": member.output_dir,
+            "epochs": m["epochs"],
+            "train_seconds": m["train_seconds"],
+            **{key: m[key] for key in rate_keys if key in m},
+        }
+        for member, m in zip(members, member_metrics)
+    ]
     vocabulary.save(os.path.join(out, transcription.VOCABULARY_FILE))
     write_json(os.path.join(out, transcription.FEATURE_CONFIG_FILE), feature_config.to_dict())
     metrics["export_dir"] = transcription.export_for_serving(
