@@ -266,6 +266,18 @@ def _numbers(text):
     return values
 
 
+def _version_hint(path):
+    """Where the version directory is when `path` is a run's directory (an ensemble's
+    or a tuning run's too) or a base directory of versions: "; use --export V", or ""."""
+    from serving.model_store import newest_export, version_directories
+
+    if not os.path.isdir(path):
+        return ""
+    versions = version_directories(path)
+    newest = versions[max(versions)] if versions else newest_export(path, "transcriber")
+    return "" if newest is None else f"; use --export {newest}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--export", required=True, help="A version directory, e.g. runs/x/export/transcriber/1.")
@@ -307,7 +319,8 @@ def main(argv=None):
     if args.limit < 0:
         parser.error(f"--limit must be 0 (all) or a positive integer, got {args.limit}.")
     if not os.path.isfile(os.path.join(args.export, "saved_model.pb")):
-        parser.error(f"--export {args.export!r} is not a SavedModel version directory (no saved_model.pb).")
+        parser.error(f"--export {args.export!r} is not a SavedModel version directory (no saved_model.pb)"
+                     + _version_hint(args.export) + ".")
     if args.output is not None:
         from training.cli import output_file_error
 

@@ -421,6 +421,21 @@ def test_evaluate_export_refuses_a_bad_output_or_limit_before_evaluating(export_
         assert message in capsys.readouterr().err
 
 
+def test_evaluate_export_given_a_run_or_a_base_directory_names_the_version(export_path, tmp_path, capsys):
+    import serving.evaluate_export as evaluate_export
+
+    run = tmp_path / "run"
+    (run / "export" / "transcriber").mkdir(parents=True)
+    os.symlink(export_path, run / "export" / "transcriber" / "3")  # a run's newest export
+    base = os.path.dirname(str(export_path))
+    for given, version in ((run, run / "export" / "transcriber" / "3"), (base, export_path)):
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate_export.main(["--export", str(given), "--dataset", str(tmp_path)])
+        assert exit_info.value.code == 2
+        assert (f"--export {str(given)!r} is not a SavedModel version directory (no saved_model.pb); "
+                f"use --export {version}.") in capsys.readouterr().err
+
+
 def test_evaluate_export_decodes_with_a_language_model_grid(export_path, model, vocabulary, utterances, tmp_path,
                                                             capsys):
     import soundfile as sf
