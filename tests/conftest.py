@@ -25,3 +25,14 @@ import pytest  # noqa: E402
 def _seed():
     keras.utils.set_random_seed(1234)
     yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests marked `long` (a whole run, a search, other processes: 15-80 s each in
+    the suite) first, in their order, then the others in theirs.
+
+    pytest-xdist's `worksteal` gives each worker a part of this order and lets an idle
+    worker take tests from the end of another's: with the long tests first, the last
+    tests of the suite are short ones, not one worker idling while the other runs a
+    minute-long test to the end."""
+    items[:] = sorted(items, key=lambda item: item.get_closest_marker("long") is None)

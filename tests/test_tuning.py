@@ -202,6 +202,7 @@ def _resume_with_one_more_trial(config, capsys, rows):
     return resumed
 
 
+@pytest.mark.long
 def test_search_writes_outputs_and_resumes_without_repeating_trials(tmp_path, capsys):
     output_dir = str(tmp_path / "run")
     config = ToyConfig(output_dir=output_dir)
@@ -276,6 +277,7 @@ def test_search_writes_outputs_and_resumes_without_repeating_trials(tmp_path, ca
         run_search(TOY_TASK, config, TuningConfig(tuner="random", max_trials=2, max_epochs=1, max_hidden_size=16))
 
 
+@pytest.mark.long
 def test_a_project_left_by_a_distributed_search_resumes_without_repeating_trials(tmp_path, capsys):
     output_dir = str(tmp_path / "run")
     config = ToyConfig(output_dir=output_dir)
@@ -312,6 +314,7 @@ def test_a_search_into_a_training_runs_directory_is_refused(tmp_path):
     assert [p.name for p in run_dir.iterdir()] == ["config.json"]
 
 
+@pytest.mark.long
 def test_a_search_resumed_on_other_data_is_refused(tmp_path, monkeypatch, capsys):
     import tests.tuning_toy_task as toy
 
@@ -348,6 +351,7 @@ def test_a_search_resumed_on_other_data_is_refused(tmp_path, monkeypatch, capsys
     assert json.load(open(identity_path, encoding="utf-8"))["data"]["characters"] == len(toy.TEXT)
 
 
+@pytest.mark.long
 def test_hyperband_continues_the_best_trial_of_a_bracket(tmp_path):
     output_dir = str(tmp_path / "run")
     tuning = TuningConfig(tuner="hyperband", max_trials=3, max_epochs=2, hyperband_factor=2)
@@ -440,6 +444,7 @@ def test_a_trial_cut_by_the_budget_says_so_on_the_console_and_in_the_table(tmp_p
     assert "trial 1 of 1 completed (cut short by the time budget, mid-epoch): val_loss=" in out
 
 
+@pytest.mark.long
 def test_a_trial_of_several_executions_sums_their_seconds_and_is_cut_if_one_was(tmp_path, capsys, monkeypatch):
     import itertools
     import types

@@ -29,6 +29,7 @@ def _free_port():
         return s.getsockname()[1]
 
 
+@pytest.mark.long
 def test_chief_and_two_workers_run_every_trial_once_and_exit(tmp_path):
     output_dir = tmp_path / "run"
     logs = tmp_path / "logs"

@@ -7,11 +7,14 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.fresh_process import clean_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.long
 def test_killed_search_resumes_without_repeating_finished_trials(tmp_path):
     output_dir = tmp_path / "run"
     command = [
