@@ -65,6 +65,21 @@ def test_distribute_is_checked(capsys):
         transcription.Config(distribute="horovod")
 
 
+def test_mirrored_on_one_device_says_each_step_is_the_whole_batch(capsys):
+    import keras
+
+    from training.distribute import build_distributed
+
+    def build():
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile(keras.optimizers.SGD(0.1), "mse")
+        return model
+
+    model = build_distributed("mirrored", build, batch_size=8)
+    assert model.distribute_strategy.num_replicas_in_sync == 1
+    assert capsys.readouterr().out == (
+        "Distribution: MirroredStrategy, 1 replica(s), one device: each step is the whole batch\n")
+
 
 # Steps on two replicas against those on one device, each model made by `build_distributed` as
 # the runs make theirs: batches that `tf.distribute` splits unevenly (3 -> 2 + 1, 1 -> 1 + 0),

@@ -398,7 +398,7 @@ def test_a_killed_run_whose_text_changed_is_not_resumed(tmp_path):
     then, now = (hashlib.sha256(text.encode()).hexdigest()[:12] for text in (TINY_TEXT, changed))
     assert str(error.value) == (
         f"Text {corpus} has changed since the killed run in {out} was backed up (1860 characters then, 1860 now, "
-        f"sha256 {then}... then, {now}... now): resuming would train and validate on another vocabulary and 90/10 "
+        f"sha256 {then}... then, {now}... now): resuming would go on with a model of another vocabulary and 90/10 "
         f"split. Nothing was written: restore that text to resume, or remove {out / 'backup'} to train on this one "
         "from the start."
     )

@@ -161,8 +161,10 @@ def build_distributed(name, build, *, batch_size):
     """
     strategy = distribution_strategy(name)
     if name != "none":
-        print(f"Distribution: {type(strategy).__name__}, {strategy.num_replicas_in_sync} replica(s), "
-              f"each step's batch of {batch_size} split across them")
+        replicas = strategy.num_replicas_in_sync
+        print(f"Distribution: {type(strategy).__name__}, {replicas} replica(s), "
+              + (f"each step's batch of {batch_size} split across them" if replicas > 1
+                 else "one device: each step is the whole batch"))
     with strategy.scope():
         model = build()
     if name != "none":

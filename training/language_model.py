@@ -340,8 +340,8 @@ def _check_resumed_text(config, source):
     raise ValueError(
         f"Text {source.location} has changed since the killed run in {config.output_dir} was backed up "
         f"({before.get('characters')} characters then, {now['characters']} now, sha256 "
-        f"{str(before.get('sha256'))[:12]}... then, {now['sha256'][:12]}... now): resuming would train and "
-        f"validate on another vocabulary and 90/10 split. Nothing was written: restore that text to resume, or "
+        f"{str(before.get('sha256'))[:12]}... then, {now['sha256'][:12]}... now): resuming would go on "
+        f"with a model of another vocabulary and 90/10 split. Nothing was written: restore that text to resume, or "
         f"remove {os.path.join(config.output_dir, BACKUP_DIR)} to train on this one from the start."
     )
 
