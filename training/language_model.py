@@ -312,7 +312,6 @@ def build_model(config, vocabulary_size):
 
 
 BACKUP_DIR = "backup"  # BackupAndRestore's state; deleted (by Keras) when a run ends
-BACKUP_STATE_FILE = os.path.join(BACKUP_DIR, "training_metadata.json")  # Keras' name
 HISTORY_FILE = "history.csv"  # every epoch's losses (keras.callbacks.CSVLogger), across restarts
 # What the backed-up run trained on: a resumed run must read the same text (same vocabulary and split).
 BACKUP_TEXT_FILE = os.path.join(BACKUP_DIR, "text.json")
@@ -359,16 +358,8 @@ def _read_history(path):
     return {name: [float(row[name]) for row in ordered] for name in names}
 
 
-def _trained_so_far(output_dir):
-    """`{"epochs", "train_seconds", "stopped_by_time_budget"}` of a run whose training
-    ended before it was killed, or None."""
-    return trained_weights.trained_so_far(
-        os.path.join(output_dir, BACKUP_DIR), epochs=int, train_seconds=float, stopped_by_time_budget=bool
-    )
-
-
 def _train(config, model, data, resuming, callbacks):
-    """Fit `model` as `run` does; return `_trained_so_far`'s figures, the model holding
+    """Fit `model` as `run` does; return the figures `trained_weights.resume_state` reads back, the model holding
     the best checkpoint's weights.
 
     When it returns, the backup holds those weights and figures (`TRAINED_WEIGHTS_FILE`,
@@ -461,16 +452,10 @@ def run(config, *, callbacks=()):
     if earlier_run is not None:
         check_not_finished(config.output_dir, overwrite=config.overwrite)
     backup_dir = os.path.join(config.output_dir, BACKUP_DIR)
-    trained = _trained_so_far(config.output_dir) if earlier_run is not None else None
-    resuming = trained is None and os.path.exists(os.path.join(config.output_dir, BACKUP_STATE_FILE))
-    if trained is not None:
-        print(f"The interrupted run backed up in {backup_dir} had finished training "
-              f"({trained['epochs']} epochs): evaluating and saving it")
-    elif resuming:
-        print(f"Resuming the interrupted run backed up in {backup_dir}")
-    elif earlier_run is not None:
-        why = "--overwrite" if config.overwrite else "unfinished, no backup to resume from"
-        print(f"{config.output_dir} holds a run with these settings: training it again ({why}; its files are replaced)")
+    trained, resuming = trained_weights.resume_state(
+        config.output_dir, backup_dir, earlier_run, overwrite=config.overwrite,
+        epochs=int, train_seconds=float, stopped_by_time_budget=bool,
+    )
     keras.utils.set_random_seed(config.seed)
 
     # A resumed run's windows are shuffled from the epoch it resumes at, so its first epoch

@@ -15,6 +15,7 @@ import os
 import shutil
 
 from training.cli import write_json
+from training.data_seed import BACKUP_STATE_FILE as KERAS_BACKUP_STATE_FILE  # Keras' file in the backup directory
 
 STATE_FILE = "trained.json"  # in the backup directory: the training's figures (epochs, train_seconds, ...)
 WEIGHTS_FILE = "trained.weights.h5"  # in the backup directory: the weights evaluated
@@ -49,3 +50,25 @@ def trained_so_far(backup_dir, **fields):
 def restore_trained(model, backup_dir):
     """Load the weights `keep_trained` kept into `model`."""
     model.load_weights(os.path.join(backup_dir, WEIGHTS_FILE))
+
+
+def resume_state(output_dir, backup_dir, earlier_run, *, overwrite, **fields):
+    """`(trained, resuming)` of a run into `output_dir`, printing which it is.
+
+    `trained` is `trained_so_far(backup_dir, **fields)` when the directory
+    holds an earlier run of these settings (`earlier_run`, its config) whose
+    training had ended (None otherwise): the run evaluates and saves those
+    weights. Else `resuming` tells whether Keras' backup of a killed run is
+    there to resume from; without either, an earlier run is trained again.
+    """
+    trained = trained_so_far(backup_dir, **fields) if earlier_run is not None else None
+    resuming = trained is None and os.path.exists(os.path.join(backup_dir, KERAS_BACKUP_STATE_FILE))
+    if trained is not None:
+        print(f"The interrupted run backed up in {backup_dir} had finished training "
+              f"({trained['epochs']} epochs): evaluating and saving it")
+    elif resuming:
+        print(f"Resuming the interrupted run backed up in {backup_dir}")
+    elif earlier_run is not None:
+        why = "--overwrite" if overwrite else "unfinished, no backup to resume from"
+        print(f"{output_dir} holds a run with these settings: training it again ({why}; its files are replaced)")
+    return trained, resuming

@@ -48,7 +48,6 @@ MODEL_FILE = "model.keras"
 VOCABULARY_FILE = "vocabulary.json"
 FEATURE_CONFIG_FILE = "feature_config.json"
 BACKUP_DIR = "backup"  # BackupAndRestore's state; deleted when a run ends
-BACKUP_STATE_FILE = os.path.join(BACKUP_DIR, "training_metadata.json")  # Keras' name
 BEST_WEIGHTS_FILE = os.path.join("checkpoints", "best.weights.h5")
 BEST_STATE_FILE = os.path.join(BACKUP_DIR, "best.json")  # best val_cer so far
 # Written when training ends, deleted with the backup once metrics.json is: a run
@@ -522,11 +521,6 @@ def _best_so_far(output_dir):
         return float(state["val_cer"]), (int(epoch) if epoch is not None else None)
     except (OSError, KeyError, ValueError, TypeError, AttributeError):
         return None
-
-
-def _trained_so_far(output_dir):
-    """`{"epochs", "train_seconds"}` of a run whose training ended before it was killed, or None."""
-    return trained_weights.trained_so_far(os.path.join(output_dir, BACKUP_DIR), epochs=int, train_seconds=float)
 
 
 class _RememberBest(keras.callbacks.Callback):
@@ -1011,16 +1005,9 @@ def run(config, *, callbacks=(), model_builder=None):
     if earlier is not None:
         check_not_finished(out, overwrite=config.overwrite, finished_file=METRICS_FILE)
     keras.utils.set_random_seed(config.seed)
-    trained = _trained_so_far(out) if earlier is not None else None
-    resuming = trained is None and os.path.exists(os.path.join(out, BACKUP_STATE_FILE))
-    if trained is not None:
-        print(f"The interrupted run backed up in {os.path.join(out, BACKUP_DIR)} had finished training "
-              f"({trained['epochs']} epochs): evaluating and saving it")
-    elif resuming:
-        print(f"Resuming the interrupted run backed up in {os.path.join(out, BACKUP_DIR)}")
-    elif earlier is not None:
-        why = "--overwrite" if config.overwrite else "unfinished, no backup to resume from"
-        print(f"{out} holds a run with these settings: training it again ({why}; its files are replaced)")
+    trained, resuming = trained_weights.resume_state(
+        out, os.path.join(out, BACKUP_DIR), earlier, overwrite=config.overwrite, epochs=int, train_seconds=float
+    )
 
     # Bad data stops the run before it writes anything. A resumed run's data are seeded
     # from the epoch it resumes at too, so its first epoch does not replay epoch 1's order.
