@@ -34,7 +34,11 @@ def time_stretch(features, feature_length, factor):
     Output frame `j` samples the input at `(j + 0.5) / factor - 0.5` (frame
     centres, as `tf.image.resize` does), interpolating between neighbours;
     each utterance keeps only the output frames whose sample point lies in
-    its own valid frames, so padding never leaks in.
+    its own valid frames, so padding never leaks in. The sample points
+    follow `factor` exactly, not the padded length's ratio
+    `ceil(time * factor) / time` (which a resize to the new length would
+    use), so an utterance is stretched the same whatever its batch's
+    padding.
 
     Args:
         features: `(batch, time, n_features)` float32, padded.
@@ -50,11 +54,19 @@ def time_stretch(features, feature_length, factor):
     features = tf.convert_to_tensor(features, tf.float32)
     factor = tf.cast(factor, tf.float32)
     shape = tf.shape(features)
-    time, n_features = shape[1], shape[2]
+    time = shape[1]
     new_time = tf.cast(tf.math.ceil(tf.cast(time, tf.float32) * factor - 1e-4), tf.int32)
-    stretched = tf.image.resize(
-        features[..., tf.newaxis], tf.stack([new_time, n_features]), method="bilinear"
-    )[..., 0]
+    # Linear interpolation at the sample points of `factor` itself: a resize
+    # to `new_time` frames would scale by `new_time / time` instead.
+    position = (tf.cast(tf.range(new_time), tf.float32) + 0.5) / factor - 0.5
+    position = tf.clip_by_value(position, 0.0, tf.cast(tf.maximum(time - 1, 0), tf.float32))
+    lower = tf.floor(position)
+    weight = (position - lower)[tf.newaxis, :, tf.newaxis]
+    lower = tf.cast(lower, tf.int32)
+    upper = tf.minimum(lower + 1, tf.maximum(time - 1, 0))
+    stretched = (
+        tf.gather(features, lower, axis=1) * (1.0 - weight) + tf.gather(features, upper, axis=1) * weight
+    )
     stretched.set_shape([features.shape[0], None, features.shape[2]])  # models need the feature size
     lengths = tf.cast(feature_length, tf.float32)
     new_length = tf.floor((lengths - 0.5) * factor - 0.5 + 1e-4) + 1.0

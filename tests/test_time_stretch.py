@@ -59,3 +59,18 @@ def test_stretch_batches_draws_factors_per_batch_and_keeps_labels():
     first = [b[0]["features"].shape[1] for b in stretch_batches(dataset, 0.3, seed=7)]
     again = [b[0]["features"].shape[1] for b in stretch_batches(dataset, 0.3, seed=7)]
     assert first == again  # reproducible from the seed
+
+
+def test_samples_at_the_nominal_factor_whatever_the_batch_padding():
+    # Padded time 7 at factor 1.5 gives ceil(10.5) = 11 output frames: frame j must still sample
+    # (j + 0.5) / 1.5 - 0.5 (not (j + 0.5) * 7 / 11 - 0.5, the scale of a resize to 11 frames),
+    # so an utterance is stretched the same whatever padding its batch has.
+    ramp = np.arange(7, dtype=np.float32)  # value = frame index: the output reads back its sample point
+    expected = np.maximum((np.arange(10) + 0.5) / 1.5 - 0.5, 0.0)  # floor(6.5 * 1.5 - 0.5) + 1 = 10 frames
+    for time in (7, 8, 9):
+        x = np.full((1, time, 1), 99.0, np.float32)
+        x[0, :7, 0] = ramp
+        features, new_lengths = time_stretch(x, np.array([7], np.int32), 1.5)
+        np.testing.assert_array_equal(new_lengths, [10])
+        np.testing.assert_allclose(features[0, :10, 0], expected, atol=1e-5)
+        np.testing.assert_array_equal(features[0, 10:, 0], 0.0)
