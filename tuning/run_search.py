@@ -275,7 +275,8 @@ def run_search(task, config, tuning, *, output_dir=None):
         )
     else:
         print(
-            f"[tuning] {role} {tuner.tuner_id} of a distributed {tuning.tuner} search, oracle at "
+            f"[tuning] {role if tuner.tuner_id == role else f'{role} {tuner.tuner_id}'} of a distributed "
+            f"{tuning.tuner} search, oracle at "
             f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}",
             flush=True,
         )
