@@ -305,8 +305,15 @@ def main(argv=None):
     except KeyboardInterrupt:
         if os.environ.get("TRAIN_TRACEBACK"):
             traceback.print_exc()
+        backed_up = os.path.exists(os.path.join(config.output_dir, "backup", "training_metadata.json"))
+        if tuning.tune or backed_up:
+            resume = "resume from the last finished epoch (or trial)."
+        else:  # killed before its first epoch ended (or after training: the backup was replaced by the weights)
+            trained = os.path.exists(os.path.join(config.output_dir, "backup", "trained.json"))
+            resume = ("evaluate and save the weights it trained." if trained
+                      else "start again: no epoch had finished.")
         print(f"train.py: interrupted. What {config.output_dir} holds is kept: run the same command again to "
-              "resume from the last finished epoch (or trial).", file=sys.stderr)
+              f"{resume}", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous_handler)

@@ -614,8 +614,16 @@ def test_train_py_interrupted_or_terminated_says_how_to_resume(tmp_path, capsys,
         assert train.main(argv) == 130
         err = capsys.readouterr().err
         assert err == (f"train.py: interrupted. What {tmp_path / 'run'} holds is kept: run the same command again "
-                       "to resume from the last finished epoch (or trial).\n")
+                       "to start again: no epoch had finished.\n")
         assert signal.getsignal(signal.SIGTERM) is before  # the handler is train.py's only while it runs
+    # With a backup of a finished epoch (or the trained weights kept after training), what a rerun does.
+    (tmp_path / "run" / "backup").mkdir(parents=True)
+    for name, resume in (("trained.json", "evaluate and save the weights it trained."),
+                         ("training_metadata.json", "resume from the last finished epoch (or trial).")):
+        (tmp_path / "run" / "backup" / name).write_text("{}")
+        assert train.main(argv) == 130
+        assert capsys.readouterr().err == (
+            f"train.py: interrupted. What {tmp_path / 'run'} holds is kept: run the same command again to {resume}\n")
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
