@@ -295,11 +295,7 @@ def test_urls_and_methods_are_answered_as_tf_serving_does(lm_client):
         ("POST", "/v1/models/lm:predict/"), ("PUT", "/v1/models/lm"), ("DELETE", "/v1/models/lm:predict"),
         ("GET", "/v1/foo"), ("POST", "/v1/models"), ("GET", "/v1/models/lm/versions/1/labels/x"),
     ]
-    for method, url in malformed:
-        response = lm_client.request(method, url)
-        assert response.status_code == 400, (method, url)
-        assert response.json()["error"].startswith(f"Malformed request: {method} {url}"), (method, url)
-    cases = [
+    cases = [(method, url, 400, f"Malformed request: {method} {url}") for method, url in malformed] + [
         ("GET", "/v1/models", 400, "Missing model name in request."),
         ("GET", "/v1/models/lm/versions/99999999999999999999", 400,
          "Failed to convert version: 99999999999999999999 to numeric."),
@@ -319,8 +315,8 @@ def test_urls_and_methods_are_answered_as_tf_serving_does(lm_client):
     ]
     for method, url, status, message in cases:
         response = lm_client.request(method, url)
-        assert response.status_code == status, url
-        assert response.json()["error"].startswith(message), (url, response.json())
+        assert response.status_code == status, (method, url)
+        assert response.json()["error"].startswith(message), (method, url, response.json())
     assert lm_client.get("/v1/models/lm/versions/1/metadata").json()["model_spec"]["version"] == "1"
 
 
