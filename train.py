@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from training import TASKS  # noqa: E402
 from training.cli import (  # noqa: E402
     _directory_error,
+    _flag,
     add_config_flags,
     config_from_namespace,
     take_dash_values,
@@ -95,10 +96,6 @@ def parse_command(argv=None):
     return module, config, tuning
 
 
-def _flag(name):
-    return "--" + name.replace("_", "-")
-
-
 def check_effective_flags(args, config, tuning):
     """A ValueError when a flag given in `args` would have no effect beside the others.
 
@@ -128,10 +125,10 @@ def check_effective_flags(args, config, tuning):
                          f"is off ({why}): the value would be ignored. Give --spec-augment too, or drop "
                          "--spec-augment-max-frequency.")
     if given.get("data_dir") is not None:
-        from data.speech_sources import CATALOG
+        from data.speech_sources import CATALOG, spec_parts
 
         specs = [spec for spec in (config.dataset, config.mix_dataset) if spec is not None]
-        if not any(part.strip() in CATALOG for spec in specs for part in spec.split("+")):
+        if not any(part in CATALOG for spec in specs for part in spec_parts(spec)):
             raise ValueError(f"--data-dir is the TFDS data directory of the catalog datasets ({', '.join(CATALOG)}), "
                              f"and neither --dataset nor --mix-dataset names one ({' and '.join(specs)}): the "
                              "value would be ignored. Drop --data-dir.")
@@ -171,22 +168,12 @@ def _dataset_paths(config):
     """The folders (transcription) or the text file (language model) that `config`'s
     --dataset and --mix-dataset read, as `(flag, path)` pairs."""
     if hasattr(config, "mix_dataset"):  # speech: folders, 'synthetic', catalog names, joined by '+'
-        from data.speech_sources import is_synthetic_spec
+        from data.speech_sources import spec_folder, spec_parts
 
-        found = []
-        for flag, spec in (("--dataset", config.dataset), ("--mix-dataset", config.mix_dataset)):
-            if spec is None or not spec.strip():
-                continue
-            spec = spec.strip()
-            whole = os.path.isdir(os.path.expanduser(spec)) or "+" not in spec
-            for part in [spec] if whole else [part.strip() for part in spec.split("+")]:
-                if is_synthetic_spec(part):
-                    continue
-                for folder in (part, part.rpartition(":")[0]):  # FOLDER or FOLDER:OPTIONS
-                    if folder and os.path.isdir(os.path.expanduser(folder)):
-                        found.append((flag, os.path.expanduser(folder)))
-                        break
-        return found
+        return [(flag, folder)
+                for flag, spec in (("--dataset", config.dataset), ("--mix-dataset", config.mix_dataset))
+                if spec is not None and spec.strip()
+                for folder in map(spec_folder, spec_parts(spec)) if folder is not None]
     from data.text_sources import SHIPPED_CORPORA, TFDS_PREFIX
 
     if config.dataset.startswith(TFDS_PREFIX):

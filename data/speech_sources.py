@@ -577,6 +577,26 @@ def _combined_source(sources):
     )
 
 
+def spec_parts(spec):
+    """The specs `spec` joins with '+' (stripped), or `[spec]` when it is one (a
+    folder whose name holds '+' included)."""
+    spec = spec.strip()
+    if "+" in spec and not os.path.isdir(os.path.expanduser(spec)):
+        return [part.strip() for part in spec.split("+")]
+    return [spec]
+
+
+def spec_folder(part):
+    """The absolute folder one spec (`FOLDER` or `FOLDER:OPTIONS`) reads, or None
+    for the synthetic corpus, a catalog name or a folder that does not exist."""
+    if _is_synthetic(part):
+        return None
+    for folder in (part, part.rpartition(":")[0]):
+        if folder and os.path.isdir(os.path.expanduser(folder)):
+            return os.path.abspath(os.path.expanduser(folder))
+    return None
+
+
 def resolve_speech_source(spec, *, cache_dir, data_dir=None):
     """The `SpeechSource` for a `--dataset` spec (see the module docstring).
 
@@ -596,8 +616,8 @@ def resolve_speech_source(spec, *, cache_dir, data_dir=None):
             f"or one of {CATALOG}, got {spec!r}."
         )
     spec = spec.strip()
-    if "+" in spec and not os.path.isdir(os.path.expanduser(spec)):
-        parts = [part.strip() for part in spec.split("+")]
+    parts = spec_parts(spec)
+    if len(parts) > 1:
         if not all(parts):
             raise ValueError(
                 f"Received an invalid value for argument `dataset`: {spec!r} has an empty part; "
@@ -606,14 +626,11 @@ def resolve_speech_source(spec, *, cache_dir, data_dir=None):
         return _combined_source([resolve_speech_source(p, cache_dir=cache_dir, data_dir=data_dir) for p in parts])
     if _is_synthetic(spec):
         return _synthetic_source(spec, cache_dir)
-    expanded = os.path.abspath(os.path.expanduser(spec))
-    if os.path.isdir(expanded):
-        return _folder_source(expanded, cache_dir)
-    folder, sep, options = spec.rpartition(":")
-    if sep and os.path.isdir(os.path.expanduser(folder)):
-        return _folder_source(
-            os.path.abspath(os.path.expanduser(folder)), cache_dir, **_folder_options(spec, options)
-        )
+    folder = spec_folder(spec)
+    if folder is not None:
+        if os.path.isdir(os.path.expanduser(spec)):
+            return _folder_source(folder, cache_dir)
+        return _folder_source(folder, cache_dir, **_folder_options(spec, spec.rpartition(":")[2]))
     if spec in CATALOG:
         return _catalog_source(spec, data_dir)
     raise ValueError(
