@@ -292,11 +292,14 @@ def main(argv=None):
     except KeyboardInterrupt:
         if os.environ.get("TRAIN_TRACEBACK"):
             traceback.print_exc()
-        backed_up = os.path.exists(os.path.join(config.output_dir, "backup", "training_metadata.json"))
-        if tuning.tune or backed_up:
+        from training import trained_weights
+        from training.data_seed import BACKUP_STATE_FILE
+
+        backup_dir = os.path.join(config.output_dir, module.BACKUP_DIR)
+        if tuning.tune or os.path.exists(os.path.join(backup_dir, BACKUP_STATE_FILE)):
             resume = "resume from the last finished epoch (or trial)."
         else:  # killed before its first epoch ended (or after training: the backup was replaced by the weights)
-            trained = os.path.exists(os.path.join(config.output_dir, "backup", "trained.json"))
+            trained = os.path.exists(os.path.join(backup_dir, trained_weights.STATE_FILE))
             resume = ("evaluate and save the weights it trained." if trained
                       else "start again: no epoch had finished.")
         print(f"train.py: interrupted. What {config.output_dir} holds is kept: run the same command again to "
