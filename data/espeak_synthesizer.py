@@ -161,11 +161,14 @@ def check_voice_variant(voice, variants=None):
         )
 
 
+@functools.lru_cache(maxsize=1)
 def espeak_ng_version():
     """`{"espeak_ng": library version, "espeakng_loader": wheel version}` of the installed
     espeak-ng (e.g. `{"espeak_ng": "1.52.0", "espeakng_loader": "0.2.4"}`), or None without the wheel.
 
     The wheel pins both the library and its voice data, which decide the audio.
+    Read once a process (every synthetic corpus builder records it); do not
+    change the dict returned.
     """
     import importlib.metadata
 
