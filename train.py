@@ -232,6 +232,9 @@ def next_steps(task, config, result):
         if getattr(config, "ensemble", 1) > 1:  # the ensemble exists only as its export
             model_dir = export
     lines = []
+    if model_dir and task == "transcription":
+        lines.append(f'  python -m data.say "what say you to this" {example}    # speech to try it on (or your own '
+                     'wav/flac)')
     if model_dir:
         lines.append(f"  python {tool} --model-dir {shlex.quote(str(model_dir))} {example}")
     if export:

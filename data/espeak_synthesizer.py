@@ -184,6 +184,9 @@ def espeak_ng_version():
     return {"espeak_ng": lib.espeak_Info(None).decode("utf-8", "replace"), "espeakng_loader": wheel}
 
 
+_BAD_JOB = 3  # the subprocess's exit status for a job synthesize refuses (ValueError)
+
+
 def synthesize_in_subprocess(jobs, *, seed=0):
     """Synthesise `jobs` in a fresh Python process; output depends only on them.
 
@@ -199,6 +202,9 @@ def synthesize_in_subprocess(jobs, *, seed=0):
 
     Returns:
         `(list of (samples,) int16 arrays, sample_rate)`.
+
+    Raises:
+        ValueError: a job `synthesize` refuses (an unknown voice), its message.
     """
     import io
     import json
@@ -217,6 +223,8 @@ def synthesize_in_subprocess(jobs, *, seed=0):
         env=env,
         check=False,
     )
+    if result.returncode == _BAD_JOB:  # a ValueError in the subprocess (an unknown voice): the same here
+        raise ValueError(result.stderr.decode("utf-8", "replace").strip())
     if result.returncode != 0:
         raise RuntimeError(
             "espeak-ng synthesis subprocess failed with status "
@@ -236,7 +244,11 @@ def _serve_jobs():
     tts = EspeakSynthesizer.instance()
     tts._lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
     tts._lib.espeak_ng_SetRandSeed(int(request["seed"]))
-    arrays = {f"a{i}": tts.synthesize(**job) for i, job in enumerate(request["jobs"])}
+    try:
+        arrays = {f"a{i}": tts.synthesize(**job) for i, job in enumerate(request["jobs"])}
+    except ValueError as error:
+        sys.stderr.write(str(error))
+        sys.exit(_BAD_JOB)
     buffer = io.BytesIO()
     np.savez(buffer, sample_rate=np.int64(tts.sample_rate), **arrays)
     sys.stdout.buffer.write(buffer.getvalue())

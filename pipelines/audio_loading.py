@@ -86,7 +86,10 @@ def _read(source, max_duration_s, data=None, limit_name="max_duration_s"):
             raise AudioError(source, UNREADABLE, "file does not exist") from None
         if (len(data) if data is not None else os.path.getsize(source)) == 0:
             raise AudioError(source, EMPTY, "file has 0 bytes") from None
-        raise AudioError(source, UNREADABLE, f"not a readable audio file (wav, flac, ogg): {error}") from None
+        # libsndfile's own words: its "Error opening <stream>: " prefix would name the
+        # in-memory upload's object (or the path as bytes) where the message already names the file.
+        reason = getattr(error, "error_string", None) or error
+        raise AudioError(source, UNREADABLE, f"not a readable audio file (wav, flac, ogg): {reason}") from None
     with handle:
         frames, rate = handle.frames, handle.samplerate
         if frames == 0:

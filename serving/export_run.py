@@ -89,7 +89,10 @@ def _read_run(run_dir):
     """The `_Run` of `run_dir`; a SystemExit when it has no model.keras."""
     model_path = os.path.join(run_dir, "model.keras")
     if not os.path.isfile(model_path):
-        raise SystemExit(f"{model_path} does not exist; expected the directory of a finished train.py run.")
+        best = os.path.join(run_dir, "tuning", "best")  # tuning.run_search's best model, a run directory
+        hint = (f" It is a tuning run (train.py --tune): use {best} (its best model)."
+                if os.path.isfile(os.path.join(best, "model.keras")) else "")
+        raise SystemExit(f"{model_path} does not exist; expected the directory of a finished train.py run.{hint}")
     from models.language_model_io import load_vocabulary_file
 
     metrics = _read_json(os.path.join(run_dir, "metrics.json"), required=False) or {}
@@ -134,13 +137,24 @@ def ensemble_members(run_dir):
     return [member_dir(run_dir, config["seed"] + k) for k in range(config["ensemble"])]
 
 
+def _own_export_base(run_dir):
+    """Where a run exports by default: `run_dir/export`; a search's best model
+    (`DIR/tuning/best`) into the search's `DIR/export`, beside the version the
+    search itself exported there (the one its "Next:" line serves)."""
+    tuning_dir = os.path.dirname(os.path.abspath(run_dir))
+    if (os.path.basename(os.path.abspath(run_dir)) == "best" and os.path.basename(tuning_dir) == "tuning"
+            and os.path.isfile(os.path.join(tuning_dir, "best.json"))):
+        return os.path.normpath(os.path.join(run_dir, os.pardir, os.pardir, "export"))
+    return os.path.join(run_dir, "export")
+
+
 def _expand(run_dirs):
     """`(run directories, default export base)`: ensemble runs replaced by their members."""
     expanded = []
     for run_dir in run_dirs:
         expanded.extend(ensemble_members(run_dir) or [run_dir])
     # One ensemble run exports into its own directory, as a single run does.
-    default_base = os.path.join(run_dirs[0], "export") if len(run_dirs) == 1 else None
+    default_base = _own_export_base(run_dirs[0]) if len(run_dirs) == 1 else None
     return expanded, default_base
 
 
@@ -206,7 +220,9 @@ def export_run(run_dir, export_base=None, candidates=None, candidate_warps=None)
     `run_dir` may be a list of transcription run directories: they are
     packed into one ensemble (`export_ensemble`; `export_base` required).
     An ensemble run's directory (`train.py --ensemble N`) stands for its
-    members (exported into `run_dir/export` when it is the only one).
+    members (exported into `run_dir/export` when it is the only one); a
+    search's best model, `DIR/tuning/best`, exports into the search's
+    `DIR/export` (the next version after the search's own).
     `candidates` (transcription only): texts for closed-vocabulary decoding
     in the export; `candidate_warps`: its test-time warps
     (`serving.transcription_export.export_transcriber`).
@@ -221,7 +237,7 @@ def export_run(run_dir, export_base=None, candidates=None, candidate_warps=None)
             f"{run_dir} is a language-model run (no feature_config.json); "
             "--candidates is closed-vocabulary decoding for transcription runs."
         )
-    export_base = export_base or os.path.join(run_dir, "export")
+    export_base = export_base or default_base
     trained_on = {"dataset": run.config.get("dataset"), "run_dir": os.path.abspath(run_dir)}
     if run.feature_config is not None:
         from pipelines.audio_features import FeatureConfig
@@ -250,7 +266,8 @@ def main(argv=None):
                              "transcription runs are packed "
                              "into one ensemble (then --export_base is required).")
     parser.add_argument("--export_base", default=None,
-                        help="Where to export (default RUN_DIR/export for a single run or ensemble run).")
+                        help="Where to export (default RUN_DIR/export for a single run or ensemble run; "
+                             "DIR/export for a search's best model, DIR/tuning/best).")
     parser.add_argument("--candidates", default=None, metavar="FILE",
                         help="Transcription: decode in the export with a closed vocabulary, the texts in FILE "
                              "(one per line); the served text is always one of them.")

@@ -287,6 +287,9 @@ def test_bad_audio_named_with_reason(tmp_path, kind, reason):
     assert info.value.source == str(path)
     assert str(path) in str(info.value) and reason in str(info.value)
     assert isinstance(info.value, ValueError)
+    if kind == "unreadable":  # libsndfile's reason, without its "Error opening b'<path>'" prefix
+        assert str(info.value) == (f"{path}: unreadable: not a readable audio file (wav, flac, ogg): "
+                                   "Format not recognised.")
 
 
 def test_prepare_waveform_scales_integer_pcm():

@@ -139,3 +139,27 @@ def test_candidate_warps_that_start_with_a_dash_reach_their_check(tmp_path, caps
         message = _usage_error(capsys, run, "--candidates", words, "--candidate_warps", warps)
         assert f"--candidate_warps {warps}: " in message and "distinct factors in [0.5, 1.5]" in message
     assert not os.path.exists(run / "export")
+
+
+def test_a_search_directory_points_at_its_best_model_which_exports_beside_the_search(run, tmp_path, capsys):
+    import shutil
+
+    # train.py --tune's layout: DIR/tuning/best is a run directory, DIR/export the search's own export.
+    search = tmp_path / "search"
+    shutil.copytree(run, search / "tuning" / "best")
+    (search / "tuning" / "best.json").write_text("{}")
+    best = search / "tuning" / "best"
+    assert _exit_message(search) == (
+        f"{search / 'model.keras'} does not exist; expected the directory of a finished train.py run. "
+        f"It is a tuning run (train.py --tune): use {best} (its best model).")
+    assert main([str(best) + os.sep]) == 0
+    written = capsys.readouterr().out.strip()
+    assert written == str(search / "export" / "transcriber" / "1")
+    assert os.path.isfile(os.path.join(written, "saved_model.pb"))
+    assert not os.path.exists(best / "export")
+    # A folder called tuning/best that is no search's (no best.json) exports into its own export/.
+    from serving.export_run import _own_export_base
+
+    plain = tmp_path / "other" / "tuning" / "best"
+    plain.mkdir(parents=True)
+    assert _own_export_base(str(plain)) == str(plain / "export")

@@ -1316,14 +1316,16 @@ def test_train_py_ends_with_the_commands_that_use_the_run(tmp_path):
     export = "runs/my run/export/transcriber/1"
     serve = ("  python -m serving --model_name=transcriber --model_base_path='runs/my run/export/transcriber' "
              "--rest_api_port=8501    # TF Serving's REST API")
+    # A WAV file to try the model on, made offline (`data.say`, the corpus's voices).
+    say = '  python -m data.say "what say you to this" FILE.wav    # speech to try it on (or your own wav/flac)'
     assert train.next_steps("transcription", single, {"export_dir": export}).splitlines() == [
-        "Next:", "  python transcribe.py --model-dir 'runs/my run' FILE.wav", serve]
+        "Next:", say, "  python transcribe.py --model-dir 'runs/my run' FILE.wav", serve]
     # Without an export only the run directory; an ensemble exists only as its export.
     assert train.next_steps("transcription", single, {"export_dir": None}).splitlines() == [
-        "Next:", "  python transcribe.py --model-dir 'runs/my run' FILE.wav"]
+        "Next:", say, "  python transcribe.py --model-dir 'runs/my run' FILE.wav"]
     ensemble = dataclasses.replace(single, ensemble=2)
     assert train.next_steps("transcription", ensemble, {"export_dir": export}).splitlines() == [
-        "Next:", f"  python transcribe.py --model-dir '{export}' FILE.wav", serve]
+        "Next:", say, f"  python transcribe.py --model-dir '{export}' FILE.wav", serve]
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])

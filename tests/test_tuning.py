@@ -195,7 +195,7 @@ def _resume_with_one_more_trial(config, capsys, rows):
     run_search(TOY_TASK, config, TuningConfig(tuner="random", max_trials=done + 1, max_epochs=1))
     out = capsys.readouterr().out
     assert f"resuming: {done} trial(s) already completed" in out
-    assert out.count(" starts: ") == 1 and f"trial {done + 1} of {done + 1} starts" in out
+    assert out.count(" starts: ") == 1 and f"trial {done + 1} of {done + 1} (trial_{done}) starts" in out
     resumed = _rows(config.output_dir)
     assert [r["trial_id"] for r in resumed] == [str(i) for i in range(done + 1)]
     assert resumed[:done] == rows
@@ -218,8 +218,11 @@ def test_search_writes_outputs_and_resumes_without_repeating_trials(tmp_path, ca
         "num_layers",
     ]
     out = capsys.readouterr().out
-    assert "trial 1 of 1 starts" in out and "trial 1 of 1 completed: val_loss=" in out
-    assert "best so far val_loss=" in out
+    # Trials are named by their folder (keras-tuner's id, from 0), as in trials.csv and best.json.
+    assert "trial 1 of 1 (trial_0) starts" in out and "trial 1 of 1 (trial_0) completed: val_loss=" in out
+    assert "best so far val_loss=" in out and "(trial_0: {" in out
+    assert os.path.isdir(os.path.join(output_dir, "tuning", "search", "trial_0"))
+    assert "[tuning] best: trial_0, val_loss=" in out
 
     # The same command with a larger budget runs exactly one new trial.
     resumed = _resume_with_one_more_trial(config, capsys, rows)  # the finished trial untouched, not re-run
@@ -441,7 +444,7 @@ def test_a_trial_cut_by_the_budget_says_so_on_the_console_and_in_the_table(tmp_p
                TuningConfig(tuner="random", max_trials=1, max_epochs=2, time_budget_minutes=10))
     assert [r["status"] for r in _rows(output_dir)] == ["COMPLETED_CUT_BY_BUDGET"]
     out = capsys.readouterr().out
-    assert "trial 1 of 1 completed (cut short by the time budget, mid-epoch): val_loss=" in out
+    assert "trial 1 of 1 (trial_0) completed (cut short by the time budget, mid-epoch): val_loss=" in out
 
 
 @pytest.mark.long
@@ -470,7 +473,7 @@ def test_a_trial_of_several_executions_sums_their_seconds_and_is_cut_if_one_was(
     trial = keras_tuner.engine.trial.Trial.load(
         os.path.join(output_dir, "tuning", "search", "trial_0", "trial.json"))
     assert trial.metrics.get_last_value("trial_cut_by_budget") == 1.0
-    assert "trial 1 of 1 completed (cut short by the time budget, mid-epoch)" in capsys.readouterr().out
+    assert "trial 1 of 1 (trial_0) completed (cut short by the time budget, mid-epoch)" in capsys.readouterr().out
 
 
 # --- train.py flags -----------------------------------------------------------------------

@@ -47,10 +47,11 @@ def test_chief_and_two_workers_run_every_trial_once_and_exit(tmp_path):
 
     # Each worker says which trials it finished; together: each trial once.
     finished = {
-        name: re.findall(rf"\[tuning {name}\] trial (\d+) of 3 completed", text[name])
+        name: re.findall(rf"\[tuning {name}\] trial (\d+) of 3 \(trial_(\d+)\) completed", text[name])
         for name in ("tuner1", "tuner2")
     }
-    assert sorted(finished["tuner1"] + finished["tuner2"]) == ["1", "2", "3"], finished
+    # Counted from 1, named by keras-tuner's id (from 0), the trial's folder.
+    assert sorted(finished["tuner1"] + finished["tuner2"]) == [("1", "0"), ("2", "1"), ("3", "2")], finished
     for name in ("tuner1", "tuner2"):
         # Both asked the chief's oracle and had a trial (which of them ran
         # the third depends on timing), and left when it had none left.

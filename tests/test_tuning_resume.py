@@ -48,8 +48,8 @@ def test_killed_search_resumes_without_repeating_finished_trials(tmp_path):
     assert "resuming: 1 trial(s) already completed" in out
     # The interrupted trial 2 runs again, trial 3 is new, trial 1 is kept.
     assert out.count(" starts: ") == 2
-    assert "trial 2 of 3 starts" in out and "trial 3 of 3 starts" in out
-    assert "trial 1 of 3 starts" not in out
+    assert "trial 2 of 3 (trial_1) starts" in out and "trial 3 of 3 (trial_2) starts" in out
+    assert "trial 1 of 3 (trial_0) starts" not in out
 
     with open(output_dir / "tuning" / "trials.csv", newline="") as f:
         rows = list(csv.DictReader(f))

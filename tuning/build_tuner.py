@@ -51,6 +51,12 @@ class _BudgetedHyperbandOracle(_TimeBudget, HyperbandOracle):
         self.max_trials = max_trials
 
 
+def trial_name(trial_id):
+    """How messages name a trial: its folder in the project, `trial_<id>`
+    (keras-tuner's id, counted from 0, the `trial_id` of trials.csv and best.json)."""
+    return f"trial_{trial_id}"
+
+
 def _format(value):
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -62,7 +68,7 @@ def _tuned(values):
 
 
 class _Progress:
-    """Tuner mixin: one line per trial start and end ("trial i of N", best so far)."""
+    """Tuner mixin: one line per trial start and end ("trial i of N (trial_<id>)", best so far)."""
 
     after_trial = None  # optional callable(), run after each finished trial
 
@@ -81,7 +87,7 @@ class _Progress:
             number = int(trial.trial_id) + 1
         except ValueError:
             number = trial.trial_id
-        return f"[tuning {self.tuner_id}] trial {number} of {total if total else '?'}"
+        return f"[tuning {self.tuner_id}] trial {number} of {total if total else '?'} ({trial_name(trial.trial_id)})"
 
     def run_trial(self, trial, *args, **kwargs):
         results = super().run_trial(trial, *args, **kwargs)
@@ -101,7 +107,7 @@ class _Progress:
         if "tuner/epochs" in values:
             settings += (
                 f" (epochs {values['tuner/initial_epoch']}..{values['tuner/epochs']}"
-                + (f", from trial {values['tuner/trial_id']}" if "tuner/trial_id" in values else "")
+                + (f", from {trial_name(values['tuner/trial_id'])}" if "tuner/trial_id" in values else "")
                 + ")"
             )
         print(f"{self._label(trial)} starts: {settings}", flush=True)
@@ -123,7 +129,7 @@ class _Progress:
             line += f" after {epochs} epoch(s) in {seconds:.1f} s"
         if best and best[0].score is not None:
             line += (
-                f"; best so far {name}={_format(best[0].score)} (trial {best[0].trial_id}: "
+                f"; best so far {name}={_format(best[0].score)} ({trial_name(best[0].trial_id)}: "
                 f"{json.dumps(_tuned(best[0].hyperparameters.values))})"
             )
         print(line, flush=True)

@@ -13,7 +13,7 @@ import keras_tuner
 from pipelines.epochs import repeat_epochs
 from training.cli import NON_LEARNING_FIELDS, SEARCH_DIR, config_differences, config_to_dict, write_json
 from training.distribute import clip_after_summing, distribution_strategy, weigh_by_examples
-from tuning.build_tuner import build_tuner
+from tuning.build_tuner import build_tuner, trial_name
 from tuning.search_spaces import TUNED_HYPERPARAMETERS
 from tuning.task_hypermodel import TaskHyperModel
 from tuning.trials_table import write_trials_table
@@ -136,7 +136,7 @@ def _best_model(tuner, hypermodel, trial, train, steps_per_epoch, validation, ep
             return tuner.load_model(trial), "restored from the trial's best-epoch checkpoint"
     except (OSError, ValueError) as error:
         # A worker on another machine kept the checkpoint: train it here.
-        print(f"[tuning] no checkpoint of trial {trial.trial_id} here ({error}); retraining it.")
+        print(f"[tuning] no checkpoint of {trial_name(trial.trial_id)} here ({error}); retraining it.")
     hp = trial.hyperparameters
     keras.backend.clear_session()
     with keras_tuner.engine.tuner.maybe_distribute(tuner.distribution_strategy):
@@ -366,7 +366,7 @@ def run_search(task, config, tuning, *, output_dir=None):
     summary["export"] = export_path
     write_json(best_path, summary)
     print(
-        f"[tuning] best trial {best.trial_id}: {task.objective}={best.score:.4g} with "
+        f"[tuning] best: {trial_name(best.trial_id)}, {task.objective}={best.score:.4g} with "
         f"{json.dumps(summary['hyperparameters'])}; model {source}; "
         f"metrics {json.dumps(summary['metrics'])}"
         + (f"; exported to {export_path}" if export_path else "")
