@@ -1145,6 +1145,20 @@ def test_a_killed_ensemble_run_resumes_reusing_its_finished_members(tmp_path, fa
     assert warped["val_wer_closed"] == pytest.approx(error_rates(references, chosen)["wer"])
     assert served == chosen
 
+    # The same command once more would export the same members unchanged: refused, nothing written
+    # (a finished single run is refused too); another cache directory or beam width is the same command.
+    before = sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*"))
+    for same in (dataclasses.replace(config, candidate_warps="0.8,1.25"),
+                 dataclasses.replace(config, candidate_warps="0.8,1.25", cache_dir=str(tmp_path / "cache"),
+                                     beam_width=4)):
+        with pytest.raises(ValueError) as error:
+            transcription.run(same)
+        assert str(error.value).startswith(f"{out} holds a finished ensemble of this command "
+                                           f"({out / 'metrics.json'}: 4 epochs, val_cer ")
+        assert f"`python -m serving.export_run {out}` to export them again" in str(error.value)
+    assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+    assert sorted(os.listdir(out / "export" / "transcriber")) == ["1", "2"]
+
 
 def test_an_ensemble_member_made_with_other_flags_stops_the_run_and_is_kept(tmp_path, fake_data):
     out = tmp_path / "ensemble"

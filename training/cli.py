@@ -317,13 +317,13 @@ def check_not_finished(directory, *, overwrite, finished_file="metrics.json"):
             or any(os.path.exists(os.path.join(directory, name)) for name in RUN_DELETED_DIRS)):
         return
     raise ValueError(
-        f"{directory} holds a finished run with these settings ({_finished_summary(directory, finished_file)}); "
+        f"{directory} holds a finished run with these settings ({finished_summary(directory, finished_file)}); "
         f"training it again would replace its model and files. Nothing was written: give --overwrite to "
         f"train it again, or another --output-dir."
     )
 
 
-def _finished_summary(directory, finished_file):
+def finished_summary(directory, finished_file):
     """What a finished run's metrics file says of it, for a message ("metrics.json: 27 epochs, ...")."""
     path = os.path.join(directory, finished_file)
     try:

@@ -32,7 +32,9 @@ members are reused, the member in progress resumes from its own backup
 (`keras.callbacks.BackupAndRestore`). A member directory written with other
 flags stops the run before anything is trained, naming the file and the
 fields that differ, and so does one holding a finished member's metrics but
-not its model; its files are never overwritten.
+not its model; its files are never overwritten. The same command on a
+finished ensemble is refused (it would export the same members unchanged);
+other `--candidates`, `--candidate-warps`, `--export` or N go on.
 """
 
 import dataclasses
@@ -49,7 +51,14 @@ from models.transcription_evaluation import (
     score_decodings,
 )
 from training import transcription
-from training.cli import NON_LEARNING_FIELDS, check_run_directory, config_to_dict, write_json
+from training.cli import (
+    NON_LEARNING_FIELDS,
+    check_run_directory,
+    config_differences,
+    config_to_dict,
+    finished_summary,
+    write_json,
+)
 
 MEMBERS_DIR = "members"
 
@@ -131,6 +140,28 @@ def _finished(member):
     )
 
 
+# The fields that do not change what a finished ensemble's rerun writes (its members are reused).
+_RERUN_IGNORED = frozenset({"output_dir", "overwrite", "cache_dir", "distribute", "verbose", "beam_width",
+                            "num_examples"})
+
+
+def _check_not_finished(out, earlier, config, members):
+    """Refuse the same command again on a finished ensemble (its metrics.json written, every member
+    finished): it would score the same members and export them again unchanged, as a new version.
+    Other --candidates, --candidate-warps, --export or another N go on (they change what it writes)."""
+    if (earlier is None or config_differences(earlier, config, ignore=_RERUN_IGNORED)
+            or not os.path.isfile(os.path.join(out, transcription.METRICS_FILE))
+            or not all(_finished(member) for member in members)):
+        return
+    raise ValueError(
+        f"{out} holds a finished ensemble of this command ({finished_summary(out, transcription.METRICS_FILE)}); "
+        f"running it again would score its {len(members)} members and export them again unchanged. Nothing was "
+        f"written: give other --candidates or --candidate-warps to score and export them with those, "
+        f"`python -m serving.export_run {out}` to export them again, or remove {out} to train it again "
+        f"(--overwrite does not combine with --ensemble)."
+    )
+
+
 def evaluate_ensemble(models, dataset, *, vocabulary, candidates=None, warps=None):
     """CER and WER of `models` decoding `dataset` together, as their export does.
 
@@ -203,6 +234,7 @@ def run_ensemble(config, *, callbacks=(), model_builder=None):
         )
     members = member_configs(config)
     saved_configs = [_check_member(member, model_builder) for member in members]  # before anything is trained
+    _check_not_finished(out, earlier, config, members)
     os.makedirs(out, exist_ok=True)
     write_json(os.path.join(out, transcription.CONFIG_FILE), config_to_dict(config))
 
