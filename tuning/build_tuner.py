@@ -3,6 +3,7 @@
 import json
 import os
 import time
+import warnings
 
 import keras_tuner
 from keras_tuner.oracles import BayesianOptimizationOracle, HyperbandOracle, RandomSearchOracle
@@ -146,6 +147,14 @@ class _ProgressHyperband(_Progress, keras_tuner.Hyperband):
         # keras_tuner.Hyperband.__init__ only creates its own HyperbandOracle;
         # this one carries the time budget and the trial cap.
         keras_tuner.Tuner.__init__(self, oracle=oracle, hypermodel=hypermodel, **kwargs)
+
+    def _build_hypermodel(self, hp):
+        # A trial that continues another loads that trial's checkpoint into a model whose
+        # optimizer is not built yet: keras-tuner continues from the weights with a fresh
+        # optimizer, and Keras warns that it skips the checkpoint's optimizer variables.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            return super()._build_hypermodel(hp)
 
 
 def build_tuner(

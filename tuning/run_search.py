@@ -133,7 +133,13 @@ def _best_model(tuner, hypermodel, trial, train, steps_per_epoch, validation, ep
         with warnings.catch_warnings():
             # The checkpoint holds the optimizer's state too; only weights are wanted.
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-            return tuner.load_model(trial), "restored from the trial's best-epoch checkpoint"
+            model = tuner.load_model(trial)
+        # Its optimizer is left unbuilt (no variables): saved so, the model's file would warn
+        # "Skipping variable loading for optimizer" whenever it is loaded (generate.py,
+        # transcribe.py, --init-from). Built, it saves fresh (zero) optimizer variables.
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        return model, "restored from the trial's best-epoch checkpoint"
     except (OSError, ValueError) as error:
         # A worker on another machine kept the checkpoint: train it here.
         print(f"[tuning] no checkpoint of {trial_name(trial.trial_id)} here ({error}); retraining it.")
