@@ -430,7 +430,7 @@ def _index_batches(buckets, batch_size, seed):
 
 def _make_dataset(
     reader, vocabulary, *, batch_size, training, spec_augment_enabled, seed, reference=None,
-    spec_augment_max_frequency=SPEC_AUGMENT_MAX_FREQUENCY,
+    spec_augment_max_frequency=SPEC_AUGMENT_MAX_FREQUENCY, spec_augment_fill="zero",
 ):
     """The batched dataset of one cached split, and its `(boundaries, frames_cap)`."""
     n = len(reader)
@@ -497,7 +497,7 @@ def _make_dataset(
             inputs, labels = load_batch(indices)
             masked = spec_augment(
                 inputs["features"], inputs["feature_length"], batch_seed,
-                max_frequency_width=int(n_features * spec_augment_max_frequency),
+                max_frequency_width=int(n_features * spec_augment_max_frequency), fill=spec_augment_fill,
             )
             return {"features": masked, "feature_length": inputs["feature_length"]}, labels
 
@@ -657,6 +657,8 @@ def build_speech_datasets(
             readers[split], vocabulary, batch_size=batch_size, training=split == "train",
             spec_augment_enabled=spec_augment, seed=seed, reference=reference,
             spec_augment_max_frequency=spec_augment_max_frequency,
+            # Unnormalised features are masked with each utterance's mean, not 0 (an arbitrary level).
+            spec_augment_fill="mean" if feature_config.normalisation == "none" else "zero",
         )
 
     transcripts = hashlib.sha256()

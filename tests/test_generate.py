@@ -301,6 +301,7 @@ def test_a_tuning_runs_best_model_is_a_run_directory(tmp_path, capsys):
     best = json.loads((out / "tuning" / "best.json").read_text())
     printed = capsys.readouterr().out.splitlines()
     assert printed[-3:-1] == ["Next:", f"  python generate.py --model-dir {best_dir} --prompt TEXT"]
+    assert not [line for line in printed if "/step - loss: " in line]  # --verbose 0 holds for the trials too
     assert f"--model_base_path={os.path.dirname(best['export'])} " in printed[-1]
     assert best["model"]["path"] == str(best_dir)
     assert sorted(os.listdir(best_dir)) == ["config.json", "metrics.json", "model.keras", "vocabulary.json"]

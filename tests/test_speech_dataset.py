@@ -1,5 +1,6 @@
 """build_speech_datasets: shapes, labels, caching, bucketing, masking, bad input."""
 
+import dataclasses
 import logging
 import os
 import re
@@ -325,6 +326,40 @@ def test_spec_augment_masks_training_only(tmp_path):
     assert count_zero_columns(plain.train) == 0
     assert count_zero_columns(augmented.train) > 0
     assert count_zero_columns(augmented.validation) == 0
+
+
+def test_unnormalised_features_are_masked_with_each_utterances_mean(tmp_path):
+    # Log-mel energies left unnormalised (--normalisation none): zero is an arbitrary level (energy 1),
+    # so a masked band takes the utterance's mean over its valid frames and features; padding stays 0.
+    lengths = np.array([200, 150, 80], np.int32)
+    valid = np.arange(200)[None, :] < lengths[:, None]
+    features = (tf.random.stateless_normal([3, 200, 40], seed=[1, 2]).numpy() - 9.0) * valid[:, :, None]
+    zeroed = spec_augment(features, lengths, tf.constant([7, 8]), max_frequency_width=6).numpy()
+    filled = spec_augment(features, lengths, tf.constant([7, 8]), max_frequency_width=6, fill="mean").numpy()
+    masked = (zeroed == 0) & valid[:, :, None]  # the same bands as with zeros (no feature is 0 by chance)
+    assert masked.any(axis=(1, 2)).all()
+    for example in range(3):
+        n = lengths[example]
+        mean = features[example, :n].astype(np.float64).mean()
+        np.testing.assert_allclose(filled[example][masked[example]], mean, rtol=1e-5)
+    np.testing.assert_array_equal(filled[~masked], features[~masked])  # the rest as it was, padding 0
+    assert not filled[~valid].any()
+    with pytest.raises(ValueError, match="argument `fill`, expected 'zero' or 'mean', got 'noise'"):
+        spec_augment(features, lengths, tf.constant([7, 8]), fill="noise")
+
+    # The pipeline masks so when the feature configuration leaves the features unnormalised.
+    folder = _corpus(tmp_path / "corpus", bad=False)
+    config = dataclasses.replace(CONFIG, normalisation="none")
+    plain = _collect(_build(folder, tmp_path / "cache", feature_config=config).train)
+    augmented = _collect(_build(folder, tmp_path / "cache", spec_augment=True, feature_config=config).train)
+    assert [n for _, n, _ in plain] == [n for _, n, _ in augmented]  # the same batches, masked
+    changed = 0
+    for (before, n, _), (after, _, _) in zip(plain, augmented):
+        masked = after[:n] != before[:n]
+        np.testing.assert_allclose(after[:n][masked], before[:n].astype(np.float64).mean(), rtol=1e-5)
+        assert not after[n:].any()
+        changed += int(masked.sum())
+    assert changed > 0
 
 
 def test_spec_augment_max_frequency_sets_the_widest_frequency_mask(tmp_path):

@@ -214,7 +214,11 @@ def run_search(task, config, tuning, *, output_dir=None):
         )
     ranges = task.search_ranges(tuning)
     deadline = time.time() + 60 * tuning.time_budget_minutes if tuning.time_budget_minutes else None
-    verbose = 1 if sys.stdout.isatty() else 2
+    # The task's own Keras verbosity where it has one (the language model's --verbose), else
+    # progress bars on a terminal and one line per epoch in a log.
+    verbose = getattr(config, "verbose", None)
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
     keras.utils.set_random_seed(tuning.tuning_seed)
 
     if role != "worker":
