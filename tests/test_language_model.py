@@ -446,6 +446,35 @@ def test_a_run_killed_after_training_resumes_with_its_trained_weights(tmp_path, 
         np.testing.assert_array_equal(restored, checkpointed)
     assert metrics["val_loss_nats"] == pytest.approx(min(metrics["history"]["val_loss"]), rel=1e-4)
     assert not (out / "backup").exists()
+    assert os.listdir(out / "export" / "language_model") == ["1"]
+
+
+def test_a_run_killed_after_its_export_keeps_that_version(tmp_path, monkeypatch, capsys):
+    # Killed in the sample, after the export: the same command does not export the same weights
+    # again as the next version (a server would load it as new); another command does.
+    import training.language_model
+
+    out = tmp_path / "run"
+    config = Config(dataset=_tiny_corpus(tmp_path), hidden_size=16, embedding_dim=8, sequence_length=20,
+                    batch_size=8, epochs=1, sample_length=5, sample_prompt="First", verbose=0, output_dir=str(out))
+    other = dataclasses.replace(config, sample_length=6)  # a decoding flag: the trained weights are reused
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("simulated kill in the sample")
+
+    def versions():
+        return sorted(os.listdir(out / "export" / "language_model"))
+
+    for command, expected in ((config, ["1"]), (other, ["1", "2"])):
+        with monkeypatch.context() as patch:
+            patch.setattr(training.language_model, "generate_text", killed)
+            with pytest.raises(KeyboardInterrupt):
+                run(command)
+        assert versions() == expected and "had exported these weights" not in capsys.readouterr().out
+    metrics = run(other)
+    assert versions() == ["1", "2"] and metrics["export_dir"] == str(out / "export" / "language_model" / "2")
+    assert f"had exported these weights to {metrics['export_dir']}: kept" in capsys.readouterr().out
+    assert not (out / "backup").exists()
 
 
 def _record_batches(monkeypatch, module):

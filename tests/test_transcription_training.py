@@ -196,6 +196,32 @@ def test_a_run_killed_after_training_resumes_with_its_trained_weights(tmp_path, 
     assert not (out / "backup").exists()
 
 
+def test_a_run_killed_after_its_export_keeps_that_version(tmp_path, fake_data, monkeypatch, capsys):
+    # Killed after the export, before metrics.json: the same command does not export the same
+    # weights again as version 2 (a server would load it as new); another command does.
+    out = tmp_path / "run"
+    config = transcription.Config(output_dir=str(out), epochs=1, **{**TINY, "export": True})
+    real_write_json = transcription.write_json
+
+    def killed_at_the_metrics(path, value):
+        if os.path.basename(path) == "metrics.json":
+            raise KeyboardInterrupt("simulated kill before metrics.json")
+        real_write_json(path, value)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(transcription, "write_json", killed_at_the_metrics)
+        with pytest.raises(KeyboardInterrupt):
+            transcription.run(config)
+    first = out / "export" / "transcriber" / "1"
+    assert (first / "saved_model.pb").exists() and not (out / "metrics.json").exists()
+    capsys.readouterr()
+    metrics = transcription.run(config)
+    assert metrics["export_dir"] == str(first) and os.listdir(out / "export" / "transcriber") == ["1"]
+    assert f"had exported these weights to {first}: kept" in capsys.readouterr().out
+    assert json.loads((out / "metrics.json").read_text())["export_dir"] == str(first)
+    assert not (out / "backup").exists()
+
+
 def test_a_resumed_run_does_not_replay_the_first_epochs_order(tmp_path, monkeypatch):
     import tensorflow as tf
 

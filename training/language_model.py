@@ -219,10 +219,13 @@ def export_for_serving(config, model, vocabulary, source, metrics):
 
 
 def _export(model, vocabulary, config, metrics, source):
-    """Write the run's final model: DIR/model.keras and the SavedModel under DIR/export/."""
+    """Write the run's final model: DIR/model.keras and the SavedModel under DIR/export/
+    (once: a rerun after a kill before metrics.json keeps the version written)."""
     path = os.path.join(config.output_dir, "model.keras")
     save_language_model(model, vocabulary, path)
-    export_dir = export_for_serving(config, model, vocabulary, source, metrics)
+    export_dir = trained_weights.export_once(
+        os.path.join(config.output_dir, BACKUP_DIR), config_to_dict(config),
+        lambda: export_for_serving(config, model, vocabulary, source, metrics))
     return {"model": path, "export_dir": str(export_dir)}
 
 

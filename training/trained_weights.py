@@ -17,6 +17,7 @@ import shutil
 from training.cli import write_json
 from training.data_seed import BACKUP_STATE_FILE as KERAS_BACKUP_STATE_FILE  # Keras' file in the backup directory
 
+EXPORTED_FILE = "exported.json"  # in the backup directory: the export made of the kept weights, and by what command
 STATE_FILE = "trained.json"  # in the backup directory: the training's figures (epochs, train_seconds, ...)
 WEIGHTS_FILE = "trained.weights.h5"  # in the backup directory: the weights evaluated
 
@@ -72,3 +73,29 @@ def resume_state(output_dir, backup_dir, earlier_run, *, overwrite, **fields):
         why = "--overwrite" if overwrite else "unfinished, no backup to resume from"
         print(f"{output_dir} holds a run with these settings: training it again ({why}; its files are replaced)")
     return trained, resuming
+
+
+def export_once(backup_dir, config_dict, export):
+    """The SavedModel version of the weights kept in `backup_dir`, exported once.
+
+    `export()` writes the export and returns its version directory (or
+    None). Its path is noted in `backup_dir` with the command's
+    configuration `config_dict`; a run killed after that (before its
+    metrics.json) and run again with the same configuration reuses that
+    version instead of writing the same model again as the next one, which
+    a server would load as new.
+    """
+    path = os.path.join(backup_dir, EXPORTED_FILE)
+    config_dict = json.loads(json.dumps(config_dict))
+    try:
+        with open(path, encoding="utf-8") as f:
+            earlier = json.load(f)
+        if earlier["config"] == config_dict and os.path.isfile(os.path.join(earlier["export_dir"], "saved_model.pb")):
+            print(f"The interrupted run had exported these weights to {earlier['export_dir']}: kept, not exported again")
+            return earlier["export_dir"]
+    except (OSError, KeyError, ValueError, TypeError):
+        pass
+    export_dir = export()
+    if export_dir is not None and os.path.isdir(backup_dir):
+        write_json(path, {"config": config_dict, "export_dir": str(export_dir)})
+    return export_dir

@@ -1096,9 +1096,10 @@ def run(config, *, callbacks=(), model_builder=None):
         )
 
     save_transcriber(out, model, vocabulary, feature_config)
-    metrics["export_dir"] = export_for_serving(
-        config, model, vocabulary, feature_config, data,
-        {k: v for k, v in metrics.items() if k != "skipped_files"}, candidates,
+    metrics["export_dir"] = trained_weights.export_once(
+        os.path.join(out, BACKUP_DIR), config_to_dict(config),
+        lambda: export_for_serving(config, model, vocabulary, feature_config, data,
+                                   {k: v for k, v in metrics.items() if k != "skipped_files"}, candidates),
     )
     write_json(os.path.join(out, METRICS_FILE), metrics)
     shutil.rmtree(os.path.join(out, BACKUP_DIR), ignore_errors=True)  # the run is finished

@@ -138,7 +138,8 @@ def _best_model(tuner, hypermodel, trial, train, steps_per_epoch, validation, ep
         # "Skipping variable loading for optimizer" whenever it is loaded (generate.py,
         # transcribe.py, --init-from). Built, it saves fresh (zero) optimizer variables.
         if model.optimizer is not None and not model.optimizer.built:
-            model.optimizer.build(model.trainable_variables)
+            with keras_tuner.engine.tuner.maybe_distribute(tuner.distribution_strategy):  # its variables too
+                model.optimizer.build(model.trainable_variables)
         return model, "restored from the trial's best-epoch checkpoint"
     except (OSError, ValueError) as error:
         # A worker on another machine kept the checkpoint: train it here.
