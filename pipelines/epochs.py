@@ -3,6 +3,24 @@
 import tensorflow as tf
 
 
+def without_autotuning(dataset):
+    """`dataset` with tf.data's autotuning off (the options pass on to datasets made from it).
+
+    An iterator with autotuning owns a thread (`tf_data_model`) that re-tunes
+    the pipeline at intervals growing with the iterator's age, up to a
+    minute; freeing the iterator waits for it, and while both cores train
+    that wait lasted 25-49 s when `fit` returned (see `repeat_epochs`) and
+    up to two minutes for iterators freed later by Python's garbage
+    collector (`py-spy` in the test suite: `RootDataset::Iterator::~Iterator`
+    in the middle of unrelated work). Without autotuning the parallel `map`s
+    keep tf.data's initial parallelism (one call per core) and no thread is
+    waited for.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
 def repeat_epochs(dataset):
     """`dataset` repeated without end, and its batches per epoch.
 
@@ -38,6 +56,4 @@ def repeat_epochs(dataset):
     batches = int(dataset.cardinality())
     if batches <= 0:  # unknown (-2), infinite (-1) or empty (0)
         return dataset, None
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return dataset.repeat().prefetch(tf.data.AUTOTUNE).with_options(options), batches
+    return without_autotuning(dataset.repeat().prefetch(tf.data.AUTOTUNE)), batches

@@ -18,6 +18,7 @@ import tensorflow as tf
 from data.speech_sources import resolve_speech_source
 from pipelines.audio_features import FeatureConfig, compute_features
 from pipelines.audio_loading import AudioError, load_audio, prepare_waveform
+from pipelines.epochs import without_autotuning
 from pipelines.feature_cache import (
     FeatureCacheReader, FeatureCacheWriter, changed_files, file_stamp, remove_leftovers, stale_name,
 )
@@ -509,7 +510,7 @@ def _make_dataset(
     # Every bucket's utterances are fixed, so the number of batches is known:
     # Keras shows it in the progress bar from the first epoch.
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
-    return dataset.prefetch(tf.data.AUTOTUNE), (boundaries, frames_cap)
+    return without_autotuning(dataset.prefetch(tf.data.AUTOTUNE)), (boundaries, frames_cap)
 
 
 def build_speech_datasets(

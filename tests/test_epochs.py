@@ -5,6 +5,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines.epochs import repeat_epochs
+from tests.transcription_fixtures import make_speech_data
 
 
 def _take(dataset, count):
@@ -27,6 +28,21 @@ def test_the_repeated_dataset_runs_without_autotuning():
     repeated, _ = repeat_epochs(tf.data.Dataset.range(7).map(lambda x: x + 1, num_parallel_calls=tf.data.AUTOTUNE))
     assert repeated.options().autotune.enabled is False
     assert _take(repeated, 8) == [1, 2, 3, 4, 5, 6, 7, 1]
+
+
+def test_the_pipelines_datasets_run_without_autotuning():
+    # Every dataset the pipelines hand out, and those made from them: an autotuned iterator freed
+    # by the garbage collector waited up to two minutes for its tuning thread (py-spy, test suite).
+    from pipelines.text_dataset import text_window_dataset
+    from training.transcription import pad_time_to_multiple
+
+    windows = text_window_dataset(np.arange(50, dtype=np.int32), sequence_length=5, batch_size=2, shuffle=True,
+                                  seed=1)
+    assert windows.options().autotune.enabled is False
+    speech = make_speech_data(train=4, validation=2)
+    padded = pad_time_to_multiple(speech.train, 3)
+    assert padded.options().autotune.enabled is False
+    assert next(iter(padded))[0]["features"].shape[1] % 3 == 0
 
 
 def test_unknown_or_infinite_length_is_left_to_keras():

@@ -350,7 +350,10 @@ def test_unnormalised_features_are_masked_with_each_utterances_mean(tmp_path):
     # The pipeline masks so when the feature configuration leaves the features unnormalised.
     folder = _corpus(tmp_path / "corpus", bad=False)
     config = dataclasses.replace(CONFIG, normalisation="none")
-    plain = _collect(_build(folder, tmp_path / "cache", feature_config=config).train)
+    built = _build(folder, tmp_path / "cache", feature_config=config)
+    # No tf.data autotuning thread to wait for when an iterator is freed (pipelines.epochs.without_autotuning).
+    assert built.train.options().autotune.enabled is False and built.validation.options().autotune.enabled is False
+    plain = _collect(built.train)
     augmented = _collect(_build(folder, tmp_path / "cache", spec_augment=True, feature_config=config).train)
     assert [n for _, n, _ in plain] == [n for _, n, _ in augmented]  # the same batches, masked
     changed = 0

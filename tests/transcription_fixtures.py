@@ -8,6 +8,7 @@ silence gap, so a small CTC model can learn it in a few seconds.
 import numpy as np
 import tensorflow as tf
 
+from pipelines.epochs import without_autotuning
 from pipelines.speech_dataset import SpeechData
 from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
 
@@ -63,7 +64,7 @@ def make_dataset(utterances, batch_size, vocabulary=None, max_frames=32, max_lab
         batch_size,
         padded_shapes=({"features": [max_frames, utterances[0][0].shape[1]], "feature_length": []}, [max_label_length]),
         padding_values=({"features": 0.0, "feature_length": 0}, np.int32(vocabulary.pad_id)),
-    ).cache()
+    ).cache().apply(without_autotuning)  # as the real pipelines: no autotuning thread to wait for
 
 
 def make_speech_data(train=24, validation=8, test=0, batch_size=8, **kwargs):
