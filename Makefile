@@ -24,7 +24,7 @@ train-lm: $(STAMP)
 	$(PY) train.py --task language_model --output-dir runs/language_model --overwrite
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist worksteal
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

@@ -76,17 +76,26 @@ def time_stretch(features, feature_length, factor):
     return stretched * keep[..., tf.newaxis], tf.cast(new_length, feature_length.dtype)
 
 
+_STRETCH_STREAM = 0x5712E7C4  # folded into the batch seeds SpecAugment reads too
+
+
 def stretch_batches(dataset, max_stretch, seed):
     """`dataset` of `({"features", "feature_length", ...}, labels)` batches, each
     stretched by a factor drawn (per batch, reproducibly from `seed`) from
-    `stretch_factors(max_stretch)`. Labels are unchanged."""
+    `stretch_factors(max_stretch)`. Labels are unchanged.
+
+    The training pipeline's SpecAugment draws its masks from the same
+    `Dataset.random(seed)` stream, one pair a batch: the stretch folds its
+    own constant into each pair, so its choice is not drawn from the bits
+    that set the batch's masks."""
     factors = tf.constant(stretch_factors(max_stretch), tf.float32)
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
     def stretch(element, batch_seed):
         inputs, labels = element
+        own_seed = tf.random.experimental.stateless_fold_in(tf.cast(batch_seed, tf.int64), _STRETCH_STREAM)
         choice = tf.random.stateless_uniform(
-            [], seed=tf.cast(batch_seed, tf.int64), maxval=len(stretch_factors(max_stretch)), dtype=tf.int32
+            [], seed=own_seed, maxval=len(stretch_factors(max_stretch)), dtype=tf.int32
         )
         features, lengths = time_stretch(inputs["features"], inputs["feature_length"], factors[choice])
         return {**inputs, "features": features, "feature_length": lengths}, labels

@@ -59,6 +59,12 @@ def test_stretch_batches_draws_factors_per_batch_and_keeps_labels():
     first = [b[0]["features"].shape[1] for b in stretch_batches(dataset, 0.3, seed=7)]
     again = [b[0]["features"].shape[1] for b in stretch_batches(dataset, 0.3, seed=7)]
     assert first == again  # reproducible from the seed
+    # Its own draws, not the bits of the batch seeds SpecAugment reads from the same stream.
+    pairs = list(tf.data.Dataset.random(seed=7, rerandomize_each_iteration=True).batch(2).take(40))
+    raw = [int(tf.random.stateless_uniform([], seed=p, maxval=len(stretch_factors(0.3)), dtype=tf.int32))
+           for p in pairs]
+    widths = [int(np.ceil(6 * stretch_factors(0.3)[i] - 1e-4)) for i in raw]
+    assert first != widths
 
 
 def test_samples_at_the_nominal_factor_whatever_the_batch_padding():
