@@ -1184,6 +1184,16 @@ def test_a_killed_ensemble_run_resumes_reusing_its_finished_members(tmp_path, fa
         assert f"`python -m serving.export_run {out}` to export them again" in str(error.value)
     assert sorted((p.relative_to(out), p.stat().st_mtime_ns) for p in out.rglob("*")) == before
     assert sorted(os.listdir(out / "export" / "transcriber")) == ["1", "2"]
+    # The same --candidates file edited since is another command: it goes on (checked, not run here).
+    from training.transcription_ensemble import _check_not_finished, member_configs
+
+    same = dataclasses.replace(config, candidate_warps="0.8,1.25")
+    earlier = json.loads((out / "config.json").read_text())
+    members = member_configs(same)
+    with pytest.raises(ValueError, match="holds a finished ensemble"):
+        _check_not_finished(str(out), earlier, same, members, transcription.read_candidates(same))
+    path.write_text("\n".join(texts[:-1]) + "\n", encoding="utf-8")
+    assert _check_not_finished(str(out), earlier, same, members, transcription.read_candidates(same)) is None
 
 
 def test_an_ensemble_member_made_with_other_flags_stops_the_run_and_is_kept(tmp_path, fake_data):

@@ -145,14 +145,28 @@ _RERUN_IGNORED = frozenset({"output_dir", "overwrite", "cache_dir", "distribute"
                             "num_examples"})
 
 
-def _check_not_finished(out, earlier, config, members):
+def _exported_candidates(out):
+    """The closed-vocabulary texts of the finished ensemble's export in `out`, or None."""
+    from serving.export import read_metadata
+
+    try:
+        with open(os.path.join(out, transcription.METRICS_FILE), encoding="utf-8") as f:
+            return read_metadata(json.load(f)["export_dir"]).get("candidates")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _check_not_finished(out, earlier, config, members, candidates):
     """Refuse the same command again on a finished ensemble (its metrics.json written, every member
     finished): it would score the same members and export them again unchanged, as a new version.
-    Other --candidates, --candidate-warps, --export or another N go on (they change what it writes)."""
+    Other --candidates (or the same file edited since), --candidate-warps, --export or another N go
+    on (they change what it writes)."""
     if (earlier is None or config_differences(earlier, config, ignore=_RERUN_IGNORED)
             or not os.path.isfile(os.path.join(out, transcription.METRICS_FILE))
             or not all(_finished(member) for member in members)):
         return
+    if config.export and candidates is not None and _exported_candidates(out) != list(candidates):
+        return  # the --candidates file was edited since: scored and exported with its texts now
     raise ValueError(
         f"{out} holds a finished ensemble of this command ({finished_summary(out, transcription.METRICS_FILE)}); "
         f"running it again would score its {len(members)} members and export them again unchanged. Nothing was "
@@ -234,7 +248,7 @@ def run_ensemble(config, *, callbacks=(), model_builder=None):
         )
     members = member_configs(config)
     saved_configs = [_check_member(member, model_builder) for member in members]  # before anything is trained
-    _check_not_finished(out, earlier, config, members)
+    _check_not_finished(out, earlier, config, members, candidates)
     os.makedirs(out, exist_ok=True)
     write_json(os.path.join(out, transcription.CONFIG_FILE), config_to_dict(config))
 
