@@ -15,7 +15,7 @@ def spec_augment(
     max_time_width=20,
     fill="zero",
 ):
-    """Mask random bands of a padded batch with zero, the mean after normalisation.
+    """Mask random bands of a padded batch with zero (the mean after normalisation) or each utterance's mean.
 
     Park et al. 2019, without time warping. Each utterance gets its own masks:
     every mask draws its width uniformly from `[0, max]` and its start

@@ -140,9 +140,9 @@ def _finished(member):
     )
 
 
-# The fields that do not change what a finished ensemble's rerun writes (its members are reused).
-_RERUN_IGNORED = frozenset({"output_dir", "overwrite", "cache_dir", "distribute", "verbose", "beam_width",
-                            "num_examples"})
+# The fields that do not change what a finished ensemble's rerun writes (its members are reused):
+# those that do not change what a run learns, but for the closed-vocabulary decoding and the export.
+_RERUN_IGNORED = NON_LEARNING_FIELDS - {"export", *CLOSED_DECODING_FIELDS}
 
 
 def _exported_candidates(out):
