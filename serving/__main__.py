@@ -5,9 +5,8 @@
 
 The flags are tensorflow_model_server's (its Docker entrypoint's --port is
 accepted with a warning: there is no gRPC API); the extra ones set limits.
-Its flags for what this server does not do (a model config file, a REST
-deadline, a batching parameters file, gRPC, monitoring...) are refused, named,
-rather than ignored.
+Its flags for what this server does not do (a model config file, a batching
+parameters file, gRPC, monitoring...) are refused, named, rather than ignored.
 """
 
 import argparse
@@ -26,8 +25,6 @@ _UNSUPPORTED_FLAGS = {
     "model_config_file": _ONE_MODEL,
     "model_config_file_poll_wait_seconds": _ONE_MODEL,
     "allow_version_labels_for_unavailable_models": _ONE_MODEL,
-    "rest_api_timeout_in_ms": "requests have no deadline here (TF Serving answers 504 when it passes); "
-                              "set a timeout in the client instead",
     "batching_parameters_file": _BATCHING,
     "enable_per_model_batching_parameters": _BATCHING,
     "rest_api_enable_cors_support": "no CORS headers are sent",
@@ -105,6 +102,10 @@ def _parser():
     parser.add_argument("--batch_timeout_micros", type=int, default=0,
                         help="Longest wait for a batch to fill (default 0: batch only the requests "
                         "that queued while the model was busy).")
+    parser.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
+                        help="A :predict or :transcribe request's deadline, in ms (default 30000, as "
+                        "tensorflow_model_server's; 0 or less: none). Past it the answer is 504; a model "
+                        "call already running finishes in the background, its result dropped.")
     parser.add_argument("--access_log", action="store_true", help="Log every request.")
     return parser
 
@@ -157,6 +158,7 @@ def main(argv=None):
         max_text_chars=args.max_text_chars,
         max_batch_size=args.max_batch_size,
         batch_timeout_s=args.batch_timeout_micros / 1e6,
+        rest_api_timeout_s=args.rest_api_timeout_in_ms / 1000 if args.rest_api_timeout_in_ms > 0 else None,
     )
     # A long keep-alive: with a short one, a client reusing a pooled
     # connection just as the server closes it sees a reset (a failed request).

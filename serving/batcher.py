@@ -19,6 +19,10 @@ class Batcher:
     requests queue and form the next batch, so under load batches grow
     instead of queues.
 
+    A caller that stops waiting (its request's deadline passed: the task
+    awaiting `submit` is cancelled) takes its item out: an item still queued
+    is never run, and the result of one already running is dropped.
+
     Args:
         run_batch: Callable taking a list of items and returning a list of
             results of the same length, or raising (every caller then gets
@@ -88,7 +92,7 @@ class Batcher:
                 closing = True
                 continue
             await self._slots.acquire()
-            batch = [first]
+            batch = [first] if not first[1].done() else []  # done: its caller gave up waiting
             deadline = asyncio.get_running_loop().time() + self.timeout_s
             while len(batch) < self.max_batch_size:
                 remaining = deadline - asyncio.get_running_loop().time()
@@ -102,7 +106,13 @@ class Batcher:
                 if entry[0] is _CLOSE:
                     closing = True
                     continue
-                batch.append(entry)
+                if not entry[1].done():
+                    batch.append(entry)
+            # Callers may have given up while the batch filled.
+            batch = [entry for entry in batch if not entry[1].done()]
+            if not batch:
+                self._slots.release()
+                continue
             asyncio.get_running_loop().create_task(self._run(batch))
 
     async def _run(self, batch):

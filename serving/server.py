@@ -4,6 +4,7 @@ import contextlib
 import logging
 import re
 
+import anyio
 import anyio.to_thread
 import numpy as np
 import tensorflow as tf
@@ -47,6 +48,10 @@ class JSONResponse(Response):
 
     def render(self, content):
         return dumps(content).encode("utf-8")
+
+
+class _DeadlineExceeded(Exception):
+    """A request ran past `rest_api_timeout_s` (answered 504)."""
 
 
 def _error(status, message):
@@ -210,6 +215,7 @@ def create_app(
     max_text_chars=10000,
     max_batch_size=32,
     batch_timeout_s=0.0,
+    rest_api_timeout_s=30.0,
 ):
     """The FastAPI app serving one model with TF Serving's REST API.
 
@@ -260,6 +266,13 @@ def create_app(
             adds no latency: a batch takes the requests that queued while
             the model was busy (two batches run at once), which is when
             batching pays.
+        rest_api_timeout_s: A `:predict` or `:transcribe` request's deadline
+            in seconds (TF Serving's `--rest_api_timeout_in_ms`, default
+            30 s): past it the answer is 504 {"error": "Deadline exceeded:
+            ..."}. A request still queued for a batch is then never run;
+            a model call already running cannot be stopped from Python and
+            finishes in its thread, its result dropped. None or 0: no
+            deadline.
     """
     store = ModelStore(model_name, model_base_path, poll_seconds=poll_seconds)
 
@@ -409,7 +422,7 @@ def create_app(
                         lambda requests: _call_merged(signature, requests),
                         max_batch_size=max_batch_size, timeout_s=batch_timeout_s)
         if batcher is None:
-            outputs = await anyio.to_thread.run_sync(_call, signature, arrays)
+            outputs = await anyio.to_thread.run_sync(_call, signature, arrays, abandon_on_cancel=True)
         else:
             outputs = await batcher.submit(arrays)
         return format_predict_response(outputs, row_format)
@@ -464,13 +477,26 @@ def create_app(
         name = upload.filename or "upload"
         rate = int(loaded.metadata.get("sample_rate") or 16000)
         n_fft = int((loaded.metadata.get("feature_config") or {}).get("n_fft", 1))
-        waveform = await anyio.to_thread.run_sync(_decode_audio, data, name, rate, n_fft, max_audio_seconds)
+        waveform = await anyio.to_thread.run_sync(_decode_audio, data, name, rate, n_fft, max_audio_seconds,
+                                                  abandon_on_cancel=True)
         text = await transcriber_batcher(loaded).submit(waveform)
         return {
             "text": text,
             "model_version": str(loaded.version),
             "duration_seconds": round(len(waveform) / rate, 3),
         }
+
+    async def within_deadline(work):
+        """`await work()` under the request deadline, as TF Serving runs a
+        request's model call with `RunOptions.timeout_in_ms` and answers
+        DEADLINE_EXCEEDED with 504."""
+        if not rest_api_timeout_s:
+            return await work()
+        with anyio.move_on_after(rest_api_timeout_s):
+            return await work()
+        raise _DeadlineExceeded(
+            f"Deadline exceeded: the request took longer than {rest_api_timeout_s * 1000:g} ms "
+            "(--rest_api_timeout_in_ms).")
 
     async def handle(request, path):
         try:
@@ -487,12 +513,14 @@ def create_app(
                 })
             loaded = servable(name, version)
             if verb == "predict":
-                return JSONResponse(await predict(loaded, request))
+                return JSONResponse(await within_deadline(lambda: predict(loaded, request)))
             if verb == "transcribe":
-                return JSONResponse(await transcribe(loaded, request))
+                return JSONResponse(await within_deadline(lambda: transcribe(loaded, request)))
             return await classify_or_regress(loaded, verb, request)
         except NotFoundError as error:
             return _error(404, str(error))
+        except _DeadlineExceeded as error:
+            return _error(504, str(error))
         except RequestError as error:
             return _error(error.status, str(error))
         except AudioError as error:

@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -618,6 +619,76 @@ def test_requests_queued_behind_a_close_are_still_run_and_the_batcher_stops():
     assert stopped and not running
 
 
+def test_requests_whose_callers_gave_up_are_never_run():
+    # A request past its deadline stops waiting (its task is cancelled): if it
+    # is still queued, its item must not take a place in a model call.
+    ran = []
+
+    def run_batch(items):
+        ran.extend(items)
+        time.sleep(0.2)
+        return [item * 2 for item in items]
+
+    async def main():
+        batcher = Batcher(run_batch, max_batch_size=8, max_concurrent_batches=1)
+        first = asyncio.ensure_future(batcher.submit(1))  # runs, holding the only slot
+        await asyncio.sleep(0.05)
+        # 2 is taken by the collector, which waits for the slot; 4 stays queued.
+        waiting = [asyncio.ensure_future(batcher.submit(item)) for item in (2, 3, 4)]
+        await asyncio.sleep(0.01)
+        waiting[0].cancel()
+        waiting[2].cancel()
+        results = await asyncio.wait_for(asyncio.gather(first, waiting[1]), 10)
+        return results, waiting[0].cancelled() and waiting[2].cancelled()
+
+    results, cancelled = asyncio.run(main())
+    assert results == [2, 6] and cancelled
+    assert ran == [1, 3]
+
+
+@pytest.mark.parametrize("max_batch_size", [32, 1])
+def test_a_request_past_its_deadline_is_504_and_the_server_goes_on(exports, asr_saved, monkeypatch, max_batch_size):
+    # TF Serving runs a request's model call with RunOptions.timeout_in_ms
+    # (--rest_api_timeout_in_ms, 30 s by default) and answers DEADLINE_EXCEEDED
+    # with 504; batched (the Batcher) or not, this server answers at the
+    # deadline, without waiting for the slow call, and serves the next request.
+    import serving.server
+
+    real_call = serving.server._call
+    slow = [True]
+    ended = threading.Event()
+
+    def slow_call(signature, arrays):
+        outputs = real_call(signature, arrays)  # (the first call of a signature is slower)
+        if slow[0]:
+            time.sleep(1.5)
+        ended.set()
+        return outputs
+
+    monkeypatch.setattr(serving.server, "_call", slow_call)
+    waveform = synthetic_utterance(3, 16000, 0.4)
+    app = create_app("asr", os.path.dirname(exports["asr"]), poll_seconds=3600,
+                     max_batch_size=max_batch_size, rest_api_timeout_s=0.25)
+    predict = {"inputs": {"waveform": [waveform.tolist()], "waveform_length": [len(waveform)]}}
+    with TestClient(app) as client:
+        for path, request in (("/v1/models/asr:predict", {"json": predict}),
+                              ("/v1/models/asr:transcribe", _upload(waveform))):
+            slow[0] = True
+            ended.clear()
+            started = time.monotonic()
+            response = client.post(path, **request)
+            waited = time.monotonic() - started
+            assert response.status_code == 504, (path, response.text)
+            assert response.json() == {"error": "Deadline exceeded: the request took longer than 250 ms "
+                                                "(--rest_api_timeout_in_ms)."}
+            assert waited < 1.2, (path, waited)
+            slow[0] = False
+            assert ended.wait(60)  # the abandoned call ends in its thread
+            response = client.post(path, **request)
+            assert response.status_code == 200, (path, response.text)
+    assert response.json()["text"] == _transcribed_alone(asr_saved, waveform)
+
+
 def test_concurrent_transcriptions_are_batched_and_correct(exports, asr_saved):
     # The batch closes once all six are queued (however slowly a loaded
     # machine decodes the uploads), never on the timeout.
@@ -785,9 +856,14 @@ def test_command_line_takes_tf_servings_deployment_flags(exports, capsys, monkey
         started.clear()
         assert main([*entrypoint[1:], flag]) == 0
         assert started["create_app"][1]["max_batch_size"] == batch_size, flag
+    # --rest_api_timeout_in_ms as tensorflow_model_server's: 30 s by default, none at 0.
+    for flags, seconds in (([], 30.0), (["--rest_api_timeout_in_ms=5000"], 5.0),
+                           (["--rest_api_timeout_in_ms", "0"], None)):
+        started.clear()
+        assert main([*entrypoint[1:], *flags]) == 0
+        assert started["create_app"][1]["rest_api_timeout_s"] == seconds, flags
     for flag, reason in (
         ("--model_config_file=/models/models.config", "serves one model"),
-        ("--rest_api_timeout_in_ms=5000", "no deadline"),
         ("--batching_parameters_file=/b.txt", "--max_batch_size and --batch_timeout_micros"),
         ("--enable_batching=maybe", "true or false"),
         ("--monitoring_config_file=/m.txt", "flag that this server does not implement: no Prometheus metrics"),
