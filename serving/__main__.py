@@ -27,7 +27,6 @@ _UNSUPPORTED_FLAGS = {
     "allow_version_labels_for_unavailable_models": _ONE_MODEL,
     "batching_parameters_file": _BATCHING,
     "enable_per_model_batching_parameters": _BATCHING,
-    "rest_api_enable_cors_support": "no CORS headers are sent",
     "grpc_socket_path": _GRPC,
     "grpc_channel_arguments": _GRPC,
     "grpc_max_threads": _GRPC,
@@ -84,6 +83,11 @@ def _parser():
                         metavar="true|false",
                         help="As tensorflow_model_server's: false turns batching off (--max_batch_size=1); "
                         "batching is on by default here (--max_batch_size).")
+    parser.add_argument("--rest_api_enable_cors_support", type=_flag_value_bool, nargs="?", const=True,
+                        default=False, metavar="true|false",
+                        help="As tensorflow_model_server's: send CORS headers (any origin, POST and GET, "
+                        "Content-Type) so a web page of another origin can call the API; browsers' "
+                        "preflight OPTIONS requests are answered 200.")
     parser.add_argument("--host", default="127.0.0.1",
                         help="Address to bind (default 127.0.0.1, this machine only; 0.0.0.0 for all).")
     parser.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
@@ -159,6 +163,7 @@ def main(argv=None):
         max_batch_size=args.max_batch_size,
         batch_timeout_s=args.batch_timeout_micros / 1e6,
         rest_api_timeout_s=args.rest_api_timeout_in_ms / 1000 if args.rest_api_timeout_in_ms > 0 else None,
+        cors=args.rest_api_enable_cors_support,
     )
     # A long keep-alive: with a short one, a client reusing a pooled
     # connection just as the server closes it sees a reset (a failed request).

@@ -101,6 +101,35 @@ class _BodyLimit:
         return await self.app(scope, replay, send)
 
 
+# TF Serving's CORS headers (http_rest_api_util.cc, AddCORSHeaders), sent with
+# --rest_api_enable_cors_support.
+_CORS_HEADERS = [(b"access-control-allow-origin", b"*"), (b"access-control-allow-methods", b"POST, GET"),
+                 (b"access-control-allow-headers", b"Content-Type")]
+
+
+class _Cors:
+    """ASGI middleware: TF Serving's CORS headers on every response, and a
+    200 to a browser's preflight (OPTIONS), which passes only with a 2xx."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        if scope["method"] == "OPTIONS":
+            response = Response(status_code=200)
+            response.raw_headers.extend(_CORS_HEADERS)
+            return await response(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *_CORS_HEADERS]}
+            await send(message)
+
+        return await self.app(scope, receive, send_with_headers)
+
+
 _BOILERPLATE = ("Graph execution error", "Detected at node", "<stack traces", "Stack trace",
                 "dummy_", "[[", "Op:")
 
@@ -216,6 +245,7 @@ def create_app(
     max_batch_size=32,
     batch_timeout_s=0.0,
     rest_api_timeout_s=30.0,
+    cors=False,
 ):
     """The FastAPI app serving one model with TF Serving's REST API.
 
@@ -273,6 +303,10 @@ def create_app(
             a model call already running cannot be stopped from Python and
             finishes in its thread, its result dropped. None or 0: no
             deadline.
+        cors: Send TF Serving's CORS headers (`--rest_api_enable_cors_support`:
+            any origin, methods POST and GET, header Content-Type) with
+            every response, and answer a browser's preflight `OPTIONS` with
+            200 and those headers.
     """
     store = ModelStore(model_name, model_base_path, poll_seconds=poll_seconds)
 
@@ -298,6 +332,8 @@ def create_app(
     app = FastAPI(title=f"{model_name} (TF Serving REST API)", lifespan=lifespan)
     app.state.store = store
     app.add_middleware(_BodyLimit, max_bytes=max_request_bytes)
+    if cors:
+        app.add_middleware(_Cors)  # added last, so outermost: a 413 gets the headers too
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, error):

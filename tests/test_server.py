@@ -806,6 +806,34 @@ def test_model_errors_are_json_with_tf_servings_status_codes(exports, monkeypatc
             assert (error.message if isinstance(error, tf.errors.OpError) else str(error)) in message, message
 
 
+def test_cors_headers_are_tf_servings_with_the_flag(exports):
+    # --rest_api_enable_cors_support: TF Serving's three headers on every
+    # answer (errors too, even the body limit's 413), and a 200 to a browser's
+    # preflight, which fails on any other status. Without it: no headers, and
+    # OPTIONS is a malformed request (400), as in TF Serving.
+    base = os.path.dirname(exports["lm"])
+    with TestClient(create_app("lm", base, poll_seconds=3600)) as client:
+        plain = client.get("/v1/models/lm")
+        assert plain.status_code == 200 and "access-control-allow-origin" not in plain.headers
+        assert client.options("/v1/models/lm:predict").status_code == 400
+    with TestClient(create_app("lm", base, poll_seconds=3600, max_request_bytes=1000, cors=True)) as client:
+        responses = [
+            client.get("/v1/models/lm"),
+            client.post("/v1/models/lm:predict", json={"signature_name": "score", "inputs": ["abc"]}),
+            client.get("/v1/models/nosuch"),
+            client.post("/v1/models/lm:predict", content=b"x" * 2000),
+            client.options("/v1/models/lm:predict", headers={
+                "Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type"}),
+        ]
+    assert [response.status_code for response in responses] == [200, 200, 404, 413, 200]
+    for response in responses:
+        assert response.headers["access-control-allow-origin"] == "*", response
+        assert response.headers["access-control-allow-methods"] == "POST, GET", response
+        assert response.headers["access-control-allow-headers"] == "Content-Type", response
+        assert response.headers.get_list("access-control-allow-origin") == ["*"], response
+
+
 def test_poll_wait_zero_scans_once_as_in_tf_serving(exports, tmp_path):
     # tensorflow_model_server --file_system_poll_wait_seconds=0 polls once (and a
     # negative value never); a 0 s wait between scans would scan without pause.
@@ -856,6 +884,11 @@ def test_command_line_takes_tf_servings_deployment_flags(exports, capsys, monkey
         started.clear()
         assert main([*entrypoint[1:], flag]) == 0
         assert started["create_app"][1]["max_batch_size"] == batch_size, flag
+    for flags, cors in (([], False), (["--rest_api_enable_cors_support"], True),
+                        (["--rest_api_enable_cors_support=false"], False)):
+        started.clear()
+        assert main([*entrypoint[1:], *flags]) == 0
+        assert started["create_app"][1]["cors"] is cors, flags
     # --rest_api_timeout_in_ms as tensorflow_model_server's: 30 s by default, none at 0.
     for flags, seconds in (([], 30.0), (["--rest_api_timeout_in_ms=5000"], 5.0),
                            (["--rest_api_timeout_in_ms", "0"], None)):
