@@ -35,8 +35,6 @@ _UNSUPPORTED_FLAGS = {
     "saved_model_tags": "the exports have one meta graph (tag serve), which is loaded",
     "platform_config_file": "TensorFlow SavedModels are the only platform",
     "monitoring_config_file": "no Prometheus metrics are exported",
-    "enable_model_warmup": "there is no warmup replay",
-    "num_request_iterations_for_warmup": "there is no warmup replay",
     "xla_cpu_compilation_enabled": "the exports hold no XLA-compiled functions",
     "per_process_gpu_memory_fraction": "GPU memory is TensorFlow's default here",
     "rest_api_num_threads": "requests run on uvicorn's event loop and a thread pool",
@@ -88,6 +86,13 @@ def _parser():
                         help="As tensorflow_model_server's: send CORS headers (any origin, POST and GET, "
                         "Content-Type) so a web page of another origin can call the API; browsers' "
                         "preflight OPTIONS requests are answered 200.")
+    parser.add_argument("--enable_model_warmup", type=_flag_value_bool, nargs="?", const=True, default=True,
+                        metavar="true|false",
+                        help="As tensorflow_model_server's (default true): run a version's warmup requests "
+                        "(assets.extra/tf_serving_warmup_requests, written by the exports) before serving it.")
+    parser.add_argument("--num_request_iterations_for_warmup", type=int, default=1,
+                        help="Times each warmup request runs (default 1; used only if above 0, as "
+                        "tensorflow_model_server's).")
     parser.add_argument("--host", default="127.0.0.1",
                         help="Address to bind (default 127.0.0.1, this machine only; 0.0.0.0 for all).")
     parser.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
@@ -164,6 +169,7 @@ def main(argv=None):
         batch_timeout_s=args.batch_timeout_micros / 1e6,
         rest_api_timeout_s=args.rest_api_timeout_in_ms / 1000 if args.rest_api_timeout_in_ms > 0 else None,
         cors=args.rest_api_enable_cors_support,
+        warmup_iterations=(max(args.num_request_iterations_for_warmup, 0) or 1) if args.enable_model_warmup else 0,
     )
     # A long keep-alive: with a short one, a client reusing a pooled
     # connection just as the server closes it sees a reset (a failed request).

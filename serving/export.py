@@ -149,7 +149,7 @@ def _check_portable(saved_model_dir):
         )
 
 
-def write_saved_model_version(archive, export_base, model_name, metadata):
+def write_saved_model_version(archive, export_base, model_name, metadata, warmup=None):
     """Write a `keras.export.ExportArchive` as the next version of a model.
 
     The layout is TF Serving's, `<export_base>/<model_name>/<version>/`, where
@@ -167,6 +167,12 @@ def write_saved_model_version(archive, export_base, model_name, metadata):
         model_name: Folder name of the model, e.g. "transcriber".
         metadata: JSON-serialisable dict written to `assets/metadata.json`;
             the export version and library versions are added to it.
+        warmup: Optional list of `(signature_name, {input_name: array})`,
+            written as TF Serving's warmup requests
+            (`assets.extra/tf_serving_warmup_requests`, see
+            `serving.warmup`): TF Serving and `python -m serving` run them
+            when they load the version, so no user request pays for the
+            first call of a signature.
 
     Returns:
         The path of the new version directory.
@@ -206,6 +212,10 @@ def write_saved_model_version(archive, export_base, model_name, metadata):
         with open(os.path.join(staging, METADATA_PATH), "w", encoding="utf-8") as f:
             json.dump(metadata, f, indent=2, sort_keys=True, ensure_ascii=False)
             f.write("\n")
+        if warmup:
+            from serving.warmup import write_warmup_requests
+
+            write_warmup_requests(staging, model_name, warmup)
         os.chmod(staging, 0o755)
         # Another exporter may take a number between our look and our rename:
         # renaming onto an existing non-empty directory fails, so try the next.

@@ -1,7 +1,7 @@
 """SavedModel export of the character language model for TF Serving."""
 
-import numpy as np
 import keras
+import numpy as np
 import tensorflow as tf
 
 from serving.export import write_saved_model_version
@@ -382,4 +382,12 @@ def export_language_model(
             "of every character after the first, char_count int32 (batch,)",
         },
     }
-    return write_saved_model_version(archive, export_base, model_name, metadata)
+    # One request per signature, replayed by TF Serving when it loads the version.
+    prompt = np.array([vocabulary.characters[0].encode("utf-8")], object)
+    generation = {"prompt": prompt, "max_new_chars": np.int32(1), "temperature": np.float32(1.0)}
+    warmup = [
+        ("serving_default", generation),
+        (SEEDED_SIGNATURE, {**generation, "seed": np.int64(0)}),
+        ("score", {"text": np.array([(vocabulary.characters[0] * 2).encode("utf-8")], object)}),
+    ]
+    return write_saved_model_version(archive, export_base, model_name, metadata, warmup=warmup)

@@ -11,6 +11,7 @@ from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 
 from serving.export import METADATA_PATH
+from serving.warmup import replay_warmup_requests
 
 logger = logging.getLogger("serving")
 
@@ -46,7 +47,7 @@ class Signature:
 class LoadedVersion:
     """A loaded SavedModel version: signatures, metadata and signature_def JSON."""
 
-    def __init__(self, model_name, version, path):
+    def __init__(self, model_name, version, path, warmup_iterations=1):
         self.model_name = model_name
         self.version = version
         self.path = path
@@ -61,6 +62,15 @@ class LoadedVersion:
             with open(metadata_path, encoding="utf-8") as f:
                 self.metadata = json.load(f)
         self.signature_def = _signature_def_json(path)
+        # TF Serving's warmup: the export's requests run before the version is
+        # served (a failure fails the load); 0 iterations: none.
+        self.warmup_requests = 0
+        if warmup_iterations > 0:
+            started = time.monotonic()
+            self.warmup_requests = replay_warmup_requests(path, self.signatures, warmup_iterations)
+            if self.warmup_requests:
+                logger.info("warmed up %s version %d: %d request(s) x %d in %.2f s", model_name, version,
+                            self.warmup_requests, warmup_iterations, time.monotonic() - started)
         self.extras = {}  # per-version helpers the server attaches (batchers)
         self.lock = threading.Lock()
 
@@ -271,13 +281,19 @@ class ModelStore:
         poll_seconds: Seconds between directory scans in `start()`; 0 or
             less: no scans after the first (TF Serving's 0).
         warn_seconds: Seconds between warnings while no version is served.
+        warmup_iterations: Times each of a version's warmup requests
+            (`serving.warmup`) is run when it loads, before it is served
+            (TF Serving's `--num_request_iterations_for_warmup`); 0: no
+            warmup (`--enable_model_warmup=false`). A failing request fails
+            the load, as in TF Serving.
     """
 
-    def __init__(self, model_name, base_path, poll_seconds=1.0, warn_seconds=30.0):
+    def __init__(self, model_name, base_path, poll_seconds=1.0, warn_seconds=30.0, warmup_iterations=1):
         self.model_name = model_name
         self.base_path = os.path.abspath(base_path)
         self.poll_seconds = poll_seconds
         self.warn_seconds = warn_seconds
+        self.warmup_iterations = warmup_iterations
         self._warned_at = None  # time.monotonic() of the last warning that nothing is served
         self._current = None
         self._failed = {}  # version -> directory mtime when it failed
@@ -311,7 +327,7 @@ class ModelStore:
                 if self._failed.get(version) == mtime:
                     continue
                 try:
-                    loaded = LoadedVersion(self.model_name, version, path)
+                    loaded = LoadedVersion(self.model_name, version, path, self.warmup_iterations)
                 except Exception as error:  # a broken export must not stop serving
                     self._failed[version] = mtime
                     logger.error("could not load %s version %d from %s: %s",

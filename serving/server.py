@@ -246,6 +246,7 @@ def create_app(
     batch_timeout_s=0.0,
     rest_api_timeout_s=30.0,
     cors=False,
+    warmup_iterations=1,
 ):
     """The FastAPI app serving one model with TF Serving's REST API.
 
@@ -307,8 +308,12 @@ def create_app(
             any origin, methods POST and GET, header Content-Type) with
             every response, and answer a browser's preflight `OPTIONS` with
             200 and those headers.
+        warmup_iterations: Times each warmup request of a version
+            (`assets.extra/tf_serving_warmup_requests`, which the exports
+            write) runs when the version loads, before it is served, as TF
+            Serving does; 0: no warmup. A failing one fails the load.
     """
-    store = ModelStore(model_name, model_base_path, poll_seconds=poll_seconds)
+    store = ModelStore(model_name, model_base_path, poll_seconds=poll_seconds, warmup_iterations=warmup_iterations)
 
     def close_batchers(old):
         # The batchers' tasks hold the old version; let them end so it is freed.

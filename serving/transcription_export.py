@@ -1,12 +1,14 @@
 """SavedModel export of the CTC transcriber for TF Serving."""
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from layers.log_mel import LogMel
 from pipelines.audio_loading import SILENCE_PEAK
 from serving.export import write_saved_model_version
 from serving.vocabulary_tables import VocabularyTables
+from serving.warmup import warmup_waveform
 
 # The log probability of every class but the blank in a silent utterance's
 # log_probs: finite (JSON has no -inf), and exp() of it is 0 in float32.
@@ -456,4 +458,11 @@ def export_transcriber(
             "feature_length int32 (batch,) -> the same outputs",
         },
     }
-    return write_saved_model_version(archive, export_base, model_name, metadata)
+    # One request per signature, replayed by TF Serving when it loads the version.
+    waveform = warmup_waveform(feature_config.sample_rate)
+    features = waveform[:, :100, None].repeat(n_features, axis=2)
+    warmup = [
+        ("serving_default", {"waveform": waveform, "waveform_length": np.array([waveform.shape[1]], np.int32)}),
+        ("from_features", {"features": features, "feature_length": np.array([100], np.int32)}),
+    ]
+    return write_saved_model_version(archive, export_base, model_name, metadata, warmup=warmup)

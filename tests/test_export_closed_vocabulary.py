@@ -11,6 +11,7 @@ from models.ctc_decoding import candidate_labels, candidate_nll, ctc_choose_text
 from pipelines.vocabulary import Vocabulary
 from serving.export import read_metadata
 from serving.export_run import export_run, main
+from serving.warmup import replay_warmup_requests
 from tests.test_export_ensemble import CONFIG, _write_run, features, runs, vocabulary  # noqa: F401 (fixtures)
 from tests.test_log_mel import synthetic_utterance
 
@@ -189,9 +190,12 @@ def test_warped_metadata_and_waveform_signature(warped):
     assert metadata["candidate_warps"] == WARPS
     assert "stretched by each of [0.9, 1.0, 1.1]" in metadata["decoding"]
     waveform = synthetic_utterance(302, CONFIG.sample_rate, 1.0)[None].astype(np.float32)
-    out = tf.saved_model.load(warped).signatures["serving_default"](
+    loaded = tf.saved_model.load(warped)
+    out = loaded.signatures["serving_default"](
         waveform=tf.constant(waveform), waveform_length=tf.constant([waveform.shape[1]], tf.int32))
     assert out["text"].numpy()[0].decode() in CANDIDATES
+    # TF Serving runs the export's warmup requests at load: they must pass.
+    assert replay_warmup_requests(warped, loaded.signatures) == 2
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from pipelines.audio_features import FeatureConfig, compute_features
 from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
 from serving.export import read_metadata
 from serving.export_run import export_run, main
+from serving.warmup import replay_warmup_requests
 from tests.test_log_mel import synthetic_utterance
 
 CONFIG = FeatureConfig(n_mels=40)
@@ -116,10 +117,13 @@ def test_closed_vocabulary_decoding_reads_the_mean_probability(packed, features,
 
 def test_waveform_signature_serves_the_ensemble(packed):
     waveform = synthetic_utterance(300, CONFIG.sample_rate, 1.0)[None].astype(np.float32)
-    out = tf.saved_model.load(packed).signatures["serving_default"](
+    loaded = tf.saved_model.load(packed)
+    out = loaded.signatures["serving_default"](
         waveform=tf.constant(waveform), waveform_length=tf.constant([waveform.shape[1]], tf.int32))
     assert out["text"].shape == (1,)
     np.testing.assert_allclose(np.exp(out["log_probs"].numpy()).sum(-1), 1.0, atol=1e-5)
+    # TF Serving runs the export's warmup requests at load: they must pass.
+    assert replay_warmup_requests(packed, loaded.signatures) == 2
 
 
 def test_metadata_names_the_members(runs, packed):

@@ -472,6 +472,57 @@ def test_a_base_path_without_versions_is_logged_and_waited_on(exports, tmp_path,
         assert "No servable version" not in caplog.text and "still waiting" not in caplog.text
 
 
+def test_exports_carry_tf_servings_warmup_requests_and_the_server_runs_them(exports, tmp_path, caplog):
+    # Each export holds one warmup request per signature in TF Serving's file
+    # (assets.extra/tf_serving_warmup_requests, PredictionLog records), which
+    # the export itself answers; the server runs them at load, each
+    # `warmup_iterations` times, so the first user request finds the
+    # signatures prepared.
+    from serving.warmup import WARMUP_PATH, read_warmup_requests, replay_warmup_requests
+
+    for task, names in (("lm", ["serving_default", "generate_seeded", "score"]),
+                        ("asr", ["serving_default", "from_features"])):
+        requests = read_warmup_requests(exports[task])
+        assert [name for name, _ in requests] == names, task
+        loaded = tf.saved_model.load(exports[task])
+        calls = []
+
+        def counting(function):
+            return lambda **tensors: calls.append(1) or function(**tensors)
+
+        signatures = {name: counting(function) for name, function in loaded.signatures.items()}
+        assert replay_warmup_requests(exports[task], signatures, iterations=3) == len(names)
+        assert len(calls) == 3 * len(names), task
+    with caplog.at_level("INFO", logger="serving"), TestClient(create_app("asr", os.path.dirname(exports["asr"]),
+                                                                          poll_seconds=0)) as client:
+        assert client.app.state.store.current.warmup_requests == 2
+    assert "warmed up asr version 1: 2 request(s) x 1" in caplog.text
+    with TestClient(create_app("asr", os.path.dirname(exports["asr"]), poll_seconds=0,
+                               warmup_iterations=0)) as client:
+        assert client.app.state.store.current.warmup_requests == 0
+
+    # A version whose warmup fails is not served, as in TF Serving, and the
+    # log names the file, the request and why; a version without the file is.
+    base = tmp_path / "lm"
+    shutil.copytree(exports["lm"], base / "1")
+    shutil.copytree(exports["lm"], base / "2")
+    from serving.warmup import write_warmup_requests
+
+    write_warmup_requests(base / "2", "lm", [("score", {"text": np.array([b"ab"], object)}),
+                                             ("score", {"text": np.array([b"xyz"], object)})])
+    os.remove(base / "1" / WARMUP_PATH)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="serving"), TestClient(create_app("lm", base, poll_seconds=0)) as client:
+        assert client.get("/v1/models/lm").json()["model_version_status"][0]["version"] == "1"
+    assert (f"could not load lm version 2 from {base / '2'}: Warmup request 2 of {base / '2' / WARMUP_PATH} "
+            "(score) failed: ") in caplog.text
+    assert "warmed up lm version 1" not in caplog.text  # it has no warmup file
+    with open(base / "2" / WARMUP_PATH, "wb") as f:
+        f.write(b"not a tfrecord file at all")
+    with pytest.raises(ValueError, match=f"Warmup file {base / '2' / WARMUP_PATH} is not in TFRecord format"):
+        read_warmup_requests(base / "2")
+
+
 def test_command_line_refuses_a_version_directory_as_base_path(exports, capsys, monkeypatch):
     import uvicorn
 
@@ -889,6 +940,12 @@ def test_command_line_takes_tf_servings_deployment_flags(exports, capsys, monkey
         started.clear()
         assert main([*entrypoint[1:], *flags]) == 0
         assert started["create_app"][1]["cors"] is cors, flags
+    for flags, iterations in (([], 1), (["--enable_model_warmup=false"], 0), (["--enable_model_warmup"], 1),
+                              (["--num_request_iterations_for_warmup=3"], 3),
+                              (["--num_request_iterations_for_warmup=0"], 1)):
+        started.clear()
+        assert main([*entrypoint[1:], *flags]) == 0
+        assert started["create_app"][1]["warmup_iterations"] == iterations, flags
     # --rest_api_timeout_in_ms as tensorflow_model_server's: 30 s by default, none at 0.
     for flags, seconds in (([], 30.0), (["--rest_api_timeout_in_ms=5000"], 5.0),
                            (["--rest_api_timeout_in_ms", "0"], None)):
