@@ -300,6 +300,7 @@ class ModelStore:
         self._stop = threading.Event()
         self._thread = None
         self._refresh_lock = threading.Lock()
+        self.on_load = []  # callbacks(LoadedVersion) after a version loads, before it is served
         self.on_unload = []  # callbacks(LoadedVersion) when a version is replaced
 
     @property
@@ -328,6 +329,8 @@ class ModelStore:
                     continue
                 try:
                     loaded = LoadedVersion(self.model_name, version, path, self.warmup_iterations)
+                    for callback in self.on_load:
+                        callback(loaded)
                 except Exception as error:  # a broken export must not stop serving
                     self._failed[version] = mtime
                     logger.error("could not load %s version %d from %s: %s",

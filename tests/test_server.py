@@ -523,6 +523,29 @@ def test_exports_carry_tf_servings_warmup_requests_and_the_server_runs_them(expo
         read_warmup_requests(base / "2")
 
 
+def test_a_transcriber_server_warms_its_audio_decoder_before_serving(exports, monkeypatch):
+    # The first upload's resampling took over a second (librosa loads its
+    # resampler on first use): a transcriber's server resamples a short
+    # generated file once when the first version loads; a language model's
+    # does not, nor one run without warmup.
+    import serving.server
+
+    decoded = []
+    real_decode = serving.server._decode_audio
+
+    def recording_decode(data, name, rate, *args):
+        decoded.append((name, sf.info(io.BytesIO(data)).samplerate, rate))
+        return real_decode(data, name, rate, *args)
+
+    monkeypatch.setattr(serving.server, "_decode_audio", recording_decode)
+    for name, warmup_iterations, expected in (("asr", 1, [("warmup.wav", 8000, 16000)]), ("asr", 0, []),
+                                              ("lm", 1, [])):
+        decoded.clear()
+        with TestClient(create_app(name, os.path.dirname(exports[name]), poll_seconds=0,
+                                   warmup_iterations=warmup_iterations)):
+            assert decoded == expected, (name, warmup_iterations)
+
+
 def test_command_line_refuses_a_version_directory_as_base_path(exports, capsys, monkeypatch):
     import uvicorn
 
