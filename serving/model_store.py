@@ -26,6 +26,25 @@ _DTYPE_NAMES = {
 }
 
 
+def _error_code_name(error):
+    """TF Serving's name of an error's code: a TensorFlow error's own code
+    (e.g. "INVALID_ARGUMENT"), "UNKNOWN" for any other exception."""
+    code = getattr(error, "error_code", None)
+    if code is None:
+        return "UNKNOWN"
+    try:
+        from tensorflow.core.protobuf import error_codes_pb2
+
+        return error_codes_pb2.Code.Name(code)
+    except ValueError:
+        return "UNKNOWN"
+
+
+def _one_line(error):
+    text = str(getattr(error, "message", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class NotFoundError(LookupError):
     """A model, version or signature the store does not serve (HTTP 404)."""
 
@@ -296,7 +315,7 @@ class ModelStore:
         self.warmup_iterations = warmup_iterations
         self._warned_at = None  # time.monotonic() of the last warning that nothing is served
         self._current = None
-        self._failed = {}  # version -> directory mtime when it failed
+        self._failed = {}  # version -> (directory mtime, error code name, message) of a failed load
         self._stop = threading.Event()
         self._thread = None
         self._refresh_lock = threading.Lock()
@@ -325,18 +344,19 @@ class ModelStore:
                     return False
                 path = versions[version]
                 mtime = os.stat(path).st_mtime
-                if self._failed.get(version) == mtime:
+                if self._failed.get(version, (None,))[0] == mtime:
                     continue
                 try:
                     loaded = LoadedVersion(self.model_name, version, path, self.warmup_iterations)
                     for callback in self.on_load:
                         callback(loaded)
                 except Exception as error:  # a broken export must not stop serving
-                    self._failed[version] = mtime
+                    self._failed[version] = (mtime, _error_code_name(error), _one_line(error))
                     logger.error("could not load %s version %d from %s: %s",
                                  self.model_name, version, path, error)
                     continue
                 previous, self._current = self._current, loaded
+                self._failed.pop(version, None)
                 logger.info("serving %s version %d from %s", self.model_name, version, path)
                 if previous is not None:
                     for callback in self.on_unload:
@@ -351,6 +371,11 @@ class ModelStore:
             if self._current is None:
                 self._warn_nothing_served(versions)
             return False
+
+    def failed_versions(self):
+        """`{version: (error code name, message)}` of the versions whose load
+        failed (TF Serving reports them as state END with that status)."""
+        return {version: (code, message) for version, (_, code, message) in self._failed.items()}
 
     def _warn_nothing_served(self, versions):
         """Log why nothing is served: at the first scan, then every `warn_seconds`."""

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pipelines.audio_loading import TOO_LONG, AudioError, load_audio
 from serving.batcher import Batcher
 from serving.model_store import ModelStore, NotFoundError
+from serving.op_errors import op_error_message
 from serving.rest_json import RequestError, dumps, format_predict_response, parse_json_body, parse_predict_request
 
 logger = logging.getLogger("serving")
@@ -132,29 +133,6 @@ class _Cors:
         return await self.app(scope, receive, send_with_headers)
 
 
-_BOILERPLATE = ("Graph execution error", "Detected at node", "<stack traces", "Stack trace",
-                "dummy_", "[[", "Op:")
-
-
-def _invalid_argument_message(error):
-    """The useful line of a TensorFlow InvalidArgumentError."""
-    text = getattr(error, "message", str(error))
-    # The assertion's data items; the first is the message. An item may hold
-    # "]" (e.g. a character named in the message), so it ends at the next
-    # item or the line's end.
-    match = re.search(r"assertion failed: (\[.*)", text)
-    if match:
-        items = re.findall(r"\[(.*?)\](?= \[|$)", match.group(1))
-        message = items[0].replace("\\'", "'").rstrip(" .")
-        # tf.debugging.assert_* add "x (name) = ", [values], "y (...) = ", [values].
-        values = [items[i + 1] for i in range(1, len(items) - 1) if re.fullmatch(r"[xy] \(.*\) = ", items[i])]
-        return message + (f" (got {' against '.join(values)})" if values else "")
-    lines = [line.strip() for line in text.splitlines()]
-    lines = [line for line in lines if line and not line.startswith(_BOILERPLATE)]
-    message = lines[0] if lines else text
-    return re.sub(r"\s*\[\[.*$|\s*\[Op:.*$", "", message) or text
-
-
 def _to_tensors(arrays, signature):
     return {
         name: tf.constant(value, dtype=signature.inputs[name].dtype)
@@ -256,7 +234,9 @@ def create_app(
     version exists, TF Serving's default policy):
 
     - `GET /v1/models/NAME[/versions/N]`: `{"model_version_status": [{"version",
-      "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}`.
+      "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}]}`
+      for the served version, and state "END" with the error for each
+      version whose load failed, newest first.
     - `GET /v1/models/NAME[/versions/N]/metadata`: `{"model_spec": {...},
       "metadata": {"signature_def": {"signature_def": {...}}}}`.
     - `POST /v1/models/NAME[/versions/N]:predict`: see `serving.rest_json`.
@@ -411,17 +391,24 @@ def create_app(
         return store.get(version)
 
     def model_status(name, version):
-        """TF Serving's GetModelStatus answer, or its NotFound messages."""
-        current = store.current if name == model_name else None
-        if version is None and current is None:
+        """TF Serving's GetModelStatus answer, or its NotFound messages: the
+        served version AVAILABLE, and each version whose load failed END
+        with its error, newest first (TF Serving's order)."""
+        if name != model_name:
+            raise NotFoundError(f"Could not find any versions of model {name}" if version is None
+                                else f"Could not find version {version} of model {name}")
+        current = store.current
+        states = {version_: ("END", {"error_code": code, "error_message": message})
+                  for version_, (code, message) in store.failed_versions().items()}
+        if current is not None:
+            states[current.version] = ("AVAILABLE", {"error_code": "OK", "error_message": ""})
+        if version is None and not states:
             raise NotFoundError(f"Could not find any versions of model {name}")
-        if version is not None and (current is None or current.version != version):
+        if version is not None and version not in states:
             raise NotFoundError(f"Could not find version {version} of model {name}")
-        return {"model_version_status": [{
-            "version": str(current.version),
-            "state": "AVAILABLE",
-            "status": {"error_code": "OK", "error_message": ""},
-        }]}
+        return {"model_version_status": [
+            {"version": str(v), "state": state, "status": status}
+            for v, (state, status) in sorted(states.items(), reverse=True) if version in (None, v)]}
 
     async def classify_or_regress(loaded, verb, request):
         """What TF Serving answers to `:classify` and `:regress` on these
@@ -589,7 +576,7 @@ def create_app(
         except AudioError as error:
             return _error(413 if error.reason == TOO_LONG else 400, str(error))
         except tf.errors.OpError as error:  # TF Serving's status for each code
-            return _error(_HTTP_STATUS.get(error.error_code, 500), _invalid_argument_message(error))
+            return _error(_HTTP_STATUS.get(error.error_code, 500), op_error_message(error))
         except Exception as error:  # still {"error": ...}, as TF Serving answers every error
             logger.exception("%s %s failed", request.method, request.url.path)
             return _error(500, f"Internal error: {type(error).__name__}: {error}")

@@ -17,6 +17,17 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
+from serving.op_errors import op_error_message
+
+class WarmupError(ValueError):
+    """A version's warmup file or one of its requests failed; `error_code` is
+    the TensorFlow error code TF Serving would report for it."""
+
+    def __init__(self, message, error_code=tf.errors.INVALID_ARGUMENT):
+        super().__init__(message)
+        self.error_code = error_code
+
+
 # TF Serving's names and limit (saved_model_warmup_util.h: WarmupConsts).
 WARMUP_PATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MAX_RECORDS = 1000
@@ -53,7 +64,8 @@ def read_warmup_requests(version_dir):
     """The `(signature_name, {input_name: np.ndarray})` requests of a version's
     warmup file, `[]` when it has none. A file that is not a TFRecord of
     PredictionLog predict requests, or holds more than `MAX_RECORDS`, is a
-    ValueError naming it (TF Serving refuses to load such a version)."""
+    `WarmupError` (a ValueError) naming it (TF Serving refuses to load such a
+    version)."""
     path = os.path.join(os.fspath(version_dir), WARMUP_PATH)
     if not os.path.exists(path):
         return []
@@ -64,19 +76,20 @@ def read_warmup_requests(version_dir):
             try:
                 log.ParseFromString(record)
             except Exception:
-                raise ValueError(f"Warmup file {path}: record {len(requests) + 1} is not a PredictionLog.") from None
+                raise WarmupError(f"Warmup file {path}: record {len(requests) + 1} is not a PredictionLog.") from None
             if log.WhichOneof("log_type") != "predict_log":
-                raise ValueError(
+                raise WarmupError(
                     f"Warmup file {path}: record {len(requests) + 1} is a {log.WhichOneof('log_type')}; "
                     "this server replays predict_log requests only (its exports have predict signatures).")
             request = log.predict_log.request
             requests.append((request.model_spec.signature_name or "serving_default",
                              {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}))
             if len(requests) > MAX_RECORDS:
-                raise ValueError(f"Warmup file {path}: number of warmup records exceeds the maximum "
+                raise WarmupError(f"Warmup file {path}: number of warmup records exceeds the maximum "
                                  f"({MAX_RECORDS}).")
     except tf.errors.DataLossError as error:
-        raise ValueError(f"Warmup file {path} is not in TFRecord format ({error.message}).") from None
+        raise WarmupError(f"Warmup file {path} is not in TFRecord format ({error.message}).",
+                          tf.errors.DATA_LOSS) from None
     return requests
 
 
@@ -93,22 +106,25 @@ def replay_warmup_requests(version_dir, signatures, iterations=1):
         The number of requests replayed (0 without a warmup file).
 
     Raises:
-        ValueError naming the file, the request and why, when a request
-        names an unknown signature or input or its call fails: as in TF
-        Serving, the version is then not served.
+        WarmupError (a ValueError) naming the file, the request and why, when
+        a request names an unknown signature or input or its call fails
+        (`error_code`: the call's TensorFlow error code): as in TF Serving,
+        the version is then not served.
     """
     requests = read_warmup_requests(version_dir)
     for index, (name, inputs) in enumerate(requests, start=1):
         where = f"Warmup request {index} of {os.path.join(os.fspath(version_dir), WARMUP_PATH)}"
         if name not in signatures:
-            raise ValueError(f"{where} names signature {name!r}; the model has {sorted(signatures)}.")
+            raise WarmupError(f"{where} names signature {name!r}; the model has {sorted(signatures)}.",
+                              tf.errors.FAILED_PRECONDITION)
         try:
             tensors = {key: tf.constant(value) for key, value in inputs.items()}
             for _ in range(iterations):
                 signatures[name](**tensors)
         except (TypeError, ValueError, tf.errors.OpError) as error:
-            reason = str(getattr(error, "message", error)).strip().splitlines()[0]
-            raise ValueError(f"{where} ({name}) failed: {reason}") from None
+            reason = op_error_message(error) if isinstance(error, tf.errors.OpError) else str(error)
+            code = getattr(error, "error_code", tf.errors.INVALID_ARGUMENT)
+            raise WarmupError(f"{where} ({name}) failed: {reason}", code) from None
     return len(requests)
 
 

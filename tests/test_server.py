@@ -513,7 +513,16 @@ def test_exports_carry_tf_servings_warmup_requests_and_the_server_runs_them(expo
     os.remove(base / "1" / WARMUP_PATH)
     caplog.clear()
     with caplog.at_level("INFO", logger="serving"), TestClient(create_app("lm", base, poll_seconds=0)) as client:
-        assert client.get("/v1/models/lm").json()["model_version_status"][0]["version"] == "1"
+        statuses = client.get("/v1/models/lm").json()["model_version_status"]
+        failed = client.get("/v1/models/lm/versions/2").json()["model_version_status"]
+    # As TF Serving's GetModelStatus: newest first, the failed load END with its error.
+    assert [(s["version"], s["state"], s["status"]["error_code"]) for s in statuses] == [
+        ("2", "END", "INVALID_ARGUMENT"), ("1", "AVAILABLE", "OK")]
+    assert failed == statuses[:1]
+    message = failed[0]["status"]["error_message"]
+    assert message.startswith(f"Warmup request 2 of {base / '2' / WARMUP_PATH} (score) failed: "), message
+    # The export's own words, not TensorFlow's "Graph execution error:".
+    assert "holds characters x (U+0078), y (U+0079), z (U+007A) the model was not trained on" in message, message
     assert (f"could not load lm version 2 from {base / '2'}: Warmup request 2 of {base / '2' / WARMUP_PATH} "
             "(score) failed: ") in caplog.text
     assert "warmed up lm version 1" not in caplog.text  # it has no warmup file
