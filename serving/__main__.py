@@ -5,8 +5,10 @@
 
 The flags are tensorflow_model_server's (its Docker entrypoint's --port is
 accepted with a warning: there is no gRPC API); the extra ones set limits.
-Its flags for what this server does not do (a model config file, a batching
-parameters file, gRPC, monitoring...) are refused, named, rather than ignored.
+Several models are served from one `--model_config_file`, as by
+tensorflow_model_server. Its flags for what this server does not do (a
+batching parameters file, gRPC, monitoring...) are refused, named, rather than
+ignored.
 """
 
 import argparse
@@ -15,16 +17,13 @@ import os
 import sys
 
 _GRPC = "this server has no gRPC API (REST only, on --rest_api_port)"
-_ONE_MODEL = ("this server serves one model, --model_name from --model_base_path (no model config file, "
-              "version policy or version labels)")
+_LABELS = "this server has no version labels (use /versions/N or no version)"
 _BATCHING = "batching is set with --max_batch_size and --batch_timeout_micros"
 # tensorflow_model_server's flags (model_servers/main.cc) that this server does
 # not implement: refused, with why, since ignoring them would change what the
 # deployment asked for.
 _UNSUPPORTED_FLAGS = {
-    "model_config_file": _ONE_MODEL,
-    "model_config_file_poll_wait_seconds": _ONE_MODEL,
-    "allow_version_labels_for_unavailable_models": _ONE_MODEL,
+    "allow_version_labels_for_unavailable_models": _LABELS,
     "batching_parameters_file": _BATCHING,
     "enable_per_model_batching_parameters": _BATCHING,
     "grpc_socket_path": _GRPC,
@@ -69,10 +68,16 @@ def _parser():
         "(GET /v1/models/NAME[/metadata], POST /v1/models/NAME:predict) plus "
         "POST /v1/models/NAME:transcribe (multipart audio upload).",
     )
-    parser.add_argument("--model_name", required=True, help="The NAME in /v1/models/NAME.")
-    parser.add_argument("--model_base_path", required=True,
+    parser.add_argument("--model_name", help="The NAME in /v1/models/NAME.")
+    parser.add_argument("--model_base_path",
                         help="Directory holding integer version directories (1/, 2/, ...), e.g. "
                         "runs/x/export/transcriber, not a version directory itself.")
+    parser.add_argument("--model_config_file", metavar="FILE",
+                        help="Serve the models a text-format ModelServerConfig lists (model_config_list { "
+                        "config { name: ... base_path: ... } ... }), as tensorflow_model_server does; "
+                        "--model_name and --model_base_path are then ignored, as there.")
+    parser.add_argument("--model_config_file_poll_wait_seconds", type=int, default=0,
+                        help="Only 0 (the default, as tensorflow_model_server's): the file is read once at start.")
     parser.add_argument("--rest_api_port", type=int, default=8501, help="HTTP port (default 8501).")
     parser.add_argument("--port", type=int, default=None,
                         help="tensorflow_model_server's gRPC port, accepted so its deployment scripts run; "
@@ -134,8 +139,32 @@ def main(argv=None):
             _parser().error(f"--{name} must be a positive integer, got {getattr(args, name)}")
     if args.rest_api_port > 65535:
         _parser().error(f"--rest_api_port must be a port number in 1..65535, got {args.rest_api_port}")
-    if not os.path.isdir(args.model_base_path):
-        _parser().error(f"--model_base_path {args.model_base_path} is not a directory")
+    if args.model_config_file_poll_wait_seconds != 0:
+        _parser().error(f"--model_config_file_poll_wait_seconds={args.model_config_file_poll_wait_seconds}: this "
+                        "server reads --model_config_file once at start (0, the default, as tensorflow_model_server's)")
+    if args.model_config_file is not None:
+        from serving.model_config import ModelConfigError, read_model_config
+
+        try:
+            models = read_model_config(args.model_config_file)
+        except ModelConfigError as error:
+            _parser().error(str(error))
+        ignored = [f"--{name}" for name in ("model_name", "model_base_path") if getattr(args, name) is not None]
+        if ignored:
+            print(f"python -m serving: warning: {' and '.join(ignored)} ignored: the models are those of "
+                  f"--model_config_file {args.model_config_file} (as in tensorflow_model_server).", file=sys.stderr)
+        where = {name: f"base_path {base} of model {name!r} in --model_config_file {args.model_config_file}"
+                 for name, base in models.items()}
+    else:
+        missing = [f"--{name}" for name in ("model_name", "model_base_path") if getattr(args, name) is None]
+        if missing:
+            _parser().error(f"the following arguments are required: {', '.join(missing)} "
+                            "(or --model_config_file for several models)")
+        models = {args.model_name: args.model_base_path}
+        where = {args.model_name: f"--model_base_path {args.model_base_path}"}
+    for name, base in models.items():
+        if not os.path.isdir(base):
+            _parser().error(f"{where[name]} is not a directory")
     if args.port is not None:
         print(f"python -m serving: warning: --port={args.port} is tensorflow_model_server's gRPC port; this "
               f"server has no gRPC API: nothing listens on it (REST on --rest_api_port={args.rest_api_port}).",
@@ -143,14 +172,15 @@ def main(argv=None):
     if args.enable_batching is False:
         args.max_batch_size = 1
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if os.path.isfile(os.path.join(args.model_base_path, "saved_model.pb")):
-        from serving.model_store import missing_versions_message, version_directories
+    for name, base in models.items():
+        if os.path.isfile(os.path.join(base, "saved_model.pb")):
+            from serving.model_store import missing_versions_message, version_directories
 
-        # A version directory given as the base: no version would ever appear
-        # in it, so every request would get 404. (A base without versions
-        # yet is waited on, with a warning, as TF Serving does.)
-        if not version_directories(args.model_base_path):
-            _parser().error(missing_versions_message(args.model_name, os.path.abspath(args.model_base_path)))
+            # A version directory given as the base: no version would ever
+            # appear in it, so every request would get 404. (A base without
+            # versions yet is waited on, with a warning, as TF Serving does.)
+            if not version_directories(base):
+                _parser().error(missing_versions_message(name, os.path.abspath(base)))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     import uvicorn
@@ -158,8 +188,7 @@ def main(argv=None):
     from serving.server import create_app
 
     app = create_app(
-        args.model_name,
-        args.model_base_path,
+        models=models,
         poll_seconds=args.file_system_poll_wait_seconds,
         max_request_bytes=args.max_request_bytes,
         max_audio_seconds=args.max_audio_seconds,

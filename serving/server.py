@@ -214,9 +214,10 @@ def _each_alone(call, items):
 
 
 def create_app(
-    model_name,
-    model_base_path,
+    model_name=None,
+    model_base_path=None,
     *,
+    models=None,
     poll_seconds=1.0,
     max_request_bytes=32 * 1024 * 1024,
     max_audio_seconds=60.0,
@@ -228,7 +229,7 @@ def create_app(
     cors=False,
     warmup_iterations=1,
 ):
-    """The FastAPI app serving one model with TF Serving's REST API.
+    """The FastAPI app serving a model (or several) with TF Serving's REST API.
 
     Routes (the `/versions/N` part is optional; only the served, highest
     version exists, TF Serving's default policy):
@@ -261,6 +262,9 @@ def create_app(
     Args:
         model_name: The NAME in the URLs.
         model_base_path: Directory of integer version directories.
+        models: Instead of `model_name` and `model_base_path`, several
+            models, `{NAME: base path}` (`--model_config_file`), each
+            served from its own directory, with the same limits.
         poll_seconds: Seconds between scans for new versions.
         max_request_bytes: Largest request body accepted.
         max_audio_seconds: Longest audio accepted by `:transcribe` and by
@@ -295,7 +299,14 @@ def create_app(
             write) runs when the version loads, before it is served, as TF
             Serving does; 0: no warmup. A failing one fails the load.
     """
-    store = ModelStore(model_name, model_base_path, poll_seconds=poll_seconds, warmup_iterations=warmup_iterations)
+    if (models is None) == (model_name is None or model_base_path is None):
+        raise ValueError("Expected `model_name` and `model_base_path`, or `models` ({NAME: base path}), not both.")
+    if models is None:
+        models = {model_name: model_base_path}
+    if not models:
+        raise ValueError("Expected at least one model in `models`.")
+    stores = {name: ModelStore(name, base, poll_seconds=poll_seconds, warmup_iterations=warmup_iterations)
+              for name, base in models.items()}
 
     def close_batchers(old):
         # The batchers' tasks hold the old version; let them end so it is freed.
@@ -305,7 +316,8 @@ def create_app(
             if batcher is not None:
                 batcher.close()
 
-    store.on_unload.append(close_batchers)
+    for store in stores.values():
+        store.on_unload.append(close_batchers)
 
     def warm_audio_decoder(loaded):
         # The first upload's resampling took 1.1-1.3 s (librosa loads its
@@ -325,19 +337,23 @@ def create_app(
         audio_warmed.append(True)
 
     audio_warmed = []
-    store.on_load.append(warm_audio_decoder)
+    for store in stores.values():
+        store.on_load.append(warm_audio_decoder)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        await anyio.to_thread.run_sync(store.refresh)
-        store.start()
+        for store in stores.values():
+            await anyio.to_thread.run_sync(store.refresh)
+            store.start()
         try:
             yield
         finally:
-            store.stop()
+            for store in stores.values():
+                store.stop()
 
-    app = FastAPI(title=f"{model_name} (TF Serving REST API)", lifespan=lifespan)
-    app.state.store = store
+    app = FastAPI(title=f"{', '.join(stores)} (TF Serving REST API)", lifespan=lifespan)
+    app.state.stores = stores
+    app.state.store = next(iter(stores.values()))  # the model (the first, with several)
     app.add_middleware(_BodyLimit, max_bytes=max_request_bytes)
     if cors:
         app.add_middleware(_Cors)  # added last, so outermost: a 413 gets the headers too
@@ -385,18 +401,19 @@ def create_app(
 
     def servable(name, version):
         """The served `LoadedVersion` for a request naming `name` and `version`."""
-        if name != model_name:
+        if name not in stores:
             wanted = f"Latest({name})" if version is None else f"Specific({name}, {version})"
             raise NotFoundError(f"Servable not found for request: {wanted}")
-        return store.get(version)
+        return stores[name].get(version)
 
     def model_status(name, version):
         """TF Serving's GetModelStatus answer, or its NotFound messages: the
         served version AVAILABLE, and each version whose load failed END
         with its error, newest first (TF Serving's order)."""
-        if name != model_name:
+        if name not in stores:
             raise NotFoundError(f"Could not find any versions of model {name}" if version is None
                                 else f"Could not find version {version} of model {name}")
+        store = stores[name]
         current = store.current
         states = {version_: ("END", {"error_code": code, "error_message": message})
                   for version_, (code, message) in store.failed_versions().items()}
@@ -508,7 +525,7 @@ def create_app(
     async def transcribe(loaded, request):
         if loaded.metadata.get("task") != "transcription":
             raise RequestError(
-                f"Model {model_name} version {loaded.version} is a "
+                f"Model {loaded.model_name} version {loaded.version} is a "
                 f"{loaded.metadata.get('task', 'unknown')!r} model; :transcribe needs a "
                 "transcription export.")
         try:
@@ -557,7 +574,7 @@ def create_app(
                     return JSONResponse(model_status(name, version))
                 loaded = servable(name, version)
                 return JSONResponse({
-                    "model_spec": {"name": model_name, "signature_name": "",
+                    "model_spec": {"name": loaded.model_name, "signature_name": "",
                                    "version": str(loaded.version)},
                     "metadata": {"signature_def": {"signature_def": loaded.signature_def}},
                 })

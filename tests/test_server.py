@@ -985,7 +985,8 @@ def test_command_line_takes_tf_servings_deployment_flags(exports, capsys, monkey
         assert main([*entrypoint[1:], *flags]) == 0
         assert started["create_app"][1]["rest_api_timeout_s"] == seconds, flags
     for flag, reason in (
-        ("--model_config_file=/models/models.config", "serves one model"),
+        ("--model_config_file=/models/models.config", "/models/models.config: cannot be read (No such file"),
+        ("--model_config_file_poll_wait_seconds=60", "reads --model_config_file once at start"),
         ("--batching_parameters_file=/b.txt", "--max_batch_size and --batch_timeout_micros"),
         ("--enable_batching=maybe", "true or false"),
         ("--monitoring_config_file=/m.txt", "flag that this server does not implement: no Prometheus metrics"),
@@ -996,6 +997,79 @@ def test_command_line_takes_tf_servings_deployment_flags(exports, capsys, monkey
         assert exit_info.value.code == 2 and not started, flag
         err = capsys.readouterr().err
         assert "python -m serving: error: " in err and flag.split("=")[0] in err and reason in err, err
+
+
+def test_a_model_config_file_serves_several_models(exports, tmp_path, capsys, monkeypatch):
+    # tensorflow_model_server --model_config_file: a text ModelServerConfig
+    # listing models; each is served under its own name, as by the
+    # single-model flags, which it makes ignored (a warning says so).
+    import uvicorn
+
+    import serving.server
+    from serving.__main__ import main
+
+    config = tmp_path / "models.config"
+    config.write_text(f"""model_config_list {{
+      config {{ name: "speech" base_path: "{os.path.dirname(exports['asr'])}" model_platform: "tensorflow" }}
+      config {{ name: "text" base_path: "{os.path.dirname(exports['lm'])}" }}
+    }}""")
+    started = {}
+    monkeypatch.setattr(serving.server, "create_app", lambda *a, **k: started.setdefault("kwargs", k))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
+    assert main([f"--model_config_file={config}", "--model_name=x", "--rest_api_port=8501"]) == 0
+    assert started["kwargs"]["models"] == {"speech": os.path.dirname(exports["asr"]),
+                                           "text": os.path.dirname(exports["lm"])}
+    assert "--model_name ignored: the models are those of --model_config_file" in capsys.readouterr().err
+    missing = tmp_path / "missing.config"
+    missing.write_text('model_config_list { config { name: "a" base_path: "/no/such/dir" } }')
+    for argv, message in (([f"--model_config_file={missing}"],
+                           f"base_path /no/such/dir of model 'a' in --model_config_file {missing} is not a directory"),
+                          ([f"--model_base_path={tmp_path}"], "the following arguments are required: --model_name "
+                                                              "(or --model_config_file for several models)")):
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert message in capsys.readouterr().err, argv
+
+    app = create_app(models=started["kwargs"]["models"], poll_seconds=0)
+    waveform = synthetic_utterance(5, 16000, 0.5)
+    with TestClient(app) as client:
+        for name in ("speech", "text"):
+            assert client.get(f"/v1/models/{name}").json()["model_version_status"][0]["state"] == "AVAILABLE"
+            assert client.get(f"/v1/models/{name}/metadata").json()["model_spec"]["name"] == name
+        speech = client.post("/v1/models/speech:transcribe", **_upload(waveform))
+        text = client.post("/v1/models/text:predict", json={"signature_name": "score", "inputs": ["abc"]})
+        refused = client.post("/v1/models/text:transcribe", **_upload(waveform))
+        unknown = client.get("/v1/models/transcriber")
+    assert speech.status_code == 200 and text.status_code == 200, (speech.text, text.text)
+    assert set(text.json()["outputs"]) == {"nll", "char_count"}
+    assert refused.status_code == 400 and "Model text version 1 is a 'language_model' model" in refused.json()["error"]
+    assert unknown.status_code == 404 and unknown.json() == {"error": "Could not find any versions of model transcriber"}
+
+
+@pytest.mark.parametrize("body, message", [
+    ('model_config_list { config { name: "a" base_path: "B" model_version_policy { all {} } } }',
+     "config 1 (a): model_version_policy all; this server serves the highest version only"),
+    ('model_config_list { config { name: "a" base_path: "B" model_version_policy { latest { num_versions: 2 } } } }',
+     "config 1 (a): model_version_policy latest { num_versions: 2 }"),
+    ('model_config_list { config { name: "a" base_path: "B" version_labels { key: "stable" value: 1 } } }',
+     "config 1 (a): version_labels {'stable': 1}; this server has no version labels"),
+    ('model_config_list { config { name: "a" base_path: "B" } config { name: "a" base_path: "C" } }',
+     "config 2 (a): the name 'a' is used twice"),
+    ('model_config_list { config { name: "a" base_path: "B" model_platform: "tflite" } }',
+     "config 1 (a): model_platform 'tflite'; this server serves TensorFlow SavedModels only"),
+    ('model_config_list { config { base_path: "B" } }', "config 1: `name` is empty"),
+    ('model_config_list { config { name: "a" } }', "config 1 (a): `base_path` is empty"),
+    ("model_config_list { }", "lists no model"),
+    ("model_config_list { config { name: 'a' base_path: 'B' }", "is not a text-format ModelServerConfig"),
+])
+def test_model_config_files_this_server_cannot_honour_are_refused(tmp_path, body, message):
+    from serving.model_config import ModelConfigError, read_model_config
+
+    path = tmp_path / "models.config"
+    path.write_text(body)
+    with pytest.raises(ModelConfigError) as error:
+        read_model_config(path)
+    assert str(error.value).startswith(f"--model_config_file {path}") and message in str(error.value), str(error.value)
 
 
 def test_new_versions_are_picked_up_without_restart(exports, tmp_path):
