@@ -23,8 +23,7 @@ def read_model_config(path):
 
     Each model is served as `--model_name`/`--model_base_path` serve one: its
     highest version (TF Serving's default `latest` policy). A relative
-    `base_path` is read from the directory the server runs in, as TF Serving
-    reads it. What this server would not honour is refused rather than
+    `base_path` is read from the directory the server runs in. What this server would not honour is refused rather than
     ignored: another platform, a version policy other than the latest
     version, version labels, request logging, and `custom_model_config`.
     """
