@@ -375,7 +375,8 @@ class ModelStore:
     def failed_versions(self):
         """`{version: (error code name, message)}` of the versions whose load
         failed (TF Serving reports them as state END with that status)."""
-        return {version: (code, message) for version, (_, code, message) in self._failed.items()}
+        failed = dict(self._failed)  # one C-level copy: the poll thread may change it meanwhile
+        return {version: (code, message) for version, (_, code, message) in failed.items()}
 
     def _warn_nothing_served(self, versions):
         """Log why nothing is served: at the first scan, then every `warn_seconds`."""
