@@ -64,7 +64,8 @@ def _flag_value_bool(text):
 def _parser():
     parser = argparse.ArgumentParser(
         prog="python -m serving",
-        description="Serve the highest version under --model_base_path with TF Serving's REST API "
+        description="Serve the highest version under --model_base_path (or of each model a --model_config_file "
+        "lists) with TF Serving's REST API "
         "(GET /v1/models/NAME[/metadata], POST /v1/models/NAME:predict) plus "
         "POST /v1/models/NAME:transcribe (multipart audio upload).",
     )
