@@ -382,12 +382,9 @@ def export_language_model(
             "of every character after the first, char_count int32 (batch,)",
         },
     }
-    # One request per signature, replayed by TF Serving when it loads the version.
-    prompt = np.array([vocabulary.characters[0].encode("utf-8")], object)
-    generation = {"prompt": prompt, "max_new_chars": np.int32(1), "temperature": np.float32(1.0)}
-    warmup = [
-        ("serving_default", generation),
-        (SEEDED_SIGNATURE, {**generation, "seed": np.int64(0)}),
-        ("score", {"text": np.array([(vocabulary.characters[0] * 2).encode("utf-8")], object)}),
-    ]
+    # A request replayed by TF Serving when it loads the version: `score` only.
+    # The generation signatures take scalars (max_new_chars, temperature),
+    # which TF Serving's batching session (--enable_batching) refuses; a
+    # warmup request for them would fail the version's load there.
+    warmup = [("score", {"text": np.array([(vocabulary.characters[0] * 2).encode("utf-8")], object)})]
     return write_saved_model_version(archive, export_base, model_name, metadata, warmup=warmup)

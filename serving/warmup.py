@@ -47,6 +47,16 @@ def write_warmup_requests(version_dir, model_name, requests):
     """
     if len(requests) > MAX_RECORDS:
         raise ValueError(f"Expected at most {MAX_RECORDS} warmup requests (TF Serving's limit), got {len(requests)}.")
+    for signature_name, inputs in requests:
+        scalars = sorted(name for name, value in inputs.items() if np.ndim(value) == 0)
+        if scalars:
+            # TF Serving replays warmup requests through its batching session
+            # when --enable_batching is on, which refuses inputs without a
+            # batch dimension: the version would then fail to load.
+            raise ValueError(
+                f"Warmup request for {signature_name!r} has scalar inputs {scalars}; expected every input "
+                "with a batch dimension (TF Serving's batching, --enable_batching, refuses scalars, and a "
+                "failing warmup request fails the version's load).")
     path = os.path.join(os.fspath(version_dir), WARMUP_PATH)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tf.io.TFRecordWriter(path) as writer:

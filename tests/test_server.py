@@ -480,8 +480,9 @@ def test_exports_carry_tf_servings_warmup_requests_and_the_server_runs_them(expo
     # signatures prepared.
     from serving.warmup import WARMUP_PATH, read_warmup_requests, replay_warmup_requests
 
-    for task, names in (("lm", ["serving_default", "generate_seeded", "score"]),
-                        ("asr", ["serving_default", "from_features"])):
+    # The language model's generation signatures take scalars, which TF
+    # Serving's batching refuses (their warmup would fail the load there).
+    for task, names in (("lm", ["score"]), ("asr", ["serving_default", "from_features"])):
         requests = read_warmup_requests(exports[task])
         assert [name for name, _ in requests] == names, task
         loaded = tf.saved_model.load(exports[task])
@@ -511,6 +512,10 @@ def test_exports_carry_tf_servings_warmup_requests_and_the_server_runs_them(expo
     write_warmup_requests(base / "2", "lm", [("score", {"text": np.array([b"ab"], object)}),
                                              ("score", {"text": np.array([b"xyz"], object)})])
     os.remove(base / "1" / WARMUP_PATH)
+    with pytest.raises(ValueError, match=r"Warmup request for 'serving_default' has scalar inputs "
+                                         r"\['max_new_chars', 'temperature'\]"):
+        write_warmup_requests(base / "2", "lm", [("serving_default", {
+            "prompt": np.array([b"ab"], object), "max_new_chars": np.int32(1), "temperature": np.float32(0)})])
     caplog.clear()
     with caplog.at_level("INFO", logger="serving"), TestClient(create_app("lm", base, poll_seconds=0)) as client:
         statuses = client.get("/v1/models/lm").json()["model_version_status"]
