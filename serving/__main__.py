@@ -37,9 +37,6 @@ _UNSUPPORTED_FLAGS = {
     "xla_cpu_compilation_enabled": "the exports hold no XLA-compiled functions",
     "per_process_gpu_memory_fraction": "GPU memory is TensorFlow's default here",
     "rest_api_num_threads": "requests run on uvicorn's event loop and a thread pool",
-    "tensorflow_session_parallelism": "thread pools are TensorFlow's default here",
-    "tensorflow_intra_op_parallelism": "thread pools are TensorFlow's default here",
-    "tensorflow_inter_op_parallelism": "thread pools are TensorFlow's default here",
     "tensorflow_session_config_file": "the session configuration is TensorFlow's default here",
     "num_load_threads": "versions load one at a time",
     "num_unload_threads": "versions unload one at a time",
@@ -121,6 +118,12 @@ def _parser():
                         help="A :predict or :transcribe request's deadline, in ms (default 30000, as "
                         "tensorflow_model_server's; 0 or less: none). Past it the answer is 504; a model "
                         "call already running finishes in the background, its result dropped.")
+    for name, what in (("session", "both of TensorFlow's thread pools"),
+                       ("intra_op", "the threads that run one op"),
+                       ("inter_op", "the ops run at once")):
+        parser.add_argument(f"--tensorflow_{name}_parallelism", type=int, default=0,
+                            help=f"As tensorflow_model_server's: the size of {what} (default 0: TensorFlow's "
+                            "choice)." + (" Not with the two below." if name == "session" else ""))
     parser.add_argument("--access_log", action="store_true", help="Log every request.")
     return parser
 
@@ -140,6 +143,11 @@ def main(argv=None):
             _parser().error(f"--{name} must be a positive integer, got {getattr(args, name)}")
     if args.rest_api_port > 65535:
         _parser().error(f"--rest_api_port must be a port number in 1..65535, got {args.rest_api_port}")
+    if args.tensorflow_session_parallelism > 0 and (args.tensorflow_intra_op_parallelism > 0
+                                                    or args.tensorflow_inter_op_parallelism > 0):
+        # tensorflow_model_server's own refusal (server.cc).
+        _parser().error("either configure --tensorflow_session_parallelism or (--tensorflow_intra_op_parallelism, "
+                        "--tensorflow_inter_op_parallelism) separately; you cannot configure all")
     if args.model_config_file_poll_wait_seconds != 0:
         _parser().error(f"--model_config_file_poll_wait_seconds={args.model_config_file_poll_wait_seconds}: this "
                         "server reads --model_config_file once at start (0, the default, as tensorflow_model_server's)")
@@ -184,9 +192,19 @@ def main(argv=None):
                 _parser().error(missing_versions_message(name, os.path.abspath(base)))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
+    import tensorflow as tf
     import uvicorn
 
     from serving.server import create_app
+
+    # Before any op runs (the models load in the app's lifespan), as TF
+    # Serving sets its session's thread pools.
+    intra = args.tensorflow_intra_op_parallelism or args.tensorflow_session_parallelism
+    inter = args.tensorflow_inter_op_parallelism or args.tensorflow_session_parallelism
+    if intra > 0:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+    if inter > 0:
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
 
     app = create_app(
         models=models,

@@ -983,6 +983,21 @@ def test_command_line_takes_tf_servings_deployment_flags(exports, capsys, monkey
         started.clear()
         assert main([*entrypoint[1:], *flags]) == 0
         assert started["create_app"][1]["warmup_iterations"] == iterations, flags
+    # TensorFlow's thread pools, as tensorflow_model_server sets them (set here
+    # before any op runs; this test process's are long set, so recorded).
+    pools = []
+    monkeypatch.setattr(tf.config.threading, "set_intra_op_parallelism_threads", lambda n: pools.append(("intra", n)))
+    monkeypatch.setattr(tf.config.threading, "set_inter_op_parallelism_threads", lambda n: pools.append(("inter", n)))
+    for flags, expected in (([], []), (["--tensorflow_session_parallelism=2"], [("intra", 2), ("inter", 2)]),
+                            (["--tensorflow_intra_op_parallelism=1"], [("intra", 1)]),
+                            (["--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism=3"],
+                             [("intra", 1), ("inter", 3)])):
+        pools.clear()
+        assert main([*entrypoint[1:], *flags]) == 0
+        assert pools == expected, flags
+    with pytest.raises(SystemExit):
+        main([*entrypoint[1:], "--tensorflow_session_parallelism=2", "--tensorflow_intra_op_parallelism=1"])
+    assert "you cannot configure all" in capsys.readouterr().err
     # --rest_api_timeout_in_ms as tensorflow_model_server's: 30 s by default, none at 0.
     for flags, seconds in (([], 30.0), (["--rest_api_timeout_in_ms=5000"], 5.0),
                            (["--rest_api_timeout_in_ms", "0"], None)):
