@@ -18,13 +18,12 @@ import sys
 
 _GRPC = "this server has no gRPC API (REST only, on --rest_api_port)"
 _LABELS = "this server has no version labels (use /versions/N or no version)"
-_BATCHING = "batching is set with --max_batch_size and --batch_timeout_micros"
+_BATCHING = "batching is set with --batching_parameters_file, or --max_batch_size and --batch_timeout_micros"
 # tensorflow_model_server's flags (model_servers/main.cc) that this server does
 # not implement: refused, with why, since ignoring them would change what the
 # deployment asked for.
 _UNSUPPORTED_FLAGS = {
     "allow_version_labels_for_unavailable_models": _LABELS,
-    "batching_parameters_file": _BATCHING,
     "enable_per_model_batching_parameters": _BATCHING,
     "grpc_socket_path": _GRPC,
     "grpc_channel_arguments": _GRPC,
@@ -109,11 +108,15 @@ def _parser():
                         help="Largest max_new_chars accepted for generation (default 2000).")
     parser.add_argument("--max_text_chars", type=int, default=10000,
                         help="Longest prompt (generation) or scored text accepted, in characters (default 10000).")
-    parser.add_argument("--max_batch_size", type=int, default=32,
+    parser.add_argument("--max_batch_size", type=int, default=None,
                         help="Most requests merged into one model call (default 32; 1 turns batching off).")
-    parser.add_argument("--batch_timeout_micros", type=int, default=0,
+    parser.add_argument("--batch_timeout_micros", type=int, default=None,
                         help="Longest wait for a batch to fill (default 0: batch only the requests "
                         "that queued while the model was busy).")
+    parser.add_argument("--batching_parameters_file", metavar="FILE",
+                        help="tensorflow_model_server's text-format BatchingParameters (max_batch_size, "
+                        "batch_timeout_micros, num_batch_threads, max_enqueued_batches { value: N }); "
+                        "instead of --max_batch_size and --batch_timeout_micros.")
     parser.add_argument("--rest_api_timeout_in_ms", type=int, default=30000,
                         help="A :predict or :transcribe request's deadline, in ms (default 30000, as "
                         "tensorflow_model_server's; 0 or less: none). Past it the answer is 504; a model "
@@ -138,6 +141,28 @@ def main(argv=None):
                          f"{_UNSUPPORTED_FLAGS[name[2:]]}.")
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    batching = {"max_concurrent_batches": 2, "max_enqueued_batches": None}
+    if args.batching_parameters_file is not None:
+        given = [f"--{name}" for name in ("max_batch_size", "batch_timeout_micros") if getattr(args, name) is not None]
+        if given:
+            _parser().error(f"{' and '.join(given)} with --batching_parameters_file: set the batching in one place "
+                            "(the file's max_batch_size and batch_timeout_micros)")
+        from serving.batching_config import BatchingConfigError, read_batching_parameters
+
+        try:
+            settings = read_batching_parameters(args.batching_parameters_file)
+        except BatchingConfigError as error:
+            _parser().error(str(error))
+        args.max_batch_size = settings["max_batch_size"]
+        args.batch_timeout_micros = (None if settings["batch_timeout_s"] is None
+                                     else round(settings["batch_timeout_s"] * 1e6))
+        for key in batching:
+            if settings[key] is not None:
+                batching[key] = settings[key]
+    if args.max_batch_size is None:
+        args.max_batch_size = 32
+    if args.batch_timeout_micros is None:
+        args.batch_timeout_micros = 0
     for name in ("rest_api_port", "max_request_bytes", "max_batch_size", "max_text_chars"):
         if getattr(args, name) <= 0:
             _parser().error(f"--{name} must be a positive integer, got {getattr(args, name)}")
@@ -180,6 +205,9 @@ def main(argv=None):
               file=sys.stderr)
     if args.enable_batching is False:
         args.max_batch_size = 1
+        if args.batching_parameters_file is not None:
+            print(f"python -m serving: warning: --batching_parameters_file {args.batching_parameters_file} "
+                  "ignored: --enable_batching=false turns batching off.", file=sys.stderr)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for name, base in models.items():
         if os.path.isfile(os.path.join(base, "saved_model.pb")):
@@ -215,6 +243,7 @@ def main(argv=None):
         max_text_chars=args.max_text_chars,
         max_batch_size=args.max_batch_size,
         batch_timeout_s=args.batch_timeout_micros / 1e6,
+        **batching,
         rest_api_timeout_s=args.rest_api_timeout_in_ms / 1000 if args.rest_api_timeout_in_ms > 0 else None,
         cors=args.rest_api_enable_cors_support,
         warmup_iterations=(max(args.num_request_iterations_for_warmup, 0) or 1) if args.enable_model_warmup else 0,

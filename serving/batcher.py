@@ -7,6 +7,11 @@ import anyio.to_thread
 _CLOSE = object()  # queued by close(): the collector stops once it reaches it
 
 
+class QueueFull(Exception):
+    """`submit` found `max_queued` items already waiting (HTTP 503, as TF
+    Serving answers when its batch queue is full)."""
+
+
 class Batcher:
     """Dynamic batching for an asyncio server, like TF Serving's batcher.
 
@@ -31,14 +36,17 @@ class Batcher:
         max_batch_size: Most items in one call.
         timeout_s: Longest wait for a batch to fill, in seconds.
         max_concurrent_batches: Batches allowed to run at the same time.
+        max_queued: Most items waiting for a batch; `submit` raises
+            `QueueFull` beyond it. None: no limit.
     """
 
-    def __init__(self, run_batch, *, max_batch_size=32, timeout_s=0.0, max_concurrent_batches=2):
+    def __init__(self, run_batch, *, max_batch_size=32, timeout_s=0.0, max_concurrent_batches=2, max_queued=None):
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.timeout_s = timeout_s
         self._slots = None
         self._max_concurrent = max_concurrent_batches
+        self._max_queued = max_queued
         self._queue = None
         self._collector = None
         self._loop = None
@@ -75,6 +83,9 @@ class Batcher:
         """Run `item` in a batch and return its result."""
         if self._collector is None or self._collector.done():
             self._start()
+        if self._max_queued is not None and self._queue.qsize() >= self._max_queued:
+            raise QueueFull(f"The batch scheduling queue to which this task was submitted is full "
+                            f"({self._max_queued} requests waiting; max_enqueued_batches).")
         future = asyncio.get_running_loop().create_future()
         await self._queue.put((item, future))
         return await future

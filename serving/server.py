@@ -16,7 +16,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipelines.audio_loading import TOO_LONG, AudioError, load_audio
-from serving.batcher import Batcher
+from serving.batcher import Batcher, QueueFull
 from serving.model_store import ModelStore, NotFoundError
 from serving.op_errors import op_error_message
 from serving.rest_json import RequestError, dumps, format_predict_response, parse_json_body, parse_predict_request
@@ -225,6 +225,8 @@ def create_app(
     max_text_chars=10000,
     max_batch_size=32,
     batch_timeout_s=0.0,
+    max_concurrent_batches=2,
+    max_enqueued_batches=None,
     rest_api_timeout_s=30.0,
     cors=False,
     warmup_iterations=1,
@@ -283,6 +285,12 @@ def create_app(
             adds no latency: a batch takes the requests that queued while
             the model was busy (two batches run at once), which is when
             batching pays.
+        max_concurrent_batches: Batches of one model (and one kind of
+            request) run at once (TF Serving's `num_batch_threads`).
+        max_enqueued_batches: With it, a request finding that many
+            batches' worth of requests (times `max_batch_size`) already
+            waiting is refused with 503, as TF Serving refuses one when its
+            batch queue is full. None: no limit.
         rest_api_timeout_s: A `:predict` or `:transcribe` request's deadline
             in seconds (TF Serving's `--rest_api_timeout_in_ms`, default
             30 s): past it the answer is 504 {"error": "Deadline exceeded:
@@ -305,6 +313,11 @@ def create_app(
         models = {model_name: model_base_path}
     if not models:
         raise ValueError("Expected at least one model in `models`.")
+    batcher_options = {
+        "max_batch_size": max_batch_size, "timeout_s": batch_timeout_s,
+        "max_concurrent_batches": max_concurrent_batches,
+        "max_queued": None if max_enqueued_batches is None else max_enqueued_batches * max_batch_size,
+    }
     stores = {name: ModelStore(name, base, poll_seconds=poll_seconds, warmup_iterations=warmup_iterations)
               for name, base in models.items()}
 
@@ -486,8 +499,7 @@ def create_app(
                 batcher = batchers.get(key)
                 if batcher is None and len(batchers) < _MAX_BATCH_GROUPS:
                     batcher = batchers[key] = Batcher(
-                        lambda requests: _call_merged(signature, requests),
-                        max_batch_size=max_batch_size, timeout_s=batch_timeout_s)
+                        lambda requests: _call_merged(signature, requests), **batcher_options)
         if batcher is None:
             outputs = await anyio.to_thread.run_sync(_call, signature, arrays, abandon_on_cancel=True)
         else:
@@ -518,7 +530,7 @@ def create_app(
                             pass
                     return _each_alone(lambda waveform: transcribe_batch([waveform])[0], waveforms)
 
-                batcher = Batcher(run_batch, max_batch_size=max_batch_size, timeout_s=batch_timeout_s)
+                batcher = Batcher(run_batch, **batcher_options)
                 loaded.extras["batcher"] = batcher
             return batcher
 
@@ -588,6 +600,8 @@ def create_app(
             return _error(404, str(error))
         except _DeadlineExceeded as error:
             return _error(504, str(error))
+        except QueueFull as error:
+            return _error(503, str(error))
         except RequestError as error:
             return _error(error.status, str(error))
         except AudioError as error:

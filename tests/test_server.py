@@ -25,7 +25,7 @@ from models.transcription import build_transcription_model
 from pipelines.audio_features import FeatureConfig
 from pipelines.audio_loading import prepare_waveform
 from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
-from serving.batcher import Batcher
+from serving.batcher import Batcher, QueueFull
 from serving.language_model_export import export_language_model
 from serving.server import create_app
 from serving.transcription_export import export_transcriber
@@ -707,6 +707,70 @@ def test_requests_queued_behind_a_close_are_still_run_and_the_batcher_stops():
     assert stopped and not running
 
 
+@pytest.mark.parametrize("body, message", [
+    ("max_batch_size { value: 16 }\nallowed_batch_sizes: 8\n", "allowed_batch_sizes is not implemented"),
+    ("enable_large_batch_splitting: true\n", "enable_large_batch_splitting is not implemented"),
+    ("max_execution_batch_size { value: 8 }\n", "max_execution_batch_size is not implemented"),
+    ("max_batch_size { value: 0 }\n", "max_batch_size { value: 0 }; expected a value of at least 1"),
+    ("num_batch_threads { value: -1 }\n", "num_batch_threads { value: -1 }; expected a value of at least 1"),
+    ("max_batch_size: 16\n", "is not a BatchingParameters this server reads"),
+    ("low_priority_max_batch_size { value: 1 }\n", 'has no field named "low_priority_max_batch_size"'),
+])
+def test_batching_parameters_this_server_cannot_honour_are_refused(tmp_path, body, message):
+    from serving.batching_config import BatchingConfigError, read_batching_parameters
+
+    path = tmp_path / "batching.config"
+    path.write_text(body)
+    with pytest.raises(BatchingConfigError) as error:
+        read_batching_parameters(path)
+    assert str(error.value).startswith(f"--batching_parameters_file {path}") and message in str(error.value), \
+        str(error.value)
+
+
+def test_a_full_batch_queue_refuses_requests_with_503(exports, monkeypatch):
+    # TF Serving answers UNAVAILABLE (503) when max_enqueued_batches batches
+    # already wait; the batcher refuses a request finding that many
+    # batches' worth of requests queued, and runs the others.
+    async def main():
+        batcher = Batcher(lambda items: [time.sleep(0.3) or item for item in items], max_batch_size=1,
+                          max_concurrent_batches=1, max_queued=2)
+        running = asyncio.ensure_future(batcher.submit(0))  # taken by the collector
+        await asyncio.sleep(0.05)
+        # 1 waits with the collector for the slot; 2 and 3 fill the queue; 4 is refused.
+        waiting = [asyncio.ensure_future(batcher.submit(1))]
+        await asyncio.sleep(0.05)
+        waiting += [asyncio.ensure_future(batcher.submit(item)) for item in (2, 3)]
+        await asyncio.sleep(0.05)
+        refused = await asyncio.gather(batcher.submit(4), return_exceptions=True)
+        return await asyncio.gather(running, *waiting), refused[0]
+
+    results, refused = asyncio.run(main())
+    assert results == [0, 1, 2, 3]
+    assert isinstance(refused, QueueFull) and "queue to which this task was submitted is full" in str(refused)
+
+    # The server answers QueueFull with TF Serving's 503 and its JSON error,
+    # and gives each of its batchers the limit: max_enqueued_batches batches.
+    limits = []
+    real_init = Batcher.__init__
+
+    def recording_init(self, run_batch, **kwargs):
+        limits.append((kwargs["max_queued"], kwargs["max_concurrent_batches"]))
+        real_init(self, run_batch, **kwargs)
+
+    async def full(self, item):
+        raise QueueFull("The batch scheduling queue to which this task was submitted is full (8 requests waiting; "
+                        "max_enqueued_batches).")
+
+    monkeypatch.setattr(Batcher, "__init__", recording_init)
+    monkeypatch.setattr(Batcher, "submit", full)
+    app = create_app("lm", os.path.dirname(exports["lm"]), poll_seconds=0, max_batch_size=4,
+                     max_concurrent_batches=3, max_enqueued_batches=2)
+    with TestClient(app) as client:
+        response = client.post("/v1/models/lm:predict", json={"signature_name": "score", "inputs": ["abc"]})
+    assert response.status_code == 503 and limits == [(8, 3)]
+    assert response.json()["error"].startswith("The batch scheduling queue to which this task was submitted is full")
+
+
 def test_requests_whose_callers_gave_up_are_never_run():
     # A request past its deadline stops waiting (its task is cancelled): if it
     # is still queued, its item must not take a place in a model call.
@@ -945,7 +1009,7 @@ def test_poll_wait_zero_scans_once_as_in_tf_serving(exports, tmp_path):
         assert client.get("/v1/models/lm").json()["model_version_status"][0]["version"] == "1"
 
 
-def test_command_line_takes_tf_servings_deployment_flags(exports, capsys, monkeypatch):
+def test_command_line_takes_tf_servings_deployment_flags(exports, capsys, monkeypatch, tmp_path):
     # The flags of TF Serving's Docker entrypoint (--port, --rest_api_port,
     # --model_name, --model_base_path) start this server; --enable_batching is
     # accepted; its flags this server does not implement are refused, named.
@@ -998,6 +1062,27 @@ def test_command_line_takes_tf_servings_deployment_flags(exports, capsys, monkey
     with pytest.raises(SystemExit):
         main([*entrypoint[1:], "--tensorflow_session_parallelism=2", "--tensorflow_intra_op_parallelism=1"])
     assert "you cannot configure all" in capsys.readouterr().err
+    # --batching_parameters_file: TF Serving's BatchingParameters set the batcher.
+    batching = tmp_path / "batching.config"
+    batching.write_text("max_batch_size { value: 16 }\nbatch_timeout_micros { value: 2000 }\n"
+                        "max_enqueued_batches { value: 4 }\nnum_batch_threads { value: 3 }\n"
+                        'thread_pool_name { value: "batch_threads" }\npad_variable_length_inputs: true\n')
+    started.clear()
+    assert main([*entrypoint[1:], "--enable_batching", f"--batching_parameters_file={batching}"]) == 0
+    assert {key: started["create_app"][1][key] for key in (
+        "max_batch_size", "batch_timeout_s", "max_concurrent_batches", "max_enqueued_batches")} == {
+        "max_batch_size": 16, "batch_timeout_s": 0.002, "max_concurrent_batches": 3, "max_enqueued_batches": 4}
+    started.clear()
+    assert main([*entrypoint[1:], "--enable_batching=false", f"--batching_parameters_file={batching}"]) == 0
+    assert started["create_app"][1]["max_batch_size"] == 1
+    assert "ignored: --enable_batching=false turns batching off" in capsys.readouterr().err
+    for flags, message in (
+        ([f"--batching_parameters_file={batching}", "--max_batch_size=8"],
+         "--max_batch_size with --batching_parameters_file: set the batching in one place"),
+    ):
+        with pytest.raises(SystemExit):
+            main([*entrypoint[1:], *flags])
+        assert message in capsys.readouterr().err, flags
     # --rest_api_timeout_in_ms as tensorflow_model_server's: 30 s by default, none at 0.
     for flags, seconds in (([], 30.0), (["--rest_api_timeout_in_ms=5000"], 5.0),
                            (["--rest_api_timeout_in_ms", "0"], None)):
@@ -1007,7 +1092,7 @@ def test_command_line_takes_tf_servings_deployment_flags(exports, capsys, monkey
     for flag, reason in (
         ("--model_config_file=/models/models.config", "/models/models.config: cannot be read (No such file"),
         ("--model_config_file_poll_wait_seconds=60", "reads --model_config_file once at start"),
-        ("--batching_parameters_file=/b.txt", "--max_batch_size and --batch_timeout_micros"),
+        ("--batching_parameters_file=/b.txt", "--batching_parameters_file /b.txt: cannot be read"),
         ("--enable_batching=maybe", "true or false"),
         ("--monitoring_config_file=/m.txt", "flag that this server does not implement: no Prometheus metrics"),
     ):
