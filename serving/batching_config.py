@@ -14,18 +14,9 @@ here (text format needs their names and types, not their numbers). What this
 server's batcher does with each is in `read_batching_parameters`.
 """
 
-from google.protobuf import descriptor_pb2, descriptor_pool, text_format, wrappers_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
 
-try:
-    from google.protobuf import message_factory
-
-    def _message_class(descriptor):
-        return message_factory.GetMessageClass(descriptor)
-except ImportError:  # pragma: no cover (older protobuf)
-    from google.protobuf.reflection import GeneratedProtocolMessageType as _Type
-
-    def _message_class(descriptor):
-        return _Type(descriptor.name, (), {"DESCRIPTOR": descriptor})
+from serving.model_config import parse_text_proto_file
 
 _INT64 = ".google.protobuf.Int64Value"
 _FIELDS = [  # (name, type or wrapper, repeated), in session_bundle_config.proto's order
@@ -58,7 +49,7 @@ def _batching_parameters_class():
         else:
             field.type = kind
     pool.Add(file)
-    return _message_class(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.BatchingParameters"))
 
 
 class BatchingConfigError(ValueError):
@@ -80,24 +71,14 @@ def read_batching_parameters(path):
     `max_execution_batch_size`, a value below 1, fields this server does not
     know, and text that does not parse.
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as error:
-        raise BatchingConfigError(f"--batching_parameters_file {path}: cannot be read ({error.strerror}).") from None
-    parameters = _batching_parameters_class()()
-    try:
-        text_format.Parse(text, parameters)
-    except text_format.ParseError as error:
-        known = ", ".join(name for name, _, _ in _FIELDS)
-        raise BatchingConfigError(
-            f"--batching_parameters_file {path} is not a BatchingParameters this server reads ({error}); "
-            f"expected fields among {known}, e.g. max_batch_size {{ value: 32 }}.") from None
+    known = ", ".join(name for name, _, _ in _FIELDS)
+    parameters = parse_text_proto_file(
+        path, _batching_parameters_class()(), "--batching_parameters_file", BatchingConfigError,
+        f"fields among {known}, e.g. max_batch_size {{ value: 32 }}")
     where = f"--batching_parameters_file {path}"
+    given = {field.name for field, _ in parameters.ListFields()}  # set, non-empty, or true
     for name in ("allowed_batch_sizes", "enable_large_batch_splitting", "max_execution_batch_size"):
-        value = getattr(parameters, name)
-        if (len(value) if name == "allowed_batch_sizes" else
-                (parameters.HasField(name) if name == "max_execution_batch_size" else value)):
+        if name in given:
             raise BatchingConfigError(
                 f"{where}: {name} is not implemented by this server's batcher (batches keep the size of the "
                 "requests that queued, and are never split); remove it.")
@@ -105,12 +86,12 @@ def read_batching_parameters(path):
     for name, key in (("max_batch_size", "max_batch_size"), ("batch_timeout_micros", "batch_timeout_s"),
                       ("num_batch_threads", "max_concurrent_batches"),
                       ("max_enqueued_batches", "max_enqueued_batches")):
-        if not parameters.HasField(name):
+        if name not in given:
             settings[key] = None
             continue
         value = getattr(parameters, name).value
-        if value < (0 if name == "batch_timeout_micros" else 1):
-            raise BatchingConfigError(f"{where}: {name} {{ value: {value} }}; expected a value of at least "
-                                      f"{0 if name == 'batch_timeout_micros' else 1}.")
+        least = 0 if name == "batch_timeout_micros" else 1
+        if value < least:
+            raise BatchingConfigError(f"{where}: {name} {{ value: {value} }}; expected a value of at least {least}.")
         settings[key] = value / 1e6 if name == "batch_timeout_micros" else int(value)
     return settings

@@ -10,6 +10,24 @@ class ModelConfigError(ValueError):
     """A model config file this server cannot serve; the message names the file and the field."""
 
 
+def parse_text_proto_file(path, message, flag, error_class, expected):
+    """`message` filled from the text-format proto file `path` (TF Serving's
+    config files), or `error_class` naming `flag`, the file and why: it
+    cannot be read, or it does not parse as `message` (`expected` shows the
+    form wanted)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as error:
+        raise error_class(f"{flag} {path}: cannot be read ({error.strerror}).") from None
+    try:
+        text_format.Parse(text, message)
+    except text_format.ParseError as error:
+        raise error_class(f"{flag} {path} is not a text-format {message.DESCRIPTOR.name} this server reads "
+                          f"({error}); expected {expected}.") from None
+    return message
+
+
 def read_model_config(path):
     """`{model_name: base_path}` of a TF Serving model config file.
 
@@ -27,18 +45,9 @@ def read_model_config(path):
     ignored: another platform, a version policy other than the latest
     version, version labels, request logging, and `custom_model_config`.
     """
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as error:
-        raise ModelConfigError(f"--model_config_file {path}: cannot be read ({error.strerror}).") from None
-    config = model_server_config_pb2.ModelServerConfig()
-    try:
-        text_format.Parse(text, config)
-    except text_format.ParseError as error:
-        raise ModelConfigError(
-            f"--model_config_file {path} is not a text-format ModelServerConfig ({error}); expected "
-            'model_config_list { config { name: "NAME" base_path: "DIR" } ... }.') from None
+    config = parse_text_proto_file(
+        path, model_server_config_pb2.ModelServerConfig(), "--model_config_file", ModelConfigError,
+        'model_config_list { config { name: "NAME" base_path: "DIR" } ... }')
     if config.WhichOneof("config") != "model_config_list":
         found = "custom_model_config" if config.HasField("custom_model_config") else "no model_config_list"
         raise ModelConfigError(f"--model_config_file {path} has {found}; expected a model_config_list.")

@@ -713,18 +713,22 @@ def test_requests_queued_behind_a_close_are_still_run_and_the_batcher_stops():
     ("max_execution_batch_size { value: 8 }\n", "max_execution_batch_size is not implemented"),
     ("max_batch_size { value: 0 }\n", "max_batch_size { value: 0 }; expected a value of at least 1"),
     ("num_batch_threads { value: -1 }\n", "num_batch_threads { value: -1 }; expected a value of at least 1"),
-    ("max_batch_size: 16\n", "is not a BatchingParameters this server reads"),
+    ("max_batch_size: 16\n", "is not a text-format BatchingParameters this server reads"),
     ("low_priority_max_batch_size { value: 1 }\n", 'has no field named "low_priority_max_batch_size"'),
 ])
 def test_batching_parameters_this_server_cannot_honour_are_refused(tmp_path, body, message):
     from serving.batching_config import BatchingConfigError, read_batching_parameters
 
-    path = tmp_path / "batching.config"
+    _assert_config_file_refused(tmp_path / "batching.config", body, read_batching_parameters, BatchingConfigError,
+                                "--batching_parameters_file", message)
+
+
+def _assert_config_file_refused(path, body, read, error_class, flag, message):
+    """`read(path)` of a file holding `body` raises `error_class` naming `flag`, the file and `message`."""
     path.write_text(body)
-    with pytest.raises(BatchingConfigError) as error:
-        read_batching_parameters(path)
-    assert str(error.value).startswith(f"--batching_parameters_file {path}") and message in str(error.value), \
-        str(error.value)
+    with pytest.raises(error_class) as error:
+        read(path)
+    assert str(error.value).startswith(f"{flag} {path}") and message in str(error.value), str(error.value)
 
 
 def test_a_full_batch_queue_refuses_requests_with_503(exports, monkeypatch):
@@ -1170,11 +1174,8 @@ def test_a_model_config_file_serves_several_models(exports, tmp_path, capsys, mo
 def test_model_config_files_this_server_cannot_honour_are_refused(tmp_path, body, message):
     from serving.model_config import ModelConfigError, read_model_config
 
-    path = tmp_path / "models.config"
-    path.write_text(body)
-    with pytest.raises(ModelConfigError) as error:
-        read_model_config(path)
-    assert str(error.value).startswith(f"--model_config_file {path}") and message in str(error.value), str(error.value)
+    _assert_config_file_refused(tmp_path / "models.config", body, read_model_config, ModelConfigError,
+                                "--model_config_file", message)
 
 
 def test_new_versions_are_picked_up_without_restart(exports, tmp_path):
