@@ -53,7 +53,7 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks.machine import cpu_model, describe  # noqa: E402
 from training.cli import output_file_error  # noqa: E402
-from layers import ElmanCell, ElmanRNN  # noqa: E402
+from layers import Bidirectional, ElmanCell, ElmanRNN  # noqa: E402
 from layers.fused_elman import batch_shards  # noqa: E402
 from models.dtype_policy import DTYPE_POLICIES, dtype_policy  # noqa: E402
 
@@ -126,7 +126,13 @@ def build_model(variant, shape):
     for index in range(shape["layers"]):
         layer = _recurrent_layer(variant, shape["units"], f"rnn_{index}")
         if shape["bidirectional"]:
-            layer = keras.layers.Bidirectional(layer, name=f"birnn_{index}")
+            # The fused layer in the wrapper the models use (its directions
+            # share the cores); Keras' own for the others.
+            wrapper = (
+                Bidirectional if variant == "elman_rnn"
+                else keras.layers.Bidirectional
+            )
+            layer = wrapper(layer, name=f"birnn_{index}")
         hidden = layer(hidden)
     logits = keras.layers.Dense(shape["vocab"], name="logits")(hidden)
     return keras.Model(inputs, logits, name=variant)

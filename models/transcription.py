@@ -6,7 +6,7 @@ import random
 
 import keras
 
-from layers import ElmanCell, ElmanRNN
+from layers import Bidirectional, ElmanCell, ElmanRNN
 from models.ctc_model import CTCModel
 from models.dtype_policy import dtype_policy as policy_scope
 from models.frame_stacking import FrameStacking
@@ -235,7 +235,7 @@ def build_transcription_model(
                 name=f"elman_{index}" if bidirectional else f"rnn_{index}",
             )
             if bidirectional:
-                rnn = keras.layers.Bidirectional(rnn, name=f"rnn_{index}")
+                rnn = Bidirectional(rnn, name=f"rnn_{index}")
             x = rnn(x, mask=mask)
             if dropout:
                 x = keras.layers.Dropout(dropout, name=f"dropout_{index}")(x)

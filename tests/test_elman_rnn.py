@@ -7,9 +7,9 @@ import tensorflow as tf
 
 import keras
 from keras import initializers
-from layers import ElmanCell, ElmanRNN
+from layers import Bidirectional, ElmanCell, ElmanRNN
 from layers import fused_elman
-from layers.fused_elman import batch_shards, elman_recurrence, xla_disabled
+from layers.fused_elman import batch_shards, elman_recurrence, side_by_side, xla_disabled
 
 BATCH, TIME, FEATURES, UNITS, OUTPUTS = 3, 6, 4, 5, 3
 
@@ -231,13 +231,13 @@ def test_rejects_other_cells():
         ElmanRNN(keras.layers.SimpleRNNCell(3))
 
 
-def _stack(layer_factory, bidirectional):
+def _stack(layer_factory, bidirectional, wrapper=keras.layers.Bidirectional):
     inputs = keras.Input((TIME, FEATURES))
     x = keras.layers.Masking(0.0)(inputs)
     for i in range(2):
         layer = layer_factory(ElmanCell(UNITS), return_sequences=True, name=f"rnn_{i}")
         if bidirectional:
-            layer = keras.layers.Bidirectional(layer, name=f"birnn_{i}")
+            layer = wrapper(layer, name=f"birnn_{i}")
         x = layer(x)
     outputs = keras.layers.Dense(2, name="head")(x)
     return keras.Model(inputs, outputs)
@@ -259,9 +259,14 @@ def _model_grads(model, x):
     ]
 
 
-@pytest.mark.parametrize("bidirectional", [False, True], ids=["stacked", "bidirectional"])
-def test_stacked_and_bidirectional_models_match(bidirectional):
-    fused = _stack(ElmanRNN, bidirectional)
+@pytest.mark.parametrize(
+    "bidirectional, wrapper",
+    [(False, None), (True, keras.layers.Bidirectional), (True, Bidirectional)],
+    ids=["stacked", "bidirectional", "layers.Bidirectional"],
+)
+def test_stacked_and_bidirectional_models_match(bidirectional, wrapper):
+    # The reference is always keras.layers.Bidirectional(keras.layers.RNN).
+    fused = _stack(ElmanRNN, bidirectional, wrapper or keras.layers.Bidirectional)
     reference = _stack(keras.layers.RNN, bidirectional)
     reference.set_weights(fused.get_weights())
     rnns = [
@@ -339,21 +344,24 @@ def test_training_reaches_the_same_loss_as_the_step_loop():
     np.testing.assert_allclose(losses["fused_xla"], losses["step"], rtol=1e-3)
 
 
-def test_save_load_and_weights_interchange(tmp_path):
-    model = _stack(ElmanRNN, bidirectional=True)
+@pytest.mark.parametrize("wrapper", [keras.layers.Bidirectional, Bidirectional])
+def test_save_load_and_weights_interchange(tmp_path, wrapper):
+    model = _stack(ElmanRNN, bidirectional=True, wrapper=wrapper)
     x = _padded_inputs()
     expected = model(x).numpy()
     path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
     layer = loaded.get_layer("birnn_0")
+    assert type(layer) is wrapper
     assert isinstance(layer.forward_layer, ElmanRNN)
     assert layer.backward_layer.go_backwards and layer.backward_layer.fused_reason is None
     np.testing.assert_allclose(loaded(x), expected, atol=1e-6)
     # The same variables as keras.layers.RNN(ElmanCell): inside Bidirectional
-    # (whose class names the group in the file) weights files load across the
-    # two; a bare layer's group is named after its class, as in Keras' own
-    # SimpleRNN and RNN(SimpleRNNCell).
+    # (whose class names the group in the file, so layers.Bidirectional keeps
+    # Keras' class name) weights files load across the two; a bare layer's
+    # group is named after its class, as in Keras' own SimpleRNN and
+    # RNN(SimpleRNNCell).
     weights = tmp_path / "model.weights.h5"
     model.save_weights(weights)
     step = _stack(keras.layers.RNN, bidirectional=True)
@@ -444,6 +452,62 @@ def test_column_blocks_give_the_same_numbers(monkeypatch, xla):
             with batch_shards(2), (contextlib.nullcontext() if xla else xla_disabled()):
                 ours = _run(fused, x, mask=SCATTERED, training=training)
             _assert_close(ours, _run(reference, x, mask=SCATTERED, training=training))
+
+
+def test_automatic_shards_share_the_cores_between_side_by_side_loops(monkeypatch):
+    for cores, alone, two in ((2, 2, 1), (4, 2, 2), (8, 2, 2), (1, 1, 1), (3, 2, 1)):
+        monkeypatch.setattr(fused_elman.os, "cpu_count", lambda cores=cores: cores)
+        assert fused_elman._shard_count(256) == alone, cores
+        with side_by_side(2):
+            assert fused_elman._shard_count(256) == two, cores
+            with batch_shards(3):  # forced counts are left as they are
+                assert fused_elman._shard_count(256) == 3
+        assert fused_elman._shard_count(256) == alone  # restored on exit
+        assert fused_elman._shard_count(fused_elman.SHARD_MAX_UNITS + 1) == 1
+
+
+def _traced_shard_counts(model, x):
+    """The batch shards of every split traced by a forward and backward call
+    of `model` (a fresh `tf.function`, so it is traced here)."""
+    counts = []
+    split = fused_elman._split_batch
+
+    def recording(tensors, shards):
+        counts.append(shards)
+        return split(tensors, shards)
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = _loss([model(x, training=True)])
+        return tape.gradient(loss, x)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fused_elman, "_split_batch", recording)
+        step(tf.constant(x))
+    return counts
+
+
+def test_layers_bidirectional_runs_one_loop_per_direction_on_two_cores(monkeypatch):
+    monkeypatch.setattr(fused_elman.os, "cpu_count", lambda: 2)
+    x = _padded_inputs()
+    keras_wrapped = _stack(ElmanRNN, True)
+    ours = _stack(ElmanRNN, True, Bidirectional)
+    stacked = _stack(ElmanRNN, False)
+    # Two layers x two directions, each split for its forward loop and for
+    # the gradient of its states (the backward loop): 8 splits.
+    assert _traced_shard_counts(keras_wrapped, x) == [2] * 8
+    assert _traced_shard_counts(ours, x) == [1] * 8
+    # One direction keeps both cores (two layers, forward and backward).
+    assert _traced_shard_counts(stacked, x) == [2] * 4
+
+
+def test_side_by_side_rejects_bad_counts():
+    for bad in (0, -1, 1.5, "2", None):
+        with pytest.raises(ValueError, match="`count` must be a positive integer"):
+            with side_by_side(bad):
+                pass
 
 
 def test_batch_shards_rejects_bad_counts():
