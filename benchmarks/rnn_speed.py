@@ -5,7 +5,9 @@ Run: `.venv/bin/python -m benchmarks.rnn_speed [--quick] [--output FILE]`.
 For each shape (speech one-directional and bidirectional, character LM) it
 builds the same model four ways:
 
-- `elman_rnn`: `ElmanRNN(ElmanCell)` (the fused path),
+- `elman_rnn`: `ElmanRNN(ElmanCell)` (the fused path; in the bidirectional
+  shape wrapped in `layers.Bidirectional`, as the transcription model is,
+  the other variants in `keras.layers.Bidirectional`),
 - `simple_rnn`: `keras.layers.SimpleRNN`, default settings (the builtin),
 - `simple_rnn_no_remap`: the same builtin with TensorFlow's Grappler
   remapper off,
