@@ -464,6 +464,10 @@ def test_automatic_shards_share_the_cores_between_side_by_side_loops(monkeypatch
                 assert fused_elman._shard_count(256) == 3
         assert fused_elman._shard_count(256) == alone  # restored on exit
         assert fused_elman._shard_count(fused_elman.SHARD_MAX_UNITS + 1) == 1
+        # A loop of one step (a character at a time) is never split; a
+        # length unknown when traced (None) or longer is.
+        assert fused_elman._shard_count(256, 1) == 1
+        assert fused_elman._shard_count(256, None) == fused_elman._shard_count(256, 7) == alone
 
 
 def _traced_shard_counts(model, x):
@@ -501,6 +505,11 @@ def test_layers_bidirectional_runs_one_loop_per_direction_on_two_cores(monkeypat
     assert _traced_shard_counts(ours, x) == [1] * 8
     # One direction keeps both cores (two layers, forward and backward).
     assert _traced_shard_counts(stacked, x) == [2] * 4
+    # One step at a time (as the language model generates) runs one loop.
+    layer = ElmanRNN(ElmanCell(UNITS), return_sequences=True)
+    layer.build((None, None, FEATURES))  # else the function's first trace makes its variables
+    assert _traced_shard_counts(layer, x[:, :1]) == [1, 1]
+    assert _traced_shard_counts(layer, x[:, :2]) == [2, 2]
 
 
 def test_side_by_side_rejects_bad_counts():
