@@ -5,10 +5,10 @@
 
 The flags are tensorflow_model_server's (its Docker entrypoint's --port is
 accepted with a warning: there is no gRPC API); the extra ones set limits.
-Several models are served from one `--model_config_file`, as by
-tensorflow_model_server. Its flags for what this server does not do (a
-batching parameters file, gRPC, monitoring...) are refused, named, rather than
-ignored.
+Several models are served from one `--model_config_file`, and batching is
+set by `--batching_parameters_file`, as by tensorflow_model_server. Its flags
+for what this server does not do (gRPC, monitoring, per-model batching
+parameters...) are refused, named, rather than ignored.
 """
 
 import argparse

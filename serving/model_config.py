@@ -1,7 +1,5 @@
 """TF Serving's model config file (`--model_config_file`): several models, one server."""
 
-import os
-
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
@@ -80,8 +78,3 @@ def read_model_config(path):
     if not models:
         raise ModelConfigError(f"--model_config_file {path} lists no model; expected at least one config.")
     return models
-
-
-def missing_base_paths(models):
-    """The `(name, base_path)` pairs whose base path is not a directory."""
-    return [(name, base) for name, base in models.items() if not os.path.isdir(base)]

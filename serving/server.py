@@ -19,6 +19,7 @@ from pipelines.audio_loading import TOO_LONG, AudioError, load_audio
 from serving.batcher import Batcher, QueueFull
 from serving.model_store import ModelStore, NotFoundError
 from serving.op_errors import op_error_message
+from serving.warmup import warmup_waveform
 from serving.rest_json import RequestError, dumps, format_predict_response, parse_json_body, parse_predict_request
 
 logger = logging.getLogger("serving")
@@ -340,9 +341,8 @@ def create_app(
             return
         rate = int(loaded.metadata.get("sample_rate") or 16000)
         other = 8000 if rate != 8000 else 16000
-        samples = (0.1 * np.sin(np.arange(other // 5) * 0.3)).astype(np.float32)
         buffer = io.BytesIO()
-        sf.write(buffer, samples, other, format="WAV", subtype="PCM_16")
+        sf.write(buffer, warmup_waveform(other, 0.2)[0], other, format="WAV", subtype="PCM_16")
         try:
             _decode_audio(buffer.getvalue(), "warmup.wav", rate, 1, max_audio_seconds)
         except Exception as error:  # only a warmup: the version is served all the same

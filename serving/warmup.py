@@ -19,6 +19,7 @@ from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
 from serving.op_errors import op_error_message
 
+
 class WarmupError(ValueError):
     """A version's warmup file or one of its requests failed; `error_code` is
     the TensorFlow error code TF Serving would report for it."""
