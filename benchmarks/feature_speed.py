@@ -37,6 +37,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks.machine import describe  # noqa: E402  (no TensorFlow: --help stays fast)
+from pipelines.cores import usable_cores  # noqa: E402
 
 
 def in_memory_feed(batches, element_spec):
@@ -152,7 +153,7 @@ def main(argv=None):
             return 2
         audio_seconds = reader.index["audio_seconds"]
         print(
-            f"cold (read + resample + features; {min(4, os.cpu_count() or 1)} worker threads if the first clips "
+            f"cold (read + resample + features; {min(4, usable_cores())} worker threads if the first clips "
             f"average {speech_dataset.THREADED_MIN_SECONDS:g} s or more, else one thread; {args.cold_repeats} runs): "
             f"{len(reader)} utterances, {audio_seconds:.0f} s of audio in {min(cold_walls):.1f} s best, "
             f"{statistics.median(cold_walls):.1f} s median = {_real_time(audio_seconds, min(cold_walls)):.0f}x "

@@ -8,6 +8,8 @@ since): every report names the CPU it was measured on.
 import os
 import platform
 
+from pipelines.cores import usable_cores
+
 
 def cpu_model(cpuinfo="/proc/cpuinfo"):
     """The CPU's model name: Linux's `/proc/cpuinfo` `model name` line, else
@@ -25,4 +27,4 @@ def cpu_model(cpuinfo="/proc/cpuinfo"):
 
 def describe():
     """One line: the CPU model and the logical CPUs this process may use."""
-    return f"{cpu_model()}, {os.cpu_count()} logical CPUs"
+    return f"{cpu_model()}, {usable_cores()} logical CPUs for this process ({os.cpu_count()} on the machine)"

@@ -57,6 +57,7 @@ from benchmarks.machine import cpu_model, describe  # noqa: E402
 from training.cli import output_file_error  # noqa: E402
 from layers import Bidirectional, ElmanCell, ElmanRNN  # noqa: E402
 from layers.fused_elman import batch_shards  # noqa: E402
+from pipelines.cores import usable_cores  # noqa: E402
 from models.dtype_policy import DTYPE_POLICIES, dtype_policy  # noqa: E402
 
 VARIANTS = ("elman_rnn", "simple_rnn", "simple_rnn_no_remap", "rnn_elman_cell")
@@ -430,6 +431,7 @@ def main(argv=None):
         "matmul_peak_measurements": peaks,
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "usable_cores": usable_cores(),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "results": all_results,

@@ -15,6 +15,7 @@ import tensorflow_datasets as tfds
 from data.espeak_synthesizer import espeak_ng_version, synthesize_in_subprocess
 from data.offline_builder import OfflineBuilder
 from data.recording_channel import apply_channel, draw_channel
+from pipelines.cores import usable_cores
 from pipelines.vocabulary import DIGIT_WORDS, normalize_transcript
 
 logger = logging.getLogger(__name__)
@@ -405,7 +406,7 @@ class SyntheticSpeech(OfflineBuilder):
         # Fixed chunks, each in a fresh process: the samples depend only on
         # the seed, never on the machine's core count or on earlier synthesis.
         chunks = [jobs[i:i + SYNTHESIS_CHUNK] for i in range(0, len(jobs), SYNTHESIS_CHUNK)]
-        with concurrent.futures.ThreadPoolExecutor(max(1, min(2, os.cpu_count() or 1))) as pool:
+        with concurrent.futures.ThreadPoolExecutor(min(2, usable_cores())) as pool:
             results = pool.map(
                 lambda item: synthesize_in_subprocess(item[1], seed=self._params.seed * 100003 + split_id * 1009 + item[0]),
                 enumerate(chunks),

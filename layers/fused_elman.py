@@ -22,11 +22,12 @@ server started without XLA support.
 
 import contextlib
 import functools
-import os
 import threading
 
 import tensorflow as tf
 from tensorflow.compiler.tf2xla.python import xla as xla_ops
+
+from pipelines.cores import usable_cores
 
 # The activations `f` the fused loops know the derivative of, written in
 # terms of the activation's output (that is what the forward pass keeps).
@@ -81,7 +82,7 @@ def _auto_shards(units, steps=None):
     if steps == 1:
         return 1
     # Loops traced inside `side_by_side(n)` share the cores with n - 1 others.
-    share = (os.cpu_count() or 1) // getattr(_STATE, "side_by_side", 1)
+    share = usable_cores() // getattr(_STATE, "side_by_side", 1)
     return max(1, min(2, share))
 
 

@@ -18,6 +18,7 @@ import tensorflow as tf
 from data.speech_sources import resolve_speech_source
 from pipelines.audio_features import FeatureConfig, compute_features
 from pipelines.audio_loading import AudioError, load_audio, prepare_waveform
+from pipelines.cores import usable_cores
 from pipelines.epochs import without_autotuning
 from pipelines.feature_cache import (
     FeatureCacheReader, FeatureCacheWriter, changed_files, file_stamp, remove_leftovers, stale_name,
@@ -229,7 +230,7 @@ def _build_split_cache(directory, split, utterances, *, feature_config, vocabula
         logger.warning("Skipping %s utterance %s", split, message)
         skipped.append([utterance.source, reason, str(detail)])
 
-    workers = max(1, min(4, os.cpu_count() or 1))
+    workers = min(4, usable_cores())
     # (utterance, text, future, problem) in input order. A bad transcript
     # (its `problem`, no future) waits for the audio queued before it, so
     # skips are listed in input order and `strict` names the split's first

@@ -13,7 +13,9 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 # the environment before TensorFlow starts, so the tests' subprocesses get it
 # too (docs/experiments.md, "Timings of make train and make test").
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)))
+    from pipelines.cores import usable_cores
+
+    _threads = str(max(1, usable_cores() // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)))
     for _name in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
         os.environ.setdefault(_name, _threads)
 

@@ -5,6 +5,7 @@ import os
 import pytest
 
 from benchmarks import feature_speed, machine, plain_baseline, rnn_speed
+from pipelines.cores import usable_cores
 
 
 def _usage_error(main, capsys, *argv):
@@ -44,6 +45,7 @@ def test_rnn_speed_uses_the_rounds_and_warmup_given(monkeypatch, tmp_path):
     assert calls == [(0, 2)] and (report["warmup"], report["rounds"]) == (0, 2)
     assert output.is_file()
     assert report["cpu"] == machine.cpu_model() and report["cpu_count"] == os.cpu_count()
+    assert report["usable_cores"] == usable_cores()
 
 
 def test_rnn_speed_gives_verdicts_only_on_medians_of_twenty_rounds(monkeypatch, capsys):

@@ -456,7 +456,7 @@ def test_column_blocks_give_the_same_numbers(monkeypatch, xla):
 
 def test_automatic_shards_share_the_cores_between_side_by_side_loops(monkeypatch):
     for cores, alone, two in ((2, 2, 1), (4, 2, 2), (8, 2, 2), (1, 1, 1), (3, 2, 1)):
-        monkeypatch.setattr(fused_elman.os, "cpu_count", lambda cores=cores: cores)
+        monkeypatch.setattr(fused_elman, "usable_cores", lambda cores=cores: cores)
         assert fused_elman._shard_count(256) == alone, cores
         with side_by_side(2):
             assert fused_elman._shard_count(256) == two, cores
@@ -494,7 +494,7 @@ def _traced_shard_counts(model, x):
 
 
 def test_layers_bidirectional_runs_one_loop_per_direction_on_two_cores(monkeypatch):
-    monkeypatch.setattr(fused_elman.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(fused_elman, "usable_cores", lambda: 2)
     x = _padded_inputs()
     keras_wrapped = _stack(ElmanRNN, True)
     ours = _stack(ElmanRNN, True, Bidirectional)

@@ -588,7 +588,7 @@ def test_worker_threads_only_for_long_clips_and_the_same_cache(tmp_path, monkeyp
     from pipelines.feature_cache import FeatureCacheReader
 
     monkeypatch.setattr(speech_dataset, "_PROBE_UTTERANCES", 4)
-    monkeypatch.setattr(speech_dataset.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(speech_dataset, "usable_cores", lambda: 2)
     pools = []
 
     class CountedPool(speech_dataset.concurrent.futures.ThreadPoolExecutor):
@@ -628,7 +628,7 @@ def test_strict_names_the_first_bad_utterance_in_input_order(tmp_path, monkeypat
 
     monkeypatch.setattr(speech_dataset, "_PROBE_UTTERANCES", 1)
     monkeypatch.setattr(speech_dataset, "THREADED_MIN_SECONDS", 0.0 if threaded else 1e9)
-    monkeypatch.setattr(speech_dataset.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(speech_dataset, "usable_cores", lambda: 2)
     utterances = [
         Utterance(f"u{i}", "some words", audio=_speech_like(0.3, 16000, i), sample_rate=16000) for i in range(6)
     ]
