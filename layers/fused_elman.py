@@ -128,26 +128,37 @@ def side_by_side(count):
         _STATE.side_by_side = previous
 
 
-# Column blocks of the per-step product (CPU, sharded loops). Eigen, which
-# runs XLA:CPU's dot, splits a (32 x 512) @ (512 x 512) product over the
-# intra-op threads; with one loop per core already running side by side,
-# that makes the loops wait on each other. Products of at most
-# `STEP_BLOCK_COLUMNS` columns stay on one thread. Measured on 2 cores, two
-# loops side by side of 100 steps of (32 x 512) @ (512 x 512) + tanh:
-# 21.2 ms as one product per step, 14.9 ms as four of 128 columns (one loop
-# alone: 9.4 -> 13.6 ms, so only sharded loops are split); (16 x 256) and
-# (32 x 256) products are single-threaded already and are left whole.
+# Column blocks of the per-step product (CPU, loops side by side). Eigen,
+# which runs XLA:CPU's dot, splits a product with more than 256 columns,
+# such as (32 x 512) @ (512 x 512), over the intra-op threads; with one loop
+# per core already running side by side, that makes the loops wait on each
+# other. Products of at most `STEP_BLOCK_COLUMNS` columns stay on one thread.
+# Measured on 2 cores, two loops side by side of 100 steps of (32 x 512) @
+# (512 x 512) + tanh: 21.2 ms as one product per step, 14.9 ms as four of 128
+# columns (one loop alone: 9.4 -> 13.6 ms, so only loops side by side are
+# split). The same holds from 257 units: on the Zen 4, one process, 25-30
+# alternating rounds, a batch-sharded loop's forward / forward and backward
+# at 272 units (32 x 200 steps) 11.61 -> 8.36 / 28.22 -> 24.39 ms, 288 units
+# 10.94 -> 8.11 / 27.91 -> 22.58, 384 units 19.71 -> 15.32 / 51.09 -> 45.30,
+# 448 units (64 x 100) 21.00 -> 18.53 / 55.12 -> 50.82; and the two
+# directions of `layers.Bidirectional` (one loop each on two cores, side by
+# side, so split too) at 384 units 35.78 -> 28.72 / 79.95 -> 72.07 ms, 512
+# units 53.47 -> 44.84 / 125.81 -> 109.17. (16 x 256) to (64 x 256) products
+# are single-threaded already and are left whole (split: 21.38 -> 22.73 ms,
+# bidirectional 39.58 -> 42.13).
 # Loops without XLA (low precision on CPU, `xla_disabled`) run TensorFlow's
 # own matmul, for which one product is faster: the char LM shape's training
 # step 39.1 against 42.7 ms in bfloat16, 67.0 against 71.1 ms in float32
 # (inference 15.0 / 16.5 and 21.6 / 23.4 ms; one process, 30 rounds).
 STEP_BLOCK_COLUMNS = 128
-SPLIT_MIN_UNITS = 512
+SPLIT_MIN_UNITS = 257
 
 
-def _column_blocks(units, shards, xla=True):
-    """How many column blocks the loop's per-step product is split into."""
-    if not xla or shards < 2 or units is None or units < SPLIT_MIN_UNITS:
+def _column_blocks(units, loops, xla=True):
+    """How many column blocks the loop's per-step product is split into,
+    for `loops` fused loops running side by side (batch shards times
+    `side_by_side`)."""
+    if not xla or loops < 2 or units is None or units < SPLIT_MIN_UNITS or not _cpu_only():
         return 1
     return -(-units // STEP_BLOCK_COLUMNS)
 
@@ -452,7 +463,7 @@ def _configuration(u, recurrent_kernel, keep, activation, reverse):
     xla = _use_xla(u.dtype)
     static = (
         activation, reverse, keep is not None, xla, u.dtype,
-        _column_blocks(units, shards, xla),
+        _column_blocks(units, shards * getattr(_STATE, "side_by_side", 1), xla),
     )
     return shards, static
 

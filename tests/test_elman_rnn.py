@@ -427,13 +427,32 @@ def test_batch_shards_give_the_same_numbers(shards, batch, rnn_kwargs):
         _assert_close(ours, _run(reference, x, mask=mask, training=training))
 
 
-def test_column_blocks_split_only_wide_sharded_products():
+def test_column_blocks_split_only_wide_products_of_loops_side_by_side(monkeypatch):
     assert fused_elman._column_blocks(512, 2) == 512 // fused_elman.STEP_BLOCK_COLUMNS
     assert fused_elman._column_blocks(640, 2) == -(-640 // fused_elman.STEP_BLOCK_COLUMNS)
+    assert fused_elman._column_blocks(384, 2) == 3 and fused_elman._column_blocks(257, 4) == 3
     assert fused_elman._column_blocks(512, 1) == 1  # one loop: Eigen may use every core
     assert fused_elman._column_blocks(256, 2) == 1  # single-threaded already
     assert fused_elman._column_blocks(None, 2) == 1
     assert fused_elman._column_blocks(512, 2, xla=False) == 1  # TensorFlow's matmul: one product
+    # The loops of a call: its batch shards times the layers traced side by
+    # side (the two directions of layers.Bidirectional, one shard each on 2 cores).
+    monkeypatch.setattr(fused_elman, "usable_cores", lambda: 2)
+    u, kernel = tf.zeros((4, 7, 384)), tf.zeros((384, 384))
+
+    def shards_and_blocks():
+        shards, static = fused_elman._configuration(u, kernel, None, "tanh", False)
+        return shards, static[-1]
+
+    assert shards_and_blocks() == (2, 3)
+    with side_by_side(2):
+        assert shards_and_blocks() == (1, 3)
+        with batch_shards(1), side_by_side(1):
+            assert shards_and_blocks() == (1, 1)
+    with batch_shards(3):
+        assert shards_and_blocks() == (3, 3)
+    monkeypatch.setattr(fused_elman, "_cpu_only", lambda: False)  # a GPU: one loop, one product
+    assert fused_elman._column_blocks(512, 2) == 1
 
 
 @pytest.mark.parametrize("xla", [True, False])
@@ -444,14 +463,26 @@ def test_column_blocks_give_the_same_numbers(monkeypatch, xla):
     monkeypatch.setattr(fused_elman, "SPLIT_MIN_UNITS", UNITS)
     assert fused_elman._column_blocks(UNITS, 2) == -(-UNITS // 2) > 1
     automatic = fused_elman._column_blocks
-    monkeypatch.setattr(fused_elman, "_column_blocks", lambda units, shards, xla=True: automatic(units, shards))
+    monkeypatch.setattr(fused_elman, "_column_blocks", lambda units, loops, xla=True: automatic(units, loops))
+    configuration, blocks = fused_elman._configuration, []
+
+    def recording(*args):
+        shards, static = configuration(*args)
+        blocks.append(static[-1])
+        return shards, static
+
+    monkeypatch.setattr(fused_elman, "_configuration", recording)
     x = _inputs(4)
-    for rnn_kwargs in ({"return_sequences": True, "go_backwards": True}, {}):
-        for training in (True, False):
-            fused, reference = _twins(rnn_kwargs=rnn_kwargs)
-            with batch_shards(2), (contextlib.nullcontext() if xla else xla_disabled()):
-                ours = _run(fused, x, mask=SCATTERED, training=training)
-            _assert_close(ours, _run(reference, x, mask=SCATTERED, training=training))
+    # Two batch shards; one loop traced side by side with another (a
+    # direction of layers.Bidirectional on two cores).
+    for shards, beside in ((2, 1), (1, 2)):
+        for rnn_kwargs in ({"return_sequences": True, "go_backwards": True}, {}):
+            for training in (True, False):
+                fused, reference = _twins(rnn_kwargs=rnn_kwargs)
+                with batch_shards(shards), side_by_side(beside), (contextlib.nullcontext() if xla else xla_disabled()):
+                    ours = _run(fused, x, mask=SCATTERED, training=training)
+                _assert_close(ours, _run(reference, x, mask=SCATTERED, training=training))
+    assert blocks and set(blocks) == {-(-UNITS // 2)}  # every call split
 
 
 def test_automatic_shards_share_the_cores_between_side_by_side_loops(monkeypatch):
