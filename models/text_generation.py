@@ -84,6 +84,33 @@ def build_step_model(model):
     return keras.Model([ids, *states], [logits, *new_states], name=f"{model.name}_step")
 
 
+def _compiled_step(step_model):
+    """`step_model` called as a traced function (TensorFlow backend), kept on
+    the step model: fed eagerly, a character runs the layers op by op (5.9
+    against 0.9 ms a character for the README's language model, one prompt).
+    The prompts and the single characters after them trace apart, so the
+    characters' loops keep their static length of 1 (one fused loop, see
+    `layers.fused_elman._auto_shards`) when the batch's size changes."""
+    compiled = getattr(step_model, "_rnn_pipeline_step", None)
+    if compiled is None:
+        def call(ids, states):
+            return step_model([ids, *states], training=False)
+
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            prompts, characters = (tf.function(call, reduce_retracing=True) for _ in range(2))
+
+            def compiled(ids, states):
+                return (characters if ids.shape[1] == 1 else prompts)(ids, states)
+
+            compiled.functions = (prompts, characters)
+        else:
+            compiled = call
+        object.__setattr__(step_model, "_rnn_pipeline_step", compiled)
+    return compiled
+
+
 def default_prompt(vocabulary):
     """The prompt a sample starts from when none is given: a newline if the
     vocabulary has one (the start of a line), else its first character."""
@@ -176,10 +203,9 @@ def generate_text(
         for tensor in step_model.inputs[1:]
     ]
     generated = np.zeros((len(prompts), length), dtype=np.int32)
+    run_step = _compiled_step(step_model)
     for step in range(length):
-        logits, *states = step_model(
-            [keras.ops.convert_to_tensor(ids, dtype="int32"), *states], training=False
-        )
+        logits, *states = run_step(keras.ops.convert_to_tensor(ids, dtype="int32"), states)
         logits = np.array(keras.ops.convert_to_numpy(logits), dtype=np.float64)
         logits[:, : Vocabulary.num_reserved] = -np.inf
         if temperature == 0:
