@@ -102,7 +102,6 @@ def main(argv=None):
         parser.error(f"--epochs-per-fit must be at least 2 (the first epoch of a fit is not timed), got {args.epochs_per_fit}")
 
     import numpy as np
-    import tensorflow as tf
 
     from data.speech_sources import resolve_speech_source
     from pipelines import speech_dataset
