@@ -39,12 +39,11 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from models.language_model_io import RUN_MODEL_FILES, load_language_model_run  # noqa: E402
-from models.text_generation import build_step_model, default_prompt, generate_text  # noqa: E402
-from pipelines.vocabulary import Vocabulary  # noqa: E402
-from serving.language_model_export import SEEDED_SIGNATURE  # noqa: E402
-from serving.model_store import export_base_error, export_task, model_dir_error, with_export_hint  # noqa: E402
 from training.cli import print_lines  # noqa: E402
+
+# TensorFlow and Keras are imported where a model is loaded, after the
+# arguments are parsed: `--help` and a bad argument answer at once instead
+# of after the ~5 s `import tensorflow` takes.
 
 # Upper bounds of --length and of the samples generated at once (prompts x --num-samples): the
 # run directory keeps every generated id of every sample in memory (and an export's int32
@@ -64,16 +63,19 @@ class ExportedGenerator:
     def __init__(self, export_dir):
         import tensorflow as tf
 
+        from pipelines.vocabulary import Vocabulary
         from serving.export import load_version, read_metadata
+        from serving.language_model_export import SEEDED_SIGNATURE
 
         metadata = read_metadata(export_dir, task="language_model")
         self.vocabulary = Vocabulary.from_config(metadata["vocabulary"])
         self._tf = tf
         self._signatures = load_version(export_dir).signatures
+        self.seeded_signature = SEEDED_SIGNATURE
 
     @property
     def can_seed(self):
-        return SEEDED_SIGNATURE in self._signatures
+        return self.seeded_signature in self._signatures
 
     def generate(self, prompts, *, length, temperature, seed=None):
         tf = self._tf
@@ -87,7 +89,7 @@ class ExportedGenerator:
         if seed is None:
             outputs = self._signatures["serving_default"](**inputs)
         else:
-            outputs = self._signatures[SEEDED_SIGNATURE](**inputs, seed=tf.constant(seed, tf.int64))
+            outputs = self._signatures[self.seeded_signature](**inputs, seed=tf.constant(seed, tf.int64))
         return [text.decode("utf-8") for text in outputs["text"].numpy()]
 
 
@@ -95,10 +97,15 @@ class RunGenerator:
     """The Keras model of a language-model run directory, with its one-step model built once."""
 
     def __init__(self, run_dir):
+        from models.language_model_io import load_language_model_run
+        from models.text_generation import build_step_model
+
         self.model, self.vocabulary, self.path = load_language_model_run(run_dir)
         self._step_model = build_step_model(self.model)
 
     def generate(self, prompts, *, length, temperature, seed=None):
+        from models.text_generation import generate_text
+
         return generate_text(
             self.model, self.vocabulary, list(prompts), length=length, temperature=temperature,
             seed=seed, step_model=self._step_model,
@@ -107,6 +114,9 @@ class RunGenerator:
 
 def load_generator(model_dir):
     """A `RunGenerator` or, for an exported version directory, an `ExportedGenerator`."""
+    from models.language_model_io import RUN_MODEL_FILES
+    from serving.model_store import export_base_error, export_task, model_dir_error, with_export_hint
+
     dir_error = model_dir_error(model_dir, "language_model")
     if dir_error is not None:
         raise dir_error
@@ -189,11 +199,13 @@ def main(argv=None):
         generator = load_generator(args.model_dir)
         if args.seed is not None and isinstance(generator, ExportedGenerator) and not generator.can_seed:
             raise ValueError(
-                f"argument --seed: the export {args.model_dir} has no {SEEDED_SIGNATURE!r} signature "
+                f"argument --seed: the export {args.model_dir} has no {generator.seeded_signature!r} signature "
                 "(it was made before there was one) and draws fresh random numbers on every call; "
                 "expected a training run directory, or export the run again "
                 "(python -m serving.export_run RUN_DIR)"
             )
+        from models.text_generation import default_prompt
+
         prompts = args.prompt if args.prompt is not None else [default_prompt(generator.vocabulary)]
         check_prompts(prompts, generator.vocabulary)
     except (FileNotFoundError, ValueError) as error:

@@ -161,6 +161,25 @@ def test_help_states_the_bounds(capsys):
     assert "at most 1000 samples in all" in help_text
 
 
+def test_help_and_bad_arguments_do_not_wait_for_tensorflow():
+    # TensorFlow is imported where a model is loaded: `--help` and a bad
+    # argument answer before the ~5 s `import tensorflow`.
+    code = (
+        "import sys\n"
+        "import generate\n"
+        "for argv in (['--help'], ['--length', '-1']):\n"
+        "    try:\n"
+        "        generate.main(argv)\n"
+        "    except SystemExit as stop:\n"
+        "        print('exit', stop.code)\n"
+        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert done.stdout.splitlines()[-3:] == ["exit 0", "exit 2", "[]"], done.stdout + done.stderr
+    assert "argument --length: expected a non-negative integer, got -1" in done.stderr
+
+
 def _transcription_run(directory, *, feature_config=True):
     """A speech transcription run directory as train.py --task transcription leaves it."""
     from models.transcription import build_transcription_model
