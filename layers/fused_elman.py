@@ -72,6 +72,11 @@ def _cpu_only():
     return not tf.config.list_logical_devices("GPU")
 
 
+def _side_by_side_count():
+    """How many fused layers are traced side by side here (`side_by_side`)."""
+    return getattr(_STATE, "side_by_side", 1)
+
+
 def _auto_shards(units, steps=None):
     if units is None or units > SHARD_MAX_UNITS or not _cpu_only():
         return 1
@@ -82,7 +87,7 @@ def _auto_shards(units, steps=None):
     if steps == 1:
         return 1
     # Loops traced inside `side_by_side(n)` share the cores with n - 1 others.
-    share = usable_cores() // getattr(_STATE, "side_by_side", 1)
+    share = usable_cores() // _side_by_side_count()
     return max(1, min(2, share))
 
 
@@ -120,7 +125,7 @@ def side_by_side(count):
     with `batch_shards` is left as it is."""
     if not isinstance(count, int) or count < 1:
         raise ValueError(f"`count` must be a positive integer, got {count!r}.")
-    previous = getattr(_STATE, "side_by_side", 1)
+    previous = _side_by_side_count()
     _STATE.side_by_side = count
     try:
         yield
@@ -463,7 +468,7 @@ def _configuration(u, recurrent_kernel, keep, activation, reverse):
     xla = _use_xla(u.dtype)
     static = (
         activation, reverse, keep is not None, xla, u.dtype,
-        _column_blocks(units, shards * getattr(_STATE, "side_by_side", 1), xla),
+        _column_blocks(units, shards * _side_by_side_count(), xla),
     )
     return shards, static
 
