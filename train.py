@@ -18,7 +18,10 @@ import traceback
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from training import TASKS  # noqa: E402
+# Nothing imported here imports TensorFlow (about 5 s): the flags are built from
+# the task's configuration module, and --help or a bad flag answers at once;
+# the task's module (TensorFlow, Keras) is imported once the flags are read.
+from training import CONFIG_MODULES, TASKS  # noqa: E402
 from training.cli import (  # noqa: E402
     _directory_error,
     _flag,
@@ -28,8 +31,7 @@ from training.cli import (  # noqa: E402
     unrecognized_arguments,
 )
 from tuning.config import TuningConfig  # noqa: E402
-from tuning.search_spaces import TUNED_HYPERPARAMETERS  # noqa: E402
-from tuning.tasks import tuning_task  # noqa: E402
+from tuning.search_ranges import TUNED_HYPERPARAMETERS  # noqa: E402
 
 
 def parse_command(argv=None):
@@ -37,7 +39,7 @@ def parse_command(argv=None):
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--task", choices=sorted(TASKS), default="transcription")
     known, _ = pre.parse_known_args(argv)
-    module = importlib.import_module(TASKS[known.task])
+    module = importlib.import_module(CONFIG_MODULES[known.task])  # Config alone: no TensorFlow yet
 
     parser = take_dash_values(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument(
@@ -59,11 +61,14 @@ def parse_command(argv=None):
             problem = "is a file, not a directory" if os.path.exists(init_from) else "does not exist"
             raise ValueError(f"--init-from {init_from} {problem}; expected the --output-dir of an earlier "
                              "train.py run of this task.")
+        check_effective_flags(args, config, tuning)
+        module = importlib.import_module(TASKS[known.task])  # the run: TensorFlow and Keras
         if getattr(config, "candidates", None) is not None:
             module.read_candidates(config)  # a bad file is refused now, not after a search or a training
-        check_effective_flags(args, config, tuning)
         check_directories(config)
         if tuning.tune:
+            from tuning.tasks import tuning_task
+
             tuning_task(known.task).search_ranges(tuning)  # an empty range fails here
             if getattr(config, "ensemble", 1) > 1:
                 raise ValueError(
@@ -280,6 +285,7 @@ def main(argv=None):
     try:
         if tuning.tune:
             from tuning.run_search import run_search
+            from tuning.tasks import tuning_task
 
             result = run_search(tuning_task(task), config, tuning)
         else:

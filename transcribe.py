@@ -37,21 +37,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-import models.transcription  # noqa: E402,F401  (registers every class of the saved model)
-from models.ctc_decoding import (  # noqa: E402
-    check_candidate_warps,
-    ctc_choose_text,
-    ctc_decode_text,
-    read_candidates_file,
-)
 from models.ctc_lm_decoding import CharacterLanguageModelScorer, Lexicon, ctc_beam_search_with_lm  # noqa: E402
-from models.transcription_evaluation import closed_vocabulary_texts  # noqa: E402
-from models.language_model_io import is_transcription_run  # noqa: E402
 from pipelines.audio_loading import UNREADABLE, AudioError  # noqa: E402
-from pipelines.speech_dataset import load_features  # noqa: E402
-from serving.model_store import export_base_error, model_dir_error, with_export_hint  # noqa: E402
 from training.cli import print_lines  # noqa: E402
-from training.transcription import MODEL_FILE, load_transcriber  # noqa: E402
+
+# TensorFlow and Keras (about 5 s to import) are imported where they are used,
+# after the arguments are checked: --help and a bad argument answer at once.
 
 
 class ExportedTranscriber:
@@ -87,6 +78,8 @@ class ExportedTranscriber:
 
 def load_scorer(run_dir, vocabulary):
     """The `CharacterLanguageModelScorer` of `--lm run_dir`; every error names `--lm run_dir`."""
+    from models.language_model_io import is_transcription_run
+
     flag = f"argument --lm {run_dir}"
     if is_transcription_run(run_dir):
         raise ValueError(
@@ -103,6 +96,8 @@ def load_scorer(run_dir, vocabulary):
 
 def audio_features(path, feature_config, *, max_duration_s=None):
     """`load_features` of one file; a directory is an `AudioError` saying so."""
+    from pipelines.speech_dataset import load_features
+
     if os.path.isdir(path):
         raise AudioError(path, UNREADABLE, "is a directory; expected an audio file (wav, flac, ...)")
     return load_features(path, feature_config, max_duration_s=max_duration_s, limit_name="--max-duration-s")
@@ -123,6 +118,8 @@ def transcribe_features(
     `beam_width` beams fused with that language model; with `lexicon` (a
     `Lexicon`) that search spells only its words.
     """
+    from models.ctc_decoding import ctc_choose_text, ctc_decode_text
+
     texts = []
     for start in range(0, len(features), batch_size):
         chunk = features[start : start + batch_size]
@@ -165,6 +162,8 @@ def transcribe_features(
 
 def _warped_choice(model, vocabulary, batch, lengths, candidates, warps):
     """Closed-vocabulary choices by the mean likelihood over frequency warps of `batch`."""
+    from models.transcription_evaluation import closed_vocabulary_texts
+
     return closed_vocabulary_texts(
         model.predict_on_batch, {"features": batch, "feature_length": lengths}, candidates,
         vocabulary=vocabulary, warps=warps,
@@ -225,6 +224,8 @@ def main(argv=None):
     if args.candidate_warps is not None:
         if args.candidates is None:
             parser.error("--candidate-warps averages closed-vocabulary scores over warps; give --candidates too")
+        from models.ctc_decoding import check_candidate_warps
+
         try:
             candidate_warps = check_candidate_warps(
                 [float(value) for value in args.candidate_warps.split(",")], args.candidates
@@ -246,6 +247,10 @@ def main(argv=None):
     # NaN compared false with every duration (no limit at all); 0 or less refused every file.
     if args.max_duration_s is not None and not 0 < args.max_duration_s < float("inf"):
         parser.error(f"argument --max-duration-s: expected a finite number of seconds > 0, got {args.max_duration_s}")
+    from models.ctc_decoding import check_candidate_warps, read_candidates_file
+    from serving.model_store import export_base_error, model_dir_error, with_export_hint
+    from training.transcription import MODEL_FILE, load_transcriber  # registers the saved model's classes
+
     try:
         dir_error = model_dir_error(args.model_dir, "transcription")
         if dir_error is not None:

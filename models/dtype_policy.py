@@ -13,8 +13,8 @@ same time for the character language model.
 
 import contextlib
 
-import keras
-
+# Keras is imported where a policy is set: the task configurations read
+# DTYPE_POLICIES before train.py imports TensorFlow.
 DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
 
@@ -37,6 +37,8 @@ def dtype_policy(name):
         yield
         return
     check_dtype_policy(name)
+    import keras
+
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(name)
     try:

@@ -21,6 +21,11 @@ FEATURE_DEFINITION_VERSION = 1
 
 KINDS = ("log_mel", "mfcc")
 NORMALISATIONS = ("utterance", "utterance_scalar", "none")
+# Widest SpecAugment frequency mask as a fraction of the features (two masks
+# an utterance; `pipelines.spec_augment`): 10 of 80 mel bands. Park et al.'s
+# LibriSpeech policies use 27 of 80; a quarter did not help FSDD's new speaker
+# (docs/experiments.md).
+SPEC_AUGMENT_MAX_FREQUENCY = 0.125
 # The whole-number fields; the other numbers are floats (`cache_key`).
 _INTEGER_FIELDS = ("sample_rate", "n_mels", "n_mfcc", "n_fft", "hop_length", "win_length")
 

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from data.speech_sources import resolve_speech_source
-from pipelines.audio_features import FeatureConfig, compute_features
+from pipelines.audio_features import SPEC_AUGMENT_MAX_FREQUENCY, FeatureConfig, compute_features
 from pipelines.audio_loading import AudioError, load_audio, prepare_waveform
 from pipelines.cores import usable_cores
 from pipelines.epochs import without_autotuning
@@ -40,10 +40,6 @@ EMPTY_TRANSCRIPT = "empty_transcript"
 OUT_OF_VOCABULARY = "out_of_vocabulary"
 
 NUM_BUCKETS = 8
-# Widest SpecAugment frequency mask as a fraction of the features (two masks
-# an utterance): 10 of 80 mel bands. Park et al.'s LibriSpeech policies use
-# 27 of 80; a quarter did not help FSDD's new speaker (docs/experiments.md).
-SPEC_AUGMENT_MAX_FREQUENCY = 0.125
 # Splits whose features fit are held in memory as one tensor; larger ones are
 # read from the memory-mapped cache file.
 IN_MEMORY_LIMIT_BYTES = 1024**3

@@ -15,6 +15,7 @@ from models.language_model_io import save_language_model
 from models.text_generation import generate_text
 from pipelines.vocabulary import Vocabulary
 from serving.language_model_export import export_language_model
+from tests.fresh_process import exits_before_tensorflow
 from tests.test_export_language_model import TEXT, fitted_language_model
 
 
@@ -164,20 +165,10 @@ def test_help_states_the_bounds(capsys):
 def test_help_and_bad_arguments_do_not_wait_for_tensorflow():
     # TensorFlow is imported where a model is loaded: `--help` and a bad
     # argument answer before the ~5 s `import tensorflow`.
-    code = (
-        "import sys\n"
-        "import generate\n"
-        "for argv in (['--help'], ['--length', '-1']):\n"
-        "    try:\n"
-        "        generate.main(argv)\n"
-        "    except SystemExit as stop:\n"
-        "        print('exit', stop.code)\n"
-        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
-    )
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
-    assert done.stdout.splitlines()[-3:] == ["exit 0", "exit 2", "[]"], done.stdout + done.stderr
-    assert "argument --length: expected a non-negative integer, got -1" in done.stderr
+    codes, stderr, imported = exits_before_tensorflow("generate", [["--help"], ["--length", "-1"]], root)
+    assert (codes, imported) == ([0, 2], []), stderr
+    assert "argument --length: expected a non-negative integer, got -1" in stderr
 
 
 def _transcription_run(directory, *, feature_config=True):

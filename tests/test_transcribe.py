@@ -14,7 +14,9 @@ from models.transcription import build_transcription_model
 from pipelines.audio_features import FeatureConfig
 from pipelines.speech_dataset import load_features
 from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
+from tests.fresh_process import exits_before_tensorflow
 from training.cli import write_json
+from training.transcription import load_transcriber
 
 FEATURES = FeatureConfig(n_mels=16)
 
@@ -58,7 +60,7 @@ def test_transcribes_wav_and_flac_at_any_rate(tmp_path, model_dir, capsys):
 
 
 def test_batched_transcription_equals_one_by_one(tmp_path, model_dir):
-    model, vocabulary, config = transcribe.load_transcriber(str(model_dir))
+    model, vocabulary, config = load_transcriber(str(model_dir))
     assert config == FEATURES
     features = []
     for seconds in (0.3, 0.9, 0.5):
@@ -148,6 +150,19 @@ def test_command_line_in_a_fresh_process(tmp_path, model_dir):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout == os.fsencode(audio) + b"\ta\n" + latin1 + b"\ta\n"
+
+
+def test_help_and_bad_arguments_answer_before_tensorflow_is_imported():
+    # TensorFlow (about 5 s) is imported where a model is loaded or decoded with.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    codes, stderr, imported = exits_before_tensorflow("transcribe", [
+        ["--help"], ["x.wav", "--beam-width", "0"], ["x.wav", "--lm-weight", "1"], ["x.wav", "--max-duration-s", "nan"],
+    ], root)
+    assert (codes, imported) == ([0, 2, 2, 2], []), stderr
+    for message in ("argument --beam-width: expected a positive integer, got 0",
+                    "--lm-weight weighs the language model of --lm; give --lm too",
+                    "argument --max-duration-s: expected a finite number of seconds > 0, got nan"):
+        assert message in stderr, stderr
 
 
 def test_a_reader_that_stops_early_gets_no_traceback(tmp_path, model_dir):

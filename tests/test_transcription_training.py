@@ -14,8 +14,9 @@ from models.transcription import build_transcription_model
 from models.transcription_evaluation import evaluate_transcription
 from pipelines.audio_features import FeatureConfig
 from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
+from tests.fresh_process import exits_before_tensorflow
 from tests.transcription_fixtures import NUM_FEATURES, make_speech_data
-from training import transcription
+from training import language_model, language_model_config, transcription, transcription_config
 from training.cli import config_differences
 from training.error_rate_callback import ErrorRateCallback
 from training.time_budget_callback import TimeBudgetCallback
@@ -712,6 +713,28 @@ def test_default_fmin_keeps_the_feature_cache_key():
 def test_config_rejects_more_mfcc_than_mel_bands():
     with pytest.raises(ValueError, match="`n_mfcc`.*at most n_mels=40"):
         transcription.Config(feature_kind="mfcc", n_mels=40, n_mfcc=41)
+
+
+def test_help_and_bad_flags_answer_before_tensorflow_is_imported():
+    # The flags come from each task's configuration module, which imports no
+    # TensorFlow (about 5 s): --help, a flag of the wrong type, an unknown flag
+    # and a value the configuration refuses are answered before it.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    codes, stderr, imported = exits_before_tensorflow("train", [
+        ["--help"], ["--task", "language_model", "--help"], ["--hidden-size", "x"], ["--bogus", "1"],
+        ["--dropout", "2"], ["--task", "language_model", "--num-layers", "0"],
+        ["--feature-kind", "mfcc", "--frequency-warp", "0.1"],
+    ], root)
+    assert (codes, imported) == ([0, 0, 2, 2, 2, 2, 2], []), stderr
+    for message in ("argument --hidden-size: invalid int value: 'x'", "unrecognized arguments: --bogus 1",
+                    "`dropout` (--dropout), expected a float in [0, 1), got 2.0",
+                    "`num_layers` (--num-layers), expected a positive integer, got 0",
+                    "--frequency-warp 0.1 with --feature-kind mfcc"):
+        assert message in stderr, stderr
+    # The task's module is the run's, with TensorFlow, once the flags are read.
+    assert train.parse_args(["--task", "language_model"])[0] is language_model
+    assert transcription.Config is transcription_config.Config
+    assert language_model.Config is language_model_config.Config
 
 
 def test_cli_flags_map_onto_the_config(capsys, tmp_path):

@@ -20,7 +20,7 @@ replica's empty share stop the run.
 import keras
 import tensorflow as tf
 
-DISTRIBUTE = ("none", "mirrored")
+from training.options import DISTRIBUTE
 
 
 def distribution_strategy(name):

@@ -14,7 +14,7 @@ from pipelines.epochs import repeat_epochs
 from training.cli import NON_LEARNING_FIELDS, SEARCH_DIR, config_differences, config_to_dict, write_json
 from training.distribute import clip_after_summing, distribution_strategy, weigh_by_examples
 from tuning.build_tuner import build_tuner, trial_name
-from tuning.search_spaces import TUNED_HYPERPARAMETERS
+from tuning.search_ranges import TUNED_HYPERPARAMETERS
 from tuning.task_hypermodel import TaskHyperModel
 from tuning.trials_table import write_trials_table
 

@@ -4,6 +4,9 @@ import dataclasses
 import math
 import numbers
 
+# The hyperparameters every space samples (`tuning.search_spaces`); a task
+# config's fields of these names are overridden by the search.
+TUNED_HYPERPARAMETERS = ("hidden_size", "num_layers", "learning_rate", "dropout")
 # The grids of the two stepped hyperparameters (`tuning.search_spaces`):
 # hidden sizes go in factors of 2 from the minimum, dropout in steps of 0.05.
 HIDDEN_SIZE_FACTOR = 2

@@ -11,10 +11,6 @@ from models.language_model import build_language_model
 from models.transcription import build_transcription_model
 from tuning.search_ranges import DROPOUT_STEP, HIDDEN_SIZE_FACTOR, SearchRanges
 
-# The hyperparameters every space samples; a task config's fields of these
-# names are overridden by the search.
-TUNED_HYPERPARAMETERS = ("hidden_size", "num_layers", "learning_rate", "dropout")
-
 # Character language model: wide layers pay off on text (issue 2 aims below
 # 2.2 bits per character), so the space reaches 512 units.
 LANGUAGE_MODEL_RANGES = SearchRanges(

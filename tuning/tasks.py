@@ -12,10 +12,10 @@ import math
 from tuning.search_spaces import (
     LANGUAGE_MODEL_RANGES,
     TRANSCRIPTION_RANGES,
-    TUNED_HYPERPARAMETERS,
     language_model_space,
     transcription_space,
 )
+from tuning.search_ranges import TUNED_HYPERPARAMETERS
 from tuning.tuning_task import TuningTask
 
 # --- language_model: objective val_loss (nats per character) ------------------------
