@@ -24,11 +24,8 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-
-from models.ctc_model import CTCModel  # noqa: E402
-from models.frame_stacking import FrameStacking  # noqa: E402
-from models.log_probabilities import LogProbabilities  # noqa: E402
+# Keras and the project's layers are imported where the model is built, and
+# the run once the flags are read: --help and a bad flag answer at once.
 
 # Config fields that shape the project's model but have no place in the
 # baseline: they must be off, so the run's config.json describes what ran.
@@ -54,6 +51,12 @@ def check_config(config):
 
 def build_plain_model(config, *, num_features, vocabulary_size):
     """The compiled baseline `CTCModel` for a transcription `Config`."""
+    import keras
+
+    from models.ctc_model import CTCModel
+    from models.frame_stacking import FrameStacking
+    from models.log_probabilities import LogProbabilities
+
     check_config(config)
     features = keras.Input((None, num_features), name="features")
     feature_length = keras.Input((), dtype="int32", name="feature_length")
@@ -78,7 +81,6 @@ def build_plain_model(config, *, num_features, vocabulary_size):
 
 def main(argv=None):
     import train
-    from training import transcription
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if "-h" in argv or "--help" in argv:
@@ -86,10 +88,11 @@ def main(argv=None):
         import argparse
 
         from training.cli import add_config_flags
+        from training.transcription_config import Config
 
         parser = argparse.ArgumentParser(prog="python -m benchmarks.plain_baseline",
                                          description=__doc__.splitlines()[0])
-        add_config_flags(parser, transcription.Config, group_title="transcription options")
+        add_config_flags(parser, Config, group_title="transcription options")
         parser.parse_args(["--help"])
     if "--task" in argv or any(a.startswith("--task=") or a == "--tune" for a in argv):
         raise SystemExit("plain_baseline: --task and --tune do not apply (it trains one transcription model).")
@@ -101,6 +104,7 @@ def main(argv=None):
     # The builder by its importable name (under `python -m` this module is
     # `__main__`): config.json records it, and runs compare it.
     from benchmarks import plain_baseline
+    from training import transcription
 
     # As train.py: SIGTERM (`kill`, a scheduler) ends the run as Ctrl-C does,
     # so that half-written exports and caches are removed, and either ends

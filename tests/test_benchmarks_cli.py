@@ -6,6 +6,7 @@ import pytest
 
 from benchmarks import feature_speed, machine, plain_baseline, rnn_speed
 from pipelines.cores import usable_cores
+from tests.fresh_process import exits_before_tensorflow
 
 
 def _usage_error(main, capsys, *argv):
@@ -143,6 +144,13 @@ def test_plain_baseline_help_lists_only_the_flags_it_takes(capsys):
     text = capsys.readouterr().out
     assert "--hidden-size" in text and "--dataset" in text
     assert "--task" not in text and "--tune" not in text and "hyperparameter search" not in text
+    # Answered, as a bad flag is, before TensorFlow is imported (Keras only where the model is built).
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    codes, stderr, imported = exits_before_tensorflow(
+        "benchmarks.plain_baseline", [["--help"], ["--hidden-size", "x"], ["--task", "language_model"]], root)
+    assert (codes[:2], imported) == ([0, 2], []), stderr
+    assert "argument --hidden-size: invalid int value: 'x'" in stderr
+    assert codes[2] == "plain_baseline: --task and --tune do not apply (it trains one transcription model)."
 
 
 def test_in_memory_feed_gives_back_the_batches_in_order_without_python():
