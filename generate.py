@@ -114,10 +114,9 @@ class RunGenerator:
 
 def load_generator(model_dir):
     """A `RunGenerator` or, for an exported version directory, an `ExportedGenerator`."""
-    from models.language_model_io import RUN_MODEL_FILES
-    from serving.model_store import export_base_error, export_task, model_dir_error, with_export_hint
+    from serving.model_paths import export_base_error, export_task, model_dir_error, with_export_hint
 
-    dir_error = model_dir_error(model_dir, "language_model")
+    dir_error = model_dir_error(model_dir, "language_model")  # before TensorFlow is imported
     if dir_error is not None:
         raise dir_error
     if os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
@@ -127,6 +126,8 @@ def load_generator(model_dir):
                 f"use transcribe.py --model-dir {model_dir}"
             )
         return ExportedGenerator(model_dir)
+    from models.language_model_io import RUN_MODEL_FILES
+
     base_error = export_base_error(model_dir, "language_model", run_files=RUN_MODEL_FILES)
     if base_error is not None:
         raise base_error

@@ -247,14 +247,15 @@ def main(argv=None):
     # NaN compared false with every duration (no limit at all); 0 or less refused every file.
     if args.max_duration_s is not None and not 0 < args.max_duration_s < float("inf"):
         parser.error(f"argument --max-duration-s: expected a finite number of seconds > 0, got {args.max_duration_s}")
-    from models.ctc_decoding import check_candidate_warps, read_candidates_file
-    from serving.model_store import export_base_error, model_dir_error, with_export_hint
-    from training.transcription import MODEL_FILE, load_transcriber  # registers the saved model's classes
+    from serving.model_paths import export_base_error, model_dir_error, with_export_hint
 
     try:
-        dir_error = model_dir_error(args.model_dir, "transcription")
+        dir_error = model_dir_error(args.model_dir, "transcription")  # before TensorFlow is imported
         if dir_error is not None:
             raise dir_error
+        from models.ctc_decoding import check_candidate_warps, read_candidates_file
+        from training.transcription import MODEL_FILE, load_transcriber  # registers the saved model's classes
+
         if os.path.isfile(os.path.join(args.model_dir, "saved_model.pb")):
             model = ExportedTranscriber(args.model_dir)
             vocabulary, feature_config = model.vocabulary, model.feature_config

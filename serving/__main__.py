@@ -211,7 +211,7 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for name, base in models.items():
         if os.path.isfile(os.path.join(base, "saved_model.pb")):
-            from serving.model_store import missing_versions_message, version_directories
+            from serving.model_paths import missing_versions_message, version_directories
 
             # A version directory given as the base: no version would ever
             # appear in it, so every request would get 404. (A base without

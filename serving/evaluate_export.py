@@ -269,7 +269,7 @@ def _numbers(text):
 def _version_hint(path):
     """Where the version directory is when `path` is a run's directory (an ensemble's
     or a tuning run's too) or a base directory of versions: "; use --export V", or ""."""
-    from serving.model_store import newest_export, version_directories
+    from serving.model_paths import newest_export, version_directories
 
     if not os.path.isdir(path):
         return ""

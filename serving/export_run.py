@@ -293,7 +293,7 @@ def main(argv=None):
                          "(existing or to be created) to export into.")
         # A model's folder of versions (a server's --model_base_path) or one of its versions: the
         # export would go to <it>/transcriber/1, which no server watching that folder sees.
-        from serving.model_store import version_directories
+        from serving.model_paths import version_directories
 
         base = os.path.abspath(args.export_base)
         versions = [str(version) for version in sorted(version_directories(base))]

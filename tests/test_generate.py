@@ -162,13 +162,17 @@ def test_help_states_the_bounds(capsys):
     assert "at most 1000 samples in all" in help_text
 
 
-def test_help_and_bad_arguments_do_not_wait_for_tensorflow():
-    # TensorFlow is imported where a model is loaded: `--help` and a bad
-    # argument answer before the ~5 s `import tensorflow`.
+def test_help_and_bad_arguments_do_not_wait_for_tensorflow(tmp_path):
+    # TensorFlow is imported where a model is loaded: `--help`, a bad
+    # argument and a --model-dir that is not there answer before the ~5 s
+    # `import tensorflow`.
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    codes, stderr, imported = exits_before_tensorflow("generate", [["--help"], ["--length", "-1"]], root)
-    assert (codes, imported) == ([0, 2], []), stderr
+    missing = str(tmp_path / "missing")
+    codes, stderr, imported = exits_before_tensorflow(
+        "generate", [["--help"], ["--length", "-1"], ["--model-dir", missing]], root)
+    assert (codes, imported) == ([0, 2, 2], []), stderr
     assert "argument --length: expected a non-negative integer, got -1" in stderr
+    assert f"Model directory {missing!r} does not exist; expected the --output-dir of `train.py --task " in stderr
 
 
 def _transcription_run(directory, *, feature_config=True):

@@ -152,16 +152,20 @@ def test_command_line_in_a_fresh_process(tmp_path, model_dir):
     assert result.stdout == os.fsencode(audio) + b"\ta\n" + latin1 + b"\ta\n"
 
 
-def test_help_and_bad_arguments_answer_before_tensorflow_is_imported():
+def test_help_and_bad_arguments_answer_before_tensorflow_is_imported(tmp_path):
     # TensorFlow (about 5 s) is imported where a model is loaded or decoded with.
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    missing = str(tmp_path / "missing")
     codes, stderr, imported = exits_before_tensorflow("transcribe", [
         ["--help"], ["x.wav", "--beam-width", "0"], ["x.wav", "--lm-weight", "1"], ["x.wav", "--max-duration-s", "nan"],
+        ["--model-dir", missing, "x.wav"],
     ], root)
-    assert (codes, imported) == ([0, 2, 2, 2], []), stderr
+    assert (codes, imported) == ([0, 2, 2, 2, 2], []), stderr
     for message in ("argument --beam-width: expected a positive integer, got 0",
                     "--lm-weight weighs the language model of --lm; give --lm too",
-                    "argument --max-duration-s: expected a finite number of seconds > 0, got nan"):
+                    "argument --max-duration-s: expected a finite number of seconds > 0, got nan",
+                    f"Model directory {missing!r} does not exist; expected the --output-dir of `train.py --task "
+                    "transcription`"):
         assert message in stderr, stderr
 
 

@@ -466,7 +466,7 @@ def warm_start(model, run_dir, *, feature_config, vocabulary):
     try:
         source, saved_vocabulary, saved_features = load_transcriber(run_dir)
     except FileNotFoundError as error:
-        from serving.model_store import with_export_hint
+        from serving.model_paths import with_export_hint
 
         hinted = with_export_hint(error, run_dir, "transcriber", flag="--init-from", exports=False)
         raise FileNotFoundError(f"--init-from: {hinted}") from error
