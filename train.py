@@ -27,6 +27,7 @@ from training.cli import (  # noqa: E402
     _flag,
     add_config_flags,
     config_from_namespace,
+    output_dir_error,
     take_dash_values,
     unrecognized_arguments,
 )
@@ -62,14 +63,7 @@ def parse_command(argv=None):
             raise ValueError(f"--init-from {init_from} {problem}; expected the --output-dir of an earlier "
                              "train.py run of this task.")
         check_effective_flags(args, config, tuning)
-        module = importlib.import_module(TASKS[known.task])  # the run: TensorFlow and Keras
-        if getattr(config, "candidates", None) is not None:
-            module.read_candidates(config)  # a bad file is refused now, not after a search or a training
-        check_directories(config)
         if tuning.tune:
-            from tuning.tasks import tuning_task
-
-            tuning_task(known.task).search_ranges(tuning)  # an empty range fails here
             if getattr(config, "ensemble", 1) > 1:
                 raise ValueError(
                     "--ensemble trains several runs of one configuration; --tune searches configurations. "
@@ -96,7 +90,21 @@ def parse_command(argv=None):
                     "--init-from starts one run from another's weights; --tune trains models of "
                     "other sizes from scratch, so the two do not combine. Tune first, then fine-tune."
                 )
-    except (ValueError, TypeError) as error:
+        # Where the run writes, then what it reads: before TensorFlow (about 5 s) and any data.
+        what = "search" if tuning.tune else "ensemble run" if getattr(config, "ensemble", 1) > 1 else "run"
+        problem = output_dir_error(config.output_dir, what)
+        if problem is not None:
+            raise ValueError(problem)
+        check_directories(config)
+        check_datasets(config)
+        module = importlib.import_module(TASKS[known.task])  # the run: TensorFlow and Keras
+        if getattr(config, "candidates", None) is not None:
+            module.read_candidates(config)  # a bad file is refused now, not after a search or a training
+        if tuning.tune:
+            from tuning.tasks import tuning_task
+
+            tuning_task(known.task).search_ranges(tuning)  # an empty range fails here
+    except (ValueError, TypeError, FileNotFoundError) as error:
         parser.error(str(error))
     return module, config, tuning
 
@@ -169,6 +177,22 @@ def check_effective_flags(args, config, tuning):
                              "be ignored. Give a --sample-length above 0, or drop them.")
 
 
+def check_datasets(config):
+    """A ValueError (or FileNotFoundError) naming the flag for a --dataset or
+    --mix-dataset that names no data: no such folder or file, options the spec
+    does not take. What the data holds is the run's to read."""
+    if hasattr(config, "mix_dataset"):
+        from data.speech_sources import check_speech_spec
+
+        check_speech_spec(config.dataset)
+        if config.mix_dataset is not None:
+            check_speech_spec(config.mix_dataset, "mix_dataset")
+    else:
+        from data.text_sources import check_text_source
+
+        check_text_source(config.dataset)
+
+
 def _dataset_paths(config):
     """The folders (transcription) or the text file (language model) that `config`'s
     --dataset and --mix-dataset read, as `(flag, path)` pairs."""
@@ -179,11 +203,11 @@ def _dataset_paths(config):
                 for flag, spec in (("--dataset", config.dataset), ("--mix-dataset", config.mix_dataset))
                 if spec is not None and spec.strip()
                 for folder in map(spec_folder, spec_parts(spec)) if folder is not None]
-    from data.text_sources import SHIPPED_CORPORA, TFDS_PREFIX
+    from data.text_sources import TFDS_PREFIX, text_source_path
 
     if config.dataset.startswith(TFDS_PREFIX):
         return []
-    return [("--dataset", SHIPPED_CORPORA.get(config.dataset) or os.path.expanduser(config.dataset))]
+    return [("--dataset", text_source_path(config.dataset))]
 
 
 def check_directories(config):
@@ -201,7 +225,7 @@ def check_directories(config):
                 "config.json, metrics.json, model, logs and export there, and removing an --output-dir to "
                 "start again would delete the data. Nothing was written: give an --output-dir outside it.")
     if hasattr(config, "cache_dir"):
-        from pipelines.speech_dataset import DEFAULT_CACHE_DIR
+        from pipelines.feature_cache import DEFAULT_CACHE_DIR
 
         cache = os.path.expanduser(config.cache_dir or DEFAULT_CACHE_DIR)
         # An existing directory may hold every feature already (a shared, read-only cache): left to the run.
@@ -257,7 +281,7 @@ def _cache_note(config, error):
     if (not isinstance(error, OSError) or not isinstance(error.filename, (str, bytes)) or not error.filename
             or not hasattr(config, "cache_dir")):
         return ""
-    from pipelines.speech_dataset import DEFAULT_CACHE_DIR
+    from pipelines.feature_cache import DEFAULT_CACHE_DIR
 
     cache = os.path.realpath(os.path.expanduser(config.cache_dir or DEFAULT_CACHE_DIR))
     path = os.path.realpath(os.fsdecode(error.filename))

@@ -71,7 +71,7 @@ def training_transcripts(spec, *, cache_dir=None):
         ValueError: the split has no usable transcript (the message names `spec`).
     """
     from data.speech_sources import resolve_speech_source
-    from pipelines.speech_dataset import DEFAULT_CACHE_DIR
+    from pipelines.feature_cache import DEFAULT_CACHE_DIR
 
     source = resolve_speech_source(spec, cache_dir=os.path.abspath(cache_dir or DEFAULT_CACHE_DIR))
     texts, dropped = normalised_lines((u.text or "" for u in source.splits["train"]()), source=spec)

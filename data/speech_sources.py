@@ -44,6 +44,7 @@ from typing import Callable, Iterator, Mapping
 import numpy as np
 
 from data.split_assignment import choose_validation_groups, stable_hash
+from data.synthetic_speech_params import SyntheticSpeechParams
 from pipelines.vocabulary import DIGIT_WORDS, normalize_transcript
 
 CATALOG = ("librispeech", "ljspeech", "spoken_digit")
@@ -429,7 +430,7 @@ def is_synthetic_spec(spec):
 
 
 def _synthetic_source(spec, cache_dir):
-    from data.synthetic_speech import SyntheticSpeech, SyntheticSpeechParams
+    from data.synthetic_speech import SyntheticSpeech
 
     params = SyntheticSpeechParams.from_spec(spec)
     builder = _prepare(lambda: SyntheticSpeech(params=params, data_dir=os.path.join(cache_dir, "tfds")))
@@ -597,6 +598,53 @@ def spec_folder(part):
     return None
 
 
+def check_speech_spec(spec, argument="dataset"):
+    """Refuse a spec that names no corpus, reading no data (and importing no
+    TensorFlow: `train.py` checks its flags with it before the run starts).
+
+    Raises the ValueError `resolve_speech_source` would for the spec's form:
+    an empty spec or part, synthetic or folder options it does not take, a part
+    that is neither the synthetic corpus, an existing folder nor a catalog name.
+    Whether a folder holds a corpus, or a catalog dataset is prepared, is left
+    to `resolve_speech_source`. `argument`: the config field the spec came
+    from, named in the message (`"mix_dataset"`: `--mix-dataset`).
+    """
+    try:
+        if not isinstance(spec, str) or not spec.strip():
+            raise ValueError(
+                f"Received an invalid value for argument `dataset`, expected 'synthetic', a folder "
+                f"or one of {CATALOG}, got {spec!r}."
+            )
+        parts = spec_parts(spec)
+        if len(parts) > 1 and not all(parts):
+            raise ValueError(
+                f"Received an invalid value for argument `dataset`: {spec.strip()!r} has an empty part; "
+                "expected specs joined by '+', e.g. '../fsdd+synthetic:text=digits'."
+            )
+        for part in parts:
+            if _is_synthetic(part):
+                SyntheticSpeechParams.from_spec(part)
+            elif spec_folder(part) is not None:
+                if not os.path.isdir(os.path.expanduser(part)):
+                    _folder_options(part, part.rpartition(":")[2])
+            elif part not in CATALOG:
+                raise ValueError(
+                    f"Received an invalid value for argument `dataset`, expected 'synthetic', an existing "
+                    f"folder or one of the TFDS names {CATALOG}, got {part!r} (no such folder)."
+                )
+    except ValueError as error:
+        raise ValueError(naming_argument(str(error), argument)) from None
+
+
+def naming_argument(message, argument):
+    """`message`, an error about a `dataset` spec, naming `argument` instead
+    (`"mix_dataset"`: "argument `mix_dataset` (--mix-dataset)")."""
+    if argument == "dataset":
+        return message
+    flag = "--" + argument.replace("_", "-")
+    return message.replace("argument `dataset`", f"argument `{argument}` ({flag})")
+
+
 def resolve_speech_source(spec, *, cache_dir, data_dir=None):
     """The `SpeechSource` for a `--dataset` spec (see the module docstring).
 
@@ -610,19 +658,10 @@ def resolve_speech_source(spec, *, cache_dir, data_dir=None):
     Returns:
         A `SpeechSource`.
     """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(
-            f"Received an invalid value for argument `dataset`, expected 'synthetic', a folder "
-            f"or one of {CATALOG}, got {spec!r}."
-        )
+    check_speech_spec(spec)
     spec = spec.strip()
     parts = spec_parts(spec)
     if len(parts) > 1:
-        if not all(parts):
-            raise ValueError(
-                f"Received an invalid value for argument `dataset`: {spec!r} has an empty part; "
-                "expected specs joined by '+', e.g. '../fsdd+synthetic:text=digits'."
-            )
         return _combined_source([resolve_speech_source(p, cache_dir=cache_dir, data_dir=data_dir) for p in parts])
     if _is_synthetic(spec):
         return _synthetic_source(spec, cache_dir)
@@ -631,9 +670,4 @@ def resolve_speech_source(spec, *, cache_dir, data_dir=None):
         if os.path.isdir(os.path.expanduser(spec)):
             return _folder_source(folder, cache_dir)
         return _folder_source(folder, cache_dir, **_folder_options(spec, spec.rpartition(":")[2]))
-    if spec in CATALOG:
-        return _catalog_source(spec, data_dir)
-    raise ValueError(
-        f"Received an invalid value for argument `dataset`, expected 'synthetic', an existing "
-        f"folder or one of the TFDS names {CATALOG}, got {spec!r} (no such folder)."
-    )
+    return _catalog_source(spec, data_dir)  # a catalog name (check_speech_spec)

@@ -57,6 +57,19 @@ def decode_utf8(data, source):
         ) from None
 
 
+def _missing_text_file(path):
+    """Why there is no text file at `path` (nothing there, or a directory), or None."""
+    if not os.path.exists(path):
+        return (
+            f"Text file {path!r} does not exist; expected a path to a UTF-8 "
+            f"text file, or the name of a shipped corpus ({', '.join(sorted(SHIPPED_CORPORA))}) "
+            f"or '{TFDS_PREFIX}tiny_shakespeare'."
+        )
+    if os.path.isdir(path):
+        return f"Text file {path!r} is a directory; expected a path to a UTF-8 text file."
+    return None
+
+
 def read_text_file(path):
     """The text of the UTF-8 file `path` (a leading BOM dropped, CRLF -> LF).
 
@@ -66,16 +79,9 @@ def read_text_file(path):
             line and column of the first bad byte) or holds NUL bytes (the byte
             offset and line of the first).
     """
-    if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"Text file {path!r} does not exist; expected a path to a UTF-8 "
-            f"text file, or the name of a shipped corpus ({', '.join(sorted(SHIPPED_CORPORA))}) "
-            f"or '{TFDS_PREFIX}tiny_shakespeare'."
-        )
-    if os.path.isdir(path):
-        raise FileNotFoundError(
-            f"Text file {path!r} is a directory; expected a path to a UTF-8 text file."
-        )
+    problem = _missing_text_file(path)
+    if problem is not None:
+        raise FileNotFoundError(problem)
     with open(path, "rb") as f:
         data = f.read()
     if not data:
@@ -99,6 +105,14 @@ def read_text_file(path):
     return text
 
 
+def _check_tfds_name(name):
+    if name not in TFDS_TEXT_SPLITS:
+        raise ValueError(
+            f"Text source '{TFDS_PREFIX}{name}' is not supported; expected one of "
+            f"{[TFDS_PREFIX + n for n in sorted(TFDS_TEXT_SPLITS)]}."
+        )
+
+
 def read_tfds_text(name, *, data_dir=None):
     """The text of the TFDS dataset `name`, which must already be prepared.
 
@@ -111,11 +125,7 @@ def read_tfds_text(name, *, data_dir=None):
         ValueError: `name` is not a supported TFDS text dataset.
         FileNotFoundError: the dataset is not prepared in `data_dir`.
     """
-    if name not in TFDS_TEXT_SPLITS:
-        raise ValueError(
-            f"Text source '{TFDS_PREFIX}{name}' is not supported; expected one of "
-            f"{[TFDS_PREFIX + n for n in sorted(TFDS_TEXT_SPLITS)]}."
-        )
+    _check_tfds_name(name)
     import tensorflow_datasets as tfds
 
     builder = tfds.builder(name, data_dir=data_dir)
@@ -132,6 +142,33 @@ def read_tfds_text(name, *, data_dir=None):
         for example in tfds.as_numpy(builder.as_dataset(split=split, shuffle_files=False)):
             parts.append(example["text"].decode("utf-8"))
     return "".join(parts)
+
+
+def text_source_path(dataset):
+    """The file a `--dataset` that is not `tfds:NAME` reads: a shipped corpus's,
+    or the path with `~` expanded."""
+    # `~` as the shell would expand it: unquoted `--dataset=~/text.txt` reaches
+    # the program as it is (the shell expands `~` only at a word's start).
+    return SHIPPED_CORPORA.get(dataset) or os.path.expanduser(dataset)
+
+
+def check_text_source(dataset):
+    """Refuse a `--dataset` that names no text, reading none (train.py checks its
+    flags with it before importing TensorFlow): not a string, a `tfds:` name
+    that is not supported (ValueError), no file at the path, or a directory
+    (FileNotFoundError). Whether a `tfds:` dataset is prepared, and what the
+    file holds, are `load_text_source`'s to find."""
+    if not isinstance(dataset, str) or not dataset:
+        raise ValueError(
+            "Received an invalid value for argument `dataset`, expected a file "
+            f"path, a shipped corpus name or '{TFDS_PREFIX}NAME', got {dataset!r}."
+        )
+    if dataset.startswith(TFDS_PREFIX):
+        _check_tfds_name(dataset[len(TFDS_PREFIX):])
+        return
+    problem = _missing_text_file(text_source_path(dataset))
+    if problem is not None:
+        raise FileNotFoundError(problem)
 
 
 def load_text_source(dataset, *, tfds_data_dir=None):
@@ -155,17 +192,11 @@ def load_text_source(dataset, *, tfds_data_dir=None):
     len(source.text)  # 1115394
     ```
     """
-    if not isinstance(dataset, str) or not dataset:
-        raise ValueError(
-            "Received an invalid value for argument `dataset`, expected a file "
-            f"path, a shipped corpus name or '{TFDS_PREFIX}NAME', got {dataset!r}."
-        )
+    check_text_source(dataset)
     if dataset.startswith(TFDS_PREFIX):
         name = dataset[len(TFDS_PREFIX):]
         text = read_tfds_text(name, data_dir=tfds_data_dir)
         location = tfds_data_dir or "the default TFDS data directory"
         return TextSource(dataset, location, text)
-    # `~` as the shell would expand it: unquoted `--dataset=~/text.txt` reaches
-    # the program as it is (the shell expands `~` only at a word's start).
-    path = SHIPPED_CORPORA.get(dataset) or os.path.expanduser(dataset)
+    path = text_source_path(dataset)
     return TextSource(dataset, path, read_text_file(path))

@@ -8,6 +8,9 @@ import time
 
 import numpy as np
 
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Where corpora are generated (`tfds/`) and features cached (`features/`) without --cache-dir.
+DEFAULT_CACHE_DIR = os.path.join(PROJECT_ROOT, "runs", "cache")
 FEATURES_FILE = "features.f32"
 INDEX_FILE = "index.json"
 

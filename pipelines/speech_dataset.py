@@ -21,7 +21,7 @@ from pipelines.audio_loading import AudioError, load_audio, prepare_waveform
 from pipelines.cores import usable_cores
 from pipelines.epochs import without_autotuning
 from pipelines.feature_cache import (
-    FeatureCacheReader, FeatureCacheWriter, changed_files, file_stamp, remove_leftovers, stale_name,
+    DEFAULT_CACHE_DIR, FeatureCacheReader, FeatureCacheWriter, changed_files, file_stamp, remove_leftovers, stale_name,
 )
 from pipelines.spec_augment import spec_augment
 from pipelines.vocabulary import Vocabulary, normalize_transcript
@@ -33,8 +33,6 @@ logger = logging.getLogger(__name__)
 # WAVEX and AIFF files skipped as truncated (were read as shorter recordings).
 PIPELINE_VERSION = 2
 
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_CACHE_DIR = os.path.join(PROJECT_ROOT, "runs", "cache")
 
 EMPTY_TRANSCRIPT = "empty_transcript"
 OUT_OF_VOCABULARY = "out_of_vocabulary"

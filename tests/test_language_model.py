@@ -249,26 +249,34 @@ def test_flag_values_that_would_be_misread_are_refused_or_read_as_meant(capsys, 
 
 
 def test_an_output_dir_that_cannot_be_written_is_refused_before_the_data_is_read(tmp_path, capsys, monkeypatch):
-    # The dataset does not exist: the error is the directory's, so it came before the data was read.
+    # The dataset does not exist: the error is the directory's, so it came before the data was looked at
+    # (with the flags, before TensorFlow is imported).
     missing = str(tmp_path / "missing.txt")
     a_file = tmp_path / "notes.txt"
     a_file.write_text("not a directory")
     argv = ["--task", "language_model", "--dataset", missing, "--output-dir"]
     capsys.readouterr()
-    assert train.main([*argv, str(a_file / "runs" / "x")]) == 2
-    assert capsys.readouterr().err == (
-        f"train.py: error: --output-dir {a_file / 'runs' / 'x'}: {a_file} is a file, not a directory; expected a "
+    with pytest.raises(SystemExit) as stop:
+        train.main([*argv, str(a_file / "runs" / "x")])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        f"error: --output-dir {a_file / 'runs' / 'x'}: {a_file} is a file, not a directory; expected a "
         "directory for the run's files. Nothing was written: give another --output-dir.\n"
     )
     locked = tmp_path / "locked"
     locked.mkdir()
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode: path != str(locked) and real_access(path, mode))
-    assert train.main([*argv, str(locked / "run")]) == 2
-    assert capsys.readouterr().err == (
-        f"train.py: error: --output-dir {locked / 'run'}: directory {locked} is not writable; expected a directory "
+    with pytest.raises(SystemExit) as stop:
+        train.main([*argv, str(locked / "run")])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        f"error: --output-dir {locked / 'run'}: directory {locked} is not writable; expected a directory "
         "for the run's files. Nothing was written: give another --output-dir.\n"
     )
+    # The run checks it too (a config made in code reaches it without train.py's flags).
+    with pytest.raises(ValueError, match=f"--output-dir {locked / 'run'}: directory {locked} is not writable"):
+        run(Config(dataset=missing, output_dir=str(locked / "run")))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["locked", "notes.txt"]
     assert not any(locked.iterdir())
 
@@ -617,12 +625,19 @@ def test_a_run_leaves_an_earlier_run_in_its_directory_intact_unless_it_starts(tm
 
 
 def test_train_py_reports_bad_data_as_one_line_naming_the_file(tmp_path, capsys):
-    missing = tmp_path / "missing.txt"
-    argv = ["--task", "language_model", "--dataset", str(missing), "--output-dir", str(tmp_path / "run")]
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    argv = ["--task", "language_model", "--dataset", str(empty), "--output-dir", str(tmp_path / "run")]
     assert train.main(argv) == 2
     err = capsys.readouterr().err
-    assert err.startswith("train.py: error: ") and str(missing) in err and "does not exist" in err
-    assert "Traceback" not in err
+    assert err == f"train.py: error: Text file {str(empty)!r} is empty (0 bytes); expected UTF-8 text.\n"
+    # A file that is not there, or a folder, is refused with the flags, before the run starts.
+    for path, problem in ((tmp_path / "missing.txt", "does not exist"), (tmp_path, "is a directory")):
+        with pytest.raises(SystemExit) as stop:
+            train.main(["--task", "language_model", "--dataset", str(path), "--output-dir", str(tmp_path / "run")])
+        assert stop.value.code == 2
+        assert f"error: Text file {str(path)!r} {problem}; expected a path to a UTF-8" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_train_py_interrupted_or_terminated_says_how_to_resume(tmp_path, capsys, monkeypatch):

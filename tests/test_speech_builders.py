@@ -12,7 +12,7 @@ import tensorflow_datasets as tfds
 from data.librispeech_folder import LibriSpeechFolder
 from data.ljspeech_folder import LjSpeechFolder
 from data.manifest_speech import ManifestSpeech
-from data.speech_sources import resolve_speech_source
+from data.speech_sources import check_speech_spec, resolve_speech_source
 from data.split_assignment import assign_splits, choose_validation_groups
 from data.synthetic_speech import (
     TRAIN_VARIANTS,
@@ -346,6 +346,39 @@ def test_synthetic_spec_parsing():
         SyntheticSpeechParams.from_spec("synthetic:num_train=many")
     with pytest.raises(ValueError, match="field `min_words`, expected at most max_words=2"):
         SyntheticSpeechParams(min_words=3, max_words=2)
+
+
+def test_a_spec_is_checked_without_reading_its_data(tmp_path):
+    # What train.py checks before importing TensorFlow: the spec's form, its folders and options.
+    folder = tmp_path / "fsdd"
+    folder.mkdir()  # no manifest: whether a folder holds a corpus is the builders' to find
+    for spec in ("synthetic", "synthetic:text=digits,sample_rate=8000", str(folder),
+                 f" {folder}:held_out_speakers=lucas;george,validation_speakers=jackson ",
+                 "spoken_digit", f"{folder}:test_fraction=0.1+synthetic:text=digits+librispeech"):
+        assert check_speech_spec(spec) is None
+    assert os.listdir(tmp_path) == ["fsdd"] and not os.listdir(folder)
+    for spec, message in (
+        ("", "expected 'synthetic', a folder or one of ('librispeech', 'ljspeech', 'spoken_digit'), got ''"),
+        (f"{folder}+", f"{str(folder)+'+'!r} has an empty part"),
+        (str(tmp_path / "nope"), f"got {str(tmp_path / 'nope')!r} (no such folder)"),
+        (f"synthetic+{tmp_path / 'nope'}:held_out_speakers=a", "(no such folder)"),
+        ("synthetic:voices=3", "'synthetic:voices=3'; expected 'synthetic' or 'synthetic:key=value,...'"),
+        ("synthetic:sample_rate=4000", "field `sample_rate`, expected an integer >= 8000"),
+        (f"{folder}:held=1", "got 'held=1'"),
+        (f"{folder}:held_out_speakers=a,test_fraction=0.1", "(0 < F < 1, not both)"),
+    ):
+        for argument, named in (("dataset", "argument `dataset`"), ("mix_dataset", "argument `mix_dataset` (--mix-dataset)")):
+            with pytest.raises(ValueError) as error:
+                check_speech_spec(spec, argument)
+            assert message in str(error.value)
+            if "argument `" in str(error.value):
+                assert named in str(error.value)
+            # The run refuses it with the same message.
+            if argument == "dataset":
+                with pytest.raises(ValueError) as refused:
+                    resolve_speech_source(spec, cache_dir=str(tmp_path / "cache"))
+                assert str(refused.value) == str(error.value)
+    assert sorted(os.listdir(tmp_path)) == ["fsdd"]
 
 
 def test_building_a_dataset_leaves_the_seeded_random_stream_alone(tmp_path):

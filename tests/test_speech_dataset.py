@@ -705,7 +705,7 @@ def test_copies_left_by_a_killed_run_are_removed_by_the_next_build(tmp_path, cap
     import subprocess
     import sys
 
-    from pipelines.feature_cache import FeatureCacheWriter
+    from pipelines.feature_cache import PROJECT_ROOT, FeatureCacheWriter
 
     folder = _corpus(tmp_path / "corpus", bad=False)
     _build(folder, tmp_path / "cache")
@@ -718,7 +718,7 @@ def test_copies_left_by_a_killed_run_are_removed_by_the_next_build(tmp_path, cap
         "w = FeatureCacheWriter(sys.argv[1], 16); w.append('k', 'text', 'u.wav', np.ones((50, 16))); "
         "w._file.flush(); os.kill(os.getpid(), signal.SIGKILL)"
     )
-    killed = subprocess.run([sys.executable, "-c", script, str(train)], cwd=speech_dataset.PROJECT_ROOT)
+    killed = subprocess.run([sys.executable, "-c", script, str(train)], cwd=PROJECT_ROOT)
     assert killed.returncode == -signal.SIGKILL
     (tmp,) = [p.name for p in root.iterdir() if p.name.startswith(".tmp-")]
     # ... and one killed while refreshing it, after moving the old copy aside.

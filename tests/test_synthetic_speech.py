@@ -10,7 +10,6 @@ import pytest
 
 from data.espeak_synthesizer import check_voice_variant, espeak_ng_version, synthesize_in_subprocess, voice_variants
 from data.synthetic_speech import (
-    MIN_SAMPLE_RATE,
     TEXT_CORPUS,
     TRAIN_VARIANTS,
     VALIDATION_VARIANTS,
@@ -19,6 +18,7 @@ from data.synthetic_speech import (
     _corpus_text,
     choose_sentences,
 )
+from data.synthetic_speech_params import MIN_SAMPLE_RATE
 
 
 @pytest.mark.parametrize("spec", ["synthetic:sample_rate=1000", "synthetic:sample_rate=7999"])

@@ -724,12 +724,22 @@ def test_help_and_bad_flags_answer_before_tensorflow_is_imported():
         ["--help"], ["--task", "language_model", "--help"], ["--hidden-size", "x"], ["--bogus", "1"],
         ["--dropout", "2"], ["--task", "language_model", "--num-layers", "0"],
         ["--feature-kind", "mfcc", "--frequency-warp", "0.1"],
+        # Where the run would write, and the data it would read: no such folder, file or option.
+        ["--output-dir", "train.py/run"], ["--tune", "--output-dir", "README.md"],
+        ["--dataset", "no/such/fsdd:held_out_speakers=lucas"], ["--mix-dataset", "synthetic:voices=3"],
+        ["--task", "language_model", "--dataset", "no/such/text.txt"],
     ], root)
-    assert (codes, imported) == ([0, 0, 2, 2, 2, 2, 2], []), stderr
+    assert (codes, imported) == ([0, 0] + [2] * 10, []), stderr
     for message in ("argument --hidden-size: invalid int value: 'x'", "unrecognized arguments: --bogus 1",
                     "`dropout` (--dropout), expected a float in [0, 1), got 2.0",
                     "`num_layers` (--num-layers), expected a positive integer, got 0",
-                    "--frequency-warp 0.1 with --feature-kind mfcc"):
+                    "--frequency-warp 0.1 with --feature-kind mfcc",
+                    f"--output-dir train.py/run: {os.path.join(root, 'train.py')} is a file, not a directory; expected "
+                    "a directory for the run's files. Nothing was written",
+                    "--output-dir README.md is a file: expected a directory for the search's files.",
+                    "got 'no/such/fsdd:held_out_speakers=lucas' (no such folder)",
+                    "argument `mix_dataset` (--mix-dataset): 'synthetic:voices=3'; expected 'synthetic' or",
+                    "Text file 'no/such/text.txt' does not exist"):
         assert message in stderr, stderr
     # The task's module is the run's, with TensorFlow, once the flags are read.
     assert train.parse_args(["--task", "language_model"])[0] is language_model
@@ -738,13 +748,15 @@ def test_help_and_bad_flags_answer_before_tensorflow_is_imported():
 
 
 def test_cli_flags_map_onto_the_config(capsys, tmp_path):
+    fsdd = str(tmp_path / "fsdd")
+    os.makedirs(fsdd)
     module, config = train.parse_args(
         ["--task", "transcription", "--hidden-size", "64", "--epochs", "3",
-         "--dataset", "/data/fsdd", "--no-bidirectional", "--strict",
+         "--dataset", fsdd, "--no-bidirectional", "--strict",
          "--max-train-minutes", "none", "--output-dir", "x"]
     )
     assert module is transcription
-    assert (config.hidden_size, config.epochs, config.dataset) == (64, 3, "/data/fsdd")
+    assert (config.hidden_size, config.epochs, config.dataset) == (64, 3, fsdd)
     assert config.bidirectional is False and config.strict is True
     assert config.max_train_minutes is None and config.output_dir == "x"
     assert config.feature_config().n_mels == 80

@@ -227,13 +227,9 @@ def check_run_directory(directory, config, *, what="run", config_file="config.js
             there, this run's value), or saying that the file is not a run's
             configuration.
     """
-    if os.path.exists(directory) and not os.path.isdir(directory):
-        raise ValueError(f"--output-dir {directory} is a file: expected a directory for the {what}'s files.")
-    # Found now, not with an errno after the data is read and the model built.
-    unwritable = _directory_error(directory)
-    if unwritable is not None:
-        raise ValueError(f"--output-dir {directory}: {unwritable}; expected a directory for the {what}'s files. "
-                         f"Nothing was written: give another --output-dir.")
+    problem = output_dir_error(directory, what)
+    if problem is not None:
+        raise ValueError(problem)
     if os.path.isdir(os.path.join(directory, SEARCH_DIR)):
         # `train.py --tune` made it: its best model is exported to directory/export, where this would go too.
         raise ValueError(
@@ -279,6 +275,21 @@ def check_run_directory(directory, config, *, what="run", config_file="config.js
             f"run resumes), give another --output-dir, or remove {directory} to start again."
         )
     return saved
+
+
+def output_dir_error(directory, what="run"):
+    """Why `directory` cannot be an --output-dir for a `what`'s files (it is a
+    file, or no directory can be written or made there), as the message that
+    refuses it; None when it can. Found before the data is read and the model
+    built, not with an errno after."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        return (f"--output-dir {directory} is a file: expected a directory for the {what}'s files. Nothing was "
+                "written: give another --output-dir.")
+    unwritable = _directory_error(directory)
+    if unwritable is not None:
+        return (f"--output-dir {directory}: {unwritable}; expected a directory for the {what}'s files. "
+                "Nothing was written: give another --output-dir.")
+    return None
 
 
 def _directory_error(directory):

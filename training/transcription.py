@@ -18,6 +18,7 @@ import warnings
 import keras
 import tensorflow as tf
 
+from data.speech_sources import naming_argument
 from models.transcription import build_transcription_model
 from models.transcription_evaluation import evaluate_closed_vocabulary, evaluate_transcription, outputs_function
 from pipelines.audio_features import FeatureConfig
@@ -326,8 +327,7 @@ def prepare_data(config, *, resumed_epoch=0):
         try:
             mix = speech_data(config.mix_dataset)
         except ValueError as error:  # the spec's errors name `dataset`: say which flag it was
-            message = str(error).replace("argument `dataset`", "argument `mix_dataset` (--mix-dataset)")
-            raise ValueError(message) from error
+            raise ValueError(naming_argument(str(error), "mix_dataset")) from error
         print(f"Mixed into training ({config.mix_fraction:.0%} of batches): {mix.description}")
         data = dataclasses.replace(
             data, train=mix_batches(data.train, mix.train, config.mix_fraction, seed)
