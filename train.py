@@ -97,9 +97,9 @@ def parse_command(argv=None):
             raise ValueError(problem)
         check_directories(config)
         check_datasets(config)
-        module = importlib.import_module(TASKS[known.task])  # the run: TensorFlow and Keras
         if getattr(config, "candidates", None) is not None:
             module.read_candidates(config)  # a bad file is refused now, not after a search or a training
+        module = importlib.import_module(TASKS[known.task])  # the run: TensorFlow and Keras
         if tuning.tune:
             from tuning.tasks import tuning_task
 

@@ -224,7 +224,7 @@ def main(argv=None):
     if args.candidate_warps is not None:
         if args.candidates is None:
             parser.error("--candidate-warps averages closed-vocabulary scores over warps; give --candidates too")
-        from models.ctc_decoding import check_candidate_warps
+        from models.candidates import check_candidate_warps
 
         try:
             candidate_warps = check_candidate_warps(
@@ -253,7 +253,7 @@ def main(argv=None):
         dir_error = model_dir_error(args.model_dir, "transcription")  # before TensorFlow is imported
         if dir_error is not None:
             raise dir_error
-        from models.ctc_decoding import check_candidate_warps, read_candidates_file
+        from models.candidates import check_candidate_warps, read_candidates_file
         from training.transcription import MODEL_FILE, load_transcriber  # registers the saved model's classes
 
         if os.path.isfile(os.path.join(args.model_dir, "saved_model.pb")):

@@ -97,7 +97,8 @@ def evaluate_export(
         )
     serve = load_version(export_dir).signatures["serving_default"]
     if candidates is not None:
-        from models.ctc_decoding import check_candidates, ctc_choose_text
+        from models.candidates import check_candidates
+        from models.ctc_decoding import ctc_choose_text
 
         candidates = check_candidates(candidates, vocabulary=vocabulary)  # before any audio is read
     chosen = []
@@ -329,7 +330,7 @@ def main(argv=None):
             parser.error(error)
     candidates = None
     if args.candidates is not None:
-        from models.ctc_decoding import read_candidates_file
+        from models.candidates import read_candidates_file
         from pipelines.vocabulary import Vocabulary
         from serving.export import read_metadata
 

@@ -305,8 +305,7 @@ def main(argv=None):
                          f"e.g. {os.path.dirname(base) if versions else os.path.dirname(os.path.dirname(base))}")
     candidates = None
     if args.candidates is not None:
-        from models.ctc_decoding import load_candidates
-        from models.ctc_decoding import read_candidates_file
+        from models.candidates import load_candidates, read_candidates_file
 
         try:
             candidates = load_candidates(args.candidates)
@@ -326,7 +325,7 @@ def main(argv=None):
         except ValueError:
             parser.error(f"--candidate_warps: expected comma-separated numbers such as "
                          f"0.92,0.96,1,1.04,1.08, got {args.candidate_warps!r}")
-        from models.ctc_decoding import check_candidate_warps
+        from models.candidates import check_candidate_warps
 
         kind = (_read_run(members[0]).feature_config or {}).get("kind", "log_mel")
         try:

@@ -269,9 +269,8 @@ def export_transcriber(
                 f"per frame, but the feature config gives {n_features}; export the "
                 "model with the FeatureConfig it was trained with."
             )
-    from models.ctc_decoding import (
-        candidate_labels, candidate_nll, check_candidate_warps, check_candidates, mean_over_warps,
-    )
+    from models.candidates import check_candidate_warps, check_candidates
+    from models.ctc_decoding import candidate_labels, candidate_nll, mean_over_warps
 
     candidate_warps = check_candidate_warps(candidate_warps, candidates, feature_kind=feature_config.kind)
     tables = VocabularyTables(vocabulary)

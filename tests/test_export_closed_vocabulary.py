@@ -210,7 +210,7 @@ def test_warped_metadata_and_waveform_signature(warped):
     ],
 )
 def test_bad_warps_are_refused(warps, candidates, needle):
-    from models.ctc_decoding import check_candidate_warps
+    from models.candidates import check_candidate_warps
 
     with pytest.raises(ValueError) as error:
         check_candidate_warps(warps, candidates)
@@ -219,7 +219,7 @@ def test_bad_warps_are_refused(warps, candidates, needle):
 
 def test_warps_are_refused_for_cepstra():
     """The export itself refuses warps its features cannot take (transcribe.py and export_run ask it)."""
-    from models.ctc_decoding import check_candidate_warps
+    from models.candidates import check_candidate_warps
 
     assert check_candidate_warps([0.9, 1.0], CANDIDATES, feature_kind="log_mel") == (0.9, 1.0)
     with pytest.raises(ValueError, match="for mfcc features: cepstra have no mel axis to warp"):

@@ -728,8 +728,10 @@ def test_help_and_bad_flags_answer_before_tensorflow_is_imported():
         ["--output-dir", "train.py/run"], ["--tune", "--output-dir", "README.md"],
         ["--dataset", "no/such/fsdd:held_out_speakers=lucas"], ["--mix-dataset", "synthetic:voices=3"],
         ["--task", "language_model", "--dataset", "no/such/text.txt"],
+        # The closed vocabulary's file and warps.
+        ["--candidates", "no/such/words.txt"], ["--candidates", "README.md", "--candidate-warps", "0.9,2"],
     ], root)
-    assert (codes, imported) == ([0, 0] + [2] * 10, []), stderr
+    assert (codes, imported) == ([0, 0] + [2] * 12, []), stderr
     for message in ("argument --hidden-size: invalid int value: 'x'", "unrecognized arguments: --bogus 1",
                     "`dropout` (--dropout), expected a float in [0, 1), got 2.0",
                     "`num_layers` (--num-layers), expected a positive integer, got 0",
@@ -739,7 +741,9 @@ def test_help_and_bad_flags_answer_before_tensorflow_is_imported():
                     "--output-dir README.md is a file: expected a directory for the search's files.",
                     "got 'no/such/fsdd:held_out_speakers=lucas' (no such folder)",
                     "argument `mix_dataset` (--mix-dataset): 'synthetic:voices=3'; expected 'synthetic' or",
-                    "Text file 'no/such/text.txt' does not exist"):
+                    "Text file 'no/such/text.txt' does not exist",
+                    "Candidates file 'no/such/words.txt' cannot be read as UTF-8 text",
+                    "`candidate_warps` (--candidate-warps), expected comma-separated distinct factors in [0.5, 1.5]"):
         assert message in stderr, stderr
     # The task's module is the run's, with TensorFlow, once the flags are read.
     assert train.parse_args(["--task", "language_model"])[0] is language_model

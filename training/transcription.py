@@ -35,7 +35,7 @@ from training.error_rate_callback import ErrorRateCallback
 from training.non_finite_loss_callback import NonFiniteLossCallback
 from training.time_budget_callback import TimeBudgetCallback
 from training.training_clock import ClockedBackupAndRestore, TrainingClock
-from training.transcription_config import Config  # noqa: F401  (the run's settings: transcription.Config)
+from training.transcription_config import Config, read_candidates  # noqa: F401  (transcription.Config too)
 
 # File names inside `output_dir`.
 CONFIG_FILE = "config.json"
@@ -212,23 +212,6 @@ def _callbacks(config, data, vocabulary, resuming, clock=None):
             os.path.join(out, LOG_DIR), write_graph=False, profile_batch=0
         ),
     ]
-
-
-def read_candidates(config):
-    """The texts of `config.candidates`, or None without it.
-
-    A ValueError names the file and what is wrong (unreadable, empty,
-    characters outside the vocabulary): runs read it before any training.
-    """
-    if config.candidates is None:
-        return None
-    from models.ctc_decoding import check_candidates, load_candidates
-
-    candidates = load_candidates(config.candidates)
-    try:
-        return check_candidates(candidates, vocabulary=Vocabulary(SPEECH_ALPHABET))
-    except ValueError as error:
-        raise ValueError(f"--candidates {config.candidates}: {error}") from error
 
 
 def candidate_warp_factors(config):

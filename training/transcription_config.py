@@ -10,8 +10,10 @@ import math
 from dataclasses import dataclass, field
 
 from data.speech_sources import is_synthetic_spec
+from models.candidates import check_candidate_warps, check_candidates, load_candidates
 from models.dtype_policy import DTYPE_POLICIES
 from pipelines.audio_features import KINDS, NORMALISATIONS, SPEC_AUGMENT_MAX_FREQUENCY, FeatureConfig
+from pipelines.vocabulary import SPEECH_ALPHABET, Vocabulary
 from training.options import DISTRIBUTE
 
 
@@ -390,8 +392,6 @@ class Config:
                 fail("candidate_warps", "None without --candidates (the warps average the candidates' likelihoods)")
             if self.feature_kind != "log_mel":
                 fail("candidate_warps", "None with --feature-kind mfcc (cepstra have no mel axis to warp)")
-            from models.ctc_decoding import check_candidate_warps  # imports Keras: only with --candidate-warps
-
             try:
                 check_candidate_warps(
                     [float(value) for value in str(self.candidate_warps).split(",")], self.candidates
@@ -417,3 +417,18 @@ class Config:
             trim_db=self.trim_db,
             normalisation=self.normalisation,
         )
+
+
+def read_candidates(config):
+    """The texts of `config.candidates`, or None without it.
+
+    A ValueError names the file and what is wrong (unreadable, empty,
+    characters outside the vocabulary): runs read it before any training.
+    """
+    if config.candidates is None:
+        return None
+    candidates = load_candidates(config.candidates)
+    try:
+        return check_candidates(candidates, vocabulary=Vocabulary(SPEECH_ALPHABET))
+    except ValueError as error:
+        raise ValueError(f"--candidates {config.candidates}: {error}") from error
