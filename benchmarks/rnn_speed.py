@@ -49,16 +49,14 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import keras  # noqa: E402
+# Nothing imported here imports TensorFlow or Keras (about 5 s): --help and a bad
+# flag answer at once; each function below imports what it runs.
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from benchmarks.machine import cpu_model, describe  # noqa: E402
-from training.cli import output_file_error  # noqa: E402
-from layers import Bidirectional, ElmanCell, ElmanRNN  # noqa: E402
-from layers.fused_elman import batch_shards  # noqa: E402
-from pipelines.cores import usable_cores  # noqa: E402
 from models.dtype_policy import DTYPE_POLICIES, dtype_policy  # noqa: E402
+from pipelines.cores import usable_cores  # noqa: E402
+from training.cli import output_file_error  # noqa: E402
 
 VARIANTS = ("elman_rnn", "simple_rnn", "simple_rnn_no_remap", "rnn_elman_cell")
 BASELINE = "simple_rnn"
@@ -98,6 +96,8 @@ def _remapper_off():
     # called under, so an explicit "on" after the first such block made the
     # first timed call of the variants warmed up before it pay that again.
     # None, the setting when nothing was set, restores the default.
+    import tensorflow as tf
+
     previous = tf.config.optimizer.get_experimental_options().get("remapping")
     tf.config.optimizer.set_experimental_options({"remapping": False})
     try:
@@ -107,6 +107,10 @@ def _remapper_off():
 
 
 def _recurrent_layer(variant, units, name):
+    import keras
+
+    from layers import ElmanCell, ElmanRNN
+
     if variant == "elman_rnn":
         return ElmanRNN(ElmanCell(units), return_sequences=True, name=name)
     if variant == "rnn_elman_cell":
@@ -118,6 +122,10 @@ def _recurrent_layer(variant, units, name):
 
 def build_model(variant, shape):
     """The benchmark model of one shape, built with one recurrent variant."""
+    import keras
+
+    from layers import Bidirectional
+
     if "embedding" in shape:
         inputs = keras.Input((None,), dtype="int32", name="ids")
         hidden = keras.layers.Embedding(
@@ -156,6 +164,8 @@ def model_flops(shape):
 
 def measure_matmul_peak(size=2048, repeats=20):
     """This machine's float32 matmul peak in FLOP/s (best of repeats)."""
+    import tensorflow as tf
+
     a = tf.random.normal((size, size), seed=1)
     b = tf.random.normal((size, size), seed=2)
     matmul = tf.function(lambda a, b: tf.matmul(a, b))
@@ -170,6 +180,8 @@ def measure_matmul_peak(size=2048, repeats=20):
 
 
 def _make_batch(shape):
+    import tensorflow as tf
+
     rng = np.random.default_rng(0)
     if "embedding" in shape:
         x = rng.integers(0, shape["vocab"], (shape["batch"], shape["steps"]))
@@ -187,6 +199,9 @@ def _make_batch(shape):
 
 
 def _functions(model):
+    import keras
+    import tensorflow as tf
+
     optimizer = keras.optimizers.Adam(1e-4)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     optimizer.build(model.trainable_variables)
@@ -220,6 +235,10 @@ def _timed_call(fn, variant, x, y):
 
 def benchmark_shape(name, shape, variants, warmup, rounds, log):
     """Median seconds per call, `{mode: {variant: seconds}}`, for one shape."""
+    import keras
+
+    from layers import ElmanRNN
+
     x, y = _make_batch(shape)
     models = {}
     for variant in variants:
@@ -370,6 +389,11 @@ def main(argv=None):
                 "--batch-shards must be a positive integer or 'auto', got "
                 f"{args.batch_shards!r}"
             )
+
+    import keras
+    import tensorflow as tf
+
+    from layers.fused_elman import batch_shards
 
     tf.get_logger().setLevel("ERROR")  # one train_step per model: no retrace
 

@@ -34,6 +34,20 @@ def test_rnn_speed_refuses_rounds_and_warmup_out_of_range(argv, needle, no_bench
     assert needle in _usage_error(rnn_speed.main, capsys, *argv)
 
 
+def test_rnn_speed_answers_help_and_bad_flags_before_tensorflow_is_imported():
+    # Each function imports TensorFlow and Keras where it runs them (about 5 s).
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    codes, stderr, imported = exits_before_tensorflow("benchmarks.rnn_speed", [
+        ["--help"], ["--rounds", "0"], ["--shapes", "speech", "speech"], ["--batch-shards", "x"],
+        ["--dtype-policy", "bfloat16"], ["--output", "README.md/x.json"],
+    ], root)
+    assert (codes, imported) == ([0, 2, 2, 2, 2, 2], []), stderr
+    for message in ("--rounds must be a positive integer, got 0", "--shapes names speech more than once",
+                    "--batch-shards must be a positive integer or 'auto', got 'x'", "invalid choice: 'bfloat16'",
+                    "README.md/x.json"):
+        assert message in stderr, stderr
+
+
 def test_rnn_speed_uses_the_rounds_and_warmup_given(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(rnn_speed, "measure_matmul_peak", lambda: 1e9)
