@@ -367,7 +367,8 @@ def test_a_spec_is_checked_without_reading_its_data(tmp_path):
         (f"{folder}:held=1", "got 'held=1'"),
         (f"{folder}:held_out_speakers=a,test_fraction=0.1", "(0 < F < 1, not both)"),
     ):
-        for argument, named in (("dataset", "argument `dataset`"), ("mix_dataset", "argument `mix_dataset` (--mix-dataset)")):
+        for argument, named in (("dataset", "argument `dataset`"),
+                                ("mix_dataset", "argument `mix_dataset` (--mix-dataset)")):
             with pytest.raises(ValueError) as error:
                 check_speech_spec(spec, argument)
             assert message in str(error.value)

@@ -35,7 +35,7 @@ from training.error_rate_callback import ErrorRateCallback
 from training.non_finite_loss_callback import NonFiniteLossCallback
 from training.time_budget_callback import TimeBudgetCallback
 from training.training_clock import ClockedBackupAndRestore, TrainingClock
-from training.transcription_config import Config, read_candidates  # noqa: F401  (transcription.Config too)
+from training.transcription_config import Config, read_candidates  # noqa: F401  (Config: the run's settings)
 
 # File names inside `output_dir`.
 CONFIG_FILE = "config.json"
