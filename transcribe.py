@@ -37,6 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from models.candidates import check_candidate_warps, read_candidates_file  # noqa: E402
 from models.ctc_lm_decoding import CharacterLanguageModelScorer, Lexicon, ctc_beam_search_with_lm  # noqa: E402
 from pipelines.audio_loading import UNREADABLE, AudioError  # noqa: E402
 from training.cli import print_lines  # noqa: E402
@@ -224,8 +225,6 @@ def main(argv=None):
     if args.candidate_warps is not None:
         if args.candidates is None:
             parser.error("--candidate-warps averages closed-vocabulary scores over warps; give --candidates too")
-        from models.candidates import check_candidate_warps
-
         try:
             candidate_warps = check_candidate_warps(
                 [float(value) for value in args.candidate_warps.split(",")], args.candidates
@@ -253,7 +252,6 @@ def main(argv=None):
         dir_error = model_dir_error(args.model_dir, "transcription")  # before TensorFlow is imported
         if dir_error is not None:
             raise dir_error
-        from models.candidates import check_candidate_warps, read_candidates_file
         from training.transcription import MODEL_FILE, load_transcriber  # registers the saved model's classes
 
         if os.path.isfile(os.path.join(args.model_dir, "saved_model.pb")):

@@ -21,7 +21,8 @@ from pipelines.audio_loading import AudioError, load_audio, prepare_waveform
 from pipelines.cores import usable_cores
 from pipelines.epochs import without_autotuning
 from pipelines.feature_cache import (
-    DEFAULT_CACHE_DIR, FeatureCacheReader, FeatureCacheWriter, changed_files, file_stamp, remove_leftovers, stale_name,
+    DEFAULT_CACHE_DIR, FeatureCacheReader, FeatureCacheWriter, changed_files, file_stamp, remove_leftovers,
+    stale_name,
 )
 from pipelines.spec_augment import spec_augment
 from pipelines.vocabulary import Vocabulary, normalize_transcript
@@ -32,7 +33,6 @@ logger = logging.getLogger(__name__)
 # 2: float audio beyond [-1, 1] scaled to a peak of 1 (was clipped); truncated
 # WAVEX and AIFF files skipped as truncated (were read as shorter recordings).
 PIPELINE_VERSION = 2
-
 
 EMPTY_TRANSCRIPT = "empty_transcript"
 OUT_OF_VOCABULARY = "out_of_vocabulary"

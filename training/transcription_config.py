@@ -1,4 +1,5 @@
-"""The settings of a transcription run: `Config`, one field per `train.py` flag.
+"""The settings of a transcription run: `Config`, one field per `train.py` flag,
+and the texts of its `--candidates` file (`read_candidates`).
 
 Kept apart from `training.transcription` (the run), and free of TensorFlow, so
 that `train.py` builds its flags, answers `--help` and refuses a bad flag
