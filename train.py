@@ -40,7 +40,7 @@ def parse_command(argv=None):
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--task", choices=sorted(TASKS), default="transcription")
     known, _ = pre.parse_known_args(argv)
-    module = importlib.import_module(CONFIG_MODULES[known.task])  # Config alone: no TensorFlow yet
+    config_module = importlib.import_module(CONFIG_MODULES[known.task])  # Config alone: no TensorFlow yet
 
     parser = take_dash_values(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     parser.add_argument(
@@ -49,13 +49,13 @@ def parse_command(argv=None):
         default="transcription",
         help="what to train (default: 'transcription')",
     )
-    add_config_flags(parser, module.Config, group_title=f"{known.task} options")
+    add_config_flags(parser, config_module.Config, group_title=f"{known.task} options")
     add_config_flags(parser, TuningConfig, group_title="hyperparameter search (with --tune)")
     args, extras = parser.parse_known_args(argv)
     if extras:
         parser.error(unrecognized_arguments(parser, sys.argv[1:] if argv is None else list(argv), extras))
     try:
-        config = config_from_namespace(module.Config, args)
+        config = config_from_namespace(config_module.Config, args)
         tuning = TuningConfig.from_flags(args)
         init_from = getattr(config, "init_from", None)
         if init_from is not None and not os.path.isdir(init_from):  # checked before the data is prepared
@@ -98,7 +98,7 @@ def parse_command(argv=None):
         check_directories(config)
         check_datasets(config)
         if getattr(config, "candidates", None) is not None:
-            module.read_candidates(config)  # a bad file is refused now, not after a search or a training
+            config_module.read_candidates(config)  # a bad file is refused now, not after a search or a training
         module = importlib.import_module(TASKS[known.task])  # the run: TensorFlow and Keras
         if tuning.tune:
             from tuning.tasks import tuning_task
