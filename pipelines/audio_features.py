@@ -251,6 +251,43 @@ def _mel_matrix(sample_rate, n_fft, n_mels, fmin, fmax):
     return matrix
 
 
+def loud_frame_range(mel, trim_db):
+    """`(first, last)`: the frames `trim_db` trimming keeps (step 4 of `FeatureConfig`).
+
+    Args:
+        mel: `(frames, n_mels)` mel power spectrogram.
+        trim_db: Frames whose energy is more than this many decibels below
+            the loudest frame's are dropped at both ends.
+    """
+    energy = mel.sum(axis=1)
+    loud = np.flatnonzero(energy >= energy.max() * np.float32(10.0 ** (-trim_db / 10.0)))
+    return int(loud[0]), int(loud[-1])
+
+
+def kept_frame_range(waveform, config):
+    """`(first, last)`: the frames of `waveform` that `compute_features` keeps.
+
+    Every frame, `(0, frames - 1)`, without `trim_db`. Feature frame `i`
+    of `compute_features(waveform, config)` is the samples from
+    `(first + i) * hop_length`, `n_fft` of them. `waveform` holds at least
+    `n_fft` samples.
+    """
+    waveform = np.asarray(waveform, np.float32)
+    if config.trim_db is None:
+        return 0, (waveform.shape[0] - config.n_fft) // config.hop_length
+    return loud_frame_range(_mel_power(waveform, config), config.trim_db)
+
+
+def _mel_power(waveform, config):
+    """`(frames, n_mels)` mel power spectrogram of a float32 waveform (steps 2-3 of `FeatureConfig`)."""
+    # librosa.stft(center=False) computes exactly this; framing it here with
+    # the cached window skips ~1 ms of per-call set-up on short utterances.
+    frames = librosa.util.frame(waveform, frame_length=config.n_fft, hop_length=config.hop_length, axis=0)
+    spectrum = scipy.fft.rfft(frames * config.window(), n=config.n_fft, axis=-1)  # (frames, n_fft // 2 + 1)
+    power = np.square(spectrum.real) + np.square(spectrum.imag)
+    return power @ config.mel_matrix()
+
+
 def compute_features(waveform, config):
     """Features of one waveform, as defined in `FeatureConfig`.
 
@@ -274,16 +311,10 @@ def compute_features(waveform, config):
             f"Received an invalid value for argument `waveform`, expected at least "
             f"n_fft={config.n_fft} samples, got {waveform.shape[0]}."
         )
-    # librosa.stft(center=False) computes exactly this; framing it here with
-    # the cached window skips ~1 ms of per-call set-up on short utterances.
-    frames = librosa.util.frame(waveform, frame_length=config.n_fft, hop_length=config.hop_length, axis=0)
-    spectrum = scipy.fft.rfft(frames * config.window(), n=config.n_fft, axis=-1)  # (frames, n_fft // 2 + 1)
-    power = np.square(spectrum.real) + np.square(spectrum.imag)
-    mel = power @ config.mel_matrix()  # (frames, n_mels)
+    mel = _mel_power(waveform, config)
     if config.trim_db is not None:
-        energy = mel.sum(axis=1)
-        loud = np.flatnonzero(energy >= energy.max() * np.float32(10.0 ** (-config.trim_db / 10.0)))
-        mel = mel[loud[0] : loud[-1] + 1]
+        first, last = loud_frame_range(mel, config.trim_db)
+        mel = mel[first : last + 1]
     features = np.log(mel + np.float32(config.log_offset))
     if config.top_db is not None:
         floor = features.max() - np.float32(config.top_db * np.log(10.0) / 10.0)

@@ -76,9 +76,8 @@ def evaluate_export(
 
     from data.speech_sources import resolve_speech_source
     from models.error_rates import error_rates
-    from pipelines.audio_loading import AudioError
-    from pipelines.speech_dataset import DEFAULT_CACHE_DIR, EMPTY_TRANSCRIPT, OUT_OF_VOCABULARY, utterance_waveform
-    from pipelines.vocabulary import Vocabulary, normalize_transcript
+    from pipelines.speech_dataset import DEFAULT_CACHE_DIR
+    from pipelines.vocabulary import Vocabulary
 
     from serving.export import load_version, read_metadata
 
@@ -143,33 +142,17 @@ def evaluate_export(
 
     started = time.monotonic()
     audio_seconds = 0.0
-    for utterance in source.splits[split]():
-        if limit and len(keys) + len(pending) >= limit:
-            break
-        reference = normalize_transcript(utterance.text or "")
-        if not reference:
-            skipped.append((utterance.source, "empty transcript"))
-            reasons[EMPTY_TRANSCRIPT] += 1
-            continue
-        unknown = vocabulary.unknown_characters(reference)
-        if unknown:  # the model cannot spell it: its errors would be charged to the model
-            detail = (f"{OUT_OF_VOCABULARY}: transcript {reference!r} has characters {''.join(unknown)!r} "
-                      "outside the vocabulary")
-            print(f"evaluate_export: skipping {utterance.source}: {detail}", file=sys.stderr)
-            skipped.append((utterance.source, detail))
-            reasons[OUT_OF_VOCABULARY] += 1
-            continue
-        try:
-            waveform = utterance_waveform(utterance, sample_rate, max_duration_s=max_duration_s,
-                                          min_samples=min_samples)
-        except AudioError as error:
-            skipped.append((utterance.source, str(error)))
-            reasons[error.reason] += 1
-            continue
+    usable = usable_utterances(
+        source.splits[split](), vocabulary=vocabulary, sample_rate=sample_rate, max_duration_s=max_duration_s,
+        min_samples=min_samples, skipped=skipped, reasons=reasons,
+    )
+    for utterance, reference, waveform in usable:
         audio_seconds += len(waveform) / sample_rate
         pending.append((utterance.source, reference, waveform, utterance.speaker))
         if len(pending) == batch_size:
             flush()
+        if limit and len(keys) + len(pending) >= limit:
+            break  # before the next utterance is read
     if pending:
         flush()
     if not references:
@@ -240,6 +223,47 @@ def evaluate_export(
             "settings": settings,
         }
     return report
+
+
+def usable_utterances(utterances, *, vocabulary, sample_rate, max_duration_s, min_samples, skipped, reasons,
+                      program="evaluate_export"):
+    """`(utterance, transcript, waveform)` for each utterance a model can be scored on.
+
+    Transcripts are normalised as in training. Utterances with an empty
+    transcript, with characters outside `vocabulary` (the model cannot
+    spell them; printed to stderr with the file and the characters, as
+    `program`'s), or whose audio cannot be used (`AudioError`: unreadable,
+    silent, shorter than `min_samples`, longer than `max_duration_s`) are
+    passed over: `(file, detail)` appended to `skipped` and their reason,
+    named as training names it, counted in `reasons` (a Counter).
+    Lazy: an utterance is read when the next one is asked for.
+    """
+    from pipelines.audio_loading import AudioError
+    from pipelines.speech_dataset import EMPTY_TRANSCRIPT, OUT_OF_VOCABULARY, utterance_waveform
+    from pipelines.vocabulary import normalize_transcript
+
+    for utterance in utterances:
+        reference = normalize_transcript(utterance.text or "")
+        if not reference:
+            skipped.append((utterance.source, "empty transcript"))
+            reasons[EMPTY_TRANSCRIPT] += 1
+            continue
+        unknown = vocabulary.unknown_characters(reference)
+        if unknown:  # the model cannot spell it: its errors would be charged to the model
+            detail = (f"{OUT_OF_VOCABULARY}: transcript {reference!r} has characters {''.join(unknown)!r} "
+                      "outside the vocabulary")
+            print(f"{program}: skipping {utterance.source}: {detail}", file=sys.stderr)
+            skipped.append((utterance.source, detail))
+            reasons[OUT_OF_VOCABULARY] += 1
+            continue
+        try:
+            waveform = utterance_waveform(utterance, sample_rate, max_duration_s=max_duration_s,
+                                          min_samples=min_samples)
+        except AudioError as error:
+            skipped.append((utterance.source, str(error)))
+            reasons[error.reason] += 1
+            continue
+        yield utterance, reference, waveform
 
 
 def training_max_duration(metadata):

@@ -1,5 +1,6 @@
 """FeatureConfig, compute_features and load_audio: definition, errors, bad files."""
 
+import dataclasses
 import json
 import os
 
@@ -9,7 +10,7 @@ import scipy.fft
 import scipy.signal
 import soundfile as sf
 
-from pipelines.audio_features import FeatureConfig, compute_features
+from pipelines.audio_features import FeatureConfig, compute_features, kept_frame_range
 from pipelines.audio_loading import AudioError, load_audio, prepare_waveform
 
 
@@ -128,6 +129,15 @@ def test_trim_db_drops_leading_and_trailing_silence_only():
     assert untrimmed - got.shape[0] > 40
     # Without silence around it, trimming keeps every frame.
     assert compute_features(tone, config).shape == compute_features(tone, FeatureConfig(n_mels=40)).shape
+    # kept_frame_range says which: the trimmed features are those of the samples its frames cover.
+    kept_first, kept_last = kept_frame_range(waveform, config)
+    assert kept_last - kept_first + 1 == got.shape[0] and abs(kept_first - first) <= 1
+    plain = FeatureConfig(n_mels=40, normalisation="none")
+    np.testing.assert_array_equal(
+        compute_features(waveform, dataclasses.replace(plain, trim_db=30.0)),
+        compute_features(waveform[kept_first * hop : kept_last * hop + config.n_fft], plain),
+    )
+    assert kept_frame_range(waveform, FeatureConfig(n_mels=40)) == (0, untrimmed - 1)
     # Part of the cache key only when set: the keys of caches made before the
     # field existed (these two values) stay the same.
     assert (FeatureConfig().cache_key(), FeatureConfig(n_mels=40).cache_key()) == ("32430ab05aa147ff", "77b377ae9175f7e6")
