@@ -23,8 +23,9 @@ same recordings:
    `max_duration_s`): each is counted by reason.
 2. Each new utterance joins pieces of one to `--max-words` consecutive words
    of random recordings until it holds as many words as a random training
-   transcript (so lengths follow the corpus's). Piece edges cut inside a
-   recording fade in and out over `--fade-ms`.
+   transcript (so lengths follow the corpus's), or, with
+   `--words-per-utterance MIN-MAX`, a number drawn uniformly from that range.
+   Piece edges cut inside a recording fade in and out over `--fade-ms`.
 3. `--output-dir` gets `wavs/` (16-bit PCM at the export's sample rate),
    `manifest.tsv` (`path`, `text`, `speaker`, `split`, and `pieces`: each
    piece's source and seconds), `alignments.tsv` (every recording used:
@@ -335,9 +336,13 @@ def _umask():
 
 
 def word_splice(export_dir, dataset, output_dir, *, count=2000, validation_count=50, max_words=3, seed=1234,
-                max_cer=0.5, fade_ms=5.0, max_recordings=0, batch_size=16, cache_dir=None, data_dir=None,
-                overwrite=False):
-    """Align `dataset`'s training split with the export and write the spliced folder; return its summary."""
+                words_per_utterance=None, max_cer=0.5, fade_ms=5.0, max_recordings=0, batch_size=16,
+                cache_dir=None, data_dir=None, overwrite=False):
+    """Align `dataset`'s training split with the export and write the spliced folder; return its summary.
+
+    `words_per_utterance`: `(least, most)` words of each made utterance,
+    drawn uniformly; None: as many as a random aligned recording has.
+    """
     import tensorflow as tf
 
     from data.speech_sources import resolve_speech_source
@@ -385,6 +390,9 @@ def word_splice(export_dir, dataset, output_dir, *, count=2000, validation_count
     max_samples = int(max_duration_s * sample_rate) if max_duration_s else None
     fade_samples = int(round(fade_ms * sample_rate / 1000))
     word_counts = [len(r.words) for r in recordings]
+    if words_per_utterance is not None:
+        least, most = words_per_utterance
+        word_counts = list(range(least, most + 1))
     utterances = splice_utterances(recordings, count=count, max_words=max_words, seed=seed,
                                    word_counts=word_counts, max_samples=max_samples, fade_samples=fade_samples)
     if validation_count:
@@ -411,13 +419,26 @@ def word_splice(export_dir, dataset, output_dir, *, count=2000, validation_count
         "recordings_used": len(recordings),
         "recordings_left_out": sum(reasons.values()),
         "left_out_by_reason": dict(sorted(reasons.items())),
-        "words_used": sum(word_counts),
+        "words_per_utterance": None if words_per_utterance is None else list(words_per_utterance),
+        "words_used": sum(len(r.words) for r in recordings),
         "distinct_words": len({word for r in recordings for word in r.words}),
         "aligner_cer_on_used": float(np.mean([row["cer"] for row in rows if row["used"]])),
         "minutes": {split: round(value, 2) for split, value in sorted(minutes.items())},
     }
     write_folder(output_dir, utterances, rows, summary, sample_rate=sample_rate, overwrite=overwrite)
     return summary
+
+
+def _word_range(text):
+    """`(least, most)` of "MIN-MAX" or "N" (argparse type)."""
+    least, _, most = text.partition("-")
+    try:
+        least, most = int(least), int(most or least)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN-MAX or N, positive integers, got {text!r}") from None
+    if not 1 <= least <= most:
+        raise argparse.ArgumentTypeError(f"expected MIN-MAX with 1 <= MIN <= MAX, got {text!r}")
+    return least, most
 
 
 def main(argv=None):
@@ -432,6 +453,9 @@ def main(argv=None):
                         help="Validation utterances to make besides, from the same recordings (default: 50).")
     parser.add_argument("--max-words", type=int, default=3,
                         help="Most consecutive words of a recording in one piece (default: 3).")
+    parser.add_argument("--words-per-utterance", type=_word_range, default=None, metavar="MIN-MAX",
+                        help="Words of each made utterance, drawn uniformly from MIN to MAX (default: as many "
+                             "as a random training recording has).")
     parser.add_argument("--seed", type=int, default=1234, help="Seed of the draws (default: 1234).")
     parser.add_argument("--max-cer", type=float, default=0.5,
                         help="Leave out recordings the export transcribes with a higher CER (default: 0.5).")
@@ -470,7 +494,7 @@ def main(argv=None):
     try:
         summary = word_splice(
             args.export, args.dataset, args.output_dir, count=args.count, validation_count=args.validation_count,
-            max_words=args.max_words, seed=args.seed, max_cer=args.max_cer, fade_ms=args.fade_ms,
+            max_words=args.max_words, seed=args.seed, words_per_utterance=args.words_per_utterance, max_cer=args.max_cer, fade_ms=args.fade_ms,
             max_recordings=args.max_recordings, batch_size=args.batch_size, cache_dir=args.cache_dir,
             data_dir=args.data_dir, overwrite=args.overwrite,
         )

@@ -240,9 +240,11 @@ def test_the_command_writes_a_manifest_folder_of_training_words(tmp_path, capsys
         word_splice.main(flags)
     assert "exists and is not empty; nothing was written: give --overwrite" in capsys.readouterr().err
     assert (out_dir / "mine.txt").read_text() == "keep"
-    assert word_splice.main([*flags, "--overwrite", "--count", "5", "--seed", "8"]) == 0
+    assert word_splice.main([*flags, "--overwrite", "--count", "5", "--seed", "8", "--words-per-utterance", "2-3"]) == 0
     assert not (out_dir / "mine.txt").exists()
-    assert len((out_dir / "manifest.tsv").read_text().splitlines()) == 1 + 5 + 3
+    lines = (out_dir / "manifest.tsv").read_text().splitlines()
+    assert len(lines) == 1 + 5 + 3
+    assert {len(line.split("\t")[1].split()) for line in lines[1:]} <= {2, 3}  # none of 1 or 4 words
     assert [p for p in os.listdir(tmp_path) if p.startswith(".spliced")] == []  # no staging left behind
 
     # A transcriber that reads none of them well enough leaves nothing to cut: said, and nothing written.
@@ -270,10 +272,11 @@ def test_bad_arguments_answer_before_tensorflow_is_imported(tmp_path):
         ["--export", str(run / "export" / "transcriber" / "3"), *base, "--validation-count", "-2"],
         ["--export", str(run / "export" / "transcriber" / "3"), *base, "--max-cer", "nan"],
         ["--export", str(run / "export" / "transcriber" / "3"), *base, "--fade-ms", "500"],
+        ["--export", str(run / "export" / "transcriber" / "3"), *base, "--words-per-utterance", "5-2"],
         ["--export", str(run / "export" / "transcriber" / "3"), *base, "--output-dir", str(tmp_path / "full")],
         ["--export", str(run / "export" / "transcriber" / "3"), *base, "--output-dir", str(tmp_path / "full" / "x.wav")],
     ], cwd=root)
-    assert codes == [0] + [2] * 9
+    assert codes == [0] + [2] * 10
     assert imported == []
     for needle in (
         f"--export '{run}' is not a SavedModel version directory (no saved_model.pb); use --export "
@@ -284,6 +287,7 @@ def test_bad_arguments_answer_before_tensorflow_is_imported(tmp_path):
         "--validation-count must be 0 or a positive integer, got -2.",
         "--max-cer must be a number >= 0, got nan.",
         "--fade-ms must be between 0 and 100 milliseconds, got 500.0.",
+        "argument --words-per-utterance: expected MIN-MAX with 1 <= MIN <= MAX, got '5-2'",
         f"--output-dir {tmp_path / 'full'} exists and is not empty; nothing was written: give --overwrite",
         f"--output-dir {tmp_path / 'full' / 'x.wav'} is a file: expected a directory for the spliced folder's files.",
     ):
