@@ -215,6 +215,7 @@ def test_the_command_writes_a_manifest_folder_of_training_words(tmp_path, capsys
     training_words = {"red", "green", "blue", "one", "two", "up", "down", "left", "right", "yes"}
     for row in rows:
         assert set(row["text"].split()) <= training_words
+        assert 3 <= len(row["text"].split()) <= 8  # --words-per-utterance's default
         assert row["speaker"] == "anna"
         sources = [piece.rpartition("@")[0] for piece in row["pieces"].split("; ")]
         assert all(os.path.basename(source).startswith("t") for source in sources)  # never v0 or x0
@@ -253,6 +254,15 @@ def test_the_command_writes_a_manifest_folder_of_training_words(tmp_path, capsys
     err = capsys.readouterr().err
     assert "No recording of the training split" in err and "'transcribed_with_cer_over_max_cer': 4" in err
     assert not (tmp_path / "none").exists()
+
+
+def test_words_per_utterance_values():
+    assert word_splice._word_range("3-8") == (3, 8)
+    assert word_splice._word_range("4") == (4, 4)
+    assert word_splice._word_range("corpus") is None  # as many words as a random recording
+    for bad in ("0-2", "5-2", "x", "3-", "-3"):
+        with pytest.raises(Exception, match="expected MIN-MAX"):
+            word_splice._word_range(bad)
 
 
 def test_bad_arguments_answer_before_tensorflow_is_imported(tmp_path):
