@@ -188,7 +188,8 @@ def splice_utterances(recordings, *, count, split="train", max_words=3, seed=0, 
     return made
 
 
-def align_recordings(usable, transcribe, *, vocabulary, feature_config, max_cer=0.5, batch_size=16):
+def align_recordings(usable, transcribe, *, vocabulary, feature_config, frame_stack=None, max_cer=0.5,
+                     batch_size=16):
     """Cut recordings between their words with a transcriber's forced alignment.
 
     Args:
@@ -200,6 +201,8 @@ def align_recordings(usable, transcribe, *, vocabulary, feature_config, max_cer=
             `serving_default`.
         vocabulary: The transcriber's `Vocabulary`.
         feature_config: Its `FeatureConfig` (framing and trimming).
+        frame_stack: Feature frames per output frame; None: read off the
+            longest utterance of the first call. Checked on every utterance.
         max_cer: Recordings whose greedy text has a higher CER against the
             transcript are left out.
         batch_size: Recordings per `transcribe` call.
@@ -216,7 +219,7 @@ def align_recordings(usable, transcribe, *, vocabulary, feature_config, max_cer=
     space_id = vocabulary.encode(" ")[0]
     recordings, rows, reasons = [], [], collections.Counter()
     pending = []
-    stack = None
+    stack = frame_stack
 
     def flush():
         nonlocal stack
@@ -226,16 +229,18 @@ def align_recordings(usable, transcribe, *, vocabulary, feature_config, max_cer=
             batch[row, : len(waveform)] = waveform
         lengths = np.array([len(w) for _, _, w in pending], np.int32)
         log_probs, frame_length, texts = transcribe(batch, lengths)
+        kept = [kept_frame_range(waveform, feature_config) for _, _, waveform in pending]
+        if stack is None:  # ceil(F / T) is the stacking when T >= it: read off the longest utterance
+            longest = int(np.argmax(lengths))
+            stack = max(1, -(-(kept[longest][1] - kept[longest][0] + 1) // max(int(frame_length[longest]), 1)))
         for row, (utterance, transcript, waveform) in enumerate(pending):
             frames = int(frame_length[row])
-            first, last = kept_frame_range(waveform, feature_config)
+            first, last = kept[row]
             feature_frames = last - first + 1
-            if stack is None:  # frames per output step: read off the first utterance, checked on every one
-                stack = max(1, -(-feature_frames // max(frames, 1)))
             if -(-feature_frames // stack) != frames:
                 raise ValueError(
                     f"{utterance.source}: {feature_frames} feature frames gave {frames} output frames, expected "
-                    f"ceil({feature_frames} / {stack}) as the utterances before (frame stacking by {stack}); "
+                    f"ceil({feature_frames} / {stack}) (frame stacking by {stack}); "
                     "expected a transcriber whose outputs follow its features frame by frame."
                 )
             cer = error_rates([transcript], [texts[row]])["cer"]
@@ -360,6 +365,12 @@ def word_splice(export_dir, dataset, output_dir, *, count=2000, validation_count
     feature_config = FeatureConfig.from_dict(metadata["feature_config"])
     sample_rate = feature_config.sample_rate
     max_duration_s = training_max_duration(metadata)
+    config = metadata.get("config") or {}
+    if isinstance(config.get("members"), list) and config["members"] and isinstance(config["members"][0], dict):
+        config = config["members"][0]  # an ensemble's: its members share the frame stacking
+    frame_stack = config.get("frame_stack")
+    if isinstance(frame_stack, bool) or not isinstance(frame_stack, int) or frame_stack < 1:
+        frame_stack = None  # not recorded: read off the outputs
     source = resolve_speech_source(
         dataset, cache_dir=os.path.abspath(os.path.expanduser(cache_dir or DEFAULT_CACHE_DIR)), data_dir=data_dir
     )
@@ -380,8 +391,8 @@ def word_splice(export_dir, dataset, output_dir, *, count=2000, validation_count
 
         usable = itertools.islice(usable, max_recordings)
     recordings, rows, left_out = align_recordings(
-        usable, transcribe, vocabulary=vocabulary, feature_config=feature_config, max_cer=max_cer,
-        batch_size=batch_size,
+        usable, transcribe, vocabulary=vocabulary, feature_config=feature_config, frame_stack=frame_stack,
+        max_cer=max_cer, batch_size=batch_size,
     )
     reasons.update(left_out)
     if not recordings:

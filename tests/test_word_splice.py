@@ -156,6 +156,12 @@ def test_align_recordings_cuts_where_the_transcriber_hears_the_words():
         align_recordings([usable[0], (usable[1][0], "no go", waveform[: 400 + 160 * 39])],
                          _fake_transcriber(words_at, vocabulary, 20), vocabulary=vocabulary, feature_config=config,
                          batch_size=1)
+    # A frame stacking given (the export's metadata) is checked from the first utterance on.
+    with pytest.raises(ValueError, match=r"a.wav: 60 feature frames gave 20 output frames, expected ceil\(60 / 2\)"):
+        align_recordings(usable, _fake_transcriber(words_at, vocabulary, 20), vocabulary=vocabulary,
+                         feature_config=config, frame_stack=2)
+    assert len(align_recordings(usable, _fake_transcriber(words_at, vocabulary, 20), vocabulary=vocabulary,
+                                feature_config=config, frame_stack=3)[0]) == 2
 
 
 def _random_export(tmp_path):
