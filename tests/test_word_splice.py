@@ -1,5 +1,6 @@
 """`python -m data.word_splice`: training recordings cut between words and joined in new orders."""
 
+import argparse
 import csv
 import json
 import os
@@ -267,7 +268,7 @@ def test_words_per_utterance_values():
     assert word_splice._word_range("4") == (4, 4)
     assert word_splice._word_range("corpus") is None  # as many words as a random recording
     for bad in ("0-2", "5-2", "x", "3-", "-3"):
-        with pytest.raises(Exception, match="expected MIN-MAX"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected MIN-MAX"):
             word_splice._word_range(bad)
 
 
