@@ -409,7 +409,7 @@ def word_splice(export_dir, dataset, output_dir, *, count=2000, validation_count
         word_counts = list(range(least, most + 1))
     utterances = splice_utterances(recordings, count=count, max_words=max_words, seed=seed,
                                    word_counts=word_counts, max_samples=max_samples, fade_samples=fade_samples)
-    if validation_count:
+    if validation_count:  # the command asks for one at least: a folder needs a validation split
         utterances += splice_utterances(recordings, count=validation_count, split="validation",
                                         max_words=max_words, seed=[seed, 1], word_counts=word_counts,
                                         max_samples=max_samples, fade_samples=fade_samples)
@@ -467,7 +467,8 @@ def main(argv=None):
     parser.add_argument("--output-dir", required=True, help="The folder to write (a manifest folder).")
     parser.add_argument("--count", type=int, default=2000, help="Training utterances to make (default: 2000).")
     parser.add_argument("--validation-count", type=int, default=50,
-                        help="Validation utterances to make besides, from the same recordings (default: 50).")
+                        help="Validation utterances to make besides, from the same recordings (at least 1: a "
+                             "dataset needs a validation split; default: 50).")
     parser.add_argument("--max-words", type=int, default=3,
                         help="Most consecutive words of a recording in one piece (default: 3).")
     parser.add_argument("--words-per-utterance", type=_word_range, default=(3, 8), metavar="MIN-MAX",
@@ -488,9 +489,11 @@ def main(argv=None):
     for name in ("count", "max_words", "batch_size"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}.")
-    for name in ("validation_count", "max_recordings"):
-        if getattr(args, name) < 0:
-            parser.error(f"--{name.replace('_', '-')} must be 0 or a positive integer, got {getattr(args, name)}.")
+    if args.validation_count < 1:
+        parser.error(f"--validation-count must be a positive integer (a folder without a validation split is not "
+                     f"a dataset --mix-dataset can read), got {args.validation_count}.")
+    if args.max_recordings < 0:
+        parser.error(f"--max-recordings must be 0 (all) or a positive integer, got {args.max_recordings}.")
     if not 0 <= args.max_cer < float("inf"):
         parser.error(f"--max-cer must be a number >= 0, got {args.max_cer}.")
     if not 0 <= args.fade_ms <= 100:

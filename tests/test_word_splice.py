@@ -286,14 +286,15 @@ def test_bad_arguments_answer_before_tensorflow_is_imported(tmp_path):
         ["--export", str(tmp_path / "nowhere"), *base],
         ["--export", str(run / "export" / "transcriber" / "3"), *base, "--count", "0"],
         ["--export", str(run / "export" / "transcriber" / "3"), *base, "--max-words", "-1"],
-        ["--export", str(run / "export" / "transcriber" / "3"), *base, "--validation-count", "-2"],
+        ["--export", str(run / "export" / "transcriber" / "3"), *base, "--validation-count", "0"],
+        ["--export", str(run / "export" / "transcriber" / "3"), *base, "--max-recordings", "-1"],
         ["--export", str(run / "export" / "transcriber" / "3"), *base, "--max-cer", "nan"],
         ["--export", str(run / "export" / "transcriber" / "3"), *base, "--fade-ms", "500"],
         ["--export", str(run / "export" / "transcriber" / "3"), *base, "--words-per-utterance", "5-2"],
         ["--export", str(run / "export" / "transcriber" / "3"), *base, "--output-dir", str(tmp_path / "full")],
         ["--export", str(run / "export" / "transcriber" / "3"), *base, "--output-dir", str(tmp_path / "full" / "x.wav")],
     ], cwd=root)
-    assert codes == [0] + [2] * 10
+    assert codes == [0] + [2] * 11
     assert imported == []
     for needle in (
         f"--export '{run}' is not a SavedModel version directory (no saved_model.pb); use --export "
@@ -301,7 +302,9 @@ def test_bad_arguments_answer_before_tensorflow_is_imported(tmp_path):
         f"--export '{tmp_path / 'nowhere'}' is not a SavedModel version directory (no saved_model.pb).",
         "--count must be a positive integer, got 0.",
         "--max-words must be a positive integer, got -1.",
-        "--validation-count must be 0 or a positive integer, got -2.",
+        "--validation-count must be a positive integer (a folder without a validation split is not a dataset "
+        "--mix-dataset can read), got 0.",
+        "--max-recordings must be 0 (all) or a positive integer, got -1.",
         "--max-cer must be a number >= 0, got nan.",
         "--fade-ms must be between 0 and 100 milliseconds, got 500.0.",
         "argument --words-per-utterance: expected MIN-MAX with 1 <= MIN <= MAX, got '5-2'",
