@@ -51,6 +51,7 @@ split's start.
 import argparse
 import collections
 import dataclasses
+import itertools
 import json
 import os
 import shutil
@@ -289,10 +290,10 @@ def write_folder(output_dir, utterances, rows, summary, *, sample_rate, overwrit
     """
     import soundfile as sf
 
+    occupied = _occupied_error(output_dir, overwrite)
+    if occupied is not None:
+        raise ValueError(occupied)
     output_dir = os.path.abspath(output_dir)
-    if os.path.exists(output_dir) and not overwrite and (not os.path.isdir(output_dir) or os.listdir(output_dir)):
-        raise ValueError(f"--output-dir {output_dir} exists and is not empty; nothing was written: give "
-                         "--overwrite to replace it, or another --output-dir.")
     parent = os.path.dirname(output_dir)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.", suffix=".tmp", dir=parent)
@@ -332,6 +333,14 @@ def write_folder(output_dir, utterances, rows, summary, *, sample_rate, overwrit
     return output_dir
 
 
+def _occupied_error(output_dir, overwrite):
+    """Why `output_dir` may not be written (it holds something, and not `overwrite`), or None."""
+    if overwrite or not os.path.exists(output_dir) or (os.path.isdir(output_dir) and not os.listdir(output_dir)):
+        return None
+    return (f"--output-dir {output_dir} exists and is not empty; nothing was written: give --overwrite to "
+            "replace it, or another --output-dir.")
+
+
 def _cell(text):
     """`text` as one TSV cell: tabs and line breaks become spaces."""
     return " ".join(str(text).replace("\t", " ").splitlines())
@@ -357,7 +366,7 @@ def word_splice(export_dir, dataset, output_dir, *, count=2000, validation_count
     from pipelines.audio_features import FeatureConfig
     from pipelines.speech_dataset import DEFAULT_CACHE_DIR
     from pipelines.vocabulary import Vocabulary
-    from serving.evaluate_export import training_max_duration, usable_utterances
+    from serving.evaluate_export import training_config, training_max_duration, usable_utterances
     from serving.export import load_version, read_metadata
 
     metadata = read_metadata(export_dir, task="transcription")
@@ -365,10 +374,7 @@ def word_splice(export_dir, dataset, output_dir, *, count=2000, validation_count
     feature_config = FeatureConfig.from_dict(metadata["feature_config"])
     sample_rate = feature_config.sample_rate
     max_duration_s = training_max_duration(metadata)
-    config = metadata.get("config") or {}
-    if isinstance(config.get("members"), list) and config["members"] and isinstance(config["members"][0], dict):
-        config = config["members"][0]  # an ensemble's: its members share the frame stacking
-    frame_stack = config.get("frame_stack")
+    frame_stack = training_config(metadata).get("frame_stack")
     if isinstance(frame_stack, bool) or not isinstance(frame_stack, int) or frame_stack < 1:
         frame_stack = None  # not recorded: read off the outputs
     source = resolve_speech_source(
@@ -387,8 +393,6 @@ def word_splice(export_dir, dataset, output_dir, *, count=2000, validation_count
         min_samples=feature_config.n_fft, skipped=skipped, reasons=reasons, program=PROGRAM,
     )
     if max_recordings:
-        import itertools
-
         usable = itertools.islice(usable, max_recordings)
     recordings, rows, left_out = align_recordings(
         usable, transcribe, vocabulary=vocabulary, feature_config=feature_config, frame_stack=frame_stack,
@@ -505,16 +509,15 @@ def main(argv=None):
                      + _version_hint(args.export) + ".")
     from training.cli import output_dir_error
 
-    error = output_dir_error(args.output_dir, what="spliced folder")
-    if error is None and os.path.isdir(args.output_dir) and os.listdir(args.output_dir) and not args.overwrite:
-        error = (f"--output-dir {args.output_dir} exists and is not empty; nothing was written: give --overwrite "
-                 "to replace it, or another --output-dir.")
+    error = output_dir_error(args.output_dir, what="spliced folder") or _occupied_error(
+        args.output_dir, args.overwrite)
     if error is not None:
         parser.error(error)
     try:
         summary = word_splice(
             args.export, args.dataset, args.output_dir, count=args.count, validation_count=args.validation_count,
-            max_words=args.max_words, seed=args.seed, words_per_utterance=args.words_per_utterance, max_cer=args.max_cer, fade_ms=args.fade_ms,
+            max_words=args.max_words, seed=args.seed, words_per_utterance=args.words_per_utterance,
+            max_cer=args.max_cer, fade_ms=args.fade_ms,
             max_recordings=args.max_recordings, batch_size=args.batch_size, cache_dir=args.cache_dir,
             data_dir=args.data_dir, overwrite=args.overwrite,
         )

@@ -266,17 +266,27 @@ def usable_utterances(utterances, *, vocabulary, sample_rate, max_duration_s, mi
         yield utterance, reference, waveform
 
 
-def training_max_duration(metadata):
-    """The `max_duration_s` the export's training run skipped longer utterances by, or None.
+def training_config(metadata):
+    """The training configuration dict an export's metadata records (`{}` when none).
 
-    Read from the metadata's `config` (an ensemble packed by
-    `serving.export_run`: its first member's); None when it records none.
+    An ensemble packed by `serving.export_run` records its members'; the
+    first member's is returned (they share features, frame stacking and
+    limits).
     """
     config = metadata.get("config") or {}
     members = config.get("members")
     if isinstance(members, list) and members and isinstance(members[0], dict):
         config = members[0]
-    value = config.get("max_duration_s")
+    return config
+
+
+def training_max_duration(metadata):
+    """The `max_duration_s` the export's training run skipped longer utterances by, or None.
+
+    Read from the metadata's `config` (`training_config`); None when it
+    records none.
+    """
+    value = training_config(metadata).get("max_duration_s")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         return None
     return float(value)

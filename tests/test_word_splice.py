@@ -247,6 +247,8 @@ def test_the_command_writes_a_manifest_folder_of_training_words(tmp_path, capsys
     with pytest.raises(SystemExit):
         word_splice.main(flags)
     assert "exists and is not empty; nothing was written: give --overwrite" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="exists and is not empty; nothing was written"):  # the function too
+        word_splice.write_folder(str(out_dir), [], [], {}, sample_rate=16000)
     assert (out_dir / "mine.txt").read_text() == "keep"
     assert word_splice.main([*flags, "--overwrite", "--count", "5", "--seed", "8", "--words-per-utterance", "2-3"]) == 0
     assert not (out_dir / "mine.txt").exists()
@@ -292,7 +294,8 @@ def test_bad_arguments_answer_before_tensorflow_is_imported(tmp_path):
         ["--export", str(run / "export" / "transcriber" / "3"), *base, "--fade-ms", "500"],
         ["--export", str(run / "export" / "transcriber" / "3"), *base, "--words-per-utterance", "5-2"],
         ["--export", str(run / "export" / "transcriber" / "3"), *base, "--output-dir", str(tmp_path / "full")],
-        ["--export", str(run / "export" / "transcriber" / "3"), *base, "--output-dir", str(tmp_path / "full" / "x.wav")],
+        ["--export", str(run / "export" / "transcriber" / "3"), *base,
+         "--output-dir", str(tmp_path / "full" / "x.wav")],
     ], cwd=root)
     assert codes == [0] + [2] * 11
     assert imported == []
