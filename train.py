@@ -153,9 +153,9 @@ def check_effective_flags(args, config, tuning):
                              f"--dataset {config.dataset} is not one: the value would be ignored. Drop "
                              "--tfds-data-dir.")
     if tuning.tune:
-        # Read by a training run only: a search's trials and its best model train without them.
+        # Read by a training run only: a search's trials and its best model train without them
+        # (--lr-schedule is not one: each trial follows it, tuning.task_hypermodel).
         unused = {
-            "lr_schedule": "the trials and the best model train at the sampled learning rate, without a schedule",
             "early_stopping_patience": "the trials and the best model train up to --max-epochs epochs, without "
                                        "early stopping",
             "sample_prompt": "a search prints no sample (python generate.py --model-dir on its best model does)",

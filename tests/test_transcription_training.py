@@ -821,10 +821,11 @@ def _usage_error(capsys, argv):
          [["--spec-augment", "--spec-augment-max-frequency", "0.25"]]),
         (["--data-dir", "/srv/tfds"], "--data-dir is the TFDS data directory of the catalog datasets",
          [["--mix-dataset", "spoken_digit", "--data-dir", "/srv/tfds"]]),
+        # --lr-schedule acts in a search too: each trial follows it.
         (["--tune", "--lr-schedule", "constant", "--early-stopping-patience", "3"],
-         "with --tune, --lr-schedule has no effect: the trials and the best model train at the sampled learning "
-         "rate, without a schedule; --early-stopping-patience has no effect",
-         [["--lr-schedule", "constant", "--early-stopping-patience", "3"]]),
+         "with --tune, --early-stopping-patience has no effect: the trials and the best model train up to "
+         "--max-epochs epochs, without early stopping. Drop it.",
+         [["--lr-schedule", "constant", "--early-stopping-patience", "3"], ["--tune", "--lr-schedule", "constant"]]),
         (["--tune", "--tuner", "random", "--hyperband-factor", "4"],
          "--hyperband-factor is Hyperband's reduction factor; --tuner random does not use it",
          [["--tune", "--tuner", "hyperband", "--hyperband-factor", "4"]]),

@@ -1,12 +1,17 @@
 """Tuning: configuration errors, search spaces, the runner, resuming, Hyperband."""
 
 import csv
+import dataclasses
 import json
+import math
 import os
 import shutil
 
+import keras
 import keras_tuner
+import numpy as np
 import pytest
+import tensorflow as tf
 
 from tests.tuning_toy_task import TOY_TASK, ToyConfig
 from tuning.config import TuningConfig
@@ -267,10 +272,15 @@ def test_search_writes_outputs_and_resumes_without_repeating_trials(tmp_path, ca
     with open(identity_path, encoding="utf-8") as f:
         identity = json.load(f)
     assert identity["task_config"].pop("embedding_dim") == 8
+    # A project from before trials followed --lr-schedule: its trials trained at a constant rate.
+    assert identity.pop("trial_lr_schedule") == "constant"
     with open(identity_path, "w", encoding="utf-8") as f:
         json.dump(identity, f)
     run_search(TOY_TASK, ToyConfig(output_dir=moved), TuningConfig(tuner="random", max_trials=2, max_epochs=1))
     assert capsys.readouterr().out.count(" starts: ") == 0
+    with pytest.raises(ValueError, match=r"trial_lr_schedule \(was 'constant', now 'cosine'\) differ.*Its trials "
+                                         r"trained with --lr-schedule constant: give it to resume\."):
+        run_search(TOY_TASK, _ScheduledToyConfig(output_dir=moved), TuningConfig(tuner="random", max_trials=2, max_epochs=1))
     with pytest.raises(ValueError, match=r"task_config.embedding_dim \(was 8, now 4\)"):
         run_search(TOY_TASK, ToyConfig(output_dir=moved, embedding_dim=4), TuningConfig(tuner="random", max_trials=2, max_epochs=1))
     with pytest.raises(ValueError, match=r"different settings \(tuner \(was 'random', now 'bayesian'\) differ"):
@@ -527,6 +537,74 @@ def test_train_py_rejects_bad_tuning_flags(argv, message, capsys):
         train.parse_command(["--task", "transcription", *argv])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@dataclasses.dataclass(frozen=True)
+class _ScheduledToyConfig(ToyConfig):
+    lr_schedule: str = "cosine"  # as the real tasks' configs have it
+
+
+class _RecordRates(keras.callbacks.Callback):
+    """The optimizer's learning rate at each batch (after the schedule set it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+
+def _cosine(rate, step, total, floor=0.02):
+    return rate * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * step / total)))
+
+
+def _rates_of_a_fit(lr_schedule, *, hp_rate=0.02, epochs=3, initial_epoch=0, steps_per_epoch=4):
+    from tuning.task_hypermodel import TaskHyperModel
+
+    def build(hp):
+        model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        model.compile(keras.optimizers.SGD(0.5), "mse")  # not the trial's rate: hp's is
+        return model
+
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("learning_rate", hp_rate)
+    x = np.ones((8, 2), "float32")
+    data = tf.data.Dataset.from_tensor_slices((x, x[:, :1])).batch(2)
+    if steps_per_epoch:
+        data, kwargs = data.repeat(), {"steps_per_epoch": steps_per_epoch}
+    else:
+        kwargs = {}  # an epoch of unknown length: the first one gives it
+    record = _RecordRates()
+    hypermodel = TaskHyperModel(build_model=build, objective="val_loss", lr_schedule=lr_schedule)
+    hypermodel.fit(hp, build(hp), data, epochs=epochs, initial_epoch=initial_epoch, validation_data=(x, x[:, :1]),
+                   callbacks=[record], verbose=0, shuffle=False, **kwargs)
+    return record.rates
+
+
+def test_trials_decay_the_learning_rate_as_the_run_does():
+    # 3 epochs of 4 steps: from the trial's sampled rate (not the compiled one) to 2 percent of it.
+    assert _rates_of_a_fit("cosine") == pytest.approx([_cosine(0.02, k, 12) for k in range(12)], rel=1e-6)
+    # A Hyperband round from epoch 1 to 3 decays over its own two epochs, from the full rate.
+    assert _rates_of_a_fit("cosine", initial_epoch=1) == pytest.approx([_cosine(0.02, k, 8) for k in range(8)],
+                                                                       rel=1e-6)
+    # Epochs of unknown length: the first at the full rate, then the decay over 3 x its 4 steps.
+    assert _rates_of_a_fit("cosine", steps_per_epoch=None) == pytest.approx(
+        [0.02] * 4 + [_cosine(0.02, k, 12) for k in range(4, 12)], rel=1e-6
+    )
+    assert _rates_of_a_fit("constant") == pytest.approx([0.5] * 12)  # the compiled rate, untouched
+
+
+def test_trial_schedules_and_their_errors():
+    from tuning.task_hypermodel import TaskHyperModel
+
+    plateau = TaskHyperModel(build_model=None, objective="val_loss", lr_schedule="plateau")
+    (callback,) = plateau.schedule_callbacks(None, None, epochs=3)
+    assert isinstance(callback, keras.callbacks.ReduceLROnPlateau)
+    assert (callback.monitor, callback.factor, callback.patience, callback.min_lr) == ("val_loss", 0.5, 1, 1e-5)
+    with pytest.raises(ValueError, match=r"`lr_schedule`, expected one of \('cosine', 'plateau', 'constant'\), "
+                                         r"got 'linear'"):
+        TaskHyperModel(build_model=None, objective="val_loss", lr_schedule="linear")
 
 
 def test_a_fit_stopped_by_the_deadline_is_marked_cut_short():

@@ -82,9 +82,12 @@ def _check_same_search(path, identity, config):
         return
     with open(path, encoding="utf-8") as f:
         previous = json.load(f)
+    previous.setdefault("trial_lr_schedule", "constant")  # how trials trained before they followed --lr-schedule
     changed = _changed_fields(previous, identity, skip=("task_config", "data"))  # data: _check_same_data
     task_fields = config_differences(
-        previous.get("task_config", {}), config, ignore=NON_LEARNING_FIELDS | set(TUNED_HYPERPARAMETERS)
+        previous.get("task_config", {}), config,
+        # lr_schedule: compared as trial_lr_schedule (a project from before it counts as 'constant')
+        ignore=NON_LEARNING_FIELDS | set(TUNED_HYPERPARAMETERS) | {"lr_schedule"},
     )
     changed += [f"task_config.{key} (was {old!r}, now {new!r})" for key, (old, new) in task_fields.items()]
     if changed:
@@ -95,6 +98,8 @@ def _check_same_search(path, identity, config):
             "ranges to resume it (only --max-trials, --time-budget-minutes and "
             "options that do not change training, such as --distribute, may "
             "change); use another --output-dir for a new search."
+            + (f" Its trials trained with --lr-schedule {previous['trial_lr_schedule']}: give it to resume."
+               if previous["trial_lr_schedule"] != identity.get("trial_lr_schedule") else "")
         )
 
 
@@ -148,12 +153,16 @@ def _best_model(tuner, hypermodel, trial, train, steps_per_epoch, validation, ep
     keras.backend.clear_session()
     with keras_tuner.engine.tuner.maybe_distribute(tuner.distribution_strategy):
         model = hypermodel.build(hp)
+    epochs = int(hp.values.get("tuner/epochs", epochs))
     model.fit(
         train,
         steps_per_epoch=steps_per_epoch,
         validation_data=validation,
-        epochs=int(hp.values.get("tuner/epochs", epochs)),
-        callbacks=hypermodel.make_task_callbacks(),
+        epochs=epochs,
+        callbacks=[
+            *hypermodel.schedule_callbacks(hp, model, epochs=epochs, steps_per_epoch=steps_per_epoch),
+            *hypermodel.make_task_callbacks(),
+        ],
         verbose=verbose,
     )
     return model, "retrained with the trial's hyperparameters"
@@ -214,6 +223,8 @@ def run_search(task, config, tuning, *, output_dir=None):
             f"and a server of that directory would serve the newer. Nothing was written: give another --output-dir."
         )
     ranges = task.search_ranges(tuning)
+    # Trials move the learning rate as the task's run does (a task config without the field: constant).
+    lr_schedule = getattr(config, "lr_schedule", "constant")
     deadline = time.time() + 60 * tuning.time_budget_minutes if tuning.time_budget_minutes else None
     # The task's own Keras verbosity where it has one (the language model's --verbose), else
     # progress bars on a terminal and one line per epoch in a log.
@@ -232,6 +243,9 @@ def run_search(task, config, tuning, *, output_dir=None):
                 },
                 "tuner": tuning.tuner,
                 "max_epochs": tuning.max_epochs,
+                # Projects from before trials followed --lr-schedule lack it (their trials trained at
+                # a constant rate): refused, as their trials would not compare with new ones.
+                "trial_lr_schedule": lr_schedule,
                 "executions_per_trial": tuning.executions_per_trial,
                 "hyperband_factor": tuning.hyperband_factor,
                 "tuning_seed": tuning.tuning_seed,
@@ -261,6 +275,7 @@ def run_search(task, config, tuning, *, output_dir=None):
         objective=task.objective,
         make_callbacks=lambda: task.make_callbacks(config, context, validation),
         deadline=deadline,
+        lr_schedule=lr_schedule,
     )
     tuner = build_tuner(
         tuning,

@@ -6,6 +6,23 @@ import time
 import keras
 import keras_tuner
 
+from training.cosine_annealing_callback import CosineAnnealingCallback
+
+LR_SCHEDULES = ("cosine", "plateau", "constant")
+
+
+class _TrialCosine(CosineAnnealingCallback):
+    """`CosineAnnealingCallback` over one fit, counting its steps from the fit's start.
+
+    A Hyperband trial that goes on from an earlier trial's checkpoint starts
+    its own decay from the sampled rate, whatever optimizer state the
+    checkpoint brought.
+    """
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self._step = 0
+
 
 class _StopAtDeadline(keras.callbacks.Callback):
     """Ends training after the batch that passes `deadline` (a `time.time()`).
@@ -48,14 +65,27 @@ class TaskHyperModel(keras_tuner.HyperModel):
             callbacks for one fit.
         deadline: Optional `time.time()` after which a running fit stops
             after its current batch (the search's time budget).
+        lr_schedule: How each fit moves the learning rate, as the task's
+            training run does (`--lr-schedule`): `"cosine"` decays it from
+            the trial's sampled rate (`hp`'s `learning_rate`, else the
+            compiled one) to 2 percent of it by the fit's last epoch (over
+            `epochs - initial_epoch`: a Hyperband round decays over its own
+            epochs); `"plateau"` halves it when `val_loss` stalls for an
+            epoch (floor 1e-5); `"constant"` (default) leaves it.
     """
 
-    def __init__(self, *, build_model, objective, make_callbacks=None, deadline=None):
+    def __init__(self, *, build_model, objective, make_callbacks=None, deadline=None, lr_schedule="constant"):
         super().__init__(name="task_hypermodel", tunable=True)
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"Received an invalid value for argument `lr_schedule`, expected one of {LR_SCHEDULES}, "
+                f"got {lr_schedule!r}."
+            )
         self._build_model = build_model
         self.objective = objective
         self._make_callbacks = make_callbacks or (lambda: [])
         self.deadline = deadline
+        self.lr_schedule = lr_schedule
 
     def build(self, hp):
         return self._build_model(hp)
@@ -64,9 +94,28 @@ class TaskHyperModel(keras_tuner.HyperModel):
         """A fresh list of the task's own callbacks for one fit."""
         return list(self._make_callbacks())
 
+    def schedule_callbacks(self, hp, model, *, epochs, initial_epoch=0, steps_per_epoch=None):
+        """The learning-rate callbacks of one fit of `model` (see `lr_schedule`)."""
+        if self.lr_schedule == "plateau":
+            return [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1, min_lr=1e-5)]
+        if self.lr_schedule == "constant" or epochs - initial_epoch <= 0:
+            return []
+        rate = hp.get("learning_rate") if hp is not None and "learning_rate" in hp.values else None
+        if rate is None:
+            rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        fit_epochs = epochs - initial_epoch
+        if steps_per_epoch:
+            return [_TrialCosine(rate, fit_epochs * int(steps_per_epoch))]
+        return [_TrialCosine(rate, None, epochs=fit_epochs)]  # the first epoch gives its length
+
     def fit(self, hp, model, *args, callbacks=None, **kwargs):
         stop = _StopAtDeadline(self.deadline)
-        callbacks = [*self.make_task_callbacks(), stop, *(callbacks or [])]
+        schedule = self.schedule_callbacks(
+            hp, model, epochs=kwargs.get("epochs", 1), initial_epoch=kwargs.get("initial_epoch", 0),
+            steps_per_epoch=kwargs.get("steps_per_epoch"),
+        )
+        # The schedule first: the task's callbacks validate at the rate the epoch trained with.
+        callbacks = [*schedule, *self.make_task_callbacks(), stop, *(callbacks or [])]
         started = time.perf_counter()
         history = model.fit(*args, callbacks=callbacks, **kwargs)
         seconds = time.perf_counter() - started
