@@ -58,6 +58,13 @@ def test_a_resumed_run_continues_the_decay_from_the_optimizer_step():
     model.fit(x, x[:, :1], batch_size=2, epochs=1, verbose=0, callbacks=[schedule, probe])
     expected = [0.5 * 0.5 * (1 + math.cos(math.pi * s / 8)) for s in range(4, 8)]
     np.testing.assert_allclose(seen, expected, rtol=1e-6)
+    # resume_from_optimizer=False (a tuning trial's fit): the decay starts anew at step 0
+    # although the optimizer has now taken 8 steps.
+    seen.clear()
+    fresh = CosineAnnealingCallback(0.5, 8, final_fraction=0.0, resume_from_optimizer=False)
+    model.fit(x, x[:, :1], batch_size=2, epochs=1, verbose=0, callbacks=[fresh, probe])
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 12
+    np.testing.assert_allclose(seen, [0.5 * 0.5 * (1 + math.cos(math.pi * s / 8)) for s in range(4)], rtol=1e-6)
 
 
 def _rates_seen(model, x, epochs, schedule, initial_epoch=0):

@@ -41,11 +41,16 @@ class CosineAnnealingCallback(keras.callbacks.Callback):
             a `ClockedBackupAndRestore`, so that a resumed run's time share
             counts the killed run's training; None: a clock of its own,
             started when training begins.
+        resume_from_optimizer: True (default): the decay starts at the
+            optimizer's step count, so a resumed run goes on where it
+            stopped; False: every fit decays anew from step 0, whatever
+            optimizer state the model brought (a Hyperband round that goes
+            on from an earlier trial's checkpoint).
     """
 
     def __init__(
         self, initial_learning_rate, total_steps, *, epochs=None, max_seconds=None, final_fraction=0.02,
-        clock=None,
+        clock=None, resume_from_optimizer=True,
     ):
         super().__init__()
         if not initial_learning_rate > 0:
@@ -94,6 +99,7 @@ class CosineAnnealingCallback(keras.callbacks.Callback):
         self.final_fraction = final_fraction
         self._own_clock = clock is None
         self.clock = clock
+        self.resume_from_optimizer = resume_from_optimizer
         self._step = 0
         self._epoch_start_step = None
         self._epoch = 0
@@ -110,7 +116,7 @@ class CosineAnnealingCallback(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         if self._own_clock:
             self.clock = TrainingClock()
-        self._step = None
+        self._step = None if self.resume_from_optimizer else 0  # None: the first batch reads the optimizer's
 
     def on_train_batch_begin(self, batch, logs=None):
         if self._step is None:

@@ -212,6 +212,11 @@ def _read_history(path):
     return {name: [float(row[name]) for row in ordered] for name in names}
 
 
+def plateau_schedule(verbose=0):
+    """`--lr-schedule plateau`: halve the rate when val_loss stalls for an epoch (floor 1e-5); a run's and a trial's."""
+    return keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1, min_lr=1e-5, verbose=verbose)
+
+
 def _train(config, model, data, resuming, callbacks):
     """Fit `model` as `run` does; return the figures `trained_weights.resume_state` reads back, the model holding
     the best checkpoint's weights.
@@ -247,11 +252,7 @@ def _train(config, model, data, resuming, callbacks):
             )
         )
     elif config.lr_schedule == "plateau":
-        own_callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(
-                monitor="val_loss", factor=0.5, patience=1, min_lr=1e-5, verbose=config.verbose
-            )
-        )
+        own_callbacks.append(plateau_schedule(verbose=config.verbose))
     # Last: when a backup of epoch N exists, so do its checkpoint and history row.
     # It keeps the clock too: a resumed run's budget and decay go on where they stopped.
     own_callbacks.append(ClockedBackupAndRestore(backup_dir, clock, double_checkpoint=True))

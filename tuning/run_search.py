@@ -243,8 +243,8 @@ def run_search(task, config, tuning, *, output_dir=None):
                 },
                 "tuner": tuning.tuner,
                 "max_epochs": tuning.max_epochs,
-                # Projects from before trials followed --lr-schedule lack it (their trials trained at
-                # a constant rate): refused, as their trials would not compare with new ones.
+                # A project from before trials followed --lr-schedule lacks it and counts as 'constant'
+                # (_check_same_search): resumed with another schedule, its trials would not compare.
                 "trial_lr_schedule": lr_schedule,
                 "executions_per_trial": tuning.executions_per_trial,
                 "hyperband_factor": tuning.hyperband_factor,

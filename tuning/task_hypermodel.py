@@ -11,19 +11,6 @@ from training.cosine_annealing_callback import CosineAnnealingCallback
 LR_SCHEDULES = ("cosine", "plateau", "constant")
 
 
-class _TrialCosine(CosineAnnealingCallback):
-    """`CosineAnnealingCallback` over one fit, counting its steps from the fit's start.
-
-    A Hyperband trial that goes on from an earlier trial's checkpoint starts
-    its own decay from the sampled rate, whatever optimizer state the
-    checkpoint brought.
-    """
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        self._step = 0
-
-
 class _StopAtDeadline(keras.callbacks.Callback):
     """Ends training after the batch that passes `deadline` (a `time.time()`).
 
@@ -97,16 +84,21 @@ class TaskHyperModel(keras_tuner.HyperModel):
     def schedule_callbacks(self, hp, model, *, epochs, initial_epoch=0, steps_per_epoch=None):
         """The learning-rate callbacks of one fit of `model` (see `lr_schedule`)."""
         if self.lr_schedule == "plateau":
-            return [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1, min_lr=1e-5)]
+            from training.language_model import plateau_schedule  # the only task that has it
+
+            return [plateau_schedule()]
         if self.lr_schedule == "constant" or epochs - initial_epoch <= 0:
             return []
         rate = hp.get("learning_rate") if hp is not None and "learning_rate" in hp.values else None
         if rate is None:
             rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
         fit_epochs = epochs - initial_epoch
+        # Counted from the fit's start: a Hyperband round that goes on from an earlier trial's
+        # checkpoint decays anew from the sampled rate, whatever optimizer state it brought.
         if steps_per_epoch:
-            return [_TrialCosine(rate, fit_epochs * int(steps_per_epoch))]
-        return [_TrialCosine(rate, None, epochs=fit_epochs)]  # the first epoch gives its length
+            return [CosineAnnealingCallback(rate, fit_epochs * int(steps_per_epoch), resume_from_optimizer=False)]
+        # An epoch of unknown length: the first one gives it.
+        return [CosineAnnealingCallback(rate, None, epochs=fit_epochs, resume_from_optimizer=False)]
 
     def fit(self, hp, model, *args, callbacks=None, **kwargs):
         stop = _StopAtDeadline(self.deadline)
